@@ -1,0 +1,246 @@
+//! Validation shared by the vocabulary types, and the macro that defines the identifier
+//! newtypes ([`ResourceKind`](crate::ResourceKind), [`Action`](crate::Action),
+//! [`AuthMethod`](crate::AuthMethod)).
+
+use crate::error::{Error, Field, echo};
+
+/// Longest identifier (resource kind, action, authentication method), in bytes.
+pub(crate) const MAX_IDENT_LEN: usize = 64;
+/// Longest name (resource id, subject, group, claim name), in bytes.
+pub(crate) const MAX_NAME_LEN: usize = 256;
+
+/// Whether `b` may appear in an identifier after its first byte (canonical, lower-case form).
+const fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// Checks an identifier that is already in canonical (lower-case) form, at compile time when
+/// used in a constant. Returns the reason it is invalid.
+pub(crate) const fn check_canonical_ident(s: &str) -> Result<(), &'static str> {
+    let bytes = s.as_bytes();
+    if bytes.len() > MAX_IDENT_LEN {
+        return Err("identifier is longer than 64 bytes");
+    }
+    let [first, rest @ ..] = bytes else {
+        return Err("identifier must not be empty");
+    };
+    if !first.is_ascii_lowercase() {
+        return Err("identifier must start with a lower-case ASCII letter");
+    }
+    let mut rest = rest;
+    while let [byte, tail @ ..] = rest {
+        if !is_ident_byte(*byte) {
+            return Err("identifier may hold only `a-z 0-9 _ - .`");
+        }
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Parses an identifier: ASCII letters, digits, `_ - .`, starting with a letter, at most
+/// [`MAX_IDENT_LEN`] bytes. Upper-case letters are folded to lower case, so `ENV` and `env`
+/// name the same kind.
+pub(crate) fn parse_ident(field: Field, input: &str) -> Result<String, Error> {
+    if input.is_empty() {
+        return Err(Error::Empty { field });
+    }
+    if input.len() > MAX_IDENT_LEN {
+        return Err(Error::TooLong {
+            field,
+            len: input.len(),
+            max: MAX_IDENT_LEN,
+        });
+    }
+    for (position, ch) in input.char_indices() {
+        let ok = if position == 0 {
+            ch.is_ascii_alphabetic()
+        } else {
+            ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.')
+        };
+        if !ok {
+            return Err(Error::InvalidChar {
+                field,
+                value: echo(input),
+                ch,
+                position,
+            });
+        }
+    }
+    Ok(input.to_ascii_lowercase())
+}
+
+/// Parses a name: non-empty, at most [`MAX_NAME_LEN`] bytes, no whitespace and no control
+/// characters. Names keep their case.
+pub(crate) fn parse_name(field: Field, input: &str) -> Result<(), Error> {
+    if input.is_empty() {
+        return Err(Error::Empty { field });
+    }
+    if input.len() > MAX_NAME_LEN {
+        return Err(Error::TooLong {
+            field,
+            len: input.len(),
+            max: MAX_NAME_LEN,
+        });
+    }
+    match input
+        .char_indices()
+        .find(|(_, ch)| ch.is_whitespace() || ch.is_control())
+    {
+        Some((position, ch)) => Err(Error::InvalidChar {
+            field,
+            value: echo(input),
+            ch,
+            position,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Defines a validated, lower-case identifier newtype over `Cow<'static, str>`, so that
+/// well-known values are free constants and parsed ones are owned strings.
+macro_rules! ident_newtype {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $field:expr, $what:literal
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(::std::borrow::Cow<'static, str>);
+
+        impl $name {
+            #[doc = concat!("Makes a ", $what, " from a string known at compile time, for constants.")]
+            ///
+            /// # Panics
+            ///
+            /// If `value` is not a canonical identifier (lower-case ASCII letter first, then
+            /// `a-z 0-9 _ - .`, at most 64 bytes). In a `const` item that is a compile error,
+            /// which is the intended use; parse runtime input with `str::parse` instead.
+            #[must_use]
+            pub const fn from_static(value: &'static str) -> Self {
+                match $crate::ident::check_canonical_ident(value) {
+                    Ok(()) => Self(::std::borrow::Cow::Borrowed(value)),
+                    Err(reason) => panic!("{}", reason),
+                }
+            }
+
+            #[doc = concat!("The ", $what, " as a string, in canonical (lower-case) form.")]
+            #[must_use]
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::Error;
+
+            fn from_str(input: &str) -> Result<Self, Self::Err> {
+                $crate::ident::parse_ident($field, input)
+                    .map(|s| Self(::std::borrow::Cow::Owned(s)))
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = $crate::Error;
+
+            fn try_from(input: &str) -> Result<Self, Self::Error> {
+                input.parse()
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $crate::Error;
+
+            fn try_from(input: String) -> Result<Self, Self::Error> {
+                input.parse()
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), &*self.0)
+            }
+        }
+
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = <::std::borrow::Cow<'de, str> as ::serde::Deserialize>::deserialize(deserializer)?;
+                raw.parse().map_err(::serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+pub(crate) use ident_newtype;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_fold_case_and_reject_bad_characters() {
+        assert_eq!(parse_ident(Field::Action, "Deploy").unwrap(), "deploy");
+        assert_eq!(
+            parse_ident(Field::Action, "build.publish").unwrap(),
+            "build.publish"
+        );
+        assert!(matches!(
+            parse_ident(Field::Action, "1deploy"),
+            Err(Error::InvalidChar { position: 0, .. })
+        ));
+        assert!(matches!(
+            parse_ident(Field::Action, "de ploy"),
+            Err(Error::InvalidChar {
+                ch: ' ',
+                position: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_ident(Field::Action, ""),
+            Err(Error::Empty { .. })
+        ));
+        assert!(matches!(
+            parse_ident(Field::Action, &"a".repeat(65)),
+            Err(Error::TooLong { max: 64, .. })
+        ));
+    }
+
+    #[test]
+    fn canonical_check_agrees_with_the_parser_on_canonical_input() {
+        for ok in ["env", "env_stage", "a.b-c_1"] {
+            assert!(check_canonical_ident(ok).is_ok(), "{ok}");
+            assert_eq!(parse_ident(Field::ResourceKind, ok).unwrap(), ok);
+        }
+        for bad in ["", "Env", "_env", "env stage", "é"] {
+            assert!(check_canonical_ident(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_keep_case_and_reject_whitespace_and_controls() {
+        assert!(parse_name(Field::Subject, "Alice@Example.org").is_ok());
+        assert!(parse_name(Field::Subject, "checkout/prod").is_ok());
+        assert!(parse_name(Field::Subject, "a\tb").is_err());
+        assert!(parse_name(Field::Subject, "a\u{7f}").is_err());
+        assert!(parse_name(Field::Subject, "a\u{2003}b").is_err());
+        assert!(parse_name(Field::Subject, &"x".repeat(257)).is_err());
+    }
+}

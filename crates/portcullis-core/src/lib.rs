@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod action;
+mod authorizer;
+mod clock;
+mod combinator;
+pub mod danger;
+mod decision;
+mod error;
+mod ident;
+mod principal;
+mod resource;
+
+pub use action::Action;
+pub use authorizer::{AccessRequest, Authorizer, Context, DenyAll, FnAuthorizer, from_fn};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use combinator::{AllOf, AnyOf, DenyOverrides};
+pub use decision::{Decision, Effect};
+pub use error::{Error, Field};
+pub use principal::{AuthMethod, Principal, PrincipalBuilder, PrincipalKind};
+pub use resource::{Resource, ResourceKind};

@@ -137,6 +137,16 @@ fn attributed(member: &dyn Authorizer, decision: &Decision) -> String {
     format!("{}: {}", member.name(), decision.reason())
 }
 
+/// `a: reason; b: reason`. Combinators keep member decisions unformatted and call this only
+/// for the decision they return, so the common path formats one string at most.
+fn attributed_list(decisions: &[(&dyn Authorizer, Decision)]) -> String {
+    decisions
+        .iter()
+        .map(|(member, decision)| attributed(*member, decision))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn no_members(name: &str) -> Decision {
     Decision::not_applicable(format!("{name} has no members, so it allows nothing"))
 }
@@ -147,23 +157,24 @@ impl Authorizer for AllOf {
             return no_members(&self.name);
         }
         let mut first_not_applicable = None;
-        let mut allows = Vec::with_capacity(self.members.len());
+        let mut allows = Vec::new();
         for member in &self.members {
             let decision = member.authorize(request);
             match decision.effect() {
                 Effect::Deny => return Decision::deny(attributed(&**member, &decision)),
                 Effect::NotApplicable => {
-                    first_not_applicable.get_or_insert_with(|| attributed(&**member, &decision));
+                    first_not_applicable.get_or_insert((&**member, decision));
                 }
-                Effect::Allow => allows.push(attributed(&**member, &decision)),
+                Effect::Allow => allows.push((&**member, decision)),
             }
         }
         match first_not_applicable {
-            Some(reason) => Decision::not_applicable(format!(
-                "{} needs every member to allow; {reason}",
-                self.name
+            Some((member, decision)) => Decision::not_applicable(format!(
+                "{} needs every member to allow; {}",
+                self.name,
+                attributed(member, &decision)
             )),
-            None => Decision::allow(allows.join("; ")),
+            None => Decision::allow(attributed_list(&allows)),
         }
     }
 
@@ -178,7 +189,7 @@ impl Authorizer for AnyOf {
             return no_members(&self.name);
         }
         let mut denied = false;
-        let mut reasons = Vec::with_capacity(self.members.len());
+        let mut refusals = Vec::new();
         for member in &self.members {
             let decision = member.authorize(request);
             match decision.effect() {
@@ -186,9 +197,13 @@ impl Authorizer for AnyOf {
                 Effect::Deny => denied = true,
                 Effect::NotApplicable => {}
             }
-            reasons.push(attributed(&**member, &decision));
+            refusals.push((&**member, decision));
         }
-        let reason = format!("no member of {} allowed: {}", self.name, reasons.join("; "));
+        let reason = format!(
+            "no member of {} allowed: {}",
+            self.name,
+            attributed_list(&refusals)
+        );
         if denied {
             Decision::deny(reason)
         } else {
@@ -207,23 +222,23 @@ impl Authorizer for DenyOverrides {
             return no_members(&self.name);
         }
         let mut first_allow = None;
-        let mut reasons = Vec::new();
+        let mut not_applicable = Vec::new();
         for member in &self.members {
             let decision = member.authorize(request);
             match decision.effect() {
                 Effect::Deny => return Decision::deny(attributed(&**member, &decision)),
                 Effect::Allow => {
-                    first_allow.get_or_insert_with(|| attributed(&**member, &decision));
+                    first_allow.get_or_insert((&**member, decision));
                 }
-                Effect::NotApplicable => reasons.push(attributed(&**member, &decision)),
+                Effect::NotApplicable => not_applicable.push((&**member, decision)),
             }
         }
         match first_allow {
-            Some(reason) => Decision::allow(reason),
+            Some((member, decision)) => Decision::allow(attributed(member, &decision)),
             None => Decision::not_applicable(format!(
                 "no member of {} allowed: {}",
                 self.name,
-                reasons.join("; ")
+                attributed_list(&not_applicable)
             )),
         }
     }

@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
-pub use portcullis_core as core_types;
 pub use portcullis_core::{
     AccessRequest, Action, AllOf, AnyOf, AuthMethod, Authorizer, Clock, Context, Decision, DenyAll,
     DenyOverrides, Effect, Error, ManualClock, Principal, PrincipalBuilder, PrincipalKind,

@@ -26,6 +26,8 @@ pub enum Field {
     Group,
     /// The name of an extra claim of a [`Principal`](crate::Principal).
     ClaimName,
+    /// A name defined by another crate (a role binding's subject, a token's name, …).
+    Other(&'static str),
 }
 
 impl Field {
@@ -35,9 +37,11 @@ impl Field {
             Field::ResourceKind | Field::Action | Field::AuthMethod => {
                 "ASCII letters (folded to lower case), digits and `_ - .`, starting with a letter"
             }
-            Field::ResourceId | Field::Subject | Field::Group | Field::ClaimName => {
-                "any printable character except whitespace"
-            }
+            Field::ResourceId
+            | Field::Subject
+            | Field::Group
+            | Field::ClaimName
+            | Field::Other(_) => "any printable character except whitespace",
         }
     }
 }
@@ -52,6 +56,7 @@ impl fmt::Display for Field {
             Field::Subject => "principal subject",
             Field::Group => "group name",
             Field::ClaimName => "claim name",
+            Field::Other(name) => name,
         })
     }
 }

@@ -69,9 +69,22 @@ pub(crate) fn parse_ident(field: Field, input: &str) -> Result<String, Error> {
     Ok(input.to_ascii_lowercase())
 }
 
-/// Parses a name: non-empty, at most [`MAX_NAME_LEN`] bytes, no whitespace and no control
-/// characters. Names keep their case.
-pub(crate) fn parse_name(field: Field, input: &str) -> Result<(), Error> {
+/// Checks a name (a resource id, a subject, a group, a claim name): non-empty, at most 256
+/// bytes, no whitespace and no control characters. Names keep their case.
+///
+/// Crates that store names of their own (a role binding's subject, a token's name) use this so
+/// that every name in Portcullis follows one rule.
+///
+/// # Errors
+///
+/// [`Error::Empty`], [`Error::TooLong`] or [`Error::InvalidChar`], naming `field`.
+///
+/// ```
+/// use portcullis_core::{validate_name, Field};
+/// assert!(validate_name(Field::Group, "release-managers").is_ok());
+/// assert!(validate_name(Field::Group, "release managers").is_err());
+/// ```
+pub fn validate_name(field: Field, input: &str) -> Result<(), Error> {
     if input.is_empty() {
         return Err(Error::Empty { field });
     }
@@ -236,11 +249,11 @@ mod tests {
 
     #[test]
     fn names_keep_case_and_reject_whitespace_and_controls() {
-        assert!(parse_name(Field::Subject, "Alice@Example.org").is_ok());
-        assert!(parse_name(Field::Subject, "checkout/prod").is_ok());
-        assert!(parse_name(Field::Subject, "a\tb").is_err());
-        assert!(parse_name(Field::Subject, "a\u{7f}").is_err());
-        assert!(parse_name(Field::Subject, "a\u{2003}b").is_err());
-        assert!(parse_name(Field::Subject, &"x".repeat(257)).is_err());
+        assert!(validate_name(Field::Subject, "Alice@Example.org").is_ok());
+        assert!(validate_name(Field::Subject, "checkout/prod").is_ok());
+        assert!(validate_name(Field::Subject, "a\tb").is_err());
+        assert!(validate_name(Field::Subject, "a\u{7f}").is_err());
+        assert!(validate_name(Field::Subject, "a\u{2003}b").is_err());
+        assert!(validate_name(Field::Subject, &"x".repeat(257)).is_err());
     }
 }

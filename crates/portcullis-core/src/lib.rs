@@ -18,5 +18,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use combinator::{AllOf, AnyOf, DenyOverrides};
 pub use decision::{Decision, Effect};
 pub use error::{Error, Field};
+pub use ident::validate_name;
 pub use principal::{AuthMethod, Principal, PrincipalBuilder, PrincipalKind};
 pub use resource::{Resource, ResourceKind};

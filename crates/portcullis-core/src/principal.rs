@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::error::{Error, Field, echo};
-use crate::ident::{ident_newtype, parse_name};
+use crate::ident::{ident_newtype, validate_name};
 
 /// What sort of party a [`Principal`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -273,12 +273,12 @@ impl PrincipalBuilder {
     /// If the subject, a group name or a claim name is empty, longer than 256 bytes, or has
     /// whitespace or control characters.
     pub fn build(self) -> Result<Principal, Error> {
-        parse_name(Field::Subject, &self.subject)?;
+        validate_name(Field::Subject, &self.subject)?;
         for group in &self.groups {
-            parse_name(Field::Group, group)?;
+            validate_name(Field::Group, group)?;
         }
         for name in self.claims.keys() {
-            parse_name(Field::ClaimName, name)?;
+            validate_name(Field::ClaimName, name)?;
         }
         Ok(Principal {
             subject: self.subject,

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Field, echo};
-use crate::ident::{ident_newtype, parse_name};
+use crate::ident::{ident_newtype, validate_name};
 
 ident_newtype!(
     /// The type of a [`Resource`], an open set of lower-case identifiers.
@@ -87,7 +87,7 @@ impl Resource {
     /// `system` and the id is not `*`; if the id is `*` and `kind` is not `system`.
     pub fn new(kind: ResourceKind, id: impl Into<String>) -> Result<Self, Error> {
         let id = id.into();
-        parse_name(Field::ResourceId, &id)?;
+        validate_name(Field::ResourceId, &id)?;
         match (kind == ResourceKind::SYSTEM, id == WILDCARD) {
             (true, true) => Ok(Resource::SYSTEM),
             (true, false) => Err(Error::SystemIdNotWildcard { id: echo(&id) }),

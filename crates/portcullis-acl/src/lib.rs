@@ -1,0 +1,34 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod acl;
+mod authorizer;
+mod binding;
+mod config;
+mod error;
+mod hierarchy;
+mod policy;
+mod role;
+mod snapshot;
+pub mod store;
+mod subject;
+
+pub use acl::{Acl, RefresherHandle};
+pub use authorizer::RoleAuthorizer;
+pub use binding::RoleBinding;
+pub use config::{
+    AclConfig, BindingsConfig, EdgeConfig, HierarchyConfig, LoadedConfig, RequirementsConfig,
+};
+pub use error::AclError;
+pub use hierarchy::{Hierarchy, ParentRule};
+pub use policy::{AclPolicy, AclPolicyBuilder};
+pub use role::{Role, RoleName, Roles};
+pub use snapshot::{AclSnapshot, EffectiveRole};
+#[cfg(feature = "postgres")]
+pub use store::PostgresAclStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteAclStore;
+pub use store::{
+    AclStore, BindingFilter, BindingKey, MemoryAclStore, Page, PageRequest, StoreContents,
+};
+pub use subject::{Subject, SubjectKind};

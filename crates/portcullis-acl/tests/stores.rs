@@ -3,7 +3,9 @@
 //! `PORTCULLIS_TEST_POSTGRES_URL`).
 #![expect(
     clippy::unwrap_used,
-    reason = "tests: a failed unwrap is a failed test"
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests: a failed unwrap, index or panic is a failed test"
 )]
 
 use std::sync::Arc;

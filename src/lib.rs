@@ -6,3 +6,8 @@ pub use portcullis_core::{
     DenyOverrides, Effect, Error, ManualClock, Principal, PrincipalBuilder, PrincipalKind,
     Resource, ResourceKind, SystemClock, danger, from_fn,
 };
+
+/// Role-based access control: tiered roles bound to users, teams, tokens and services on
+/// typed resources, checked against an in-memory snapshot (crate `portcullis-acl`).
+#[cfg(feature = "acl")]
+pub use portcullis_acl as acl;

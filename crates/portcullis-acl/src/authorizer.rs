@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use portcullis_core::{AccessRequest, Authorizer, Clock, Decision, SystemClock};
+use portcullis_core::{AccessRequest, Action, Authorizer, Clock, Decision, Resource, SystemClock};
 
 use crate::AclSnapshot;
+use crate::snapshot::push_all;
 
 /// The current snapshot, and when it was last confirmed to match the store.
 #[derive(Debug)]
@@ -149,20 +150,54 @@ impl Authorizer for RoleAuthorizer {
             ));
         };
         let needed = policy.roles().name_of(required);
-        if let Some(found) = snapshot.find_satisfying(principal, resource, required) {
-            return Decision::allow(format!(
-                "{}; {action} on {resource} needs {needed}",
-                found.describe(principal, policy)
-            ));
+        let mut reason = String::with_capacity(160);
+        match snapshot.judge(principal, resource, required) {
+            Ok(found) => {
+                found.describe_into(&mut reason, principal, policy);
+                push_all(&mut reason, &["; "]);
+                push_requirement(&mut reason, action, resource, needed);
+                Decision::allow(reason)
+            }
+            Err(strongest) => {
+                push_requirement(&mut reason, action, resource, needed);
+                match strongest {
+                    Some(best) => {
+                        reason.push_str("; the strongest grant: ");
+                        best.describe_into(&mut reason, principal, policy);
+                    }
+                    None => push_all(
+                        &mut reason,
+                        &[
+                            "; ",
+                            principal.kind().as_str(),
+                            ":",
+                            principal.subject(),
+                            " holds no role on it, its parents or system:*",
+                        ],
+                    ),
+                }
+                Decision::not_applicable(reason)
+            }
         }
-        let held = match snapshot.strongest(principal, resource) {
-            Some(best) => format!("the strongest grant: {}", best.describe(principal, policy)),
-            None => format!("{principal} holds no role on it, its parents or system:*"),
-        };
-        Decision::not_applicable(format!("{action} on {resource} needs {needed}; {held}"))
     }
 
     fn name(&self) -> &str {
         "rbac"
     }
+}
+
+/// Appends `deploy on env_stage:checkout/prod needs OPERATOR`.
+fn push_requirement(reason: &mut String, action: &Action, resource: &Resource, needed: &str) {
+    push_all(
+        reason,
+        &[
+            action.as_str(),
+            " on ",
+            resource.kind().as_str(),
+            ":",
+            resource.id(),
+            " needs ",
+            needed,
+        ],
+    );
 }

@@ -256,6 +256,7 @@ mod tests {
             [
                 "env_stage:payments.checkout/blue/prod",
                 "env:payments.checkout/blue",
+                "org:payments",
                 "system:*"
             ]
         );

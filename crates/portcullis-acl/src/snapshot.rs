@@ -88,20 +88,52 @@ pub(crate) struct Found<'a> {
 }
 
 impl Found<'_> {
-    /// `group:deployers holds OPERATOR on env:checkout`.
-    pub(crate) fn describe(&self, principal: &Principal, policy: &AclPolicy) -> String {
+    /// Appends `group:deployers holds OPERATOR on env:checkout` (or the direct form) to
+    /// `out`. Written with `push_str` rather than `format!`: this runs on every allowed
+    /// check, and the formatting machinery was most of its cost.
+    pub(crate) fn describe_into(
+        &self,
+        out: &mut String,
+        principal: &Principal,
+        policy: &AclPolicy,
+    ) {
         let role = policy.roles().name_of(self.role);
         match self.holder {
-            Holder::Direct(kind) => format!(
-                "{kind}:{} holds {role} on {}",
-                principal.subject(),
-                self.resource
-            ),
-            Holder::Group(group) => format!(
-                "{} is in group:{group}, which holds {role} on {}",
-                principal, self.resource
-            ),
+            Holder::Direct(kind) => {
+                push_all(out, &[kind.as_str(), ":", principal.subject()]);
+            }
+            Holder::Group(group) => {
+                push_all(
+                    out,
+                    &[
+                        principal.kind().as_str(),
+                        ":",
+                        principal.subject(),
+                        " is in group:",
+                        group,
+                        ", which",
+                    ],
+                );
+            }
         }
+        push_all(
+            out,
+            &[
+                " holds ",
+                role,
+                " on ",
+                self.resource.kind.as_str(),
+                ":",
+                self.resource.id,
+            ],
+        );
+    }
+}
+
+/// Appends every piece to `out`.
+pub(crate) fn push_all(out: &mut String, pieces: &[&str]) {
+    for piece in pieces {
+        out.push_str(piece);
     }
 }
 
@@ -273,6 +305,35 @@ impl AclSnapshot {
                 })
             })
         })
+    }
+
+    /// One walk of the chain for a check: the first grant that satisfies `required`, or else
+    /// the highest-tier grant held (for the refusal's reason), or nothing.
+    pub(crate) fn judge<'a>(
+        &'a self,
+        principal: &'a Principal,
+        resource: &'a Resource,
+        required: RoleRef,
+    ) -> Result<Found<'a>, Option<Found<'a>>> {
+        let mut best: Option<Found<'a>> = None;
+        let satisfying = self.policy.hierarchy().find_in_chain(resource, |at| {
+            let grants = self.by_resource.get(&at)?;
+            grants.find_held(principal, |holder, role| {
+                let found = Found {
+                    holder,
+                    resource: at,
+                    role,
+                };
+                if role.satisfies(required) {
+                    return Some(found);
+                }
+                if best.is_none_or(|b| role.outranks(b.role)) {
+                    best = Some(found);
+                }
+                None
+            })
+        });
+        satisfying.ok_or(best)
     }
 
     /// The highest-tier grant `principal` holds anywhere in `resource`'s chain.

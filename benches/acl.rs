@@ -13,7 +13,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use portcullis::acl::{AclPolicy, AclSnapshot, RoleAuthorizer, RoleBinding, RoleName, Subject};
+use portcullis::acl::{
+    AclPolicy, AclSnapshot, RoleAuthorizer, RoleBinding, RoleName, Roles, Subject,
+};
 use portcullis::{Action, AuthMethod, Authorizer, Principal, PrincipalKind, Resource};
 
 const ENVS: usize = 2_000;
@@ -44,13 +46,10 @@ fn resource(i: usize) -> Resource {
 
 /// `count` unique bindings: a third to groups, the rest to users and tokens.
 fn bindings(count: usize) -> Vec<RoleBinding> {
-    let roles = [
-        RoleName::READER,
-        RoleName::PINGER,
-        RoleName::PUBLISHER,
-        RoleName::OPERATOR,
-        RoleName::ADMIN,
-    ];
+    let roles: Vec<RoleName> = Roles::teletraan()
+        .iter()
+        .map(|role| role.name().clone())
+        .collect();
     let users = count / 4;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut seen = HashSet::new();

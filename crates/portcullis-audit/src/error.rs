@@ -1,0 +1,86 @@
+//! The one error type of this crate.
+
+/// Everything that can go wrong while recording, reading or verifying an audit log. Every
+/// recording error means: the event is *not* durable, do not act.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// An event field holds a control character.
+    #[error("audit event field `{field}` holds a control character ({ch:?}); remove or encode it")]
+    ControlCharacter {
+        /// Where (a dotted path into the event).
+        field: String,
+        /// The character.
+        ch: char,
+    },
+    /// An event larger than the configured cap.
+    #[error("audit event is {size} bytes, above the cap of {max}; record a summary instead")]
+    TooLarge {
+        /// Its size as JSON.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The sink did not acknowledge in time.
+    #[error("the audit sink did not acknowledge within {0:?}; the action must not run")]
+    Timeout(std::time::Duration),
+    /// The sink is not durable and cannot guard an action.
+    #[error("the `{0}` sink is not durable, so it cannot record intents before actions")]
+    NotDurable(String),
+    /// The writer has stopped (the log was closed or its task died).
+    #[error("the audit log is closed")]
+    Closed,
+    /// A previous write failed in a way that left the log's end unknown; reopen it.
+    #[error("the audit log refused the write because an earlier failure left it inconsistent: {0}")]
+    Poisoned(String),
+    /// Fan-out: too few sinks acknowledged.
+    #[error("only {acknowledged} of {required} required audit sinks acknowledged: {errors}")]
+    FanOut {
+        /// How many did.
+        acknowledged: usize,
+        /// How many had to.
+        required: usize,
+        /// What the others said.
+        errors: String,
+    },
+    /// File I/O failed (disk full, read-only, missing).
+    #[error("audit log I/O error on {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The batch this event was written in failed (another event in it got the cause).
+    #[error("the batch holding this event could not be written: {0}")]
+    BatchFailed(String),
+    /// The database failed.
+    #[error("audit database error: {0}")]
+    Database(String),
+    /// A stored record that does not decode.
+    #[error("malformed audit record: {0}")]
+    Malformed(String),
+    /// A key, checkpoint or signature that is not valid.
+    #[error("invalid key or signature: {0}")]
+    Crypto(String),
+    /// Bad arguments (a page limit, a path).
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+impl AuditError {
+    pub(crate) fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
+        AuditError::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<sqlx::Error> for AuditError {
+    fn from(err: sqlx::Error) -> Self {
+        AuditError::Database(err.to_string())
+    }
+}

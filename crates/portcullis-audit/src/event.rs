@@ -1,0 +1,358 @@
+//! [`AuditEvent`]: what is recorded, in a stable, versioned JSON form.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use portcullis_core::{Action, AuthMethod, Decision, Principal, PrincipalKind, Resource};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::AuditError;
+
+/// What an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A decision to act, recorded before the action (write-ahead).
+    Intent,
+    /// The result of an action, linked to its intent by `outcome_of`.
+    Outcome,
+    /// A decision that leads to no action (typically a refusal).
+    Decision,
+}
+
+/// Who acted: a summary of the [`Principal`], without claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    /// The subject id.
+    pub subject: String,
+    /// User, service or script token.
+    pub kind: PrincipalKind,
+    /// How it authenticated.
+    pub auth_method: AuthMethod,
+}
+
+impl From<&Principal> for Actor {
+    fn from(principal: &Principal) -> Self {
+        Actor {
+            subject: principal.subject().to_owned(),
+            kind: principal.kind(),
+            auth_method: principal.auth_method().clone(),
+        }
+    }
+}
+
+/// What was asked: an HTTP-ish summary of the request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSummary {
+    /// The method or verb (`POST`).
+    pub method: String,
+    /// The target (`/v1/envs/checkout/prod/deploys`).
+    pub target: String,
+    /// Parameters (query, body fields). Configure sensitive ones to be HMACed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, Value>,
+}
+
+/// How an action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// It did what was asked.
+    Succeeded,
+    /// It ran and failed.
+    Failed,
+}
+
+/// The outcome of an action, recorded after it, linked to the intent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outcome {
+    /// Succeeded or failed.
+    pub status: OutcomeStatus,
+    /// A short description (an error message, a result id).
+    pub detail: String,
+}
+
+impl Outcome {
+    /// Success, with a detail.
+    #[must_use]
+    pub fn succeeded(detail: impl Into<String>) -> Self {
+        Outcome {
+            status: OutcomeStatus::Succeeded,
+            detail: detail.into(),
+        }
+    }
+
+    /// Failure, with a detail.
+    #[must_use]
+    pub fn failed(detail: impl Into<String>) -> Self {
+        Outcome {
+            status: OutcomeStatus::Failed,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// One audit event.
+///
+/// Its JSON form is stable and versioned (records carry `"v": 1`); fields:
+///
+/// | field | meaning |
+/// |---|---|
+/// | `id` | UUID of the event |
+/// | `time_ms` | milliseconds since the Unix epoch |
+/// | `kind` | `intent`, `outcome` or `decision` |
+/// | `actor` | `{subject, kind, auth_method}` |
+/// | `action`, `resource` | what, on what (`{kind, id}`) |
+/// | `decision` | `{effect, reason}` (absent on outcomes) |
+/// | `request` | `{method, target, parameters}`, optional |
+/// | `correlation_id` | ties the events of one request together, optional |
+/// | `outcome`, `outcome_of` | on outcome events: `{status, detail}` and the intent's `id` |
+/// | `fields` | free-form JSON |
+///
+/// No string anywhere in an event may hold a control character.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEvent {
+    /// The event's id (a UUID).
+    pub id: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// What the event records.
+    pub kind: EventKind,
+    /// Who.
+    pub actor: Actor,
+    /// What.
+    pub action: Action,
+    /// On what.
+    pub resource: Resource,
+    /// The authorization decision, with its reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// The request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestSummary>,
+    /// Ties the events of one request together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// How the action ended (outcome events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The intent this outcome belongs to (outcome events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_of: Option<String>,
+    /// Anything else.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, Value>,
+}
+
+/// A fresh random UUID (v4) from `ring`'s system random source.
+pub(crate) fn new_id() -> Result<String, AuditError> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| AuditError::Crypto("the system random source failed".into()))?;
+    Ok(uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string())
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl AuditEvent {
+    /// An event of `kind` by `principal`, stamped now with a new id.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Crypto`] if the system random source fails.
+    pub fn new(
+        kind: EventKind,
+        principal: &Principal,
+        action: Action,
+        resource: Resource,
+    ) -> Result<Self, AuditError> {
+        Ok(AuditEvent {
+            id: new_id()?,
+            time_ms: now_ms(),
+            kind,
+            actor: principal.into(),
+            action,
+            resource,
+            decision: None,
+            request: None,
+            correlation_id: None,
+            outcome: None,
+            outcome_of: None,
+            fields: BTreeMap::new(),
+        })
+    }
+
+    /// An intent: `principal` was allowed by `decision` and is about to act.
+    ///
+    /// # Errors
+    ///
+    /// As [`AuditEvent::new`].
+    pub fn intent(
+        principal: &Principal,
+        action: Action,
+        resource: Resource,
+        decision: Decision,
+    ) -> Result<Self, AuditError> {
+        Ok(
+            AuditEvent::new(EventKind::Intent, principal, action, resource)?
+                .with_decision(decision),
+        )
+    }
+
+    /// A decision that leads to no action (a refusal, usually).
+    ///
+    /// # Errors
+    ///
+    /// As [`AuditEvent::new`].
+    pub fn decision(
+        principal: &Principal,
+        action: Action,
+        resource: Resource,
+        decision: Decision,
+    ) -> Result<Self, AuditError> {
+        Ok(
+            AuditEvent::new(EventKind::Decision, principal, action, resource)?
+                .with_decision(decision),
+        )
+    }
+
+    /// The outcome of `intent`: same actor, action, resource and correlation id.
+    ///
+    /// # Errors
+    ///
+    /// As [`AuditEvent::new`].
+    pub fn outcome_of(intent: &AuditEvent, outcome: Outcome) -> Result<Self, AuditError> {
+        Ok(AuditEvent {
+            id: new_id()?,
+            time_ms: now_ms(),
+            kind: EventKind::Outcome,
+            actor: intent.actor.clone(),
+            action: intent.action.clone(),
+            resource: intent.resource.clone(),
+            decision: None,
+            request: None,
+            correlation_id: intent.correlation_id.clone(),
+            outcome: Some(outcome),
+            outcome_of: Some(intent.id.clone()),
+            fields: BTreeMap::new(),
+        })
+    }
+
+    /// Sets the decision.
+    #[must_use]
+    pub fn with_decision(mut self, decision: Decision) -> Self {
+        self.decision = Some(decision);
+        self
+    }
+
+    /// Sets the request summary.
+    #[must_use]
+    pub fn with_request(mut self, request: RequestSummary) -> Self {
+        self.request = Some(request);
+        self
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Adds a free-form field.
+    #[must_use]
+    pub fn with_field(mut self, name: impl Into<String>, value: Value) -> Self {
+        self.fields.insert(name.into(), value);
+        self
+    }
+}
+
+/// Rejects control characters in every string and key of `value`, naming the field.
+pub(crate) fn check_strings(value: &Value, path: &mut String) -> Result<(), AuditError> {
+    let bad = |s: &str| s.chars().find(|c| c.is_control());
+    match value {
+        Value::String(s) => match bad(s) {
+            Some(ch) => Err(AuditError::ControlCharacter {
+                field: path.clone(),
+                ch,
+            }),
+            None => Ok(()),
+        },
+        Value::Array(items) => items.iter().try_for_each(|item| check_strings(item, path)),
+        Value::Object(map) => {
+            for (key, item) in map {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                if let Some(ch) = bad(key) {
+                    return Err(AuditError::ControlCharacter {
+                        field: path.clone(),
+                        ch,
+                    });
+                }
+                check_strings(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn alice() -> Principal {
+        Principal::builder(PrincipalKind::User, "alice", AuthMethod::OIDC)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn json_form_is_stable() {
+        let mut e = AuditEvent::intent(
+            &alice(),
+            Action::DEPLOY,
+            "env:checkout".parse().unwrap(),
+            Decision::allow("ok"),
+        )
+        .unwrap()
+        .with_correlation_id("req-1");
+        e.id = "00000000-0000-4000-8000-000000000000".into();
+        e.time_ms = 1;
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"id":"00000000-0000-4000-8000-000000000000","time_ms":1,"kind":"intent",
+                   "actor":{"subject":"alice","kind":"user","auth_method":"oidc"},
+                   "action":"deploy","resource":{"kind":"env","id":"checkout"},
+                   "decision":{"effect":"allow","reason":"ok"},"correlation_id":"req-1"})
+        );
+        let o = AuditEvent::outcome_of(&e, Outcome::succeeded("deploy 7")).unwrap();
+        assert_eq!(o.outcome_of.as_deref(), Some(e.id.as_str()));
+        assert_eq!(o.correlation_id.as_deref(), Some("req-1"));
+        assert_ne!(o.id, e.id);
+    }
+
+    #[test]
+    fn control_characters_are_found_with_their_path() {
+        let v = json!({"request": {"parameters": {"note": "a\u{1b}[31m"}}});
+        let err = check_strings(&v, &mut String::new()).unwrap_err();
+        assert!(err.to_string().contains("request.parameters.note"), "{err}");
+        assert!(check_strings(&json!({"ok": ["fine", 1, null]}), &mut String::new()).is_ok());
+    }
+}

@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod chain;
+mod checkpoint;
+mod error;
+mod event;
+mod guard;
+mod log;
+mod query;
+mod redact;
+mod sink;
+mod verify;
+
+pub use chain::{AuditRecord, ChainHead, Decoded, GENESIS, Hash, RECORD_VERSION, Receipt, decode};
+pub use checkpoint::{Checkpoint, CheckpointSigner};
+pub use error::AuditError;
+pub use event::{Actor, AuditEvent, EventKind, Outcome, OutcomeStatus, RequestSummary};
+pub use guard::{Intent, Recorded, RunError, WriteAhead};
+pub use log::{AuditLog, AuditOptions};
+pub use query::{AuditPage, AuditQuery, MAX_QUERY_LIMIT, WithOutcome};
+pub use redact::{HMAC_PREFIX, Redactor};
+pub use sink::jsonl::{JsonlOptions, verify_jsonl_dir};
+pub use sink::{AuditSink, FanOut, FanOutPolicy, TracingMirror};
+pub use verify::{Verifier, VerifyReport, Violation, verify_lines};

@@ -1,0 +1,360 @@
+//! [`AuditLog`]: the durable sink. Callers' events are sealed into the hash chain and written
+//! in batches by one writer task (group commit): concurrent `record` calls share one fsync or
+//! transaction, and each caller is answered only after its batch is durable.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::chain::ChainHead;
+use crate::event::check_strings;
+use crate::redact::lookup;
+use crate::verify::{Verifier, VerifyReport, Violation};
+use crate::{
+    AuditError, AuditEvent, AuditPage, AuditQuery, AuditSink, Checkpoint, CheckpointSigner,
+    Receipt, Redactor, WithOutcome,
+};
+
+/// Options common to every backend.
+#[derive(Debug)]
+pub struct AuditOptions {
+    /// Events larger than this (as JSON) are refused. Default 64 KiB.
+    pub max_event_bytes: usize,
+    /// The most events one batch (one fsync or transaction) takes. Default 1024.
+    pub max_batch: usize,
+    /// HMACs the configured fields before anything is written.
+    pub redactor: Option<Redactor>,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            max_event_bytes: 64 * 1024,
+            max_batch: 1024,
+            redactor: None,
+        }
+    }
+}
+
+/// Where sealed records go. All-or-nothing per batch; durable on return.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// Seals `batch` after the stored head and writes it durably.
+    async fn append(&self, batch: Vec<(String, Value)>) -> Result<Vec<Receipt>, AuditError>;
+    /// The stored head.
+    async fn head(&self) -> Result<ChainHead, AuditError>;
+    /// Up to `limit` stored lines with sequence numbers above `after_seq`, in order.
+    async fn scan(&self, after_seq: u64, limit: usize) -> Result<Vec<String>, AuditError>;
+    /// Feeds every stored line, in storage order, to `verifier`.
+    async fn verify(&self, verifier: Verifier) -> Result<Result<Verifier, Violation>, AuditError>;
+
+    /// Records matching `query` (default: scan and filter).
+    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, AuditError> {
+        let wanted = usize::try_from(query.limit).unwrap_or(usize::MAX) + 1;
+        let mut after = query.after_seq.unwrap_or(0);
+        let mut found = Vec::new();
+        loop {
+            let lines = self.scan(after, 1000).await?;
+            let Some(last) = lines.last() else { break };
+            after = crate::chain::decode(last.as_bytes())?.seq;
+            for line in &lines {
+                let record = crate::chain::decode(line.as_bytes())?.into_record()?;
+                if query.matches(&record) {
+                    found.push(record);
+                    if found.len() == wanted {
+                        return Ok(AuditPage::from_fetched(found, query.limit));
+                    }
+                }
+            }
+        }
+        Ok(AuditPage::from_fetched(found, query.limit))
+    }
+
+    /// The event with `id`, and its outcome (default: scan).
+    async fn get(&self, id: &str) -> Result<Option<WithOutcome>, AuditError> {
+        let mut after = 0;
+        let mut event = None;
+        let mut outcome = None;
+        loop {
+            let lines = self.scan(after, 1000).await?;
+            let Some(last) = lines.last() else { break };
+            after = crate::chain::decode(last.as_bytes())?.seq;
+            for line in &lines {
+                let record = crate::chain::decode(line.as_bytes())?.into_record()?;
+                if record.event.id == id {
+                    event = Some(record);
+                } else if record.event.outcome_of.as_deref() == Some(id) {
+                    outcome = Some(record);
+                }
+            }
+        }
+        Ok(event.map(|event| WithOutcome { event, outcome }))
+    }
+}
+
+struct Job {
+    id: String,
+    event: Value,
+    respond: oneshot::Sender<Result<Receipt, AuditError>>,
+}
+
+/// A durable, tamper-evident audit log over one backend: JSONL files, SQLite or PostgreSQL.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use portcullis_audit::{AuditEvent, AuditLog, AuditSink, AuditQuery};
+/// use portcullis_core::{Action, AuthMethod, Decision, Principal, PrincipalKind};
+///
+/// let log = AuditLog::sqlite("sqlite::memory:", Default::default()).await?;
+/// let bob = Principal::builder(PrincipalKind::User, "bob", AuthMethod::OIDC).build()?;
+/// let refused = AuditEvent::decision(&bob, Action::DEPLOY, "env:checkout".parse()?,
+///     Decision::not_applicable("bob holds no role on env:checkout"))?;
+/// let receipt = log.record(refused).await?;   // returns once committed
+/// assert_eq!(receipt.seq, 1);
+/// assert_eq!(log.query(&AuditQuery::all(10)).await?.records.len(), 1);
+/// assert_eq!(log.verify(&[], &[]).await?.map(|r| r.records).ok(), Some(1));
+/// # Ok(()) }
+/// ```
+pub struct AuditLog {
+    jobs: mpsc::Sender<Job>,
+    backend: Arc<dyn Backend>,
+    max_event_bytes: usize,
+    redactor: Option<Arc<Redactor>>,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("backend", &self.backend)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("redactor", &self.redactor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// A log of JSONL files in `dir` (created if missing): appended and fsync'd per batch,
+    /// rotated by size, the chain continuing across files. A torn last line left by a crash
+    /// is cut off on open.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Io`] if the folder cannot be created or read, or
+    /// [`AuditError::Malformed`] if its last file ends in something that is not a record.
+    pub async fn jsonl(
+        dir: impl AsRef<Path>,
+        options: crate::JsonlOptions,
+    ) -> Result<Self, AuditError> {
+        Self::jsonl_with(dir, options, AuditOptions::default()).await
+    }
+
+    /// As [`jsonl`](AuditLog::jsonl), with common options.
+    ///
+    /// # Errors
+    ///
+    /// As [`jsonl`](AuditLog::jsonl).
+    pub async fn jsonl_with(
+        dir: impl AsRef<Path>,
+        jsonl: crate::JsonlOptions,
+        options: AuditOptions,
+    ) -> Result<Self, AuditError> {
+        let backend =
+            crate::sink::jsonl::JsonlBackend::open(dir.as_ref().to_path_buf(), jsonl).await?;
+        Ok(AuditLog::start(Arc::new(backend), options))
+    }
+
+    /// A log in SQLite at `url` (`sqlite://audit.db`; WAL journal, full sync).
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Database`] if it cannot be opened or migrated.
+    #[cfg(feature = "sqlite")]
+    pub async fn sqlite(url: &str, options: AuditOptions) -> Result<Self, AuditError> {
+        let backend = crate::sink::sql::SqliteBackend::connect(url).await?;
+        Ok(AuditLog::start(Arc::new(backend), options))
+    }
+
+    /// A log in PostgreSQL at `url`. Any number of instances may share it: writers take
+    /// turns through an advisory lock, so the chain stays one chain.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Database`] if it cannot be reached or migrated.
+    #[cfg(feature = "postgres")]
+    pub async fn postgres(url: &str, options: AuditOptions) -> Result<Self, AuditError> {
+        let backend = crate::sink::sql::PostgresBackend::connect(url).await?;
+        Ok(AuditLog::start(Arc::new(backend), options))
+    }
+
+    fn start(backend: Arc<dyn Backend>, options: AuditOptions) -> Self {
+        let (jobs, receiver) = mpsc::channel(options.max_batch.max(1) * 4);
+        tokio::spawn(writer(backend.clone(), receiver, options.max_batch.max(1)));
+        AuditLog {
+            jobs,
+            backend,
+            max_event_bytes: options.max_event_bytes,
+            redactor: options.redactor.map(Arc::new),
+        }
+    }
+
+    /// Records matching `query`, in sequence order.
+    ///
+    /// # Errors
+    ///
+    /// A bad limit, or a read failure.
+    pub async fn query(&self, query: &AuditQuery) -> Result<AuditPage, AuditError> {
+        query.validate()?;
+        self.backend.query(query).await
+    }
+
+    /// The event with `id`, and its outcome if it has one (for an access broker's retry).
+    ///
+    /// # Errors
+    ///
+    /// A read failure.
+    pub async fn get(&self, id: &str) -> Result<Option<WithOutcome>, AuditError> {
+        self.backend.get(id).await
+    }
+
+    /// The current end of the chain.
+    ///
+    /// # Errors
+    ///
+    /// A read failure.
+    pub async fn head(&self) -> Result<ChainHead, AuditError> {
+        self.backend.head().await
+    }
+
+    /// Signs the current head; export the checkpoint somewhere this log's writer cannot
+    /// rewrite (another system, a SIEM), so a verifier can detect a truncated tail.
+    ///
+    /// # Errors
+    ///
+    /// A read failure.
+    pub async fn checkpoint(&self, signer: &CheckpointSigner) -> Result<Checkpoint, AuditError> {
+        Ok(signer.sign(&self.head().await?, crate::event::now_ms()))
+    }
+
+    /// Verifies the whole log, and `checkpoints` signed by `trusted_key`. The outer error is
+    /// a failure to read; the inner one is the first violation found.
+    ///
+    /// # Errors
+    ///
+    /// A read failure.
+    pub async fn verify(
+        &self,
+        checkpoints: &[Checkpoint],
+        trusted_key: &[u8],
+    ) -> Result<Result<VerifyReport, Violation>, AuditError> {
+        let verifier = Verifier::with_checkpoints(checkpoints);
+        Ok(match self.backend.verify(verifier).await? {
+            Ok(verifier) => verifier.finish(checkpoints, trusted_key),
+            Err(violation) => Err(violation),
+        })
+    }
+
+    /// The sequence numbers of records whose redacted field at `path` holds `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Invalid`] if no redactor is configured; a read failure.
+    pub async fn find_redacted(&self, path: &str, value: &Value) -> Result<Vec<u64>, AuditError> {
+        let redactor = self
+            .redactor
+            .as_ref()
+            .ok_or_else(|| AuditError::Invalid("this log has no redactor (HMAC key)".into()))?;
+        let mut found = Vec::new();
+        let mut after = 0;
+        loop {
+            let lines = self.backend.scan(after, 1000).await?;
+            if lines.is_empty() {
+                break;
+            }
+            for line in &lines {
+                let decoded = crate::chain::decode(line.as_bytes())?;
+                after = decoded.seq;
+                if lookup(&decoded.event, path)
+                    .and_then(Value::as_str)
+                    .is_some_and(|stored| redactor.matches(stored, value))
+                {
+                    found.push(decoded.seq);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn prepare(&self, event: &AuditEvent) -> Result<Value, AuditError> {
+        let mut value =
+            serde_json::to_value(event).map_err(|e| AuditError::Malformed(e.to_string()))?;
+        check_strings(&value, &mut String::new())?;
+        if let Some(redactor) = &self.redactor {
+            redactor.apply(&mut value);
+        }
+        let size = serde_json::to_vec(&value)
+            .map_err(|e| AuditError::Malformed(e.to_string()))?
+            .len();
+        if size > self.max_event_bytes {
+            return Err(AuditError::TooLarge {
+                size,
+                max: self.max_event_bytes,
+            });
+        }
+        Ok(value)
+    }
+}
+
+#[async_trait]
+impl AuditSink for AuditLog {
+    async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
+        let value = self.prepare(&event)?;
+        let (respond, answer) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                id: event.id,
+                event: value,
+                respond,
+            })
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    fn name(&self) -> &str {
+        "audit-log"
+    }
+}
+
+/// The writer task: takes whatever is queued (up to `max_batch`), writes it as one batch, and
+/// answers every caller in it.
+async fn writer(backend: Arc<dyn Backend>, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while jobs.recv_many(&mut batch, max_batch).await > 0 {
+        let (events, responders): (Vec<_>, Vec<_>) = batch
+            .drain(..)
+            .map(|job| ((job.id, job.event), job.respond))
+            .unzip();
+        match backend.append(events).await {
+            Ok(receipts) => {
+                for (respond, receipt) in responders.into_iter().zip(receipts) {
+                    let _ = respond.send(Ok(receipt));
+                }
+            }
+            Err(err) => {
+                let message = err.to_string();
+                let mut err = Some(err);
+                for respond in responders {
+                    let answer = err
+                        .take()
+                        .unwrap_or_else(|| AuditError::BatchFailed(message.clone()));
+                    let _ = respond.send(Err(answer));
+                }
+            }
+        }
+    }
+}

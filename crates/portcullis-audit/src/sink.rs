@@ -1,0 +1,175 @@
+//! The [`AuditSink`] trait and the sinks that compose others.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{AuditError, AuditEvent, Receipt};
+
+pub(crate) mod jsonl;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod sql;
+
+/// Somewhere events are recorded.
+///
+/// [`record`](AuditSink::record) returns only once the event is durable (fsync'd or
+/// committed), or with an error — in which case the caller must not perform the action the
+/// event describes. Sinks that cannot promise durability say so through
+/// [`is_durable`](AuditSink::is_durable), and [`WriteAhead`](crate::WriteAhead) refuses them.
+#[async_trait]
+pub trait AuditSink: Send + Sync + fmt::Debug {
+    /// Records `event` durably.
+    ///
+    /// # Errors
+    ///
+    /// Anything that kept the event from being durable.
+    async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError>;
+
+    /// Whether an acknowledged event survives a crash. Defaults to true.
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    /// A short name for errors and logs.
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
+}
+
+/// How many members of a [`FanOut`] must acknowledge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanOutPolicy {
+    /// Every member, or the record fails.
+    All,
+    /// At least one durable member.
+    AtLeastOne,
+}
+
+/// Records each event in several sinks at once.
+#[derive(Debug, Clone)]
+pub struct FanOut {
+    sinks: Vec<Arc<dyn AuditSink>>,
+    policy: FanOutPolicy,
+}
+
+impl FanOut {
+    /// A fan-out over `sinks`.
+    #[must_use]
+    pub fn new(sinks: Vec<Arc<dyn AuditSink>>, policy: FanOutPolicy) -> Self {
+        FanOut { sinks, policy }
+    }
+}
+
+#[async_trait]
+impl AuditSink for FanOut {
+    async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
+        let results = futures_join(self.sinks.iter().map(|s| {
+            let event = event.clone();
+            let sink = s.clone();
+            async move {
+                (
+                    sink.is_durable(),
+                    sink.name().to_owned(),
+                    sink.record(event).await,
+                )
+            }
+        }))
+        .await;
+        let required = match self.policy {
+            FanOutPolicy::All => self.sinks.len(),
+            FanOutPolicy::AtLeastOne => 1,
+        }
+        .max(1);
+        let mut first = None;
+        let mut acknowledged = 0;
+        let mut errors = Vec::new();
+        for joined in results {
+            let (durable, name, result) = match joined {
+                Ok(done) => done,
+                Err(err) => (
+                    false,
+                    "sink task".to_owned(),
+                    Err(AuditError::Database(err.to_string())),
+                ),
+            };
+            match result {
+                Ok(receipt) if durable => {
+                    acknowledged += 1;
+                    first.get_or_insert(receipt);
+                }
+                Ok(_) if self.policy == FanOutPolicy::All => {
+                    errors.push(format!("{name}: not durable"));
+                }
+                Ok(_) => {}
+                Err(err) => errors.push(format!("{name}: {err}")),
+            }
+        }
+        match first {
+            Some(receipt) if acknowledged >= required => Ok(receipt),
+            _ => Err(AuditError::FanOut {
+                acknowledged,
+                required,
+                errors: errors.join("; "),
+            }),
+        }
+    }
+
+    fn is_durable(&self) -> bool {
+        self.sinks.iter().any(|s| s.is_durable())
+    }
+
+    fn name(&self) -> &str {
+        "fan-out"
+    }
+}
+
+/// Runs the futures concurrently as tasks and collects their results in order.
+async fn futures_join<F>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<Result<F::Output, tokio::task::JoinError>>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await);
+    }
+    out
+}
+
+/// Mirrors events to `tracing` at INFO for operators. Not durable: never use it alone on a
+/// fail-closed path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingMirror;
+
+#[async_trait]
+impl AuditSink for TracingMirror {
+    async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
+        tracing::info!(
+            target: "portcullis_audit",
+            id = %event.id,
+            kind = ?event.kind,
+            actor = %event.actor.subject,
+            action = %event.action,
+            resource = %event.resource,
+            decision = ?event.decision.as_ref().map(|d| d.effect()),
+            "audit event"
+        );
+        Ok(Receipt {
+            id: event.id,
+            seq: 0,
+            hash: String::new(),
+        })
+    }
+
+    fn is_durable(&self) -> bool {
+        false
+    }
+
+    fn name(&self) -> &str {
+        "tracing-mirror"
+    }
+}

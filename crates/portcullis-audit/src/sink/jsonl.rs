@@ -1,0 +1,345 @@
+//! The JSONL backend: one record per line in `audit-NNNNNNNN.jsonl` files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::chain::{ChainHead, decode, seal};
+use crate::log::Backend;
+use crate::verify::{Verifier, Violation};
+use crate::{AuditError, Receipt};
+
+/// Options of the JSONL backend.
+#[derive(Debug, Clone)]
+pub struct JsonlOptions {
+    /// Start a new file once the current one reaches this size. Default 64 MiB.
+    pub max_file_bytes: u64,
+}
+
+impl Default for JsonlOptions {
+    fn default() -> Self {
+        JsonlOptions {
+            max_file_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    file: File,
+    path: PathBuf,
+    index: u32,
+    len: u64,
+    head: ChainHead,
+    /// Set when a failed write could not be undone: the file's end is unknown.
+    poisoned: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct JsonlBackend {
+    dir: PathBuf,
+    options: JsonlOptions,
+    state: Arc<Mutex<State>>,
+}
+
+fn file_name(index: u32) -> String {
+    format!("audit-{index:08}.jsonl")
+}
+
+/// The numbered log files in `dir`, in order.
+pub(crate) fn log_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>, AuditError> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| AuditError::io(dir.display(), e))? {
+        let entry = entry.map_err(|e| AuditError::io(dir.display(), e))?;
+        let name = entry.file_name();
+        let Some(index) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("audit-"))
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        files.push((index, entry.path()));
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AuditError::io(dir.display(), e))
+}
+
+/// Cuts a torn tail (bytes after the last newline, or trailing lines that do not decode,
+/// as a crash mid-write leaves) and returns the last good record's head, if any.
+fn repair(path: &Path) -> Result<(u64, Option<ChainHead>), AuditError> {
+    let io = |e| AuditError::io(path.display(), e);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    // Read exactly the length the file has: a device (or a file growing under us) must not
+    // make this read forever.
+    let size = file.metadata().map_err(io)?.len();
+    let mut bytes = Vec::new();
+    (&mut file).take(size).read_to_end(&mut bytes).map_err(io)?;
+    let mut end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut head = None;
+    while end > 0 {
+        let body = bytes.get(..end - 1).unwrap_or_default();
+        let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let line = body.get(start..).unwrap_or_default();
+        match decode(line) {
+            Ok(d) if d.computed_hash == d.stored_hash => {
+                head = Some(ChainHead {
+                    seq: d.seq,
+                    hash: d.stored_hash,
+                });
+                break;
+            }
+            _ => {
+                tracing::warn!(target: "portcullis_audit", file = %path.display(), "cutting a torn record at the end of the log");
+                end = start;
+            }
+        }
+    }
+    let len = u64::try_from(end).unwrap_or(u64::MAX);
+    if len != u64::try_from(bytes.len()).unwrap_or(u64::MAX) {
+        file.set_len(len).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    Ok((len, head))
+}
+
+fn open_append(path: &Path) -> Result<File, AuditError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| AuditError::io(path.display(), e))
+}
+
+impl JsonlBackend {
+    pub(crate) async fn open(dir: PathBuf, options: JsonlOptions) -> Result<Self, AuditError> {
+        let opened = dir.clone();
+        let state = tokio::task::spawn_blocking(move || -> Result<State, AuditError> {
+            fs::create_dir_all(&opened).map_err(|e| AuditError::io(opened.display(), e))?;
+            let files = log_files(&opened)?;
+            let mut head = ChainHead::EMPTY;
+            let mut last = (1, 0);
+            // The newest file may be empty (just rotated) or torn; walk back to a record.
+            for (i, (index, path)) in files.iter().enumerate().rev() {
+                let (len, found) = repair(path)?;
+                if i + 1 == files.len() {
+                    last = (*index, len);
+                }
+                if let Some(found) = found {
+                    head = found;
+                    break;
+                }
+            }
+            let path = opened.join(file_name(last.0));
+            let file = open_append(&path)?;
+            if files.is_empty() {
+                sync_dir(&opened)?;
+            }
+            Ok(State {
+                file,
+                path,
+                index: last.0,
+                len: last.1,
+                head,
+                poisoned: None,
+            })
+        })
+        .await
+        .map_err(|e| AuditError::Invalid(e.to_string()))??;
+        Ok(JsonlBackend {
+            dir,
+            options,
+            state: Arc::new(Mutex::new(state)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every change to the state happens after its I/O succeeded or was undone, so a
+        // panic elsewhere cannot leave it half-updated.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn append_blocking(&self, batch: Vec<(String, Value)>) -> Result<Vec<Receipt>, AuditError> {
+        let mut state = self.lock();
+        if let Some(reason) = &state.poisoned {
+            return Err(AuditError::Poisoned(reason.clone()));
+        }
+        let mut head = state.head;
+        let mut buffer = String::new();
+        let mut receipts = Vec::with_capacity(batch.len());
+        for (id, event) in batch {
+            let sealed = seal(&head, id, event)?;
+            buffer.push_str(&sealed.line);
+            buffer.push('\n');
+            head = sealed.head;
+            receipts.push(sealed.receipt);
+        }
+        let written = state
+            .file
+            .write_all(buffer.as_bytes())
+            .and_then(|()| state.file.sync_data());
+        if let Err(err) = written {
+            // Undo whatever part of the batch reached the file, so the chain never holds a
+            // record nobody was told about... or if that fails too, refuse further writes.
+            let len = state.len;
+            let undone = state
+                .file
+                .set_len(len)
+                .and_then(|()| state.file.sync_data());
+            if let Err(undo) = undone {
+                state.poisoned = Some(format!(
+                    "write failed ({err}) and could not be undone ({undo})"
+                ));
+            }
+            return Err(AuditError::io(state.path.display(), err));
+        }
+        state.len += u64::try_from(buffer.len()).unwrap_or(u64::MAX);
+        state.head = head;
+        if state.len >= self.options.max_file_bytes {
+            if let Err(err) = self.rotate(&mut state) {
+                tracing::warn!(target: "portcullis_audit", error = %err, "could not rotate the audit log; still writing to the current file");
+            }
+        }
+        Ok(receipts)
+    }
+
+    fn rotate(&self, state: &mut State) -> Result<(), AuditError> {
+        let index = state.index + 1;
+        let path = self.dir.join(file_name(index));
+        let file = open_append(&path)?;
+        sync_dir(&self.dir)?;
+        state.file = file;
+        state.path = path;
+        state.index = index;
+        state.len = 0;
+        Ok(())
+    }
+
+    /// Calls `f` on every stored line, in order, until it returns `false`.
+    fn for_each_line(&self, mut f: impl FnMut(&[u8]) -> bool) -> Result<(), AuditError> {
+        for (_, path) in log_files(&self.dir)? {
+            let file = File::open(&path).map_err(|e| AuditError::io(path.display(), e))?;
+            let mut reader = BufReader::new(file);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = reader
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| AuditError::io(path.display(), e))?;
+                if n == 0 {
+                    break;
+                }
+                let text = line.strip_suffix(b"\n").unwrap_or(&line);
+                if !f(text) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for JsonlBackend {
+    async fn append(&self, batch: Vec<(String, Value)>) -> Result<Vec<Receipt>, AuditError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.append_blocking(batch))
+            .await
+            .map_err(|e| AuditError::Poisoned(format!("the writer thread failed: {e}")))?
+    }
+
+    async fn head(&self) -> Result<ChainHead, AuditError> {
+        Ok(self.lock().head)
+    }
+
+    async fn scan(&self, after_seq: u64, limit: usize) -> Result<Vec<String>, AuditError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut error = None;
+            this.for_each_line(|line| match decode(line) {
+                Ok(d) if d.seq > after_seq => {
+                    out.push(String::from_utf8_lossy(line).into_owned());
+                    out.len() < limit
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    error = Some(e);
+                    false
+                }
+            })?;
+            match error {
+                Some(e) => Err(e),
+                None => Ok(out),
+            }
+        })
+        .await
+        .map_err(|e| AuditError::Invalid(e.to_string()))?
+    }
+
+    async fn verify(
+        &self,
+        mut verifier: Verifier,
+    ) -> Result<Result<Verifier, Violation>, AuditError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut violation = None;
+            this.for_each_line(|line| match verifier.feed(line) {
+                Ok(()) => true,
+                Err(v) => {
+                    violation = Some(v);
+                    false
+                }
+            })?;
+            Ok(match violation {
+                Some(v) => Err(v),
+                None => Ok(verifier),
+            })
+        })
+        .await
+        .map_err(|e| AuditError::Invalid(e.to_string()))?
+    }
+}
+
+/// Reads and verifies JSONL files without opening them for writing (for the CLI).
+///
+/// # Errors
+///
+/// A read failure.
+pub fn verify_jsonl_dir(
+    dir: &Path,
+    mut verifier: Verifier,
+) -> Result<Result<Verifier, Violation>, AuditError> {
+    let files = if dir.is_dir() {
+        log_files(dir)?.into_iter().map(|(_, p)| p).collect()
+    } else {
+        vec![dir.to_path_buf()]
+    };
+    for path in files {
+        let mut file = File::open(&path).map_err(|e| AuditError::io(path.display(), e))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| AuditError::io(path.display(), e))?;
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line.map_err(|e| AuditError::io(path.display(), e))?;
+            if let Err(v) = verifier.feed(&line) {
+                return Ok(Err(v));
+            }
+        }
+    }
+    Ok(Ok(verifier))
+}

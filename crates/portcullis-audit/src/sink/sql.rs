@@ -1,0 +1,323 @@
+//! The SQL backends. SQLite and PostgreSQL share every query (`QueryBuilder` writes each
+//! one's placeholders); one macro instantiates the backend for each. A batch is one
+//! transaction: read the head, seal, insert, commit.
+
+use serde_json::Value;
+
+use crate::chain::{ChainHead, Hash, decode, seal};
+use crate::{AuditError, AuditEvent, Receipt};
+
+/// The indexed columns of a record, taken from its event.
+struct Columns {
+    time_ms: i64,
+    kind: String,
+    actor: String,
+    action: String,
+    resource: String,
+    effect: Option<String>,
+    correlation_id: Option<String>,
+    outcome_of: Option<String>,
+}
+
+fn columns(event: &Value) -> Result<Columns, AuditError> {
+    let typed: AuditEvent = serde_json::from_value(event.clone())
+        .map_err(|e| AuditError::Malformed(format!("event: {e}")))?;
+    Ok(Columns {
+        time_ms: i64::try_from(typed.time_ms).unwrap_or(i64::MAX),
+        kind: serde_text(&typed.kind),
+        actor: typed.actor.subject,
+        action: typed.action.to_string(),
+        resource: typed.resource.to_string(),
+        effect: typed.decision.map(|d| serde_text(&d.effect())),
+        correlation_id: typed.correlation_id,
+        outcome_of: typed.outcome_of,
+    })
+}
+
+/// The serde string form of a unit enum (`intent`, `not_applicable`).
+fn serde_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn parse_head(row: Option<(i64, String)>) -> Result<ChainHead, AuditError> {
+    let Some((seq, hash_hex)) = row else {
+        return Ok(ChainHead::EMPTY);
+    };
+    let mut hash: Hash = [0; 32];
+    hex::decode_to_slice(&hash_hex, &mut hash)
+        .map_err(|e| AuditError::Malformed(format!("stored hash of record {seq}: {e}")))?;
+    Ok(ChainHead {
+        seq: u64::try_from(seq)
+            .map_err(|_| AuditError::Malformed(format!("negative seq {seq}")))?,
+        hash,
+    })
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+const PAGE: i64 = 1000;
+
+macro_rules! sql_backend {
+    (
+        $backend:ident, $db:ty, $pool:ty,
+        migrations: [$(($version:literal, $sql:expr)),* $(,)?],
+        lock: $lock:expr
+    ) => {
+        #[derive(Debug, Clone)]
+        pub(crate) struct $backend {
+            pool: $pool,
+        }
+
+        impl $backend {
+            pub(crate) async fn from_pool(pool: $pool) -> Result<Self, AuditError> {
+                let backend = $backend { pool };
+                backend.migrate().await?;
+                Ok(backend)
+            }
+
+            async fn migrate(&self) -> Result<(), AuditError> {
+                const MIGRATIONS: &[(i64, &str)] = &[$(($version, $sql)),*];
+                let mut tx = self.pool.begin().await?;
+                if let Some(lock) = $lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                sqlx::query("CREATE TABLE IF NOT EXISTS portcullis_audit_schema (version BIGINT PRIMARY KEY)")
+                    .execute(&mut *tx)
+                    .await?;
+                let applied: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(version) FROM portcullis_audit_schema")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                for (version, sql) in MIGRATIONS {
+                    if applied.is_some_and(|a| a >= *version) {
+                        continue;
+                    }
+                    sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO portcullis_audit_schema (version) VALUES (");
+                    q.push_bind(*version).push(")");
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn lines_after(&self, after_seq: u64, limit: i64) -> Result<Vec<String>, AuditError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT line FROM portcullis_audit_records WHERE seq > ",
+                );
+                q.push_bind(as_i64(after_seq))
+                    .push(" ORDER BY seq LIMIT ")
+                    .push_bind(limit);
+                Ok(q.build_query_scalar().fetch_all(&self.pool).await?)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl crate::log::Backend for $backend {
+            async fn append(&self, batch: Vec<(String, Value)>) -> Result<Vec<Receipt>, AuditError> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(lock) = $lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                let row: Option<(i64, String)> = sqlx::query_as(
+                    "SELECT seq, hash FROM portcullis_audit_records ORDER BY seq DESC LIMIT 1",
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                let mut head = parse_head(row)?;
+                let mut rows = Vec::with_capacity(batch.len());
+                let mut receipts = Vec::with_capacity(batch.len());
+                for (id, event) in batch {
+                    let cols = columns(&event)?;
+                    let sealed = seal(&head, id, event)?;
+                    head = sealed.head;
+                    rows.push((sealed.receipt.clone(), cols, sealed.line));
+                    receipts.push(sealed.receipt);
+                }
+                // Keep each statement's bind count well under SQLite's limit.
+                for chunk in rows.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO portcullis_audit_records (seq, id, time_ms, kind, actor, action, resource, effect, correlation_id, outcome_of, hash, line) ",
+                    );
+                    q.push_values(chunk, |mut b, (receipt, cols, line)| {
+                        b.push_bind(as_i64(receipt.seq))
+                            .push_bind(receipt.id.clone())
+                            .push_bind(cols.time_ms)
+                            .push_bind(cols.kind.clone())
+                            .push_bind(cols.actor.clone())
+                            .push_bind(cols.action.clone())
+                            .push_bind(cols.resource.clone())
+                            .push_bind(cols.effect.clone())
+                            .push_bind(cols.correlation_id.clone())
+                            .push_bind(cols.outcome_of.clone())
+                            .push_bind(receipt.hash.clone())
+                            .push_bind(line.clone());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(receipts)
+            }
+
+            async fn head(&self) -> Result<ChainHead, AuditError> {
+                let row: Option<(i64, String)> = sqlx::query_as(
+                    "SELECT seq, hash FROM portcullis_audit_records ORDER BY seq DESC LIMIT 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?;
+                parse_head(row)
+            }
+
+            async fn scan(&self, after_seq: u64, limit: usize) -> Result<Vec<String>, AuditError> {
+                self.lines_after(after_seq, i64::try_from(limit).unwrap_or(PAGE)).await
+            }
+
+            async fn verify(
+                &self,
+                mut verifier: crate::verify::Verifier,
+            ) -> Result<Result<crate::verify::Verifier, crate::verify::Violation>, AuditError> {
+                // Storage order is sequence order here; a row whose stored seq disagrees with
+                // its line, or a missing row, still shows as a broken sequence or link.
+                let mut after = 0;
+                loop {
+                    let lines = self.lines_after(after, PAGE).await?;
+                    if lines.is_empty() {
+                        return Ok(Ok(verifier));
+                    }
+                    for line in &lines {
+                        if let Err(v) = verifier.feed(line.as_bytes()) {
+                            return Ok(Err(v));
+                        }
+                    }
+                    after = verifier.head().seq;
+                }
+            }
+
+            async fn query(&self, query: &crate::AuditQuery) -> Result<crate::AuditPage, AuditError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT line FROM portcullis_audit_records WHERE seq > ",
+                );
+                q.push_bind(as_i64(query.after_seq.unwrap_or(0)));
+                if let Some(actor) = &query.actor {
+                    q.push(" AND actor = ").push_bind(actor.clone());
+                }
+                if let Some(action) = &query.action {
+                    q.push(" AND action = ").push_bind(action.to_string());
+                }
+                if let Some(resource) = &query.resource {
+                    q.push(" AND resource = ").push_bind(resource.to_string());
+                }
+                if let Some(effect) = query.effect {
+                    q.push(" AND effect = ").push_bind(serde_text(&effect));
+                }
+                if let Some(kind) = query.kind {
+                    q.push(" AND kind = ").push_bind(serde_text(&kind));
+                }
+                if let Some(from) = query.from_ms {
+                    q.push(" AND time_ms >= ").push_bind(as_i64(from));
+                }
+                if let Some(to) = query.to_ms {
+                    q.push(" AND time_ms < ").push_bind(as_i64(to));
+                }
+                if let Some(correlation) = &query.correlation_id {
+                    q.push(" AND correlation_id = ").push_bind(correlation.clone());
+                }
+                q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(query.limit) + 1);
+                let lines: Vec<String> = q.build_query_scalar().fetch_all(&self.pool).await?;
+                let records = lines
+                    .iter()
+                    .map(|l| decode(l.as_bytes())?.into_record())
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(crate::AuditPage::from_fetched(records, query.limit))
+            }
+
+            async fn get(&self, id: &str) -> Result<Option<crate::WithOutcome>, AuditError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT line FROM portcullis_audit_records WHERE id = ",
+                );
+                q.push_bind(id.to_owned());
+                let line: Option<String> = q.build_query_scalar().fetch_optional(&self.pool).await?;
+                let Some(line) = line else { return Ok(None) };
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT line FROM portcullis_audit_records WHERE outcome_of = ",
+                );
+                q.push_bind(id.to_owned()).push(" ORDER BY seq LIMIT 1");
+                let outcome: Option<String> = q.build_query_scalar().fetch_optional(&self.pool).await?;
+                Ok(Some(crate::WithOutcome {
+                    event: decode(line.as_bytes())?.into_record()?,
+                    outcome: outcome.map(|l| decode(l.as_bytes())?.into_record()).transpose()?,
+                }))
+            }
+        }
+    };
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use std::str::FromStr;
+
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+
+    use super::*;
+
+    sql_backend!(
+        SqliteBackend, sqlx::Sqlite, sqlx::SqlitePool,
+        migrations: [(1, include_str!("../../migrations/sqlite_0001_records.sql"))],
+        lock: None::<&str>
+    );
+
+    impl SqliteBackend {
+        pub(crate) async fn connect(url: &str) -> Result<Self, AuditError> {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .synchronous(SqliteSynchronous::Full)
+                .journal_mode(if in_memory {
+                    SqliteJournalMode::Memory
+                } else {
+                    SqliteJournalMode::Wal
+                });
+            let pool = SqlitePoolOptions::new()
+                .max_connections(if in_memory { 1 } else { 4 })
+                .min_connections(u32::from(in_memory))
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await?;
+            Self::from_pool(pool).await
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::*;
+
+    sql_backend!(
+        PostgresBackend, sqlx::Postgres, sqlx::PgPool,
+        migrations: [(1, include_str!("../../migrations/postgres_0001_records.sql"))],
+        // One writer at a time across every instance, so the chain stays a single chain.
+        lock: Some("SELECT pg_advisory_xact_lock(7283901234567002)")
+    );
+
+    impl PostgresBackend {
+        pub(crate) async fn connect(url: &str) -> Result<Self, AuditError> {
+            let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+            Self::from_pool(pool).await
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) use postgres::PostgresBackend;
+#[cfg(feature = "sqlite")]
+pub(crate) use sqlite::SqliteBackend;

@@ -1,0 +1,256 @@
+//! Verifying a chain of records, and checkpoints against it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::chain::{ChainHead, Hash, decode};
+use crate::{AuditError, Checkpoint};
+
+/// The first thing wrong with a log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub enum Violation {
+    /// Record number `index` (1-based, in storage order) does not decode.
+    Malformed {
+        /// Its position in storage order.
+        index: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A record's content does not match its hash: it was altered.
+    Altered {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A record appears where another was expected: records were deleted, inserted or
+    /// reordered.
+    OutOfSequence {
+        /// The sequence number that should come next.
+        expected: u64,
+        /// The one found.
+        found: u64,
+    },
+    /// A record does not link to the one before it: the earlier record was replaced.
+    BrokenLink {
+        /// The record whose `prev` does not match.
+        seq: u64,
+    },
+    /// The log ends before a signed checkpoint: its tail was truncated.
+    Truncated {
+        /// The checkpoint's sequence number.
+        checkpoint_seq: u64,
+        /// The log's last.
+        last_seq: u64,
+    },
+    /// The record at a checkpoint's position does not have the signed hash.
+    CheckpointMismatch {
+        /// The checkpoint's sequence number.
+        seq: u64,
+    },
+    /// A checkpoint whose signature does not verify.
+    BadCheckpoint {
+        /// Its sequence number.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::Malformed { index, reason } => {
+                write!(f, "record #{index} (storage order) is malformed: {reason}")
+            }
+            Violation::Altered { seq } => write!(
+                f,
+                "record {seq} was altered (its hash does not match its content)"
+            ),
+            Violation::OutOfSequence { expected, found } => write!(
+                f,
+                "expected record {expected}, found {found}: records were deleted, inserted or reordered"
+            ),
+            Violation::BrokenLink { seq } => write!(
+                f,
+                "record {seq} does not link to record {}: that record was replaced",
+                seq.saturating_sub(1)
+            ),
+            Violation::Truncated {
+                checkpoint_seq,
+                last_seq,
+            } => write!(
+                f,
+                "the log ends at record {last_seq}, but a signed checkpoint covers {checkpoint_seq}: its tail was truncated"
+            ),
+            Violation::CheckpointMismatch { seq } => {
+                write!(f, "record {seq} differs from the signed checkpoint")
+            }
+            Violation::BadCheckpoint { seq, reason } => {
+                write!(f, "checkpoint {seq} is not valid: {reason}")
+            }
+        }
+    }
+}
+
+/// What a clean verification found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// How many records.
+    pub records: u64,
+    /// The chain head.
+    pub head: ChainHead,
+    /// How many checkpoints were checked.
+    pub checkpoints: usize,
+}
+
+/// Checks records one at a time, in storage order.
+///
+/// ```
+/// use portcullis_audit::Verifier;
+/// let verifier = Verifier::new();
+/// let report = verifier.finish(&[], &[]).unwrap();
+/// assert_eq!(report.records, 0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    head: ChainHead,
+    index: u64,
+    /// Hashes seen at the sequence numbers checkpoints name.
+    wanted: BTreeMap<u64, Option<Hash>>,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier::new()
+    }
+}
+
+impl Verifier {
+    /// A verifier for a log from its first record.
+    #[must_use]
+    pub fn new() -> Self {
+        Verifier {
+            head: ChainHead::EMPTY,
+            index: 0,
+            wanted: BTreeMap::new(),
+        }
+    }
+
+    /// A verifier that will also check `checkpoints` in [`finish`](Verifier::finish).
+    #[must_use]
+    pub fn with_checkpoints(checkpoints: &[Checkpoint]) -> Self {
+        let mut verifier = Verifier::new();
+        verifier.wanted = checkpoints.iter().map(|c| (c.seq, None)).collect();
+        verifier
+    }
+
+    /// Checks the next stored line.
+    ///
+    /// # Errors
+    ///
+    /// The first [`Violation`].
+    pub fn feed(&mut self, line: &[u8]) -> Result<(), Violation> {
+        self.index += 1;
+        let decoded = decode(line).map_err(|e| Violation::Malformed {
+            index: self.index,
+            reason: match e {
+                AuditError::Malformed(reason) => reason,
+                other => other.to_string(),
+            },
+        })?;
+        let expected = self.head.seq + 1;
+        if decoded.seq != expected {
+            return Err(Violation::OutOfSequence {
+                expected,
+                found: decoded.seq,
+            });
+        }
+        if decoded.computed_hash != decoded.stored_hash {
+            return Err(Violation::Altered { seq: decoded.seq });
+        }
+        if decoded.prev != self.head.hash {
+            return Err(Violation::BrokenLink { seq: decoded.seq });
+        }
+        if let Some(slot) = self.wanted.get_mut(&decoded.seq) {
+            *slot = Some(decoded.stored_hash);
+        }
+        self.head = ChainHead {
+            seq: decoded.seq,
+            hash: decoded.stored_hash,
+        };
+        Ok(())
+    }
+
+    /// The head so far.
+    #[must_use]
+    pub fn head(&self) -> ChainHead {
+        self.head
+    }
+
+    /// Checks `checkpoints` (which must have been given to
+    /// [`with_checkpoints`](Verifier::with_checkpoints)) against what was fed, each signed by
+    /// `trusted_key`.
+    ///
+    /// # Errors
+    ///
+    /// The first [`Violation`].
+    pub fn finish(
+        self,
+        checkpoints: &[Checkpoint],
+        trusted_key: &[u8],
+    ) -> Result<VerifyReport, Violation> {
+        for checkpoint in checkpoints {
+            checkpoint
+                .verify(trusted_key)
+                .map_err(|e| Violation::BadCheckpoint {
+                    seq: checkpoint.seq,
+                    reason: e.to_string(),
+                })?;
+            if checkpoint.seq > self.head.seq {
+                return Err(Violation::Truncated {
+                    checkpoint_seq: checkpoint.seq,
+                    last_seq: self.head.seq,
+                });
+            }
+            let signed = checkpoint
+                .head_hash()
+                .map_err(|e| Violation::BadCheckpoint {
+                    seq: checkpoint.seq,
+                    reason: e.to_string(),
+                })?;
+            let seen = self.wanted.get(&checkpoint.seq).copied().flatten();
+            if checkpoint.seq == 0 {
+                continue;
+            }
+            if seen != Some(signed) {
+                return Err(Violation::CheckpointMismatch {
+                    seq: checkpoint.seq,
+                });
+            }
+        }
+        Ok(VerifyReport {
+            records: self.head.seq,
+            head: self.head,
+            checkpoints: checkpoints.len(),
+        })
+    }
+}
+
+/// Verifies a whole sequence of stored lines.
+///
+/// # Errors
+///
+/// The first [`Violation`].
+pub fn verify_lines<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    checkpoints: &[Checkpoint],
+    trusted_key: &[u8],
+) -> Result<VerifyReport, Violation> {
+    let mut verifier = Verifier::with_checkpoints(checkpoints);
+    for line in lines {
+        verifier.feed(line)?;
+    }
+    verifier.finish(checkpoints, trusted_key)
+}

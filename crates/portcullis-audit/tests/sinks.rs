@@ -1,0 +1,556 @@
+//! One behavioural suite, run against every backend: JSONL, SQLite, and a real PostgreSQL
+//! (feature `postgres`, started by `scripts/with-services`).
+#![expect(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::{intent, refusal, temp_dir};
+use portcullis_audit::{
+    AuditError, AuditEvent, AuditLog, AuditOptions, AuditQuery, AuditSink, CheckpointSigner,
+    EventKind, Outcome, OutcomeStatus, Redactor, RequestSummary, Violation, WriteAhead,
+};
+use portcullis_core::{Action, Effect};
+use serde_json::json;
+
+async fn records_in_order_and_verifies(log: Arc<AuditLog>) {
+    let first = log.record(intent("alice", "env:checkout")).await.unwrap();
+    let second = log.record(refusal("bob", "env:checkout")).await.unwrap();
+    assert_eq!((first.seq, second.seq), (1, 2));
+    let report = log.verify(&[], &[]).await.unwrap().unwrap();
+    assert_eq!(report.records, 2);
+    assert_eq!(hex::encode(report.head.hash), second.hash);
+}
+
+async fn group_commit_keeps_one_chain(log: Arc<AuditLog>) {
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            log.record(intent(&format!("user{i}"), "env:load"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut seqs = BTreeSet::new();
+    for task in tasks {
+        seqs.insert(task.await.unwrap().seq);
+    }
+    assert_eq!(
+        seqs,
+        (1..=200).collect::<BTreeSet<_>>(),
+        "every caller got its own place"
+    );
+    assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 200);
+}
+
+async fn queries_filter_and_page(log: Arc<AuditLog>) {
+    for i in 0..10 {
+        let who = if i % 2 == 0 { "alice" } else { "bob" };
+        let event = if i % 3 == 0 {
+            refusal(who, "env:a")
+        } else {
+            intent(who, "env:b")
+        };
+        log.record(event.with_correlation_id(format!("req-{i}")))
+            .await
+            .unwrap();
+    }
+    let alice = log
+        .query(&AuditQuery {
+            actor: Some("alice".into()),
+            ..AuditQuery::all(100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(alice.records.len(), 5);
+    assert!(
+        alice
+            .records
+            .iter()
+            .all(|r| r.event.actor.subject == "alice")
+    );
+
+    let refused = log
+        .query(&AuditQuery {
+            effect: Some(Effect::NotApplicable),
+            resource: Some("env:a".parse().unwrap()),
+            ..AuditQuery::all(100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused.records.len(), 4, "i = 0, 3, 6, 9");
+
+    let one = log
+        .query(&AuditQuery {
+            correlation_id: Some("req-7".into()),
+            ..AuditQuery::all(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(one.records.len(), 1);
+    assert_eq!(one.records[0].seq, 8);
+
+    let mut seen = Vec::new();
+    let mut query = AuditQuery {
+        kind: Some(EventKind::Intent),
+        ..AuditQuery::all(3)
+    };
+    loop {
+        let page = log.query(&query).await.unwrap();
+        seen.extend(page.records.iter().map(|r| r.seq));
+        match page.next_after {
+            Some(after) => query.after_seq = Some(after),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![2, 3, 5, 6, 8, 9]);
+
+    let window = log
+        .query(&AuditQuery {
+            from_ms: Some(0),
+            to_ms: Some(1),
+            ..AuditQuery::all(10)
+        })
+        .await
+        .unwrap();
+    assert!(window.records.is_empty());
+    assert!(log.query(&AuditQuery::all(0)).await.is_err());
+}
+
+async fn write_ahead_links_outcomes(log: Arc<AuditLog>) {
+    let gate = WriteAhead::new(log.clone()).unwrap();
+    let started = gate
+        .intent(
+            intent("alice", "env:checkout").with_request(RequestSummary {
+                method: "POST".into(),
+                target: "/v1/envs/checkout/prod/deploys".into(),
+                ..RequestSummary::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let id = started.event().id.clone();
+    let value = started
+        .run(|proof| {
+            assert_eq!(proof.receipt.seq, 1);
+            async { Ok::<_, std::io::Error>("deploy-1") }
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, "deploy-1");
+    let found = log.get(&id).await.unwrap().unwrap();
+    assert_eq!(found.event.event.kind, EventKind::Intent);
+    let outcome = found.outcome.unwrap();
+    assert_eq!(
+        outcome.event.outcome.unwrap().status,
+        OutcomeStatus::Succeeded
+    );
+
+    // A failing action is recorded as failed, and its error comes back.
+    let failing = gate.intent(intent("alice", "env:x")).await.unwrap();
+    let failing_id = failing.event().id.clone();
+    let err = failing
+        .run(|_| async { Err::<(), _>("host unreachable") })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("host unreachable"));
+    let found = log.get(&failing_id).await.unwrap().unwrap();
+    let outcome = found.outcome.unwrap().event.outcome.unwrap();
+    assert_eq!(outcome.status, OutcomeStatus::Failed);
+    assert_eq!(outcome.detail, "host unreachable");
+
+    // An explicit outcome.
+    let manual = gate.intent(intent("alice", "env:y")).await.unwrap();
+    manual.outcome(Outcome::succeeded("done")).await.unwrap();
+    assert!(log.get("no-such-id").await.unwrap().is_none());
+    assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 6);
+}
+
+async fn bad_input_is_refused_before_writing(log: Arc<AuditLog>) {
+    let err = log
+        .record(intent("alice", "env:a").with_field("note", json!("line\nbreak")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuditError::ControlCharacter { .. }), "{err}");
+    let err = log
+        .record(intent("alice", "env:a").with_field("blob", json!("x".repeat(70_000))))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuditError::TooLarge { .. }), "{err}");
+    assert_eq!(log.head().await.unwrap().seq, 0, "nothing was written");
+    log.record(intent("alice", "env:a")).await.unwrap();
+    assert_eq!(log.head().await.unwrap().seq, 1);
+}
+
+async fn checkpoints_catch_truncation(log: Arc<AuditLog>, truncate: impl AsyncFnOnce()) {
+    let (signer, _) = CheckpointSigner::generate().unwrap();
+    for i in 0..5 {
+        log.record(intent(&format!("u{i}"), "env:a")).await.unwrap();
+    }
+    let checkpoint = log.checkpoint(&signer).await.unwrap();
+    assert_eq!(checkpoint.seq, 5);
+    let report = log
+        .verify(std::slice::from_ref(&checkpoint), signer.public_key())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.checkpoints, 1);
+    let (other, _) = CheckpointSigner::generate().unwrap();
+    assert!(matches!(
+        log.verify(std::slice::from_ref(&checkpoint), other.public_key())
+            .await
+            .unwrap(),
+        Err(Violation::BadCheckpoint { .. })
+    ));
+    truncate().await;
+    assert!(matches!(
+        log.verify(std::slice::from_ref(&checkpoint), signer.public_key())
+            .await
+            .unwrap(),
+        Err(Violation::Truncated {
+            checkpoint_seq: 5,
+            last_seq: 3
+        })
+    ));
+}
+
+async fn sensitive_fields_are_hmaced(make: impl AsyncFnOnce(AuditOptions) -> Arc<AuditLog>) {
+    let key = b"per-log key, at least sixteen bytes";
+    let options = AuditOptions {
+        redactor: Some(
+            Redactor::new(key, ["request.parameters.token", "fields.password"]).unwrap(),
+        ),
+        ..AuditOptions::default()
+    };
+    let log = make(options).await;
+    let mut request = RequestSummary {
+        method: "POST".into(),
+        target: "/login".into(),
+        ..RequestSummary::default()
+    };
+    request
+        .parameters
+        .insert("token".into(), json!("tok_very_secret"));
+    request.parameters.insert("env".into(), json!("prod"));
+    log.record(intent("alice", "env:a").with_request(request))
+        .await
+        .unwrap();
+    log.record(intent("bob", "env:a").with_field("password", json!("hunter2")))
+        .await
+        .unwrap();
+    let page = log.query(&AuditQuery::all(10)).await.unwrap();
+    let stored = serde_json::to_string(&page.records[0].event).unwrap()
+        + &serde_json::to_string(&page.records[1].event).unwrap();
+    assert!(!stored.contains("tok_very_secret") && !stored.contains("hunter2"));
+    assert!(
+        stored.contains("prod"),
+        "only the configured fields are replaced"
+    );
+    assert_eq!(
+        log.find_redacted("request.parameters.token", &json!("tok_very_secret"))
+            .await
+            .unwrap(),
+        vec![1]
+    );
+    assert_eq!(
+        log.find_redacted("fields.password", &json!("hunter2"))
+            .await
+            .unwrap(),
+        vec![2]
+    );
+    assert!(
+        log.find_redacted("fields.password", &json!("hunter3"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(log.verify(&[], &[]).await.unwrap().is_ok());
+}
+
+mod jsonl {
+    use super::*;
+    use portcullis_audit::JsonlOptions;
+
+    async fn open(dir: &std::path::Path) -> Arc<AuditLog> {
+        Arc::new(AuditLog::jsonl(dir, JsonlOptions::default()).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn suite() {
+        records_in_order_and_verifies(open(&temp_dir("order")).await).await;
+        group_commit_keeps_one_chain(open(&temp_dir("group")).await).await;
+        queries_filter_and_page(open(&temp_dir("query")).await).await;
+        write_ahead_links_outcomes(open(&temp_dir("wal")).await).await;
+        bad_input_is_refused_before_writing(open(&temp_dir("bad")).await).await;
+        sensitive_fields_are_hmaced(async |options| {
+            Arc::new(
+                AuditLog::jsonl_with(temp_dir("hmac"), JsonlOptions::default(), options)
+                    .await
+                    .unwrap(),
+            )
+        })
+        .await;
+        let dir = temp_dir("trunc");
+        let file = dir.join("audit-00000001.jsonl");
+        checkpoints_catch_truncation(open(&dir).await, async || {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let kept: Vec<&str> = text.lines().take(3).collect();
+            std::fs::write(&file, kept.join("\n") + "\n").unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_the_chain_across_files_and_reopening() {
+        let dir = temp_dir("rotate");
+        let options = JsonlOptions {
+            max_file_bytes: 2_000,
+        };
+        let log = AuditLog::jsonl(&dir, options.clone()).await.unwrap();
+        for i in 0..40 {
+            log.record(intent(&format!("u{i}"), "env:a")).await.unwrap();
+        }
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert!(files > 3, "rotated into {files} files");
+        assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 40);
+        drop(log);
+        let again = AuditLog::jsonl(&dir, options).await.unwrap();
+        assert_eq!(again.head().await.unwrap().seq, 40);
+        assert_eq!(again.record(intent("z", "env:a")).await.unwrap().seq, 41);
+        assert_eq!(again.verify(&[], &[]).await.unwrap().unwrap().records, 41);
+        let page = again
+            .query(&AuditQuery {
+                after_seq: Some(38),
+                ..AuditQuery::all(10)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            page.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [39, 40, 41]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_cut_on_open() {
+        let dir = temp_dir("torn");
+        let log = AuditLog::jsonl(&dir, JsonlOptions::default())
+            .await
+            .unwrap();
+        for i in 0..3 {
+            log.record(intent(&format!("u{i}"), "env:a")).await.unwrap();
+        }
+        drop(log);
+        let file = dir.join("audit-00000001.jsonl");
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes.extend_from_slice(br#"{"event":{"id":"half-writ"#);
+        std::fs::write(&file, &bytes).unwrap();
+        let log = AuditLog::jsonl(&dir, JsonlOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(log.head().await.unwrap().seq, 3);
+        assert_eq!(log.record(intent("u3", "env:a")).await.unwrap().seq, 4);
+        assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 4);
+    }
+
+    /// A full disk: the write fails, the caller is told, and nothing is acknowledged.
+    #[tokio::test]
+    async fn a_full_disk_is_an_error_not_a_silent_drop() {
+        let dir = temp_dir("full");
+        std::os::unix::fs::symlink("/dev/full", dir.join("audit-00000001.jsonl")).unwrap();
+        let log = AuditLog::jsonl(&dir, JsonlOptions::default())
+            .await
+            .unwrap();
+        let err = log.record(intent("alice", "env:a")).await.unwrap_err();
+        assert!(
+            matches!(err, AuditError::Io { .. } | AuditError::Poisoned(_)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("audit-00000001.jsonl"), "{err}");
+        assert!(log.record(intent("alice", "env:a")).await.is_err());
+        let gate = WriteAhead::new(Arc::new(log)).unwrap();
+        assert!(
+            gate.intent(intent("alice", "env:a")).await.is_err(),
+            "no intent, no action"
+        );
+    }
+
+    #[tokio::test]
+    async fn tampering_is_reported_by_the_cli() {
+        let dir = temp_dir("cli");
+        let log = AuditLog::jsonl(&dir, JsonlOptions::default())
+            .await
+            .unwrap();
+        for i in 0..4 {
+            log.record(intent(&format!("u{i}"), "env:a")).await.unwrap();
+        }
+        drop(log);
+        let cli = env!("CARGO_BIN_EXE_portcullis-audit");
+        let ok = std::process::Command::new(cli)
+            .args(["verify", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(ok.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&ok.stdout).starts_with("OK: 4 records"));
+
+        let file = dir.join("audit-00000001.jsonl");
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, text.replacen("\"u2\"", "\"u9\"", 1)).unwrap();
+        let bad = std::process::Command::new(cli)
+            .args(["verify", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(1));
+        let out = String::from_utf8_lossy(&bad.stdout);
+        assert!(out.contains("record 3 was altered"), "{out}");
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+
+    async fn open(tag: &str) -> (Arc<AuditLog>, String) {
+        let path = temp_dir(tag).join("audit.db");
+        let url = format!("sqlite://{}", path.display());
+        (
+            Arc::new(
+                AuditLog::sqlite(&url, AuditOptions::default())
+                    .await
+                    .unwrap(),
+            ),
+            url,
+        )
+    }
+
+    #[tokio::test]
+    async fn suite() {
+        records_in_order_and_verifies(open("order").await.0).await;
+        group_commit_keeps_one_chain(open("group").await.0).await;
+        queries_filter_and_page(open("query").await.0).await;
+        write_ahead_links_outcomes(open("wal").await.0).await;
+        bad_input_is_refused_before_writing(open("bad").await.0).await;
+        sensitive_fields_are_hmaced(async |options| {
+            let url = format!("sqlite://{}", temp_dir("hmac").join("a.db").display());
+            Arc::new(AuditLog::sqlite(&url, options).await.unwrap())
+        })
+        .await;
+        let (log, url) = open("trunc").await;
+        checkpoints_catch_truncation(log, async || {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query("DELETE FROM portcullis_audit_records WHERE seq > 3")
+                .execute(&pool)
+                .await
+                .unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_deleted_row_is_found_by_the_cli() {
+        let (log, url) = open("cli").await;
+        for i in 0..5 {
+            log.record(intent(&format!("u{i}"), "env:a")).await.unwrap();
+        }
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("DELETE FROM portcullis_audit_records WHERE seq = 2")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis-audit"))
+            .args(["verify", &url])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("expected record 2, found 3"), "{text}");
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use common::fresh_postgres;
+
+    async fn open(tag: &str) -> (Arc<AuditLog>, String) {
+        let url = fresh_postgres(tag).await;
+        (
+            Arc::new(
+                AuditLog::postgres(&url, AuditOptions::default())
+                    .await
+                    .unwrap(),
+            ),
+            url,
+        )
+    }
+
+    #[tokio::test]
+    async fn suite() {
+        records_in_order_and_verifies(open("order").await.0).await;
+        group_commit_keeps_one_chain(open("group").await.0).await;
+        queries_filter_and_page(open("query").await.0).await;
+        write_ahead_links_outcomes(open("wal").await.0).await;
+        bad_input_is_refused_before_writing(open("bad").await.0).await;
+        sensitive_fields_are_hmaced(async |options| {
+            let url = fresh_postgres("hmac").await;
+            Arc::new(AuditLog::postgres(&url, options).await.unwrap())
+        })
+        .await;
+        let (log, url) = open("trunc").await;
+        checkpoints_catch_truncation(log, async || {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query("DELETE FROM portcullis_audit_records WHERE seq > 3")
+                .execute(&pool)
+                .await
+                .unwrap();
+        })
+        .await;
+    }
+
+    /// Two instances on one database write one chain.
+    #[tokio::test]
+    async fn two_instances_share_one_chain() {
+        let url = fresh_postgres("shared").await;
+        let a = Arc::new(
+            AuditLog::postgres(&url, AuditOptions::default())
+                .await
+                .unwrap(),
+        );
+        let b = Arc::new(
+            AuditLog::postgres(&url, AuditOptions::default())
+                .await
+                .unwrap(),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let log = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                log.record(intent(&format!("u{i}"), "env:a"))
+                    .await
+                    .unwrap()
+                    .seq
+            }));
+        }
+        let mut seqs = BTreeSet::new();
+        for t in tasks {
+            seqs.insert(t.await.unwrap());
+        }
+        assert_eq!(seqs, (1..=100).collect());
+        assert_eq!(a.verify(&[], &[]).await.unwrap().unwrap().records, 100);
+    }
+}
+
+/// Not durable sinks cannot guard actions.
+#[test]
+fn write_ahead_refuses_a_non_durable_sink() {
+    let err = WriteAhead::new(Arc::new(portcullis_audit::TracingMirror)).unwrap_err();
+    assert!(matches!(err, AuditError::NotDurable(_)), "{err}");
+    let _ = AuditEvent::outcome_of;
+    let _ = Action::READ;
+}

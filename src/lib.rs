@@ -11,3 +11,8 @@ pub use portcullis_core::{
 /// typed resources, checked against an in-memory snapshot (crate `portcullis-acl`).
 #[cfg(feature = "acl")]
 pub use portcullis_acl as acl;
+
+/// Fail-closed, tamper-evident audit logging: write-before-act, group commit, hash chain,
+/// signed checkpoints, JSONL / SQLite / Postgres (crate `portcullis-audit`).
+#[cfg(feature = "audit")]
+pub use portcullis_audit as audit;

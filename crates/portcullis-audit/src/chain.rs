@@ -72,44 +72,69 @@ pub(crate) struct Sealed {
     pub(crate) line: String,
 }
 
-fn body(seq: u64, prev: &Hash, event: Value) -> Map<String, Value> {
-    let mut body = Map::new();
-    body.insert("event".into(), event);
-    body.insert("prev".into(), Value::String(hex::encode(prev)));
-    body.insert("seq".into(), Value::from(seq));
-    body.insert("v".into(), Value::from(RECORD_VERSION));
-    body
-}
-
 fn hash_of(body: &Map<String, Value>) -> Result<Hash, AuditError> {
     let canonical = serde_json::to_vec(body).map_err(|e| AuditError::Malformed(e.to_string()))?;
-    let mut hash = GENESIS;
-    hash.copy_from_slice(digest(&SHA256, &canonical).as_ref());
-    Ok(hash)
+    Ok(sha256(&canonical))
 }
 
-/// Seals `event` (its JSON form, already redacted and checked) after `head`.
-pub(crate) fn seal(head: &ChainHead, id: String, event: Value) -> Result<Sealed, AuditError> {
+fn sha256(bytes: &[u8]) -> Hash {
+    let mut hash = GENESIS;
+    hash.copy_from_slice(digest(&SHA256, bytes).as_ref());
+    hash
+}
+
+/// Seals an event after `head`. `event_json` must be the compact serialization of the
+/// event's JSON value with sorted keys (what `serde_json` writes for a `Value`), so that the
+/// canonical bytes built around it here are exactly what the verifier rebuilds from the
+/// parsed line. The event is serialized once, by the caller; this only concatenates.
+pub(crate) fn seal(head: &ChainHead, id: String, event_json: &str) -> Sealed {
     let seq = head.seq + 1;
-    let mut body = body(seq, &head.hash, event);
-    let hash = hash_of(&body)?;
-    body.insert("hash".into(), Value::String(hex::encode(hash)));
-    let line = serde_json::to_string(&body).map_err(|e| AuditError::Malformed(e.to_string()))?;
-    Ok(Sealed {
+    let prev = hex::encode(head.hash);
+    let seq_text = seq.to_string();
+    let tail = [
+        ",\"prev\":\"",
+        prev.as_str(),
+        "\",\"seq\":",
+        seq_text.as_str(),
+        ",\"v\":1}",
+    ];
+    let mut canonical = String::with_capacity(event_json.len() + 128);
+    canonical.push_str("{\"event\":");
+    canonical.push_str(event_json);
+    tail.iter().for_each(|piece| canonical.push_str(piece));
+    let hash = sha256(canonical.as_bytes());
+    let hash_hex = hex::encode(hash);
+    let mut line = String::with_capacity(canonical.len() + 80);
+    line.push_str("{\"event\":");
+    line.push_str(event_json);
+    line.push_str(",\"hash\":\"");
+    line.push_str(&hash_hex);
+    line.push('"');
+    tail.iter().for_each(|piece| line.push_str(piece));
+    Sealed {
         receipt: Receipt {
             id,
             seq,
-            hash: hex::encode(hash),
+            hash: hash_hex,
         },
         head: ChainHead { seq, hash },
         line,
-    })
+    }
 }
 
 fn hex32(value: Option<&Value>, what: &str) -> Result<Hash, AuditError> {
     let text = value
         .and_then(Value::as_str)
         .ok_or_else(|| AuditError::Malformed(format!("`{what}` is missing or not a string")))?;
+    // Only the canonical (lower-case) spelling: any other byte change must be detectable.
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(AuditError::Malformed(format!(
+            "`{what}` must be 64 lower-case hex digits"
+        )));
+    }
     let mut out = GENESIS;
     hex::decode_to_slice(text, &mut out)
         .map_err(|e| AuditError::Malformed(format!("`{what}` is not 64 hex digits: {e}")))?;
@@ -188,4 +213,35 @@ pub fn decode(line: &[u8]) -> Result<Decoded, AuditError> {
         computed_hash,
         event,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `seal` builds its bytes by hand; they must be exactly what the verifier rebuilds.
+    #[test]
+    fn sealed_lines_decode_to_their_own_hash() {
+        let event = json!({"b": [1, 2.5, "é\"\\\\"], "a": {"z": null, "y": true}});
+        let json = serde_json::to_string(&event).unwrap();
+        let first = seal(&ChainHead::EMPTY, "id-1".into(), &json);
+        let second = seal(&first.head, "id-2".into(), &json);
+        for sealed in [&first, &second] {
+            let decoded = decode(sealed.line.as_bytes()).unwrap();
+            assert_eq!(decoded.computed_hash, decoded.stored_hash);
+            assert_eq!(decoded.seq, sealed.head.seq);
+            assert_eq!(decoded.event, event);
+        }
+        assert_eq!(
+            decode(second.line.as_bytes()).unwrap().prev,
+            first.head.hash
+        );
+        let reserialized =
+            serde_json::to_string(&serde_json::from_str::<Value>(&first.line).unwrap()).unwrap();
+        assert_eq!(
+            reserialized, first.line,
+            "the line is in canonical key order"
+        );
+    }
 }

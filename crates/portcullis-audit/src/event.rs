@@ -21,6 +21,27 @@ pub enum EventKind {
     Decision,
 }
 
+impl EventKind {
+    /// `intent`, `outcome` or `decision`, as in the JSON form.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Intent => "intent",
+            EventKind::Outcome => "outcome",
+            EventKind::Decision => "decision",
+        }
+    }
+}
+
+/// The JSON name of an effect (`allow`, `deny`, `not_applicable`).
+pub(crate) fn effect_name(effect: portcullis_core::Effect) -> &'static str {
+    match effect {
+        portcullis_core::Effect::Allow => "allow",
+        portcullis_core::Effect::Deny => "deny",
+        portcullis_core::Effect::NotApplicable => "not_applicable",
+    }
+}
+
 /// Who acted: a summary of the [`Principal`], without claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

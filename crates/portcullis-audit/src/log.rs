@@ -40,11 +40,51 @@ impl Default for AuditOptions {
     }
 }
 
+/// An event checked, redacted and serialized once, with the columns SQL backends index.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) id: String,
+    /// Compact JSON with sorted keys.
+    pub(crate) json: String,
+    pub(crate) columns: Columns,
+}
+
+/// The indexed columns of a record.
+#[derive(Debug)]
+pub(crate) struct Columns {
+    pub(crate) time_ms: u64,
+    pub(crate) kind: &'static str,
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) resource: String,
+    pub(crate) effect: Option<&'static str>,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) outcome_of: Option<String>,
+}
+
+impl Columns {
+    fn of(event: &AuditEvent) -> Self {
+        Columns {
+            time_ms: event.time_ms,
+            kind: event.kind.as_str(),
+            actor: event.actor.subject.clone(),
+            action: event.action.to_string(),
+            resource: event.resource.to_string(),
+            effect: event
+                .decision
+                .as_ref()
+                .map(|d| crate::event::effect_name(d.effect())),
+            correlation_id: event.correlation_id.clone(),
+            outcome_of: event.outcome_of.clone(),
+        }
+    }
+}
+
 /// Where sealed records go. All-or-nothing per batch; durable on return.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Seals `batch` after the stored head and writes it durably.
-    async fn append(&self, batch: Vec<(String, Value)>) -> Result<Vec<Receipt>, AuditError>;
+    async fn append(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError>;
     /// The stored head.
     async fn head(&self) -> Result<ChainHead, AuditError>;
     /// Up to `limit` stored lines with sequence numbers above `after_seq`, in order.
@@ -97,8 +137,7 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 }
 
 struct Job {
-    id: String,
-    event: Value,
+    prepared: Prepared,
     respond: oneshot::Sender<Result<Receipt, AuditError>>,
 }
 
@@ -289,37 +328,36 @@ impl AuditLog {
         Ok(found)
     }
 
-    fn prepare(&self, event: &AuditEvent) -> Result<Value, AuditError> {
+    fn prepare(&self, event: AuditEvent) -> Result<Prepared, AuditError> {
         let mut value =
-            serde_json::to_value(event).map_err(|e| AuditError::Malformed(e.to_string()))?;
+            serde_json::to_value(&event).map_err(|e| AuditError::Malformed(e.to_string()))?;
         check_strings(&value, &mut String::new())?;
         if let Some(redactor) = &self.redactor {
             redactor.apply(&mut value);
         }
-        let size = serde_json::to_vec(&value)
-            .map_err(|e| AuditError::Malformed(e.to_string()))?
-            .len();
-        if size > self.max_event_bytes {
+        let json =
+            serde_json::to_string(&value).map_err(|e| AuditError::Malformed(e.to_string()))?;
+        if json.len() > self.max_event_bytes {
             return Err(AuditError::TooLarge {
-                size,
+                size: json.len(),
                 max: self.max_event_bytes,
             });
         }
-        Ok(value)
+        Ok(Prepared {
+            columns: Columns::of(&event),
+            id: event.id,
+            json,
+        })
     }
 }
 
 #[async_trait]
 impl AuditSink for AuditLog {
     async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
-        let value = self.prepare(&event)?;
+        let prepared = self.prepare(event)?;
         let (respond, answer) = oneshot::channel();
         self.jobs
-            .send(Job {
-                id: event.id,
-                event: value,
-                respond,
-            })
+            .send(Job { prepared, respond })
             .await
             .map_err(|_| AuditError::Closed)?;
         answer.await.map_err(|_| AuditError::Closed)?
@@ -337,7 +375,7 @@ async fn writer(backend: Arc<dyn Backend>, mut jobs: mpsc::Receiver<Job>, max_ba
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
         let (events, responders): (Vec<_>, Vec<_>) = batch
             .drain(..)
-            .map(|job| ((job.id, job.event), job.respond))
+            .map(|job| (job.prepared, job.respond))
             .unzip();
         match backend.append(events).await {
             Ok(receipts) => {

@@ -2,7 +2,8 @@
 //! (feature `postgres`, started by `scripts/with-services`).
 #![expect(
     clippy::unwrap_used,
-    reason = "tests: a failed unwrap is a failed test"
+    clippy::indexing_slicing,
+    reason = "tests: a failed unwrap or index is a failed test"
 )]
 
 mod common;

@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use serde_json::Value;
 
 use crate::chain::{ChainHead, decode, seal};
-use crate::log::Backend;
+use crate::log::{Backend, Prepared};
 use crate::verify::{Verifier, Violation};
 use crate::{AuditError, Receipt};
 
@@ -174,7 +173,7 @@ impl JsonlBackend {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn append_blocking(&self, batch: Vec<(String, Value)>) -> Result<Vec<Receipt>, AuditError> {
+    fn append_blocking(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError> {
         let mut state = self.lock();
         if let Some(reason) = &state.poisoned {
             return Err(AuditError::Poisoned(reason.clone()));
@@ -182,8 +181,8 @@ impl JsonlBackend {
         let mut head = state.head;
         let mut buffer = String::new();
         let mut receipts = Vec::with_capacity(batch.len());
-        for (id, event) in batch {
-            let sealed = seal(&head, id, event)?;
+        for event in batch {
+            let sealed = seal(&head, event.id, &event.json);
             buffer.push_str(&sealed.line);
             buffer.push('\n');
             head = sealed.head;
@@ -256,7 +255,7 @@ impl JsonlBackend {
 
 #[async_trait]
 impl Backend for JsonlBackend {
-    async fn append(&self, batch: Vec<(String, Value)>) -> Result<Vec<Receipt>, AuditError> {
+    async fn append(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.append_blocking(batch))
             .await

@@ -2,45 +2,9 @@
 //! one's placeholders); one macro instantiates the backend for each. A batch is one
 //! transaction: read the head, seal, insert, commit.
 
-use serde_json::Value;
-
 use crate::chain::{ChainHead, Hash, decode, seal};
-use crate::{AuditError, AuditEvent, Receipt};
-
-/// The indexed columns of a record, taken from its event.
-struct Columns {
-    time_ms: i64,
-    kind: String,
-    actor: String,
-    action: String,
-    resource: String,
-    effect: Option<String>,
-    correlation_id: Option<String>,
-    outcome_of: Option<String>,
-}
-
-fn columns(event: &Value) -> Result<Columns, AuditError> {
-    let typed: AuditEvent = serde_json::from_value(event.clone())
-        .map_err(|e| AuditError::Malformed(format!("event: {e}")))?;
-    Ok(Columns {
-        time_ms: i64::try_from(typed.time_ms).unwrap_or(i64::MAX),
-        kind: serde_text(&typed.kind),
-        actor: typed.actor.subject,
-        action: typed.action.to_string(),
-        resource: typed.resource.to_string(),
-        effect: typed.decision.map(|d| serde_text(&d.effect())),
-        correlation_id: typed.correlation_id,
-        outcome_of: typed.outcome_of,
-    })
-}
-
-/// The serde string form of a unit enum (`intent`, `not_applicable`).
-fn serde_text<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
+use crate::log::Prepared;
+use crate::{AuditError, Receipt};
 
 fn parse_head(row: Option<(i64, String)>) -> Result<ChainHead, AuditError> {
     let Some((seq, hash_hex)) = row else {
@@ -61,6 +25,9 @@ fn as_i64(n: u64) -> i64 {
 }
 
 const PAGE: i64 = 1000;
+
+/// Rows per INSERT statement (12 binds each, well under SQLite's limit of 32766).
+const INSERT_CHUNK: usize = 64;
 
 macro_rules! sql_backend {
     (
@@ -119,7 +86,7 @@ macro_rules! sql_backend {
 
         #[async_trait::async_trait]
         impl crate::log::Backend for $backend {
-            async fn append(&self, batch: Vec<(String, Value)>) -> Result<Vec<Receipt>, AuditError> {
+            async fn append(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError> {
                 let mut tx = self.pool.begin().await?;
                 if let Some(lock) = $lock {
                     sqlx::query(lock).execute(&mut *tx).await?;
@@ -132,27 +99,27 @@ macro_rules! sql_backend {
                 let mut head = parse_head(row)?;
                 let mut rows = Vec::with_capacity(batch.len());
                 let mut receipts = Vec::with_capacity(batch.len());
-                for (id, event) in batch {
-                    let cols = columns(&event)?;
-                    let sealed = seal(&head, id, event)?;
+                for event in batch {
+                    let sealed = seal(&head, event.id, &event.json);
                     head = sealed.head;
-                    rows.push((sealed.receipt.clone(), cols, sealed.line));
+                    rows.push((sealed.receipt.clone(), event.columns, sealed.line));
                     receipts.push(sealed.receipt);
                 }
-                // Keep each statement's bind count well under SQLite's limit.
-                for chunk in rows.chunks(500) {
+                // Multi-row inserts in chunks of a fixed size: a full chunk is one cached
+                // statement, and a row costs one bind round, not one statement round-trip.
+                for chunk in rows.chunks(INSERT_CHUNK) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO portcullis_audit_records (seq, id, time_ms, kind, actor, action, resource, effect, correlation_id, outcome_of, hash, line) ",
                     );
                     q.push_values(chunk, |mut b, (receipt, cols, line)| {
                         b.push_bind(as_i64(receipt.seq))
                             .push_bind(receipt.id.clone())
-                            .push_bind(cols.time_ms)
-                            .push_bind(cols.kind.clone())
+                            .push_bind(as_i64(cols.time_ms))
+                            .push_bind(cols.kind)
                             .push_bind(cols.actor.clone())
                             .push_bind(cols.action.clone())
                             .push_bind(cols.resource.clone())
-                            .push_bind(cols.effect.clone())
+                            .push_bind(cols.effect)
                             .push_bind(cols.correlation_id.clone())
                             .push_bind(cols.outcome_of.clone())
                             .push_bind(receipt.hash.clone())
@@ -213,10 +180,10 @@ macro_rules! sql_backend {
                     q.push(" AND resource = ").push_bind(resource.to_string());
                 }
                 if let Some(effect) = query.effect {
-                    q.push(" AND effect = ").push_bind(serde_text(&effect));
+                    q.push(" AND effect = ").push_bind(crate::event::effect_name(effect));
                 }
                 if let Some(kind) = query.kind {
-                    q.push(" AND kind = ").push_bind(serde_text(&kind));
+                    q.push(" AND kind = ").push_bind(kind.as_str());
                 }
                 if let Some(from) = query.from_ms {
                     q.push(" AND time_ms >= ").push_bind(as_i64(from));

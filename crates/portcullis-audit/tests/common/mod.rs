@@ -12,7 +12,7 @@ use portcullis_audit::AuditEvent;
 use portcullis_core::{Action, AuthMethod, Decision, Principal, PrincipalKind, Resource};
 
 /// A fresh, empty folder under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "portcullis-audit-{tag}-{}-{}",
@@ -24,13 +24,13 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-pub fn user(name: &str) -> Principal {
+pub(crate) fn user(name: &str) -> Principal {
     Principal::builder(PrincipalKind::User, name, AuthMethod::OIDC)
         .build()
         .unwrap()
 }
 
-pub fn intent(actor: &str, resource: &str) -> AuditEvent {
+pub(crate) fn intent(actor: &str, resource: &str) -> AuditEvent {
     AuditEvent::intent(
         &user(actor),
         Action::DEPLOY,
@@ -40,7 +40,7 @@ pub fn intent(actor: &str, resource: &str) -> AuditEvent {
     .unwrap()
 }
 
-pub fn refusal(actor: &str, resource: &str) -> AuditEvent {
+pub(crate) fn refusal(actor: &str, resource: &str) -> AuditEvent {
     AuditEvent::decision(
         &user(actor),
         Action::DEPLOY,
@@ -52,7 +52,11 @@ pub fn refusal(actor: &str, resource: &str) -> AuditEvent {
 
 /// A fresh database on the test PostgreSQL (`scripts/with-services` starts one).
 #[cfg(feature = "postgres")]
-pub async fn fresh_postgres(tag: &str) -> String {
+#[allow(
+    clippy::expect_used,
+    reason = "tests: without the server URL the test must fail, saying how to run it"
+)]
+pub(crate) async fn fresh_postgres(tag: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let admin = std::env::var("PORTCULLIS_TEST_POSTGRES_URL").expect(
         "PORTCULLIS_TEST_POSTGRES_URL is not set: run the tests through scripts/test or \

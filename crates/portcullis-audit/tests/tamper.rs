@@ -1,0 +1,121 @@
+//! Property tests: any single-byte change, deletion, swap or insertion of records is
+//! detected by the verifier.
+#![expect(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{intent, temp_dir};
+use portcullis_audit::{AuditLog, AuditSink, JsonlOptions, verify_lines};
+use proptest::prelude::*;
+
+const RECORDS: usize = 12;
+
+/// A real log of twelve records, written once and read back as lines.
+fn lines() -> &'static Vec<Vec<u8>> {
+    static LINES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    LINES.get_or_init(|| {
+        let dir = temp_dir("tamper");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let log = AuditLog::jsonl(&dir, JsonlOptions::default())
+                .await
+                .unwrap();
+            for i in 0..RECORDS {
+                log.record(
+                    intent(&format!("user{i}"), "env:checkout")
+                        .with_field("n", serde_json::json!(i)),
+                )
+                .await
+                .unwrap();
+            }
+        });
+        let text = std::fs::read(dir.join("audit-00000001.jsonl")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        text.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    })
+}
+
+fn verifies(lines: &[Vec<u8>]) -> bool {
+    verify_lines(lines.iter().map(Vec::as_slice), &[], &[]).is_ok()
+}
+
+#[test]
+fn the_untouched_log_verifies() {
+    assert_eq!(lines().len(), RECORDS);
+    assert!(verifies(lines()));
+}
+
+#[test]
+fn an_upper_case_hash_digit_is_a_change_too() {
+    let mut tampered = lines().clone();
+    let text = String::from_utf8(tampered[4].clone()).unwrap();
+    let at = text.find("\"hash\":\"").unwrap() + 8;
+    let digit = text[at..].find(|c: char| c.is_ascii_lowercase()).unwrap() + at;
+    let mut bytes = text.into_bytes();
+    bytes[digit] = bytes[digit].to_ascii_uppercase();
+    tampered[4] = bytes;
+    assert!(!verifies(&tampered));
+}
+
+proptest! {
+    #[test]
+    fn any_byte_change_is_detected(line in 0..RECORDS, at in any::<prop::sample::Index>(), xor in 1u8..=255) {
+        let mut tampered = lines().clone();
+        let target = &mut tampered[line];
+        let i = at.index(target.len());
+        target[i] ^= xor;
+        prop_assert!(!verifies(&tampered));
+    }
+
+    #[test]
+    fn any_deletion_but_the_last_is_detected(line in 0..RECORDS - 1) {
+        let mut tampered = lines().clone();
+        tampered.remove(line);
+        prop_assert!(!verifies(&tampered));
+    }
+
+    #[test]
+    fn any_swap_is_detected(a in 0..RECORDS, b in 0..RECORDS) {
+        prop_assume!(a != b);
+        let mut tampered = lines().clone();
+        tampered.swap(a, b);
+        prop_assert!(!verifies(&tampered));
+    }
+
+    #[test]
+    fn any_insertion_is_detected(copy in 0..RECORDS, at in 0..=RECORDS) {
+        // Inserting a copy of a genuine record: a replay.
+        let mut tampered = lines().clone();
+        let record = tampered[copy].clone();
+        tampered.insert(at, record);
+        prop_assert!(!verifies(&tampered));
+    }
+
+    #[test]
+    fn a_rewritten_record_with_a_fresh_hash_breaks_the_next_link(line in 0..RECORDS - 1) {
+        // The attacker edits a record and recomputes its hash: the next record's `prev`
+        // no longer matches.
+        let mut tampered = lines().clone();
+        let mut value: serde_json::Value = serde_json::from_slice(&tampered[line]).unwrap();
+        value["event"]["actor"]["subject"] = "mallory".into();
+        let object = value.as_object_mut().unwrap();
+        object.remove("hash");
+        let canonical = serde_json::to_vec(&object).unwrap();
+        let hash = ring::digest::digest(&ring::digest::SHA256, &canonical);
+        object.insert("hash".into(), hex::encode(hash.as_ref()).into());
+        tampered[line] = serde_json::to_vec(&value).unwrap();
+        let first_error = verify_lines(tampered.iter().map(Vec::as_slice), &[], &[]).unwrap_err();
+        prop_assert_eq!(
+            first_error,
+            portcullis_audit::Violation::BrokenLink { seq: u64::try_from(line).unwrap() + 2 }
+        );
+    }
+}

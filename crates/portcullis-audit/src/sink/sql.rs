@@ -236,7 +236,7 @@ mod sqlite {
 
     sql_backend!(
         SqliteBackend, sqlx::Sqlite, sqlx::SqlitePool,
-        migrations: [(1, include_str!("../../migrations/sqlite_0001_records.sql"))],
+        migrations: [(1, include_str!("../../migrations/0001_records.sql"))],
         lock: None::<&str>
     );
 
@@ -271,7 +271,7 @@ mod postgres {
 
     sql_backend!(
         PostgresBackend, sqlx::Postgres, sqlx::PgPool,
-        migrations: [(1, include_str!("../../migrations/postgres_0001_records.sql"))],
+        migrations: [(1, include_str!("../../migrations/0001_records.sql"))],
         // One writer at a time across every instance, so the chain stays a single chain.
         lock: Some("SELECT pg_advisory_xact_lock(7283901234567002)")
     );

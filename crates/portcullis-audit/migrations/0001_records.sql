@@ -1,3 +1,4 @@
+-- One schema for SQLite and PostgreSQL: the types and syntax used here mean the same in both.
 CREATE TABLE IF NOT EXISTS portcullis_audit_records (
     seq            BIGINT PRIMARY KEY,
     id             TEXT NOT NULL UNIQUE,

@@ -160,6 +160,7 @@ struct Job {
 /// # Ok(()) }
 /// ```
 pub struct AuditLog {
+    writer: tokio::task::JoinHandle<()>,
     jobs: mpsc::Sender<Job>,
     backend: Arc<dyn Backend>,
     max_event_bytes: usize,
@@ -232,13 +233,32 @@ impl AuditLog {
 
     fn start(backend: Arc<dyn Backend>, options: AuditOptions) -> Self {
         let (jobs, receiver) = mpsc::channel(options.max_batch.max(1) * 4);
-        tokio::spawn(writer(backend.clone(), receiver, options.max_batch.max(1)));
+        let writer = tokio::spawn(writer(backend.clone(), receiver, options.max_batch.max(1)));
         AuditLog {
+            writer,
             jobs,
             backend,
             max_event_bytes: options.max_event_bytes,
             redactor: options.redactor.map(Arc::new),
         }
+    }
+
+    /// Writes what is queued, stops the writer and releases the log (the JSONL folder lock,
+    /// the database pool). Dropping the log does the same, but in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Closed`] if the writer task had failed.
+    pub async fn close(self) -> Result<(), AuditError> {
+        let AuditLog {
+            writer,
+            jobs,
+            backend,
+            ..
+        } = self;
+        drop(jobs);
+        drop(backend);
+        writer.await.map_err(|_| AuditError::Closed)
     }
 
     /// Records matching `query`, in sequence order.

@@ -320,7 +320,7 @@ mod jsonl {
         let files = std::fs::read_dir(&dir).unwrap().count();
         assert!(files > 3, "rotated into {files} files");
         assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 40);
-        drop(log);
+        log.close().await.unwrap();
         let again = AuditLog::jsonl(&dir, options).await.unwrap();
         assert_eq!(again.head().await.unwrap().seq, 40);
         assert_eq!(again.record(intent("z", "env:a")).await.unwrap().seq, 41);
@@ -339,6 +339,60 @@ mod jsonl {
     }
 
     #[tokio::test]
+    async fn one_writer_per_folder() {
+        let dir = temp_dir("lock");
+        let first = AuditLog::jsonl(&dir, JsonlOptions::default())
+            .await
+            .unwrap();
+        let err = AuditLog::jsonl(&dir, JsonlOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("already open for writing"),
+            "{err}"
+        );
+        first.record(intent("a", "env:a")).await.unwrap();
+        // The CLI verifies and signs beside the running writer.
+        let cli = env!("CARGO_BIN_EXE_portcullis-audit");
+        let key = dir.join("checkpoint.pk8");
+        let keygen = std::process::Command::new(cli)
+            .args(["keygen", "--out", key.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(keygen.status.success());
+        let public_key = String::from_utf8(keygen.stdout).unwrap();
+        let checkpoint = std::process::Command::new(cli)
+            .args([
+                "checkpoint",
+                dir.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(checkpoint.status.success(), "{checkpoint:?}");
+        let checkpoints = dir.join("checkpoints.jsonl");
+        std::fs::write(&checkpoints, &checkpoint.stdout).unwrap();
+        let verified = std::process::Command::new(cli)
+            .args([
+                "verify",
+                dir.to_str().unwrap(),
+                "--checkpoints",
+                checkpoints.to_str().unwrap(),
+                "--public-key",
+                public_key.trim(),
+            ])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&verified.stdout);
+        assert!(out.contains("1 checkpoints verified"), "{out}");
+        first.close().await.unwrap();
+        AuditLog::jsonl(&dir, JsonlOptions::default())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn a_torn_last_line_is_cut_on_open() {
         let dir = temp_dir("torn");
         let log = AuditLog::jsonl(&dir, JsonlOptions::default())
@@ -347,7 +401,7 @@ mod jsonl {
         for i in 0..3 {
             log.record(intent(&format!("u{i}"), "env:a")).await.unwrap();
         }
-        drop(log);
+        log.close().await.unwrap();
         let file = dir.join("audit-00000001.jsonl");
         let mut bytes = std::fs::read(&file).unwrap();
         bytes.extend_from_slice(br#"{"event":{"id":"half-writ"#);
@@ -391,7 +445,7 @@ mod jsonl {
         for i in 0..4 {
             log.record(intent(&format!("u{i}"), "env:a")).await.unwrap();
         }
-        drop(log);
+        log.close().await.unwrap();
         let cli = env!("CARGO_BIN_EXE_portcullis-audit");
         let ok = std::process::Command::new(cli)
             .args(["verify", dir.to_str().unwrap()])

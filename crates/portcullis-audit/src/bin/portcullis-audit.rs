@@ -21,7 +21,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use portcullis_audit::{
     AuditError, AuditEvent, AuditLog, AuditSink, Checkpoint, CheckpointSigner, Verifier,
-    verify_jsonl_dir,
+    VerifyReport, Violation, verify_jsonl_dir,
 };
 use portcullis_core::{Action, AuthMethod, Decision, Principal, PrincipalKind};
 
@@ -95,6 +95,28 @@ async fn open(target: &str) -> Result<AuditLog, AuditError> {
     AuditLog::jsonl(target, Default::default()).await
 }
 
+async fn verify_target(
+    target: &str,
+    checkpoints: &[Checkpoint],
+    key: &[u8],
+) -> Result<Result<VerifyReport, Violation>, AuditError> {
+    if target.contains("://") {
+        return open(target).await?.verify(checkpoints, key).await;
+    }
+    Ok(
+        match verify_jsonl_dir(target.as_ref(), Verifier::with_checkpoints(checkpoints))? {
+            Ok(verifier) => verifier.finish(checkpoints, key),
+            Err(v) => Err(v),
+        },
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn read_checkpoints(path: &PathBuf) -> Result<Vec<Checkpoint>, AuditError> {
     let text = std::fs::read_to_string(path).map_err(|e| AuditError::Io {
         path: path.display().to_string(),
@@ -124,15 +146,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AuditError> {
                 .map(|k| hex::decode(k).map_err(|e| AuditError::Crypto(format!("public key: {e}"))))
                 .transpose()?
                 .unwrap_or_default();
-            let verdict = if target.contains("://") {
-                open(&target).await?.verify(&checkpoints, &key).await?
-            } else {
-                match verify_jsonl_dir(target.as_ref(), Verifier::with_checkpoints(&checkpoints))? {
-                    Ok(verifier) => verifier.finish(&checkpoints, &key),
-                    Err(v) => Err(v),
-                }
-            };
-            match verdict {
+            match verify_target(&target, &checkpoints, &key).await? {
                 Ok(report) => {
                     println!(
                         "OK: {} records, head {} {}; {} checkpoints verified",
@@ -161,13 +175,23 @@ async fn run(cli: Cli) -> Result<ExitCode, AuditError> {
                 source: e,
             })?;
             let signer = CheckpointSigner::from_pkcs8(&pkcs8)?;
-            let checkpoint = open(&target).await?.checkpoint(&signer).await?;
-            println!(
-                "{}",
-                serde_json::to_string(&checkpoint)
-                    .map_err(|e| AuditError::Malformed(e.to_string()))?
-            );
-            Ok(ExitCode::SUCCESS)
+            // Sign only a head that verifies, read without taking the writer's lock, so it
+            // works beside a running service.
+            match verify_target(&target, &[], &[]).await? {
+                Ok(report) => {
+                    let checkpoint = signer.sign(&report.head, now_ms());
+                    println!(
+                        "{}",
+                        serde_json::to_string(&checkpoint)
+                            .map_err(|e| AuditError::Malformed(e.to_string()))?
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(violation) => {
+                    println!("TAMPERED: {violation}; refusing to sign");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::WriteLoad {
             target,

@@ -29,6 +29,9 @@ impl Default for JsonlOptions {
 
 #[derive(Debug)]
 struct State {
+    /// Held open with an exclusive lock for as long as the log is open: a second writer (in
+    /// this process or another) would fork the chain. The kernel drops it if we die.
+    _lock: File,
     file: File,
     path: PathBuf,
     index: u32,
@@ -130,6 +133,26 @@ impl JsonlBackend {
         let opened = dir.clone();
         let state = tokio::task::spawn_blocking(move || -> Result<State, AuditError> {
             fs::create_dir_all(&opened).map_err(|e| AuditError::io(opened.display(), e))?;
+            let lock_path = opened.join("audit.lock");
+            let lock = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| AuditError::io(lock_path.display(), e))?;
+            match fs4::FileExt::try_lock(&lock) {
+                Ok(()) => {}
+                Err(fs4::TryLockError::WouldBlock) => {
+                    return Err(AuditError::Invalid(format!(
+                        "{} is already open for writing by another AuditLog (this or another process); \
+                         one writer per folder keeps one chain",
+                        opened.display()
+                    )));
+                }
+                Err(fs4::TryLockError::Error(e)) => {
+                    return Err(AuditError::io(lock_path.display(), e));
+                }
+            }
             let files = log_files(&opened)?;
             let mut head = ChainHead::EMPTY;
             let mut last = (1, 0);
@@ -150,6 +173,7 @@ impl JsonlBackend {
                 sync_dir(&opened)?;
             }
             Ok(State {
+                _lock: lock,
                 file,
                 path,
                 index: last.0,

@@ -392,6 +392,35 @@ mod jsonl {
             .unwrap();
     }
 
+    /// A record being written (no newline yet) is not a record: readers beside a live writer
+    /// must not report it as tampering.
+    #[tokio::test]
+    async fn a_record_in_progress_is_not_tampering() {
+        let dir = temp_dir("inprogress");
+        let log = AuditLog::jsonl(&dir, JsonlOptions::default())
+            .await
+            .unwrap();
+        for i in 0..3 {
+            log.record(intent(&format!("u{i}"), "env:a")).await.unwrap();
+        }
+        let file = dir.join("audit-00000001.jsonl");
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes.extend_from_slice(br#"{"event":{"id":"still-being-writ"#);
+        std::fs::write(&file, &bytes).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis-audit"))
+            .args(["verify", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(text.starts_with("OK: 3 records"), "{text}");
+        assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 3);
+        assert_eq!(
+            log.query(&AuditQuery::all(10)).await.unwrap().records.len(),
+            3
+        );
+    }
+
     #[tokio::test]
     async fn a_torn_last_line_is_cut_on_open() {
         let dir = temp_dir("torn");

@@ -1,7 +1,7 @@
 //! The JSONL backend: one record per line in `audit-NNNNNNNN.jsonl` files.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -253,27 +253,10 @@ impl JsonlBackend {
         Ok(())
     }
 
-    /// Calls `f` on every stored line, in order, until it returns `false`.
-    fn for_each_line(&self, mut f: impl FnMut(&[u8]) -> bool) -> Result<(), AuditError> {
-        for (_, path) in log_files(&self.dir)? {
-            let file = File::open(&path).map_err(|e| AuditError::io(path.display(), e))?;
-            let mut reader = BufReader::new(file);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                let n = reader
-                    .read_until(b'\n', &mut line)
-                    .map_err(|e| AuditError::io(path.display(), e))?;
-                if n == 0 {
-                    break;
-                }
-                let text = line.strip_suffix(b"\n").unwrap_or(&line);
-                if !f(text) {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
+    /// Calls `f` on every stored record line, in order, until it returns `false`.
+    fn for_each_line(&self, f: impl FnMut(&[u8]) -> bool) -> Result<(), AuditError> {
+        let files = log_files(&self.dir)?.into_iter().map(|(_, path)| path);
+        for_each_complete_line(files, f)
     }
 }
 
@@ -315,31 +298,44 @@ impl Backend for JsonlBackend {
         .map_err(|e| AuditError::Invalid(e.to_string()))?
     }
 
-    async fn verify(
-        &self,
-        mut verifier: Verifier,
-    ) -> Result<Result<Verifier, Violation>, AuditError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut violation = None;
-            this.for_each_line(|line| match verifier.feed(line) {
-                Ok(()) => true,
-                Err(v) => {
-                    violation = Some(v);
-                    false
-                }
-            })?;
-            Ok(match violation {
-                Some(v) => Err(v),
-                None => Ok(verifier),
-            })
-        })
-        .await
-        .map_err(|e| AuditError::Invalid(e.to_string()))?
+    async fn verify(&self, verifier: Verifier) -> Result<Result<Verifier, Violation>, AuditError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || verify_jsonl_dir(&dir, verifier))
+            .await
+            .map_err(|e| AuditError::Invalid(e.to_string()))?
     }
 }
 
-/// Reads and verifies JSONL files without opening them for writing (for the CLI).
+/// Calls `f` on every newline-terminated line of `files`, in order, until it returns
+/// `false`. Bytes after a file's last newline are not a record yet: a live writer may be in
+/// the middle of appending them (and a crash leaves them to be cut on the next open), so
+/// they are neither counted nor reported as tampering.
+fn for_each_complete_line(
+    files: impl IntoIterator<Item = PathBuf>,
+    mut f: impl FnMut(&[u8]) -> bool,
+) -> Result<(), AuditError> {
+    let mut line = Vec::new();
+    for path in files {
+        let file = File::open(&path).map_err(|e| AuditError::io(path.display(), e))?;
+        let mut reader = BufReader::new(file);
+        loop {
+            line.clear();
+            reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| AuditError::io(path.display(), e))?;
+            let Some(record) = line.strip_suffix(b"\n") else {
+                break;
+            };
+            if !f(record) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads and verifies a JSONL log folder (or one file) without opening it for writing, so it
+/// can run beside a live writer (the CLI uses it).
 ///
 /// # Errors
 ///
@@ -353,16 +349,16 @@ pub fn verify_jsonl_dir(
     } else {
         vec![dir.to_path_buf()]
     };
-    for path in files {
-        let mut file = File::open(&path).map_err(|e| AuditError::io(path.display(), e))?;
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| AuditError::io(path.display(), e))?;
-        for line in BufReader::new(file).split(b'\n') {
-            let line = line.map_err(|e| AuditError::io(path.display(), e))?;
-            if let Err(v) = verifier.feed(&line) {
-                return Ok(Err(v));
-            }
+    let mut violation = None;
+    for_each_complete_line(files, |line| match verifier.feed(line) {
+        Ok(()) => true,
+        Err(v) => {
+            violation = Some(v);
+            false
         }
-    }
-    Ok(Ok(verifier))
+    })?;
+    Ok(match violation {
+        Some(v) => Err(v),
+        None => Ok(verifier),
+    })
 }

@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::ChainHead;
+use crate::chain::{ChainHead, Decoded, decode};
+
+/// How many stored lines a scan reads at a time.
+const SCAN_PAGE: usize = 1000;
 use crate::event::check_strings;
 use crate::redact::lookup;
 use crate::verify::{Verifier, VerifyReport, Violation};
@@ -92,46 +95,57 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Feeds every stored line, in storage order, to `verifier`.
     async fn verify(&self, verifier: Verifier) -> Result<Result<Verifier, Violation>, AuditError>;
 
-    /// Records matching `query` (default: scan and filter).
-    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, AuditError> {
-        let wanted = usize::try_from(query.limit).unwrap_or(usize::MAX) + 1;
-        let mut after = query.after_seq.unwrap_or(0);
-        let mut found = Vec::new();
+    /// Calls `visit` on every record after `after_seq`, in order, until it returns false.
+    async fn for_each_decoded(
+        &self,
+        after_seq: u64,
+        visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
+    ) -> Result<(), AuditError> {
+        let mut after = after_seq;
         loop {
-            let lines = self.scan(after, 1000).await?;
-            let Some(last) = lines.last() else { break };
-            after = crate::chain::decode(last.as_bytes())?.seq;
+            let lines = self.scan(after, SCAN_PAGE).await?;
+            if lines.is_empty() {
+                return Ok(());
+            }
             for line in &lines {
-                let record = crate::chain::decode(line.as_bytes())?.into_record()?;
-                if query.matches(&record) {
-                    found.push(record);
-                    if found.len() == wanted {
-                        return Ok(AuditPage::from_fetched(found, query.limit));
-                    }
+                let decoded = decode(line.as_bytes())?;
+                after = decoded.seq;
+                if !visit(decoded)? {
+                    return Ok(());
                 }
             }
         }
+    }
+
+    /// Records matching `query` (default: scan and filter).
+    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, AuditError> {
+        let wanted = usize::try_from(query.limit).unwrap_or(usize::MAX) + 1;
+        let mut found = Vec::new();
+        self.for_each_decoded(query.after_seq.unwrap_or(0), &mut |decoded| {
+            let record = decoded.into_record()?;
+            if query.matches(&record) {
+                found.push(record);
+            }
+            Ok(found.len() < wanted)
+        })
+        .await?;
         Ok(AuditPage::from_fetched(found, query.limit))
     }
 
     /// The event with `id`, and its outcome (default: scan).
     async fn get(&self, id: &str) -> Result<Option<WithOutcome>, AuditError> {
-        let mut after = 0;
         let mut event = None;
         let mut outcome = None;
-        loop {
-            let lines = self.scan(after, 1000).await?;
-            let Some(last) = lines.last() else { break };
-            after = crate::chain::decode(last.as_bytes())?.seq;
-            for line in &lines {
-                let record = crate::chain::decode(line.as_bytes())?.into_record()?;
-                if record.event.id == id {
-                    event = Some(record);
-                } else if record.event.outcome_of.as_deref() == Some(id) {
-                    outcome = Some(record);
-                }
+        self.for_each_decoded(0, &mut |decoded| {
+            let record = decoded.into_record()?;
+            if record.event.id == id {
+                event = Some(record);
+            } else if record.event.outcome_of.as_deref() == Some(id) {
+                outcome = Some(record);
             }
-        }
+            Ok(true)
+        })
+        .await?;
         Ok(event.map(|event| WithOutcome { event, outcome }))
     }
 }
@@ -328,23 +342,17 @@ impl AuditLog {
             .as_ref()
             .ok_or_else(|| AuditError::Invalid("this log has no redactor (HMAC key)".into()))?;
         let mut found = Vec::new();
-        let mut after = 0;
-        loop {
-            let lines = self.backend.scan(after, 1000).await?;
-            if lines.is_empty() {
-                break;
-            }
-            for line in &lines {
-                let decoded = crate::chain::decode(line.as_bytes())?;
-                after = decoded.seq;
+        self.backend
+            .for_each_decoded(0, &mut |decoded| {
                 if lookup(&decoded.event, path)
                     .and_then(Value::as_str)
                     .is_some_and(|stored| redactor.matches(stored, value))
                 {
                     found.push(decoded.seq);
                 }
-            }
-        }
+                Ok(true)
+            })
+            .await?;
         Ok(found)
     }
 

@@ -78,16 +78,24 @@ enum Command {
     },
 }
 
+/// Whether `target` names a database rather than a JSONL folder or file.
+fn is_database(target: &str) -> bool {
+    ["sqlite:", "postgres:", "postgresql:"]
+        .iter()
+        .any(|scheme| target.starts_with(scheme))
+        || target.contains("://")
+}
+
 async fn open(target: &str) -> Result<AuditLog, AuditError> {
+    #[cfg(feature = "sqlite")]
     if target.starts_with("sqlite:") {
-        #[cfg(feature = "sqlite")]
         return AuditLog::sqlite(target, Default::default()).await;
     }
+    #[cfg(feature = "postgres")]
     if target.starts_with("postgres:") || target.starts_with("postgresql:") {
-        #[cfg(feature = "postgres")]
         return AuditLog::postgres(target, Default::default()).await;
     }
-    if target.contains("://") {
+    if is_database(target) {
         return Err(AuditError::Invalid(format!(
             "`{target}`: this build has no backend for that URL"
         )));
@@ -100,7 +108,7 @@ async fn verify_target(
     checkpoints: &[Checkpoint],
     key: &[u8],
 ) -> Result<Result<VerifyReport, Violation>, AuditError> {
-    if target.contains("://") {
+    if is_database(target) {
         return open(target).await?.verify(checkpoints, key).await;
     }
     Ok(

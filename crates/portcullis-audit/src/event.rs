@@ -33,15 +33,6 @@ impl EventKind {
     }
 }
 
-/// The JSON name of an effect (`allow`, `deny`, `not_applicable`).
-pub(crate) fn effect_name(effect: portcullis_core::Effect) -> &'static str {
-    match effect {
-        portcullis_core::Effect::Allow => "allow",
-        portcullis_core::Effect::Deny => "deny",
-        portcullis_core::Effect::NotApplicable => "not_applicable",
-    }
-}
-
 /// Who acted: a summary of the [`Principal`], without claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -43,44 +43,17 @@ impl Default for AuditOptions {
     }
 }
 
-/// An event checked, redacted and serialized once, with the columns SQL backends index.
+/// An event checked, redacted and serialized once.
 #[derive(Debug)]
 pub(crate) struct Prepared {
+    /// The caller's event id, for the receipt.
     pub(crate) id: String,
-    /// Compact JSON with sorted keys.
+    /// The redacted event: backends that index fields take them from here, so a redacted
+    /// value never reaches storage in clear.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) value: Value,
+    /// `value` as compact JSON with sorted keys: what is sealed and stored.
     pub(crate) json: String,
-    pub(crate) columns: Columns,
-}
-
-/// The indexed columns of a record.
-#[derive(Debug)]
-pub(crate) struct Columns {
-    pub(crate) time_ms: u64,
-    pub(crate) kind: &'static str,
-    pub(crate) actor: String,
-    pub(crate) action: String,
-    pub(crate) resource: String,
-    pub(crate) effect: Option<&'static str>,
-    pub(crate) correlation_id: Option<String>,
-    pub(crate) outcome_of: Option<String>,
-}
-
-impl Columns {
-    fn of(event: &AuditEvent) -> Self {
-        Columns {
-            time_ms: event.time_ms,
-            kind: event.kind.as_str(),
-            actor: event.actor.subject.clone(),
-            action: event.action.to_string(),
-            resource: event.resource.to_string(),
-            effect: event
-                .decision
-                .as_ref()
-                .map(|d| crate::event::effect_name(d.effect())),
-            correlation_id: event.correlation_id.clone(),
-            outcome_of: event.outcome_of.clone(),
-        }
-    }
 }
 
 /// Where sealed records go. All-or-nothing per batch; durable on return.
@@ -372,8 +345,9 @@ impl AuditLog {
             });
         }
         Ok(Prepared {
-            columns: Columns::of(&event),
             id: event.id,
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            value,
             json,
         })
     }

@@ -536,6 +536,43 @@ mod sqlite {
         .await;
     }
 
+    /// A redacted field that is also an indexed column must not reach the column in clear.
+    #[tokio::test]
+    async fn redacted_values_never_reach_the_indexed_columns() {
+        let url = format!("sqlite://{}", temp_dir("hmac-cols").join("a.db").display());
+        let options = AuditOptions {
+            redactor: Some(
+                Redactor::new(
+                    b"per-log key, sixteen+ bytes",
+                    ["correlation_id", "actor.subject"],
+                )
+                .unwrap(),
+            ),
+            ..AuditOptions::default()
+        };
+        let log = AuditLog::sqlite(&url, options).await.unwrap();
+        log.record(intent("alice-secret-name", "env:a").with_correlation_id("session-token-123"))
+            .await
+            .unwrap();
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let (actor, correlation, line): (String, String, String) =
+            sqlx::query_as("SELECT actor, correlation_id, line FROM portcullis_audit_records")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        for stored in [&actor, &correlation, &line] {
+            assert!(!stored.contains("alice-secret-name"), "{stored}");
+            assert!(!stored.contains("session-token-123"), "{stored}");
+        }
+        assert!(actor.starts_with("hmac-sha256:") && correlation.starts_with("hmac-sha256:"));
+        assert_eq!(
+            log.find_redacted("correlation_id", &json!("session-token-123"))
+                .await
+                .unwrap(),
+            vec![1]
+        );
+    }
+
     #[tokio::test]
     async fn a_deleted_row_is_found_by_the_cli() {
         let (log, url) = open("cli").await;

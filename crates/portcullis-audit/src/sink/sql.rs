@@ -5,6 +5,51 @@
 use crate::chain::{ChainHead, Hash, decode, seal};
 use crate::log::Prepared;
 use crate::{AuditError, Receipt};
+use serde_json::Value;
+
+/// The indexed columns of a record, read from the *redacted* event value that is stored, so a
+/// field configured for HMAC is indexed as its fingerprint, never in clear.
+#[derive(Debug)]
+struct Columns {
+    time_ms: u64,
+    kind: String,
+    actor: String,
+    action: String,
+    resource: String,
+    effect: Option<String>,
+    correlation_id: Option<String>,
+    outcome_of: Option<String>,
+}
+
+impl Columns {
+    fn of(event: &Value) -> Self {
+        let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
+        let at = |path: &str| text(crate::redact::lookup(event, path));
+        Columns {
+            time_ms: event.get("time_ms").and_then(Value::as_u64).unwrap_or(0),
+            kind: at("kind").unwrap_or_default(),
+            actor: at("actor.subject").unwrap_or_default(),
+            action: at("action").unwrap_or_default(),
+            resource: match (at("resource.kind"), at("resource.id")) {
+                (Some(kind), Some(id)) => format!("{kind}:{id}"),
+                // A redacted resource is stored as its fingerprint string.
+                _ => at("resource").unwrap_or_default(),
+            },
+            effect: at("decision.effect"),
+            correlation_id: at("correlation_id"),
+            outcome_of: at("outcome_of"),
+        }
+    }
+}
+
+/// The JSON name of an effect, as the `effect` column holds it.
+fn effect_name(effect: portcullis_core::Effect) -> &'static str {
+    match effect {
+        portcullis_core::Effect::Allow => "allow",
+        portcullis_core::Effect::Deny => "deny",
+        portcullis_core::Effect::NotApplicable => "not_applicable",
+    }
+}
 
 fn parse_head(row: Option<(i64, String)>) -> Result<ChainHead, AuditError> {
     let Some((seq, hash_hex)) = row else {
@@ -99,10 +144,11 @@ macro_rules! sql_backend {
                 let mut head = parse_head(row)?;
                 let mut rows = Vec::with_capacity(batch.len());
                 let mut receipts = Vec::with_capacity(batch.len());
-                for event in batch {
-                    let sealed = seal(&head, event.id, &event.json);
+                for prepared in batch {
+                    let columns = Columns::of(&prepared.value);
+                    let sealed = seal(&head, prepared.id, &prepared.json);
                     head = sealed.head;
-                    rows.push((sealed.receipt.clone(), event.columns, sealed.line));
+                    rows.push((sealed.receipt.clone(), columns, sealed.line));
                     receipts.push(sealed.receipt);
                 }
                 // Multi-row inserts in chunks of a fixed size: a full chunk is one cached
@@ -115,11 +161,11 @@ macro_rules! sql_backend {
                         b.push_bind(as_i64(receipt.seq))
                             .push_bind(receipt.id.clone())
                             .push_bind(as_i64(cols.time_ms))
-                            .push_bind(cols.kind)
+                            .push_bind(cols.kind.clone())
                             .push_bind(cols.actor.clone())
                             .push_bind(cols.action.clone())
                             .push_bind(cols.resource.clone())
-                            .push_bind(cols.effect)
+                            .push_bind(cols.effect.clone())
                             .push_bind(cols.correlation_id.clone())
                             .push_bind(cols.outcome_of.clone())
                             .push_bind(receipt.hash.clone())
@@ -180,7 +226,7 @@ macro_rules! sql_backend {
                     q.push(" AND resource = ").push_bind(resource.to_string());
                 }
                 if let Some(effect) = query.effect {
-                    q.push(" AND effect = ").push_bind(crate::event::effect_name(effect));
+                    q.push(" AND effect = ").push_bind(effect_name(effect));
                 }
                 if let Some(kind) = query.kind {
                     q.push(" AND kind = ").push_bind(kind.as_str());

@@ -4,7 +4,6 @@
 #![expect(
     clippy::unwrap_used,
     clippy::indexing_slicing,
-    clippy::panic,
     reason = "tests: a failed unwrap, index or panic is a failed test"
 )]
 
@@ -278,14 +277,16 @@ mod postgres {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A fresh database on the test server, so tests never see each other's rows.
+    #[allow(
+        clippy::expect_used,
+        reason = "tests: without the server URL the test must fail, saying how to run it"
+    )]
     async fn fresh_database() -> String {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let admin = std::env::var("PORTCULLIS_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-            panic!(
-                "PORTCULLIS_TEST_POSTGRES_URL is not set: run the tests through scripts/test or \
-                 scripts/with-services, which start a PostgreSQL on 127.0.0.1"
-            )
-        });
+        let admin = std::env::var("PORTCULLIS_TEST_POSTGRES_URL").expect(
+            "PORTCULLIS_TEST_POSTGRES_URL is not set: run the tests through scripts/test or \
+             scripts/with-services, which start a PostgreSQL on 127.0.0.1",
+        );
         let name = format!(
             "acl_{}_{}",
             std::process::id(),

@@ -421,6 +421,38 @@ mod jsonl {
         );
     }
 
+    /// Only bytes after the last newline can be a torn write. A complete last record that does
+    /// not verify was tampered with: opening refuses, and the evidence stays on disk.
+    #[tokio::test]
+    async fn opening_never_cuts_a_tampered_record() {
+        let dir = temp_dir("tampered-tail");
+        let log = AuditLog::jsonl(&dir, JsonlOptions::default())
+            .await
+            .unwrap();
+        for i in 0..3 {
+            log.record(intent(&format!("u{i}"), "env:a")).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let file = dir.join("audit-00000001.jsonl");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let last_start = text.trim_end().rfind('\n').unwrap() + 1;
+        let tampered = format!(
+            "{}{}",
+            &text[..last_start],
+            text[last_start..].replacen("\"u2\"", "\"u9\"", 1)
+        );
+        std::fs::write(&file, &tampered).unwrap();
+        let err = AuditLog::jsonl(&dir, JsonlOptions::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("does not verify"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            tampered,
+            "nothing was cut"
+        );
+    }
+
     #[tokio::test]
     async fn a_torn_last_line_is_cut_on_open() {
         let dir = temp_dir("torn");

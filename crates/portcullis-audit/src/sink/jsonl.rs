@@ -78,8 +78,12 @@ fn sync_dir(dir: &Path) -> Result<(), AuditError> {
         .map_err(|e| AuditError::io(dir.display(), e))
 }
 
-/// Cuts a torn tail (bytes after the last newline, or trailing lines that do not decode,
-/// as a crash mid-write leaves) and returns the last good record's head, if any.
+/// Cuts a torn tail and returns the byte length kept and the last record's head, if any.
+///
+/// A batch is one `write` of newline-terminated lines, so a crash can only leave a partial
+/// line after the last newline: that, and only that, is cut. A complete last record that
+/// does not verify is not a tear but tampering (or corruption): opening refuses and leaves
+/// the file as it is, rather than deleting the evidence and writing on from an earlier head.
 fn repair(path: &Path) -> Result<(u64, Option<ChainHead>), AuditError> {
     let io = |e| AuditError::io(path.display(), e);
     let mut file = OpenOptions::new()
@@ -92,28 +96,32 @@ fn repair(path: &Path) -> Result<(u64, Option<ChainHead>), AuditError> {
     let size = file.metadata().map_err(io)?.len();
     let mut bytes = Vec::new();
     (&mut file).take(size).read_to_end(&mut bytes).map_err(io)?;
-    let mut end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let mut head = None;
-    while end > 0 {
-        let body = bytes.get(..end - 1).unwrap_or_default();
-        let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let line = body.get(start..).unwrap_or_default();
-        match decode(line) {
-            Ok(d) if d.computed_hash == d.stored_hash => {
-                head = Some(ChainHead {
-                    seq: d.seq,
-                    hash: d.stored_hash,
-                });
-                break;
+    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let head = match bytes.get(..end.saturating_sub(1)) {
+        Some(body) if end > 0 => {
+            let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let line = body.get(start..).unwrap_or_default();
+            let refuse = |why: String| {
+                AuditError::Malformed(format!(
+                    "the last record of {} does not verify ({why}); it may have been tampered with. \
+                 Nothing was changed: run `portcullis-audit verify` on the folder",
+                    path.display()
+                ))
+            };
+            let decoded = decode(line).map_err(|e| refuse(e.to_string()))?;
+            if decoded.computed_hash != decoded.stored_hash {
+                return Err(refuse("its hash does not match its content".into()));
             }
-            _ => {
-                tracing::warn!(target: "portcullis_audit", file = %path.display(), "cutting a torn record at the end of the log");
-                end = start;
-            }
+            Some(ChainHead {
+                seq: decoded.seq,
+                hash: decoded.stored_hash,
+            })
         }
-    }
+        _ => None,
+    };
     let len = u64::try_from(end).unwrap_or(u64::MAX);
-    if len != u64::try_from(bytes.len()).unwrap_or(u64::MAX) {
+    if len != size {
+        tracing::warn!(target: "portcullis_audit", file = %path.display(), "cutting a torn record at the end of the log");
         file.set_len(len).map_err(io)?;
         file.sync_all().map_err(io)?;
     }

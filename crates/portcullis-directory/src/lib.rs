@@ -1,0 +1,59 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod error;
+mod password;
+mod static_dir;
+
+pub use error::DirectoryError;
+pub use password::{MAX_PASSWORD_LEN, Password, PasswordHash};
+pub use static_dir::{StaticDirectory, StaticDirectoryConfig, StaticUser};
+
+use async_trait::async_trait;
+
+/// A person or service account as the directory knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    /// The login name (`uid` in LDAP).
+    pub name: String,
+    /// A human-readable name, when the directory has one.
+    pub display_name: Option<String>,
+    /// The names of the groups the user belongs to, sorted, without duplicates.
+    pub groups: Vec<String>,
+}
+
+/// Where users, their passwords and their groups live: LDAP in production (issue: credential
+/// vending), [`StaticDirectory`] in tests and examples.
+///
+/// Implementations are `Send + Sync` and object safe, so a service holds an
+/// `Arc<dyn Directory>`. A wrong password and an unknown user give the *same* error,
+/// [`DirectoryError::InvalidCredentials`], so callers cannot tell which one it was.
+#[async_trait]
+pub trait Directory: Send + Sync + std::fmt::Debug {
+    /// Checks `password` for `user` and returns the user with their groups.
+    ///
+    /// # Errors
+    ///
+    /// [`DirectoryError::InvalidCredentials`] for an unknown user or a wrong password;
+    /// [`DirectoryError::Unavailable`] when the directory cannot be reached.
+    async fn authenticate(
+        &self,
+        user: &str,
+        password: &Password,
+    ) -> Result<DirectoryUser, DirectoryError>;
+
+    /// The groups `user` belongs to.
+    ///
+    /// # Errors
+    ///
+    /// [`DirectoryError::UnknownUser`] if the directory has no such user;
+    /// [`DirectoryError::Unavailable`] when it cannot be reached.
+    async fn groups_of(&self, user: &str) -> Result<Vec<String>, DirectoryError>;
+
+    /// A service account by name, or `None` if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`DirectoryError::Unavailable`] when the directory cannot be reached.
+    async fn service_account(&self, name: &str) -> Result<Option<DirectoryUser>, DirectoryError>;
+}

@@ -1,0 +1,48 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+mod chain;
+mod config;
+mod credential;
+mod error;
+mod format;
+mod http;
+mod jwt;
+#[cfg(feature = "oidc")]
+mod opaque;
+mod session;
+pub mod store;
+mod tokens;
+mod verifier;
+
+pub use chain::{ANONYMOUS_METHOD, ANONYMOUS_SUBJECT, AuthChain, Authenticator};
+pub use config::{
+    AuthConfig, ChainResources, IntrospectionMethod, MethodConfig, OidcMethod, SessionJwtMethod,
+    UserinfoMethod,
+};
+pub use credential::{Credential, MAX_HEADER_LEN, Scheme};
+pub use error::AuthError;
+pub use format::{TOKEN_LEN, TokenKind, TokenSecret, decode_token};
+#[cfg(feature = "oidc")]
+pub use http::HttpClient;
+pub use http::HttpOptions;
+pub use jsonwebtoken::Algorithm;
+pub use jwt::{JwtRules, KeySet, MAX_JWT_LEN, MAX_KEYS, MAX_LEEWAY};
+#[cfg(feature = "oidc")]
+pub use opaque::{OpaqueEndpoint, OpaqueRules, OpaqueVerifier};
+pub use session::{
+    MAX_SESSION_TTL, PasswordLogin, SessionAlgorithm, SessionIssuer, SessionKey, SessionToken,
+    session_rules,
+};
+#[cfg(feature = "postgres")]
+pub use store::PostgresTokenStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteTokenStore;
+pub use store::{MemoryTokenStore, TokenHash, TokenId, TokenRecord, TokenScope, TokenStore};
+pub use tokens::{
+    IssueRequest, IssuedToken, RefresherHandle, TokenAuthenticator, TokenFilter, TokenKey,
+    TokenOptions, Tokens,
+};
+pub use verifier::JwtVerifier;
+#[cfg(feature = "oidc")]
+pub use verifier::{OidcOptions, ProviderMetadata, RemoteKeys};

@@ -1,0 +1,266 @@
+//! SQL token stores. SQLite and PostgreSQL share every query; one macro instantiates each.
+//! Schema versions are recorded in `portcullis_token_schema`, a table of this crate's own.
+
+use super::{TokenHash, TokenId, TokenRecord, TokenScope, from_secs, to_secs};
+use crate::{AuthError, TokenKind};
+
+const COLUMNS: &str = "id, hash, kind, name, owner, scope_resource, scope_role, created_at, expires_at, last_used_at, revoked_at";
+
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn to_record(row: Row) -> Result<TokenRecord, AuthError> {
+    let (id, hash, kind, name, owner, scope_resource, scope_role, created, expires, used, revoked) =
+        row;
+    let corrupt = |e: &dyn std::fmt::Display| AuthError::Store(format!("token row {id}: {e}"));
+    let scope = match (scope_resource, scope_role) {
+        (Some(resource), Some(role)) => Some(TokenScope {
+            resource: resource.parse().map_err(|e| corrupt(&e))?,
+            role,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(corrupt(
+                &"scope resource and role must be both set or both empty",
+            ));
+        }
+    };
+    Ok(TokenRecord {
+        id: id.parse().map_err(|e| corrupt(&e))?,
+        kind: TokenKind::from_name(&kind)?,
+        name,
+        owner,
+        scope,
+        created_at: from_secs(created),
+        expires_at: from_secs(expires),
+        last_used_at: used.map(from_secs),
+        revoked_at: revoked.map(from_secs),
+        hash: TokenHash::from_hex(&hash)?,
+    })
+}
+
+fn conflict_or_store(err: sqlx::Error, id: &TokenId) -> AuthError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            AuthError::Conflict(format!("token {id} exists"))
+        }
+        _ => AuthError::from(err),
+    }
+}
+
+macro_rules! sql_token_store {
+    (
+        $(#[$meta:meta])*
+        $store:ident, $db:ty, $pool:ty,
+        lock: $lock:expr
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $store {
+            pool: $pool,
+        }
+
+        impl $store {
+            /// Uses `pool`, bringing the schema up to date first.
+            ///
+            /// # Errors
+            ///
+            /// [`AuthError::Store`] if a migration fails.
+            pub async fn from_pool(pool: $pool) -> Result<Self, AuthError> {
+                let mut tx = pool.begin().await?;
+                if let Some(lock) = $lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                sqlx::query("CREATE TABLE IF NOT EXISTS portcullis_token_schema (version BIGINT PRIMARY KEY)")
+                    .execute(&mut *tx)
+                    .await?;
+                let applied: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(version) FROM portcullis_token_schema")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if applied.is_none_or(|v| v < 1) {
+                    sqlx::raw_sql(include_str!("../../migrations/0001_tokens.sql"))
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("INSERT INTO portcullis_token_schema (version) VALUES (1)")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok($store { pool })
+            }
+
+            /// The connection pool.
+            pub fn pool(&self) -> &$pool {
+                &self.pool
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl crate::store::TokenStore for $store {
+            async fn insert(&self, record: &TokenRecord) -> Result<(), AuthError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO portcullis_tokens ({COLUMNS}) "
+                ));
+                q.push_values([record], |mut b, r| {
+                    b.push_bind(r.id.as_str().to_owned())
+                        .push_bind(r.hash.to_hex())
+                        .push_bind(r.kind.as_str())
+                        .push_bind(r.name.clone())
+                        .push_bind(r.owner.clone())
+                        .push_bind(r.scope.as_ref().map(|s| s.resource.to_string()))
+                        .push_bind(r.scope.as_ref().map(|s| s.role.clone()))
+                        .push_bind(to_secs(r.created_at))
+                        .push_bind(to_secs(r.expires_at))
+                        .push_bind(r.last_used_at.map(to_secs))
+                        .push_bind(r.revoked_at.map(to_secs));
+                });
+                q.build()
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| conflict_or_store(e, &record.id))?;
+                Ok(())
+            }
+
+            async fn all(&self) -> Result<Vec<TokenRecord>, AuthError> {
+                let rows: Vec<Row> =
+                    sqlx::query_as(&format!("SELECT {COLUMNS} FROM portcullis_tokens ORDER BY id"))
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter().map(to_record).collect()
+            }
+
+            async fn revoke(
+                &self,
+                id: &TokenId,
+                at: std::time::SystemTime,
+            ) -> Result<bool, AuthError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "UPDATE portcullis_tokens SET revoked_at = ",
+                );
+                q.push_bind(to_secs(at))
+                    .push(" WHERE revoked_at IS NULL AND id = ")
+                    .push_bind(id.as_str().to_owned());
+                Ok(q.build().execute(&self.pool).await?.rows_affected() == 1)
+            }
+
+            async fn record_use(
+                &self,
+                uses: &[(TokenId, std::time::SystemTime)],
+            ) -> Result<(), AuthError> {
+                let mut tx = self.pool.begin().await?;
+                for (id, at) in uses {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "UPDATE portcullis_tokens SET last_used_at = ",
+                    );
+                    q.push_bind(to_secs(*at))
+                        .push(" WHERE id = ")
+                        .push_bind(id.as_str().to_owned())
+                        .push(" AND (last_used_at IS NULL OR last_used_at < ")
+                        .push_bind(to_secs(*at))
+                        .push(")");
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn purge(&self, before: std::time::SystemTime) -> Result<u64, AuthError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "DELETE FROM portcullis_tokens WHERE expires_at < ",
+                );
+                q.push_bind(to_secs(before))
+                    .push(" OR revoked_at < ")
+                    .push_bind(to_secs(before));
+                Ok(q.build().execute(&self.pool).await?.rows_affected())
+            }
+        }
+    };
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use std::str::FromStr;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+    use super::*;
+
+    sql_token_store!(
+        /// A [`TokenStore`](crate::TokenStore) in SQLite (WAL mode).
+        SqliteTokenStore, sqlx::Sqlite, sqlx::SqlitePool,
+        lock: None::<&str>
+    );
+
+    impl SqliteTokenStore {
+        /// Opens (creating if needed) the database at `url` (`sqlite://tokens.db`,
+        /// `sqlite::memory:`) and migrates it.
+        ///
+        /// # Errors
+        ///
+        /// [`AuthError::Store`] if it cannot be opened or migrated.
+        pub async fn connect(url: &str) -> Result<Self, AuthError> {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(if in_memory {
+                    SqliteJournalMode::Memory
+                } else {
+                    SqliteJournalMode::Wal
+                });
+            // Every connection to `:memory:` is a database of its own: keep exactly one.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(if in_memory { 1 } else { 4 })
+                .min_connections(u32::from(in_memory))
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await?;
+            Self::from_pool(pool).await
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::*;
+
+    sql_token_store!(
+        /// A [`TokenStore`](crate::TokenStore) in PostgreSQL, shared by a fleet.
+        PostgresTokenStore, sqlx::Postgres, sqlx::PgPool,
+        lock: Some("SELECT pg_advisory_xact_lock(7283901234567003)")
+    );
+
+    impl PostgresTokenStore {
+        /// Connects with at most `max_connections` and migrates the schema.
+        ///
+        /// # Errors
+        ///
+        /// [`AuthError::Store`] if it cannot connect or migrate.
+        pub async fn connect(url: &str, max_connections: u32) -> Result<Self, AuthError> {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .connect(url)
+                .await?;
+            Self::from_pool(pool).await
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresTokenStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteTokenStore;

@@ -1,0 +1,347 @@
+//! [`JwtVerifier`]: JWTs against a static key set (session tokens) or a provider's JWKS,
+//! found through OIDC discovery, with rate-limited, single-flight refresh on key rotation.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use portcullis_core::Principal;
+
+use crate::jwt::{self, JwtRules, KeySet};
+use crate::{AuthError, Authenticator, Credential};
+
+#[cfg(feature = "oidc")]
+pub use remote::{OidcOptions, ProviderMetadata, RemoteKeys};
+
+#[derive(Debug, Clone)]
+enum KeySource {
+    Static(Arc<KeySet>),
+    #[cfg(feature = "oidc")]
+    Remote(Arc<RemoteKeys>),
+}
+
+/// Verifies JWTs from one issuer: algorithm allow-list (never `none`, never HS* with a
+/// public key), issuer, audience, `exp` and `nbf` with bounded leeway, then maps claims to
+/// a [`Principal`].
+///
+/// A token from another issuer is [`AuthError::UnknownIssuer`] without touching the keys, so
+/// an [`AuthChain`](crate::AuthChain) can hold one verifier per issuer.
+#[derive(Debug, Clone)]
+pub struct JwtVerifier {
+    name: String,
+    keys: KeySource,
+    rules: JwtRules,
+}
+
+impl JwtVerifier {
+    /// A verifier with a fixed key set (a session issuer's public key, or an HMAC key for
+    /// HS256 session tokens).
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Config`] if the rules are invalid.
+    pub fn with_keys(
+        name: impl Into<String>,
+        keys: KeySet,
+        rules: JwtRules,
+    ) -> Result<Self, AuthError> {
+        rules.validate(true)?;
+        Ok(JwtVerifier {
+            name: name.into(),
+            keys: KeySource::Static(Arc::new(keys)),
+            rules,
+        })
+    }
+
+    /// A verifier for an OIDC provider: fetches `<issuer>/.well-known/openid-configuration`,
+    /// checks that it names the same issuer, then loads the JWKS it points to.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Config`] for invalid rules (HS* algorithms are refused here);
+    /// [`AuthError::Provider`] if discovery or the JWKS cannot be fetched or are invalid.
+    #[cfg(feature = "oidc")]
+    pub async fn discover(rules: JwtRules, options: OidcOptions) -> Result<Self, AuthError> {
+        rules.validate(false)?;
+        let http = crate::HttpClient::new(&options.http)?;
+        let metadata = ProviderMetadata::discover(&http, &rules.issuer).await?;
+        let keys = RemoteKeys::load(http, metadata.jwks_uri, options).await?;
+        Ok(JwtVerifier {
+            name: "oidc".into(),
+            keys: KeySource::Remote(Arc::new(keys)),
+            rules,
+        })
+    }
+
+    /// A verifier whose keys come from a JWKS URL directly (no discovery).
+    ///
+    /// # Errors
+    ///
+    /// As [`JwtVerifier::discover`].
+    #[cfg(feature = "oidc")]
+    pub async fn from_jwks_url(
+        name: impl Into<String>,
+        jwks_url: impl Into<String>,
+        rules: JwtRules,
+        options: OidcOptions,
+    ) -> Result<Self, AuthError> {
+        rules.validate(false)?;
+        let http = crate::HttpClient::new(&options.http)?;
+        let keys = RemoteKeys::load(http, jwks_url.into(), options).await?;
+        Ok(JwtVerifier {
+            name: name.into(),
+            keys: KeySource::Remote(Arc::new(keys)),
+            rules,
+        })
+    }
+
+    /// The rules this verifier applies.
+    pub fn rules(&self) -> &JwtRules {
+        &self.rules
+    }
+
+    /// Verifies a JWT.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Malformed`], [`AuthError::DisallowedAlgorithm`],
+    /// [`AuthError::UnknownIssuer`], [`AuthError::UnknownKey`], [`AuthError::BadSignature`],
+    /// [`AuthError::WrongAudience`], [`AuthError::Expired`], [`AuthError::NotYetValid`],
+    /// [`AuthError::MissingClaim`], or [`AuthError::Provider`] when a refresh of the
+    /// provider's keys was needed and failed.
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = jwt::parse_header(token)?;
+        if !self.rules.algorithms.contains(&header.alg) {
+            return Err(AuthError::DisallowedAlgorithm(format!("{:?}", header.alg)));
+        }
+        let issuer = jwt::peek_issuer(token)?;
+        if issuer.as_deref() != Some(self.rules.issuer.as_str()) {
+            return Err(AuthError::UnknownIssuer(
+                issuer.unwrap_or_default().chars().take(200).collect(),
+            ));
+        }
+        match &self.keys {
+            KeySource::Static(keys) => jwt::verify(token, keys, &self.rules),
+            #[cfg(feature = "oidc")]
+            KeySource::Remote(remote) => {
+                let kid = header.kid.as_deref();
+                let loaded = remote.current_for(kid, header.alg).await?;
+                jwt::verify(token, &loaded, &self.rules)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Authenticator for JwtVerifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn authenticate(&self, credential: &Credential) -> Result<Principal, AuthError> {
+        if !credential.looks_like_jwt() {
+            return Err(AuthError::Unrecognized);
+        }
+        self.verify(credential.secret()).await
+    }
+}
+
+#[cfg(feature = "oidc")]
+mod remote {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arc_swap::ArcSwap;
+    use jsonwebtoken::Algorithm;
+    use serde_json::Value;
+    use tokio::time::Instant;
+
+    use crate::jwt::KeySet;
+    use crate::{AuthError, HttpClient, HttpOptions};
+
+    /// How a remote key set is fetched and refreshed.
+    #[derive(Debug, Clone)]
+    pub struct OidcOptions {
+        /// HTTP limits.
+        pub http: HttpOptions,
+        /// The least time between two fetches of the key set: a flood of tokens with made-up
+        /// key ids causes at most one fetch per interval.
+        pub min_refresh_interval: Duration,
+        /// Keys older than this are refreshed on the next use (the old set stays in use if
+        /// the refresh fails).
+        pub max_age: Duration,
+    }
+
+    impl Default for OidcOptions {
+        fn default() -> Self {
+            OidcOptions {
+                http: HttpOptions::default(),
+                min_refresh_interval: Duration::from_secs(10),
+                max_age: Duration::from_secs(3600),
+            }
+        }
+    }
+
+    /// What OIDC discovery found.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ProviderMetadata {
+        /// The issuer, equal to the one asked for.
+        pub issuer: String,
+        /// Where the signing keys are.
+        pub jwks_uri: String,
+        /// The userinfo endpoint, if published.
+        pub userinfo_endpoint: Option<String>,
+        /// The RFC 7662 introspection endpoint, if published.
+        pub introspection_endpoint: Option<String>,
+        /// The token endpoint, if published.
+        pub token_endpoint: Option<String>,
+    }
+
+    impl ProviderMetadata {
+        /// Fetches `<issuer>/.well-known/openid-configuration`.
+        ///
+        /// # Errors
+        ///
+        /// [`AuthError::Provider`] if it cannot be fetched, is not JSON, names a different
+        /// issuer or has no `jwks_uri`.
+        pub async fn discover(http: &HttpClient, issuer: &str) -> Result<Self, AuthError> {
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
+            let response = http.json(http.get(&url), "OIDC discovery").await?;
+            if response.status != 200 {
+                return Err(AuthError::Provider(format!(
+                    "OIDC discovery: status {}",
+                    response.status
+                )));
+            }
+            let text = |name: &str| {
+                response
+                    .body
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            let found = text("issuer").unwrap_or_default();
+            if found != issuer {
+                return Err(AuthError::Provider(format!(
+                    "OIDC discovery names issuer `{found}`, not `{issuer}`"
+                )));
+            }
+            Ok(ProviderMetadata {
+                issuer: found,
+                jwks_uri: text("jwks_uri").ok_or_else(|| {
+                    AuthError::Provider("OIDC discovery has no `jwks_uri`".into())
+                })?,
+                userinfo_endpoint: text("userinfo_endpoint"),
+                introspection_endpoint: text("introspection_endpoint"),
+                token_endpoint: text("token_endpoint"),
+            })
+        }
+    }
+
+    #[derive(Debug)]
+    struct Loaded {
+        keys: Arc<KeySet>,
+        fetched_at: Instant,
+        generation: u64,
+    }
+
+    /// A provider's key set, cached. A token whose key id is unknown triggers one refresh
+    /// (concurrent misses wait for the same fetch, and fetches are at least
+    /// [`OidcOptions::min_refresh_interval`] apart).
+    #[derive(Debug)]
+    pub struct RemoteKeys {
+        url: String,
+        http: HttpClient,
+        options: OidcOptions,
+        loaded: ArcSwap<Loaded>,
+        /// Held while fetching; holds the time of the last fetch attempt.
+        refresh: tokio::sync::Mutex<Instant>,
+    }
+
+    impl RemoteKeys {
+        /// Fetches the key set at `url`.
+        ///
+        /// # Errors
+        ///
+        /// [`AuthError::Provider`] if it cannot be fetched or holds no usable key.
+        pub async fn load(
+            http: HttpClient,
+            url: String,
+            options: OidcOptions,
+        ) -> Result<Self, AuthError> {
+            let keys = fetch(&http, &url).await?;
+            let now = Instant::now();
+            Ok(RemoteKeys {
+                url,
+                http,
+                options,
+                loaded: ArcSwap::from_pointee(Loaded {
+                    keys: Arc::new(keys),
+                    fetched_at: now,
+                    generation: 0,
+                }),
+                refresh: tokio::sync::Mutex::new(now),
+            })
+        }
+
+        /// How many times the key set has been replaced since loading.
+        pub fn generation(&self) -> u64 {
+            self.loaded.load().generation
+        }
+
+        /// The key set to verify a token with `kid` / `alg`, refreshed first if no key fits
+        /// or the set is older than `max_age`.
+        pub(crate) async fn current_for(
+            &self,
+            kid: Option<&str>,
+            alg: Algorithm,
+        ) -> Result<Arc<KeySet>, AuthError> {
+            let loaded = self.loaded.load_full();
+            let fits = loaded.keys.candidates(kid, alg).next().is_some();
+            if fits && loaded.fetched_at.elapsed() < self.options.max_age {
+                return Ok(loaded.keys.clone());
+            }
+            match self.refresh(loaded.generation).await {
+                Ok(()) => Ok(self.loaded.load().keys.clone()),
+                // A stale set that has the key is still good: rotation adds keys.
+                Err(e) if fits => {
+                    tracing::warn!(error = %e, "refreshing the JWKS failed; using the cached keys");
+                    Ok(loaded.keys.clone())
+                }
+                Err(e) => Err(e),
+            }
+        }
+
+        async fn refresh(&self, seen: u64) -> Result<(), AuthError> {
+            let mut last_attempt = self.refresh.lock().await;
+            if self.loaded.load().generation != seen {
+                return Ok(()); // someone refreshed while we waited
+            }
+            if last_attempt.elapsed() < self.options.min_refresh_interval {
+                return Ok(()); // rate-limited: the caller sees the current set
+            }
+            *last_attempt = Instant::now();
+            let keys = fetch(&self.http, &self.url).await?;
+            tracing::debug!(keys = keys.len(), "refreshed JWKS");
+            self.loaded.store(Arc::new(Loaded {
+                keys: Arc::new(keys),
+                fetched_at: Instant::now(),
+                generation: seen + 1,
+            }));
+            Ok(())
+        }
+    }
+
+    async fn fetch(http: &HttpClient, url: &str) -> Result<KeySet, AuthError> {
+        let response = http.json(http.get(url), "JWKS").await?;
+        if response.status != 200 {
+            return Err(AuthError::Provider(format!(
+                "JWKS: status {}",
+                response.status
+            )));
+        }
+        KeySet::from_jwks(&response.body)
+    }
+}

@@ -105,7 +105,13 @@ impl PasswordHash {
             .fill(&mut salt)
             .map_err(|_| DirectoryError::Unavailable("the system random source failed".into()))?;
         let mut hash = [0u8; HASH_LEN];
-        pbkdf2::derive(ALGORITHM, iterations, &salt, password.0.as_bytes(), &mut hash);
+        pbkdf2::derive(
+            ALGORITHM,
+            iterations,
+            &salt,
+            password.0.as_bytes(),
+            &mut hash,
+        );
         Ok(PasswordHash {
             iterations,
             salt,

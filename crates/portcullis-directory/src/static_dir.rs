@@ -120,7 +120,9 @@ impl StaticDirectory {
                 )
                 .is_some()
             {
-                return Err(DirectoryError::Config(format!("user `{name}` appears twice")));
+                return Err(DirectoryError::Config(format!(
+                    "user `{name}` appears twice"
+                )));
             }
         }
         let mut services = BTreeMap::new();
@@ -145,8 +147,12 @@ impl StaticDirectory {
             .map(PasswordHash::iterations)
             .max()
             .unwrap_or(10_000);
-        let decoy = format!("pbkdf2-sha256${iterations}${}${}", "00".repeat(16), "00".repeat(32))
-            .parse()?;
+        let decoy = format!(
+            "pbkdf2-sha256${iterations}${}${}",
+            "00".repeat(16),
+            "00".repeat(32)
+        )
+        .parse()?;
         Ok(StaticDirectory {
             users,
             services,
@@ -223,8 +229,8 @@ mod tests {
     use super::*;
 
     fn directory() -> StaticDirectory {
-        let hash = PasswordHash::create_with_iterations(&Password::new("pw").unwrap(), 10_000)
-            .unwrap();
+        let hash =
+            PasswordHash::create_with_iterations(&Password::new("pw").unwrap(), 10_000).unwrap();
         StaticDirectory::from_toml(&format!(
             r#"
             [[user]]
@@ -245,7 +251,10 @@ mod tests {
     async fn login_groups_and_service_accounts() {
         let d = directory();
         let pw = Password::new("pw").unwrap();
-        assert_eq!(d.authenticate("alice", &pw).await.unwrap().groups, ["a", "b"]);
+        assert_eq!(
+            d.authenticate("alice", &pw).await.unwrap().groups,
+            ["a", "b"]
+        );
         for user in ["bob", "nopass", "ci"] {
             assert!(matches!(
                 d.authenticate(user, &pw).await,
@@ -257,7 +266,10 @@ mod tests {
             Err(DirectoryError::InvalidInput { .. })
         ));
         assert_eq!(d.groups_of("ci").await.unwrap(), ["ci"]);
-        assert!(matches!(d.groups_of("bob").await, Err(DirectoryError::UnknownUser(_))));
+        assert!(matches!(
+            d.groups_of("bob").await,
+            Err(DirectoryError::UnknownUser(_))
+        ));
         assert!(d.service_account("ci").await.unwrap().is_some());
         assert!(d.service_account("alice").await.unwrap().is_none());
     }
@@ -273,7 +285,10 @@ mod tests {
             "[[user]]\nname = \"a\"\npassword_hash = \"plain\"",
         ] {
             assert!(
-                matches!(StaticDirectory::from_toml(bad), Err(DirectoryError::Config(_))),
+                matches!(
+                    StaticDirectory::from_toml(bad),
+                    Err(DirectoryError::Config(_))
+                ),
                 "{bad}"
             );
         }

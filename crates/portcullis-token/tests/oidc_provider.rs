@@ -6,7 +6,8 @@
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
-    reason = "tests: a failed unwrap is a failed test"
+    clippy::indexing_slicing,
+    reason = "tests: a failed unwrap or index is a failed test"
 )]
 
 use std::sync::atomic::{AtomicUsize, Ordering};

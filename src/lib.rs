@@ -16,3 +16,9 @@ pub use portcullis_acl as acl;
 /// signed checkpoints, JSONL / SQLite / Postgres (crate `portcullis-audit`).
 #[cfg(feature = "audit")]
 pub use portcullis_audit as audit;
+
+#[cfg(feature = "token")]
+pub use portcullis_token as token;
+
+#[cfg(feature = "token")]
+pub use portcullis_directory as directory;

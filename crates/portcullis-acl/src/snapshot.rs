@@ -46,12 +46,11 @@ impl Grants {
         principal: &'a Principal,
         mut visit: impl FnMut(Holder<'a>, RoleRef) -> Option<T>,
     ) -> Option<T> {
-        if let Some(kind) = SubjectKind::of_principal(principal.kind()) {
-            if let Some(role) = self.of_kind(kind).get(principal.subject()) {
-                if let Some(found) = visit(Holder::Direct(kind), *role) {
-                    return Some(found);
-                }
-            }
+        if let Some(kind) = SubjectKind::of_principal(principal.kind())
+            && let Some(role) = self.of_kind(kind).get(principal.subject())
+            && let Some(found) = visit(Holder::Direct(kind), *role)
+        {
+            return Some(found);
         }
         if self.groups.is_empty() || principal.groups().len() == 0 {
             return None;

@@ -139,16 +139,41 @@ impl Live {
     }
 }
 
+/// Names are unique per kind among active tokens; personal ones per owner too.
+type NameKey = (TokenKind, String, String);
+
+fn name_key(kind: TokenKind, name: &str, owner: &str) -> NameKey {
+    let owner = match kind {
+        TokenKind::Script => String::new(),
+        TokenKind::Personal => owner.to_owned(),
+    };
+    (kind, name.to_owned(), owner)
+}
+
 #[derive(Debug, Default)]
 struct Index {
     by_hash: HashMap<TokenHash, Arc<Live>>,
     by_id: HashMap<TokenId, Arc<Live>>,
+    by_name: HashMap<NameKey, Vec<Arc<Live>>>,
 }
 
 impl Index {
     fn put(&mut self, live: Arc<Live>) {
-        self.by_hash.insert(live.record.hash, live.clone());
-        self.by_id.insert(live.record.id.clone(), live);
+        let r = &live.record;
+        let same_name = self
+            .by_name
+            .entry(name_key(r.kind, &r.name, &r.owner))
+            .or_default();
+        same_name.retain(|other| other.record.id != r.id);
+        same_name.push(live.clone());
+        self.by_hash.insert(r.hash, live.clone());
+        self.by_id.insert(r.id.clone(), live);
+    }
+
+    fn name_taken(&self, kind: TokenKind, name: &str, owner: &str, now: SystemTime) -> bool {
+        self.by_name
+            .get(&name_key(kind, name, owner))
+            .is_some_and(|all| all.iter().any(|live| live.record.is_active_at(now)))
     }
 }
 
@@ -276,13 +301,9 @@ impl Tokens {
         }
         let _serial = self.issue_lock.lock().await;
         let now = self.options.clock.now();
-        let taken = self.read().by_id.values().any(|live| {
-            let r = &live.record;
-            r.kind == request.kind
-                && r.name == request.name
-                && r.is_active_at(now)
-                && (request.kind == TokenKind::Script || r.owner == request.owner)
-        });
+        let taken = self
+            .read()
+            .name_taken(request.kind, &request.name, &request.owner, now);
         if taken {
             return Err(AuthError::Conflict(format!(
                 "an active {} token named `{}` exists",

@@ -241,10 +241,10 @@ impl JsonlBackend {
         }
         state.len += u64::try_from(buffer.len()).unwrap_or(u64::MAX);
         state.head = head;
-        if state.len >= self.options.max_file_bytes {
-            if let Err(err) = self.rotate(&mut state) {
-                tracing::warn!(target: "portcullis_audit", error = %err, "could not rotate the audit log; still writing to the current file");
-            }
+        if state.len >= self.options.max_file_bytes
+            && let Err(err) = self.rotate(&mut state)
+        {
+            tracing::warn!(target: "portcullis_audit", error = %err, "could not rotate the audit log; still writing to the current file");
         }
         Ok(receipts)
     }

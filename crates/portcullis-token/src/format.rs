@@ -187,6 +187,13 @@ mod tests {
     }
 
     #[test]
+    fn the_format_is_stable() {
+        // Made outside Rust (Python: base62 + zlib.crc32), so scanners written elsewhere agree.
+        let known = "pcs_7n42D1bpAdJ1MsXvhAiS8f0rOpAQ1nr2e3";
+        assert_eq!(decode_token(known).unwrap(), TokenKind::Script);
+    }
+
+    #[test]
     fn base62_edges() {
         let mut s = String::new();
         push_base62(&mut s, u128::MAX, U128_DIGITS);

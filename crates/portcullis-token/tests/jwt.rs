@@ -345,3 +345,49 @@ proptest! {
         prop_assert!(runtime.block_on(verifier.verify(&token)).is_ok());
     }
 }
+
+#[tokio::test]
+async fn password_login_issues_a_session_with_directory_groups() {
+    use portcullis_directory::{DirectoryError, Password, PasswordHash, StaticDirectory};
+    use portcullis_token::PasswordLogin;
+
+    let hash =
+        PasswordHash::create_with_iterations(&Password::new("hunter2").unwrap(), 10_000).unwrap();
+    let directory = StaticDirectory::from_toml(&format!(
+        "[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ngroups = [\"deployers\"]"
+    ))
+    .unwrap();
+    let issuer = SessionIssuer::new(
+        SessionKey::generate(SessionAlgorithm::EdDSA).unwrap(),
+        "https://broker.test",
+        "proxy",
+    )
+    .unwrap()
+    .with_ttl(Duration::from_secs(900))
+    .unwrap();
+    let login = PasswordLogin::new(Arc::new(directory), issuer.clone());
+    let session = login
+        .login("alice", &Password::new("hunter2").unwrap())
+        .await
+        .unwrap();
+    let p = issuer
+        .verifier()
+        .unwrap()
+        .verify(session.expose())
+        .await
+        .unwrap();
+    assert_eq!(p.subject(), "alice");
+    assert!(p.in_group("deployers"));
+    for (user, password) in [("alice", "wrong"), ("nobody", "hunter2")] {
+        assert!(matches!(
+            login.login(user, &Password::new(password).unwrap()).await,
+            Err(AuthError::Directory(DirectoryError::InvalidCredentials))
+        ));
+    }
+    assert!(
+        issuer
+            .clone()
+            .with_ttl(Duration::from_secs(2 * 86_400))
+            .is_err()
+    );
+}

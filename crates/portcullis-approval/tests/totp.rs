@@ -18,7 +18,7 @@ fn secret(alg: TotpAlgorithm) -> TotpSecret {
         TotpAlgorithm::Sha256 => 32,
         TotpAlgorithm::Sha512 => 64,
     };
-    TotpSecret::new(seed[..len].to_vec()).unwrap()
+    TotpSecret::new(seed.get(..len).unwrap().to_vec()).unwrap()
 }
 
 #[test]

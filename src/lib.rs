@@ -22,3 +22,6 @@ pub use portcullis_token as token;
 
 #[cfg(feature = "token")]
 pub use portcullis_directory as directory;
+
+#[cfg(feature = "approval")]
+pub use portcullis_approval as approval;

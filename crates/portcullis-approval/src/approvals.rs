@@ -266,9 +266,21 @@ impl Approvals {
             .get(id)
             .await?
             .ok_or_else(|| ApprovalError::UnknownRequest(id.to_owned()))?;
-        if record.state == RequestState::Pending && self.clock.now() >= record.request.expires_at {
-            self.store.set_state(id, RequestState::Expired).await?;
-            record.state = RequestState::Expired;
+        if record.state == RequestState::Pending {
+            // Votes cast concurrently by another instance each saw one vote fewer; the votes
+            // themselves are the truth, so a pending request is re-decided from them.
+            let decided = decide(&record.request, &record.votes);
+            let state = if decided == RequestState::Pending
+                && self.clock.now() >= record.request.expires_at
+            {
+                RequestState::Expired
+            } else {
+                decided
+            };
+            if state != RequestState::Pending {
+                self.store.set_state(id, state).await?;
+                record.state = state;
+            }
         }
         Ok(record)
     }

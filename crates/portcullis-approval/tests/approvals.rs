@@ -436,3 +436,39 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn two_instances_voting_at_once_still_reach_the_right_state() {
+    // Each instance decides votes one at a time, but two instances on one store can each see
+    // one vote fewer; the stored votes are re-decided on the next read.
+    let store = Arc::new(MemoryApprovalStore::new());
+    let clock = clock();
+    let a = approvals(store.clone(), 2, clock.clone());
+    let id = ask(
+        &a,
+        &user("alice", &[]),
+        Some(Approvers::Named(vec!["bob".into(), "carol".into()])),
+    )
+    .await
+    .unwrap();
+    let vote = |who: &str| portcullis_approval::Vote {
+        approver: who.into(),
+        decision: VoteDecision::Approve,
+        factor: "in_app".into(),
+        at: UNIX_EPOCH + Duration::from_secs(T0),
+    };
+    // Simulate the race: both writes record "pending".
+    store
+        .add_vote(&id, &vote("bob"), RequestState::Pending)
+        .await
+        .unwrap();
+    store
+        .add_vote(&id, &vote("carol"), RequestState::Pending)
+        .await
+        .unwrap();
+    assert_eq!(a.status(&id).await.unwrap().state, RequestState::Approved);
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().state,
+        RequestState::Approved
+    );
+}

@@ -65,6 +65,8 @@ impl std::fmt::Debug for Approvals {
 }
 
 const MAX_REASON: usize = 1000;
+/// The longest a request may wait or a receipt may live.
+const MAX_WAIT: Duration = Duration::from_secs(30 * 86_400);
 
 /// SHA-256 (hex) of `params` with object keys sorted at every level.
 pub fn params_hash(params: &Value) -> String {
@@ -139,9 +141,10 @@ impl Approvals {
     ///
     /// [`ApprovalError::Config`] if it needs no approvals, or its timeout is zero.
     pub fn rule(mut self, rule: ApprovalRule) -> Result<Self, ApprovalError> {
-        if rule.required == 0 || rule.timeout.is_zero() {
+        if rule.required == 0 || rule.timeout.is_zero() || rule.timeout > MAX_WAIT {
             return Err(ApprovalError::Config(
-                "an approval rule needs at least one approval and a timeout".into(),
+                "an approval rule needs at least one approval and a timeout of at most 30 days"
+                    .into(),
             ));
         }
         self.rules.push(rule);
@@ -163,10 +166,18 @@ impl Approvals {
     }
 
     /// How long a receipt stays valid (default 10 minutes).
-    #[must_use]
-    pub fn with_receipt_ttl(mut self, ttl: Duration) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`ApprovalError::Config`] for zero or more than 30 days.
+    pub fn with_receipt_ttl(mut self, ttl: Duration) -> Result<Self, ApprovalError> {
+        if ttl.is_zero() || ttl > MAX_WAIT {
+            return Err(ApprovalError::Config(
+                "a receipt lifetime is between 1 s and 30 days".into(),
+            ));
+        }
         self.receipt_ttl = ttl;
-        self
+        Ok(self)
     }
 
     /// The rule covering `action` on `resource`, if the action needs approval.

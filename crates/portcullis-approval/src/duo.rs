@@ -224,6 +224,11 @@ impl DuoClient {
                 "Duo polls at most every 100 ms".into(),
             ));
         }
+        if config.timeout.is_zero() || config.timeout > Duration::from_secs(600) {
+            return Err(crate::ApprovalError::Config(
+                "a Duo push waits between 1 s and 10 minutes".into(),
+            ));
+        }
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .redirect(reqwest::redirect::Policy::none())

@@ -133,7 +133,9 @@ pub fn hotp(secret: &TotpSecret, algorithm: TotpAlgorithm, digits: u32, counter:
         .get(offset..offset + 4)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map_or(0, u32::from_be_bytes);
-    let code = (word & 0x7fff_ffff) % 10u32.pow(digits);
+    // Digits are 6–8 by configuration; a larger count just keeps every digit of the word.
+    let modulus = 10u64.checked_pow(digits).unwrap_or(u64::MAX);
+    let code = u64::from(word & 0x7fff_ffff) % modulus;
     format!("{code:0width$}", width = digits as usize)
 }
 

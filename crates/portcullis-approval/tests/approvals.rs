@@ -472,3 +472,38 @@ async fn two_instances_voting_at_once_still_reach_the_right_state() {
         RequestState::Approved
     );
 }
+
+#[test]
+fn unbounded_waits_are_configuration_errors() {
+    let base = || {
+        Approvals::new(
+            Arc::new(MemoryApprovalStore::new()),
+            authorizer(),
+            &[7u8; 32],
+        )
+        .unwrap()
+    };
+    let mut rule = ApprovalRule::new(
+        Action::DEPLOY,
+        "env_stage".parse().unwrap(),
+        approve_action(),
+    );
+    rule.timeout = Duration::MAX;
+    assert!(matches!(
+        base().rule(rule.clone()),
+        Err(ApprovalError::Config(_))
+    ));
+    rule.timeout = Duration::from_secs(60);
+    rule.required = 0;
+    assert!(matches!(base().rule(rule), Err(ApprovalError::Config(_))));
+    assert!(base().with_receipt_ttl(Duration::MAX).is_err());
+    assert!(base().with_receipt_ttl(Duration::ZERO).is_err());
+    assert!(
+        Approvals::new(
+            Arc::new(MemoryApprovalStore::new()),
+            authorizer(),
+            &[7u8; 31]
+        )
+        .is_err()
+    );
+}

@@ -29,7 +29,7 @@ pub use http::HttpOptions;
 pub use jsonwebtoken::Algorithm;
 pub use jwt::{JwtRules, KeySet, MAX_JWT_LEN, MAX_KEYS, MAX_LEEWAY};
 #[cfg(feature = "oidc")]
-pub use opaque::{OpaqueEndpoint, OpaqueRules, OpaqueVerifier};
+pub use opaque::{MAX_CACHE_TTL, OpaqueEndpoint, OpaqueRules, OpaqueVerifier};
 pub use session::{
     MAX_SESSION_TTL, PasswordLogin, SessionAlgorithm, SessionIssuer, SessionKey, SessionToken,
     session_rules,
@@ -40,8 +40,8 @@ pub use store::PostgresTokenStore;
 pub use store::SqliteTokenStore;
 pub use store::{MemoryTokenStore, TokenHash, TokenId, TokenRecord, TokenScope, TokenStore};
 pub use tokens::{
-    IssueRequest, IssuedToken, RefresherHandle, TokenAuthenticator, TokenFilter, TokenKey,
-    TokenOptions, Tokens,
+    IssueRequest, IssuedToken, MAX_TOKEN_TTL, RefresherHandle, TokenAuthenticator, TokenFilter,
+    TokenKey, TokenOptions, Tokens,
 };
 pub use verifier::JwtVerifier;
 #[cfg(feature = "oidc")]

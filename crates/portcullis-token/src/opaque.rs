@@ -97,6 +97,9 @@ impl OpaqueRules {
 
 type Key = [u8; 32];
 
+/// The longest an opaque token's positive answer may be reused.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(3600);
+
 #[derive(Debug)]
 struct Cached {
     principal: Principal,
@@ -121,6 +124,11 @@ impl OpaqueVerifier {
     /// [`AuthError::Config`] for an empty URL or client id, or an HTTP client that cannot
     /// be built.
     pub fn new(rules: OpaqueRules, http: &HttpOptions) -> Result<Self, AuthError> {
+        if rules.cache_ttl > MAX_CACHE_TTL {
+            return Err(AuthError::Config(format!(
+                "an opaque-token cache lifetime above {MAX_CACHE_TTL:?} keeps revoked tokens alive too long"
+            )));
+        }
         let name = match &rules.endpoint {
             OpaqueEndpoint::Introspection { url, client_id, .. } => {
                 if url.is_empty() || client_id.is_empty() {

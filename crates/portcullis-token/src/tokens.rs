@@ -73,6 +73,9 @@ impl fmt::Debug for TokenKey {
     }
 }
 
+/// The longest lifetime a token service may allow: ten years.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(3653 * 86_400);
+
 /// Lifetimes and the clock of a [`Tokens`] service.
 #[derive(Debug, Clone)]
 pub struct TokenOptions {
@@ -226,9 +229,13 @@ impl Tokens {
         key: TokenKey,
         options: TokenOptions,
     ) -> Result<Self, AuthError> {
-        if options.default_ttl.is_zero() || options.default_ttl > options.max_ttl {
+        if options.default_ttl.is_zero()
+            || options.default_ttl > options.max_ttl
+            || options.max_ttl > MAX_TOKEN_TTL
+        {
             return Err(AuthError::Config(
-                "token default_ttl must be non-zero and at most max_ttl".into(),
+                "token default_ttl must be non-zero and at most max_ttl, which is at most 10 years"
+                    .into(),
             ));
         }
         let tokens = Tokens {

@@ -374,3 +374,15 @@ async fn cached_answers_expire() {
     assert!(verifier.verify("good").await.is_ok());
     assert_eq!(verifier.provider_calls(), 2);
 }
+
+#[test]
+fn an_unbounded_cache_is_refused() {
+    let mut rules = OpaqueRules::new(OpaqueEndpoint::Userinfo {
+        url: "http://127.0.0.1:9/userinfo".into(),
+    });
+    rules.cache_ttl = Duration::MAX;
+    assert!(matches!(
+        OpaqueVerifier::new(rules, &HttpOptions::default()),
+        Err(AuthError::Config(_))
+    ));
+}

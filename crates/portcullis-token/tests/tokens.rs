@@ -333,3 +333,26 @@ async fn postgres_store() {
     drop(b.unwrap());
     suite(Arc::new(a.unwrap())).await;
 }
+
+#[tokio::test]
+async fn lifetimes_are_bounded() {
+    let clock = clock();
+    for (default_ttl, max_ttl) in [
+        (Duration::ZERO, Duration::from_secs(60)),
+        (Duration::from_secs(120), Duration::from_secs(60)),
+        (Duration::from_secs(60), Duration::MAX),
+    ] {
+        let options = TokenOptions {
+            default_ttl,
+            max_ttl,
+            clock: clock.clone(),
+        };
+        assert!(matches!(
+            Tokens::open(Arc::new(MemoryTokenStore::new()), key(), options).await,
+            Err(AuthError::Config(_))
+        ));
+    }
+    assert!(TokenKey::from_bytes(&[1; 31]).is_err());
+    assert!(TokenKey::from_hex("zz").is_err());
+    assert!(!format!("{:?}", key()).contains("ab"));
+}

@@ -148,10 +148,7 @@ pub use sqlite::SqliteApprovalStore;
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
-    use std::str::FromStr;
-
     use async_trait::async_trait;
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
     use super::ApprovalStore;
     use crate::{ApprovalError, ApprovalRecord, ApprovalRequest, RequestState, Vote};
@@ -179,38 +176,14 @@ mod sqlite {
         ///
         /// [`ApprovalError::Store`].
         pub async fn connect(url: &str) -> Result<Self, ApprovalError> {
-            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(if in_memory {
-                    SqliteJournalMode::Memory
-                } else {
-                    SqliteJournalMode::Wal
-                });
-            let pool = SqlitePoolOptions::new()
-                .max_connections(if in_memory { 1 } else { 4 })
-                .min_connections(u32::from(in_memory))
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(options)
-                .await?;
-            let mut tx = pool.begin().await?;
-            sqlx::query("CREATE TABLE IF NOT EXISTS portcullis_approval_schema (version BIGINT PRIMARY KEY)")
-                .execute(&mut *tx)
-                .await?;
-            let applied: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(version) FROM portcullis_approval_schema")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if applied.is_none_or(|v| v < 1) {
-                sqlx::raw_sql(include_str!("../migrations/0001_approvals.sql"))
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("INSERT INTO portcullis_approval_schema (version) VALUES (1)")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
+            let pool = portcullis_sql::sqlite::pool(url, |options| options).await?;
+            portcullis_sql::sqlite::migrate(
+                &pool,
+                "portcullis_approval_schema",
+                None,
+                &[(1, include_str!("../migrations/0001_approvals.sql"))],
+            )
+            .await?;
             Ok(SqliteApprovalStore { pool })
         }
 

@@ -49,6 +49,7 @@ macro_rules! sql_acl_store {
         $(#[$meta:meta])*
         $store:ident, $db:ty, $pool:ty,
         migrations: [$(($version:literal, $sql:expr)),* $(,)?],
+        sql: $sqlmod:ident,
         lock: $lock:expr
     ) => {
         $(#[$meta])*
@@ -77,31 +78,7 @@ macro_rules! sql_acl_store {
 
             async fn migrate(&self) -> Result<(), AclError> {
                 const MIGRATIONS: &[(i64, &str)] = &[$(($version, $sql)),*];
-                let mut tx = self.pool.begin().await?;
-                if let Some(lock) = $lock {
-                    sqlx::query(lock).execute(&mut *tx).await?;
-                }
-                sqlx::query(
-                    "CREATE TABLE IF NOT EXISTS portcullis_acl_schema (version BIGINT PRIMARY KEY)",
-                )
-                .execute(&mut *tx)
-                .await?;
-                let applied: Option<i64> =
-                    sqlx::query_scalar("SELECT MAX(version) FROM portcullis_acl_schema")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                for (version, sql) in MIGRATIONS {
-                    if applied.is_some_and(|applied| applied >= *version) {
-                        continue;
-                    }
-                    sqlx::raw_sql(sql).execute(&mut *tx).await?;
-                    let mut record = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO portcullis_acl_schema (version) VALUES (",
-                    );
-                    record.push_bind(*version).push(")");
-                    record.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
+                portcullis_sql::$sqlmod::migrate(&self.pool, "portcullis_acl_schema", $lock, MIGRATIONS).await?;
                 Ok(())
             }
 
@@ -294,10 +271,6 @@ macro_rules! sql_acl_store {
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
-    use std::str::FromStr;
-
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-
     use super::*;
 
     sql_acl_store!(
@@ -310,7 +283,8 @@ mod sqlite {
         /// ```
         SqliteAclStore, sqlx::Sqlite, sqlx::SqlitePool,
         migrations: [(1, include_str!("../../migrations/sqlite_0001_bindings.sql"))],
-        lock: None::<&str>
+        sql: sqlite,
+        lock: None::<i64>
     );
 
     impl SqliteAclStore {
@@ -322,22 +296,7 @@ mod sqlite {
         /// [`AclError::Store`] if the URL is invalid, the file cannot be opened, or a
         /// migration fails.
         pub async fn connect(url: &str) -> Result<Self, AclError> {
-            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(if in_memory {
-                    SqliteJournalMode::Memory
-                } else {
-                    SqliteJournalMode::Wal
-                });
-            // Every connection to `:memory:` is a database of its own: keep exactly one.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(if in_memory { 1 } else { 4 })
-                .min_connections(u32::from(in_memory))
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(options)
-                .await?;
+            let pool = portcullis_sql::sqlite::pool(url, |options| options).await?;
             Self::from_pool(pool).await
         }
     }
@@ -354,7 +313,8 @@ mod postgres {
         PostgresAclStore, sqlx::Postgres, sqlx::PgPool,
         migrations: [(1, include_str!("../../migrations/postgres_0001_bindings.sql"))],
         // Instances starting together take turns migrating.
-        lock: Some("SELECT pg_advisory_xact_lock(7283901234567001)")
+        sql: postgres,
+        lock: Some(7283901234567001_i64)
     );
 
     impl PostgresAclStore {

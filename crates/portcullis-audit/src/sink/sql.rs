@@ -78,6 +78,7 @@ macro_rules! sql_backend {
     (
         $backend:ident, $db:ty, $pool:ty,
         migrations: [$(($version:literal, $sql:expr)),* $(,)?],
+        sql: $sqlmod:ident,
         lock: $lock:expr
     ) => {
         #[derive(Debug, Clone)]
@@ -94,27 +95,7 @@ macro_rules! sql_backend {
 
             async fn migrate(&self) -> Result<(), AuditError> {
                 const MIGRATIONS: &[(i64, &str)] = &[$(($version, $sql)),*];
-                let mut tx = self.pool.begin().await?;
-                if let Some(lock) = $lock {
-                    sqlx::query(lock).execute(&mut *tx).await?;
-                }
-                sqlx::query("CREATE TABLE IF NOT EXISTS portcullis_audit_schema (version BIGINT PRIMARY KEY)")
-                    .execute(&mut *tx)
-                    .await?;
-                let applied: Option<i64> =
-                    sqlx::query_scalar("SELECT MAX(version) FROM portcullis_audit_schema")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                for (version, sql) in MIGRATIONS {
-                    if applied.is_some_and(|a| a >= *version) {
-                        continue;
-                    }
-                    sqlx::raw_sql(sql).execute(&mut *tx).await?;
-                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO portcullis_audit_schema (version) VALUES (");
-                    q.push_bind(*version).push(")");
-                    q.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
+                portcullis_sql::$sqlmod::migrate(&self.pool, "portcullis_audit_schema", $lock, MIGRATIONS).await?;
                 Ok(())
             }
 
@@ -133,8 +114,12 @@ macro_rules! sql_backend {
         impl crate::log::Backend for $backend {
             async fn append(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError> {
                 let mut tx = self.pool.begin().await?;
-                if let Some(lock) = $lock {
-                    sqlx::query(lock).execute(&mut *tx).await?;
+                if let Some(key) = $lock {
+                    // One writer at a time across every instance, so the chain stays one chain.
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 let row: Option<(i64, String)> = sqlx::query_as(
                     "SELECT seq, hash FROM portcullis_audit_records ORDER BY seq DESC LIMIT 1",
@@ -272,38 +257,23 @@ macro_rules! sql_backend {
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
-    use std::str::FromStr;
-
-    use sqlx::sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-    };
+    use sqlx::sqlite::SqliteSynchronous;
 
     use super::*;
 
     sql_backend!(
         SqliteBackend, sqlx::Sqlite, sqlx::SqlitePool,
         migrations: [(1, include_str!("../../migrations/0001_records.sql"))],
-        lock: None::<&str>
+        sql: sqlite,
+        lock: None::<i64>
     );
 
     impl SqliteBackend {
         pub(crate) async fn connect(url: &str) -> Result<Self, AuditError> {
-            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .synchronous(SqliteSynchronous::Full)
-                .journal_mode(if in_memory {
-                    SqliteJournalMode::Memory
-                } else {
-                    SqliteJournalMode::Wal
-                });
-            let pool = SqlitePoolOptions::new()
-                .max_connections(if in_memory { 1 } else { 4 })
-                .min_connections(u32::from(in_memory))
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(options)
-                .await?;
+            let pool = portcullis_sql::sqlite::pool(url, |options| {
+                options.synchronous(SqliteSynchronous::Full)
+            })
+            .await?;
             Self::from_pool(pool).await
         }
     }
@@ -319,7 +289,8 @@ mod postgres {
         PostgresBackend, sqlx::Postgres, sqlx::PgPool,
         migrations: [(1, include_str!("../../migrations/0001_records.sql"))],
         // One writer at a time across every instance, so the chain stays a single chain.
-        lock: Some("SELECT pg_advisory_xact_lock(7283901234567002)")
+        sql: postgres,
+        lock: Some(7283901234567002_i64)
     );
 
     impl PostgresBackend {

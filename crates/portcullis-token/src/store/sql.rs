@@ -63,6 +63,7 @@ macro_rules! sql_token_store {
     (
         $(#[$meta:meta])*
         $store:ident, $db:ty, $pool:ty,
+        sql: $sqlmod:ident,
         lock: $lock:expr
     ) => {
         $(#[$meta])*
@@ -78,26 +79,13 @@ macro_rules! sql_token_store {
             ///
             /// [`AuthError::Store`] if a migration fails.
             pub async fn from_pool(pool: $pool) -> Result<Self, AuthError> {
-                let mut tx = pool.begin().await?;
-                if let Some(lock) = $lock {
-                    sqlx::query(lock).execute(&mut *tx).await?;
-                }
-                sqlx::query("CREATE TABLE IF NOT EXISTS portcullis_token_schema (version BIGINT PRIMARY KEY)")
-                    .execute(&mut *tx)
-                    .await?;
-                let applied: Option<i64> =
-                    sqlx::query_scalar("SELECT MAX(version) FROM portcullis_token_schema")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if applied.is_none_or(|v| v < 1) {
-                    sqlx::raw_sql(include_str!("../../migrations/0001_tokens.sql"))
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("INSERT INTO portcullis_token_schema (version) VALUES (1)")
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
+                portcullis_sql::$sqlmod::migrate(
+                    &pool,
+                    "portcullis_token_schema",
+                    $lock,
+                    &[(1, include_str!("../../migrations/0001_tokens.sql"))],
+                )
+                .await?;
                 Ok($store { pool })
             }
 
@@ -191,16 +179,13 @@ macro_rules! sql_token_store {
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
-    use std::str::FromStr;
-
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-
     use super::*;
 
     sql_token_store!(
         /// A [`TokenStore`](crate::TokenStore) in SQLite (WAL mode).
         SqliteTokenStore, sqlx::Sqlite, sqlx::SqlitePool,
-        lock: None::<&str>
+        sql: sqlite,
+        lock: None
     );
 
     impl SqliteTokenStore {
@@ -211,22 +196,7 @@ mod sqlite {
         ///
         /// [`AuthError::Store`] if it cannot be opened or migrated.
         pub async fn connect(url: &str) -> Result<Self, AuthError> {
-            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(if in_memory {
-                    SqliteJournalMode::Memory
-                } else {
-                    SqliteJournalMode::Wal
-                });
-            // Every connection to `:memory:` is a database of its own: keep exactly one.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(if in_memory { 1 } else { 4 })
-                .min_connections(u32::from(in_memory))
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(options)
-                .await?;
+            let pool = portcullis_sql::sqlite::pool(url, |options| options).await?;
             Self::from_pool(pool).await
         }
     }
@@ -241,7 +211,8 @@ mod postgres {
     sql_token_store!(
         /// A [`TokenStore`](crate::TokenStore) in PostgreSQL, shared by a fleet.
         PostgresTokenStore, sqlx::Postgres, sqlx::PgPool,
-        lock: Some("SELECT pg_advisory_xact_lock(7283901234567003)")
+        sql: postgres,
+        lock: Some(7283901234567003_i64)
     );
 
     impl PostgresTokenStore {

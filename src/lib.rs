@@ -3,8 +3,8 @@
 
 pub use portcullis_core::{
     AccessRequest, Action, AllOf, AnyOf, AuthMethod, Authorizer, Clock, Context, Decision, DenyAll,
-    DenyOverrides, Effect, Error, ManualClock, Principal, PrincipalBuilder, PrincipalKind,
-    Resource, ResourceKind, SystemClock, danger, from_fn,
+    DenyOverrides, Effect, Error, Field, ManualClock, Principal, PrincipalBuilder, PrincipalKind,
+    Resource, ResourceKind, SystemClock, danger, from_fn, validate_name,
 };
 
 /// Role-based access control: tiered roles bound to users, teams, tokens and services on
@@ -25,3 +25,12 @@ pub use portcullis_directory as directory;
 
 #[cfg(feature = "approval")]
 pub use portcullis_approval as approval;
+
+/// The composition for one request: authenticate → authorize → approval → audit intent →
+/// act → outcome.
+#[cfg(feature = "gate")]
+pub mod gate;
+
+/// tower layers and axum responses that put a route behind a [`gate::Gate`].
+#[cfg(feature = "axum")]
+pub mod http;

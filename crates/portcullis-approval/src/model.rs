@@ -116,7 +116,9 @@ pub struct ApprovalRule {
     pub action: Action,
     /// The kind of resource (all of that kind unless `resource_ids` narrows it).
     pub resource_kind: ResourceKind,
-    /// Only these resource ids (e.g. the production stages); empty means every one.
+    /// Only these resource ids (e.g. the production stages); empty means every one. A `*`
+    /// matches any run of characters, so `*/prod` covers the `prod` stage of every
+    /// environment.
     pub resource_ids: Vec<String>,
     /// Distinct approvals needed (N of M).
     pub required: u32,
@@ -151,7 +153,58 @@ impl ApprovalRule {
         self.action == *action
             && *resource.kind() == self.resource_kind
             && (self.resource_ids.is_empty()
-                || self.resource_ids.iter().any(|id| id == resource.id()))
+                || self
+                    .resource_ids
+                    .iter()
+                    .any(|pattern| glob_matches(pattern, resource.id())))
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = parts.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        // No `*`: the whole text must equal the pattern.
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = rest.get(at + piece.len()..).unwrap_or_default(),
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_matches;
+
+    #[test]
+    fn globs() {
+        for (pattern, text, expected) in [
+            ("checkout/prod", "checkout/prod", true),
+            ("checkout/prod", "checkout/prod2", false),
+            ("*/prod", "checkout/prod", true),
+            ("*/prod", "checkout/production", false),
+            ("*/prod*", "checkout/production", true),
+            ("*", "anything", true),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+            ("", "", true),
+            ("", "x", false),
+        ] {
+            assert_eq!(glob_matches(pattern, text), expected, "{pattern} vs {text}");
+        }
     }
 }
 

@@ -1,0 +1,1388 @@
+//! The deploy service: stores, the gate and the HTTP routes, built from a [`Config`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use portcullis::acl::{
+    Acl, AclError, AclStore, PageRequest, RoleBinding, RoleName, SqliteAclStore, Subject,
+    SubjectKind,
+};
+use portcullis::approval::{
+    ApprovalRecord, ApprovalRule, Approvals, Approvers, DuoClient, DuoConfig, InAppFactor,
+    RequestState, SecondFactor, SqliteApprovalStore, TotpConfig, TotpFactor, TotpSecret,
+    VoteDecision,
+};
+use portcullis::audit::{AuditLog, AuditOptions, AuditQuery, AuditSink};
+use portcullis::directory::{Password, StaticDirectory};
+use portcullis::gate::{Gate, GateError, GateRequest, RunError};
+use portcullis::http::{AuthenticateLayer, CorrelationId, guard};
+use portcullis::token::{
+    AuthChain, ChainResources, IssueRequest, PasswordLogin, SessionAlgorithm, SessionIssuer,
+    SessionKey, SqliteTokenStore, TokenFilter, TokenKey, TokenKind, TokenOptions, TokenScope,
+    Tokens,
+};
+use portcullis::{
+    AccessRequest, Action, AuthMethod, Authorizer, Decision, DenyAll, DenyOverrides, Principal,
+    PrincipalKind, Resource, ResourceKind, from_fn,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::{Config, TotpSecrets};
+use crate::deploys::{Deploy, DeployState, Deploys, NewDeploy};
+
+/// Creating a personal token for oneself.
+pub(crate) const CREATE_PERSONAL_TOKEN: Action = Action::from_static("create_personal_token");
+/// The resource kind of a person (for self-service actions).
+pub(crate) const USER: ResourceKind = ResourceKind::from_static("user");
+const MAX_TEXT: usize = 1000;
+const MAX_LIST: u32 = 500;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// A configuration value is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A store could not be opened.
+    #[error("{what}: {message}")]
+    Store {
+        /// Which store.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+fn store_error(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StartError {
+    move |e| StartError::Store {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// A refusal or failure as an HTTP answer: `{"error": code, "message": text}`.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// From the gate (401/403/428/202/503…).
+    Gate(GateError),
+    /// Anything else, with its status.
+    Status(StatusCode, &'static str, String),
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::Status(StatusCode::BAD_REQUEST, "bad_request", message.into())
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        ApiError::Status(StatusCode::NOT_FOUND, "not_found", message.into())
+    }
+
+    fn unavailable(message: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %message, "store failure");
+        ApiError::Status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "a store is unavailable; nothing was changed".into(),
+        )
+    }
+}
+
+impl From<GateError> for ApiError {
+    fn from(err: GateError) -> Self {
+        ApiError::Gate(err)
+    }
+}
+
+impl From<AclError> for ApiError {
+    fn from(err: AclError) -> Self {
+        match err {
+            AclError::Forbidden { reason } => ApiError::Gate(GateError::Forbidden(reason)),
+            AclError::BindingNotFound { .. } => ApiError::not_found(err.to_string()),
+            AclError::DuplicateBinding { .. } => {
+                ApiError::Status(StatusCode::CONFLICT, "conflict", err.to_string())
+            }
+            AclError::Store(_) => ApiError::unavailable(err),
+            other => ApiError::bad_request(other.to_string()),
+        }
+    }
+}
+
+impl From<portcullis::token::AuthError> for ApiError {
+    fn from(err: portcullis::token::AuthError) -> Self {
+        use portcullis::token::AuthError;
+        match err {
+            AuthError::Conflict(_) => {
+                ApiError::Status(StatusCode::CONFLICT, "conflict", err.to_string())
+            }
+            AuthError::Store(_) | AuthError::Crypto(_) => ApiError::unavailable(err),
+            other => ApiError::bad_request(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        ApiError::unavailable(err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Gate(err) => err.into_response(),
+            ApiError::Status(status, code, message) => {
+                (status, Json(json!({ "error": code, "message": message }))).into_response()
+            }
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    gate: Arc<Gate>,
+    acl: Option<Arc<Acl>>,
+    tokens: Arc<Tokens>,
+    deploys: Deploys,
+    login: Option<PasswordLogin>,
+    audit: Option<Arc<AuditLog>>,
+    production: Vec<String>,
+    factors: Vec<String>,
+}
+
+type Shared = State<Arc<AppState>>;
+
+/// The service, ready to serve.
+#[derive(Debug)]
+pub(crate) struct App {
+    /// The routes.
+    pub(crate) router: Router,
+    /// The bootstrap admin's token, the first time it is created.
+    pub(crate) bootstrap: Option<(String, String)>,
+    /// What is switched off, for the startup banner.
+    pub(crate) closed: Vec<&'static str>,
+}
+
+/// Keys that must survive restarts, kept in `data_dir/secrets.toml` (mode 0600).
+#[derive(Debug, Serialize, Deserialize)]
+struct Secrets {
+    token_key: String,
+    receipt_key: String,
+    session_key: String,
+}
+
+impl Secrets {
+    fn load_or_create(dir: &Path) -> Result<Secrets, StartError> {
+        let path = dir.join("secrets.toml");
+        let io = store_error("secrets file");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| io(&e)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let (_, token_key) = TokenKey::generate().map_err(|e| io(&e))?;
+                let mut receipt = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut receipt)
+                    .map_err(|_| io(&"the system random source failed"))?;
+                let session = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| io(&e))?;
+                let secrets = Secrets {
+                    token_key,
+                    receipt_key: hex::encode(receipt),
+                    session_key: hex::encode(session.secret_material()),
+                };
+                let text = toml::to_string(&secrets).map_err(|e| io(&e))?;
+                write_private(&path, &text).map_err(|e| io(&e))?;
+                Ok(secrets)
+            }
+            Err(err) => Err(io(&err)),
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+fn sqlite_url(dir: &Path, file: &str) -> String {
+    format!("sqlite://{}", dir.join(file).display())
+}
+
+async fn open_audit(
+    config: &crate::config::Audit,
+    dir: &Path,
+) -> Result<Arc<AuditLog>, StartError> {
+    let err = store_error("audit log");
+    let mut options = AuditOptions::default();
+    if !config.redact.is_empty() {
+        let key = dir.join("audit-redact.key");
+        let material = match std::fs::read_to_string(&key) {
+            Ok(hex_key) => hex::decode(hex_key.trim()).map_err(|e| err(&e))?,
+            Err(_) => {
+                let mut bytes = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                    .map_err(|_| err(&"the system random source failed"))?;
+                write_private(&key, &hex::encode(bytes)).map_err(|e| err(&e))?;
+                bytes.to_vec()
+            }
+        };
+        let paths: Vec<String> = config
+            .redact
+            .iter()
+            .map(|p| format!("request.parameters.{p}"))
+            .collect();
+        options.redactor =
+            Some(portcullis::audit::Redactor::new(&material, paths).map_err(|e| err(&e))?);
+    }
+    let url = config.url.as_str();
+    let log = if let Some(file) = url.strip_prefix("sqlite://") {
+        AuditLog::sqlite(&sqlite_url(dir, file), options).await
+    } else if let Some(folder) = url.strip_prefix("jsonl://") {
+        AuditLog::jsonl_with(dir.join(folder), Default::default(), options).await
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        open_postgres_audit(url, options).await
+    } else {
+        return Err(StartError::Config(format!(
+            "[audit] url must start with sqlite://, jsonl:// or postgres://, not `{url}`"
+        )));
+    };
+    log.map(Arc::new).map_err(|e| err(&e))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres_audit(
+    url: &str,
+    options: AuditOptions,
+) -> Result<AuditLog, portcullis::audit::AuditError> {
+    AuditLog::postgres(url, options).await
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres_audit(
+    _url: &str,
+    _options: AuditOptions,
+) -> Result<AuditLog, portcullis::audit::AuditError> {
+    Err(portcullis::audit::AuditError::Invalid(
+        "this build has no PostgreSQL support: rebuild with --features postgres".into(),
+    ))
+}
+
+/// Script tokens act only inside the resource they were created for.
+fn scope_veto(acl: &Arc<Acl>) -> impl Authorizer + 'static {
+    let acl = acl.clone();
+    from_fn("token-scope", move |r: &AccessRequest<'_>| {
+        let Some(scope) = r.principal.claim("scope_resource").and_then(Value::as_str) else {
+            return Decision::not_applicable("no token scope");
+        };
+        let Ok(scope) = scope.parse::<Resource>() else {
+            return Decision::deny("the token's scope is unreadable");
+        };
+        let inside = *r.resource == scope
+            || acl
+                .policy()
+                .hierarchy()
+                .ancestors(r.resource)
+                .contains(&scope);
+        if inside {
+            Decision::not_applicable("inside the token's scope")
+        } else {
+            Decision::deny(format!("the token is scoped to {scope}"))
+        }
+    })
+}
+
+/// People may create personal tokens for themselves.
+fn self_service() -> impl Authorizer + 'static {
+    from_fn("self-service", |r: &AccessRequest<'_>| {
+        if r.action == &CREATE_PERSONAL_TOKEN
+            && r.resource.kind() == &USER
+            && r.resource.id() == r.principal.subject()
+            && r.principal.kind() == PrincipalKind::User
+        {
+            Decision::allow("people manage their own personal tokens")
+        } else {
+            Decision::not_applicable("not a self-service action")
+        }
+    })
+}
+
+fn totp_factor(path: Option<&Path>) -> Result<TotpFactor, StartError> {
+    let mut factor =
+        TotpFactor::new(TotpConfig::default()).map_err(|e| StartError::Config(e.to_string()))?;
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StartError::Config(format!("{}: {e}", path.display())))?;
+        let secrets: TotpSecrets = toml::from_str(&text)
+            .map_err(|e| StartError::Config(format!("{}: {e}", path.display())))?;
+        for (user, secret) in secrets {
+            let bytes = hex::decode(secret.trim()).map_err(|e| {
+                StartError::Config(format!("TOTP secret of {user} is not hex: {e}"))
+            })?;
+            let secret = TotpSecret::new(bytes).map_err(|e| StartError::Config(e.to_string()))?;
+            factor = factor.enroll(user, secret);
+        }
+    }
+    Ok(factor)
+}
+
+fn second_factor(
+    name: &str,
+    approval: &crate::config::Approval,
+) -> Result<Arc<dyn SecondFactor>, StartError> {
+    Ok(match name {
+        // A long-lived personal token is not a second factor: only interactive logins count.
+        "in_app" => Arc::new(InAppFactor::new([AuthMethod::OIDC, AuthMethod::ISSUED_JWT])),
+        "totp" => Arc::new(totp_factor(approval.totp.secrets_file.as_deref())?),
+        "duo" => {
+            let duo = approval.duo.as_ref().ok_or_else(|| {
+                StartError::Config("factor `duo` needs an [approval.duo] section".into())
+            })?;
+            let skey = std::env::var(&duo.skey_env).map_err(|_| {
+                StartError::Config(format!(
+                    "environment variable `{}` (the Duo secret key) is not set",
+                    duo.skey_env
+                ))
+            })?;
+            let mut config = DuoConfig::new(duo.host.clone(), duo.ikey.clone(), skey);
+            config.scheme.clone_from(&duo.scheme);
+            if let Some(secs) = duo.timeout_seconds {
+                config.timeout = Duration::from_secs(secs);
+            }
+            Arc::new(DuoClient::new(config).map_err(|e| StartError::Config(e.to_string()))?)
+        }
+        other => {
+            return Err(StartError::Config(format!(
+                "unknown second factor `{other}`: use in_app, totp or duo"
+            )));
+        }
+    })
+}
+
+/// Opens the stores and builds the service `config` describes.
+pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
+    let dir = config.data_dir.as_path();
+    std::fs::create_dir_all(dir).map_err(|e| store_error("data dir")(&e))?;
+    let secrets = Secrets::load_or_create(dir)?;
+    let db = sqlite_url(dir, "deploy-gate.db");
+    let mut closed = Vec::new();
+
+    let key = TokenKey::from_hex(&secrets.token_key).map_err(|e| store_error("token key")(&e))?;
+    let mut token_options = TokenOptions::default();
+    if let Some(days) = config.authentication.as_ref().and_then(|a| a.token_days) {
+        token_options.default_ttl = Duration::from_secs(days.saturating_mul(86_400));
+    }
+    let token_store = SqliteTokenStore::connect(&db)
+        .await
+        .map_err(|e| store_error("token store")(&e))?;
+    let tokens = Arc::new(
+        Tokens::open(Arc::new(token_store), key, token_options)
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))?,
+    );
+    let session_key = hex::decode(&secrets.session_key)
+        .map_err(|e| store_error("session key")(&e))
+        .and_then(|m| {
+            SessionKey::from_secret(SessionAlgorithm::EdDSA, &m)
+                .map_err(|e| store_error("session key")(&e))
+        })?;
+    let mut issuer = SessionIssuer::new(session_key, "deploy-gate", "deploy-gate")
+        .map_err(|e| StartError::Config(e.to_string()))?;
+
+    // [authentication]
+    let (chain, login) = match &config.authentication {
+        Some(auth) => {
+            if let Some(secs) = auth.session_seconds {
+                issuer = issuer
+                    .with_ttl(Duration::from_secs(secs))
+                    .map_err(|e| StartError::Config(e.to_string()))?;
+            }
+            let resources = ChainResources {
+                tokens: Some(tokens.clone()),
+                session_issuer: Some(issuer.clone()),
+                ..ChainResources::default()
+            };
+            let chain = AuthChain::from_config(&auth.chain_config(), &resources)
+                .await
+                .map_err(|e| StartError::Config(e.to_string()))?;
+            let login = match &auth.login {
+                Some(login) => {
+                    let text = std::fs::read_to_string(&login.users_file).map_err(|e| {
+                        StartError::Config(format!("{}: {e}", login.users_file.display()))
+                    })?;
+                    let directory = StaticDirectory::from_toml(&text)
+                        .map_err(|e| StartError::Config(e.to_string()))?;
+                    Some(PasswordLogin::new(Arc::new(directory), issuer.clone()))
+                }
+                None => None,
+            };
+            (chain, login)
+        }
+        None => {
+            closed.push("authentication (every request is 401)");
+            (AuthChain::new(Vec::new()), None)
+        }
+    };
+
+    // [authorization]
+    let mut bootstrap = None;
+    let (authorizer, acl): (Arc<dyn Authorizer>, _) = match &config.authorization {
+        Some(authz) => {
+            let loaded = authz
+                .acl
+                .clone()
+                .load()
+                .map_err(|e| StartError::Config(e.to_string()))?;
+            let store = SqliteAclStore::connect(&db)
+                .await
+                .map_err(|e| store_error("role store")(&e))?;
+            let acl = Arc::new(
+                Acl::open(Arc::new(store) as Arc<dyn AclStore>, loaded.policy)
+                    .await
+                    .map_err(|e| store_error("role store")(&e))?,
+            );
+            let mut seed = loaded.bindings;
+            if let Some(admin) = &authz.bootstrap_admin {
+                seed.push(RoleBinding::new(
+                    Subject::user(admin.clone()).map_err(|e| StartError::Config(e.to_string()))?,
+                    Resource::SYSTEM,
+                    RoleName::ADMIN,
+                ));
+                bootstrap = bootstrap_token(&tokens, admin).await?;
+            }
+            acl.seed(&seed)
+                .await
+                .map_err(|e| StartError::Config(e.to_string()))?;
+            let policy = DenyOverrides::new()
+                .with(acl.authorizer())
+                .with(self_service())
+                .with(scope_veto(&acl))
+                .named("deploy-gate");
+            (Arc::new(policy), Some(acl))
+        }
+        None => {
+            closed.push("authorization (every action is 403)");
+            (Arc::new(DenyAll), None)
+        }
+    };
+
+    // [approval]
+    let mut factors = Vec::new();
+    let approvals = match &config.approval {
+        Some(approval) => {
+            let store = SqliteApprovalStore::connect(&db)
+                .await
+                .map_err(|e| store_error("approval store")(&e))?;
+            let key =
+                hex::decode(&secrets.receipt_key).map_err(|e| store_error("receipt key")(&e))?;
+            let mut rule = ApprovalRule::new(
+                Action::DEPLOY,
+                ResourceKind::ENV_STAGE,
+                approval
+                    .approver_action
+                    .parse()
+                    .map_err(|e: portcullis::Error| StartError::Config(e.to_string()))?,
+            );
+            rule.resource_ids = config
+                .deploy
+                .production_stages
+                .iter()
+                .map(|stage| format!("*/{stage}"))
+                .collect();
+            rule.required = approval.required;
+            rule.approver_group.clone_from(&approval.approver_group);
+            rule.timeout = Duration::from_secs(approval.timeout_seconds);
+            let mut approvals = Approvals::new(Arc::new(store), authorizer.clone(), &key)
+                .and_then(|a| a.rule(rule))
+                .map_err(|e| StartError::Config(e.to_string()))?;
+            for name in &approval.factors {
+                approvals = approvals.factor(second_factor(name, approval)?);
+                factors.push(name.clone());
+            }
+            if config.deploy.production_stages.is_empty() {
+                closed.push("approval rules (no production_stages in [deploy])");
+            }
+            Some(Arc::new(approvals))
+        }
+        None => {
+            if !config.deploy.production_stages.is_empty() {
+                closed.push("approval (production deploys are 403)");
+            }
+            None
+        }
+    };
+
+    // [audit]
+    let audit = match &config.audit {
+        Some(audit) => Some(open_audit(audit, dir).await?),
+        None => {
+            closed.push("audit (every action is 503)");
+            None
+        }
+    };
+
+    let mut gate = Gate::builder()
+        .authenticate(Arc::new(chain))
+        .authorize(authorizer);
+    if let Some(approvals) = approvals {
+        gate = gate.approvals(approvals);
+    }
+    if let Some(audit) = &audit {
+        gate = gate.audit(audit.clone() as Arc<dyn AuditSink>);
+        if let Some(secs) = config.audit.as_ref().and_then(|a| a.timeout_seconds) {
+            gate = gate.audit_timeout(Duration::from_secs(secs));
+        }
+    }
+    let gate = Arc::new(
+        gate.build()
+            .map_err(|e| StartError::Config(e.to_string()))?,
+    );
+    let deploys = Deploys::open(&db)
+        .await
+        .map_err(|e| store_error("deploy store")(&e))?;
+    let state = Arc::new(AppState {
+        gate,
+        acl,
+        tokens,
+        deploys,
+        login,
+        audit,
+        production: config.deploy.production_stages.clone(),
+        factors,
+    });
+    Ok(App {
+        router: router(state),
+        bootstrap,
+        closed,
+    })
+}
+
+/// Issues the bootstrap admin's personal token unless one is active.
+async fn bootstrap_token(
+    tokens: &Tokens,
+    admin: &str,
+) -> Result<Option<(String, String)>, StartError> {
+    let existing = tokens.list(&TokenFilter {
+        kind: Some(TokenKind::Personal),
+        owner: Some(admin.to_owned()),
+        ..TokenFilter::default()
+    });
+    if existing.iter().any(|t| t.name == "bootstrap") {
+        return Ok(None);
+    }
+    let issued = tokens
+        .issue(IssueRequest {
+            kind: TokenKind::Personal,
+            name: "bootstrap".into(),
+            owner: admin.to_owned(),
+            scope: None,
+            ttl: None,
+        })
+        .await
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    Ok(Some((admin.to_owned(), issued.secret.expose().to_owned())))
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let gate = state.gate.clone();
+    let env_of = |p: &portcullis::http::RouteParams| {
+        Resource::new(ResourceKind::ENV, p.path("env")?).map_err(|e| e.to_string())
+    };
+    let manage = |action: Action| guard(gate.clone(), action, env_of);
+    let roles = |kind: SubjectKind, action: Action| {
+        let listing = get(
+            move |s: Shared, who: Extension<Principal>, p: UrlPath<String>| {
+                list_roles(s, who, p, kind)
+            },
+        );
+        let granting = post(
+            move |s: Shared, who: Extension<Principal>, p: UrlPath<String>, b: Json<RoleBody>| {
+                grant_role(s, who, p, b, kind)
+            },
+        )
+        .route_layer(manage(action.clone()));
+        let reading = get(
+            move |s: Shared, who: Extension<Principal>, p: UrlPath<(String, String)>| {
+                get_role(s, who, p, kind)
+            },
+        );
+        let changing = axum::routing::put(
+            move |s: Shared,
+                  who: Extension<Principal>,
+                  p: UrlPath<(String, String)>,
+                  b: Json<RoleBody>| { change_role(s, who, p, b, kind) },
+        )
+        .delete(
+            move |s: Shared, who: Extension<Principal>, p: UrlPath<(String, String)>| {
+                revoke_role(s, who, p, kind)
+            },
+        )
+        .route_layer(manage(action));
+        Router::new()
+            .route("/", listing.merge(granting))
+            .route("/{name}", reading.merge(changing))
+    };
+    let audit_guard = guard(gate.clone(), Action::MANAGE_ROLES, |p| {
+        p.query("resource")
+            .ok_or_else(|| "name the resource to query: ?resource=env:NAME".to_owned())?
+            .parse::<Resource>()
+            .map_err(|e| e.to_string())
+    });
+    let api = Router::new()
+        .route(
+            "/v1/envs/{env}/{stage}/deploys",
+            post(create_deploy).get(list_deploys),
+        )
+        .route("/v1/deploys/{id}", get(get_deploy))
+        .route("/v1/approvals/{id}", get(get_approval))
+        .route("/v1/approvals/{id}/{decision}", post(vote))
+        .route("/v1/users/me/tokens", post(create_personal_token))
+        .route("/v1/audit", get(query_audit).route_layer(audit_guard))
+        .nest(
+            "/v1/envs/{env}/user_roles",
+            roles(SubjectKind::User, Action::MANAGE_ROLES),
+        )
+        .nest(
+            "/v1/envs/{env}/group_roles",
+            roles(SubjectKind::Group, Action::MANAGE_ROLES),
+        )
+        .nest(
+            "/v1/envs/{env}/token_roles",
+            roles(SubjectKind::Token, Action::MANAGE_TOKENS),
+        )
+        .layer(AuthenticateLayer::new(gate));
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/login", post(login))
+        .merge(api)
+        .with_state(state)
+}
+
+fn check_text(field: &str, value: &str, required: bool) -> ApiResult<()> {
+    if required && value.trim().is_empty() {
+        return Err(ApiError::bad_request(format!("`{field}` is required")));
+    }
+    if value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` must be at most {MAX_TEXT} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn stage_resource(env: &str, stage: &str) -> ApiResult<Resource> {
+    for (field, value) in [("env", env), ("stage", stage)] {
+        portcullis::validate_name(portcullis::Field::Other(field), value)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if value.contains('/') {
+            return Err(ApiError::bad_request(format!(
+                "`{field}` may not contain `/`"
+            )));
+        }
+    }
+    Resource::new(ResourceKind::ENV_STAGE, format!("{env}/{stage}"))
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployParams {
+    build_id: Option<String>,
+    description: Option<String>,
+    approver: Option<String>,
+    #[serde(default)]
+    approvers: Vec<String>,
+    approver_group: Option<String>,
+    approval_id: Option<String>,
+}
+
+impl DeployParams {
+    /// Query parameters win over body fields.
+    fn merge(self, body: DeployParams) -> DeployParams {
+        DeployParams {
+            build_id: self.build_id.or(body.build_id),
+            description: self.description.or(body.description),
+            approver: self.approver.or(body.approver),
+            approvers: if self.approvers.is_empty() {
+                body.approvers
+            } else {
+                self.approvers
+            },
+            approver_group: self.approver_group.or(body.approver_group),
+            approval_id: self.approval_id.or(body.approval_id),
+        }
+    }
+
+    fn approvers(&self) -> Option<Approvers> {
+        let mut named: Vec<String> = self.approvers.clone();
+        named.extend(
+            self.approver
+                .iter()
+                .flat_map(|a| a.split(','))
+                .map(|a| a.trim().to_owned()),
+        );
+        named.retain(|n| !n.is_empty());
+        if !named.is_empty() {
+            return Some(Approvers::Named(named));
+        }
+        self.approver_group.clone().map(Approvers::Group)
+    }
+}
+
+fn deploy_request(
+    deploy_env: &str,
+    stage: &str,
+    build_id: &str,
+    description: &str,
+) -> ApiResult<GateRequest> {
+    Ok(
+        GateRequest::new(Action::DEPLOY, stage_resource(deploy_env, stage)?)
+            .param("build_id", build_id)
+            .param("description", description),
+    )
+}
+
+async fn create_deploy(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    Extension(correlation): Extension<CorrelationId>,
+    UrlPath((env, stage)): UrlPath<(String, String)>,
+    Query(query): Query<DeployParams>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let params = query.merge(json_body(&body)?);
+    let build_id = params.build_id.clone().unwrap_or_default();
+    let description = params.description.clone().unwrap_or_default();
+    check_text("build_id", &build_id, true)?;
+    check_text("description", &description, false)?;
+    let request = deploy_request(&env, &stage, &build_id, &description)?
+        .http("POST", format!("/v1/envs/{env}/{stage}/deploys"))
+        .correlation_id(correlation.0);
+    if !state.production.iter().any(|s| *s == stage) {
+        let deploys = state.deploys.clone();
+        let operator = who.subject().to_owned();
+        let deploy = state
+            .gate
+            .run(&who, &request, |_| async move {
+                deploys
+                    .insert(NewDeploy {
+                        env: &env,
+                        stage: &stage,
+                        build_id: &build_id,
+                        description: &description,
+                        operator: &operator,
+                        state: DeployState::Accepted,
+                        approval_id: None,
+                    })
+                    .await
+            })
+            .await
+            .map_err(run_error)?;
+        return Ok((StatusCode::CREATED, Json(deploy)).into_response());
+    }
+    if state.gate.approval_rule(&request).is_none() {
+        return Err(GateError::Forbidden(format!(
+            "{stage} is a production stage and approvals are not configured, so it cannot be deployed"
+        ))
+        .into());
+    }
+    if let Some(approval_id) = &params.approval_id {
+        // Resuming a deploy whose approval came through but could not proceed then.
+        let deploy = proceed(&state, approval_id, &who).await?;
+        return Ok((StatusCode::CREATED, Json(deploy)).into_response());
+    }
+    let Some(approvers) = params.approvers() else {
+        return Err(GateError::ApprovalRequired(format!(
+            "{stage} is a production stage: name an approver (?approver=NAME) who will confirm the deploy"
+        ))
+        .into());
+    };
+    let reason = if description.is_empty() {
+        format!("deploy build {build_id} to {env}/{stage}")
+    } else {
+        format!("deploy build {build_id} to {env}/{stage}: {description}")
+    };
+    let approval = state
+        .gate
+        .request_approval(&who, &request, Some(approvers), &reason)
+        .await?;
+    let deploy = state
+        .deploys
+        .insert(NewDeploy {
+            env: &env,
+            stage: &stage,
+            build_id: &build_id,
+            description: &description,
+            operator: who.subject(),
+            state: DeployState::PendingApproval,
+            approval_id: Some(&approval.id),
+        })
+        .await?;
+    let body = json!({
+        "deploy": deploy,
+        "approval": { "id": approval.id, "state": "pending", "approvers": approval.approvers, "expires_at": unix(approval.expires_at) },
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+fn run_error(err: RunError<sqlx::Error>) -> ApiError {
+    match err {
+        RunError::Refused(err) => ApiError::Gate(err),
+        RunError::Action(err) => ApiError::unavailable(err),
+    }
+}
+
+fn unix(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Lets an approved production deploy proceed, as `requester`, through the whole gate again
+/// (fresh authorization, audit intent, receipt redeemed once).
+async fn proceed(state: &AppState, approval_id: &str, requester: &Principal) -> ApiResult<Deploy> {
+    let deploy = state
+        .deploys
+        .by_approval(approval_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no deploy waits for approval `{approval_id}`"))
+        })?;
+    if deploy.state != DeployState::PendingApproval {
+        return Err(ApiError::Status(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("deploy {} is already {:?}", deploy.id, deploy.state),
+        ));
+    }
+    let request = deploy_request(
+        &deploy.env,
+        &deploy.stage,
+        &deploy.build_id,
+        &deploy.description,
+    )?
+    .http(
+        "POST",
+        format!("/v1/envs/{}/{}/deploys", deploy.env, deploy.stage),
+    )
+    .correlation_id(approval_id)
+    .approval(approval_id);
+    let deploys = state.deploys.clone();
+    let id = deploy.id.clone();
+    let result = state
+        .gate
+        .run(requester, &request, |_| async move {
+            deploys.settle(&id, DeployState::Accepted, None).await
+        })
+        .await;
+    match result {
+        Ok(Some(deploy)) => Ok(deploy),
+        Ok(None) => Err(ApiError::Status(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the deploy was settled by another request".into(),
+        )),
+        // Still waiting, or the log or a store is down: leave it pending, it can be resumed.
+        Err(RunError::Refused(
+            err @ (GateError::ApprovalPending(_)
+            | GateError::AuditUnavailable(_)
+            | GateError::AuthUnavailable(_)),
+        )) => Err(err.into()),
+        Err(RunError::Refused(err)) => {
+            state
+                .deploys
+                .settle(&deploy.id, DeployState::Failed, Some(&err.to_string()))
+                .await?;
+            Err(err.into())
+        }
+        Err(RunError::Action(err)) => Err(ApiError::unavailable(err)),
+    }
+}
+
+/// Brings a pending deploy up to date with its approval (rejected or expired).
+async fn refresh(state: &AppState, deploy: Deploy) -> ApiResult<Deploy> {
+    let (DeployState::PendingApproval, Some(approval_id), Some(approvals)) = (
+        deploy.state,
+        deploy.approval_id.as_deref(),
+        state.gate.approvals(),
+    ) else {
+        return Ok(deploy);
+    };
+    let record = approvals
+        .status(approval_id)
+        .await
+        .map_err(|e| ApiError::Gate(GateError::Approval(e)))?;
+    let settled = match record.state {
+        RequestState::Rejected => DeployState::Rejected,
+        RequestState::Expired => DeployState::Expired,
+        RequestState::Pending | RequestState::Approved => return Ok(deploy),
+    };
+    Ok(state
+        .deploys
+        .settle(&deploy.id, settled, None)
+        .await?
+        .unwrap_or(deploy))
+}
+
+async fn authorize_read(state: &AppState, who: &Principal, resource: Resource) -> ApiResult<()> {
+    let _allowed: Decision = state
+        .gate
+        .authorize(who, &GateRequest::new(Action::READ, resource))
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<u32>,
+}
+
+async fn list_deploys(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    UrlPath((env, stage)): UrlPath<(String, String)>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Vec<Deploy>>> {
+    authorize_read(&state, &who, stage_resource(&env, &stage)?).await?;
+    let limit = query.limit.unwrap_or(50).clamp(1, MAX_LIST);
+    let mut out = Vec::new();
+    for deploy in state.deploys.list(&env, &stage, limit).await? {
+        out.push(refresh(&state, deploy).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn get_deploy(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Deploy>> {
+    let deploy = state
+        .deploys
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no deploy `{id}`")))?;
+    authorize_read(&state, &who, stage_resource(&deploy.env, &deploy.stage)?).await?;
+    Ok(Json(refresh(&state, deploy).await?))
+}
+
+fn approval_view(record: &ApprovalRecord) -> Value {
+    let r = &record.request;
+    json!({
+        "id": r.id,
+        "state": record.state.as_str(),
+        "requester": r.requester.subject(),
+        "action": r.action,
+        "resource": r.resource,
+        "reason": r.reason,
+        "approvers": r.approvers,
+        "required": r.required,
+        "votes": record.votes.iter().map(|v| json!({
+            "approver": v.approver,
+            "decision": v.decision,
+            "factor": v.factor,
+            "at": unix(v.at),
+        })).collect::<Vec<_>>(),
+        "created_at": unix(r.created_at),
+        "expires_at": unix(r.expires_at),
+    })
+}
+
+async fn get_approval(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<Value>> {
+    let approvals = state
+        .gate
+        .approvals()
+        .ok_or_else(|| ApiError::not_found("approvals are not configured"))?;
+    let record = approvals
+        .status(&id)
+        .await
+        .map_err(|e| ApiError::Gate(GateError::Approval(e)))?;
+    let named = match &record.request.approvers {
+        Approvers::Named(names) => names.iter().any(|n| n == who.subject()),
+        Approvers::Group(group) => who.in_group(group),
+    };
+    if !named && record.request.requester.subject() != who.subject() {
+        authorize_read(&state, &who, record.request.resource.clone()).await?;
+    }
+    Ok(Json(approval_view(&record)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoteBody {
+    factor: Option<String>,
+    code: Option<String>,
+}
+
+async fn vote(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    UrlPath((id, decision)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let decision = match decision.as_str() {
+        "approve" => VoteDecision::Approve,
+        "deny" => VoteDecision::Deny,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no approval action `{other}`: use approve or deny"
+            )));
+        }
+    };
+    let body: VoteBody = json_body(&body)?;
+    let factor = match body.factor {
+        Some(f) => f,
+        None => state
+            .factors
+            .first()
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("approvals are not configured"))?,
+    };
+    let record = state
+        .gate
+        .vote(&id, &who, decision, &factor, body.code.as_deref())
+        .await?;
+    let deploy = match record.state {
+        RequestState::Approved => match proceed(&state, &id, &record.request.requester).await {
+            Ok(deploy) => Some(deploy),
+            Err(err) => {
+                tracing::warn!(approval = %id, error = ?err, "an approved deploy could not proceed yet");
+                state.deploys.by_approval(&id).await?
+            }
+        },
+        RequestState::Rejected | RequestState::Expired => {
+            match state.deploys.by_approval(&id).await? {
+                Some(d) => Some(refresh(&state, d).await?),
+                None => None,
+            }
+        }
+        RequestState::Pending => state.deploys.by_approval(&id).await?,
+    };
+    Ok(Json(
+        json!({ "approval": approval_view(&record), "deploy": deploy }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: String,
+    ttl_days: Option<u64>,
+}
+
+fn ttl(days: Option<u64>) -> Option<Duration> {
+    days.map(|d| Duration::from_secs(d.saturating_mul(86_400)))
+}
+
+async fn create_personal_token(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    Extension(correlation): Extension<CorrelationId>,
+    Json(body): Json<TokenBody>,
+) -> ApiResult<Response> {
+    let resource =
+        Resource::new(USER, who.subject()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let request = GateRequest::new(CREATE_PERSONAL_TOKEN, resource)
+        .param("name", body.name.clone())
+        .http("POST", "/v1/users/me/tokens")
+        .correlation_id(correlation.0);
+    let tokens = state.tokens.clone();
+    let owner = who.subject().to_owned();
+    let issued = state
+        .gate
+        .run(&who, &request, |_| async move {
+            tokens
+                .issue(IssueRequest {
+                    kind: TokenKind::Personal,
+                    name: body.name,
+                    owner,
+                    scope: None,
+                    ttl: ttl(body.ttl_days),
+                })
+                .await
+        })
+        .await
+        .map_err(|e| match e {
+            RunError::Refused(err) => ApiError::Gate(err),
+            RunError::Action(err) => err.into(),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": issued.secret.expose(),
+            "id": issued.record.id.as_str(),
+            "name": issued.record.name,
+            "expires_at": unix(issued.record.expires_at),
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn login(State(state): Shared, Json(body): Json<LoginBody>) -> ApiResult<Json<Value>> {
+    let login = state
+        .login
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("password login is not configured"))?;
+    let password =
+        Password::new(body.password).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let session = login
+        .login(&body.username, &password)
+        .await
+        .map_err(|e| ApiError::Gate(GateError::Unauthenticated(e)))?;
+    Ok(Json(
+        json!({ "token": session.expose(), "token_type": "Bearer" }),
+    ))
+}
+
+fn acl(state: &AppState) -> ApiResult<&Arc<Acl>> {
+    state.acl.as_ref().ok_or_else(|| {
+        ApiError::Gate(GateError::Forbidden(
+            "authorization is not configured, so roles cannot be read or changed".into(),
+        ))
+    })
+}
+
+fn env_resource(env: &str) -> ApiResult<Resource> {
+    Resource::new(ResourceKind::ENV, env).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn subject(kind: SubjectKind, name: &str) -> ApiResult<Subject> {
+    Subject::new(kind, name).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn role_view(binding: &RoleBinding) -> Value {
+    json!({ "name": binding.subject.name(), "role": binding.role.as_str(), "resource": binding.resource })
+}
+
+async fn list_roles(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    UrlPath(env): UrlPath<String>,
+    kind: SubjectKind,
+) -> ApiResult<Json<Vec<Value>>> {
+    let page = acl(&state)?
+        .list(
+            &who,
+            &env_resource(&env)?,
+            Some(kind),
+            &PageRequest::first(MAX_LIST),
+        )
+        .await?;
+    Ok(Json(page.bindings.iter().map(role_view).collect()))
+}
+
+async fn get_role(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    UrlPath((env, name)): UrlPath<(String, String)>,
+    kind: SubjectKind,
+) -> ApiResult<Json<Value>> {
+    let acl = acl(&state)?;
+    let resource = env_resource(&env)?;
+    authorize_read(&state, &who, resource.clone()).await?;
+    let binding = acl
+        .store()
+        .get(&subject(kind, &name)?, &resource)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{} has no role on {resource}", name)))?;
+    Ok(Json(role_view(&binding)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    name: Option<String>,
+    role: String,
+    ttl_days: Option<u64>,
+}
+
+fn role_name(text: &str) -> ApiResult<RoleName> {
+    text.parse()
+        .map_err(|e: AclError| ApiError::bad_request(e.to_string()))
+}
+
+async fn grant_role(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    UrlPath(env): UrlPath<String>,
+    Json(body): Json<RoleBody>,
+    kind: SubjectKind,
+) -> ApiResult<Response> {
+    let acl = acl(&state)?;
+    let name = body
+        .name
+        .ok_or_else(|| ApiError::bad_request("`name` is required"))?;
+    let resource = env_resource(&env)?;
+    let binding = RoleBinding::new(
+        subject(kind, &name)?,
+        resource.clone(),
+        role_name(&body.role)?,
+    );
+    if kind != SubjectKind::Token {
+        acl.grant(&who, binding.clone()).await?;
+        return Ok((StatusCode::CREATED, Json(role_view(&binding))).into_response());
+    }
+    // A script token: the token, then its role; the secret is shown once, here.
+    let issued = state
+        .tokens
+        .issue(IssueRequest {
+            kind: TokenKind::Script,
+            name: name.clone(),
+            owner: who.subject().to_owned(),
+            scope: Some(TokenScope {
+                resource: resource.clone(),
+                role: body.role.clone(),
+            }),
+            ttl: ttl(body.ttl_days),
+        })
+        .await?;
+    if let Err(err) = acl.grant(&who, binding.clone()).await {
+        if let Err(revoke) = state.tokens.revoke(&issued.record.id).await {
+            tracing::error!(error = %revoke, token = %issued.record.id, "a token whose role failed could not be revoked");
+        }
+        return Err(err.into());
+    }
+    let mut view = role_view(&binding);
+    view["token"] = json!(issued.secret.expose());
+    view["id"] = json!(issued.record.id.as_str());
+    view["expires_at"] = json!(unix(issued.record.expires_at));
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn change_role(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    UrlPath((env, name)): UrlPath<(String, String)>,
+    Json(body): Json<RoleBody>,
+    kind: SubjectKind,
+) -> ApiResult<Json<Value>> {
+    let acl = acl(&state)?;
+    let resource = env_resource(&env)?;
+    let subject = subject(kind, &name)?;
+    acl.change(&who, &subject, &resource, role_name(&body.role)?)
+        .await?;
+    let binding = RoleBinding::new(subject, resource, role_name(&body.role)?);
+    Ok(Json(role_view(&binding)))
+}
+
+async fn revoke_role(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    UrlPath((env, name)): UrlPath<(String, String)>,
+    kind: SubjectKind,
+) -> ApiResult<StatusCode> {
+    let acl = acl(&state)?;
+    let resource = env_resource(&env)?;
+    acl.revoke(&who, &subject(kind, &name)?, &resource).await?;
+    if kind == SubjectKind::Token {
+        let scoped = state.tokens.list(&TokenFilter {
+            kind: Some(TokenKind::Script),
+            resource: Some(resource),
+            ..TokenFilter::default()
+        });
+        for token in scoped.iter().filter(|t| t.name == name) {
+            state.tokens.revoke(&token.id).await?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    resource: String,
+    actor: Option<String>,
+    action: Option<String>,
+    correlation_id: Option<String>,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn query_audit(
+    State(state): Shared,
+    Query(params): Query<AuditParams>,
+) -> ApiResult<Json<Value>> {
+    let log = state.audit.as_ref().ok_or_else(|| {
+        ApiError::Gate(GateError::AuditUnavailable(
+            "no audit log is configured".into(),
+        ))
+    })?;
+    let mut query = AuditQuery::all(params.limit.unwrap_or(100).clamp(1, MAX_LIST));
+    query.resource = Some(
+        params
+            .resource
+            .parse()
+            .map_err(|e: portcullis::Error| ApiError::bad_request(e.to_string()))?,
+    );
+    query.actor = params.actor;
+    query.action = params
+        .action
+        .map(|a| a.parse())
+        .transpose()
+        .map_err(|e: portcullis::Error| ApiError::bad_request(e.to_string()))?;
+    query.correlation_id = params.correlation_id;
+    query.from_ms = params.from_ms;
+    query.to_ms = params.to_ms;
+    query.after_seq = params.after;
+    let page = log
+        .query(&query)
+        .await
+        .map_err(|e| ApiError::Gate(GateError::AuditUnavailable(e.to_string())))?;
+    let records: Vec<Value> = page
+        .records
+        .iter()
+        .map(|r| json!({ "seq": r.seq, "event": r.event }))
+        .collect();
+    Ok(Json(
+        json!({ "records": records, "next_after": page.next_after }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_configuration_parses_and_opens_every_part() {
+        let config = Config::default_config().unwrap();
+        assert!(config.authentication.is_some());
+        assert!(config.authorization.is_some());
+        assert!(config.approval.is_some());
+        assert!(config.audit.is_some());
+        assert_eq!(config.deploy.production_stages, ["prod", "production"]);
+    }
+}

@@ -1,0 +1,285 @@
+//! The deploy records: what was asked to ship where, by whom, and where it stands. This
+//! service records deploys; it does not run them.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+/// Where a deploy stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DeployState {
+    /// Waiting for a production approval.
+    PendingApproval,
+    /// Admitted and recorded (a real deploy service would start it now).
+    Accepted,
+    /// An approver denied it.
+    Rejected,
+    /// Nobody approved it in time.
+    Expired,
+    /// Approved, but the gate refused it when it was to proceed (e.g. roles changed).
+    Failed,
+}
+
+impl DeployState {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeployState::PendingApproval => "pending_approval",
+            DeployState::Accepted => "accepted",
+            DeployState::Rejected => "rejected",
+            DeployState::Expired => "expired",
+            DeployState::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, sqlx::Error> {
+        Ok(match text {
+            "pending_approval" => DeployState::PendingApproval,
+            "accepted" => DeployState::Accepted,
+            "rejected" => DeployState::Rejected,
+            "expired" => DeployState::Expired,
+            "failed" => DeployState::Failed,
+            other => {
+                return Err(sqlx::Error::Decode(
+                    format!("unknown deploy state `{other}`").into(),
+                ));
+            }
+        })
+    }
+}
+
+/// One deploy.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Deploy {
+    /// `dep_…`.
+    pub(crate) id: String,
+    /// The environment.
+    pub(crate) env: String,
+    /// The stage.
+    pub(crate) stage: String,
+    /// The build to ship.
+    pub(crate) build_id: String,
+    /// Free text.
+    pub(crate) description: String,
+    /// Where it stands.
+    pub(crate) state: DeployState,
+    /// Who asked.
+    pub(crate) operator: String,
+    /// The production approval, if one was needed.
+    pub(crate) approval_id: Option<String>,
+    /// Why it failed, for `failed`.
+    pub(crate) detail: Option<String>,
+    /// Milliseconds since the epoch.
+    pub(crate) created_at: u64,
+    /// Milliseconds since the epoch.
+    pub(crate) updated_at: u64,
+}
+
+/// The deploy table.
+#[derive(Debug, Clone)]
+pub(crate) struct Deploys {
+    pool: SqlitePool,
+}
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS deploys (
+    id TEXT PRIMARY KEY,
+    env TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    build_id TEXT NOT NULL,
+    description TEXT NOT NULL,
+    state TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    approval_id TEXT UNIQUE,
+    detail TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deploys_by_stage ON deploys (env, stage, created_at);";
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn new_id() -> Result<String, sqlx::Error> {
+    let mut bytes = [0u8; 12];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| sqlx::Error::Protocol("the system random source failed".into()))?;
+    Ok(format!("dep_{}", hex::encode(bytes)))
+}
+
+fn to_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+type Row = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
+
+const COLUMNS: &str = "id, env, stage, build_id, description, state, operator, approval_id, detail, created_at, updated_at";
+
+fn from_row(row: Row) -> Result<Deploy, sqlx::Error> {
+    let (id, env, stage, build_id, description, state, operator, approval_id, detail, c, u) = row;
+    Ok(Deploy {
+        id,
+        env,
+        stage,
+        build_id,
+        description,
+        state: DeployState::parse(&state)?,
+        operator,
+        approval_id,
+        detail,
+        created_at: u64::try_from(c).unwrap_or(0),
+        updated_at: u64::try_from(u).unwrap_or(0),
+    })
+}
+
+/// What a new deploy is.
+#[derive(Debug, Clone)]
+pub(crate) struct NewDeploy<'a> {
+    /// The environment.
+    pub(crate) env: &'a str,
+    /// The stage.
+    pub(crate) stage: &'a str,
+    /// The build.
+    pub(crate) build_id: &'a str,
+    /// Free text.
+    pub(crate) description: &'a str,
+    /// Who asked.
+    pub(crate) operator: &'a str,
+    /// Its state.
+    pub(crate) state: DeployState,
+    /// The approval it waits for or was admitted with.
+    pub(crate) approval_id: Option<&'a str>,
+}
+
+impl Deploys {
+    /// Opens (creating) `url`.
+    pub(crate) async fn open(url: &str) -> Result<Self, sqlx::Error> {
+        let options: SqliteConnectOptions = url
+            .parse::<SqliteConnectOptions>()?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(Deploys { pool })
+    }
+
+    /// Records a new deploy.
+    pub(crate) async fn insert(&self, new: NewDeploy<'_>) -> Result<Deploy, sqlx::Error> {
+        let now = now_ms();
+        let deploy = Deploy {
+            id: new_id()?,
+            env: new.env.to_owned(),
+            stage: new.stage.to_owned(),
+            build_id: new.build_id.to_owned(),
+            description: new.description.to_owned(),
+            state: new.state,
+            operator: new.operator.to_owned(),
+            approval_id: new.approval_id.map(str::to_owned),
+            detail: None,
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO deploys (id, env, stage, build_id, description, state, operator, approval_id, detail, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+        )
+        .bind(&deploy.id)
+        .bind(&deploy.env)
+        .bind(&deploy.stage)
+        .bind(&deploy.build_id)
+        .bind(&deploy.description)
+        .bind(deploy.state.as_str())
+        .bind(&deploy.operator)
+        .bind(&deploy.approval_id)
+        .bind(to_i64(now))
+        .bind(to_i64(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(deploy)
+    }
+
+    /// Moves a deploy out of `pending_approval`; `None` if it was not pending (another
+    /// request decided it first).
+    pub(crate) async fn settle(
+        &self,
+        id: &str,
+        state: DeployState,
+        detail: Option<&str>,
+    ) -> Result<Option<Deploy>, sqlx::Error> {
+        let changed = sqlx::query(
+            "UPDATE deploys SET state = ?, detail = ?, updated_at = ? WHERE id = ? AND state = 'pending_approval'",
+        )
+        .bind(state.as_str())
+        .bind(detail)
+        .bind(to_i64(now_ms()))
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.get(id).await
+    }
+
+    /// One deploy.
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<Deploy>, sqlx::Error> {
+        let row: Option<Row> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM deploys WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(from_row).transpose()
+    }
+
+    /// The deploy waiting for (or admitted with) `approval_id`.
+    pub(crate) async fn by_approval(
+        &self,
+        approval_id: &str,
+    ) -> Result<Option<Deploy>, sqlx::Error> {
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM deploys WHERE approval_id = ?"
+        ))
+        .bind(approval_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(from_row).transpose()
+    }
+
+    /// The newest deploys of a stage, newest first.
+    pub(crate) async fn list(
+        &self,
+        env: &str,
+        stage: &str,
+        limit: u32,
+    ) -> Result<Vec<Deploy>, sqlx::Error> {
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM deploys WHERE env = ? AND stage = ? ORDER BY created_at DESC, id DESC LIMIT ?"
+        ))
+        .bind(env)
+        .bind(stage)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(from_row).collect()
+    }
+}

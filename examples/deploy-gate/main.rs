@@ -1,0 +1,153 @@
+//! A Teletraan-style deploy service built only from Portcullis crates: token authentication,
+//! tiered roles on environments and stages, four-eyes approval of production deploys, and a
+//! write-before-act audit log. It records deploy requests; it does not run deploys.
+//!
+//! ```sh
+//! cargo run --example deploy-gate                       # built-in config, data in ./deploy-gate-data
+//! cargo run --example deploy-gate -- --help
+//! cargo run --example deploy-gate -- --print-config > deploy-gate.toml
+//! cargo run --example deploy-gate -- --config deploy-gate.toml
+//! ```
+//!
+//! See `examples/deploy-gate/README.md` for a curl walkthrough.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line service prints its banner and start-up errors"
+)]
+
+mod app;
+mod config;
+mod deploys;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::{Config, DEFAULT_CONFIG};
+
+const ABOUT: &str = "A Teletraan-style deploy gate: who may ship what, where, with whose approval.";
+
+const LONG_ABOUT: &str = "\
+A Teletraan-style deploy gate built from the Portcullis crates. It records deploy requests
+(it does not run deploys) after authenticating the caller, checking their role on the
+environment or stage, getting a second person's approval for production stages, and
+writing the decision to a tamper-evident audit log before anything is stored.
+
+ENDPOINTS (send `Authorization: token <t>` or `Authorization: Bearer <t>`)
+  POST /v1/login                              {username, password} -> session JWT (if configured)
+  POST /v1/envs/{env}/{stage}/deploys?build_id=..&description=..[&approver=NAME]
+                                              needs OPERATOR on the env or stage; production
+                                              stages answer 202 and wait for the approver
+  GET  /v1/envs/{env}/{stage}/deploys         the stage's deploys (READER)
+  GET  /v1/deploys/{id}                       one deploy (READER)
+  GET  /v1/approvals/{id}                     an approval and its votes
+  POST /v1/approvals/{id}/approve|deny        {factor: in_app|totp|duo, code} as the approver
+  GET|POST /v1/envs/{env}/user_roles          list, or grant {name, role} (ADMIN to change)
+  GET|PUT|DELETE /v1/envs/{env}/user_roles/{name}
+  ... the same for group_roles, and token_roles (POST returns a new script token once)
+  POST /v1/users/me/tokens                    {name, ttl_days} -> a personal token, shown once
+  GET  /v1/audit?resource=env:NAME&actor=..&action=..&correlation_id=..&after=..&limit=..
+                                              the audit log, for ADMINs of the resource
+  GET  /health                                unprotected liveness
+
+CONFIGURATION
+  A TOML file whose sections switch parts on: [authentication], [authorization], [approval],
+  [audit]. A missing section means closed: no [authentication] -> every request is 401,
+  no [authorization] -> every action is 403, no [approval] -> production deploys are 403,
+  no [audit] -> every action is 503. Without --config the built-in configuration is used
+  (print it with --print-config): script, personal and session tokens; Teletraan's roles;
+  one in-app or TOTP approval for stages named prod/production; audit to SQLite.
+
+FIRST START
+  The bootstrap admin (`bootstrap_admin` in [authorization], `admin` by default) gets ADMIN
+  on system:* and a personal token, printed once on standard output. Keys are generated into
+  DATA_DIR/secrets.toml (mode 0600); the stores are SQLite files in DATA_DIR.";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "deploy-gate", version, about = ABOUT, long_about = LONG_ABOUT)]
+struct Cli {
+    /// The configuration file (TOML). Without it, the built-in configuration is used.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Overrides `data_dir`: where the SQLite stores and generated keys live.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Overrides `listen` (e.g. 127.0.0.1:0 for any free port; the bound address is printed).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Prints the built-in configuration and exits.
+    #[arg(long)]
+    print_config: bool,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    log_level: tracing::Level,
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path),
+        None => Config::default_config(),
+    }
+    .map_err(|e| e.to_string())?;
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    let app = app::build(&config).await.map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    if let Some((admin, token)) = &app.bootstrap {
+        println!("BOOTSTRAP_TOKEN user={admin} token={token}");
+        println!(
+            "  (shown once: the personal token of the bootstrap admin, who has ADMIN on system:*)"
+        );
+    }
+    for part in &app.closed {
+        println!("closed: {part}");
+    }
+    println!("LISTENING http://{address}");
+    println!("data in {}", config.data_dir.display());
+    axum::serve(listener, app.router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_config {
+        print!("{DEFAULT_CONFIG}");
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("deploy-gate: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("deploy-gate: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! tower/axum integration: protect a route in one line with a [`Gate`].
+//!
+//! - [`AuthenticateLayer`] authenticates the `Authorization` header and puts the
+//!   [`Principal`] and a [`CorrelationId`] in the request extensions.
+//! - [`GuardLayer`] (from [`guard`]) does the whole gate for one action: authenticate (unless
+//!   an outer layer did), authorize, check a presented approval, record the intent (fail
+//!   closed), run the handler, record the outcome from the response status.
+//!
+//! Refusals become responses through [`GateError`]'s `IntoResponse`: 401 with
+//! `WWW-Authenticate`, 403 with the reason, 428 when an approval is required, 202 when the
+//! presented approval is pending, 503 when the audit log (or the identity provider) is down.
+//! Bodies are JSON: `{"error": "<code>", "message": "…"}` (plus `approval_id` for 202).
+//!
+//! ```
+//! # async fn example(gate: std::sync::Arc<portcullis::gate::Gate>) {
+//! use axum::{Extension, Router, routing::post};
+//! use portcullis::http::{CorrelationId, guard};
+//! use portcullis::{Action, Principal, Resource, ResourceKind};
+//!
+//! async fn deploy(Extension(who): Extension<Principal>, Extension(id): Extension<CorrelationId>) -> String {
+//!     format!("{} deploys (request {})", who.subject(), id.0)
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/v1/envs/{env}/{stage}/deploys", post(deploy))
+//!     .route_layer(guard(gate, Action::DEPLOY, |p| {
+//!         Resource::new(ResourceKind::ENV_STAGE, format!("{}/{}", p.path("env")?, p.path("stage")?))
+//!             .map_err(|e| e.to_string())
+//!     }));
+//! # let _ = app;
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Query, RawPathParams};
+use axum::http::{HeaderValue, Request, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use portcullis_audit::Outcome;
+use portcullis_core::{Action, Principal, Resource};
+use serde_json::json;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::gate::{CHALLENGE, Gate, GateError, GateRequest};
+
+/// The header a client may send to choose the correlation id (echoed in the response).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The header (or `approval_id` query parameter) presenting an approval.
+pub const APPROVAL_HEADER: &str = "portcullis-approval";
+const MAX_REQUEST_ID: usize = 128;
+
+/// The correlation id of a request: the client's `x-request-id` when it is short and plain,
+/// otherwise a new random one. It is in every audit record of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrelationId(pub String);
+
+/// The id of the audit intent recorded for a guarded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditIntentId(pub String);
+
+impl CorrelationId {
+    fn of(parts: &Parts) -> CorrelationId {
+        if let Some(existing) = parts.extensions.get::<CorrelationId>() {
+            return existing.clone();
+        }
+        let given = parts
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= MAX_REQUEST_ID
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            });
+        CorrelationId(match given {
+            Some(v) => v.to_owned(),
+            None => random_id(),
+        })
+    }
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 12];
+    // A correlation id is not a secret; if the system random source fails, a time-based
+    // id still correlates.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        return format!("req-{nanos:x}");
+    }
+    format!("req-{}", hex::encode(bytes))
+}
+
+impl IntoResponse for GateError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        if let GateError::ApprovalPending(id) = &self {
+            body["approval_id"] = json!(id);
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(CHALLENGE),
+            );
+        }
+        response
+    }
+}
+
+/// The route's path parameters and the query string, for building the [`Resource`].
+#[derive(Debug, Clone, Default)]
+pub struct RouteParams {
+    path: Vec<(String, String)>,
+    query: BTreeMap<String, String>,
+}
+
+impl RouteParams {
+    async fn of(parts: &mut Parts) -> RouteParams {
+        let path = match RawPathParams::from_request_parts(parts, &()).await {
+            Ok(raw) => raw
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let query = Query::<BTreeMap<String, String>>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .unwrap_or_default();
+        RouteParams { path, query }
+    }
+
+    /// A path parameter (`{env}` in the route), or a message naming the missing one.
+    ///
+    /// # Errors
+    ///
+    /// The message, when the route has no such parameter.
+    pub fn path(&self, name: &str) -> Result<&str, String> {
+        self.path
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| format!("the route has no path parameter `{name}`"))
+    }
+
+    /// A query parameter.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+}
+
+type ResourceFn = dyn Fn(&RouteParams) -> Result<Resource, String> + Send + Sync;
+
+/// Protects a route: `router.route_layer(guard(gate, Action::DEPLOY, |p| …))`.
+///
+/// `resource` builds the resource from the route's parameters; an error becomes a 400.
+/// The query parameters (except `approval_id`) are the request's parameters: recorded in the
+/// intent and bound into approvals.
+pub fn guard<F>(gate: Arc<Gate>, action: Action, resource: F) -> GuardLayer
+where
+    F: Fn(&RouteParams) -> Result<Resource, String> + Send + Sync + 'static,
+{
+    GuardLayer {
+        shared: Arc::new(GuardShared {
+            gate,
+            action,
+            resource: Box::new(resource),
+        }),
+    }
+}
+
+struct GuardShared {
+    gate: Arc<Gate>,
+    action: Action,
+    resource: Box<ResourceFn>,
+}
+
+/// The layer [`guard`] returns.
+#[derive(Clone)]
+pub struct GuardLayer {
+    shared: Arc<GuardShared>,
+}
+
+impl std::fmt::Debug for GuardLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardLayer")
+            .field("action", &self.shared.action)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A service behind a [`GuardLayer`].
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    shared: Arc<GuardShared>,
+}
+
+impl<S> std::fmt::Debug for Guarded<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("action", &self.shared.action)
+            .finish_non_exhaustive()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The principal of `parts`: set by an outer [`AuthenticateLayer`], or authenticated now.
+async fn principal_of(gate: &Gate, parts: &Parts) -> Result<Principal, GateError> {
+    if let Some(principal) = parts.extensions.get::<Principal>() {
+        return Ok(principal.clone());
+    }
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    gate.authenticate(header).await
+}
+
+fn with_request_id(mut response: Response, id: &CorrelationId) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&id.0) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+impl<S> Service<Request<Body>> for Guarded<S>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        // The clone that was polled ready serves this call.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            let correlation = CorrelationId::of(&parts);
+            let refuse = |err: GateError| Ok(with_request_id(err.into_response(), &correlation));
+            let principal = match principal_of(&shared.gate, &parts).await {
+                Ok(p) => p,
+                Err(err) => return refuse(err),
+            };
+            let params = RouteParams::of(&mut parts).await;
+            let resource = match (shared.resource)(&params) {
+                Ok(r) => r,
+                Err(message) => {
+                    let body = json!({ "error": "bad_request", "message": message });
+                    let response = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+                    return Ok(with_request_id(response, &correlation));
+                }
+            };
+            let mut gated = GateRequest::new(shared.action.clone(), resource)
+                .http(parts.method.as_str(), parts.uri.path())
+                .correlation_id(correlation.0.clone());
+            gated.approval_id = parts
+                .headers
+                .get(APPROVAL_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            for (name, value) in params.query {
+                if name == "approval_id" {
+                    gated.approval_id = Some(value);
+                } else {
+                    gated.params.insert(name, value.into());
+                }
+            }
+            let admitted = match shared.gate.admit(&principal, &gated).await {
+                Ok(a) => a,
+                Err(err) => return refuse(err),
+            };
+            parts
+                .extensions
+                .insert(AuditIntentId(admitted.receipt().id.clone()));
+            parts.extensions.insert(principal);
+            parts.extensions.insert(correlation.clone());
+            match inner.call(Request::from_parts(parts, body)).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let detail = format!("HTTP {}", status.as_u16());
+                    let outcome = if status.is_success() || status.is_redirection() {
+                        Outcome::succeeded(detail)
+                    } else {
+                        Outcome::failed(detail)
+                    };
+                    admitted.finish(outcome).await;
+                    Ok(with_request_id(response, &correlation))
+                }
+                Err(err) => {
+                    admitted.finish(Outcome::failed("the handler failed")).await;
+                    Err(err)
+                }
+            }
+        })
+    }
+}
+
+/// Authenticates every request: the [`Principal`] and a [`CorrelationId`] go into the
+/// request extensions (handlers read them with `Extension<Principal>`); a missing or bad
+/// credential is a 401 with `WWW-Authenticate`.
+#[derive(Clone)]
+pub struct AuthenticateLayer {
+    gate: Arc<Gate>,
+}
+
+impl AuthenticateLayer {
+    /// Authenticates with `gate`'s chain.
+    pub fn new(gate: Arc<Gate>) -> Self {
+        AuthenticateLayer { gate }
+    }
+}
+
+impl std::fmt::Debug for AuthenticateLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthenticateLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for AuthenticateLayer {
+    type Service = Authenticated<S>;
+
+    fn layer(&self, inner: S) -> Authenticated<S> {
+        Authenticated {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// A service behind an [`AuthenticateLayer`].
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    gate: Arc<Gate>,
+}
+
+impl<S> std::fmt::Debug for Authenticated<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticated").finish_non_exhaustive()
+    }
+}
+
+impl<S> Service<Request<Body>> for Authenticated<S>
+where
+    S: Service<Request<Body>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            let correlation = CorrelationId::of(&parts);
+            match principal_of(&gate, &parts).await {
+                Ok(principal) => {
+                    parts.extensions.insert(principal);
+                    parts.extensions.insert(correlation.clone());
+                    let response = inner.call(Request::from_parts(parts, body)).await?;
+                    Ok(with_request_id(response, &correlation))
+                }
+                Err(err) => Ok(with_request_id(err.into_response(), &correlation)),
+            }
+        })
+    }
+}

@@ -92,12 +92,22 @@ impl SecondFactor for InAppFactor {
     }
 
     async fn confirm(&self, confirmation: Confirmation<'_>) -> FactorOutcome {
+        // A credential that cannot confirm is a failed confirmation, not the approver's
+        // refusal: nothing is recorded, and the approver can vote again properly signed in.
         let approver = confirmation.approver;
         if approver.kind() != PrincipalKind::User {
-            return FactorOutcome::Deny;
+            return FactorOutcome::Error("only people confirm in the app".into());
         }
         if !self.allowed_methods.contains(approver.auth_method()) {
-            return FactorOutcome::Deny;
+            return FactorOutcome::Error(format!(
+                "a {} credential cannot confirm an approval; sign in with one of: {}",
+                approver.auth_method(),
+                self.allowed_methods
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         FactorOutcome::Allow
     }

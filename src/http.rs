@@ -103,10 +103,12 @@ impl IntoResponse for GateError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut body = json!({ "error": self.code(), "message": self.to_string() });
-        if let GateError::ApprovalPending(id) = &self {
-            body["approval_id"] = json!(id);
-        }
+        let body = match &self {
+            GateError::ApprovalPending(id) => {
+                json!({ "error": self.code(), "message": self.to_string(), "approval_id": id })
+            }
+            _ => json!({ "error": self.code(), "message": self.to_string() }),
+        };
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

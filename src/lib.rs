@@ -26,11 +26,8 @@ pub use portcullis_directory as directory;
 #[cfg(feature = "approval")]
 pub use portcullis_approval as approval;
 
-/// The composition for one request: authenticate → authorize → approval → audit intent →
-/// act → outcome.
 #[cfg(feature = "gate")]
 pub mod gate;
 
-/// tower layers and axum responses that put a route behind a [`gate::Gate`].
 #[cfg(feature = "axum")]
 pub mod http;

@@ -780,7 +780,7 @@ async fn create_deploy(
     let request = deploy_request(&env, &stage, &build_id, &description)?
         .http("POST", format!("/v1/envs/{env}/{stage}/deploys"))
         .correlation_id(correlation.0);
-    if !state.production.iter().any(|s| *s == stage) {
+    if !state.production.contains(&stage) {
         let deploys = state.deploys.clone();
         let operator = who.subject().to_owned();
         let deploy = state
@@ -1274,10 +1274,14 @@ async fn grant_role(
         }
         return Err(err.into());
     }
-    let mut view = role_view(&binding);
-    view["token"] = json!(issued.secret.expose());
-    view["id"] = json!(issued.record.id.as_str());
-    view["expires_at"] = json!(unix(issued.record.expires_at));
+    let view = json!({
+        "name": binding.subject.name(),
+        "role": binding.role.as_str(),
+        "resource": binding.resource,
+        "token": issued.secret.expose(),
+        "id": issued.record.id.as_str(),
+        "expires_at": unix(issued.record.expires_at),
+    });
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 

@@ -1,0 +1,430 @@
+//! The gate and its axum layers, in-process: every refusal maps to its status, approvals
+//! are bound to the exact request and used once, and nothing runs when the audit log cannot
+//! record the intent.
+#![cfg(all(feature = "gate", feature = "axum"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use axum::routing::post;
+use axum::{Extension, Router};
+use portcullis::approval::{
+    ApprovalRule, Approvals, Approvers, InAppFactor, MemoryApprovalStore, VoteDecision,
+};
+use portcullis::audit::{AuditError, AuditEvent, AuditLog, AuditQuery, AuditSink, Receipt};
+use portcullis::gate::{Gate, GateError, GateRequest};
+use portcullis::http::{AuditIntentId, CorrelationId, guard};
+use portcullis::token::{
+    AuthChain, IssueRequest, MemoryTokenStore, TokenAuthenticator, TokenKey, TokenKind,
+    TokenOptions, Tokens,
+};
+use portcullis::{
+    AccessRequest, Action, AuthMethod, Decision, Principal, PrincipalKind, Resource, ResourceKind,
+    from_fn,
+};
+
+/// A durable sink that can be switched off: a real `AuditLog` behind a fault switch.
+#[derive(Debug)]
+struct Switchable {
+    log: Arc<AuditLog>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl AuditSink for Switchable {
+    async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(AuditError::Database("the audit database is down".into()));
+        }
+        self.log.record(event).await
+    }
+}
+
+struct World {
+    gate: Arc<Gate>,
+    audit: Arc<Switchable>,
+    tokens: Arc<Tokens>,
+    log: Arc<AuditLog>,
+}
+
+fn user(name: &str) -> Principal {
+    Principal::builder(PrincipalKind::User, name, AuthMethod::OIDC)
+        .build()
+        .unwrap()
+}
+
+/// alice and bob may deploy anything and approve; production stages (`*/prod`) need one
+/// in-app approval.
+async fn world() -> World {
+    let log = Arc::new(
+        AuditLog::sqlite("sqlite::memory:", Default::default())
+            .await
+            .unwrap(),
+    );
+    let audit = Arc::new(Switchable {
+        log: log.clone(),
+        down: AtomicBool::new(false),
+    });
+    let (key, _) = TokenKey::generate().unwrap();
+    let tokens = Arc::new(
+        Tokens::open(
+            Arc::new(MemoryTokenStore::new()),
+            key,
+            TokenOptions::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let authorizer = Arc::new(from_fn("team", |r: &AccessRequest<'_>| {
+        if ["alice", "bob", "ci"].contains(&r.principal.subject()) && r.action == &Action::DEPLOY {
+            Decision::allow("on the team")
+        } else {
+            Decision::not_applicable("not on the team")
+        }
+    }));
+    let mut rule = ApprovalRule::new(Action::DEPLOY, ResourceKind::ENV_STAGE, Action::DEPLOY);
+    rule.resource_ids = vec!["*/prod".into()];
+    let approvals = Approvals::new(
+        Arc::new(MemoryApprovalStore::new()),
+        authorizer.clone(),
+        &[7u8; 32],
+    )
+    .unwrap()
+    .rule(rule)
+    .unwrap()
+    .factor(Arc::new(InAppFactor::new([AuthMethod::OIDC])));
+    let chain = AuthChain::new(vec![Arc::new(TokenAuthenticator::new(
+        tokens.clone(),
+        TokenKind::Script,
+    ))]);
+    let gate = Gate::builder()
+        .authenticate(Arc::new(chain))
+        .authorize(authorizer)
+        .approvals(Arc::new(approvals))
+        .audit(audit.clone())
+        .build()
+        .unwrap();
+    World {
+        gate: Arc::new(gate),
+        audit,
+        tokens,
+        log,
+    }
+}
+
+fn stage(id: &str) -> Resource {
+    Resource::new(ResourceKind::ENV_STAGE, id).unwrap()
+}
+
+#[tokio::test]
+async fn a_gate_built_with_nothing_is_closed() {
+    let gate = Gate::builder().build().unwrap();
+    let err = gate
+        .authenticate(Some(b"token pcs_anything"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 401);
+    let err = gate
+        .admit(
+            &user("alice"),
+            &GateRequest::new(Action::DEPLOY, stage("a/b")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 403, "no authorizer: DenyAll");
+
+    let open = Gate::builder()
+        .authorize(Arc::new(portcullis::danger::AllowAll))
+        .build()
+        .unwrap();
+    let err = open
+        .admit(
+            &user("alice"),
+            &GateRequest::new(Action::DEPLOY, stage("a/b")),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GateError::AuditUnavailable(_)), "{err}");
+    assert_eq!(err.status(), 503);
+}
+
+#[tokio::test]
+async fn nothing_runs_when_the_intent_cannot_be_recorded() {
+    let w = world().await;
+    let ran = AtomicUsize::new(0);
+    let request = GateRequest::new(Action::DEPLOY, stage("checkout/staging"));
+    let alice = user("alice");
+    let done = w
+        .gate
+        .run(&alice, &request, |_| async {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    assert!(done.is_ok());
+    w.audit.down.store(true, Ordering::SeqCst);
+    let refused = w
+        .gate
+        .run(&alice, &request, |_| async {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    assert!(matches!(
+        refused,
+        Err(portcullis::gate::RunError::Refused(
+            GateError::AuditUnavailable(_)
+        ))
+    ));
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn approvals_are_bound_to_the_request_and_used_once() {
+    let w = world().await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let prod = GateRequest::new(Action::DEPLOY, stage("checkout/prod")).param("build_id", "1");
+
+    let err = w.gate.admit(&alice, &prod).await.unwrap_err();
+    assert_eq!(err.status(), 428);
+    let approval = w
+        .gate
+        .request_approval(
+            &alice,
+            &prod,
+            Some(Approvers::Named(vec!["bob".into()])),
+            "ship 1",
+        )
+        .await
+        .unwrap();
+    let presented = prod.clone().approval(approval.id.clone());
+    let err = w.gate.admit(&alice, &presented).await.unwrap_err();
+    assert_eq!(err.status(), 202, "{err}");
+
+    // Self-approval is impossible; bob's vote approves.
+    let err = w
+        .gate
+        .vote(&approval.id, &alice, VoteDecision::Approve, "in_app", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 403);
+    w.gate
+        .vote(&approval.id, &bob, VoteDecision::Approve, "in_app", None)
+        .await
+        .unwrap();
+
+    // Another build, or another requester, cannot use it.
+    let other_build = GateRequest::new(Action::DEPLOY, stage("checkout/prod"))
+        .param("build_id", "2")
+        .approval(approval.id.clone());
+    assert_eq!(
+        w.gate
+            .admit(&alice, &other_build)
+            .await
+            .unwrap_err()
+            .status(),
+        403
+    );
+    assert_eq!(
+        w.gate.admit(&bob, &presented).await.unwrap_err().status(),
+        403
+    );
+
+    // With the audit log down, the receipt is not burnt.
+    w.audit.down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        w.gate.admit(&alice, &presented).await.unwrap_err().status(),
+        503
+    );
+    w.audit.down.store(false, Ordering::SeqCst);
+
+    let admitted = w.gate.admit(&alice, &presented).await.unwrap();
+    admitted
+        .finish(portcullis::audit::Outcome::succeeded("deployed"))
+        .await;
+    let again = w.gate.admit(&alice, &presented).await.unwrap_err();
+    assert_eq!(again.status(), 403, "{again}");
+}
+
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn the_guard_layer_maps_every_refusal_to_its_status() {
+    let w = world().await;
+    let ci = w
+        .tokens
+        .issue(IssueRequest {
+            kind: TokenKind::Script,
+            name: "ci".into(),
+            owner: "alice".into(),
+            scope: None,
+            ttl: None,
+        })
+        .await
+        .unwrap();
+    let outsider = w
+        .tokens
+        .issue(IssueRequest {
+            kind: TokenKind::Script,
+            name: "outsider".into(),
+            owner: "alice".into(),
+            scope: None,
+            ttl: None,
+        })
+        .await
+        .unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = handled.clone();
+    let app = Router::new()
+        .route(
+            "/deploy/{env}/{stage}",
+            post(
+                move |Extension(who): Extension<Principal>,
+                      Extension(id): Extension<CorrelationId>,
+                      Extension(intent): Extension<AuditIntentId>| {
+                    let counter = counter.clone();
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        format!("{} {} {}", who.subject(), id.0, intent.0)
+                    }
+                },
+            ),
+        )
+        .route_layer(guard(w.gate.clone(), Action::DEPLOY, |p| {
+            Resource::new(
+                ResourceKind::ENV_STAGE,
+                format!("{}/{}", p.path("env")?, p.path("stage")?),
+            )
+            .map_err(|e| e.to_string())
+        }));
+    let base = serve(app).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, auth: Option<String>| {
+        let mut r = http
+            .post(format!("{base}{path}"))
+            .header("x-request-id", "req-test-1");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    let ci_auth = Some(format!("token {}", ci.secret.expose()));
+
+    let r = post("/deploy/checkout/staging?build_id=1", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+
+    let r = post(
+        "/deploy/checkout/staging?build_id=1",
+        Some(format!("token {}", outsider.secret.expose())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("not on the team"));
+
+    let r = post("/deploy/checkout/staging?build_id=1", ci_auth.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "req-test-1");
+    let body = r.text().await.unwrap();
+    assert!(body.starts_with("ci req-test-1 "), "{body}");
+
+    let r = post("/deploy/checkout/prod?build_id=1", ci_auth.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 428);
+
+    let ci_principal = w
+        .gate
+        .authenticate(ci_auth.as_deref().map(str::as_bytes))
+        .await
+        .unwrap();
+    let approval = w
+        .gate
+        .request_approval(
+            &ci_principal,
+            &GateRequest::new(Action::DEPLOY, stage("checkout/prod")).param("build_id", "1"),
+            Some(Approvers::Named(vec!["bob".into()])),
+            "ship",
+        )
+        .await
+        .unwrap();
+    let with_approval = format!(
+        "/deploy/checkout/prod?build_id=1&approval_id={}",
+        approval.id
+    );
+    let r = post(&with_approval, ci_auth.clone()).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["approval_id"], approval.id.as_str());
+    w.gate
+        .vote(
+            &approval.id,
+            &user("bob"),
+            VoteDecision::Approve,
+            "in_app",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        post(&with_approval, ci_auth.clone())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(&with_approval, ci_auth.clone())
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    w.audit.down.store(true, Ordering::SeqCst);
+    let r = post("/deploy/checkout/staging?build_id=2", ci_auth.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    w.audit.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        2,
+        "only admitted requests reached the handler"
+    );
+
+    // Each admitted request left an intent and an outcome with the HTTP status.
+    let mut query = AuditQuery::all(100);
+    query.correlation_id = Some("req-test-1".into());
+    let page = w.log.query(&query).await.unwrap();
+    let outcomes: Vec<_> = page
+        .records
+        .iter()
+        .filter_map(|r| r.event.outcome.as_ref())
+        .map(|o| o.detail.clone())
+        .collect();
+    assert!(outcomes.contains(&"HTTP 200".to_owned()), "{outcomes:?}");
+}

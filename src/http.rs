@@ -86,17 +86,22 @@ impl CorrelationId {
     }
 }
 
+/// `req-` + milliseconds since the epoch (hex) + 64 random bits: unique, and ordered by
+/// time, so audit logs index correlation ids by appending rather than at random places.
 fn random_id() -> String {
-    let mut bytes = [0u8; 12];
-    // A correlation id is not a secret; if the system random source fails, a time-based
-    // id still correlates.
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut bytes = [0u8; 8];
+    // A correlation id is not a secret; if the system random source fails, a process-wide
+    // counter still keeps ids unique.
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        return format!("req-{nanos:x}");
+        static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        bytes = FALLBACK
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_be_bytes();
     }
-    format!("req-{}", hex::encode(bytes))
+    format!("req-{millis:012x}{}", hex::encode(bytes))
 }
 
 impl IntoResponse for GateError {

@@ -5,7 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::{mpsc, oneshot};
 
 /// Where a deploy stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -80,7 +81,58 @@ pub(crate) struct Deploy {
 /// The deploy table.
 #[derive(Debug, Clone)]
 pub(crate) struct Deploys {
+    /// One connection: SQLite has one writer at a time, and writers queued here wait in
+    /// order instead of sleeping in SQLite's busy handler.
+    writer: SqlitePool,
+    readers: SqlitePool,
+    /// New deploys go through one task that inserts whatever is queued in one transaction.
+    inserts: mpsc::Sender<(Deploy, oneshot::Sender<Result<(), String>>)>,
+}
+
+/// The most deploys inserted in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Inserts queued deploys in batches: one transaction (and one trip to SQLite's thread) for
+/// everything that arrived while the previous batch was written.
+async fn insert_batches(
     pool: SqlitePool,
+    mut queue: mpsc::Receiver<(Deploy, oneshot::Sender<Result<(), String>>)>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let result = insert_all(&pool, &batch).await.map_err(|e| e.to_string());
+        for (_, reply) in batch.drain(..) {
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+async fn insert_all(
+    pool: &SqlitePool,
+    batch: &[(Deploy, oneshot::Sender<Result<(), String>>)],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // 11 columns × 64 rows stays under SQLite's 999 bound parameters.
+    for chunk in batch.chunks(64) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO deploys (id, env, stage, build_id, description, state, operator, approval_id, detail, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut row, (d, _)| {
+            row.push_bind(&d.id)
+                .push_bind(&d.env)
+                .push_bind(&d.stage)
+                .push_bind(&d.build_id)
+                .push_bind(&d.description)
+                .push_bind(d.state.as_str())
+                .push_bind(&d.operator)
+                .push_bind(&d.approval_id)
+                .push_bind(&d.detail)
+                .push_bind(to_i64(d.created_at))
+                .push_bind(to_i64(d.updated_at));
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await
 }
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS deploys (
@@ -104,11 +156,13 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn new_id() -> Result<String, sqlx::Error> {
-    let mut bytes = [0u8; 12];
+/// `dep_` + milliseconds (hex) + 64 random bits: ids sort by creation, so inserts append to
+/// the primary-key index instead of landing on random pages.
+fn new_id(now_ms: u64) -> Result<String, sqlx::Error> {
+    let mut bytes = [0u8; 8];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| sqlx::Error::Protocol("the system random source failed".into()))?;
-    Ok(format!("dep_{}", hex::encode(bytes)))
+    Ok(format!("dep_{now_ms:012x}{}", hex::encode(bytes)))
 }
 
 fn to_i64(ms: u64) -> i64 {
@@ -173,20 +227,35 @@ impl Deploys {
         let options: SqliteConnectOptions = url
             .parse::<SqliteConnectOptions>()?
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+            .journal_mode(SqliteJournalMode::Wal)
+            // The audit log (synchronous FULL) is the durable record of every decision and
+            // is written before this table; a deploy record lost to a power cut is visible
+            // there as an intent without a deploy. NORMAL in WAL mode survives process
+            // crashes and spares one fsync per deploy.
+            .synchronous(SqliteSynchronous::Normal);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
             .await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        Ok(Deploys { pool })
+        sqlx::raw_sql(SCHEMA).execute(&writer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        let (inserts, queue) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(insert_batches(writer.clone(), queue));
+        Ok(Deploys {
+            writer,
+            readers,
+            inserts,
+        })
     }
 
     /// Records a new deploy.
     pub(crate) async fn insert(&self, new: NewDeploy<'_>) -> Result<Deploy, sqlx::Error> {
         let now = now_ms();
         let deploy = Deploy {
-            id: new_id()?,
+            id: new_id(now)?,
             env: new.env.to_owned(),
             stage: new.stage.to_owned(),
             build_id: new.build_id.to_owned(),
@@ -198,22 +267,16 @@ impl Deploys {
             created_at: now,
             updated_at: now,
         };
-        sqlx::query(
-            "INSERT INTO deploys (id, env, stage, build_id, description, state, operator, approval_id, detail, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-        )
-        .bind(&deploy.id)
-        .bind(&deploy.env)
-        .bind(&deploy.stage)
-        .bind(&deploy.build_id)
-        .bind(&deploy.description)
-        .bind(deploy.state.as_str())
-        .bind(&deploy.operator)
-        .bind(&deploy.approval_id)
-        .bind(to_i64(now))
-        .bind(to_i64(now))
-        .execute(&self.pool)
-        .await?;
+        let (reply, answer) = oneshot::channel();
+        let closed = || sqlx::Error::PoolClosed;
+        self.inserts
+            .send((deploy.clone(), reply))
+            .await
+            .map_err(|_| closed())?;
+        answer
+            .await
+            .map_err(|_| closed())?
+            .map_err(sqlx::Error::Protocol)?;
         Ok(deploy)
     }
 
@@ -232,7 +295,7 @@ impl Deploys {
         .bind(detail)
         .bind(to_i64(now_ms()))
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         if changed == 0 {
@@ -246,7 +309,7 @@ impl Deploys {
         let row: Option<Row> =
             sqlx::query_as(&format!("SELECT {COLUMNS} FROM deploys WHERE id = ?"))
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.readers)
                 .await?;
         row.map(from_row).transpose()
     }
@@ -260,7 +323,7 @@ impl Deploys {
             "SELECT {COLUMNS} FROM deploys WHERE approval_id = ?"
         ))
         .bind(approval_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.readers)
         .await?;
         row.map(from_row).transpose()
     }
@@ -278,7 +341,7 @@ impl Deploys {
         .bind(env)
         .bind(stage)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await?;
         rows.into_iter().map(from_row).collect()
     }

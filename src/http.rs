@@ -170,7 +170,9 @@ type ResourceFn = dyn Fn(&RouteParams) -> Result<Resource, String> + Send + Sync
 
 /// Protects a route: `router.route_layer(guard(gate, Action::DEPLOY, |p| …))`.
 ///
-/// `resource` builds the resource from the route's parameters; an error becomes a 400.
+/// `resource` builds the resource from the route's parameters; an error becomes a 400. Add it
+/// with `route_layer` (on a `Router` or a `MethodRouter`): only there are the matched path
+/// parameters known; under a plain `layer` the route has none and `p.path(…)` fails.
 /// The query parameters (except `approval_id`) are the request's parameters: recorded in the
 /// intent and bound into approvals.
 pub fn guard<F>(gate: Arc<Gate>, action: Action, resource: F) -> GuardLayer

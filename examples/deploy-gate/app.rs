@@ -175,11 +175,17 @@ pub(crate) struct App {
 }
 
 /// Keys that must survive restarts, kept in `data_dir/secrets.toml` (mode 0600).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Secrets {
     token_key: String,
     receipt_key: String,
     session_key: String,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(<redacted>)")
+    }
 }
 
 impl Secrets {

@@ -101,6 +101,9 @@ pub mod sqlite {
             .min_connections(u32::from(in_memory))
             .idle_timeout(None)
             .max_lifetime(None)
+            // A local file does not drop connections: skip the round trip to the
+            // connection's thread that a health check costs on every acquire.
+            .test_before_acquire(false)
             .connect_with(tune(options))
             .await
     }

@@ -26,6 +26,8 @@ pub const APPROVE: Action = Action::from_static("approve");
 /// The action recorded for a denying vote.
 pub const DENY: Action = Action::from_static("deny");
 
+const DEFAULT_AUDIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The `WWW-Authenticate` challenge sent with a 401: both accepted schemes.
 pub const CHALLENGE: &str = "Bearer realm=\"portcullis\", Token realm=\"portcullis\"";
 
@@ -252,7 +254,7 @@ impl GateBuilder {
         self
     }
 
-    /// How long to wait for the audit log to acknowledge an intent (default 5 s).
+    /// How long to wait for the audit log to acknowledge an event (default 5 s).
     #[must_use]
     pub fn audit_timeout(mut self, timeout: Duration) -> Self {
         self.audit_timeout = Some(timeout);
@@ -265,14 +267,9 @@ impl GateBuilder {
     ///
     /// [`AuditError::NotDurable`] if the audit sink cannot promise durability.
     pub fn build(self) -> Result<Gate, AuditError> {
+        let audit_timeout = self.audit_timeout.unwrap_or(DEFAULT_AUDIT_TIMEOUT);
         let audit = match &self.audit {
-            Some(sink) => {
-                let guard = WriteAhead::new(sink.clone())?;
-                Some(match self.audit_timeout {
-                    Some(t) => guard.with_timeout(t),
-                    None => guard,
-                })
-            }
+            Some(sink) => Some(WriteAhead::new(sink.clone())?.with_timeout(audit_timeout)),
             None => None,
         };
         Ok(Gate {
@@ -283,6 +280,7 @@ impl GateBuilder {
             approvals: self.approvals,
             audit,
             sink: self.audit,
+            audit_timeout,
         })
     }
 }
@@ -375,6 +373,7 @@ pub struct Gate {
     approvals: Option<Arc<Approvals>>,
     audit: Option<WriteAhead>,
     sink: Option<Arc<dyn AuditSink>>,
+    audit_timeout: Duration,
 }
 
 impl std::fmt::Debug for Gate {
@@ -456,8 +455,10 @@ impl Gate {
                 return;
             }
         };
-        if let Err(err) = sink.record(event).await {
-            tracing::warn!(error = %err, "a refusal could not be recorded");
+        match tokio::time::timeout(self.audit_timeout, sink.record(event)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "a refusal could not be recorded"),
+            Err(_) => tracing::warn!("a refusal could not be recorded in time"),
         }
     }
 

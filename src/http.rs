@@ -133,7 +133,9 @@ pub struct RouteParams {
 }
 
 impl RouteParams {
-    async fn of(parts: &mut Parts) -> RouteParams {
+    /// The parameters of `parts`; a query string that does not decode is an error (a 400),
+    /// never an empty set of parameters.
+    async fn of(parts: &mut Parts) -> Result<RouteParams, String> {
         let path = match RawPathParams::from_request_parts(parts, &()).await {
             Ok(raw) => raw
                 .iter()
@@ -141,10 +143,15 @@ impl RouteParams {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let query = Query::<BTreeMap<String, String>>::try_from_uri(&parts.uri)
-            .map(|q| q.0)
-            .unwrap_or_default();
-        RouteParams { path, query }
+        let query = match parts.uri.query() {
+            None => BTreeMap::new(),
+            Some(_) => {
+                Query::<BTreeMap<String, String>>::try_from_uri(&parts.uri)
+                    .map_err(|e| format!("invalid query string: {e}"))?
+                    .0
+            }
+        };
+        Ok(RouteParams { path, query })
     }
 
     /// A path parameter (`{env}` in the route), or a message naming the missing one.
@@ -283,14 +290,15 @@ where
                 Err(err) => return refuse(err),
             };
             let params = RouteParams::of(&mut parts).await;
-            let resource = match (shared.resource)(&params) {
-                Ok(r) => r,
-                Err(message) => {
-                    let body = json!({ "error": "bad_request", "message": message });
-                    let response = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-                    return Ok(with_request_id(response, &correlation));
-                }
-            };
+            let (resource, params) =
+                match params.and_then(|p| (shared.resource)(&p).map(|r| (r, p))) {
+                    Ok(found) => found,
+                    Err(message) => {
+                        let body = json!({ "error": "bad_request", "message": message });
+                        let response = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+                        return Ok(with_request_id(response, &correlation));
+                    }
+                };
             let mut gated = GateRequest::new(shared.action.clone(), resource)
                 .http(parts.method.as_str(), parts.uri.path())
                 .correlation_id(correlation.0.clone());

@@ -1,11 +1,17 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod cache;
 mod error;
+#[cfg(feature = "ldap")]
+mod ldap;
 mod password;
 mod static_dir;
 
+pub use cache::{CachingDirectory, MAX_DIRECTORY_TTL};
 pub use error::DirectoryError;
+#[cfg(feature = "ldap")]
+pub use ldap::{GroupMembership, LdapConfig, LdapDirectory};
 pub use password::{MAX_PASSWORD_LEN, Password, PasswordHash};
 pub use static_dir::{StaticDirectory, StaticDirectoryConfig, StaticUser};
 
@@ -22,8 +28,9 @@ pub struct DirectoryUser {
     pub groups: Vec<String>,
 }
 
-/// Where users, their passwords and their groups live: LDAP in production (issue: credential
-/// vending), [`StaticDirectory`] in tests and examples.
+/// Where users, their passwords and their groups live: LDAP in production (`LdapDirectory`,
+/// feature `ldap`), [`StaticDirectory`] in tests and examples, either behind a
+/// [`CachingDirectory`].
 ///
 /// Implementations are `Send + Sync` and object safe, so a service holds an
 /// `Arc<dyn Directory>`. A wrong password and an unknown user give the *same* error,

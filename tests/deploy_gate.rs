@@ -146,9 +146,13 @@ impl Server {
     }
 
     async fn start_in(dir: TempDir) -> Server {
-        let mut child = Command::new(binary())
-            .arg("--config")
-            .arg(dir.0.join("deploy-gate.toml"))
+        let config = dir.0.join("deploy-gate.toml");
+        let mut command = Command::new(binary());
+        // Without a configuration file: the built-in one, as `cargo run --example deploy-gate`.
+        if config.exists() {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .arg("--data-dir")
             .arg(dir.0.join("data"))
             .arg("--listen")
@@ -263,6 +267,52 @@ impl Server {
         )
         .await
     }
+}
+
+#[tokio::test]
+async fn the_built_in_configuration_runs_on_a_fresh_machine() {
+    let help = std::process::Command::new(binary())
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8(help.stdout).unwrap();
+    for section in [
+        "ENDPOINTS",
+        "CONFIGURATION",
+        "FIRST START",
+        "--config",
+        "--data-dir",
+    ] {
+        assert!(text.contains(section), "--help lacks {section}");
+    }
+    let printed = std::process::Command::new(binary())
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    for section in [
+        "[authentication]",
+        "[authorization]",
+        "[approval]",
+        "[audit]",
+    ] {
+        assert!(
+            printed.contains(section),
+            "the built-in configuration lacks {section}"
+        );
+    }
+
+    let s = Server::start_in(TempDir::new()).await;
+    assert!(s.admin.starts_with("pcp_"));
+    let (status, deploy) = s.deploy(&s.admin(), "staging", "").await;
+    assert_eq!(status, StatusCode::CREATED, "{deploy}");
+    let (status, body) = s.deploy(&s.admin(), "prod", "").await;
+    assert_eq!(
+        status,
+        StatusCode::PRECONDITION_REQUIRED,
+        "production needs approval: {body}"
+    );
 }
 
 #[tokio::test]

@@ -151,24 +151,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_built_in_configuration_parses_and_opens_every_part() {
-        let config = Config::default_config().unwrap();
-        assert!(config.authentication.is_some());
-        assert!(config.authorization.is_some());
-        assert!(config.approval.is_some());
-        assert!(config.audit.is_some());
-        assert_eq!(config.deploy.production_stages, ["prod", "production"]);
-    }
-
-    #[test]
-    fn the_command_line_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-    }
-}

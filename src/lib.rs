@@ -26,6 +26,9 @@ pub use portcullis_directory as directory;
 #[cfg(feature = "approval")]
 pub use portcullis_approval as approval;
 
+#[cfg(feature = "vend")]
+pub use portcullis_vend as vend;
+
 #[cfg(feature = "gate")]
 pub mod gate;
 

@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "aws")]
+mod aws;
+mod error;
+mod mapping;
+mod sts;
+mod vendor;
+
+#[cfg(feature = "aws")]
+pub use aws::AwsSts;
+pub use error::VendError;
+pub use mapping::{
+    MAX_CHAINED_DURATION, MAX_DURATION, MAX_POLICY_ARNS, MIN_DURATION, Plan, VendConfig,
+    is_valid_session_name, session_name,
+};
+pub use sts::{AssumeRoleRequest, Credentials, Secret, StsBackend};
+pub use vendor::{CredentialVendor, VendRequest, Vended};

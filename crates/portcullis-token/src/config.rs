@@ -158,8 +158,8 @@ pub struct IntrospectionMethod {
     pub groups_claim: Option<String>,
 }
 
-/// `type = "session_jwt"`.
-#[derive(Debug, Clone, Deserialize)]
+/// `type = "session_jwt"`. The default accepts the local issuer's sessions.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionJwtMethod {
     /// The session issuer. Omit everything else to use the local issuer

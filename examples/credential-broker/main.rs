@@ -1,0 +1,534 @@
+//! A credential vending service after Pinterest's: it authenticates the caller, reads their
+//! directory groups, maps groups → roles → IAM managed policies, and returns short-lived STS
+//! credentials for one base role narrowed by exactly those policies. Every vend is audited
+//! before STS is called.
+//!
+//! ```sh
+//! cargo run --example credential-broker --features aws,ldap -- --config broker.toml
+//! cargo run --example credential-broker --features aws,ldap -- process \
+//!     --url http://127.0.0.1:8090 --token-file ~/.broker-token     # for credential_process
+//! ```
+//!
+//! See `examples/credential-broker/README.md`.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line service prints its banner, its credential_process output and its errors"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use clap::{Parser, Subcommand};
+use portcullis::audit::{AuditLog, AuditSink};
+use portcullis::directory::{
+    CachingDirectory, Directory, LdapConfig, LdapDirectory, Password, StaticDirectory,
+};
+use portcullis::gate::{Gate, GateError, GateRequest, RunError};
+use portcullis::http::{AuthenticateLayer, CorrelationId};
+use portcullis::token::{
+    AuthChain, AuthConfig, ChainResources, MethodConfig, PasswordLogin, SessionAlgorithm,
+    SessionIssuer, SessionKey,
+};
+use portcullis::vend::{AwsSts, CredentialVendor, VendConfig, VendError, VendRequest, Vended};
+use portcullis::{AccessRequest, Action, Decision, PrincipalKind, Resource, ResourceKind, from_fn};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The action audited for a vend.
+const VEND: Action = Action::from_static("vend");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "credential-broker",
+    version,
+    about = "Vends short-lived AWS credentials: directory groups -> roles -> managed policies -> STS.",
+    long_about = LONG_ABOUT
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// The configuration file (TOML) for `serve`.
+    #[arg(long, short, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Overrides `listen`.
+    #[arg(long, value_name = "ADDR", global = true)]
+    listen: Option<String>,
+}
+
+const LONG_ABOUT: &str = "\
+Vends short-lived AWS credentials after Pinterest's Credential Vending Service.
+
+ENDPOINTS
+  POST /v1/login            {username, password} -> a session JWT (directory login)
+  POST /v1/credentials      {roles?: [..], duration_seconds?: N} with `Authorization: Bearer <jwt>`
+                            -> credential_process JSON (Version 1) and the roles/policies used
+  GET  /v1/credentials/ecs  the same as ECS container credentials: set
+                            AWS_CONTAINER_CREDENTIALS_FULL_URI to it and
+                            AWS_CONTAINER_AUTHORIZATION_TOKEN to `Bearer <jwt>`
+  GET  /health              unprotected liveness
+A refusal is 403 with a code (`no_matching_roles`, `role_not_allowed`, ...) and a reason.
+
+CONFIGURATION (TOML)
+  listen, audit_url (sqlite://FILE | jsonl://DIR), directory_cache_seconds,
+  [directory] users_file = static users, or [directory.ldap] = an LdapConfig,
+  [vend] = the mapping (base_role_arn, [vend.groups], [vend.roles], durations, cache),
+  [sts] endpoint_url?, region, access_key_env, secret_key_env (the broker's own keys).
+
+PROCESS MODE
+  credential-broker process --url URL --token-file FILE [--roles a,b] [--duration-seconds N]
+  prints credential_process JSON, for `credential_process = ...` in ~/.aws/config.";
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Serves the API (the default).
+    Serve,
+    /// Asks a broker for credentials and prints them as `credential_process` JSON.
+    Process {
+        /// The broker's base URL.
+        #[arg(long)]
+        url: String,
+        /// A file holding the bearer token (a session JWT or OIDC access token).
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+        /// Only these roles (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Session length in seconds.
+        #[arg(long)]
+        duration_seconds: Option<u64>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_listen")]
+    listen: String,
+    audit_url: String,
+    #[serde(default = "five_minutes")]
+    directory_cache_seconds: u64,
+    directory: DirectoryConfig,
+    vend: VendConfig,
+    sts: StsConfig,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8090".into()
+}
+fn five_minutes() -> u64 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectoryConfig {
+    users_file: Option<PathBuf>,
+    ldap: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StsConfig {
+    endpoint_url: Option<String>,
+    #[serde(default = "us_east_1")]
+    region: String,
+    access_key_env: String,
+    secret_key_env: String,
+}
+
+fn us_east_1() -> String {
+    "us-east-1".into()
+}
+
+struct App {
+    gate: Arc<Gate>,
+    vendor: CredentialVendor,
+    login: PasswordLogin,
+}
+
+type Shared = State<Arc<App>>;
+
+fn env(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))
+}
+
+async fn build(config: Config, base: &Path) -> Result<(Router, String), String> {
+    config.vend.validate().map_err(|e| e.to_string())?;
+    let directory: Arc<dyn Directory> = match (&config.directory.users_file, &config.directory.ldap)
+    {
+        (Some(file), None) => {
+            let text = std::fs::read_to_string(base.join(file))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            Arc::new(
+                CachingDirectory::new(
+                    StaticDirectory::from_toml(&text).map_err(|e| e.to_string())?,
+                    Duration::from_secs(config.directory_cache_seconds),
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
+        (None, Some(ldap)) => {
+            let text = toml::to_string(ldap).map_err(|e| e.to_string())?;
+            let ldap = LdapDirectory::new(LdapConfig::from_toml(&text).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            Arc::new(
+                CachingDirectory::new(ldap, Duration::from_secs(config.directory_cache_seconds))
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        _ => return Err("[directory] needs exactly one of users_file or [directory.ldap]".into()),
+    };
+
+    let keys = aws_sdk_sts::config::Credentials::new(
+        env(&config.sts.access_key_env)?,
+        env(&config.sts.secret_key_env)?,
+        None,
+        None,
+        "credential-broker",
+    );
+    let mut sts = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new(config.sts.region.clone()))
+        .credentials_provider(keys);
+    if let Some(url) = &config.sts.endpoint_url {
+        sts = sts.endpoint_url(url);
+    }
+    let sts = AwsSts::new(aws_sdk_sts::Client::from_conf(sts.build()));
+    let vendor = CredentialVendor::new(config.vend, directory.clone(), Arc::new(sts))
+        .map_err(|e| e.to_string())?;
+
+    // Sessions are signed with a key made at start: a restart signs everyone out, which a
+    // broker of one-hour credentials can afford.
+    let key = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
+    let issuer = SessionIssuer::new(key, "credential-broker", "credential-broker")
+        .map_err(|e| e.to_string())?;
+    let chain = AuthChain::from_config(
+        &AuthConfig {
+            anonymous: false,
+            methods: vec![MethodConfig::SessionJwt(Default::default())],
+        },
+        &ChainResources {
+            session_issuer: Some(issuer.clone()),
+            ..ChainResources::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+
+    let audit = if let Some(file) = config.audit_url.strip_prefix("sqlite://") {
+        AuditLog::sqlite(
+            &format!("sqlite://{}", base.join(file).display()),
+            Default::default(),
+        )
+        .await
+    } else if let Some(dir) = config.audit_url.strip_prefix("jsonl://") {
+        AuditLog::jsonl(base.join(dir), Default::default()).await
+    } else {
+        return Err("audit_url must be sqlite://FILE or jsonl://DIR".into());
+    }
+    .map_err(|e| e.to_string())?;
+    // People and services may ask; the mapping decides what they get.
+    let anyone_mapped = from_fn("vend-by-mapping", |r: &AccessRequest<'_>| {
+        if r.action == &VEND
+            && matches!(
+                r.principal.kind(),
+                PrincipalKind::User | PrincipalKind::Service
+            )
+        {
+            Decision::allow("the group mapping decides what is vended")
+        } else {
+            Decision::not_applicable("only people and services are vended credentials")
+        }
+    });
+    let gate = Arc::new(
+        Gate::builder()
+            .authenticate(Arc::new(chain))
+            .authorize(Arc::new(anyone_mapped))
+            .audit(Arc::new(audit) as Arc<dyn AuditSink>)
+            .build()
+            .map_err(|e| e.to_string())?,
+    );
+    let app = Arc::new(App {
+        gate: gate.clone(),
+        vendor,
+        login: PasswordLogin::new(directory, issuer),
+    });
+    let api = Router::new()
+        .route("/v1/credentials", post(credentials))
+        .route("/v1/credentials/ecs", get(ecs))
+        .layer(AuthenticateLayer::new(gate));
+    let router = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/login", post(login))
+        .merge(api)
+        .with_state(app);
+    Ok((router, config.listen))
+}
+
+/// A refusal as `{"error": code, "message": reason}`.
+fn refusal(status: StatusCode, code: &str, message: String) -> Response {
+    (status, Json(json!({ "error": code, "message": message }))).into_response()
+}
+
+fn vend_error(err: &VendError) -> Response {
+    let status = if err.is_refusal() {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    refusal(status, err.code(), err.to_string())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsBody {
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+    duration_seconds: Option<u64>,
+}
+
+/// Audits the vend (intent before STS, outcome after) and vends.
+async fn vend(
+    app: &App,
+    who: &portcullis::Principal,
+    correlation: &CorrelationId,
+    body: CredentialsBody,
+    target: &str,
+) -> Result<Vended, Response> {
+    let resource = Resource::new(
+        ResourceKind::from_static("aws_role"),
+        role_name(&app.vendor),
+    )
+    .map_err(|e| {
+        refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "configuration",
+            e.to_string(),
+        )
+    })?;
+    let mut request = GateRequest::new(VEND, resource)
+        .http(
+            if target.ends_with("/ecs") {
+                "GET"
+            } else {
+                "POST"
+            },
+            target,
+        )
+        .correlation_id(correlation.0.clone());
+    if let Some(roles) = &body.roles {
+        request = request.param("roles", roles.join(","));
+    }
+    if let Some(secs) = body.duration_seconds {
+        request = request.param("duration_seconds", secs);
+    }
+    let asked = VendRequest {
+        roles: body.roles,
+        duration: body.duration_seconds.map(Duration::from_secs),
+    };
+    app.gate
+        .run(who, &request, |_| app.vendor.vend(who, &asked))
+        .await
+        .map_err(|err| match err {
+            RunError::Refused(gate) => gate_response(gate),
+            RunError::Action(vend) => vend_error(&vend),
+        })
+}
+
+fn gate_response(err: GateError) -> Response {
+    err.into_response()
+}
+
+/// The base role's name (the last part of its ARN), the audited resource.
+fn role_name(vendor: &CredentialVendor) -> String {
+    let arn = &vendor.config().base_role_arn;
+    arn.rsplit('/').next().unwrap_or(arn).to_owned()
+}
+
+fn plan_view(vended: &Vended) -> Value {
+    json!({
+        "roles": vended.plan.roles,
+        "policy_arns": vended.plan.policies,
+        "session_name": vended.session_name,
+        "assumed_role_arn": vended.credentials.assumed_role_arn,
+    })
+}
+
+async fn credentials(
+    State(app): Shared,
+    Extension(who): Extension<portcullis::Principal>,
+    Extension(correlation): Extension<CorrelationId>,
+    body: Bytes,
+) -> Response {
+    let body: CredentialsBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CredentialsBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return refusal(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("invalid JSON body: {e}"),
+                );
+            }
+        }
+    };
+    match vend(&app, &who, &correlation, body, "/v1/credentials").await {
+        Ok(vended) => {
+            let mut out = vended.credentials.credential_process_json();
+            if let Some(map) = out.as_object_mut() {
+                map.insert("Vended".into(), plan_view(&vended));
+            }
+            Json(out).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+async fn ecs(
+    State(app): Shared,
+    Extension(who): Extension<portcullis::Principal>,
+    Extension(correlation): Extension<CorrelationId>,
+) -> Response {
+    match vend(
+        &app,
+        &who,
+        &correlation,
+        CredentialsBody::default(),
+        "/v1/credentials/ecs",
+    )
+    .await
+    {
+        Ok(vended) => Json(vended.credentials.ecs_json()).into_response(),
+        Err(response) => response,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn login(State(app): Shared, Json(body): Json<LoginBody>) -> Response {
+    let password = match Password::new(body.password) {
+        Ok(p) => p,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    };
+    match app.login.login(&body.username, &password).await {
+        Ok(session) => {
+            Json(json!({ "token": session.expose(), "token_type": "Bearer" })).into_response()
+        }
+        Err(err) => gate_response(GateError::Unauthenticated(err)),
+    }
+}
+
+async fn serve(cli: &Cli) -> Result<(), String> {
+    let path = cli
+        .config
+        .as_ref()
+        .ok_or("serve needs --config FILE (see --help for its sections)")?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let (router, listen) = build(config, base).await?;
+    let listen = cli.listen.clone().unwrap_or(listen);
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("LISTENING http://{address}");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `credential_process` mode: print the broker's answer, nothing else, on stdout.
+async fn process(
+    url: &str,
+    token_file: &Path,
+    roles: &[String],
+    duration_seconds: Option<u64>,
+) -> Result<(), String> {
+    let token = std::fs::read_to_string(token_file)
+        .map_err(|e| format!("{}: {e}", token_file.display()))?;
+    let mut body = serde_json::Map::new();
+    if !roles.is_empty() {
+        body.insert("roles".into(), json!(roles));
+    }
+    if let Some(secs) = duration_seconds {
+        body.insert("duration_seconds".into(), json!(secs));
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/credentials", url.trim_end_matches('/')))
+        .bearer_auth(token.trim())
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("the broker could not be reached: {e}"))?;
+    let status = response.status();
+    let mut answer: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("the broker answered {status} with no JSON: {e}"))?;
+    if !status.is_success() {
+        return Err(format!(
+            "the broker refused ({status}): {}",
+            answer
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given")
+        ));
+    }
+    if let Some(map) = answer.as_object_mut() {
+        map.remove("Vended");
+    }
+    println!("{answer}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("credential-broker: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.mode {
+            None | Some(Mode::Serve) => serve(&cli).await,
+            Some(Mode::Process {
+                url,
+                token_file,
+                roles,
+                duration_seconds,
+            }) => process(url, token_file, roles, *duration_seconds).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("credential-broker: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -79,6 +79,8 @@ A refusal is 403 with a code (`no_matching_roles`, `role_not_allowed`, ...) and 
 
 CONFIGURATION (TOML)
   listen, audit_url (sqlite://FILE | jsonl://DIR), directory_cache_seconds,
+  [authentication] = portcullis-token methods (default: session_jwt from /v1/login; add
+  `[[authentication.method]] type = \"oidc\"` for your identity provider's tokens),
   [directory] users_file = static users, or [directory.ldap] = an LdapConfig,
   [vend] = the mapping (base_role_arn, [vend.groups], [vend.roles], durations, cache),
   [sts] endpoint_url?, region, access_key_env, secret_key_env (the broker's own keys).
@@ -116,6 +118,9 @@ struct Config {
     audit_url: String,
     #[serde(default = "five_minutes")]
     directory_cache_seconds: u64,
+    /// Authentication methods (portcullis-token's `[[method]]` tables, e.g. `oidc`);
+    /// absent: the broker's own session JWTs from `/v1/login` only.
+    authentication: Option<AuthConfig>,
     directory: DirectoryConfig,
     vend: VendConfig,
     sts: StsConfig,
@@ -211,11 +216,15 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
     let key = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
     let issuer = SessionIssuer::new(key, "credential-broker", "credential-broker")
         .map_err(|e| e.to_string())?;
+    let authentication = config.authentication.clone().unwrap_or(AuthConfig {
+        anonymous: false,
+        methods: vec![MethodConfig::SessionJwt(Default::default())],
+    });
+    if authentication.anonymous {
+        return Err("anonymous access makes no sense for a credential broker".into());
+    }
     let chain = AuthChain::from_config(
-        &AuthConfig {
-            anonymous: false,
-            methods: vec![MethodConfig::SessionJwt(Default::default())],
-        },
+        &authentication,
         &ChainResources {
             session_issuer: Some(issuer.clone()),
             ..ChainResources::default()

@@ -512,3 +512,86 @@ mod moto {
         assert!(matches!(err, VendError::Unavailable(_)), "{err}");
     }
 }
+
+#[cfg(feature = "aws")]
+mod sts_errors {
+    use super::*;
+    use aws_sdk_sts::config::{BehaviorVersion, Credentials as StaticKeys, Region};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use portcullis_vend::AwsSts;
+
+    /// An STS endpoint answering every call with one scripted error, counting calls.
+    async fn failing_sts(code: &'static str, status: StatusCode) -> (String, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let app = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let body = format!(
+                    "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>scripted {code}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"
+                );
+                (status, [("content-type", "text/xml")], body).into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, calls)
+    }
+
+    fn vendor_at(url: &str) -> CredentialVendor {
+        let config = aws_sdk_sts::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(url)
+            .credentials_provider(StaticKeys::new(
+                "AKIAIOSFODNN7EXAMPLE",
+                "x",
+                None,
+                None,
+                "test",
+            ))
+            // Only our own retries, so the count below is ours.
+            .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
+            .build();
+        let groups = Arc::new(Groups::default());
+        groups.set("alice", &["analysts"]);
+        CredentialVendor::new(
+            mapping(),
+            groups,
+            Arc::new(AwsSts::new(aws_sdk_sts::Client::from_conf(config))),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn sts_refusals_are_typed_and_throttling_is_retried() {
+        for code in [
+            "MalformedPolicyDocument",
+            "PackedPolicyTooLarge",
+            "AccessDenied",
+        ] {
+            let (url, calls) = failing_sts(code, StatusCode::BAD_REQUEST).await;
+            let err = vendor_at(&url)
+                .vend(&user("alice"), &VendRequest::default())
+                .await
+                .unwrap_err();
+            match &err {
+                VendError::Sts { code: got, message } => {
+                    assert_eq!(got, code);
+                    assert!(message.contains("scripted"), "{message}");
+                }
+                other => panic!("{code}: {other}"),
+            }
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{code} is not retried");
+        }
+        let (url, calls) = failing_sts("Throttling", StatusCode::BAD_REQUEST).await;
+        let err = vendor_at(&url)
+            .vend(&user("alice"), &VendRequest::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, VendError::Throttled { attempts: 4 }), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+}

@@ -6,6 +6,10 @@ use portcullis_directory::DirectoryError;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum VendError {
+    /// Only people and service accounts are vended credentials: a token's name is not a
+    /// directory identity.
+    #[error("{0} cannot be vended credentials: only users and service accounts can")]
+    UnsupportedPrincipal(String),
     /// The user is in no group the mapping knows.
     #[error("{user} is in no group that maps to a role")]
     NoRecognisedGroup {
@@ -79,6 +83,7 @@ impl VendError {
     /// A short machine-readable code for API answers (`no_matching_roles`, …).
     pub fn code(&self) -> &'static str {
         match self {
+            VendError::UnsupportedPrincipal(_) => "unsupported_principal",
             VendError::NoRecognisedGroup { .. } => "no_matching_roles",
             VendError::RoleNotAllowed { .. } => "role_not_allowed",
             VendError::TooManyPolicies { .. } => "too_many_policies",
@@ -97,7 +102,8 @@ impl VendError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            VendError::NoRecognisedGroup { .. }
+            VendError::UnsupportedPrincipal(_)
+                | VendError::NoRecognisedGroup { .. }
                 | VendError::RoleNotAllowed { .. }
                 | VendError::TooManyPolicies { .. }
                 | VendError::InvalidDuration { .. }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use portcullis_core::{Clock, Principal, SystemClock};
+use portcullis_core::{Clock, Principal, PrincipalKind, SystemClock};
 use portcullis_directory::Directory;
 
 use crate::{
@@ -157,6 +157,12 @@ impl CredentialVendor {
         principal: &Principal,
         request: &VendRequest,
     ) -> Result<Vended, VendError> {
+        if !matches!(
+            principal.kind(),
+            PrincipalKind::User | PrincipalKind::Service
+        ) {
+            return Err(VendError::UnsupportedPrincipal(principal.to_string()));
+        }
         let user = principal.subject();
         let groups = self.directory.groups_of(user).await?;
         let plan = self.config.plan(user, &groups, request.roles.as_deref())?;

@@ -31,7 +31,16 @@ fn event(principal: &Principal, n: usize) -> AuditEvent {
         Decision::allow("user:alice holds OPERATOR on env:checkout"),
     )
     .expect("event")
-    .with_correlation_id(format!("req-{n}"))
+    .with_correlation_id(correlation_id(n))
+}
+
+/// A correlation id of the form `portcullis::http` issues when a client sends none: the
+/// time (ms, hex) first, so a log's correlation index grows at its end, as in a real server.
+fn correlation_id(n: usize) -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("req-{millis:012x}{n:016x}")
 }
 
 /// Writes `per_writer` events from each of `writers` concurrent writers (each awaiting its

@@ -29,6 +29,11 @@ pub use portcullis_approval as approval;
 #[cfg(feature = "vend")]
 pub use portcullis_vend as vend;
 
+/// Rego policy on regorus: OPA-layout bundles validated (compile, roots, `test_*` rules)
+/// before an atomic activation, last known good kept on disk (crate `portcullis-policy`).
+#[cfg(feature = "policy")]
+pub use portcullis_policy as policy;
+
 #[cfg(feature = "gate")]
 pub mod gate;
 

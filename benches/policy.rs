@@ -1,0 +1,170 @@
+//! An RBAC-style Rego decision (the shape of OPA's RBAC example: user → roles → grants of
+//! an action on a resource type, 1,000 users and 20 roles in `data`) through `portcullis::policy` against calling regorus
+//! directly with the same policy, data and input; and decisions/s on one and two threads.
+//!
+//! Targets (issue #9): ≤ 20 µs median per decision; the engine's overhead ≤ 10% over bare
+//! regorus; two threads ≈ 2× one thread.
+#![expect(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "benches set up fixed, valid inputs; a failure is a broken bench"
+)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use portcullis::policy::{Bundle, EvalLimits, PolicyEngine, PolicyStore};
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"
+package authz
+
+default allow := false
+
+allow if {
+    some role in data.authz.bindings[input.user]
+    some grant in data.authz.roles[role]
+    grant.action == input.action
+    grant.type == input.type
+}
+
+test_operator_deploys if allow with input as {"user": "user-1", "action": "deploy", "type": "env_stage"}
+"#;
+
+/// 1,000 users, 20 roles, each role six grants; users hold two roles each.
+fn data() -> Value {
+    let roles: serde_json::Map<String, Value> = (0..20)
+        .map(|r| {
+            let grants: Vec<Value> = (0..5)
+                .map(|g| json!({"action": if g == 0 { "deploy" } else { "read" }, "type": format!("type-{r}-{g}")}))
+                .chain(std::iter::once(json!({"action": "deploy", "type": "env_stage"})))
+                .collect();
+            (format!("role-{r}"), Value::Array(grants))
+        })
+        .collect();
+    let bindings: serde_json::Map<String, Value> = (0..1000)
+        .map(|u| {
+            (
+                format!("user-{u}"),
+                json!([format!("role-{}", u % 20), format!("role-{}", (u + 7) % 20)]),
+            )
+        })
+        .collect();
+    json!({"roles": roles, "bindings": bindings})
+}
+
+fn input(n: usize) -> Value {
+    json!({"user": format!("user-{}", n % 1000), "action": "deploy", "type": "env_stage"})
+}
+
+fn store(limits: EvalLimits) -> PolicyStore {
+    let store = PolicyStore::in_memory(limits);
+    let bundle = Bundle::from_files(
+        "rbac",
+        [
+            (
+                ".manifest".to_owned(),
+                br#"{"revision": "bench", "roots": ["authz"]}"#.to_vec(),
+            ),
+            ("authz/rbac.rego".to_owned(), POLICY.as_bytes().to_vec()),
+            (
+                "authz/data.json".to_owned(),
+                data().to_string().into_bytes(),
+            ),
+        ],
+    )
+    .expect("bundle");
+    store.activate(bundle).expect("valid bundle");
+    store
+}
+
+fn single(c: &mut Criterion) {
+    let inputs: Vec<Value> = (0..1000).map(input).collect();
+    let mut group = c.benchmark_group("policy/rbac_decision");
+    group.throughput(Throughput::Elements(1));
+    // Each pair runs the same limits: the default 1 s time limit (regorus's timer), and none.
+    for (label, time_limit) in [
+        ("time_limit", Some(Duration::from_secs(1))),
+        ("no_limit", None),
+    ] {
+        let store = store(EvalLimits {
+            time_limit,
+            ..EvalLimits::default()
+        });
+        let mut bare = regorus::Engine::new();
+        if let Some(limit) = time_limit {
+            bare.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+                limit,
+                check_interval: std::num::NonZeroU32::new(256).expect("nonzero"),
+            });
+        }
+        bare.add_policy("rbac.rego".to_owned(), POLICY.to_owned())
+            .expect("policy");
+        bare.add_data(regorus::Value::from(json!({"authz": data()})))
+            .expect("data");
+        let mut n = 0;
+        group.bench_function(format!("{label}/portcullis"), |b| {
+            b.iter(|| {
+                n += 1;
+                let d = store
+                    .evaluate("authz/allow", black_box(&inputs[n % 1000]))
+                    .expect("decision");
+                assert_eq!(d.result, Some(Value::Bool(true)));
+            })
+        });
+        group.bench_function(format!("{label}/bare_regorus"), |b| {
+            b.iter(|| {
+                n += 1;
+                // The same work the engine does: convert the JSON input, evaluate, convert back.
+                bare.set_input(regorus::Value::from(black_box(&inputs[n % 1000]).clone()));
+                let v = bare
+                    .eval_rule("data.authz.allow".to_owned())
+                    .expect("decision");
+                assert_eq!(serde_json::to_value(&v).expect("json"), Value::Bool(true));
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Decisions per second with `threads` threads sharing one store.
+fn run_threads(store: &Arc<PolicyStore>, threads: usize, per_thread: usize) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let store = store.clone();
+            scope.spawn(move || {
+                for n in 0..per_thread {
+                    let d = store
+                        .evaluate("authz/allow", &input(t * per_thread + n))
+                        .expect("decision");
+                    black_box(d);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn scaling(c: &mut Criterion) {
+    let store = Arc::new(store(EvalLimits::default()));
+    let mut group = c.benchmark_group("policy/threads");
+    group.sample_size(10);
+    const PER_THREAD: usize = 20_000;
+    for threads in [1, 2] {
+        group.throughput(Throughput::Elements((threads * PER_THREAD) as u64));
+        group.bench_function(format!("{threads}"), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| run_threads(&store, threads, PER_THREAD))
+                    .sum()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, single, scaling);
+criterion_main!(benches);

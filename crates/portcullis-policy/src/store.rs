@@ -1,0 +1,333 @@
+//! [`PolicyStore`]: the active policy set, replaced atomically, with the last known good
+//! bundles kept on disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{Bundle, BundleLimits, EvalLimits, Evaluation, PolicyEngine, PolicyError, RegoEngine};
+
+/// What a store knows about one bundle: the revision serving, and the last failure.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BundleStatus {
+    /// The bundle's name.
+    pub name: String,
+    /// The revision serving now (`None` if none ever activated).
+    pub active_revision: Option<String>,
+    /// When it was activated (ms since the epoch).
+    pub activated_at_ms: Option<u64>,
+    /// The revision whose activation failed last, if the last attempt failed.
+    pub failed_revision: Option<String>,
+    /// Why.
+    pub last_error: Option<String>,
+    /// When (ms since the epoch).
+    pub failed_at_ms: Option<u64>,
+}
+
+/// The result of a successful activation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activated {
+    /// The bundle's name.
+    pub name: String,
+    /// Its revision, now serving.
+    pub revision: String,
+    /// Every active bundle's revision.
+    pub revisions: Arc<BTreeMap<String, String>>,
+}
+
+/// The active set of bundles behind one atomic pointer.
+///
+/// [`activate`](PolicyStore::activate) compiles and tests the new bundle together with the
+/// others and swaps the whole set at once: a decision sees the old set or the new one,
+/// never a mix. A bundle that fails is never active; the previous revision keeps serving
+/// and [`status`](PolicyStore::status) reports the failure. With a state folder
+/// ([`open`](PolicyStore::open)), each activated bundle is written there (as a tarball,
+/// synced, renamed into place) before it serves, so a restart serves the last known good
+/// set. With nothing active, every decision is [`PolicyError::NoPolicy`].
+///
+/// ```
+/// use portcullis_policy::{Bundle, PolicyEngine, PolicyStore};
+/// use serde_json::json;
+///
+/// let store = PolicyStore::in_memory(Default::default());
+/// let rbac = Bundle::from_files("rbac", [
+///     (".manifest".to_owned(), br#"{"revision": "r1", "roots": ["authz"]}"#.to_vec()),
+///     ("authz/policy.rego".to_owned(), br#"
+///         package authz
+///         default allow := false
+///         allow if data.authz.grants[input.user][_] == input.action
+///         test_alice_deploys if allow with input as {"user": "alice", "action": "deploy"}
+///     "#.to_vec()),
+///     ("authz/data.json".to_owned(), br#"{"grants": {"alice": ["deploy"]}}"#.to_vec()),
+/// ])?;
+/// store.activate(rbac)?;
+/// let decision = store.evaluate("authz/allow", &json!({"user": "bob", "action": "deploy"}))?;
+/// assert_eq!(decision.result, Some(json!(false)));
+/// assert_eq!(decision.revisions["rbac"], "r1");
+/// # Ok::<(), portcullis_policy::PolicyError>(())
+/// ```
+#[derive(Debug)]
+pub struct PolicyStore {
+    active: ArcSwapOption<RegoEngine>,
+    /// The bundles of the active set; held while an activation runs, so they take turns.
+    bundles: Mutex<BTreeMap<String, Arc<Bundle>>>,
+    status: Mutex<BTreeMap<String, BundleStatus>>,
+    state_dir: Option<PathBuf>,
+    limits: EvalLimits,
+}
+
+const BUNDLE_SUFFIX: &str = ".tar.gz";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data behind these locks is replaced whole, never left half-updated.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PolicyStore {
+    /// A store with nothing active, kept in memory only.
+    pub fn in_memory(limits: EvalLimits) -> PolicyStore {
+        PolicyStore {
+            active: ArcSwapOption::empty(),
+            bundles: Mutex::new(BTreeMap::new()),
+            status: Mutex::new(BTreeMap::new()),
+            state_dir: None,
+            limits,
+        }
+    }
+
+    /// A store that keeps its last known good bundles in `state_dir` (created if missing)
+    /// and starts by serving the ones found there.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Io`] if the folder cannot be created or read; any loading or
+    /// validation error of the stored bundles (they were valid when written, so this means
+    /// the folder was changed by something else: the store refuses to guess).
+    pub fn open(
+        state_dir: impl AsRef<Path>,
+        limits: EvalLimits,
+    ) -> Result<PolicyStore, PolicyError> {
+        let dir = state_dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| PolicyError::io(dir.display(), e))?;
+        let mut bundles = BTreeMap::new();
+        let entries = std::fs::read_dir(&dir).map_err(|e| PolicyError::io(dir.display(), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| PolicyError::io(dir.display(), e))?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name
+                .to_str()
+                .and_then(|n| n.strip_suffix(BUNDLE_SUFFIX))
+            else {
+                continue;
+            };
+            let bytes = std::fs::read(entry.path())
+                .map_err(|e| PolicyError::io(entry.path().display(), e))?;
+            let bundle = Bundle::from_tar_gz(name, &bytes, &BundleLimits::default())?;
+            bundles.insert(name.to_owned(), Arc::new(bundle));
+        }
+        let store = PolicyStore {
+            state_dir: Some(dir),
+            ..PolicyStore::in_memory(limits)
+        };
+        if !bundles.is_empty() {
+            let engine = RegoEngine::compile(bundles.values().map(AsRef::as_ref), limits)?;
+            let at = now_ms();
+            let mut status = lock(&store.status);
+            for bundle in bundles.values() {
+                status.insert(
+                    bundle.name().to_owned(),
+                    BundleStatus {
+                        name: bundle.name().to_owned(),
+                        active_revision: Some(bundle.revision().to_owned()),
+                        activated_at_ms: Some(at),
+                        ..BundleStatus::default()
+                    },
+                );
+            }
+            drop(status);
+            store.active.store(Some(Arc::new(engine)));
+            *lock(&store.bundles) = bundles;
+        }
+        Ok(store)
+    }
+
+    /// Validates `bundle` with the other active bundles (replacing the active bundle of the
+    /// same name) and, if everything compiles and every test passes, persists it and makes
+    /// the new set active.
+    ///
+    /// # Errors
+    ///
+    /// Any validation error, or [`PolicyError::Io`] if it cannot be persisted; in every
+    /// case the previous set keeps serving and the failure shows in
+    /// [`status`](PolicyStore::status).
+    pub fn activate(&self, bundle: Bundle) -> Result<Activated, PolicyError> {
+        let name = bundle.name().to_owned();
+        let revision = bundle.revision().to_owned();
+        let mut bundles = lock(&self.bundles);
+        let mut candidate = bundles.clone();
+        let bundle = Arc::new(bundle);
+        candidate.insert(name.clone(), bundle.clone());
+        let compiled = overlap_with_others(&bundle, &bundles)
+            .and_then(|()| RegoEngine::compile(candidate.values().map(AsRef::as_ref), self.limits))
+            .and_then(|engine| {
+                self.persist(&bundle)?;
+                Ok(engine)
+            });
+        let engine = match compiled {
+            Ok(engine) => engine,
+            Err(err) => {
+                tracing::warn!(bundle = %name, revision = %revision, error = %err, "policy bundle rejected; the previous revision keeps serving");
+                let mut status = lock(&self.status);
+                let entry = status.entry(name.clone()).or_insert_with(|| BundleStatus {
+                    name: name.clone(),
+                    ..BundleStatus::default()
+                });
+                entry.failed_revision = Some(revision);
+                entry.last_error = Some(err.to_string());
+                entry.failed_at_ms = Some(now_ms());
+                return Err(err);
+            }
+        };
+        let revisions = engine.revisions().clone();
+        self.active.store(Some(Arc::new(engine)));
+        *bundles = candidate;
+        drop(bundles);
+        lock(&self.status).insert(
+            name.clone(),
+            BundleStatus {
+                name: name.clone(),
+                active_revision: Some(revision.clone()),
+                activated_at_ms: Some(now_ms()),
+                ..BundleStatus::default()
+            },
+        );
+        tracing::info!(bundle = %name, revision = %revision, "policy bundle activated");
+        Ok(Activated {
+            name,
+            revision,
+            revisions,
+        })
+    }
+
+    /// Deactivates bundle `name` (and forgets its stored copy). Removing the last bundle
+    /// leaves nothing active: decisions fail with [`PolicyError::NoPolicy`].
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Io`] if its stored copy cannot be removed; a validation error if
+    /// the remaining bundles fail without it (e.g. their tests used its data).
+    pub fn remove(&self, name: &str) -> Result<bool, PolicyError> {
+        let mut bundles = lock(&self.bundles);
+        if !bundles.contains_key(name) {
+            return Ok(false);
+        }
+        let mut candidate = bundles.clone();
+        candidate.remove(name);
+        let engine = if candidate.is_empty() {
+            None
+        } else {
+            Some(Arc::new(RegoEngine::compile(
+                candidate.values().map(AsRef::as_ref),
+                self.limits,
+            )?))
+        };
+        if let Some(dir) = &self.state_dir {
+            let path = dir.join(format!("{name}{BUNDLE_SUFFIX}"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => sync_dir(dir)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(PolicyError::io(path.display(), e)),
+            }
+        }
+        self.active.store(engine);
+        *bundles = candidate;
+        lock(&self.status).remove(name);
+        Ok(true)
+    }
+
+    /// Every bundle's status, by name.
+    pub fn status(&self) -> Vec<BundleStatus> {
+        lock(&self.status).values().cloned().collect()
+    }
+
+    /// Bundle name → active revision.
+    pub fn revisions(&self) -> Arc<BTreeMap<String, String>> {
+        self.active
+            .load()
+            .as_ref()
+            .map(|engine| engine.revisions().clone())
+            .unwrap_or_default()
+    }
+
+    /// The active compiled set, if any (a snapshot: it stays valid across activations).
+    pub fn current(&self) -> Option<Arc<RegoEngine>> {
+        self.active.load_full()
+    }
+
+    fn persist(&self, bundle: &Bundle) -> Result<(), PolicyError> {
+        let Some(dir) = &self.state_dir else {
+            return Ok(());
+        };
+        let bytes = bundle.to_tar_gz()?;
+        let path = dir.join(format!("{}{BUNDLE_SUFFIX}", bundle.name()));
+        let temp = dir.join(format!(".{}{BUNDLE_SUFFIX}.tmp", bundle.name()));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)
+        };
+        write().map_err(|e| PolicyError::io(path.display(), e))?;
+        sync_dir(dir)
+    }
+}
+
+/// Names `bundle` (the one arriving) in an overlap with an active bundle.
+fn overlap_with_others(
+    bundle: &Bundle,
+    active: &BTreeMap<String, Arc<Bundle>>,
+) -> Result<(), PolicyError> {
+    for other in active.values().filter(|b| b.name() != bundle.name()) {
+        if let Some((root, other_root)) =
+            crate::bundle::overlapping_roots(bundle.manifest(), other.manifest())
+        {
+            return Err(PolicyError::RootsOverlap {
+                bundle: bundle.name().to_owned(),
+                root: root.to_owned(),
+                other: other.name().to_owned(),
+                other_root: other_root.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), PolicyError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| PolicyError::io(dir.display(), e))
+}
+
+impl PolicyEngine for PolicyStore {
+    fn evaluate(&self, path: &str, input: &Value) -> Result<Evaluation, PolicyError> {
+        let active = self.active.load();
+        match active.as_ref() {
+            Some(engine) => engine.evaluate(path, input),
+            None => Err(PolicyError::NoPolicy),
+        }
+    }
+}

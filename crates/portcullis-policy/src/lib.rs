@@ -5,10 +5,16 @@ mod authorizer;
 mod bundle;
 mod engine;
 mod error;
+#[cfg(feature = "sources")]
+mod source;
 mod store;
 
 pub use authorizer::RegoAuthorizer;
 pub use bundle::{Bundle, BundleLimits, Manifest, PolicyFile};
 pub use engine::{EvalLimits, Evaluation, PolicyEngine, RegoEngine, rule_path};
 pub use error::PolicyError;
+#[cfg(feature = "sources")]
+pub use source::{
+    BundleSource, DirSource, Fetched, HttpSource, PollOptions, poll_once, spawn_poller,
+};
 pub use store::{Activated, BundleStatus, PolicyStore};

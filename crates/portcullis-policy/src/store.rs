@@ -189,15 +189,8 @@ impl PolicyStore {
         let engine = match compiled {
             Ok(engine) => engine,
             Err(err) => {
-                tracing::warn!(bundle = %name, revision = %revision, error = %err, "policy bundle rejected; the previous revision keeps serving");
-                let mut status = lock(&self.status);
-                let entry = status.entry(name.clone()).or_insert_with(|| BundleStatus {
-                    name: name.clone(),
-                    ..BundleStatus::default()
-                });
-                entry.failed_revision = Some(revision);
-                entry.last_error = Some(err.to_string());
-                entry.failed_at_ms = Some(now_ms());
+                drop(bundles);
+                self.record_failure(&name, Some(revision), &err);
                 return Err(err);
             }
         };
@@ -256,6 +249,23 @@ impl PolicyStore {
         *bundles = candidate;
         lock(&self.status).remove(name);
         Ok(true)
+    }
+
+    /// Records that bundle `name` could not be fetched or activated (`revision`, when
+    /// known): the active revision keeps serving, and [`status`](PolicyStore::status)
+    /// shows the error. Bundle sources call this for failures before activation.
+    pub fn record_failure(&self, name: &str, revision: Option<String>, error: &PolicyError) {
+        tracing::warn!(bundle = %name, revision = ?revision, error = %error, "policy bundle not activated; the previous revision keeps serving");
+        let mut status = lock(&self.status);
+        let entry = status
+            .entry(name.to_owned())
+            .or_insert_with(|| BundleStatus {
+                name: name.to_owned(),
+                ..BundleStatus::default()
+            });
+        entry.failed_revision = revision;
+        entry.last_error = Some(error.to_string());
+        entry.failed_at_ms = Some(now_ms());
     }
 
     /// Every bundle's status, by name.

@@ -1,0 +1,295 @@
+//! Bundle sources (feature `sources`): a folder watched for changes and an HTTP URL polled
+//! with `ETag` / `If-None-Match`, each feeding a [`PolicyStore`] from a background task.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::{Bundle, BundleLimits, PolicyError, PolicyStore};
+
+/// What a source found when asked.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Nothing changed since the bundle last activated from this source.
+    Unchanged,
+    /// A new bundle to validate and activate.
+    Bundle(Bundle),
+}
+
+/// Where a bundle comes from.
+#[async_trait]
+pub trait BundleSource: Send + 'static {
+    /// The bundle's name.
+    fn name(&self) -> &str;
+    /// Looks for a new bundle.
+    ///
+    /// # Errors
+    ///
+    /// A failure to reach or read the source, or a bundle that does not load.
+    async fn fetch(&mut self) -> Result<Fetched, PolicyError>;
+    /// The last fetched bundle is now active: later fetches may report it unchanged.
+    fn activated(&mut self);
+}
+
+/// A bundle in a folder, reloaded when any file in it changes (path, size or modification
+/// time), as an editor or `rsync` leaves it.
+#[derive(Debug)]
+pub struct DirSource {
+    name: String,
+    dir: PathBuf,
+    limits: BundleLimits,
+    active: Option<u64>,
+    fetched: Option<u64>,
+}
+
+impl DirSource {
+    /// Watches `dir` for bundle `name`.
+    pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>, limits: BundleLimits) -> Self {
+        DirSource {
+            name: name.into(),
+            dir: dir.into(),
+            limits,
+            active: None,
+            fetched: None,
+        }
+    }
+}
+
+/// A fingerprint of every file under `dir`: relative path, size, modification time.
+fn fingerprint(dir: &Path) -> std::io::Result<u64> {
+    fn walk(dir: &Path, hasher: &mut DefaultHasher) -> std::io::Result<()> {
+        let mut entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let meta = entry.metadata()?;
+            entry.file_name().hash(hasher);
+            meta.len().hash(hasher);
+            meta.modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .hash(hasher);
+            if entry.file_type()?.is_dir() {
+                walk(&entry.path(), hasher)?;
+            }
+        }
+        Ok(())
+    }
+    let mut hasher = DefaultHasher::new();
+    walk(dir, &mut hasher)?;
+    Ok(hasher.finish())
+}
+
+#[async_trait]
+impl BundleSource for DirSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn fetch(&mut self) -> Result<Fetched, PolicyError> {
+        let dir = self.dir.clone();
+        let name = self.name.clone();
+        let limits = self.limits;
+        let active = self.active;
+        let (print, bundle) = tokio::task::spawn_blocking(move || {
+            let print = fingerprint(&dir).map_err(|e| PolicyError::io(dir.display(), e))?;
+            if Some(print) == active {
+                return Ok((print, None));
+            }
+            Bundle::from_dir(&name, &dir, &limits).map(|b| (print, Some(b)))
+        })
+        .await
+        .map_err(|e| PolicyError::bundle(&self.name, format!("the loader failed: {e}")))??;
+        self.fetched = Some(print);
+        Ok(bundle.map_or(Fetched::Unchanged, Fetched::Bundle))
+    }
+
+    fn activated(&mut self) {
+        self.active = self.fetched;
+    }
+}
+
+/// A bundle tarball at an HTTP(S) URL, as OPA's bundle servers serve it: polled with
+/// `If-None-Match`, a `304` meaning unchanged; the download is capped in size and time.
+#[derive(Debug)]
+pub struct HttpSource {
+    name: String,
+    url: String,
+    client: reqwest::Client,
+    limits: BundleLimits,
+    active_etag: Option<String>,
+    fetched_etag: Option<String>,
+}
+
+impl HttpSource {
+    /// Polls `url` for bundle `name`; each request (connect, headers and body) must finish
+    /// within `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Bundle`] if the HTTP client cannot be built.
+    pub fn new(
+        name: impl Into<String>,
+        url: impl Into<String>,
+        timeout: Duration,
+        limits: BundleLimits,
+    ) -> Result<Self, PolicyError> {
+        let name = name.into();
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| PolicyError::bundle(&name, format!("HTTP client: {e}")))?;
+        Ok(HttpSource {
+            name,
+            url: url.into(),
+            client,
+            limits,
+            active_etag: None,
+            fetched_etag: None,
+        })
+    }
+}
+
+#[async_trait]
+impl BundleSource for HttpSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn fetch(&mut self) -> Result<Fetched, PolicyError> {
+        let failed = |message: String| PolicyError::bundle(&self.name, message);
+        let mut request = self.client.get(&self.url);
+        if let Some(etag) = &self.active_etag {
+            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| failed(format!("GET {}: {e}", self.url)))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(Fetched::Unchanged);
+        }
+        if !status.is_success() {
+            return Err(failed(format!("GET {}: HTTP {status}", self.url)));
+        }
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // A compressed bundle is at most its uncompressed cap (gzip does not grow data by
+        // more than a little); refuse a larger download before and while reading it.
+        let cap = self.limits.max_total_bytes.saturating_add(1 << 20);
+        if response.content_length().is_some_and(|len| len > cap) {
+            return Err(failed(format!("GET {}: larger than {cap} bytes", self.url)));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| failed(format!("GET {}: {e}", self.url)))?
+        {
+            body.extend_from_slice(&chunk);
+            if u64::try_from(body.len()).unwrap_or(u64::MAX) > cap {
+                return Err(failed(format!("GET {}: larger than {cap} bytes", self.url)));
+            }
+        }
+        let name = self.name.clone();
+        let limits = self.limits;
+        let bundle =
+            tokio::task::spawn_blocking(move || Bundle::from_tar_gz(&name, &body, &limits))
+                .await
+                .map_err(|e| failed(format!("the loader failed: {e}")))??;
+        self.fetched_etag = etag;
+        Ok(Fetched::Bundle(bundle))
+    }
+
+    fn activated(&mut self) {
+        self.active_etag = self.fetched_etag.take();
+    }
+}
+
+/// How a [`spawn_poller`] task polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollOptions {
+    /// Between two polls that went well. Default 10 s.
+    pub interval: Duration,
+    /// The longest pause after failures (the pause doubles from `interval` with each
+    /// failure in a row). Default 5 min.
+    pub max_backoff: Duration,
+}
+
+impl Default for PollOptions {
+    fn default() -> Self {
+        PollOptions {
+            interval: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+impl PollOptions {
+    /// The pause after `failures` failures in a row.
+    #[must_use]
+    pub fn pause(&self, failures: u32) -> Duration {
+        let factor = 1_u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX);
+        self.interval
+            .checked_mul(factor)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff.max(self.interval))
+    }
+}
+
+/// Polls `source` once: fetch, and if there is a new bundle, validate and activate it.
+/// Failures are recorded in the store's status; the active revision keeps serving.
+///
+/// # Errors
+///
+/// The fetch or activation error.
+pub async fn poll_once(
+    store: &Arc<PolicyStore>,
+    source: &mut dyn BundleSource,
+) -> Result<bool, PolicyError> {
+    let fetched = match source.fetch().await {
+        Ok(fetched) => fetched,
+        Err(err) => {
+            store.record_failure(source.name(), None, &err);
+            return Err(err);
+        }
+    };
+    let Fetched::Bundle(bundle) = fetched else {
+        return Ok(false);
+    };
+    let store = store.clone();
+    // Compiling and running a bundle's tests is CPU work: off the async threads.
+    tokio::task::spawn_blocking(move || store.activate(bundle))
+        .await
+        .map_err(|e| PolicyError::bundle(source.name(), format!("activation failed: {e}")))??;
+    source.activated();
+    Ok(true)
+}
+
+/// Polls `source` in a background task until the handle is aborted (or the runtime stops),
+/// activating each new bundle it yields.
+pub fn spawn_poller(
+    store: Arc<PolicyStore>,
+    mut source: impl BundleSource,
+    options: PollOptions,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failures = 0_u32;
+        loop {
+            match poll_once(&store, &mut source).await {
+                Ok(_) => failures = 0,
+                Err(_) => failures = failures.saturating_add(1),
+            }
+            tokio::time::sleep(options.pause(failures)).await;
+        }
+    })
+}

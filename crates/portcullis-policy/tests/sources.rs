@@ -1,0 +1,294 @@
+//! Bundle sources against a real folder and a real HTTP server on 127.0.0.1: hot reload,
+//! ETags, and every failure leaving the active revision serving.
+#![expect(
+    clippy::unwrap_used,
+    reason = "tests: a failed expectation is the failure being tested for"
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use portcullis_policy::{
+    Bundle, BundleLimits, DirSource, EvalLimits, HttpSource, PolicyEngine, PolicyError,
+    PolicyStore, PollOptions, poll_once, spawn_poller,
+};
+use serde_json::json;
+
+fn rego(revision: &str) -> String {
+    format!(
+        "package app\nrevision := \"{revision}\"\nallow if input.user == \"alice\"\ntest_alice if allow with input as {{\"user\": \"alice\"}}\n"
+    )
+}
+
+fn write_bundle(dir: &Path, revision: &str, policy: &str) {
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    std::fs::write(
+        dir.join(".manifest"),
+        format!(r#"{{"revision": "{revision}", "roots": ["app"]}}"#),
+    )
+    .unwrap();
+    std::fs::write(dir.join("app/policy.rego"), policy).unwrap();
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-sources-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn active(store: &PolicyStore) -> Option<String> {
+    store.revisions().get("app").cloned()
+}
+
+fn store() -> Arc<PolicyStore> {
+    Arc::new(PolicyStore::in_memory(EvalLimits::default()))
+}
+
+#[tokio::test]
+async fn a_folder_is_reloaded_when_it_changes_and_a_bad_edit_is_refused() {
+    let dir = scratch("dir");
+    write_bundle(&dir, "r1", &rego("r1"));
+    let store = store();
+    let mut source = DirSource::new("app", &dir, BundleLimits::default());
+    assert!(poll_once(&store, &mut source).await.unwrap());
+    assert_eq!(active(&store).as_deref(), Some("r1"));
+    assert!(
+        !poll_once(&store, &mut source).await.unwrap(),
+        "nothing changed"
+    );
+
+    // Size and content change: a new revision.
+    write_bundle(&dir, "r2-longer", &rego("r2-longer"));
+    assert!(poll_once(&store, &mut source).await.unwrap());
+    assert_eq!(active(&store).as_deref(), Some("r2-longer"));
+
+    // A broken edit: refused, r2 keeps answering, the status says why.
+    write_bundle(&dir, "r3", "package app\nallow if {");
+    assert!(matches!(
+        poll_once(&store, &mut source).await,
+        Err(PolicyError::Compile { .. })
+    ));
+    assert_eq!(active(&store).as_deref(), Some("r2-longer"));
+    let status = &store.status()[0];
+    assert_eq!(status.failed_revision.as_deref(), Some("r3"));
+    // A missing folder is an error too, not an empty policy.
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(matches!(
+        poll_once(&store, &mut source).await,
+        Err(PolicyError::Io { .. })
+    ));
+    let decision = store
+        .evaluate("app/allow", &json!({"user": "alice"}))
+        .unwrap();
+    assert_eq!(decision.result, Some(json!(true)));
+}
+
+#[tokio::test]
+async fn a_poller_hot_reloads_in_the_background() {
+    let dir = scratch("poller");
+    write_bundle(&dir, "p1", &rego("p1"));
+    let store = store();
+    let options = PollOptions {
+        interval: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(100),
+    };
+    let poller = spawn_poller(
+        store.clone(),
+        DirSource::new("app", &dir, BundleLimits::default()),
+        options,
+    );
+    let wait_for = |want: &'static str| {
+        let store = store.clone();
+        async move {
+            for _ in 0..500 {
+                if active(&store).as_deref() == Some(want) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "revision {want} never became active (have {:?})",
+                active(&store)
+            );
+        }
+    };
+    wait_for("p1").await;
+    write_bundle(&dir, "p2", &rego("p2"));
+    wait_for("p2").await;
+    let answer = store.evaluate("app/revision", &json!({})).unwrap();
+    assert_eq!(answer.result, Some(json!("p2")));
+    poller.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn backoff_doubles_up_to_its_cap() {
+    let options = PollOptions {
+        interval: Duration::from_secs(10),
+        max_backoff: Duration::from_secs(60),
+    };
+    let pauses: Vec<u64> = (0..6).map(|f| options.pause(f).as_secs()).collect();
+    assert_eq!(pauses, [10, 20, 40, 60, 60, 60]);
+    assert_eq!(options.pause(u32::MAX).as_secs(), 60);
+}
+
+/// A bundle server: the current tarball with an ETag, and routes that misbehave.
+#[derive(Clone, Default)]
+struct Server {
+    bundle: Arc<Mutex<(Vec<u8>, String)>>,
+    full: Arc<AtomicUsize>,
+    not_modified: Arc<AtomicUsize>,
+}
+
+impl Server {
+    fn publish(&self, revision: &str, policy: &str) {
+        let bundle = Bundle::from_files(
+            "app",
+            [
+                (
+                    ".manifest".to_owned(),
+                    format!(r#"{{"revision": "{revision}", "roots": ["app"]}}"#).into_bytes(),
+                ),
+                ("app/policy.rego".to_owned(), policy.as_bytes().to_vec()),
+            ],
+        )
+        .unwrap();
+        *self.bundle.lock().unwrap() = (bundle.to_tar_gz().unwrap(), format!("\"{revision}\""));
+    }
+}
+
+async fn serve_bundle(State(server): State<Server>, headers: HeaderMap) -> Response {
+    let (bytes, etag) = server.bundle.lock().unwrap().clone();
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        server.not_modified.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    server.full.fetch_add(1, Ordering::SeqCst);
+    ([(header::ETAG, etag)], bytes).into_response()
+}
+
+async fn start(server: Server) -> String {
+    let app = axum::Router::new()
+        .route("/bundle.tar.gz", get(serve_bundle))
+        .route(
+            "/hang",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                "too late"
+            }),
+        )
+        .route(
+            "/error",
+            get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+        .route("/huge", get(|| async { vec![0_u8; 3 << 20] }))
+        .with_state(server);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn an_http_source_uses_etags_and_survives_a_bad_server() {
+    let server = Server::default();
+    server.publish("h1", &rego("h1"));
+    let base = start(server.clone()).await;
+    let store = store();
+    let timeout = Duration::from_secs(5);
+    let mut source = HttpSource::new(
+        "app",
+        format!("{base}/bundle.tar.gz"),
+        timeout,
+        BundleLimits::default(),
+    )
+    .unwrap();
+    assert!(poll_once(&store, &mut source).await.unwrap());
+    assert_eq!(active(&store).as_deref(), Some("h1"));
+    assert!(!poll_once(&store, &mut source).await.unwrap());
+    assert_eq!(
+        server.not_modified.load(Ordering::SeqCst),
+        1,
+        "asked with If-None-Match"
+    );
+
+    server.publish("h2", &rego("h2"));
+    assert!(poll_once(&store, &mut source).await.unwrap());
+    assert_eq!(active(&store).as_deref(), Some("h2"));
+
+    // A revision that fails its own test is refused; h2 keeps serving; the bad one is
+    // fetched again next time (it never became active), and refused again.
+    server.publish(
+        "h3",
+        &rego("h3").replace("allow if input.user == \"alice\"", "allow := false"),
+    );
+    for _ in 0..2 {
+        assert!(matches!(
+            poll_once(&store, &mut source).await,
+            Err(PolicyError::TestFailed { .. })
+        ));
+    }
+    assert_eq!(active(&store).as_deref(), Some("h2"));
+    assert_eq!(server.full.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn a_hanging_failing_or_oversized_url_is_an_error_not_an_outage() {
+    let server = Server::default();
+    server.publish("ok", &rego("ok"));
+    let base = start(server).await;
+    let store = store();
+    let mut good = HttpSource::new(
+        "app",
+        format!("{base}/bundle.tar.gz"),
+        Duration::from_secs(5),
+        BundleLimits::default(),
+    )
+    .unwrap();
+    poll_once(&store, &mut good).await.unwrap();
+
+    let small = BundleLimits {
+        max_total_bytes: 1024,
+        ..BundleLimits::default()
+    };
+    let cases = [
+        ("/hang", Duration::from_millis(300), BundleLimits::default()),
+        ("/error", Duration::from_secs(5), BundleLimits::default()),
+        ("/huge", Duration::from_secs(5), small),
+        ("/missing", Duration::from_secs(5), BundleLimits::default()),
+    ];
+    for (path, timeout, limits) in cases {
+        let mut source = HttpSource::new("app", format!("{base}{path}"), timeout, limits).unwrap();
+        let started = std::time::Instant::now();
+        let err = poll_once(&store, &mut source).await.unwrap_err();
+        assert!(matches!(err, PolicyError::Bundle { .. }), "{path}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} was not cut off"
+        );
+        assert_eq!(active(&store).as_deref(), Some("ok"), "{path}");
+        let last_error = store.status()[0].last_error.clone().unwrap();
+        assert!(last_error.contains(path), "{path}: {last_error}");
+    }
+    // Unreachable (nothing listens on port 9 of 127.0.0.1).
+    let mut closed = HttpSource::new(
+        "app",
+        "http://127.0.0.1:9/bundle.tar.gz",
+        Duration::from_secs(2),
+        BundleLimits::default(),
+    )
+    .unwrap();
+    assert!(poll_once(&store, &mut closed).await.is_err());
+    assert_eq!(active(&store).as_deref(), Some("ok"));
+}

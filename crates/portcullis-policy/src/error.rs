@@ -86,6 +86,14 @@ pub enum PolicyError {
         /// The evaluator's message.
         message: String,
     },
+    /// A rollout configuration, state or operation is not valid.
+    #[error("rollout {artifact:?}: {message}")]
+    Rollout {
+        /// The artifact (or `<config>`).
+        artifact: String,
+        /// What is wrong.
+        message: String,
+    },
     /// No bundle is active: every decision is a failure, never an implicit allow.
     #[error("no policy bundle is active")]
     NoPolicy,

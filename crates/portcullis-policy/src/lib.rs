@@ -5,6 +5,7 @@ mod authorizer;
 mod bundle;
 mod engine;
 mod error;
+mod rollout;
 #[cfg(feature = "sources")]
 mod source;
 mod store;
@@ -13,6 +14,10 @@ pub use authorizer::RegoAuthorizer;
 pub use bundle::{Bundle, BundleLimits, Manifest, PolicyFile};
 pub use engine::{EvalLimits, Evaluation, PolicyEngine, RegoEngine, rule_path};
 pub use error::PolicyError;
+pub use rollout::{
+    ArtifactConfig, ArtifactState, Candidate, Metrics, Promotion, Rollout, RolloutConfig,
+    RolloutEvent, SpiffePattern, StepConfig, Thresholds,
+};
 #[cfg(feature = "sources")]
 pub use source::{
     BundleSource, DirSource, Fetched, HttpSource, PollOptions, poll_once, spawn_poller,

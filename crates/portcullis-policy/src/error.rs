@@ -94,6 +94,9 @@ pub enum PolicyError {
         /// What is wrong.
         message: String,
     },
+    /// A decision could not be recorded in the decision log.
+    #[error("decision log: {0}")]
+    DecisionLog(String),
     /// No bundle is active: every decision is a failure, never an implicit allow.
     #[error("no policy bundle is active")]
     NoPolicy,

@@ -3,6 +3,8 @@
 
 mod authorizer;
 mod bundle;
+#[cfg(feature = "audit")]
+mod decision_log;
 mod engine;
 mod error;
 mod rollout;
@@ -12,6 +14,8 @@ mod store;
 
 pub use authorizer::RegoAuthorizer;
 pub use bundle::{Bundle, BundleLimits, Manifest, PolicyFile};
+#[cfg(feature = "audit")]
+pub use decision_log::{DecisionLog, EVALUATE, POLICY_RULE};
 pub use engine::{EvalLimits, Evaluation, PolicyEngine, RegoEngine, rule_path};
 pub use error::PolicyError;
 pub use rollout::{

@@ -233,18 +233,9 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
     .await
     .map_err(|e| e.to_string())?;
 
-    let audit = if let Some(file) = config.audit_url.strip_prefix("sqlite://") {
-        AuditLog::sqlite(
-            &format!("sqlite://{}", base.join(file).display()),
-            Default::default(),
-        )
+    let audit = AuditLog::open(&config.audit_url, base, Default::default())
         .await
-    } else if let Some(dir) = config.audit_url.strip_prefix("jsonl://") {
-        AuditLog::jsonl(base.join(dir), Default::default()).await
-    } else {
-        return Err("audit_url must be sqlite://FILE or jsonl://DIR".into());
-    }
-    .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
     // People and services may ask; the mapping decides what they get.
     let anyone_mapped = from_fn("vend-by-mapping", |r: &AccessRequest<'_>| {
         if r.action == &VEND

@@ -255,37 +255,13 @@ async fn open_audit(
         options.redactor =
             Some(portcullis::audit::Redactor::new(&material, paths).map_err(|e| err(&e))?);
     }
-    let url = config.url.as_str();
-    let log = if let Some(file) = url.strip_prefix("sqlite://") {
-        AuditLog::sqlite(&sqlite_url(dir, file), options).await
-    } else if let Some(folder) = url.strip_prefix("jsonl://") {
-        AuditLog::jsonl_with(dir.join(folder), Default::default(), options).await
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        open_postgres_audit(url, options).await
-    } else {
-        return Err(StartError::Config(format!(
-            "[audit] url must start with sqlite://, jsonl:// or postgres://, not `{url}`"
-        )));
-    };
-    log.map(Arc::new).map_err(|e| err(&e))
-}
-
-#[cfg(feature = "postgres")]
-async fn open_postgres_audit(
-    url: &str,
-    options: AuditOptions,
-) -> Result<AuditLog, portcullis::audit::AuditError> {
-    AuditLog::postgres(url, options).await
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn open_postgres_audit(
-    _url: &str,
-    _options: AuditOptions,
-) -> Result<AuditLog, portcullis::audit::AuditError> {
-    Err(portcullis::audit::AuditError::Invalid(
-        "this build has no PostgreSQL support: rebuild with --features postgres".into(),
-    ))
+    match AuditLog::open(&config.url, dir, options).await {
+        Ok(log) => Ok(Arc::new(log)),
+        Err(portcullis::audit::AuditError::Invalid(message)) => {
+            Err(StartError::Config(format!("[audit] url: {message}")))
+        }
+        Err(e) => Err(err(&e)),
+    }
 }
 
 /// Script tokens act only inside the resource they were created for.

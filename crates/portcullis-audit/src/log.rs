@@ -218,6 +218,45 @@ impl AuditLog {
         Ok(AuditLog::start(Arc::new(backend), options))
     }
 
+    /// The log a URL names: `sqlite://FILE`, `jsonl://DIR` or `postgres://…` (with the
+    /// `sqlite` and `postgres` features); a relative `FILE` or `DIR` is taken from `base`.
+    /// A service's configuration can then choose its audit backend with one setting.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Invalid`] for any other URL (or a backend not compiled in); as the
+    /// backend's own constructor otherwise.
+    pub async fn open(url: &str, base: &Path, options: AuditOptions) -> Result<Self, AuditError> {
+        if let Some(folder) = url.strip_prefix("jsonl://") {
+            return AuditLog::jsonl_with(
+                base.join(folder),
+                crate::JsonlOptions::default(),
+                options,
+            )
+            .await;
+        }
+        #[cfg(feature = "sqlite")]
+        if let Some(file) = url.strip_prefix("sqlite://") {
+            let url = format!("sqlite://{}", base.join(file).display());
+            return AuditLog::sqlite(&url, options).await;
+        }
+        #[cfg(feature = "postgres")]
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return AuditLog::postgres(url, options).await;
+        }
+        let known = [
+            "jsonl://DIR",
+            #[cfg(feature = "sqlite")]
+            "sqlite://FILE",
+            #[cfg(feature = "postgres")]
+            "postgres://…",
+        ];
+        Err(AuditError::Invalid(format!(
+            "an audit log URL is one of {}, not {url:?}",
+            known.join(", ")
+        )))
+    }
+
     fn start(backend: Arc<dyn Backend>, options: AuditOptions) -> Self {
         let (jobs, receiver) = mpsc::channel(options.max_batch.max(1) * 4);
         let writer = tokio::spawn(writer(backend.clone(), receiver, options.max_batch.max(1)));

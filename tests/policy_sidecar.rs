@@ -1,0 +1,463 @@
+//! End-to-end tests of `examples/policy-sidecar`: the binary started on 127.0.0.1 and driven
+//! over HTTP as OPA clients drive OPA — the REST API on OPA's documented example, hot reload
+//! and last known good across a restart, decision logs, and following a rollout.
+#![cfg(all(feature = "policy", feature = "audit", feature = "sqlite"))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests: a failed expectation is the failure being tested for"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis::ManualClock;
+use portcullis::audit::{AuditLog, AuditQuery};
+use portcullis::policy::{Rollout, RolloutConfig};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir
+        .join("examples")
+        .join(format!("policy-sidecar{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test --features policy` builds it",
+        path.display()
+    );
+    path
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("policy-sidecar-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The demo bundle shipped with the example (OPA's REST API documentation example).
+fn demo_bundle() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policy-sidecar/bundle")
+}
+
+struct Sidecar {
+    _child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Sidecar {
+    async fn start(config: &Path) -> Sidecar {
+        let mut child = Command::new(binary())
+            .arg("--config")
+            .arg(config)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--log-level")
+            .arg("warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("LISTENING ") {
+                    return url.to_owned();
+                }
+            }
+            panic!("policy-sidecar exited before listening");
+        })
+        .await
+        .expect("policy-sidecar did not start within 60 s");
+        Sidecar {
+            _child: child,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until `rule` answers `want` (bundles load in the background).
+    async fn until(&self, rule: &str, input: Value, want: Value) {
+        let body = json!({ "input": input }).to_string();
+        for _ in 0..300 {
+            let (_, answer) = self.post(rule, &body).await;
+            if answer.get("result") == Some(&want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, answer) = self.post(rule, &body).await;
+        panic!("{rule} never answered {want}; last answer {answer}");
+    }
+}
+
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("sidecar.toml");
+    std::fs::write(
+        &path,
+        format!("data_dir = \"data\"\npoll_seconds = 1\nmax_body_bytes = 65536\n{extra}"),
+    )
+    .unwrap();
+    path
+}
+
+fn write_bundle(dir: &Path, revision: &str, allow: &str) {
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    std::fs::write(
+        dir.join(".manifest"),
+        format!(r#"{{"revision": "{revision}", "roots": ["app"]}}"#),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("app/policy.rego"),
+        format!(
+            "package app\nrevision := \"{revision}\"\nallow if {allow}\ntest_admin_allowed if allow with input as {{\"user\": \"admin\"}}\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn answers_opa_rest_api_calls_as_opa_documents_them() {
+    let dir = scratch("opa");
+    let config = write_config(
+        &dir,
+        &format!(
+            "[[bundles]]\nname = \"examples\"\ndir = \"{}\"\n",
+            demo_bundle().display()
+        ),
+    );
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until(
+            "/v1/data/opa/examples/allow_request",
+            json!({"example": {"flag": true}}),
+            json!(true),
+        )
+        .await;
+
+    // POST with input: a defined result, and a decision id.
+    let (status, answer) = sidecar
+        .post(
+            "/v1/data/opa/examples/allow_request",
+            r#"{"input": {"example": {"flag": true}}}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["result"], json!(true));
+    assert!(answer["decision_id"].as_str().unwrap().len() == 36);
+    // Undefined: 200 without a result, as OPA answers.
+    let (status, answer) = sidecar
+        .post(
+            "/v1/data/opa/examples/allow_request",
+            r#"{"input": {"example": {"flag": false}}}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(answer.get("result").is_none(), "{answer}");
+    // GET a document; GET with ?input=.
+    let (status, answer) = sidecar.get("/v1/data/opa/examples/public_servers").await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["result"][0]["id"], "s1");
+    assert_eq!(answer["result"].as_array().unwrap().len(), 1);
+    let input = urlencode(r#"{"example":{"flag":true}}"#);
+    let (_, answer) = sidecar
+        .get(&format!(
+            "/v1/data/opa/examples/allow_request?input={input}"
+        ))
+        .await;
+    assert_eq!(answer["result"], json!(true));
+    // A package is the document of its rules; data documents read the bundle's data.
+    let (_, answer) = sidecar.get("/v1/data/opa/examples/ports").await;
+    assert_eq!(answer["result"][1], json!({"id": "p2", "network": "n3"}));
+
+    // Bad requests get OPA-style errors.
+    let (status, answer) = sidecar
+        .post("/v1/data/opa/examples/allow_request", "{not json")
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
+    let (status, _) = sidecar
+        .post("/v1/data/opa/examples/allow_request", "[1]")
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = sidecar.get("/v1/data/opa%2F..%2Fsecrets").await;
+    assert_eq!(status, 400);
+    let (status, _) = sidecar.get("/v1/data/opa/examples/allow-request").await;
+    assert_eq!(status, 400);
+    let huge = format!(r#"{{"input": {{"pad": "{}"}}}}"#, "x".repeat(70_000));
+    let (status, _) = sidecar
+        .post("/v1/data/opa/examples/allow_request", &huge)
+        .await;
+    assert_eq!(status, 413);
+    let mut deep = String::from("1");
+    for _ in 0..100 {
+        deep = format!("[{deep}]");
+    }
+    let (status, answer) = sidecar
+        .post(
+            "/v1/data/opa/examples/allow_request",
+            &format!(r#"{{"input": {deep}}}"#),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+
+    let (status, _) = sidecar.get("/health?bundles").await;
+    assert_eq!(status, 200);
+    let (_, answer) = sidecar.get("/v1/status").await;
+    assert_eq!(answer["result"]["revisions"]["examples"], "demo-1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn hot_reloads_refuses_bad_revisions_and_restarts_on_the_last_good_one() {
+    let dir = scratch("reload");
+    let bundle = dir.join("bundle");
+    write_bundle(&bundle, "r1", "input.user == \"admin\"");
+    let config = write_config(&dir, "[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n");
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("r1"))
+        .await;
+
+    write_bundle(
+        &bundle,
+        "r2-with-alice",
+        "input.user in {\"admin\", \"alice\"}",
+    );
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("r2-with-alice"))
+        .await;
+    sidecar
+        .until("/v1/data/app/allow", json!({"user": "alice"}), json!(true))
+        .await;
+
+    // A revision whose own test fails never serves.
+    write_bundle(&bundle, "r3-broken", "input.user == \"nobody\"");
+    for _ in 0..300 {
+        let (_, status) = sidecar.get("/v1/status").await;
+        if status["result"]["bundles"]["app"]["failed_revision"] == "r3-broken" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, status) = sidecar.get("/v1/status").await;
+    let app = &status["result"]["bundles"]["app"];
+    assert_eq!(app["active_revision"], "r2-with-alice");
+    assert!(
+        app["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("test_admin_allowed"),
+        "{app}"
+    );
+    let (_, answer) = sidecar
+        .post("/v1/data/app/allow", r#"{"input": {"user": "alice"}}"#)
+        .await;
+    assert_eq!(answer["result"], json!(true));
+
+    // Restarted while the folder still holds the broken revision: the last good one serves
+    // from the first request on.
+    drop(sidecar);
+    let sidecar = Sidecar::start(&config).await;
+    let (status, answer) = sidecar.post("/v1/data/app/revision", "{}").await;
+    assert_eq!(
+        (status, answer["result"].clone()),
+        (200, json!("r2-with-alice"))
+    );
+    let (status, _) = sidecar.get("/health?bundles").await;
+    assert_eq!(status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn without_a_good_bundle_every_decision_fails_closed() {
+    let dir = scratch("closed");
+    let bundle = dir.join("bundle");
+    write_bundle(&bundle, "never", "input.user == \"nobody\"");
+    let config = write_config(&dir, "[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n");
+    let sidecar = Sidecar::start(&config).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, answer) = sidecar
+        .post("/v1/data/app/allow", r#"{"input": {"user": "admin"}}"#)
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (503, Some("unavailable")),
+        "{answer}"
+    );
+    let (status, _) = sidecar.get("/health?bundles").await;
+    assert_eq!(status, 500);
+    let (status, _) = sidecar.get("/health").await;
+    assert_eq!(status, 200, "the process itself is up");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn decisions_are_logged_to_the_audit_log_with_masked_input() {
+    let dir = scratch("decisions");
+    let bundle = dir.join("bundle");
+    write_bundle(&bundle, "d1", "input.user == \"admin\"");
+    let config = write_config(
+        &dir,
+        "[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n\n[decision_log]\nurl = \"sqlite://decisions.db\"\nmask = [\"input.password\"]\n",
+    );
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/allow", json!({"user": "admin"}), json!(true))
+        .await;
+    let (_, answer) = sidecar
+        .post(
+            "/v1/data/app/allow",
+            r#"{"input": {"user": "admin", "password": "s3cret"}}"#,
+        )
+        .await;
+    let decision_id = answer["decision_id"].as_str().unwrap().to_owned();
+
+    let log = AuditLog::sqlite(
+        &format!("sqlite://{}", dir.join("decisions.db").display()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut query = AuditQuery::all(100);
+    query.correlation_id = Some(decision_id);
+    let records = log.query(&query).await.unwrap().records;
+    assert_eq!(records.len(), 1);
+    let event = &records[0].event;
+    assert_eq!(event.fields["query"], "data.app.allow");
+    assert_eq!(event.fields["input"], json!({"user": "admin"}));
+    assert_eq!(event.fields["erased"], json!(["password"]));
+    assert_eq!(event.fields["revisions"], json!({"app": "d1"}));
+    assert_eq!(event.fields["result"], json!(true));
+    assert!(log.verify(&[], &[]).await.unwrap().is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn follows_the_rollout_for_its_spiffe_id() {
+    let dir = scratch("rollout");
+    write_bundle(&dir.join("bundles/r1"), "r1", "input.user == \"admin\"");
+    write_bundle(&dir.join("bundles/r2"), "r2", "input.user == \"admin\"");
+    // A folder whose manifest claims another revision than its name.
+    write_bundle(&dir.join("bundles/r3"), "not-r3", "input.user == \"admin\"");
+    let pipelines = r#"
+[[artifacts]]
+name = "authz"
+bundles = ["app"]
+
+[[artifacts.steps]]
+name = "canary"
+scopes = ["spiffe://prod.example/ns/payments/sa/*"]
+promotion = { mode = "manual" }
+
+[[artifacts.steps]]
+name = "production"
+scopes = ["spiffe://prod.example/**"]
+promotion = { mode = "manual" }
+"#;
+    std::fs::write(dir.join("rollout.toml"), pipelines).unwrap();
+    let config: RolloutConfig = toml::from_str(pipelines).unwrap();
+    let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
+    let state = dir.join("rollout-state.json");
+    // The delivery service: r1 rolled out everywhere.
+    let mut delivery = Rollout::new(&config, clock.clone()).unwrap();
+    delivery.propose("authz", "r1").unwrap();
+    delivery.promote("authz").unwrap();
+    delivery.promote("authz").unwrap();
+    delivery.save(&state).unwrap();
+
+    let sidecar_config = write_config(
+        &dir,
+        "spiffe_id = \"spiffe://prod.example/ns/payments/sa/checkout\"\n\n[[bundles]]\nname = \"app\"\nartifact = \"authz\"\ndir = \"bundles/{revision}\"\n\n[rollout]\nconfig = \"rollout.toml\"\nstate = \"rollout-state.json\"\n",
+    );
+    let sidecar = Sidecar::start(&sidecar_config).await;
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("r1"))
+        .await;
+
+    // r2 enters the canary step, which covers this host.
+    delivery.propose("authz", "r2").unwrap();
+    delivery.save(&state).unwrap();
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("r2"))
+        .await;
+
+    // Rolled back: this host returns to r1.
+    delivery.rollback("authz", "deny rate").unwrap();
+    delivery.save(&state).unwrap();
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("r1"))
+        .await;
+
+    // A bundle that is not the revision it is filed under is refused.
+    delivery.propose("authz", "r3").unwrap();
+    delivery.save(&state).unwrap();
+    for _ in 0..300 {
+        let (_, status) = sidecar.get("/v1/status").await;
+        if status["result"]["bundles"]["app"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("assigns revision r3"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, status) = sidecar.get("/v1/status").await;
+    assert!(
+        status["result"]["bundles"]["app"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("assigns revision r3"),
+        "{status}"
+    );
+    let (_, answer) = sidecar.post("/v1/data/app/revision", "{}").await;
+    assert_eq!(answer["result"], "r1");
+    let _ = std::fs::remove_dir_all(&dir);
+}

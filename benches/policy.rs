@@ -14,7 +14,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use portcullis::policy::{Bundle, EvalLimits, PolicyEngine, PolicyStore};
 use serde_json::{Value, json};
 
@@ -60,22 +61,30 @@ fn input(n: usize) -> Value {
 }
 
 fn store(limits: EvalLimits) -> PolicyStore {
+    store_with_unused(limits, 0)
+}
+
+/// The RBAC bundle plus `unused` other packages that the decision never touches.
+fn store_with_unused(limits: EvalLimits, unused: usize) -> PolicyStore {
     let store = PolicyStore::in_memory(limits);
-    let bundle = Bundle::from_files(
-        "rbac",
-        [
-            (
-                ".manifest".to_owned(),
-                br#"{"revision": "bench", "roots": ["authz"]}"#.to_vec(),
-            ),
-            ("authz/rbac.rego".to_owned(), POLICY.as_bytes().to_vec()),
-            (
-                "authz/data.json".to_owned(),
-                data().to_string().into_bytes(),
-            ),
-        ],
-    )
-    .expect("bundle");
+    let mut files = vec![
+        (
+            ".manifest".to_owned(),
+            br#"{"revision": "bench", "roots": ["authz", "other"]}"#.to_vec(),
+        ),
+        ("authz/rbac.rego".to_owned(), POLICY.as_bytes().to_vec()),
+        (
+            "authz/data.json".to_owned(),
+            data().to_string().into_bytes(),
+        ),
+    ];
+    for n in 0..unused {
+        let rego = format!(
+            "package other.p{n}\n\ndefault allow := false\n\nallow if {{\n    input.team == \"team-{n}\"\n    input.action in {{\"read\", \"write\"}}\n}}\n\nowners contains o if some o in input.owners\n"
+        );
+        files.push((format!("other/p{n}.rego"), rego.into_bytes()));
+    }
+    let bundle = Bundle::from_files("rbac", files).expect("bundle");
     store.activate(bundle).expect("valid bundle");
     store
 }
@@ -104,16 +113,8 @@ fn single(c: &mut Criterion) {
             .expect("policy");
         bare.add_data(regorus::Value::from(json!({"authz": data()})))
             .expect("data");
+        bench_store(&mut group, format!("{label}/portcullis"), &store, &inputs);
         let mut n = 0;
-        group.bench_function(format!("{label}/portcullis"), |b| {
-            b.iter(|| {
-                n += 1;
-                let d = store
-                    .evaluate("authz/allow", black_box(&inputs[n % 1000]))
-                    .expect("decision");
-                assert_eq!(d.result, Some(Value::Bool(true)));
-            })
-        });
         group.bench_function(format!("{label}/bare_regorus"), |b| {
             b.iter(|| {
                 n += 1;
@@ -127,6 +128,25 @@ fn single(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// One allowed decision after another through `store`, cycling through `inputs`.
+fn bench_store(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: String,
+    store: &PolicyStore,
+    inputs: &[Value],
+) {
+    let mut n = 0;
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            n += 1;
+            let d = store
+                .evaluate("authz/allow", black_box(&inputs[n % inputs.len()]))
+                .expect("decision");
+            assert_eq!(d.result, Some(Value::Bool(true)));
+        })
+    });
 }
 
 /// Decisions per second with `threads` threads sharing one store.
@@ -166,5 +186,18 @@ fn scaling(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single, scaling);
+/// The same decision with 0 and 500 unused packages loaded beside it. regorus scans every
+/// loaded module (building its package path) each time a rule reads `data`, so this grows
+/// with the number of packages in one engine.
+fn unused_policies(c: &mut Criterion) {
+    let inputs: Vec<Value> = (0..1000).map(input).collect();
+    let mut group = c.benchmark_group("policy/unused_packages");
+    for unused in [0, 500] {
+        let store = store_with_unused(EvalLimits::default(), unused);
+        bench_store(&mut group, format!("{unused}"), &store, &inputs);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, single, scaling, unused_policies);
 criterion_main!(benches);

@@ -377,6 +377,24 @@ async fn decisions_are_logged_to_the_audit_log_with_masked_input() {
     assert_eq!(event.fields["revisions"], json!({"app": "d1"}));
     assert_eq!(event.fields["result"], json!(true));
     assert!(log.verify(&[], &[]).await.unwrap().is_ok());
+
+    // A refused revision is audited once, however often it is polled.
+    write_bundle(&bundle, "d2-broken", "input.user == \"nobody\"");
+    let refusals = || async {
+        let mut query = AuditQuery::all(100);
+        query.resource = Some("policy_bundle:app".parse().unwrap());
+        log.query(&query).await.unwrap().records
+    };
+    for _ in 0..300 {
+        if !refusals().await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let refused = refusals().await;
+    assert_eq!(refused.len(), 1, "audited once");
+    assert_eq!(refused[0].event.fields["revision"], "d2-broken");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -250,6 +250,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             rollout: rollout.clone(),
             spiffe_id: config.spiffe_id.clone(),
             source: None,
+            decision_log: decision_log.clone(),
+            last_refusal: None,
         };
         tokio::spawn(follower.run(store.clone(), options));
     }
@@ -309,6 +311,9 @@ struct Follower {
     /// gets a fresh source: a source only knows what it activated itself, and the store
     /// may since have activated another location's bundle.
     source: Option<(String, Box<dyn BundleSource>)>,
+    /// Refusals go to the decision log too (each distinct one once, not every poll).
+    decision_log: Option<Arc<DecisionLog>>,
+    last_refusal: Option<String>,
 }
 
 impl Follower {
@@ -389,10 +394,41 @@ impl Follower {
         let mut failures = 0;
         loop {
             failures = match self.poll(&store).await {
-                Ok(()) => 0,
-                Err(_) => failures + 1,
+                Ok(()) => {
+                    self.last_refusal = None;
+                    0
+                }
+                Err(err) => {
+                    self.report(&store, &err).await;
+                    failures + 1
+                }
             };
             tokio::time::sleep(options.pause(failures)).await;
+        }
+    }
+
+    /// Audits a refusal (already in the store's status) unless it was the last one audited.
+    async fn report(&mut self, store: &PolicyStore, err: &PolicyError) {
+        let Some(log) = &self.decision_log else {
+            return;
+        };
+        let message = err.to_string();
+        if self.last_refusal.as_deref() == Some(message.as_str()) {
+            return;
+        }
+        let revision = store
+            .status()
+            .into_iter()
+            .find(|s| s.name == self.bundle.name)
+            .and_then(|s| s.failed_revision);
+        match log
+            .record_refused_bundle(&self.bundle.name, revision.as_deref(), err)
+            .await
+        {
+            Ok(_) => self.last_refusal = Some(message),
+            Err(log_err) => {
+                tracing::error!(bundle = %self.bundle.name, error = %log_err, "a refused bundle could not be audited");
+            }
         }
     }
 }

@@ -14,6 +14,10 @@ use crate::{Evaluation, PolicyError};
 pub const EVALUATE: Action = Action::from_static("evaluate");
 /// The resource kind of decision-log events; the id is the rule path.
 pub const POLICY_RULE: ResourceKind = ResourceKind::from_static("policy_rule");
+/// The action of a refused bundle's audit event.
+pub const ACTIVATE: Action = Action::from_static("activate");
+/// The resource kind of a refused bundle's audit event; the id is the bundle's name.
+pub const POLICY_BUNDLE: ResourceKind = ResourceKind::from_static("policy_bundle");
 
 /// Records policy decisions in an audit sink: who asked (the evaluating service), the
 /// query, the input (masked paths removed and listed), the result or error, the bundle
@@ -186,6 +190,35 @@ fn escape_controls(value: &mut Value) {
             map.values_mut().for_each(escape_controls);
         }
         _ => {}
+    }
+}
+
+impl DecisionLog {
+    /// Records that bundle `name` (at `revision`, when known) was not activated, and why:
+    /// a denied `activate` on `policy_bundle:<name>`.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::DecisionLog`] if the sink does not acknowledge it.
+    pub async fn record_refused_bundle(
+        &self,
+        name: &str,
+        revision: Option<&str>,
+        error: &PolicyError,
+    ) -> Result<Receipt, PolicyError> {
+        let resource = Resource::new(POLICY_BUNDLE, name)
+            .map_err(|e| PolicyError::DecisionLog(format!("bundle {name:?}: {e}")))?;
+        let mut message = json!(error.to_string());
+        escape_controls(&mut message);
+        let event = AuditEvent::new(EventKind::Decision, &self.actor, ACTIVATE, resource)
+            .map_err(|e| PolicyError::DecisionLog(e.to_string()))?
+            .with_decision(Decision::deny(format!("bundle {name} refused")))
+            .with_field("revision", json!(revision))
+            .with_field("error", message);
+        self.sink
+            .record(event)
+            .await
+            .map_err(|e| PolicyError::DecisionLog(format!("not recorded: {e}")))
     }
 }
 

@@ -15,7 +15,7 @@ mod store;
 pub use authorizer::RegoAuthorizer;
 pub use bundle::{Bundle, BundleLimits, Manifest, PolicyFile};
 #[cfg(feature = "audit")]
-pub use decision_log::{DecisionLog, EVALUATE, POLICY_RULE};
+pub use decision_log::{ACTIVATE, DecisionLog, EVALUATE, POLICY_BUNDLE, POLICY_RULE};
 pub use engine::{EvalLimits, Evaluation, PolicyEngine, RegoEngine, rule_path};
 pub use error::PolicyError;
 pub use rollout::{

@@ -107,6 +107,22 @@ async fn decisions_are_recorded_with_revision_result_and_masked_input() {
             .unwrap()
             .contains("data.app.boom")
     );
+    // A refused bundle is audited too.
+    let refused = PolicyError::TestFailed {
+        bundle: "app".into(),
+        test: "data.app.test_x".into(),
+        detail: "undefined\nat line 2".into(),
+    };
+    log.record_refused_bundle("app", Some("v10"), &refused)
+        .await
+        .unwrap();
+    let records = audit.query(&AuditQuery::all(10)).await.unwrap().records;
+    let last = &records[3].event;
+    assert_eq!(last.resource.to_string(), "policy_bundle:app");
+    assert_eq!(last.action.as_str(), "activate");
+    assert_eq!(last.decision.as_ref().unwrap().effect(), Effect::Deny);
+    assert_eq!(last.fields["revision"], json!("v10"));
+    assert!(last.fields["error"].as_str().unwrap().contains("test_x"));
     assert!(audit.verify(&[], &[]).await.unwrap().is_ok());
 }
 

@@ -61,16 +61,33 @@ fn input(n: usize) -> Value {
 }
 
 fn store(limits: EvalLimits) -> PolicyStore {
-    store_with_unused(limits, 0)
+    store_with_unused(limits, 0, Unused::SameBundle)
+}
+
+/// Where the unused packages are loaded.
+#[derive(Clone, Copy, PartialEq)]
+enum Unused {
+    /// In the decision's own bundle.
+    SameBundle,
+    /// In a bundle of their own.
+    OtherBundle,
+    /// In the same bundle, with one module that reads `data` dynamically, so nothing can
+    /// be compiled apart: the cost when packages cannot be grouped.
+    Unsplittable,
 }
 
 /// The RBAC bundle plus `unused` other packages that the decision never touches.
-fn store_with_unused(limits: EvalLimits, unused: usize) -> PolicyStore {
+fn store_with_unused(limits: EvalLimits, unused: usize, place: Unused) -> PolicyStore {
+    let separate = place == Unused::OtherBundle;
     let store = PolicyStore::in_memory(limits);
     let mut files = vec![
         (
             ".manifest".to_owned(),
-            br#"{"revision": "bench", "roots": ["authz", "other"]}"#.to_vec(),
+            if separate {
+                br#"{"revision": "bench", "roots": ["authz"]}"#.to_vec()
+            } else {
+                br#"{"revision": "bench", "roots": ["authz", "other"]}"#.to_vec()
+            },
         ),
         ("authz/rbac.rego".to_owned(), POLICY.as_bytes().to_vec()),
         (
@@ -78,11 +95,31 @@ fn store_with_unused(limits: EvalLimits, unused: usize) -> PolicyStore {
             data().to_string().into_bytes(),
         ),
     ];
+    let mut others = vec![(
+        ".manifest".to_owned(),
+        br#"{"revision": "other", "roots": ["other"]}"#.to_vec(),
+    )];
     for n in 0..unused {
         let rego = format!(
             "package other.p{n}\n\ndefault allow := false\n\nallow if {{\n    input.team == \"team-{n}\"\n    input.action in {{\"read\", \"write\"}}\n}}\n\nowners contains o if some o in input.owners\n"
         );
-        files.push((format!("other/p{n}.rego"), rego.into_bytes()));
+        let file = (format!("other/p{n}.rego"), rego.into_bytes());
+        if separate {
+            others.push(file);
+        } else {
+            files.push(file);
+        }
+    }
+    if place == Unused::Unsplittable {
+        files.push((
+            "other/dynamic.rego".to_owned(),
+            b"package other.dynamic\n\nanswer := data[input.pkg].allow\n".to_vec(),
+        ));
+    }
+    if separate && unused > 0 {
+        store
+            .activate(Bundle::from_files("other", others).expect("bundle"))
+            .expect("valid bundle");
     }
     let bundle = Bundle::from_files("rbac", files).expect("bundle");
     store.activate(bundle).expect("valid bundle");
@@ -186,15 +223,21 @@ fn scaling(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same decision with 0 and 500 unused packages loaded beside it. regorus scans every
-/// loaded module (building its package path) each time a rule reads `data`, so this grows
-/// with the number of packages in one engine.
+/// The same decision with 0 and 500 unused packages loaded beside it. regorus looks over
+/// every module of an engine (building its package path) each time a rule reads `data`;
+/// packages that cannot reach each other are compiled apart, which keeps the unused ones
+/// out of the decision's engine unless some module reads `data` dynamically.
 fn unused_policies(c: &mut Criterion) {
     let inputs: Vec<Value> = (0..1000).map(input).collect();
     let mut group = c.benchmark_group("policy/unused_packages");
-    for unused in [0, 500] {
-        let store = store_with_unused(EvalLimits::default(), unused);
-        bench_store(&mut group, format!("{unused}"), &store, &inputs);
+    for (name, unused, place) in [
+        ("none", 0, Unused::SameBundle),
+        ("500_in_another_bundle", 500, Unused::OtherBundle),
+        ("500_in_the_same_bundle", 500, Unused::SameBundle),
+        ("500_not_separable", 500, Unused::Unsplittable),
+    ] {
+        let store = store_with_unused(EvalLimits::default(), unused, place);
+        bench_store(&mut group, name.to_owned(), &store, &inputs);
     }
     group.finish();
 }

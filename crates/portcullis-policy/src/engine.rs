@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::num::NonZeroU32;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -69,11 +70,142 @@ const TIMER_CHECK_INTERVAL: NonZeroU32 = match NonZeroU32::new(256) {
 /// Gives every compiled set a process-unique id, the key of its per-thread clones.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// Clones of compiled sets each thread keeps; older ones are dropped first.
-const LOCAL_ENGINES: usize = 4;
+/// A new engine with the evaluation time limit of `limits`.
+fn new_engine(limits: &EvalLimits) -> regorus::Engine {
+    let mut engine = regorus::Engine::new();
+    if let Some(limit) = limits.time_limit {
+        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+            limit,
+            check_interval: TIMER_CHECK_INTERVAL,
+        });
+    }
+    engine
+}
+
+/// Every `data` reference in a Rego source, as the path of plain names that follows
+/// `data.` (a reference such as `data.a.b[x]` gives `a.b`: everything below it may be
+/// read). `None` when the source reads `data` in a way that names no path — a bare
+/// `data`, `data[x]` — so it may read anything. Comments and strings are skipped; a
+/// field that happens to be called `data` (`input.data`) is not the data document.
+fn data_references(source: &str) -> Option<Vec<Vec<String>>> {
+    let src = source.as_bytes();
+    let is_start = |b: &u8| b.is_ascii_alphabetic() || *b == b'_';
+    let is_ident = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    let word_end = |from: usize| {
+        src.get(from..)
+            .and_then(|rest| rest.iter().position(|b| !is_ident(b)))
+            .map_or(src.len(), |n| from + n)
+    };
+    let mut refs = Vec::new();
+    let mut i = 0;
+    while let Some(b) = src.get(i) {
+        match b {
+            b'#' => {
+                i = src
+                    .get(i..)
+                    .and_then(|rest| rest.iter().position(|c| *c == b'\n'))
+                    .map_or(src.len(), |n| i + n);
+            }
+            b'"' | b'`' => {
+                let quote = *b;
+                i += 1;
+                while let Some(c) = src.get(i) {
+                    i += 1;
+                    if *c == quote {
+                        break;
+                    }
+                    if *c == b'\\' && quote == b'"' {
+                        i += 1;
+                    }
+                }
+            }
+            b if is_start(b) => {
+                let start = i;
+                i = word_end(i);
+                let field = start.checked_sub(1).and_then(|p| src.get(p)) == Some(&b'.');
+                if field || source.get(start..i) != Some("data") {
+                    continue;
+                }
+                let mut path = Vec::new();
+                while src.get(i) == Some(&b'.') && src.get(i + 1).is_some_and(is_start) {
+                    let from = i + 1;
+                    i = word_end(from);
+                    path.push(source.get(from..i).unwrap_or_default().to_owned());
+                }
+                if path.is_empty() {
+                    return None;
+                }
+                refs.push(path);
+            }
+            _ => i += 1,
+        }
+    }
+    Some(refs)
+}
+
+/// Whether one path is a prefix of the other (either may read the other's documents).
+fn related(a: &[String], b: &[String]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// Groups modules that may read each other: modules whose packages are prefixes of one
+/// another, and a module with every package its `data` references reach. Returns the
+/// group of each module, numbered from 0 in order of first appearance, or `None` when
+/// everything is one group (some module reads `data` dynamically, or all are linked).
+fn partition(packages: &[Vec<String>], sources: &[&str]) -> Option<Vec<usize>> {
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while let Some(&p) = parent.get(i) {
+            if p == i {
+                break;
+            }
+            let grand = parent.get(p).copied().unwrap_or(p);
+            if let Some(slot) = parent.get_mut(i) {
+                *slot = grand;
+            }
+            i = p;
+        }
+        i
+    }
+    let mut parent: Vec<usize> = (0..packages.len()).collect();
+    fn union(parent: &mut [usize], a: usize, b: usize) {
+        let (a, b) = (find(parent, a), find(parent, b));
+        if let Some(slot) = parent.get_mut(a) {
+            *slot = b;
+        }
+    }
+    for (i, (package, source)) in packages.iter().zip(sources).enumerate() {
+        for (j, other) in packages.iter().enumerate().take(i) {
+            if related(package, other) {
+                union(&mut parent, i, j);
+            }
+        }
+        for reference in data_references(source)? {
+            for (j, other) in packages.iter().enumerate() {
+                if related(&reference, other) {
+                    union(&mut parent, i, j);
+                }
+            }
+        }
+    }
+    let mut numbers: BTreeMap<usize, usize> = BTreeMap::new();
+    let groups: Vec<usize> = (0..packages.len())
+        .map(|i| {
+            let root = find(&mut parent, i);
+            let next = numbers.len();
+            *numbers.entry(root).or_insert(next)
+        })
+        .collect();
+    (numbers.len() > 1).then_some(groups)
+}
+
+/// Compiled sets each thread keeps clones of; older ones are dropped first.
+const LOCAL_SETS: usize = 4;
 
 thread_local! {
-    static LOCAL: RefCell<Vec<(u64, regorus::Engine)>> = const { RefCell::new(Vec::new()) };
+    /// Per compiled set (by generation): this thread's clone of the whole set (slot 0)
+    /// and of each group of packages (slot 1 + group), made on first use.
+    static LOCAL: RefCell<Vec<(u64, Vec<Option<regorus::Engine>>)>> =
+        const { RefCell::new(Vec::new()) };
 }
 
 /// Bundles compiled together by regorus, validated and ready to answer.
@@ -81,8 +213,20 @@ thread_local! {
 /// Compiled once; each thread that evaluates keeps its own clone (regorus evaluates with
 /// `&mut`), so concurrent decisions share no lock. A clone shares the parsed modules and
 /// data with the original.
+///
+/// Packages that cannot read each other are also compiled apart, each group with all the
+/// data: a query under one group's packages runs on that group's engine, so its cost does
+/// not grow with packages it never reaches (regorus looks over every loaded module on each
+/// `data` reference). Groups are found from the `data` references in the sources; a module
+/// that reads `data` dynamically (`data[x]`, a bare `data`) keeps everything together.
 pub struct RegoEngine {
-    prepared: regorus::Engine,
+    /// Every bundle together: queries that span groups, or reach no package.
+    all: regorus::Engine,
+    /// The packages of each group, compiled apart (empty when there is one group).
+    groups: Vec<regorus::Engine>,
+    /// Package path below `data` (`a.b`) → its group.
+    packages: BTreeMap<String, usize>,
+    /// The key of this set's per-thread clones.
     generation: u64,
     /// `data.pkg.rule` for every plainly named rule: these go through regorus's
     /// `eval_rule`; other paths (packages, data, nested references) through a query.
@@ -95,6 +239,7 @@ impl fmt::Debug for RegoEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegoEngine")
             .field("generation", &self.generation)
+            .field("package_groups", &self.groups.len())
             .field("rules", &self.rules.len())
             .field("revisions", &self.revisions)
             .field("limits", &self.limits)
@@ -131,33 +276,33 @@ impl RegoEngine {
                 }
             }
         }
-        let mut engine = regorus::Engine::new();
-        if let Some(limit) = limits.time_limit {
-            engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-                limit,
-                check_interval: TIMER_CHECK_INTERVAL,
-            });
-        }
+        let mut engine = new_engine(&limits);
         // Which modules (by index, in the order added) belong to which bundle.
         let mut owners: Vec<&Bundle> = Vec::new();
+        // Each module's name, source and package below `data`, for the groups.
+        let mut modules: Vec<(String, &str, Vec<String>)> = Vec::new();
+        let mut data = Vec::new();
         for bundle in &bundles {
             for policy in bundle.policies() {
+                let name = format!("{}/{}", bundle.name(), policy.path);
                 let package = engine
-                    .add_policy(
-                        format!("{}/{}", bundle.name(), policy.path),
-                        policy.source.clone(),
-                    )
+                    .add_policy(name.clone(), policy.source.clone())
                     .map_err(|e| PolicyError::Compile {
                         bundle: bundle.name().to_owned(),
                         file: policy.path.clone(),
                         message: e.to_string(),
                     })?;
-                bundle.check_package_root(package.strip_prefix("data.").unwrap_or(&package))?;
+                let package = package.strip_prefix("data.").unwrap_or(&package);
+                bundle.check_package_root(package)?;
                 owners.push(bundle);
+                let segments = package.split('.').map(str::to_owned).collect();
+                modules.push((name, &policy.source, segments));
             }
+            let value = regorus::Value::from(Value::Object(bundle.data().clone()));
             engine
-                .add_data(regorus::Value::from(Value::Object(bundle.data().clone())))
+                .add_data(value.clone())
                 .map_err(|e| PolicyError::bundle(bundle.name(), format!("data: {e}")))?;
+            data.push(value);
         }
         let names = || {
             bundles
@@ -224,8 +369,11 @@ impl RegoEngine {
             .iter()
             .map(|b| (b.name().to_owned(), b.revision().to_owned()))
             .collect();
+        let (groups, packages) = split(&modules, &data, &limits);
         Ok(RegoEngine {
-            prepared: engine,
+            all: engine,
+            groups,
+            packages,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             rules,
             revisions: Arc::new(revisions),
@@ -238,30 +386,105 @@ impl RegoEngine {
         &self.revisions
     }
 
-    /// Runs `f` on this thread's clone of the compiled engine.
-    fn with_local<R>(&self, f: impl FnOnce(&mut regorus::Engine) -> R) -> R {
+    /// The group that holds every package `path` (`data.a.b`) may reach, or `None` for
+    /// the whole set: the path reaches no package, or packages of several groups.
+    fn group_of(&self, path: &str) -> Option<usize> {
+        let below = path.strip_prefix("data.")?;
+        if self.groups.is_empty() {
+            return None;
+        }
+        // A package at or above the path: groups are closed under prefixes, so every
+        // package below the path is in its group too.
+        let above = below
+            .match_indices('.')
+            .map(|(end, _)| end)
+            .chain([below.len()])
+            .find_map(|end| below.get(..end).and_then(|p| self.packages.get(p)));
+        if let Some(group) = above {
+            return Some(*group);
+        }
+        let prefix = format!("{below}.");
+        let mut below_path = self
+            .packages
+            .range::<str, _>((Bound::Excluded(prefix.as_str()), Bound::Unbounded))
+            .take_while(|(package, _)| package.starts_with(&prefix))
+            .map(|(_, group)| *group);
+        let first = below_path.next()?;
+        below_path.all(|group| group == first).then_some(first)
+    }
+
+    /// Runs `f` on this thread's clone of `group`'s engine (`None`: the whole set).
+    fn with_local<R>(&self, group: Option<usize>, f: impl FnOnce(&mut regorus::Engine) -> R) -> R {
+        let prepared = group.and_then(|g| self.groups.get(g)).unwrap_or(&self.all);
+        let slot = group.map_or(0, |g| g + 1);
         LOCAL.with(|cell| {
             let Ok(mut local) = cell.try_borrow_mut() else {
                 // Re-entered from inside an evaluation: use a clone of its own.
-                return f(&mut self.prepared.clone());
+                return f(&mut prepared.clone());
             };
-            let found = local.iter().position(|(g, _)| *g == self.generation);
-            let index = match found {
+            let index = match local.iter().position(|(g, _)| *g == self.generation) {
                 Some(index) => index,
                 None => {
-                    if local.len() >= LOCAL_ENGINES {
+                    if local.len() >= LOCAL_SETS {
                         local.remove(0);
                     }
-                    local.push((self.generation, self.prepared.clone()));
+                    local.push((self.generation, Vec::new()));
                     local.len() - 1
                 }
             };
-            match local.get_mut(index) {
-                Some((_, engine)) => f(engine),
-                None => f(&mut self.prepared.clone()),
+            let Some((_, engines)) = local.get_mut(index) else {
+                return f(&mut prepared.clone());
+            };
+            if engines.len() <= slot {
+                engines.resize_with(slot + 1, || None);
+            }
+            match engines.get_mut(slot) {
+                Some(engine) => f(engine.get_or_insert_with(|| prepared.clone())),
+                None => f(&mut prepared.clone()),
             }
         })
     }
+}
+
+/// The modules compiled apart by group (see [`partition`]), each group with all of `data`,
+/// and the group of each package. Nothing is split — empty results — when everything is
+/// one group or a group does not compile alone (which a group closed under its references
+/// should not do; the whole set still answers).
+fn split(
+    modules: &[(String, &str, Vec<String>)],
+    data: &[regorus::Value],
+    limits: &EvalLimits,
+) -> (Vec<regorus::Engine>, BTreeMap<String, usize>) {
+    let packages: Vec<Vec<String>> = modules.iter().map(|m| m.2.clone()).collect();
+    let sources: Vec<&str> = modules.iter().map(|m| m.1).collect();
+    let Some(of_module) = partition(&packages, &sources) else {
+        return (Vec::new(), BTreeMap::new());
+    };
+    let count = of_module.iter().max().map_or(0, |m| m + 1);
+    let mut engines: Vec<regorus::Engine> = (0..count).map(|_| new_engine(limits)).collect();
+    let mut groups = BTreeMap::new();
+    for ((name, source, package), group) in modules.iter().zip(&of_module) {
+        let Some(engine) = engines.get_mut(*group) else {
+            return (Vec::new(), BTreeMap::new());
+        };
+        if engine
+            .add_policy(name.clone(), (*source).to_owned())
+            .is_err()
+        {
+            return (Vec::new(), BTreeMap::new());
+        }
+        groups.insert(package.join("."), *group);
+    }
+    for engine in &mut engines {
+        let prepared = data
+            .iter()
+            .all(|value| engine.add_data(value.clone()).is_ok())
+            && engine.eval_query("true".to_owned(), false).is_ok();
+        if !prepared {
+            return (Vec::new(), BTreeMap::new());
+        }
+    }
+    (engines, groups)
 }
 
 impl PolicyEngine for RegoEngine {
@@ -270,7 +493,8 @@ impl PolicyEngine for RegoEngine {
         check_input(input, &self.limits)?;
         let input = regorus::Value::from(input.clone());
         let is_rule = self.rules.contains(&path);
-        let value = self.with_local(|engine| {
+        let group = self.group_of(&path);
+        let value = self.with_local(group, |engine| {
             engine.set_input(input);
             if is_rule {
                 engine.eval_rule(path.clone())
@@ -378,4 +602,71 @@ fn check_input(input: &Value, limits: &EvalLimits) -> Result<(), PolicyError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(source: &str) -> Option<Vec<String>> {
+        data_references(source).map(|refs| refs.iter().map(|r| r.join(".")).collect())
+    }
+
+    #[test]
+    fn data_references_are_the_named_paths() {
+        assert_eq!(
+            refs("package authz\nimport data.authz.roles\nallow if data.grants[input.user].x"),
+            Some(vec!["authz.roles".to_owned(), "grants".to_owned()])
+        );
+        // Words that merely contain `data`, fields called `data`, comments and strings.
+        assert_eq!(
+            refs(concat!(
+                "package a\nmetadata := 1\ndatabase := input.data\n",
+                "# reads data from elsewhere\nmsg := \"data \\\" data[x]\"\nraw := `data`"
+            )),
+            Some(Vec::new())
+        );
+        for dynamic in [
+            "package a\nallow if data[input.pkg].allow",
+            "package a\nall := data",
+            "package a\nimport data",
+            "package a\nx := data .b",
+        ] {
+            assert_eq!(refs(dynamic), None, "{dynamic}");
+        }
+    }
+
+    fn split_of(modules: &[(&str, &str)]) -> Option<Vec<usize>> {
+        let packages: Vec<Vec<String>> = modules
+            .iter()
+            .map(|(p, _)| p.split('.').map(str::to_owned).collect())
+            .collect();
+        let sources: Vec<&str> = modules.iter().map(|(_, s)| *s).collect();
+        partition(&packages, &sources)
+    }
+
+    #[test]
+    fn packages_that_may_read_each_other_share_a_group() {
+        let groups = split_of(&[
+            ("authz", "allow if data.authz.grants[input.user]"),
+            ("billing", "import data.authz\nx if authz.allow"),
+            ("other.p1", "allow := true"),
+            ("other.p1.sub", "x := 1"),
+            ("other.p2", "y := data.other.p1.sub.x"),
+            ("lonely", "z := data.nothing.here"),
+            ("authz", "deny if false"),
+        ]);
+        assert_eq!(groups, Some(vec![0, 0, 1, 1, 1, 2, 0]));
+        // A parent package reads everything below it.
+        assert_eq!(
+            split_of(&[("a.b", "x := 1"), ("c", "y := 1"), ("a", "z := 1")]),
+            Some(vec![0, 1, 0])
+        );
+        // One dynamic reader, or everything linked: nothing to split.
+        assert_eq!(
+            split_of(&[("a", "x := 1"), ("b", "y := data[input.p]")]),
+            None
+        );
+        assert_eq!(split_of(&[("a", "x := data.b.y"), ("b", "y := 1")]), None);
+    }
 }

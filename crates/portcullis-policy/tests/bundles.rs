@@ -617,3 +617,173 @@ fn a_folder_bundle_is_what_it_says() {
     assert_eq!(paths, ["authz/a.rego", "authz/z.rego"]);
     let _ = std::fs::remove_dir_all(Path::new(&dir));
 }
+
+#[test]
+fn packages_that_read_each_other_still_answer_when_others_run_apart() {
+    let store = PolicyStore::in_memory(EvalLimits::default());
+    // rbac's packages run apart from the unused ones; billing reads rbac's data and
+    // rules and must see them.
+    store
+        .activate(Bundle::from_files("rbac", rbac("r1")).unwrap())
+        .unwrap();
+    let billing = vec![
+        file(".manifest", r#"{"revision": "b1", "roots": ["billing"]}"#),
+        file(
+            "billing/p.rego",
+            "package billing\nimport data.authz.bindings\nbillable contains user if some user, _ in bindings\noperators if data.authz.allow with input as {\"user\": \"alice\", \"action\": \"deploy\"}",
+        ),
+    ];
+    store
+        .activate(Bundle::from_files("billing", billing).unwrap())
+        .unwrap();
+    let mut unused = vec![file(
+        ".manifest",
+        r#"{"revision": "u1", "roots": ["other"]}"#,
+    )];
+    for n in 0..50 {
+        unused.push(file(
+            &format!("other/p{n}.rego"),
+            &format!("package other.p{n}\nallow if input.team == \"t{n}\""),
+        ));
+    }
+    store
+        .activate(Bundle::from_files("unused", unused).unwrap())
+        .unwrap();
+
+    assert_eq!(allow(&store, "alice", "deploy"), Some(json!(true)));
+    assert_eq!(allow(&store, "bob", "deploy"), Some(json!(false)));
+    let billable = store.evaluate("billing/billable", &Value::Null).unwrap();
+    assert_eq!(billable.result, Some(json!(["alice", "bob"])));
+    let operators = store.evaluate("billing/operators", &Value::Null).unwrap();
+    assert_eq!(operators.result, Some(json!(true)));
+    let other = store
+        .evaluate("other/p7/allow", &json!({"team": "t7"}))
+        .unwrap();
+    assert_eq!(other.result, Some(json!(true)));
+    // The whole data document still spans every bundle.
+    let all = store
+        .evaluate("data", &Value::Null)
+        .unwrap()
+        .result
+        .unwrap();
+    assert!(
+        all.get("authz").is_some() && all.get("billing").is_some() && all.get("other").is_some()
+    );
+    assert_eq!(store.revisions().len(), 3);
+    // authz and billing read each other (one group); the 50 unused packages don't.
+    let engine = format!("{:?}", store.current().unwrap());
+    assert!(engine.contains("package_groups: 51"), "{engine}");
+}
+
+/// Packages compiled apart answer exactly as the whole set does: the same queries against
+/// a set that splits into groups and against the same set plus one module that reads
+/// `data` dynamically (which keeps everything on one engine).
+#[test]
+fn grouped_packages_answer_as_the_whole_set_does() {
+    let policies = [
+        (
+            "app/authz.rego",
+            "package app.authz\nimport data.app.roles as roles\nallow if roles.admin[input.user]\nallow if data.app.authz.extra.open\nowners contains u if some u in data.app.owners",
+        ),
+        (
+            "app/roles.rego",
+            "package app.roles\nadmin contains u if some u in data.app.people.admins",
+        ),
+        (
+            "app/authz_extra.rego",
+            "package app.authz.extra\nopen if input.user == \"visitor\"",
+        ),
+        (
+            "audit/report.rego",
+            "package audit.report\n# reads data.app only through a with-override below\nsummary := {\"allowed\": allowed}\nallowed if data.app.authz.allow with input as {\"user\": \"ann\"}",
+        ),
+        (
+            "lone/a.rego",
+            "package lone.a\nx := count(data.lone.b.items)",
+        ),
+        ("lone/b.rego", "package lone.b\nitems := [1, 2, 3]"),
+        (
+            "solo/s.rego",
+            "package solo.s\nanswer := input.n * 2\nnested := {\"data\": \"data[x]\"}",
+        ),
+    ];
+    let data = r#"{"app": {"people": {"admins": ["ann"]}, "owners": ["ann", "bo"]}}"#;
+    let files = |dynamic: bool| {
+        let mut files = vec![
+            file(
+                ".manifest",
+                r#"{"revision": "r", "roots": ["app", "audit", "lone", "solo", "any"]}"#,
+            ),
+            file("data.json", data),
+        ];
+        for (path, rego) in policies {
+            files.push(file(path, rego));
+        }
+        if dynamic {
+            files.push(file("any/d.rego", "package any\nlook := data[input.pkg]"));
+        }
+        files
+    };
+    let store = |dynamic| {
+        let store = PolicyStore::in_memory(EvalLimits::default());
+        store
+            .activate(Bundle::from_files("b", files(dynamic)).unwrap())
+            .unwrap();
+        store
+    };
+    let (split, whole) = (store(false), store(true));
+    let groups = |s: &PolicyStore| format!("{:?}", s.current().unwrap());
+    // app (+audit, which reads it), lone, solo; `any` joins them all.
+    assert!(
+        groups(&split).contains("package_groups: 3"),
+        "{}",
+        groups(&split)
+    );
+    assert!(
+        groups(&whole).contains("package_groups: 0"),
+        "{}",
+        groups(&whole)
+    );
+    let queries = [
+        ("app/authz/allow", json!({"user": "ann"})),
+        ("app/authz/allow", json!({"user": "visitor"})),
+        ("app/authz/allow", json!({"user": "eve"})),
+        ("app/authz", json!({"user": "ann"})),
+        ("app/authz/owners", Value::Null),
+        ("app/authz/extra", json!({"user": "visitor"})),
+        ("app", json!({"user": "ann"})),
+        ("app/people", Value::Null),
+        ("audit/report/summary", Value::Null),
+        ("lone/a/x", Value::Null),
+        ("lone", Value::Null),
+        ("solo/s/answer", json!({"n": 21})),
+        ("solo/s/nested", Value::Null),
+        ("solo/s/missing", Value::Null),
+        ("nowhere/at/all", Value::Null),
+    ];
+    for (path, input) in queries {
+        let a = split.evaluate(path, &input).unwrap().result;
+        let b = whole.evaluate(path, &input).unwrap().result;
+        assert_eq!(a, b, "{path} {input}");
+    }
+    assert_eq!(
+        split
+            .evaluate("audit/report/summary", &Value::Null)
+            .unwrap()
+            .result,
+        Some(json!({"allowed": true}))
+    );
+    assert_eq!(
+        split.evaluate("lone/a/x", &Value::Null).unwrap().result,
+        Some(json!(3))
+    );
+    // The whole data document spans every group.
+    let all = split
+        .evaluate("data", &Value::Null)
+        .unwrap()
+        .result
+        .unwrap();
+    for key in ["app", "audit", "lone", "solo"] {
+        assert!(all.get(key).is_some(), "{key} in {all}");
+    }
+}

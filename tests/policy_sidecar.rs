@@ -479,3 +479,90 @@ promotion = { mode = "manual" }
     assert_eq!(answer["result"], "r1");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn serves_only_bundles_signed_with_a_configured_key() {
+    use portcullis::policy::{Algorithm, Bundle, BundleLimits, BundleSigner, SIGNATURES_FILE};
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/portcullis-policy/tests/fixtures");
+    let dir = scratch("signed");
+    let bundle = dir.join("bundle");
+    write_bundle(&bundle, "s1", "input.user == \"admin\"");
+    let config = write_config(
+        &dir,
+        &format!(
+            "[keys.release]\nalgorithm = \"RS256\"\nkey_file = \"{}\"\nscope = \"write\"\n\n[[bundles]]\nname = \"app\"\ndir = \"bundle\"\nsigning = {{ keyid = \"release\" }}\n",
+            fixtures
+                .join("bundle-signing-rsa-test-only.pub.pem")
+                .display()
+        ),
+    );
+    let sign = || {
+        let signer = BundleSigner::from_pem(
+            Algorithm::RS256,
+            &std::fs::read(fixtures.join("bundle-signing-rsa-test-only.key.pem")).unwrap(),
+        )
+        .unwrap()
+        .scope("write");
+        let _ = std::fs::remove_file(bundle.join(SIGNATURES_FILE));
+        let files = Bundle::files_from_dir("app", &bundle, &BundleLimits::default()).unwrap();
+        std::fs::write(
+            bundle.join(SIGNATURES_FILE),
+            signer.sign("app", &files).unwrap(),
+        )
+        .unwrap();
+    };
+    let sidecar = Sidecar::start(&config).await;
+    // Unsigned: refused, so nothing serves.
+    let mut last_error = String::new();
+    for _ in 0..300 {
+        let (_, status) = sidecar.get("/v1/status").await;
+        last_error = status["result"]["bundles"]["app"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if !last_error.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(last_error.contains("not signed"), "{last_error}");
+    let (status, _) = sidecar
+        .post("/v1/data/app/allow", r#"{"input": {"user": "admin"}}"#)
+        .await;
+    assert_eq!(status, 503);
+
+    sign();
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("s1"))
+        .await;
+
+    // Edited after signing: refused; s1 keeps answering.
+    write_bundle(&bundle, "s2-unsigned", "true");
+    for _ in 0..300 {
+        let (_, status) = sidecar.get("/v1/status").await;
+        if status["result"]["bundles"]["app"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("digest mismatch"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, status) = sidecar.get("/v1/status").await;
+    let app = &status["result"]["bundles"]["app"];
+    assert_eq!(app["active_revision"], "s1", "{app}");
+    assert!(
+        app["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("digest mismatch"),
+        "{app}"
+    );
+    // s2 would allow anyone; s1 still leaves eve undefined.
+    let (_, answer) = sidecar
+        .post("/v1/data/app/allow", r#"{"input": {"user": "eve"}}"#)
+        .await;
+    assert_eq!(answer.get("result"), None, "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

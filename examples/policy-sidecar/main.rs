@@ -32,8 +32,9 @@ use axum::{Json, Router};
 use clap::Parser;
 use portcullis::audit::AuditLog;
 use portcullis::policy::{
-    Bundle, BundleLimits, BundleSource, DecisionLog, DirSource, EvalLimits, Fetched, HttpSource,
-    PolicyEngine, PolicyError, PolicyStore, PollOptions, Rollout, RolloutConfig, poll_once,
+    Algorithm, Bundle, BundleLimits, BundleSource, BundleVerifier, DecisionLog, DirSource,
+    EvalLimits, Fetched, HttpSource, PolicyEngine, PolicyError, PolicyStore, PollOptions, Rollout,
+    RolloutConfig, VerificationKey, poll_once,
 };
 use portcullis::{AuthMethod, Principal, PrincipalKind, SystemClock};
 use serde::Deserialize;
@@ -57,6 +58,10 @@ Configuration (TOML; --print-config shows the built-in one):
               with a rollout, `{revision}` in dir/url is replaced by this host's revision
   [rollout] config = FILE (the pipelines), state = FILE (written by the delivery service)
   [decision_log] url = sqlite://FILE | jsonl://DIR | postgres://..., mask = [\"input.path\"]
+  [keys.ID] algorithm = RS256|PS256|ES256|EdDSA|HS256|..., key_file = FILE (a PEM public
+            key, or the HMAC secret), scope (optional)
+  [bundles.signing] keyid (else the signature's kid), scope: the bundle must be signed as
+            by `opa sign`, every file listed with its digest, or it is refused
 
 Bundles are validated before they serve: a bundle that does not compile, whose roots clash
 or whose test_* rules fail is refused and the previous revision keeps answering.";
@@ -106,6 +111,25 @@ struct Config {
     bundles: Vec<BundleConfig>,
     rollout: Option<RolloutFiles>,
     decision_log: Option<DecisionLogConfig>,
+    #[serde(default)]
+    keys: BTreeMap<String, KeyConfig>,
+}
+
+/// A key bundle signatures are verified with (OPA's `keys`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyConfig {
+    algorithm: String,
+    key_file: PathBuf,
+    scope: Option<String>,
+}
+
+/// Which key and scope a bundle's signature must have (OPA's `bundles.*.signing`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningConfig {
+    keyid: Option<String>,
+    scope: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -128,6 +152,7 @@ struct BundleConfig {
     dir: Option<String>,
     url: Option<String>,
     artifact: Option<String>,
+    signing: Option<SigningConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,6 +277,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             source: None,
             decision_log: decision_log.clone(),
             last_refusal: None,
+            verifier: verifier(&config, bundle, &base)?,
         };
         tokio::spawn(follower.run(store.clone(), options));
     }
@@ -301,6 +327,60 @@ fn check(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// The verifier for `bundle` when it must be signed: every configured key, and the
+/// bundle's key id and scope.
+fn verifier(
+    config: &Config,
+    bundle: &BundleConfig,
+    base: &Path,
+) -> Result<Option<Arc<BundleVerifier>>, String> {
+    let Some(signing) = &bundle.signing else {
+        return Ok(None);
+    };
+    if config.keys.is_empty() {
+        return Err(format!(
+            "bundle {}: [bundles.signing] needs at least one [keys.ID]",
+            bundle.name
+        ));
+    }
+    let mut verifier = BundleVerifier::new();
+    for (id, key) in &config.keys {
+        let algorithm: Algorithm = key
+            .algorithm
+            .parse()
+            .map_err(|_| format!("[keys.{id}]: unknown algorithm {:?}", key.algorithm))?;
+        let path = resolve(base, &key.key_file);
+        let material =
+            std::fs::read(&path).map_err(|e| format!("[keys.{id}] {}: {e}", path.display()))?;
+        let mut key_material = if matches!(
+            algorithm,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        ) {
+            VerificationKey::hmac(algorithm, material.trim_ascii())
+        } else {
+            VerificationKey::from_pem(algorithm, &material)
+        }
+        .map_err(|e| format!("[keys.{id}]: {e}"))?;
+        if let Some(scope) = &key.scope {
+            key_material = key_material.with_scope(scope);
+        }
+        verifier = verifier.key(id, key_material);
+    }
+    if let Some(id) = &signing.keyid {
+        if !config.keys.contains_key(id) {
+            return Err(format!(
+                "bundle {}: signing.keyid {id:?} is not a configured [keys.ID]",
+                bundle.name
+            ));
+        }
+        verifier = verifier.key_id(id);
+    }
+    if let Some(scope) = &signing.scope {
+        verifier = verifier.scope(scope);
+    }
+    Ok(Some(Arc::new(verifier)))
+}
+
 /// Keeps one bundle at the revision this host should run, polling its source.
 struct Follower {
     bundle: BundleConfig,
@@ -314,6 +394,8 @@ struct Follower {
     /// Refusals go to the decision log too (each distinct one once, not every poll).
     decision_log: Option<Arc<DecisionLog>>,
     last_refusal: Option<String>,
+    /// Set when the bundle must be signed.
+    verifier: Option<Arc<BundleVerifier>>,
 }
 
 impl Follower {
@@ -350,15 +432,19 @@ impl Follower {
             .is_none_or(|(current, _)| current != location)
         {
             let name = self.bundle.name.clone();
-            let inner: Box<dyn BundleSource> = if self.bundle.url.is_some() {
-                Box::new(HttpSource::new(
-                    name,
-                    location,
-                    Duration::from_secs(30),
-                    BundleLimits::default(),
-                )?)
-            } else {
-                Box::new(DirSource::new(name, location, BundleLimits::default()))
+            let limits = BundleLimits::default();
+            let inner: Box<dyn BundleSource> = match (self.bundle.url.is_some(), &self.verifier) {
+                (true, verifier) => {
+                    let source = HttpSource::new(name, location, Duration::from_secs(30), limits)?;
+                    Box::new(match verifier {
+                        Some(verifier) => source.verify_with(verifier.clone()),
+                        None => source,
+                    })
+                }
+                (false, Some(verifier)) => {
+                    Box::new(DirSource::new(name, location, limits).verify_with(verifier.clone()))
+                }
+                (false, None) => Box::new(DirSource::new(name, location, limits)),
             };
             let source: Box<dyn BundleSource> = match want {
                 Some(revision) => Box::new(ExpectRevision { inner, revision }),

@@ -8,7 +8,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::PolicyError;
+use crate::signing::SIGNATURES_FILE;
+use crate::{BundleVerifier, PolicyError};
 
 /// Caps on what a bundle may hold, checked while reading (a tarball is never unpacked
 /// beyond them).
@@ -150,7 +151,7 @@ fn check_name(name: &str) -> Result<(), PolicyError> {
 }
 
 /// Normalises a path inside a bundle: `/`-separated, no leading `/` or `./`, no `..`.
-fn clean_path(bundle: &str, raw: &str) -> Result<String, PolicyError> {
+pub(crate) fn clean_path(bundle: &str, raw: &str) -> Result<String, PolicyError> {
     let mut parts = Vec::new();
     for part in raw.split('/') {
         match part {
@@ -177,9 +178,10 @@ impl Bundle {
     /// A bundle from `(path, contents)` pairs, as a folder or tarball lists them.
     ///
     /// `.manifest` is the manifest; `*.rego` files are policies; a `data.json` in folder
-    /// `a/b` is the document at `data.a.b`. A `.signatures.json` is refused (signature
-    /// verification is not implemented, and ignoring a signature would be worse), as is
-    /// YAML data; other files are ignored, as OPA does.
+    /// `a/b` is the document at `data.a.b`. A signed bundle (one with a
+    /// `.signatures.json`) is refused here — ignoring its signature would be worse; read
+    /// it with [`verified`](Bundle::verified). YAML data is refused too; other files are
+    /// ignored, as OPA does.
     ///
     /// # Errors
     ///
@@ -189,6 +191,32 @@ impl Bundle {
     pub fn from_files(
         name: &str,
         files: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<Bundle, PolicyError> {
+        Bundle::read(name, files, false)
+    }
+
+    /// A signed bundle from `(path, contents)` pairs, read only after `verifier` accepts
+    /// its `.signatures.json`: a JWS from a trusted key that lists every file with its
+    /// digest ([`BundleVerifier::verify`]). An unsigned bundle is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Signature`] if the signature is missing or refused; otherwise as
+    /// [`from_files`](Bundle::from_files).
+    pub fn verified(
+        name: &str,
+        files: Vec<(String, Vec<u8>)>,
+        verifier: &BundleVerifier,
+    ) -> Result<Bundle, PolicyError> {
+        check_name(name)?;
+        verifier.verify(name, &files)?;
+        Bundle::read(name, files, true)
+    }
+
+    fn read(
+        name: &str,
+        files: impl IntoIterator<Item = (String, Vec<u8>)>,
+        verified: bool,
     ) -> Result<Bundle, PolicyError> {
         check_name(name)?;
         let mut manifest = None;
@@ -205,10 +233,14 @@ impl Bundle {
                 ".manifest" if folder.is_empty() => {
                     manifest = Some(Manifest::parse(name, &bytes)?);
                 }
-                ".signatures.json" => {
+                SIGNATURES_FILE if folder.is_empty() && verified => {}
+                SIGNATURES_FILE => {
                     return Err(PolicyError::bundle(
                         name,
-                        "signed bundles are not supported yet; refusing rather than ignoring the signature",
+                        format!(
+                            "{path} found: a signed bundle is read with a verifier \
+                             (Bundle::verified), never with its signature ignored"
+                        ),
                     ));
                 }
                 "data.yaml" | "data.yml" => {
@@ -256,11 +288,25 @@ impl Bundle {
         dir: impl AsRef<Path>,
         limits: &BundleLimits,
     ) -> Result<Bundle, PolicyError> {
+        Bundle::from_files(name, Bundle::files_from_dir(name, dir, limits)?)
+    }
+
+    /// The files of the bundle in folder `dir`, within `limits` and without reading them
+    /// as a bundle yet: for [`verified`](Bundle::verified).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_dir`](Bundle::from_dir), short of reading the bundle.
+    pub fn files_from_dir(
+        name: &str,
+        dir: impl AsRef<Path>,
+        limits: &BundleLimits,
+    ) -> Result<Vec<(String, Vec<u8>)>, PolicyError> {
         check_name(name)?;
         let mut files = Vec::new();
         let mut total = 0;
         read_dir_into(name, dir.as_ref(), "", limits, &mut files, &mut total)?;
-        Bundle::from_files(name, files)
+        Ok(files)
     }
 
     /// Reads a bundle from a gzipped tarball (OPA's bundle format), within `limits`.
@@ -275,6 +321,20 @@ impl Bundle {
         bytes: &[u8],
         limits: &BundleLimits,
     ) -> Result<Bundle, PolicyError> {
+        Bundle::from_files(name, Bundle::files_from_tar_gz(name, bytes, limits)?)
+    }
+
+    /// The files of a gzipped tarball, within `limits` and without reading them as a
+    /// bundle yet: for [`verified`](Bundle::verified).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_tar_gz`](Bundle::from_tar_gz), short of reading the bundle.
+    pub fn files_from_tar_gz(
+        name: &str,
+        bytes: &[u8],
+        limits: &BundleLimits,
+    ) -> Result<Vec<(String, Vec<u8>)>, PolicyError> {
         check_name(name)?;
         let broken = |e: std::io::Error| PolicyError::bundle(name, format!("tarball: {e}"));
         // Headers take space too; the total cap on file bytes is enforced below, this
@@ -318,7 +378,7 @@ impl Bundle {
             }
             files.push((path, contents));
         }
-        Bundle::from_files(name, files)
+        Ok(files)
     }
 
     /// The bundle as a gzipped tarball: `.manifest`, the policy files and one top-level

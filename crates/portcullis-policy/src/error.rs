@@ -34,6 +34,15 @@ pub enum PolicyError {
         /// Undefined, false, or the evaluation error.
         detail: String,
     },
+    /// A signed bundle's signature is missing, does not verify, or does not cover the
+    /// bundle's files exactly.
+    #[error("bundle {bundle:?}: signature refused: {message}")]
+    Signature {
+        /// The bundle's name.
+        bundle: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A package or data path lies outside the roots the bundle's manifest declares.
     #[error("bundle {bundle:?}: {what} {path:?} is outside the manifest roots {roots:?}")]
     OutsideRoots {

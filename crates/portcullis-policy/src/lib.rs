@@ -8,6 +8,7 @@ mod decision_log;
 mod engine;
 mod error;
 mod rollout;
+mod signing;
 #[cfg(feature = "sources")]
 mod source;
 mod store;
@@ -18,10 +19,12 @@ pub use bundle::{Bundle, BundleLimits, Manifest, PolicyFile};
 pub use decision_log::{ACTIVATE, DecisionLog, EVALUATE, POLICY_BUNDLE, POLICY_RULE};
 pub use engine::{EvalLimits, Evaluation, PolicyEngine, RegoEngine, rule_path};
 pub use error::PolicyError;
+pub use jsonwebtoken::Algorithm;
 pub use rollout::{
     ArtifactConfig, ArtifactState, Candidate, Metrics, Promotion, Rollout, RolloutConfig,
     RolloutEvent, SpiffePattern, StepConfig, Thresholds,
 };
+pub use signing::{BundleSigner, BundleVerifier, SIGNATURES_FILE, VerificationKey};
 #[cfg(feature = "sources")]
 pub use source::{
     BundleSource, DirSource, Fetched, HttpSource, PollOptions, poll_once, spawn_poller,

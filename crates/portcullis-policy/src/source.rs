@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::{Bundle, BundleLimits, PolicyError, PolicyStore};
+use crate::{Bundle, BundleLimits, BundleVerifier, PolicyError, PolicyStore};
 
 /// What a source found when asked.
 #[derive(Debug)]
@@ -42,6 +42,7 @@ pub struct DirSource {
     name: String,
     dir: PathBuf,
     limits: BundleLimits,
+    verifier: Option<Arc<BundleVerifier>>,
     active: Option<u64>,
     fetched: Option<u64>,
 }
@@ -53,9 +54,30 @@ impl DirSource {
             name: name.into(),
             dir: dir.into(),
             limits,
+            verifier: None,
             active: None,
             fetched: None,
         }
+    }
+
+    /// Requires every bundle read from the folder to be signed and accepted by
+    /// `verifier` ([`Bundle::verified`]).
+    #[must_use]
+    pub fn verify_with(mut self, verifier: Arc<BundleVerifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+}
+
+/// Reads `files` as bundle `name`, through `verifier` when there is one.
+fn read(
+    name: &str,
+    files: Vec<(String, Vec<u8>)>,
+    verifier: Option<&BundleVerifier>,
+) -> Result<Bundle, PolicyError> {
+    match verifier {
+        Some(verifier) => Bundle::verified(name, files, verifier),
+        None => Bundle::from_files(name, files),
     }
 }
 
@@ -95,12 +117,14 @@ impl BundleSource for DirSource {
         let name = self.name.clone();
         let limits = self.limits;
         let active = self.active;
+        let verifier = self.verifier.clone();
         let (print, bundle) = tokio::task::spawn_blocking(move || {
             let print = fingerprint(&dir).map_err(|e| PolicyError::io(dir.display(), e))?;
             if Some(print) == active {
                 return Ok((print, None));
             }
-            Bundle::from_dir(&name, &dir, &limits).map(|b| (print, Some(b)))
+            let files = Bundle::files_from_dir(&name, &dir, &limits)?;
+            read(&name, files, verifier.as_deref()).map(|b| (print, Some(b)))
         })
         .await
         .map_err(|e| PolicyError::bundle(&self.name, format!("the loader failed: {e}")))??;
@@ -121,6 +145,7 @@ pub struct HttpSource {
     url: String,
     client: reqwest::Client,
     limits: BundleLimits,
+    verifier: Option<Arc<BundleVerifier>>,
     active_etag: Option<String>,
     fetched_etag: Option<String>,
 }
@@ -149,9 +174,18 @@ impl HttpSource {
             url: url.into(),
             client,
             limits,
+            verifier: None,
             active_etag: None,
             fetched_etag: None,
         })
+    }
+
+    /// Requires every bundle downloaded to be signed and accepted by `verifier`
+    /// ([`Bundle::verified`]).
+    #[must_use]
+    pub fn verify_with(mut self, verifier: Arc<BundleVerifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
     }
 }
 
@@ -202,10 +236,13 @@ impl BundleSource for HttpSource {
         }
         let name = self.name.clone();
         let limits = self.limits;
-        let bundle =
-            tokio::task::spawn_blocking(move || Bundle::from_tar_gz(&name, &body, &limits))
-                .await
-                .map_err(|e| failed(format!("the loader failed: {e}")))??;
+        let verifier = self.verifier.clone();
+        let bundle = tokio::task::spawn_blocking(move || {
+            let files = Bundle::files_from_tar_gz(&name, &body, &limits)?;
+            read(&name, files, verifier.as_deref())
+        })
+        .await
+        .map_err(|e| failed(format!("the loader failed: {e}")))??;
         self.fetched_etag = etag;
         Ok(Fetched::Bundle(bundle))
     }

@@ -15,8 +15,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use portcullis_policy::{
-    Bundle, BundleLimits, DirSource, EvalLimits, HttpSource, PolicyEngine, PolicyError,
-    PolicyStore, PollOptions, poll_once, spawn_poller,
+    Algorithm, Bundle, BundleLimits, BundleSigner, BundleVerifier, DirSource, EvalLimits,
+    HttpSource, PolicyEngine, PolicyError, PolicyStore, PollOptions, SIGNATURES_FILE,
+    VerificationKey, poll_once, spawn_poller,
 };
 use serde_json::json;
 
@@ -291,4 +292,103 @@ async fn a_hanging_failing_or_oversized_url_is_an_error_not_an_outage() {
     .unwrap();
     assert!(poll_once(&store, &mut closed).await.is_err());
     assert_eq!(active(&store).as_deref(), Some("ok"));
+}
+
+const SECRET: &[u8] = b"a shared bundle-signing secret, test only";
+
+fn signer() -> BundleSigner {
+    BundleSigner::hmac(Algorithm::HS256, SECRET)
+        .unwrap()
+        .key_id("release")
+}
+
+fn verifier() -> Arc<BundleVerifier> {
+    Arc::new(BundleVerifier::new().key(
+        "release",
+        VerificationKey::hmac(Algorithm::HS256, SECRET).unwrap(),
+    ))
+}
+
+/// Signs the bundle in `dir` as it stands, writing its `.signatures.json`.
+fn sign_dir(dir: &Path) {
+    let files = Bundle::files_from_dir("app", dir, &BundleLimits::default()).unwrap();
+    std::fs::write(
+        dir.join(SIGNATURES_FILE),
+        signer().sign("app", &files).unwrap(),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_verifying_folder_source_takes_only_signed_bundles() {
+    let dir = scratch("signed");
+    write_bundle(&dir, "s1", &rego("s1"));
+    let store = store();
+    let mut source = DirSource::new("app", &dir, BundleLimits::default()).verify_with(verifier());
+    assert!(matches!(
+        poll_once(&store, &mut source).await,
+        Err(PolicyError::Signature { .. })
+    ));
+    assert_eq!(active(&store), None);
+    sign_dir(&dir);
+    assert!(poll_once(&store, &mut source).await.unwrap());
+    assert_eq!(active(&store).as_deref(), Some("s1"));
+    // An edit after signing (the signature now stale) is refused; s1 keeps serving.
+    std::fs::write(
+        dir.join("app/policy.rego"),
+        rego("s1").replace("alice", "mallory"),
+    )
+    .unwrap();
+    assert!(matches!(
+        poll_once(&store, &mut source).await,
+        Err(PolicyError::Signature { .. })
+    ));
+    assert_eq!(active(&store).as_deref(), Some("s1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_verifying_http_source_refuses_a_tampered_tarball() {
+    let dir = scratch("signed-http");
+    write_bundle(&dir, "t1", &rego("t1"));
+    sign_dir(&dir);
+    let tarball = |dir: &Path| {
+        let files = Bundle::files_from_dir("app", dir, &BundleLimits::default()).unwrap();
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
+        for (path, contents) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(contents.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, path, contents.as_slice())
+                .unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap()
+    };
+    let server = Server::default();
+    *server.bundle.lock().unwrap() = (tarball(&dir), "\"t1\"".to_owned());
+    let base = start(server.clone()).await;
+    let store = store();
+    let mut source = HttpSource::new(
+        "app",
+        format!("{base}/bundle.tar.gz"),
+        Duration::from_secs(5),
+        BundleLimits::default(),
+    )
+    .unwrap()
+    .verify_with(verifier());
+    assert!(poll_once(&store, &mut source).await.unwrap());
+    assert_eq!(active(&store).as_deref(), Some("t1"));
+
+    // Same signature, another policy: refused, t1 keeps serving.
+    write_bundle(&dir, "t1", &rego("t1").replace("alice", "mallory"));
+    *server.bundle.lock().unwrap() = (tarball(&dir), "\"t1-tampered\"".to_owned());
+    assert!(matches!(
+        poll_once(&store, &mut source).await,
+        Err(PolicyError::Signature { .. })
+    ));
+    assert_eq!(active(&store).as_deref(), Some("t1"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,297 @@
+//! Signed bundles: verified before they are read, refused on any mismatch.
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "tests: a failed expectation is the failure being tested for"
+)]
+
+use std::io::Write;
+
+use portcullis_policy::{
+    Algorithm, Bundle, BundleLimits, BundleSigner, BundleVerifier, EvalLimits, PolicyEngine,
+    PolicyError, PolicyStore, SIGNATURES_FILE, VerificationKey,
+};
+use serde_json::json;
+
+type Files = Vec<(String, Vec<u8>)>;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-only";
+const RSA_PRIVATE: &[u8] = include_bytes!("fixtures/bundle-signing-rsa-test-only.key.pem");
+const RSA_PUBLIC: &[u8] = include_bytes!("fixtures/bundle-signing-rsa-test-only.pub.pem");
+const ED_PRIVATE: &[u8] = include_bytes!("fixtures/bundle-signing-ed25519-test-only.key.pem");
+const ED_PUBLIC: &[u8] = include_bytes!("fixtures/bundle-signing-ed25519-test-only.pub.pem");
+
+fn files(allow: &str) -> Files {
+    vec![
+        (
+            ".manifest".to_owned(),
+            br#"{"revision": "r1", "roots": ["authz"]}"#.to_vec(),
+        ),
+        (
+            "authz/policy.rego".to_owned(),
+            format!("package authz\n\nallow if input.user in data.authz.{allow}\n").into_bytes(),
+        ),
+        (
+            "authz/data.json".to_owned(),
+            br#"{"admins": ["alice"], "operators": ["bob"]}"#.to_vec(),
+        ),
+    ]
+}
+
+fn signed(signer: &BundleSigner, mut files: Files) -> Files {
+    let signature = signer.sign("authz", &files).unwrap();
+    files.push((SIGNATURES_FILE.to_owned(), signature));
+    files
+}
+
+fn hmac_signer() -> BundleSigner {
+    BundleSigner::hmac(Algorithm::HS256, SECRET)
+        .unwrap()
+        .key_id("ci")
+}
+
+fn hmac_verifier() -> BundleVerifier {
+    BundleVerifier::new().key(
+        "ci",
+        VerificationKey::hmac(Algorithm::HS256, SECRET).unwrap(),
+    )
+}
+
+fn refused(files: Files, verifier: &BundleVerifier) -> String {
+    match Bundle::verified("authz", files, verifier) {
+        Err(e @ PolicyError::Signature { .. }) => e.to_string(),
+        other => panic!("expected a refused signature, got {other:?}"),
+    }
+}
+
+fn replace(files: &mut Files, path: &str, contents: &[u8]) {
+    let file = files.iter_mut().find(|(p, _)| p == path).unwrap();
+    file.1 = contents.to_vec();
+}
+
+#[test]
+fn a_signed_bundle_is_read_and_answers() {
+    let bundle = Bundle::verified(
+        "authz",
+        signed(&hmac_signer(), files("admins")),
+        &hmac_verifier(),
+    )
+    .unwrap();
+    assert_eq!(bundle.revision(), "r1");
+    let store = PolicyStore::in_memory(EvalLimits::default());
+    store.activate(bundle).unwrap();
+    let allowed = store
+        .evaluate("authz/allow", &json!({"user": "alice"}))
+        .unwrap();
+    assert_eq!(allowed.result, Some(json!(true)));
+}
+
+#[test]
+fn every_change_to_the_files_is_refused() {
+    let verifier = hmac_verifier();
+    let good = signed(&hmac_signer(), files("admins"));
+
+    for (path, contents) in [
+        (
+            "authz/policy.rego",
+            &b"package authz\n\nallow if input.user in data.authz.operators\n"[..],
+        ),
+        (
+            "authz/data.json",
+            br#"{"admins": ["mallory"], "operators": ["bob"]}"#,
+        ),
+        (".manifest", br#"{"revision": "r2", "roots": ["authz"]}"#),
+    ] {
+        let mut changed = good.clone();
+        replace(&mut changed, path, contents);
+        let message = refused(changed, &verifier);
+        assert!(
+            message.contains(&format!("{path}: digest mismatch")),
+            "{message}"
+        );
+    }
+
+    let mut added = good.clone();
+    added.push((
+        "authz/extra.rego".to_owned(),
+        b"package authz\n\nallow := true\n".to_vec(),
+    ));
+    assert!(refused(added, &verifier).contains("authz/extra.rego is not covered"));
+
+    let mut removed = good.clone();
+    removed.retain(|(p, _)| p != "authz/data.json");
+    assert!(refused(removed, &verifier).contains("lists files the bundle lacks: authz/data.json"));
+
+    let mut unsigned = good.clone();
+    unsigned.retain(|(p, _)| p != SIGNATURES_FILE);
+    assert!(refused(unsigned, &verifier).contains("not signed"));
+
+    // A signature over other files, or a forged one, is refused too.
+    let mut swapped = good.clone();
+    replace(
+        &mut swapped,
+        SIGNATURES_FILE,
+        &hmac_signer().sign("authz", &files("operators")).unwrap(),
+    );
+    assert!(refused(swapped, &verifier).contains("digest mismatch"));
+    let forger = BundleSigner::hmac(Algorithm::HS256, b"another secret of thirty-two bytes!!")
+        .unwrap()
+        .key_id("ci");
+    assert!(refused(signed(&forger, files("admins")), &verifier).contains("does not verify"));
+}
+
+#[test]
+fn json_files_are_hashed_by_meaning_not_layout() {
+    let mut reformatted = signed(&hmac_signer(), files("admins"));
+    replace(
+        &mut reformatted,
+        "authz/data.json",
+        b"{\n  \"operators\": [ \"bob\" ],\n  \"admins\": [\"alice\"]\n}\n",
+    );
+    replace(
+        &mut reformatted,
+        ".manifest",
+        b"{ \"roots\": [\"authz\"],\n \"revision\": \"r1\" }",
+    );
+    Bundle::verified("authz", reformatted, &hmac_verifier()).unwrap();
+}
+
+#[test]
+fn keys_algorithms_and_scopes_must_match() {
+    let good = signed(&hmac_signer(), files("admins"));
+    // Unknown key id.
+    let other = BundleVerifier::new().key(
+        "prod",
+        VerificationKey::hmac(Algorithm::HS256, SECRET).unwrap(),
+    );
+    assert!(refused(good.clone(), &other).contains("unknown key \"ci\""));
+    // A configured key id wins over the token's kid.
+    Bundle::verified("authz", good.clone(), &other.clone().key_id("prod")).unwrap();
+    // A public-key verifier never accepts an HMAC token made with its public key.
+    let rsa = BundleVerifier::new().key(
+        "ci",
+        VerificationKey::from_pem(Algorithm::RS256, RSA_PUBLIC).unwrap(),
+    );
+    let confused = BundleSigner::hmac(Algorithm::HS256, RSA_PUBLIC)
+        .unwrap()
+        .key_id("ci");
+    assert!(refused(signed(&confused, files("admins")), &rsa).contains("signed with HS256"));
+    // Scope: the verifier's, else the key's, must equal the payload's.
+    let scoped = signed(&hmac_signer().scope("write"), files("admins"));
+    assert!(refused(scoped.clone(), &hmac_verifier()).contains("scope"));
+    Bundle::verified("authz", scoped.clone(), &hmac_verifier().scope("write")).unwrap();
+    let key_scoped = BundleVerifier::new().key(
+        "ci",
+        VerificationKey::hmac(Algorithm::HS256, SECRET)
+            .unwrap()
+            .with_scope("write"),
+    );
+    Bundle::verified("authz", scoped, &key_scoped).unwrap();
+    assert!(refused(good, &key_scoped).contains("scope"));
+    // Keys of the wrong kind are refused when configured.
+    assert!(VerificationKey::hmac(Algorithm::HS256, b"short").is_err());
+    assert!(VerificationKey::hmac(Algorithm::RS256, SECRET).is_err());
+    assert!(VerificationKey::from_pem(Algorithm::HS256, RSA_PUBLIC).is_err());
+    assert!(VerificationKey::from_pem(Algorithm::ES256, RSA_PUBLIC).is_err());
+    assert!(VerificationKey::from_pem(Algorithm::RS256, b"not a pem").is_err());
+    // Secrets stay out of Debug output.
+    let shown = format!("{:?} {:?}", hmac_verifier(), hmac_signer());
+    assert!(!shown.contains("0123456789abcdef"), "{shown}");
+}
+
+#[test]
+fn rsa_and_ed25519_signatures_verify_with_public_keys() {
+    for (algorithm, private, public) in [
+        (Algorithm::RS256, RSA_PRIVATE, RSA_PUBLIC),
+        (Algorithm::PS384, RSA_PRIVATE, RSA_PUBLIC),
+        (Algorithm::EdDSA, ED_PRIVATE, ED_PUBLIC),
+    ] {
+        let signer = BundleSigner::from_pem(algorithm, private)
+            .unwrap()
+            .key_id("release");
+        let verifier = BundleVerifier::new().key(
+            "release",
+            VerificationKey::from_pem(algorithm, public).unwrap(),
+        );
+        let good = signed(&signer, files("admins"));
+        Bundle::verified("authz", good.clone(), &verifier).unwrap();
+        let mut bad = good;
+        replace(
+            &mut bad,
+            "authz/policy.rego",
+            b"package authz\n\nallow := true\n",
+        );
+        assert!(
+            refused(bad, &verifier).contains("digest mismatch"),
+            "{algorithm:?}"
+        );
+    }
+}
+
+#[test]
+fn malformed_signature_files_are_refused_not_panicked_on() {
+    let verifier = hmac_verifier();
+    for (contents, expected) in [
+        (&b"not json"[..], ".signatures.json"),
+        (br#"{"signatures": []}"#, "exactly one"),
+        (br#"{"signatures": ["a.b.c", "d.e.f"]}"#, "exactly one"),
+        (br#"{"signatures": ["not-a-jws"]}"#, "not a JWS"),
+        (
+            br#"{"signatures": ["eyJhbGciOiJIUzI1NiJ9.e30.sig"]}"#,
+            "names no key",
+        ),
+    ] {
+        let mut files = files("admins");
+        files.push((SIGNATURES_FILE.to_owned(), contents.to_vec()));
+        let message = refused(files, &verifier);
+        assert!(message.contains(expected), "{message}");
+    }
+    // No keys at all: nothing verifies.
+    let message = refused(
+        signed(&hmac_signer(), files("admins")),
+        &BundleVerifier::new(),
+    );
+    assert!(message.contains("unknown key"), "{message}");
+}
+
+#[test]
+fn a_signed_bundle_is_never_read_with_its_signature_ignored() {
+    let err = Bundle::from_files("authz", signed(&hmac_signer(), files("admins"))).unwrap_err();
+    assert!(err.to_string().contains("Bundle::verified"), "{err}");
+}
+
+#[test]
+fn signed_tarballs_and_folders_verify() {
+    let files = signed(&hmac_signer(), files("admins"));
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (path, contents) in &files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        // As `tar -C bundle .` names them.
+        tar.append_data(&mut header, format!("./{path}"), contents.as_slice())
+            .unwrap();
+    }
+    let bytes = tar.into_inner().unwrap().finish().unwrap();
+    let limits = BundleLimits::default();
+    let unpacked = Bundle::files_from_tar_gz("authz", &bytes, &limits).unwrap();
+    Bundle::verified("authz", unpacked, &hmac_verifier()).unwrap();
+
+    let dir = std::env::temp_dir().join(format!("portcullis-signed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (path, contents) in &files {
+        let target = dir.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::File::create(target)
+            .unwrap()
+            .write_all(contents)
+            .unwrap();
+    }
+    let read = Bundle::files_from_dir("authz", &dir, &limits).unwrap();
+    Bundle::verified("authz", read, &hmac_verifier()).unwrap();
+    assert!(Bundle::from_dir("authz", &dir, &limits).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

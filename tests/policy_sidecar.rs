@@ -566,3 +566,67 @@ async fn serves_only_bundles_signed_with_a_configured_key() {
     assert_eq!(answer.get("result"), None, "{answer}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn switches_to_all_at_once_delivery_and_back_without_a_restart() {
+    let dir = scratch("mode");
+    write_bundle(&dir.join("bundles/r1"), "r1", "input.user == \"admin\"");
+    write_bundle(&dir.join("bundles/r2"), "r2", "input.user == \"admin\"");
+    let pipelines = r#"
+[[artifacts]]
+name = "authz"
+bundles = ["app"]
+
+[[artifacts.steps]]
+name = "canary"
+scopes = ["spiffe://prod.example/ns/payments/sa/*"]
+promotion = { mode = "manual" }
+
+[[artifacts.steps]]
+name = "production"
+scopes = ["spiffe://prod.example/**"]
+promotion = { mode = "manual" }
+"#;
+    std::fs::write(dir.join("rollout.toml"), pipelines).unwrap();
+    let config: RolloutConfig = toml::from_str(pipelines).unwrap();
+    let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
+    let mut delivery = Rollout::new(&config, clock).unwrap();
+    delivery.propose("authz", "r1").unwrap();
+    delivery.promote("authz").unwrap();
+    delivery.promote("authz").unwrap();
+    // r2 is in the canary step, which does not reach this (shipping) host.
+    delivery.propose("authz", "r2").unwrap();
+    delivery.save(dir.join("rollout-state.json")).unwrap();
+
+    let with_mode = |mode: &str| {
+        write_config(
+            &dir,
+            &format!(
+                "spiffe_id = \"spiffe://prod.example/ns/shipping/sa/api\"\n\n[[bundles]]\nname = \"app\"\nartifact = \"authz\"\ndir = \"bundles/{{revision}}\"\n\n[rollout]\nconfig = \"rollout.toml\"\nstate = \"rollout-state.json\"\n{mode}"
+            ),
+        )
+    };
+    let sidecar = Sidecar::start(&with_mode("")).await;
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("r1"))
+        .await;
+
+    // The switch to the old delivery: the newest revision everywhere, no restart.
+    with_mode("mode = \"all_at_once\"\n");
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("r2"))
+        .await;
+
+    // A configuration that does not parse changes nothing.
+    std::fs::write(dir.join("sidecar.toml"), "this is not toml [").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, answer) = sidecar.post("/v1/data/app/revision", "{}").await;
+    assert_eq!(answer["result"], "r2");
+
+    // And back to the pipeline.
+    with_mode("mode = \"staged\"\n");
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("r1"))
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

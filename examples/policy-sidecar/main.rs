@@ -56,7 +56,10 @@ Configuration (TOML; --print-config shows the built-in one):
   listen, data_dir (last known good bundles), spiffe_id, poll_seconds, max_body_bytes
   [[bundles]] name, dir = FOLDER | url = http://.../bundle.tar.gz, artifact (for rollout);
               with a rollout, `{revision}` in dir/url is replaced by this host's revision
-  [rollout] config = FILE (the pipelines), state = FILE (written by the delivery service)
+  [rollout] config = FILE (the pipelines), state = FILE (written by the delivery service),
+            mode = staged (default) | all_at_once: every host runs the newest revision (the
+            candidate, else stable) as the old delivery did. The mode is re-read from the
+            configuration file on every poll, so switching needs no restart.
   [decision_log] url = sqlite://FILE | jsonl://DIR | postgres://..., mask = [\"input.path\"]
   [keys.ID] algorithm = RS256|PS256|ES256|EdDSA|HS256|..., key_file = FILE (a PEM public
             key, or the HMAC secret), scope (optional)
@@ -160,6 +163,20 @@ struct BundleConfig {
 struct RolloutFiles {
     config: PathBuf,
     state: PathBuf,
+    #[serde(default)]
+    mode: RolloutMode,
+}
+
+/// How hosts pick their revision from the rollout state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RolloutMode {
+    /// The pipeline decides per host: the candidate where its step reaches, else stable.
+    #[default]
+    Staged,
+    /// Every host runs the newest revision at once (the delivery before pipelines): the
+    /// switch back when the pipeline itself is in the way.
+    AllAtOnce,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +290,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             bundle: bundle.clone(),
             base: base.clone(),
             rollout: rollout.clone(),
+            config_file: cli.config.clone(),
+            mode: config.rollout.as_ref().map(|r| r.mode).unwrap_or_default(),
             spiffe_id: config.spiffe_id.clone(),
             source: None,
             decision_log: decision_log.clone(),
@@ -386,6 +405,10 @@ struct Follower {
     bundle: BundleConfig,
     base: PathBuf,
     rollout: Option<(RolloutConfig, PathBuf)>,
+    /// The configuration file, re-read on each poll for the rollout mode (`None`: the
+    /// built-in configuration, whose mode never changes).
+    config_file: Option<PathBuf>,
+    mode: RolloutMode,
     spiffe_id: Option<String>,
     /// The source of the current location. A new location (another revision assigned)
     /// gets a fresh source: a source only knows what it activated itself, and the store
@@ -399,6 +422,29 @@ struct Follower {
 }
 
 impl Follower {
+    /// The rollout mode now in the configuration file. A file that cannot be read or
+    /// parsed leaves the mode as it was (and says so): a typo must not flip delivery.
+    fn refresh_mode(&mut self) {
+        let Some(path) = &self.config_file else {
+            return;
+        };
+        let read = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| toml::from_str::<Config>(&text).map_err(|e| e.to_string()));
+        match read {
+            Ok(config) => {
+                let mode = config.rollout.map(|r| r.mode).unwrap_or_default();
+                if mode != self.mode {
+                    tracing::warn!(bundle = %self.bundle.name, ?mode, "rollout mode switched");
+                    self.mode = mode;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(bundle = %self.bundle.name, %error, mode = ?self.mode, "configuration unreadable; the rollout mode stays");
+            }
+        }
+    }
+
     /// The revision this host should run (with a rollout), and where that bundle is.
     fn target(&self) -> Result<Option<(Option<String>, String)>, PolicyError> {
         let location = match (&self.bundle.dir, &self.bundle.url) {
@@ -413,7 +459,17 @@ impl Follower {
         let rollout = Rollout::resume(pipelines, Arc::new(SystemClock), state)?;
         let artifact = self.bundle.artifact.as_deref().unwrap_or_default();
         let spiffe_id = self.spiffe_id.as_deref().unwrap_or_default();
-        Ok(rollout.revision_for(artifact, spiffe_id).map(|revision| {
+        let revision = match self.mode {
+            RolloutMode::Staged => rollout.revision_for(artifact, spiffe_id),
+            RolloutMode::AllAtOnce => rollout.state(artifact).and_then(|state| {
+                state
+                    .candidate
+                    .as_ref()
+                    .map(|candidate| candidate.revision.as_str())
+                    .or(state.stable.as_deref())
+            }),
+        };
+        Ok(revision.map(|revision| {
             (
                 Some(revision.to_owned()),
                 location.replace("{revision}", revision),
@@ -459,6 +515,9 @@ impl Follower {
     }
 
     async fn poll(&mut self, store: &Arc<PolicyStore>) -> Result<(), PolicyError> {
+        if self.rollout.is_some() {
+            self.refresh_mode();
+        }
         let target = self.target().and_then(|target| match target {
             Some((want, location)) => self.source(&location, want).map(Some),
             None => Ok(None),

@@ -242,5 +242,21 @@ fn unused_policies(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single, scaling, unused_policies);
+/// What the grouping costs when a bundle is activated: reading, compiling, validating and
+/// activating the RBAC bundle with 500 other packages, split into groups or not.
+fn activation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("policy/activate_with_500_packages");
+    group.sample_size(10);
+    for (name, place) in [
+        ("grouped", Unused::SameBundle),
+        ("not_separable", Unused::Unsplittable),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| store_with_unused(EvalLimits::default(), 500, place))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, single, scaling, unused_policies, activation);
 criterion_main!(benches);

@@ -284,6 +284,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let options = PollOptions {
         interval: Duration::from_secs(config.poll_seconds.max(1)),
         max_backoff: Duration::from_secs(300),
+        jitter_percent: 10,
     };
     for bundle in &config.bundles {
         let follower = Follower {
@@ -548,7 +549,7 @@ impl Follower {
                     failures + 1
                 }
             };
-            tokio::time::sleep(options.pause(failures)).await;
+            tokio::time::sleep(options.jittered_pause(failures)).await;
         }
     }
 

@@ -260,6 +260,9 @@ pub struct PollOptions {
     /// The longest pause after failures (the pause doubles from `interval` with each
     /// failure in a row). Default 5 min.
     pub max_backoff: Duration,
+    /// Each pause is shortened or lengthened at random by up to this percentage (capped
+    /// at 50), so hosts started together do not poll a bundle server in step. Default 10.
+    pub jitter_percent: u8,
 }
 
 impl Default for PollOptions {
@@ -267,6 +270,7 @@ impl Default for PollOptions {
         PollOptions {
             interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
+            jitter_percent: 10,
         }
     }
 }
@@ -280,6 +284,26 @@ impl PollOptions {
             .checked_mul(factor)
             .unwrap_or(self.max_backoff)
             .min(self.max_backoff.max(self.interval))
+    }
+
+    /// [`pause`](PollOptions::pause) with the jitter applied: somewhere in
+    /// `pause × (1 ± jitter_percent / 100)`.
+    #[must_use]
+    pub fn jittered_pause(&self, failures: u32) -> Duration {
+        use ring::rand::SecureRandom as _;
+        let pause = self.pause(failures);
+        let percent = u32::from(self.jitter_percent.min(50));
+        let mut bytes = [0_u8; 4];
+        if percent == 0 || ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+            return pause;
+        }
+        // A uniform draw in [-percent, +percent] hundredths of the pause, in 1/100 steps
+        // of a percent.
+        let span = percent * 200 + 1;
+        let draw = i64::from(u32::from_le_bytes(bytes) % span) - i64::from(percent * 100);
+        let nanos = i128::try_from(pause.as_nanos()).unwrap_or(i128::MAX);
+        let shifted = nanos + nanos * i128::from(draw) / 10_000;
+        Duration::from_nanos(u64::try_from(shifted.max(0)).unwrap_or(u64::MAX))
     }
 }
 
@@ -326,7 +350,7 @@ pub fn spawn_poller(
                 Ok(_) => failures = 0,
                 Err(_) => failures = failures.saturating_add(1),
             }
-            tokio::time::sleep(options.pause(failures)).await;
+            tokio::time::sleep(options.jittered_pause(failures)).await;
         }
     })
 }

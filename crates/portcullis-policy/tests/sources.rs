@@ -99,6 +99,7 @@ async fn a_poller_hot_reloads_in_the_background() {
     let options = PollOptions {
         interval: Duration::from_millis(20),
         max_backoff: Duration::from_millis(100),
+        jitter_percent: 10,
     };
     let poller = spawn_poller(
         store.clone(),
@@ -134,10 +135,28 @@ fn backoff_doubles_up_to_its_cap() {
     let options = PollOptions {
         interval: Duration::from_secs(10),
         max_backoff: Duration::from_secs(60),
+        jitter_percent: 10,
     };
     let pauses: Vec<u64> = (0..6).map(|f| options.pause(f).as_secs()).collect();
     assert_eq!(pauses, [10, 20, 40, 60, 60, 60]);
     assert_eq!(options.pause(u32::MAX).as_secs(), 60);
+    // Jitter stays within ±10% and does vary.
+    let jittered: Vec<Duration> = (0..200).map(|_| options.jittered_pause(0)).collect();
+    assert!(
+        jittered
+            .iter()
+            .all(|d| *d >= Duration::from_secs(9) && *d <= Duration::from_secs(11)),
+        "{jittered:?}"
+    );
+    assert!(
+        jittered.iter().any(|d| *d != jittered[0]),
+        "no jitter at all"
+    );
+    let none = PollOptions {
+        jitter_percent: 0,
+        ..options
+    };
+    assert_eq!(none.jittered_pause(1), Duration::from_secs(20));
 }
 
 /// A bundle server: the current tarball with an ETag, and routes that misbehave.

@@ -1,0 +1,585 @@
+//! Broker mode: logs people in against the directory, and forwards each request they are
+//! allowed to make to the region proxy in front of the service — recorded in the audit log
+//! and acknowledged before anything leaves, with a short-lived token bound to the request.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Extension, Json, Router};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::audit::{AuditEvent, AuditLog, AuditSink, Outcome};
+use portcullis::directory::{
+    CachingDirectory, Directory, LdapConfig, LdapDirectory, Password, StaticDirectory,
+};
+use portcullis::gate::{Admitted, Gate, GateError, GateRequest};
+use portcullis::http::{AuthenticateLayer, CorrelationId};
+use portcullis::token::{
+    AuthChain, AuthConfig, ChainResources, MethodConfig, PasswordLogin, SessionAlgorithm,
+    SessionIssuer, SessionKey,
+};
+use portcullis::{AccessRequest, Action, Decision, Principal, Resource, ResourceKind, from_fn};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::wire::{
+    BROKER_TOKEN, BrokerClaims, ISSUER, TOKEN_SECONDS, check_rest, forwardable, now_secs,
+    refuse_broker_header, request_hash, valid_name,
+};
+use crate::{Done, error_response, stream_back};
+
+/// The audited resource kind: a service in a region (`service:eu/orders`).
+const SERVICE: ResourceKind = ResourceKind::from_static("service");
+/// The action audited when a request is refused before its method is known to be sane.
+const PROXY: Action = Action::from_static("proxy");
+
+/// The broker's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BrokerConfig {
+    pub(crate) listen: String,
+    /// `sqlite://FILE`, `jsonl://DIR` or `postgres://…`.
+    pub(crate) audit_url: String,
+    #[serde(default = "default_body")]
+    pub(crate) max_body_bytes: usize,
+    /// How long a login lasts.
+    #[serde(default = "default_session")]
+    pub(crate) session_minutes: u64,
+    #[serde(default = "default_timeout")]
+    pub(crate) timeout_seconds: u64,
+    pub(crate) directory: DirectoryConfig,
+    /// Region name → its proxy.
+    pub(crate) regions: BTreeMap<String, RegionTarget>,
+    /// Who may reach what; nothing else is allowed.
+    #[serde(default)]
+    pub(crate) grants: Vec<Grant>,
+}
+
+fn default_body() -> usize {
+    1 << 20
+}
+fn default_session() -> u64 {
+    60
+}
+fn default_timeout() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DirectoryConfig {
+    /// Static users (portcullis-directory's TOML), relative to the configuration file.
+    pub(crate) users_file: Option<PathBuf>,
+    /// An `LdapConfig`.
+    pub(crate) ldap: Option<toml::Value>,
+    #[serde(default = "default_cache")]
+    pub(crate) cache_seconds: u64,
+}
+
+fn default_cache() -> u64 {
+    300
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegionTarget {
+    /// The region proxy's base URL (scheme, host, port; no path).
+    pub(crate) url: String,
+}
+
+/// One grant: these users and groups may send these methods to these services.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Grant {
+    #[serde(default)]
+    pub(crate) users: Vec<String>,
+    #[serde(default)]
+    pub(crate) groups: Vec<String>,
+    /// A region name or `*`.
+    pub(crate) region: String,
+    /// A service name or `*`.
+    pub(crate) service: String,
+    /// HTTP methods (`GET`, `POST`, …) or `*`.
+    pub(crate) methods: Vec<String>,
+}
+
+impl Grant {
+    fn covers(&self, who: &Principal, method: &str, region: &str, service: &str) -> bool {
+        let person = self.users.iter().any(|u| u == who.subject())
+            || who
+                .groups()
+                .any(|g| self.groups.iter().any(|mine| mine == g));
+        person
+            && (self.region == "*" || self.region == region)
+            && (self.service == "*" || self.service == service)
+            && self
+                .methods
+                .iter()
+                .any(|m| m == "*" || m.eq_ignore_ascii_case(method))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "granted {} on {}/{}",
+            self.methods.join(","),
+            self.region,
+            self.service
+        )
+    }
+}
+
+struct Broker {
+    config: BrokerConfig,
+    gate: Arc<Gate>,
+    audit: Arc<AuditLog>,
+    login: PasswordLogin,
+    session_ttl: Duration,
+    /// Signs the tokens region proxies accept; made at start, published as JWKS.
+    forward_key: EncodingKey,
+    forward_kid: String,
+    jwks: Value,
+    http: reqwest::Client,
+}
+
+async fn directory(config: &DirectoryConfig, base: &Path) -> Result<Arc<dyn Directory>, String> {
+    let cache = Duration::from_secs(config.cache_seconds);
+    Ok(match (&config.users_file, &config.ldap) {
+        (Some(file), None) => {
+            let path = base.join(file);
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Arc::new(
+                CachingDirectory::new(
+                    StaticDirectory::from_toml(&text).map_err(|e| e.to_string())?,
+                    cache,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
+        (None, Some(ldap)) => {
+            let text = toml::to_string(ldap).map_err(|e| e.to_string())?;
+            let ldap = LdapDirectory::new(LdapConfig::from_toml(&text).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            Arc::new(CachingDirectory::new(ldap, cache).map_err(|e| e.to_string())?)
+        }
+        _ => return Err("[broker.directory] needs exactly one of users_file or [ldap]".into()),
+    })
+}
+
+/// Checks the configuration and builds the broker's router.
+pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, String> {
+    for (name, target) in &config.regions {
+        if !valid_name(name) {
+            return Err(format!("region name {name:?} is not a-z, 0-9, - or _"));
+        }
+        let url = reqwest::Url::parse(&target.url).map_err(|e| format!("region {name}: {e}"))?;
+        if url.path() != "/" || url.query().is_some() {
+            return Err(format!("region {name}: the proxy URL has no path or query"));
+        }
+    }
+    for grant in &config.grants {
+        if grant.users.is_empty() && grant.groups.is_empty() {
+            return Err("a grant names no users and no groups".into());
+        }
+        if grant.region != "*" && !config.regions.contains_key(&grant.region) {
+            return Err(format!("a grant names unknown region {:?}", grant.region));
+        }
+    }
+    if config.session_minutes == 0 || config.session_minutes > 12 * 60 {
+        return Err("session_minutes must be between 1 and 720".into());
+    }
+    let directory = directory(&config.directory, base).await?;
+    // Both keys are made at start: a restart signs everyone out and rotates the key region
+    // proxies trust (they fetch the new one from /.well-known/jwks.json).
+    let session_key = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
+    let session_ttl = Duration::from_secs(config.session_minutes * 60);
+    let issuer = SessionIssuer::new(session_key, "access-broker", "access-broker")
+        .and_then(|issuer| issuer.with_ttl(session_ttl))
+        .map_err(|e| e.to_string())?;
+    let chain = AuthChain::from_config(
+        &AuthConfig {
+            anonymous: false,
+            methods: vec![MethodConfig::SessionJwt(Default::default())],
+        },
+        &ChainResources {
+            session_issuer: Some(issuer.clone()),
+            ..ChainResources::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let forward = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
+    let jwks = forward
+        .public_jwks()
+        .ok_or("an EdDSA key has a public half")?;
+    let audit = Arc::new(
+        AuditLog::open(&config.audit_url, base, Default::default())
+            .await
+            .map_err(|e| format!("audit_url: {e}"))?,
+    );
+    let grants = config.grants.clone();
+    let authorizer = from_fn("access-broker-grants", move |r: &AccessRequest<'_>| {
+        let Some((region, service)) = r.resource.id().split_once('/') else {
+            return Decision::deny("not a region/service");
+        };
+        let method = r.action.as_str();
+        match grants
+            .iter()
+            .find(|g| g.covers(r.principal, method, region, service))
+        {
+            Some(grant) => Decision::allow(grant.describe()),
+            None => Decision::deny(format!(
+                "no grant lets {} send {} to {region}/{service}",
+                r.principal.subject(),
+                method.to_ascii_uppercase()
+            )),
+        }
+    });
+    let gate = Arc::new(
+        Gate::builder()
+            .authenticate(Arc::new(chain))
+            .authorize(Arc::new(authorizer))
+            .audit(audit.clone() as Arc<dyn AuditSink>)
+            .build()
+            .map_err(|e| e.to_string())?,
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(config.timeout_seconds))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let broker = Arc::new(Broker {
+        forward_key: EncodingKey::from_ed_der(forward.secret_material()),
+        forward_kid: forward.kid().to_owned(),
+        jwks,
+        login: PasswordLogin::new(directory, issuer),
+        session_ttl,
+        gate: gate.clone(),
+        audit,
+        http,
+        config,
+    });
+    let max_body = broker.config.max_body_bytes;
+    let proxied = Router::new()
+        .route("/proxy/{*rest}", any(proxy))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(AuthenticateLayer::new(gate));
+    Ok(Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/login", post(login))
+        .route("/.well-known/jwks.json", get(jwks_document))
+        .merge(proxied)
+        .with_state(broker))
+}
+
+type Shared = State<Arc<Broker>>;
+
+async fn jwks_document(State(broker): Shared) -> Json<Value> {
+    Json(broker.jwks.clone())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn login(State(broker): Shared, body: Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<LoginBody>(&body) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "send {\"username\": …, \"password\": …}".into(),
+        );
+    };
+    let password = match Password::new(body.password) {
+        Ok(password) => password,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    };
+    match broker.login.login(&body.username, &password).await {
+        Ok(token) => Json(json!({
+            "token": token.expose(),
+            "token_type": "Bearer",
+            "expires_in": broker.session_ttl.as_secs(),
+        }))
+        .into_response(),
+        // 401 for a wrong password or unknown user (alike), 503 if the directory is down.
+        Err(err) => GateError::Unauthenticated(err).into_response(),
+    }
+}
+
+/// A request taken apart: where it goes and what it carries.
+struct Target<'a> {
+    region: &'a str,
+    service: &'a str,
+    rest: &'a str,
+}
+
+/// `/proxy/{region}/{service}/{rest}` as it arrived (still percent-encoded).
+fn target(path: &str) -> Result<Target<'_>, String> {
+    let inner = path
+        .strip_prefix("/proxy/")
+        .ok_or_else(|| "not a /proxy/ path".to_owned())?;
+    let mut parts = inner.splitn(3, '/');
+    let region = parts.next().unwrap_or_default();
+    let service = parts.next().unwrap_or_default();
+    let rest = parts.next().unwrap_or_default();
+    if !valid_name(region) || !valid_name(service) {
+        return Err(format!(
+            "/proxy/{{region}}/{{service}}/…: {region:?} / {service:?} are not region and service names"
+        ));
+    }
+    check_rest(rest).map_err(|e| e.to_string())?;
+    Ok(Target {
+        region,
+        service,
+        rest,
+    })
+}
+
+/// Who tried what, for the record of a refusal.
+struct Attempt<'a> {
+    who: &'a Principal,
+    method: &'a Method,
+    target: &'a str,
+    correlation: &'a str,
+}
+
+impl Broker {
+    /// Records a request refused before the gate (bad input) as a denied decision, so the
+    /// audit shows every attempt; a refusal that cannot be recorded is still a refusal.
+    async fn refuse(
+        &self,
+        attempt: Attempt<'_>,
+        status: StatusCode,
+        code: &str,
+        reason: String,
+    ) -> Response {
+        let Attempt {
+            who,
+            method,
+            target,
+            correlation,
+        } = attempt;
+        // The region and service when the path names them plainly, else "unparsed".
+        let named = target
+            .strip_prefix("/proxy/")
+            .and_then(|rest| {
+                let mut parts = rest.splitn(3, '/');
+                Some((parts.next()?, parts.next()?))
+            })
+            .filter(|(region, service)| valid_name(region) && valid_name(service))
+            .map_or_else(|| "unparsed".to_owned(), |(r, s)| format!("{r}/{s}"));
+        let resource = Resource::new(SERVICE, named).ok();
+        let event = resource.and_then(|resource| {
+            AuditEvent::decision(who, PROXY, resource, Decision::deny(reason.clone()))
+                .ok()
+                .map(|event| {
+                    event
+                        .with_request(portcullis::audit::RequestSummary {
+                            method: method.as_str().to_owned(),
+                            target: target.chars().take(512).collect(),
+                            parameters: BTreeMap::new(),
+                        })
+                        .with_correlation_id(correlation.to_owned())
+                })
+        });
+        match event {
+            Some(event) => {
+                if let Err(error) = self.audit.record(event).await {
+                    tracing::warn!(%error, "a refused request could not be audited");
+                }
+            }
+            None => tracing::warn!("a refused request could not be described for the audit"),
+        }
+        error_response(status, code, reason)
+    }
+}
+
+async fn proxy(
+    State(broker): Shared,
+    Extension(who): Extension<Principal>,
+    Extension(correlation): Extension<CorrelationId>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let shown = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+    let refuse = |status, code: &'static str, reason: String| {
+        let broker = broker.clone();
+        let who = who.clone();
+        let method = parts.method.clone();
+        let shown = shown.clone();
+        let correlation = correlation.0.clone();
+        async move {
+            let attempt = Attempt {
+                who: &who,
+                method: &method,
+                target: &shown,
+                correlation: &correlation,
+            };
+            broker.refuse(attempt, status, code, reason).await
+        }
+    };
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "absolute URLs are refused: send /proxy/{region}/{service}/{path}".into(),
+        )
+        .await;
+    }
+    let target = match target(parts.uri.path()) {
+        Ok(target) => target,
+        Err(reason) => return refuse(StatusCode::BAD_REQUEST, "bad_path", reason).await,
+    };
+    if let Err(e) = refuse_broker_header(&parts.headers) {
+        return refuse(StatusCode::BAD_REQUEST, "forbidden_header", e.to_string()).await;
+    }
+    let Some(region) = broker.config.regions.get(target.region) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "unknown_region",
+            format!("no region {:?}", target.region),
+        )
+        .await;
+    };
+    let Ok(action) = parts.method.as_str().to_ascii_lowercase().parse::<Action>() else {
+        return refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "bad_method",
+            format!("method {} is not proxied", parts.method),
+        )
+        .await;
+    };
+    let body = match axum::body::to_bytes(body, broker.config.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is over {} bytes", broker.config.max_body_bytes),
+            )
+            .await;
+        }
+    };
+    // The URL exactly as it will be sent, so the hash covers what the region proxy sees.
+    let mut url = format!(
+        "{}/{}/{}",
+        region.url.trim_end_matches('/'),
+        target.service,
+        target.rest
+    );
+    if let Some(query) = parts.uri.query() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let url = match reqwest::Url::parse(&url) {
+        Ok(url) => url,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad_path", e.to_string()).await,
+    };
+    let forwarded = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let hash = request_hash(&parts.method, &forwarded, &body);
+    let Ok(resource) = Resource::new(SERVICE, format!("{}/{}", target.region, target.service))
+    else {
+        return refuse(StatusCode::BAD_REQUEST, "bad_path", "bad resource".into()).await;
+    };
+    let request = GateRequest::new(action, resource)
+        .http(parts.method.as_str(), shown.clone())
+        .correlation_id(correlation.0.clone())
+        .param("region", target.region)
+        .param("service", target.service)
+        .param("path", forwarded.clone())
+        .param("body_bytes", body.len())
+        .param(
+            "body_sha256",
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, &body)),
+        );
+    // Authorized and durably recorded before anything is sent; refusals are audited by the
+    // gate; an audit log that cannot record means 503 and nothing forwarded.
+    let admitted = match broker.gate.admit(&who, &request).await {
+        Ok(admitted) => admitted,
+        Err(err) => return err.into_response(),
+    };
+    let now = now_secs();
+    let claims = BrokerClaims {
+        iss: ISSUER.to_owned(),
+        aud: target.region.to_owned(),
+        sub: who.subject().to_owned(),
+        iat: now,
+        exp: now + TOKEN_SECONDS,
+        jti: admitted.receipt().id.clone(),
+        svc: target.service.to_owned(),
+        rh: hash,
+    };
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(broker.forward_kid.clone());
+    let token = match jsonwebtoken::encode(&header, &claims, &broker.forward_key) {
+        Ok(token) => token,
+        Err(e) => {
+            finish(admitted, Outcome::failed(format!("signing failed: {e}")));
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+        }
+    };
+    let mut headers = forwardable(&parts.headers, &[BROKER_TOKEN]);
+    match HeaderValue::from_str(&token) {
+        Ok(value) => {
+            headers.insert(BROKER_TOKEN, value);
+        }
+        Err(e) => {
+            finish(admitted, Outcome::failed(e.to_string()));
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+        }
+    }
+    let sent = broker
+        .http
+        .request(parts.method, url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(e) => {
+            let message = format!("region {} unreachable: {e}", target.region);
+            finish(admitted, Outcome::failed(message.clone()));
+            return error_response(StatusCode::BAD_GATEWAY, "region_unreachable", message);
+        }
+    };
+    stream_back(response, move |done: Done| {
+        let detail = format!(
+            "HTTP {} · {} bytes · {} ms{}",
+            done.status,
+            done.bytes,
+            started.elapsed().as_millis(),
+            done.error
+                .as_deref()
+                .map(|e| format!(" · {e}"))
+                .unwrap_or_default()
+        );
+        let outcome = if done.error.is_none() && done.status < 500 {
+            Outcome::succeeded(detail)
+        } else {
+            Outcome::failed(detail)
+        };
+        finish(admitted, outcome);
+    })
+}
+
+/// Records the outcome in the background: the response is already on its way.
+fn finish(admitted: Admitted, outcome: Outcome) {
+    tokio::spawn(admitted.finish(outcome));
+}

@@ -1,0 +1,377 @@
+//! A secure access broker after Pipedrive's Doorman: people log in against the directory,
+//! and each request they make to a private service is authorized, written to the audit log
+//! (and acknowledged) before it leaves, and sent to a proxy in the service's region that
+//! accepts nothing but the broker's short-lived, request-bound, single-use tokens.
+//!
+//! ```sh
+//! cargo run --example access-broker --features ldap            # the demo, all on 127.0.0.1
+//! cargo run --example access-broker --features ldap -- broker --config access-broker.toml
+//! cargo run --example access-broker --features ldap -- region-proxy --config access-broker.toml --region eu
+//! ```
+//!
+//! See `examples/access-broker/README.md`.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line service prints where it listens and its errors"
+)]
+
+mod broker;
+mod region;
+mod wire;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use axum::Json;
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use serde_json::json;
+
+const LONG_ABOUT: &str = "\
+A secure access broker after Pipedrive's Doorman.
+
+BROKER (management region)
+  POST /login                   {username, password} -> {token} (a session JWT; directory login)
+  ANY  /proxy/{region}/{service}/{path}?{query}   with `Authorization: Bearer <token>`:
+        authorized by the grants (user or group, region, service, HTTP method), recorded in
+        the audit log and acknowledged, then sent to the region's proxy with a broker token
+        (EdDSA JWT: issuer, audience = region, 30 s, the user, a hash of method, path, query
+        and body, a unique id). The response streams back; its status, size and duration
+        are recorded as the outcome. Audit log down: 503, nothing sent.
+  GET  /.well-known/jwks.json   the key region proxies verify broker tokens with
+  Refused and audited as denied: paths with dot segments, encoded slashes or backslashes,
+  absolute URLs, a caller-set X-Broker-Token, bodies over max_body_bytes, unknown regions.
+
+REGION PROXY (one per region)
+  Forwards to the service's address only requests carrying a valid broker token for this
+  region, bound to the exact request and unused; everything else is 401.
+
+CONFIGURATION (TOML, one file for every mode)
+  [broker] listen, audit_url (sqlite://FILE | jsonl://DIR | postgres://...), max_body_bytes,
+           session_minutes, timeout_seconds
+  [broker.directory] users_file = FILE (static users) | [broker.directory.ldap] (LdapConfig)
+  [broker.regions.NAME] url = the region proxy
+  [[broker.grants]] users, groups, region (or *), service (or *), methods (or [\"*\"])
+  [[region]] name, listen, broker_jwks_url, max_body_bytes, timeout_seconds,
+             [region.services] NAME = URL
+
+Without a subcommand it runs the demo: the broker on 127.0.0.1:8300, region proxies eu
+(:8301) and us (:8302), and two demo services (orders in eu, billing in us); users alice
+(groups support, platform) and bob (support) with passwords alice-password and bob-password.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "access-broker",
+    version,
+    about = "A Doorman-style secure access broker with region proxies.",
+    long_about = LONG_ABOUT
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, default_value = "info", global = true)]
+    log_level: tracing::Level,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Everything on 127.0.0.1 with demo users and services (the default).
+    Demo {
+        /// Where the audit log and nothing else is kept.
+        #[arg(long, default_value = "access-broker-data")]
+        data_dir: PathBuf,
+    },
+    /// The broker: login, authorization, audit, forwarding.
+    Broker {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides `[broker] listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// A region proxy.
+    RegionProxy {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Which `[[region]]` to run.
+        #[arg(long)]
+        region: String,
+        /// Overrides the region's `listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    broker: Option<broker::BrokerConfig>,
+    #[serde(default)]
+    region: Vec<region::RegionConfig>,
+}
+
+/// An error as `{"error": code, "message": …}`.
+pub(crate) fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    (status, Json(json!({ "error": code, "message": message }))).into_response()
+}
+
+/// How a streamed response ended.
+pub(crate) struct Done {
+    pub(crate) status: u16,
+    pub(crate) bytes: u64,
+    /// Set when the upstream failed mid-body or the caller went away.
+    pub(crate) error: Option<String>,
+}
+
+/// Calls `on_done` once, when the body has been sent, failed, or was abandoned.
+struct Finish<F: FnOnce(Done)> {
+    on_done: Option<F>,
+    status: u16,
+    bytes: u64,
+}
+
+impl<F: FnOnce(Done)> Finish<F> {
+    fn done(&mut self, error: Option<String>) {
+        if let Some(on_done) = self.on_done.take() {
+            on_done(Done {
+                status: self.status,
+                bytes: self.bytes,
+                error,
+            });
+        }
+    }
+}
+
+impl<F: FnOnce(Done)> Drop for Finish<F> {
+    fn drop(&mut self) {
+        self.done(Some("the caller went away before the end".into()));
+    }
+}
+
+/// `response` streamed back to the caller (status and end-to-end headers), calling
+/// `on_done` when it ends.
+pub(crate) fn stream_back(
+    response: reqwest::Response,
+    on_done: impl FnOnce(Done) + Send + 'static,
+) -> Response {
+    let status = response.status();
+    let headers = wire::returnable(response.headers());
+    let finish = Finish {
+        on_done: Some(on_done),
+        status: status.as_u16(),
+        bytes: 0,
+    };
+    let body = futures_util::stream::unfold(Some((response, finish)), |state| async move {
+        let (mut response, mut finish) = state?;
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                finish.bytes += chunk.len() as u64;
+                Some((Ok(chunk), Some((response, finish))))
+            }
+            Ok(None) => {
+                finish.done(None);
+                None
+            }
+            Err(e) => {
+                finish.done(Some(format!("the upstream body failed: {e}")));
+                Some((Err(e), None))
+            }
+        }
+    });
+    let mut out = Response::new(Body::from_stream(body));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}
+
+fn read_config(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn serve(router: axum::Router, listen: &str, what: &str) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("{what}: cannot listen on {listen}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("LISTENING http://{address}");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn run_broker(config: &Path, listen: Option<String>) -> Result<(), String> {
+    let broker = read_config(config)?
+        .broker
+        .ok_or("the configuration has no [broker]")?;
+    let listen = listen.unwrap_or_else(|| broker.listen.clone());
+    let base = config.parent().unwrap_or(Path::new("."));
+    let router = broker::router(broker, base).await?;
+    serve(router, &listen, "broker").await
+}
+
+async fn run_region(config: &Path, name: &str, listen: Option<String>) -> Result<(), String> {
+    let region = read_config(config)?
+        .region
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| format!("the configuration has no [[region]] named {name:?}"))?;
+    let listen = listen.unwrap_or_else(|| region.listen.clone());
+    serve(region::router(region)?, &listen, "region proxy").await
+}
+
+/// A demo service: answers what it was asked and by whom.
+fn demo_service(name: &'static str) -> axum::Router {
+    axum::Router::new().fallback(move |request: axum::extract::Request| async move {
+        let user = request
+            .headers()
+            .get(wire::FORWARDED_USER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("nobody")
+            .to_owned();
+        let method = request.method().to_string();
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        Json(json!({
+            "service": name,
+            "method": method,
+            "path": path,
+            "query": query,
+            "user": user,
+            "body_bytes": body.len(),
+        }))
+    })
+}
+
+const DEMO_USERS: [(&str, &str, &[&str]); 2] = [
+    ("alice", "alice-password", &["support", "platform"]),
+    ("bob", "bob-password", &["support"]),
+];
+
+async fn demo(data_dir: &Path) -> Result<(), String> {
+    use portcullis::directory::{Password, PasswordHash};
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let mut users = String::new();
+    for (name, password, groups) in DEMO_USERS {
+        let password = Password::new(password).map_err(|e| e.to_string())?;
+        let hash = PasswordHash::create(&password).map_err(|e| e.to_string())?;
+        users.push_str(&format!(
+            "[[user]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\ngroups = {groups:?}\n\n"
+        ));
+    }
+    std::fs::write(data_dir.join("demo-users.toml"), users)
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let config: Config = toml::from_str(DEMO_CONFIG).map_err(|e| format!("demo config: {e}"))?;
+    let broker = config.broker.ok_or("the demo has a broker")?;
+    let broker_listen = broker.listen.clone();
+    let broker = broker::router(broker, data_dir).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for region in config.region {
+        let listen = region.listen.clone();
+        let router = region::router(region)?;
+        tasks.spawn(async move { serve(router, &listen, "region proxy").await });
+    }
+    for (name, listen) in [("orders", "127.0.0.1:8311"), ("billing", "127.0.0.1:8312")] {
+        tasks.spawn(async move { serve(demo_service(name), listen, name).await });
+    }
+    let listen = broker_listen.clone();
+    tasks.spawn(async move { serve(broker, &listen, "broker").await });
+    println!(
+        "access-broker demo: broker http://{broker_listen}\n  TOKEN=$(curl -s -X POST http://{broker_listen}/login -d '{{\"username\":\"alice\",\"password\":\"alice-password\"}}' | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')\n  curl -H \"Authorization: Bearer $TOKEN\" http://{broker_listen}/proxy/eu/orders/orders/42"
+    );
+    match tasks.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(e.to_string()),
+        None => Ok(()),
+    }
+}
+
+const DEMO_CONFIG: &str = r#"
+[broker]
+listen = "127.0.0.1:8300"
+audit_url = "sqlite://audit.db"
+
+[broker.directory]
+users_file = "demo-users.toml"
+
+[broker.regions.eu]
+url = "http://127.0.0.1:8301"
+[broker.regions.us]
+url = "http://127.0.0.1:8302"
+
+[[broker.grants]]
+groups = ["support"]
+region = "eu"
+service = "orders"
+methods = ["GET"]
+
+[[broker.grants]]
+groups = ["platform"]
+region = "*"
+service = "*"
+methods = ["*"]
+
+[[region]]
+name = "eu"
+listen = "127.0.0.1:8301"
+broker_jwks_url = "http://127.0.0.1:8300/.well-known/jwks.json"
+[region.services]
+orders = "http://127.0.0.1:8311"
+
+[[region]]
+name = "us"
+listen = "127.0.0.1:8302"
+broker_jwks_url = "http://127.0.0.1:8300/.well-known/jwks.json"
+[region.services]
+billing = "http://127.0.0.1:8312"
+"#;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("access-broker: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.mode {
+            None => demo(Path::new("access-broker-data")).await,
+            Some(Mode::Demo { data_dir }) => demo(&data_dir).await,
+            Some(Mode::Broker { config, listen }) => run_broker(&config, listen).await,
+            Some(Mode::RegionProxy {
+                config,
+                region,
+                listen,
+            }) => run_region(&config, &region, listen).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("access-broker: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Region-proxy mode: in front of a region's services, it accepts only requests carrying a
+//! valid broker token — signed by the broker's current key, issued by the broker, meant for
+//! this region, unexpired, bound to this exact request and not seen before — and forwards
+//! them to the service's address. Everything else gets a 401.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio::sync::RwLock;
+
+use crate::wire::{
+    BROKER_TOKEN, BrokerClaims, FORWARDED_USER, ISSUER, TOKEN_SECONDS, check_rest, forwardable,
+    now_secs, request_hash, valid_name,
+};
+use crate::{error_response, stream_back};
+
+/// One region proxy's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegionConfig {
+    /// The region's name: broker tokens must name it as their audience.
+    pub(crate) name: String,
+    pub(crate) listen: String,
+    /// Where the broker publishes its signing keys (`/.well-known/jwks.json`).
+    pub(crate) broker_jwks_url: String,
+    /// Service name → base URL.
+    pub(crate) services: BTreeMap<String, String>,
+    #[serde(default = "default_body")]
+    pub(crate) max_body_bytes: usize,
+    #[serde(default = "default_timeout")]
+    pub(crate) timeout_seconds: u64,
+}
+
+fn default_body() -> usize {
+    1 << 20
+}
+fn default_timeout() -> u64 {
+    30
+}
+
+/// Tokens remembered at most (each for its short life); beyond that new requests are
+/// refused rather than replay protection silently dropped.
+const MAX_REMEMBERED: usize = 1_000_000;
+/// The least time between two fetches of the broker's keys.
+const KEY_REFRESH_GAP: Duration = Duration::from_secs(5);
+
+/// The broker's public keys, fetched from its JWKS URL, again when a token names an
+/// unknown key (the broker rotates its key at every start), at most every few seconds.
+struct BrokerKeys {
+    url: String,
+    http: reqwest::Client,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl BrokerKeys {
+    async fn key(&self, kid: &str) -> Option<DecodingKey> {
+        if let Some(key) = self.keys.read().await.get(kid) {
+            return Some(key.clone());
+        }
+        let mut last = self.last_fetch.lock().await;
+        // Another request may have fetched while this one waited.
+        if let Some(key) = self.keys.read().await.get(kid) {
+            return Some(key.clone());
+        }
+        if last.is_some_and(|at| at.elapsed() < KEY_REFRESH_GAP) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        match self.fetch().await {
+            Ok(keys) => {
+                let found = keys.get(kid).cloned();
+                *self.keys.write().await = keys;
+                found
+            }
+            Err(error) => {
+                tracing::warn!(url = %self.url, %error, "the broker's keys could not be fetched");
+                None
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, String> {
+        let set: JwkSet = self
+            .http
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let (Some(kid), Ok(key)) = (&jwk.common.key_id, DecodingKey::from_jwk(jwk)) else {
+                continue;
+            };
+            keys.insert(kid.clone(), key);
+        }
+        Ok(keys)
+    }
+}
+
+pub(crate) struct Region {
+    config: RegionConfig,
+    keys: BrokerKeys,
+    /// Token ids seen, with their expiry.
+    seen: Mutex<HashMap<String, u64>>,
+    http: reqwest::Client,
+}
+
+impl Region {
+    /// Remembers `jti` until `exp`; false if it was already used (or memory is full).
+    fn first_use(&self, jti: &str, exp: u64) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return false;
+        };
+        if seen.contains_key(jti) {
+            return false;
+        }
+        let now = now_secs();
+        if seen.len() >= MAX_REMEMBERED / 2 {
+            seen.retain(|_, until| *until + 5 >= now);
+        }
+        if seen.len() >= MAX_REMEMBERED {
+            return false;
+        }
+        seen.insert(jti.to_owned(), exp);
+        true
+    }
+}
+
+/// The region proxy's router.
+pub(crate) fn router(config: RegionConfig) -> Result<Router, String> {
+    if !valid_name(&config.name) {
+        return Err(format!(
+            "region name {:?} is not a-z, 0-9, - or _",
+            config.name
+        ));
+    }
+    for (name, url) in &config.services {
+        if !valid_name(name) {
+            return Err(format!("service name {name:?} is not a-z, 0-9, - or _"));
+        }
+        reqwest::Url::parse(url).map_err(|e| format!("service {name}: {url:?}: {e}"))?;
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(config.timeout_seconds))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let region = Arc::new(Region {
+        keys: BrokerKeys {
+            url: config.broker_jwks_url.clone(),
+            http: http.clone(),
+            keys: RwLock::new(HashMap::new()),
+            last_fetch: tokio::sync::Mutex::new(None),
+        },
+        config,
+        seen: Mutex::new(HashMap::new()),
+        http,
+    });
+    Ok(Router::new().fallback(handle).with_state(region))
+}
+
+fn unauthorized(message: impl Into<String>) -> Response {
+    let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message.into());
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Broker"),
+    );
+    response
+}
+
+async fn handle(State(region): State<Arc<Region>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(token) = parts
+        .headers
+        .get(BROKER_TOKEN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return unauthorized("only requests through the access broker are accepted");
+    };
+    let Ok(header) = jsonwebtoken::decode_header(&token) else {
+        return unauthorized("the broker token is malformed");
+    };
+    if header.alg != Algorithm::EdDSA {
+        return unauthorized("the broker token is not EdDSA-signed");
+    }
+    let Some(key) = region
+        .keys
+        .key(header.kid.as_deref().unwrap_or_default())
+        .await
+    else {
+        return unauthorized("the broker token is signed by an unknown key");
+    };
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[&region.config.name]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = 5;
+    let claims = match jsonwebtoken::decode::<BrokerClaims>(&token, &key, &validation) {
+        Ok(data) => data.claims,
+        Err(e) => return unauthorized(format!("the broker token is not valid here: {e}")),
+    };
+    if claims.exp.saturating_sub(claims.iat) > TOKEN_SECONDS + 5 {
+        return unauthorized("the broker token lives longer than a broker token may");
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+    let path = parts.uri.path();
+    let (service, rest) = path
+        .strip_prefix('/')
+        .unwrap_or(path)
+        .split_once('/')
+        .unwrap_or((path.trim_start_matches('/'), ""));
+    if service != claims.svc {
+        return unauthorized("the broker token is for another service");
+    }
+    let Some(base) = region.config.services.get(service) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "unknown_service",
+            format!("no service {service:?} in region {}", region.config.name),
+        );
+    };
+    if let Err(e) = check_rest(rest) {
+        return error_response(StatusCode::BAD_REQUEST, "bad_path", e.to_string());
+    }
+    let body = match axum::body::to_bytes(body, region.config.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is over {} bytes", region.config.max_body_bytes),
+            );
+        }
+    };
+    if request_hash(&parts.method, &path_and_query, &body) != claims.rh {
+        return unauthorized("the request does not match the broker token");
+    }
+    if !region.first_use(&claims.jti, claims.exp) {
+        return unauthorized("the broker token was already used");
+    }
+    let mut url = format!("{}/{rest}", base.trim_end_matches('/'));
+    if let Some(query) = parts.uri.query() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let mut headers = forwardable(&parts.headers, &[BROKER_TOKEN, FORWARDED_USER]);
+    if let Ok(user) = HeaderValue::from_str(&claims.sub) {
+        headers.insert(FORWARDED_USER, user);
+    }
+    let sent = region
+        .http
+        .request(parts.method, url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(response) => stream_back(response, |_| {}),
+        Err(e) => error_response(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            format!("service {service}: {e}"),
+        ),
+    }
+}

@@ -1,0 +1,622 @@
+//! End-to-end tests of `examples/access-broker`: the broker and two region proxies started
+//! as processes on 127.0.0.1, people logging in against a real slapd (started by
+//! `scripts/with-services`), and real upstream HTTP servers behind the region proxies.
+#![cfg(all(
+    feature = "gate",
+    feature = "axum",
+    feature = "ldap",
+    feature = "sqlite"
+))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests: a failed expectation is the failure being tested for"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test or scripts/with-services")
+    })
+}
+
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(format!("access-broker{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --all-features`",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary with `args` and waits for its `LISTENING` line.
+async fn start(args: &[&str], dir: &Path) -> Child {
+    let mut child = Command::new(binary())
+        .args(args)
+        .arg("--log-level")
+        .arg("warn")
+        .current_dir(dir)
+        .env(
+            "TEST_LDAP_PASSWORD",
+            std::env::var("PORTCULLIS_TEST_LDAP_BIND_PASSWORD").unwrap_or_default(),
+        )
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("LISTENING ") {
+                return;
+            }
+        }
+        panic!("access-broker {args:?} exited before listening");
+    })
+    .await
+    .expect("access-broker did not start within 60 s");
+    child
+}
+
+/// What an upstream saw of one request.
+#[derive(Debug, Clone)]
+struct Hit {
+    method: String,
+    path: String,
+    user: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    /// Intents in the audit log when the request arrived.
+    intents_before: i64,
+}
+
+#[derive(Clone)]
+struct Upstream {
+    hits: Arc<Mutex<Vec<Hit>>>,
+    audit: Option<PathBuf>,
+}
+
+async fn count_intents(audit: &Path) -> i64 {
+    let url = format!("sqlite://{}?mode=ro", audit.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM portcullis_audit_records WHERE kind = 'intent'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    n
+}
+
+async fn upstream_handler(State(up): State<Upstream>, request: Request) -> axum::Json<Value> {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec();
+    let intents_before = match &up.audit {
+        Some(path) => count_intents(path).await,
+        None => 0,
+    };
+    let user = parts
+        .headers
+        .get("x-forwarded-user")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let hit = Hit {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        user: user.clone(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+        intents_before,
+    };
+    up.hits.lock().unwrap().push(hit);
+    axum::Json(json!({ "user": user, "path": parts.uri.path(), "bytes": body.len() }))
+}
+
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{address}")
+}
+
+async fn upstream(audit: Option<PathBuf>) -> (String, Arc<Mutex<Vec<Hit>>>) {
+    let hits = Arc::new(Mutex::new(Vec::new()));
+    let router = axum::Router::new()
+        .fallback(upstream_handler)
+        .with_state(Upstream {
+            hits: hits.clone(),
+            audit,
+        });
+    (serve(router).await, hits)
+}
+
+/// What the broker sent towards a region: recorded, then passed on unchanged.
+#[derive(Debug, Clone)]
+struct Sent {
+    method: reqwest::Method,
+    path: String,
+    token: String,
+    body: Vec<u8>,
+}
+
+/// A relay between the broker and a region proxy, to capture broker tokens in flight.
+async fn relay(to: String) -> (String, Arc<Mutex<Vec<Sent>>>) {
+    let seen: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let record = seen.clone();
+    let http = reqwest::Client::new();
+    let router = axum::Router::new().fallback(move |request: Request| {
+        let record = record.clone();
+        let http = http.clone();
+        let to = to.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec();
+            let path = parts.uri.path_and_query().unwrap().to_string();
+            let token = parts
+                .headers
+                .get("x-broker-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()).unwrap();
+            record.lock().unwrap().push(Sent {
+                method: method.clone(),
+                path: path.clone(),
+                token: token.clone(),
+                body: body.clone(),
+            });
+            let mut headers = reqwest::header::HeaderMap::new();
+            for (name, value) in &parts.headers {
+                if !["host", "content-length", "connection"].contains(&name.as_str()) {
+                    headers.append(
+                        reqwest::header::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap(),
+                        reqwest::header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+                    );
+                }
+            }
+            let answer = http
+                .request(method, format!("{to}{path}"))
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status().as_u16();
+            let bytes = answer.bytes().await.unwrap();
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                bytes.to_vec(),
+            )
+        }
+    });
+    (serve(router).await, seen)
+}
+
+struct Deployment {
+    _children: Vec<Child>,
+    base: String,
+    dir: PathBuf,
+    http: reqwest::Client,
+    eu_proxy: String,
+    eu_hits: Arc<Mutex<Vec<Hit>>>,
+    us_hits: Arc<Mutex<Vec<Hit>>>,
+    sent: Arc<Mutex<Vec<Sent>>>,
+}
+
+fn ldap_directory() -> String {
+    let base = env("PORTCULLIS_TEST_LDAP_BASE");
+    format!(
+        r#"[broker.directory.ldap]
+url = "{ldap}"
+bind_dn = "{bind_dn}"
+bind_password_env = "TEST_LDAP_PASSWORD"
+user_base = "ou=people,{base}"
+groups = {{ type = "search", base = "ou=groups,{base}" }}
+"#,
+        ldap = env("PORTCULLIS_TEST_LDAP_URL"),
+        bind_dn = env("PORTCULLIS_TEST_LDAP_BIND_DN"),
+    )
+}
+
+impl Deployment {
+    async fn start(tag: &str, audit_url: &str) -> Deployment {
+        let dir = std::env::temp_dir().join(format!("access-broker-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let audit_file = audit_url
+            .strip_prefix("sqlite://")
+            .map(|file| dir.join(file));
+        let (eu_upstream, eu_hits) = upstream(audit_file.clone()).await;
+        let (us_upstream, us_hits) = upstream(audit_file).await;
+        let (broker_port, eu_port, us_port) = (free_port(), free_port(), free_port());
+        let eu_proxy = format!("http://127.0.0.1:{eu_port}");
+        let (relay_url, sent) = relay(eu_proxy.clone()).await;
+        let jwks = format!("http://127.0.0.1:{broker_port}/.well-known/jwks.json");
+        let config = format!(
+            r#"
+[broker]
+listen = "127.0.0.1:{broker_port}"
+audit_url = "{audit_url}"
+max_body_bytes = 4096
+
+{directory}
+[broker.regions.eu]
+url = "{relay_url}"
+[broker.regions.us]
+url = "http://127.0.0.1:{us_port}"
+
+[[broker.grants]]
+groups = ["platform"]
+region = "*"
+service = "*"
+methods = ["*"]
+
+[[broker.grants]]
+groups = ["deployers"]
+region = "eu"
+service = "orders"
+methods = ["GET"]
+
+[[region]]
+name = "eu"
+listen = "127.0.0.1:{eu_port}"
+broker_jwks_url = "{jwks}"
+max_body_bytes = 4096
+[region.services]
+orders = "{eu_upstream}"
+
+[[region]]
+name = "us"
+listen = "127.0.0.1:{us_port}"
+broker_jwks_url = "{jwks}"
+[region.services]
+billing = "{us_upstream}"
+"#,
+            directory = ldap_directory(),
+        );
+        let file = dir.join("access-broker.toml");
+        std::fs::write(&file, config).unwrap();
+        let file = file.to_str().unwrap();
+        let children = vec![
+            start(&["region-proxy", "--config", file, "--region", "eu"], &dir).await,
+            start(&["region-proxy", "--config", file, "--region", "us"], &dir).await,
+            start(&["broker", "--config", file], &dir).await,
+        ];
+        Deployment {
+            _children: children,
+            base: format!("http://127.0.0.1:{broker_port}"),
+            dir,
+            http: reqwest::Client::new(),
+            eu_proxy,
+            eu_hits,
+            us_hits,
+            sent,
+        }
+    }
+
+    async fn login(&self, user: &str) -> String {
+        let answer: Value = self
+            .http
+            .post(format!("{}/login", self.base))
+            .json(&json!({ "username": user, "password": format!("{user}-password") }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{user} could not log in: {answer}"))
+            .to_owned()
+    }
+
+    async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", self.base),
+            )
+            .bearer_auth(token)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn audit(&self) -> Vec<Value> {
+        let url = format!("sqlite://{}?mode=ro", self.dir.join("audit.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT line FROM portcullis_audit_records ORDER BY seq")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        rows.into_iter()
+            .map(|(line,)| serde_json::from_str::<Value>(&line).unwrap()["event"].clone())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else() {
+    let d = Deployment::start("e2e", "sqlite://audit.db").await;
+
+    // LDAP login: alice (deployers, platform), bob (deployers), dave (no groups).
+    let alice = d.login("alice").await;
+    let bob = d.login("bob").await;
+    let dave = d.login("dave").await;
+    let wrong = d
+        .http
+        .post(format!("{}/login", d.base))
+        .json(&json!({"username": "alice", "password": "guess"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+
+    // Allowed: through the eu proxy to the orders service, as alice, recorded first.
+    let (status, answer) = d
+        .call(&alice, "GET", "/proxy/eu/orders/orders/42?full=1", b"")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["user"], "alice");
+    {
+        let hits = d.eu_hits.lock().unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(
+            (hits[0].method.as_str(), hits[0].path.as_str()),
+            ("GET", "/orders/42?full=1")
+        );
+        assert_eq!(hits[0].user, "alice");
+        assert!(
+            hits[0].intents_before >= 1,
+            "the intent was durable before forwarding"
+        );
+        assert!(!hits[0].headers.contains_key("x-broker-token"));
+        assert!(!hits[0].headers.contains_key("authorization"));
+    }
+    let (status, _) = d
+        .call(
+            &alice,
+            "POST",
+            "/proxy/us/billing/invoices",
+            br#"{"amount": 10}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(d.us_hits.lock().unwrap()[0].body, br#"{"amount": 10}"#);
+
+    // bob may only GET eu/orders; dave nothing. Refusals are not forwarded.
+    let (status, _) = d.call(&bob, "GET", "/proxy/eu/orders/orders/1", b"").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, answer) = d
+        .call(&bob, "DELETE", "/proxy/eu/orders/orders/1", b"")
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    let (status, _) = d.call(&bob, "GET", "/proxy/us/billing/invoices", b"").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = d.call(&dave, "GET", "/proxy/eu/orders/orders/1", b"").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(d.eu_hits.lock().unwrap().len(), 2);
+    assert_eq!(d.us_hits.lock().unwrap().len(), 1);
+
+    // Bad input: refused with a reason, audited as denied, never forwarded.
+    // Sent raw: an HTTP client would normalise `..` and `%2e%2e` away before sending.
+    for (path, want) in [
+        ("/proxy/eu/orders/a/../../admin", "400"),
+        ("/proxy/eu/orders/a/%2e%2e/admin", "400"),
+        ("/proxy/eu/orders/a%2fb", "400"),
+        ("/proxy/eu/orders/a%5cb", "400"),
+        ("/proxy/eu/orders/a%252fb", "400"),
+        ("/proxy/eu/orders//etc/passwd", "400"),
+        ("/proxy/nowhere/orders/a", "404"),
+    ] {
+        let raw = raw_get(&d.base, path, &alice).await;
+        assert!(
+            raw.starts_with(&format!("HTTP/1.1 {want}")),
+            "{path}: {raw}"
+        );
+    }
+    let spoofed = d
+        .http
+        .get(format!("{}/proxy/eu/orders/x", d.base))
+        .bearer_auth(&alice)
+        .header("x-broker-token", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), StatusCode::BAD_REQUEST);
+    let (status, _) = d
+        .call(&alice, "POST", "/proxy/eu/orders/upload", &vec![b'x'; 5000])
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        d.eu_hits.lock().unwrap().len(),
+        2,
+        "nothing bad was forwarded"
+    );
+
+    // Hop-by-hop headers do not cross; end-to-end ones do.
+    let response = d
+        .http
+        .get(format!("{}/proxy/eu/orders/h", d.base))
+        .bearer_auth(&alice)
+        .header("connection", "x-hop")
+        .header("x-hop", "1")
+        .header("x-trace", "t-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    {
+        let hits = d.eu_hits.lock().unwrap();
+        let last = hits.last().unwrap();
+        assert!(!last.headers.contains_key("x-hop"));
+        assert_eq!(last.headers["x-trace"], "t-1");
+    }
+
+    // The region proxy trusts nothing but fresh broker tokens for its region and request.
+    let direct = d
+        .http
+        .get(format!("{}/orders/1", d.eu_proxy))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), StatusCode::UNAUTHORIZED);
+    let captured = d.sent.lock().unwrap().last().unwrap().clone();
+    let replay = |token: &str, path: &str, body: &[u8]| {
+        d.http
+            .request(captured.method.clone(), format!("{}{path}", d.eu_proxy))
+            .header("x-broker-token", token.to_owned())
+            .body(body.to_vec())
+            .send()
+    };
+    let replayed = replay(&captured.token, &captured.path, &captured.body)
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
+    assert!(replayed.text().await.unwrap().contains("already used"));
+    let tampered = replay(&captured.token, "/orders/admin", &captured.body)
+        .await
+        .unwrap();
+    assert_eq!(tampered.status(), StatusCode::UNAUTHORIZED);
+    let mut forged = captured.token.clone();
+    forged.pop();
+    forged.push(if captured.token.ends_with('A') {
+        'B'
+    } else {
+        'A'
+    });
+    let forged = replay(&forged, &captured.path, &captured.body)
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        d.eu_hits.lock().unwrap().len(),
+        3,
+        "no replay reached the service"
+    );
+
+    // The audit log tells the whole story: intents with outcomes, refusals as denials.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = d.audit().await;
+    let of = |kind: &str| events.iter().filter(|e| e["kind"] == kind).count();
+    assert_eq!(of("intent"), 4, "{events:#?}");
+    assert_eq!(of("outcome"), 4, "{events:#?}");
+    let denials: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "decision" && e["decision"]["effect"] == "deny")
+        .collect();
+    assert!(denials.len() >= 11, "{denials:#?}");
+    assert!(denials.iter().any(|e| {
+        e["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("x-broker-token")
+    }));
+    let outcome = events.iter().find(|e| e["kind"] == "outcome").unwrap();
+    assert!(
+        outcome["outcome"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("HTTP 200")
+    );
+    let intent = events.iter().find(|e| e["kind"] == "intent").unwrap();
+    assert_eq!(intent["actor"]["subject"], "alice");
+    assert_eq!(intent["resource"]["id"], "eu/orders");
+    assert_eq!(
+        intent["request"]["parameters"]["path"],
+        "/orders/orders/42?full=1"
+    );
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
+/// A GET sent byte for byte, so `..` reaches the server unnormalised.
+async fn raw_get(base: &str, path: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn audit_log_down_means_503_and_nothing_forwarded() {
+    let admin_url = env("PORTCULLIS_TEST_POSTGRES_URL");
+    let name = format!("access_broker_audit_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let d = Deployment::start("down", &format!("{base}/{name}")).await;
+    let alice = d.login("alice").await;
+    let (status, _) = d.call(&alice, "GET", "/proxy/eu/orders/1", b"").await;
+    assert_eq!(status, StatusCode::OK);
+
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (status, answer) = d.call(&alice, "GET", "/proxy/eu/orders/2", b"").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"], "audit_unavailable");
+    assert_eq!(
+        d.eu_hits.lock().unwrap().len(),
+        1,
+        "nothing forwarded unaudited"
+    );
+    let _ = std::fs::remove_dir_all(&d.dir);
+}

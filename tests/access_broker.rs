@@ -272,6 +272,7 @@ impl Deployment {
 listen = "127.0.0.1:{broker_port}"
 audit_url = "{audit_url}"
 max_body_bytes = 4096
+audit_groups = ["platform"]
 
 {directory}
 [broker.regions.eu]
@@ -525,17 +526,20 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
         .await
         .unwrap();
     assert_eq!(tampered.status(), StatusCode::UNAUTHORIZED);
-    let mut forged = captured.token.clone();
-    forged.pop();
-    forged.push(if captured.token.ends_with('A') {
-        'B'
-    } else {
-        'A'
-    });
+    assert!(tampered.text().await.unwrap().contains("does not match"));
+    // A token whose claims were edited (another user) no longer verifies.
+    let parts: Vec<&str> = captured.token.split('.').collect();
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = String::from_utf8(engine.decode(parts[1]).unwrap()).unwrap();
+    let edited = claims.replace("\"sub\":\"alice\"", "\"sub\":\"mallory\"");
+    assert_ne!(claims, edited);
+    let forged = format!("{}.{}.{}", parts[0], engine.encode(edited), parts[2]);
     let forged = replay(&forged, &captured.path, &captured.body)
         .await
         .unwrap();
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert!(forged.text().await.unwrap().contains("not valid"));
     assert_eq!(
         d.eu_hits.lock().unwrap().len(),
         3,
@@ -573,6 +577,83 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
         intent["request"]["parameters"]["path"],
         "/orders/orders/42?full=1"
     );
+
+    // The audit API: platform members see everyone, others only themselves.
+    let get = |token: String, query: &'static str| {
+        let http = d.http.clone();
+        let url = format!("{}/api/audit{query}", d.base);
+        async move {
+            let response = http.get(url).bearer_auth(token).send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, page) = get(bob.clone(), "").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let rows = page["records"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["user"] == "bob"), "{page}");
+    assert_eq!(
+        rows.len(),
+        3,
+        "bob's GET, DELETE and billing attempts: {page}"
+    );
+    assert_eq!(
+        get(bob.clone(), "?user=alice").await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, denied) = get(alice.clone(), "?status=denied&user=bob").await;
+    assert_eq!(denied["records"].as_array().unwrap().len(), 2, "{denied}");
+    let (_, billing) = get(alice.clone(), "?region=us&service=billing&status=succeeded").await;
+    let billing = billing["records"].as_array().unwrap();
+    assert_eq!(billing.len(), 1, "{billing:?}");
+    assert!(
+        billing[0]["outcome"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("HTTP 200")
+    );
+
+    // Retry: the same request again, as the caller, freshly authorized and audited.
+    let original = billing[0]["id"].as_str().unwrap().to_owned();
+    let retried = d
+        .http
+        .post(format!("{}/api/audit/{original}/retry", d.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), StatusCode::OK);
+    {
+        let hits = d.us_hits.lock().unwrap();
+        assert_eq!(hits.len(), 2);
+        assert_eq!(hits[1].body, br#"{"amount": 10}"#);
+        assert_eq!(hits[1].path, "/invoices");
+    }
+    let (_, again) = get(alice.clone(), "?region=us&service=billing").await;
+    let newest = again["records"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(newest["retry_of"], original.as_str(), "{again}");
+    // Someone else's record is not theirs to see or retry; a refused one is refused again.
+    let theirs = d
+        .http
+        .post(format!("{}/api/audit/{original}/retry", d.base))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+    let (_, bobs) = get(bob.clone(), "?status=denied").await;
+    let refused = bobs["records"][0]["id"].as_str().unwrap().to_owned();
+    let again = d
+        .http
+        .post(format!("{}/api/audit/{refused}/retry", d.base))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::FORBIDDEN);
     let _ = std::fs::remove_dir_all(&d.dir);
 }
 

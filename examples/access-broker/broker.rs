@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
+use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::audit::{AuditEvent, AuditLog, AuditSink, Outcome};
 use portcullis::directory::{
@@ -59,6 +60,10 @@ pub(crate) struct BrokerConfig {
     /// Who may reach what; nothing else is allowed.
     #[serde(default)]
     pub(crate) grants: Vec<Grant>,
+    /// Members of these groups see (and may retry) everyone's requests in the audit log;
+    /// everyone else sees only their own.
+    #[serde(default)]
+    pub(crate) audit_groups: Vec<String>,
 }
 
 fn default_body() -> usize {
@@ -268,6 +273,8 @@ pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, 
     let max_body = broker.config.max_body_bytes;
     let proxied = Router::new()
         .route("/proxy/{*rest}", any(proxy))
+        .route("/api/audit", get(audit_api))
+        .route("/api/audit/{id}/retry", post(retry))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(AuthenticateLayer::new(gate));
     Ok(Router::new()
@@ -409,8 +416,24 @@ async fn proxy(
     Extension(correlation): Extension<CorrelationId>,
     request: Request,
 ) -> Response {
-    let started = Instant::now();
     let (parts, body) = request.into_parts();
+    forward(broker, who, correlation.0, parts, body, None).await
+}
+
+/// The largest body kept in the audit record (base64) so the request can be retried.
+const KEPT_BODY: usize = 16 << 10;
+
+/// Authorizes, audits and forwards one request (`retry_of`: the audit id it repeats).
+async fn forward(
+    broker: Arc<Broker>,
+    who: Principal,
+    correlation: String,
+    parts: axum::http::request::Parts,
+    body: Body,
+    retry_of: Option<String>,
+) -> Response {
+    let started = Instant::now();
+    let correlation = CorrelationId(correlation);
     let shown = parts
         .uri
         .path_and_query()
@@ -497,7 +520,7 @@ async fn proxy(
     else {
         return refuse(StatusCode::BAD_REQUEST, "bad_path", "bad resource".into()).await;
     };
-    let request = GateRequest::new(action, resource)
+    let mut request = GateRequest::new(action, resource)
         .http(parts.method.as_str(), shown.clone())
         .correlation_id(correlation.0.clone())
         .param("region", target.region)
@@ -508,6 +531,23 @@ async fn proxy(
             "body_sha256",
             hex::encode(ring::digest::digest(&ring::digest::SHA256, &body)),
         );
+    if !body.is_empty() && body.len() <= KEPT_BODY {
+        request = request.param(
+            "body_base64",
+            base64::engine::general_purpose::STANDARD.encode(&body),
+        );
+    }
+    if let Some(kind) = parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 256 && !v.chars().any(char::is_control))
+    {
+        request = request.param("content_type", kind);
+    }
+    if let Some(original) = &retry_of {
+        request = request.param("retry_of", original.clone());
+    }
     // Authorized and durably recorded before anything is sent; refusals are audited by the
     // gate; an audit log that cannot record means 503 and nothing forwarded.
     let admitted = match broker.gate.admit(&who, &request).await {
@@ -582,4 +622,243 @@ async fn proxy(
 /// Records the outcome in the background: the response is already on its way.
 fn finish(admitted: Admitted, outcome: Outcome) {
     tokio::spawn(admitted.finish(outcome));
+}
+
+impl Broker {
+    fn sees_everyone(&self, who: &Principal) -> bool {
+        who.groups()
+            .any(|g| self.config.audit_groups.iter().any(|a| a == g))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditParams {
+    user: Option<String>,
+    region: Option<String>,
+    service: Option<String>,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    /// `succeeded`, `failed` or `denied`.
+    status: Option<String>,
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// One request as the audit shows it: the intent (or refusal) with its outcome.
+fn audit_row(event: &AuditEvent, seq: u64, outcome: Option<&AuditEvent>) -> Value {
+    let request = event.request.as_ref();
+    let param = |name: &str| request.and_then(|r| r.parameters.get(name)).cloned();
+    json!({
+        "id": event.id,
+        "seq": seq,
+        "time_ms": event.time_ms,
+        "user": event.actor.subject,
+        "method": request.map(|r| r.method.clone()),
+        "target": request.map(|r| r.target.clone()),
+        "resource": event.resource.id(),
+        "decision": event.decision.as_ref().map(|d| json!({
+            "effect": d.effect(),
+            "reason": d.reason(),
+        })),
+        "outcome": outcome.and_then(|o| o.outcome.as_ref()).map(|o| json!({
+            "status": o.status,
+            "detail": o.detail,
+        })),
+        "retry_of": param("retry_of"),
+        "body_bytes": param("body_bytes"),
+    })
+}
+
+/// The status a row is filtered by.
+fn row_status(row: &Value) -> &str {
+    if row.pointer("/decision/effect").and_then(Value::as_str) == Some("deny") {
+        "denied"
+    } else {
+        row.pointer("/outcome/status")
+            .and_then(Value::as_str)
+            .unwrap_or("pending")
+    }
+}
+
+async fn audit_api(
+    State(broker): Shared,
+    Extension(who): Extension<Principal>,
+    axum::extract::Query(params): axum::extract::Query<AuditParams>,
+) -> Response {
+    let everyone = broker.sees_everyone(&who);
+    let user = match params.user {
+        Some(user) if user != who.subject() && !everyone => {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "you may only see your own requests".into(),
+            );
+        }
+        Some(user) => Some(user),
+        None if everyone => None,
+        None => Some(who.subject().to_owned()),
+    };
+    let resource = match (&params.region, &params.service) {
+        (Some(region), Some(service)) => {
+            match Resource::new(SERVICE, format!("{region}/{service}")) {
+                Ok(resource) => Some(resource),
+                Err(e) => {
+                    return error_response(StatusCode::BAD_REQUEST, "bad_request", e.to_string());
+                }
+            }
+        }
+        (None, None) => None,
+        _ => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "filter by region and service together".into(),
+            );
+        }
+    };
+    let query = portcullis::audit::AuditQuery {
+        actor: user,
+        resource,
+        from_ms: params.from_ms,
+        to_ms: params.to_ms,
+        after_seq: params.after,
+        limit: params.limit.unwrap_or(50).clamp(1, 200),
+        ..Default::default()
+    };
+    let page = match broker.audit.query(&query).await {
+        Ok(page) => page,
+        Err(e) => {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                e.to_string(),
+            );
+        }
+    };
+    let mut rows = Vec::new();
+    for record in &page.records {
+        let event = &record.event;
+        if event.kind == portcullis::audit::EventKind::Outcome {
+            continue;
+        }
+        let outcome = if event.kind == portcullis::audit::EventKind::Intent {
+            match broker.audit.get(&event.id).await {
+                Ok(found) => found.and_then(|f| f.outcome).map(|o| o.event),
+                Err(e) => {
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "audit_unavailable",
+                        e.to_string(),
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        let row = audit_row(event, record.seq, outcome.as_ref());
+        if params
+            .status
+            .as_deref()
+            .is_none_or(|s| s == row_status(&row))
+        {
+            rows.push(row);
+        }
+    }
+    Json(json!({ "records": rows, "next_after": page.next_after })).into_response()
+}
+
+/// Sends an earlier request again, as the caller, through the whole gate: a fresh
+/// authorization and a new audit record that names the original.
+async fn retry(
+    State(broker): Shared,
+    Extension(who): Extension<Principal>,
+    Extension(correlation): Extension<CorrelationId>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let found = match broker.audit.get(&id).await {
+        Ok(Some(found)) => found.event.event,
+        Ok(None) => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no audit record {id}"),
+            );
+        }
+        Err(e) => {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                e.to_string(),
+            );
+        }
+    };
+    if found.actor.subject != who.subject() && !broker.sees_everyone(&who) {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no audit record {id}"),
+        );
+    }
+    let Some(request) = found
+        .request
+        .as_ref()
+        .filter(|r| r.target.starts_with("/proxy/"))
+    else {
+        return error_response(
+            StatusCode::CONFLICT,
+            "not_a_request",
+            format!("{id} is not a proxied request"),
+        );
+    };
+    let bytes = request
+        .parameters
+        .get("body_bytes")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let body = match request
+        .parameters
+        .get("body_base64")
+        .and_then(Value::as_str)
+    {
+        Some(text) => match base64::engine::general_purpose::STANDARD.decode(text) {
+            Ok(body) => body,
+            Err(_) => {
+                return error_response(
+                    StatusCode::CONFLICT,
+                    "body_unreadable",
+                    "the kept body is not base64".into(),
+                );
+            }
+        },
+        None if bytes == 0 => Vec::new(),
+        None => {
+            return error_response(
+                StatusCode::CONFLICT,
+                "body_not_kept",
+                format!(
+                    "the original body ({bytes} bytes) was too large to keep, so it cannot be retried"
+                ),
+            );
+        }
+    };
+    let mut builder = axum::http::Request::builder()
+        .method(request.method.as_str())
+        .uri(request.target.as_str());
+    if let Some(kind) = request
+        .parameters
+        .get("content_type")
+        .and_then(Value::as_str)
+    {
+        builder = builder.header(axum::http::header::CONTENT_TYPE, kind);
+    }
+    let Ok(rebuilt) = builder.body(Body::from(body)) else {
+        return error_response(
+            StatusCode::CONFLICT,
+            "not_a_request",
+            format!("{id} cannot be rebuilt"),
+        );
+    };
+    let (parts, body) = rebuilt.into_parts();
+    forward(broker, who, correlation.0, parts, body, Some(id)).await
 }

@@ -117,7 +117,10 @@ async fn count_intents(audit: &Path) -> i64 {
     n
 }
 
-async fn upstream_handler(State(up): State<Upstream>, request: Request) -> axum::Json<Value> {
+async fn upstream_handler(
+    State(up): State<Upstream>,
+    request: Request,
+) -> (axum::http::StatusCode, axum::Json<Value>) {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec();
     let intents_before = match &up.audit {
@@ -143,7 +146,15 @@ async fn upstream_handler(State(up): State<Upstream>, request: Request) -> axum:
         intents_before,
     };
     up.hits.lock().unwrap().push(hit);
-    axum::Json(json!({ "user": user, "path": parts.uri.path(), "bytes": body.len() }))
+    let status = if parts.uri.path().contains("fail") {
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        axum::http::StatusCode::OK
+    };
+    (
+        status,
+        axum::Json(json!({ "user": user, "path": parts.uri.path(), "bytes": body.len() })),
+    )
 }
 
 async fn serve(router: axum::Router) -> String {
@@ -699,5 +710,195 @@ async fn audit_log_down_means_503_and_nothing_forwarded() {
         1,
         "nothing forwarded unaudited"
     );
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
+/// Runs the client mode of the binary; its exit status and standard output.
+async fn client(args: &[&str], dir: &Path) -> (bool, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .env("ACCESS_BROKER_PASSWORD", "alice-password")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn bulk_runs_each_id_through_the_gate_and_can_be_cancelled() {
+    let d = Deployment::start("bulk", "sqlite://audit.db").await;
+    let dir = d.dir.to_str().unwrap().to_owned();
+    let token_file = d.dir.join("token");
+    let token_file = token_file.to_str().unwrap();
+    let (ok, _) = client(
+        &[
+            "login",
+            "--url",
+            &d.base,
+            "--username",
+            "alice",
+            "--token-file",
+            token_file,
+        ],
+        &d.dir,
+    )
+    .await;
+    assert!(ok, "login through the client");
+    let (ok, out) = client(
+        &[
+            "call",
+            "GET",
+            "eu/orders/orders/7",
+            "--url",
+            &d.base,
+            "--token-file",
+            token_file,
+        ],
+        &d.dir,
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        serde_json::from_str::<Value>(out.trim()).unwrap()["user"],
+        "alice"
+    );
+
+    // Four ids, one of which the service fails: three succeed, one is reported failed.
+    std::fs::write(d.dir.join("ids.txt"), "# companies\nc1\nc2\nfail3\n\nc4\n").unwrap();
+    let (ok, out) = client(
+        &[
+            "bulk",
+            "POST",
+            "eu/orders/companies/{id}/flags",
+            "--ids-file",
+            &format!("{dir}/ids.txt"),
+            "--data",
+            r#"{"company": "{id}", "flag": "new-ui"}"#,
+            "--concurrency",
+            "2",
+            "--rate",
+            "50",
+            "--url",
+            &d.base,
+            "--token-file",
+            token_file,
+        ],
+        &d.dir,
+    )
+    .await;
+    assert!(!ok, "a bulk run with a failure exits with an error");
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (
+            last["state"].as_str(),
+            last["succeeded"].as_u64(),
+            last["failed"].as_u64()
+        ),
+        (Some("done"), Some(3), Some(1)),
+        "{last}"
+    );
+    let failed: Vec<&Value> = last["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == 500)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["id"], "fail3");
+    {
+        let hits = d.eu_hits.lock().unwrap();
+        let bodies: Vec<String> = hits
+            .iter()
+            .filter(|h| h.path.starts_with("/companies/"))
+            .map(|h| String::from_utf8(h.body.clone()).unwrap())
+            .collect();
+        assert_eq!(bodies.len(), 4);
+        assert!(bodies.contains(&r#"{"company": "c2", "flag": "new-ui"}"#.to_owned()));
+    }
+    // Each id has its own audit intent and outcome.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = d.audit().await;
+    let bulk_intents = events
+        .iter()
+        .filter(|e| {
+            e["kind"] == "intent"
+                && e["request"]["target"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("/proxy/eu/orders/companies/")
+        })
+        .count();
+    assert_eq!(bulk_intents, 4);
+
+    // A slow job cancelled at once: fewer ids than asked were sent.
+    let alice = d.login("alice").await;
+    let started: Value = d
+        .http
+        .post(format!("{}/api/bulk", d.base))
+        .bearer_auth(&alice)
+        .json(&json!({
+            "method": "GET",
+            "path_template": "/proxy/eu/orders/slow/{id}",
+            "ids": ["a", "b", "c", "d", "e", "f"],
+            "rate_per_second": 2,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["id"].as_str().unwrap().to_owned();
+    let cancel = d
+        .http
+        .post(format!("{}/api/bulk/{id}/cancel", d.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), StatusCode::OK);
+    let mut view = Value::Null;
+    for _ in 0..100 {
+        view = d
+            .http
+            .get(format!("{}/api/bulk/{id}", d.base))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if view["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(view["state"], "cancelled", "{view}");
+    assert!(view["done"].as_u64().unwrap() < 6, "{view}");
+    // Someone else's job is not theirs to see.
+    let bob = d.login("bob").await;
+    let theirs = d
+        .http
+        .get(format!("{}/api/bulk/{id}", d.base))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+    // A bad template or id is refused before anything is sent.
+    let bad = d
+        .http
+        .post(format!("{}/api/bulk", d.base))
+        .bearer_auth(&alice)
+        .json(&json!({"method": "GET", "path_template": "/proxy/eu/orders/{id}", "ids": ["../x"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let _ = std::fs::remove_dir_all(&d.dir);
 }

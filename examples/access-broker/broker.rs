@@ -139,8 +139,9 @@ impl Grant {
     }
 }
 
-struct Broker {
+pub(crate) struct Broker {
     config: BrokerConfig,
+    pub(crate) jobs: crate::bulk::Jobs,
     gate: Arc<Gate>,
     audit: Arc<AuditLog>,
     login: PasswordLogin,
@@ -269,12 +270,16 @@ pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, 
         audit,
         http,
         config,
+        jobs: crate::bulk::Jobs::default(),
     });
     let max_body = broker.config.max_body_bytes;
     let proxied = Router::new()
         .route("/proxy/{*rest}", any(proxy))
         .route("/api/audit", get(audit_api))
         .route("/api/audit/{id}/retry", post(retry))
+        .route("/api/bulk", post(crate::bulk::start))
+        .route("/api/bulk/{id}", get(crate::bulk::status))
+        .route("/api/bulk/{id}/cancel", post(crate::bulk::cancel))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(AuthenticateLayer::new(gate));
     Ok(Router::new()
@@ -424,7 +429,7 @@ async fn proxy(
 const KEPT_BODY: usize = 16 << 10;
 
 /// Authorizes, audits and forwards one request (`retry_of`: the audit id it repeats).
-async fn forward(
+pub(crate) async fn forward(
     broker: Arc<Broker>,
     who: Principal,
     correlation: String,
@@ -625,7 +630,7 @@ fn finish(admitted: Admitted, outcome: Outcome) {
 }
 
 impl Broker {
-    fn sees_everyone(&self, who: &Principal) -> bool {
+    pub(crate) fn sees_everyone(&self, who: &Principal) -> bool {
         who.groups()
             .any(|g| self.config.audit_groups.iter().any(|a| a == g))
     }

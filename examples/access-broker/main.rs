@@ -17,6 +17,8 @@
 )]
 
 mod broker;
+mod bulk;
+mod client;
 mod region;
 mod wire;
 
@@ -46,6 +48,18 @@ BROKER (management region)
   Refused and audited as denied: paths with dot segments, encoded slashes or backslashes,
   absolute URLs, a caller-set X-Broker-Token, bodies over max_body_bytes, unknown regions.
 
+  POST /api/bulk               {method, path_template (with {id}), body_template?, ids,
+        concurrency, rate_per_second} -> 202 {id}; each id authorized and audited on its own
+  GET  /api/bulk/{id}           progress and per-id results; POST /api/bulk/{id}/cancel
+  GET  /api/audit               the requests (with outcomes), by user, region+service, time,
+        status (succeeded|failed|denied), paged; audit_groups see everyone, others themselves
+  POST /api/audit/{id}/retry    the request again as the caller: authorized and audited anew
+
+CLIENT
+  access-broker login --username alice        (token kept in .access-broker-token)
+  access-broker call GET eu/orders/orders/42 [--data JSON]
+  access-broker bulk POST 'eu/orders/companies/{id}/flags' --ids-file ids.txt [--data JSON]
+
 REGION PROXY (one per region)
   Forwards to the service's address only requests carrying a valid broker token for this
   region, bound to the exact request and unused; everything else is 401.
@@ -56,6 +70,7 @@ CONFIGURATION (TOML, one file for every mode)
   [broker.directory] users_file = FILE (static users) | [broker.directory.ldap] (LdapConfig)
   [broker.regions.NAME] url = the region proxy
   [[broker.grants]] users, groups, region (or *), service (or *), methods (or [\"*\"])
+  [broker] audit_groups = groups that see everyone's requests in the audit
   [[region]] name, listen, broker_jwks_url, max_body_bytes, timeout_seconds,
              [region.services] NAME = URL
 
@@ -94,6 +109,61 @@ enum Mode {
         /// Overrides `[broker] listen`.
         #[arg(long)]
         listen: Option<String>,
+    },
+    /// Logs in and keeps the session token in a file (password from
+    /// ACCESS_BROKER_PASSWORD or asked for).
+    Login {
+        /// The broker's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8300")]
+        url: String,
+        /// Who logs in.
+        #[arg(long)]
+        username: String,
+        /// Where the token is kept (mode 600).
+        #[arg(long, default_value = ".access-broker-token")]
+        token_file: PathBuf,
+    },
+    /// Sends one request through the broker: `call GET eu/orders/orders/42`.
+    Call {
+        /// The HTTP method.
+        method: String,
+        /// `{region}/{service}/{path}?{query}`.
+        path: String,
+        /// A JSON body.
+        #[arg(long)]
+        data: Option<String>,
+        /// The broker's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8300")]
+        url: String,
+        /// The session token file (from `login`).
+        #[arg(long, default_value = ".access-broker-token")]
+        token_file: PathBuf,
+    },
+    /// Sends one request template for every id in a file, with a progress bar:
+    /// `bulk POST 'eu/orders/companies/{id}/flags' --ids-file ids.txt`.
+    Bulk {
+        /// The HTTP method.
+        method: String,
+        /// `{region}/{service}/{path}` with `{id}` where each id goes.
+        path_template: String,
+        /// One id per line (`#` comments and blank lines skipped).
+        #[arg(long)]
+        ids_file: PathBuf,
+        /// A JSON body template (may hold `{id}`).
+        #[arg(long)]
+        data: Option<String>,
+        /// Requests under way at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Requests started per second, at most.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// The broker's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8300")]
+        url: String,
+        /// The session token file (from `login`).
+        #[arg(long, default_value = ".access-broker-token")]
+        token_file: PathBuf,
     },
     /// A region proxy.
     RegionProxy {
@@ -303,6 +373,7 @@ const DEMO_CONFIG: &str = r#"
 [broker]
 listen = "127.0.0.1:8300"
 audit_url = "sqlite://audit.db"
+audit_groups = ["platform"]
 
 [broker.directory]
 users_file = "demo-users.toml"
@@ -365,6 +436,40 @@ fn main() -> ExitCode {
                 region,
                 listen,
             }) => run_region(&config, &region, listen).await,
+            Some(Mode::Login {
+                url,
+                username,
+                token_file,
+            }) => client::login(&url, &username, &token_file).await,
+            Some(Mode::Call {
+                method,
+                path,
+                data,
+                url,
+                token_file,
+            }) => client::call(&url, &token_file, &method, &path, data.as_deref()).await,
+            Some(Mode::Bulk {
+                method,
+                path_template,
+                ids_file,
+                data,
+                concurrency,
+                rate,
+                url,
+                token_file,
+            }) => {
+                client::bulk(client::BulkArgs {
+                    url: &url,
+                    token_file: &token_file,
+                    method: &method,
+                    path_template: &path_template,
+                    body_template: data.as_deref(),
+                    ids_file: &ids_file,
+                    concurrency,
+                    rate,
+                })
+                .await
+            }
         }
     });
     match result {

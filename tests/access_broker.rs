@@ -902,3 +902,153 @@ async fn bulk_runs_each_id_through_the_gate_and_can_be_cancelled() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let _ = std::fs::remove_dir_all(&d.dir);
 }
+
+/// Polls `check` every 100 ms for up to 15 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// The rows of the console's audit table, as text.
+async fn audit_rows(browser: &fantoccini::Client) -> Vec<String> {
+    let mut rows = Vec::new();
+    for row in browser
+        .find_all(fantoccini::Locator::Css("#audit-rows tr"))
+        .await
+        .unwrap_or_default()
+    {
+        rows.push(row.text().await.unwrap_or_default());
+    }
+    rows
+}
+
+#[tokio::test]
+async fn the_console_page_logs_in_sends_shows_the_audit_log_and_retries() {
+    use fantoccini::Locator;
+    let d = Deployment::start("page", "sqlite://audit.db").await;
+    let profile = d.dir.join("chromium-profile");
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": env("PORTCULLIS_TEST_CHROMIUM"),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }
+    });
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = fantoccini::ClientBuilder::new(connector)
+        .capabilities(capabilities.as_object().unwrap().clone())
+        .connect(&env("PORTCULLIS_TEST_WEBDRIVER_URL"))
+        .await
+        .unwrap();
+
+    // Log in with the LDAP password.
+    browser.goto(&format!("{}/audit", d.base)).await.unwrap();
+    browser
+        .find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("alice")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("alice-password")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the console shows alice logged in", || async {
+        browser
+            .find(Locator::Id("who"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default()
+            == "logged in as alice"
+    })
+    .await;
+
+    // Send a request from the Postman-like form and see the service's answer.
+    let path = browser.find(Locator::Id("path")).await.unwrap();
+    path.clear().await.unwrap();
+    path.send_keys("orders/77?from=page").await.unwrap();
+    browser
+        .find(Locator::Id("send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the response is shown", || async {
+        browser
+            .find(Locator::Id("response-status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default()
+            .starts_with("200")
+    })
+    .await;
+    let shown = browser
+        .find(Locator::Id("response-body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(shown.contains("\"user\": \"alice\""), "{shown}");
+
+    // It is in the audit log; pressing retry sends it again and adds a row.
+    eventually("the request appears in the audit log", || async {
+        audit_rows(&browser)
+            .await
+            .iter()
+            .any(|r| r.contains("/proxy/eu/orders/orders/77?from=page") && r.contains("succeeded"))
+    })
+    .await;
+    let before = audit_rows(&browser).await.len();
+    let retry = browser
+        .find(Locator::Css("#audit-rows tr:last-child button.retry"))
+        .await
+        .unwrap();
+    retry.click().await.unwrap();
+    eventually("the retry appears as a new row", || async {
+        let rows = audit_rows(&browser).await;
+        rows.len() > before && rows.iter().any(|r| r.contains("(retry)"))
+    })
+    .await;
+    assert_eq!(
+        d.eu_hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.path == "/orders/77?from=page")
+            .count(),
+        2,
+        "sent once from the form and once by the retry"
+    );
+    browser.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&d.dir);
+}

@@ -283,6 +283,10 @@ pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, 
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(AuthenticateLayer::new(gate));
     Ok(Router::new()
+        .route("/", get(console))
+        .route("/audit", get(console))
+        .route("/console.js", get(console_js))
+        .route("/console.css", get(console_css))
         .route("/health", get(|| async { "ok" }))
         .route("/login", post(login))
         .route("/.well-known/jwks.json", get(jwks_document))
@@ -291,6 +295,37 @@ pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, 
 }
 
 type Shared = State<Arc<Broker>>;
+
+/// The console page: static HTML; its script fetches everything with the session token.
+/// Scripts and styles only from the broker itself, never framed.
+async fn console() -> Response {
+    static_file(include_str!("console.html"), "text/html; charset=utf-8")
+}
+
+async fn console_js() -> Response {
+    static_file(include_str!("console.js"), "text/javascript; charset=utf-8")
+}
+
+async fn console_css() -> Response {
+    static_file(include_str!("console.css"), "text/css; charset=utf-8")
+}
+
+fn static_file(text: &'static str, kind: &'static str) -> Response {
+    use axum::http::header;
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        text,
+    )
+        .into_response()
+}
 
 async fn jwks_document(State(broker): Shared) -> Json<Value> {
     Json(broker.jwks.clone())

@@ -258,6 +258,7 @@ pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.timeout_seconds))
         .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
         .build()
         .map_err(|e| e.to_string())?;
     let broker = Arc::new(Broker {

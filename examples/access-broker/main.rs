@@ -97,9 +97,12 @@ struct Cli {
 enum Mode {
     /// Everything on 127.0.0.1 with demo users and services (the default).
     Demo {
-        /// Where the audit log and nothing else is kept.
+        /// Where the audit log and the demo users are kept.
         #[arg(long, default_value = "access-broker-data")]
         data_dir: PathBuf,
+        /// The audit log (relative paths under the data dir).
+        #[arg(long, default_value = "sqlite://audit.db")]
+        audit_url: String,
     },
     /// The broker: login, authorization, audit, forwarding.
     Broker {
@@ -267,10 +270,18 @@ fn read_config(path: &Path) -> Result<Config, String> {
 }
 
 async fn serve(router: axum::Router, listen: &str, what: &str) -> Result<(), String> {
+    use axum::serve::ListenerExt as _;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("{what}: cannot listen on {listen}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    // Streamed responses go out in several writes: without TCP_NODELAY the second waits
+    // for the client's delayed ACK (40 ms on Linux).
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY could not be set");
+        }
+    });
     println!("LISTENING http://{address}");
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -331,7 +342,7 @@ const DEMO_USERS: [(&str, &str, &[&str]); 2] = [
     ("bob", "bob-password", &["support"]),
 ];
 
-async fn demo(data_dir: &Path) -> Result<(), String> {
+async fn demo(data_dir: &Path, audit_url: &str) -> Result<(), String> {
     use portcullis::directory::{Password, PasswordHash};
     std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let mut users = String::new();
@@ -345,7 +356,8 @@ async fn demo(data_dir: &Path) -> Result<(), String> {
     std::fs::write(data_dir.join("demo-users.toml"), users)
         .map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let config: Config = toml::from_str(DEMO_CONFIG).map_err(|e| format!("demo config: {e}"))?;
-    let broker = config.broker.ok_or("the demo has a broker")?;
+    let mut broker = config.broker.ok_or("the demo has a broker")?;
+    audit_url.clone_into(&mut broker.audit_url);
     let broker_listen = broker.listen.clone();
     let broker = broker::router(broker, data_dir).await?;
     let mut tasks = tokio::task::JoinSet::new();
@@ -428,8 +440,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.mode {
-            None => demo(Path::new("access-broker-data")).await,
-            Some(Mode::Demo { data_dir }) => demo(&data_dir).await,
+            None => demo(Path::new("access-broker-data"), "sqlite://audit.db").await,
+            Some(Mode::Demo {
+                data_dir,
+                audit_url,
+            }) => demo(&data_dir, &audit_url).await,
             Some(Mode::Broker { config, listen }) => run_broker(&config, listen).await,
             Some(Mode::RegionProxy {
                 config,

@@ -156,6 +156,7 @@ pub(crate) fn router(config: RegionConfig) -> Result<Router, String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.timeout_seconds))
         .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
         .build()
         .map_err(|e| e.to_string())?;
     let region = Arc::new(Region {

@@ -224,8 +224,14 @@ pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, 
     let jwks = forward
         .public_jwks()
         .ok_or("an EdDSA key has a public half")?;
+    // Outcomes are recorded after the response, with nobody waiting: they ride along with
+    // the next request's intent (one sync, and no intent queued behind an outcome).
+    let options = portcullis::audit::AuditOptions {
+        outcome_linger: Duration::from_millis(5),
+        ..Default::default()
+    };
     let audit = Arc::new(
-        AuditLog::open(&config.audit_url, base, Default::default())
+        AuditLog::open(&config.audit_url, base, options)
             .await
             .map_err(|e| format!("audit_url: {e}"))?,
     );

@@ -31,6 +31,13 @@ pub struct AuditOptions {
     pub max_batch: usize,
     /// HMACs the configured fields before anything is written.
     pub redactor: Option<Redactor>,
+    /// How long a batch of nothing but outcomes may wait for another event to share its
+    /// write. Default zero: written at once. An outcome follows an action that has already
+    /// happened, so a service that does not wait for it (it records the outcome after
+    /// answering) can let it ride along with the next request's intent: one sync where
+    /// there were two, and no intent queued behind an outcome's sync. The caller of
+    /// `record` still returns only once the outcome is durable.
+    pub outcome_linger: std::time::Duration,
 }
 
 impl Default for AuditOptions {
@@ -39,6 +46,7 @@ impl Default for AuditOptions {
             max_event_bytes: 64 * 1024,
             max_batch: 1024,
             redactor: None,
+            outcome_linger: std::time::Duration::ZERO,
         }
     }
 }
@@ -126,6 +134,8 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
 struct Job {
     prepared: Prepared,
     respond: oneshot::Sender<Result<Receipt, AuditError>>,
+    /// An outcome: it may wait `outcome_linger` for company.
+    outcome: bool,
 }
 
 /// A durable, tamper-evident audit log over one backend: JSONL files, SQLite or PostgreSQL.
@@ -259,7 +269,12 @@ impl AuditLog {
 
     fn start(backend: Arc<dyn Backend>, options: AuditOptions) -> Self {
         let (jobs, receiver) = mpsc::channel(options.max_batch.max(1) * 4);
-        let writer = tokio::spawn(writer(backend.clone(), receiver, options.max_batch.max(1)));
+        let writer = tokio::spawn(writer(
+            backend.clone(),
+            receiver,
+            options.max_batch.max(1),
+            options.outcome_linger,
+        ));
         AuditLog {
             writer,
             jobs,
@@ -395,10 +410,15 @@ impl AuditLog {
 #[async_trait]
 impl AuditSink for AuditLog {
     async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
+        let outcome = event.kind == crate::EventKind::Outcome;
         let prepared = self.prepare(event)?;
         let (respond, answer) = oneshot::channel();
         self.jobs
-            .send(Job { prepared, respond })
+            .send(Job {
+                prepared,
+                respond,
+                outcome,
+            })
             .await
             .map_err(|_| AuditError::Closed)?;
         answer.await.map_err(|_| AuditError::Closed)?
@@ -411,7 +431,12 @@ impl AuditSink for AuditLog {
 
 /// The writer task: takes whatever is queued (up to `max_batch`), writes it as one batch, and
 /// answers every caller in it.
-async fn writer(backend: Arc<dyn Backend>, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+async fn writer(
+    backend: Arc<dyn Backend>,
+    mut jobs: mpsc::Receiver<Job>,
+    max_batch: usize,
+    outcome_linger: std::time::Duration,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
         // Callers answered by the previous batch are usually runnable right now, about to
@@ -421,6 +446,20 @@ async fn writer(backend: Arc<dyn Backend>, mut jobs: mpsc::Receiver<Job>, max_ba
         // is runnable the yield returns at once, so an idle log adds no latency.
         if batch.len() < max_batch {
             tokio::task::yield_now().await;
+            while batch.len() < max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        // Only outcomes: let them wait a little for an event to share the write with.
+        if !outcome_linger.is_zero()
+            && batch.len() < max_batch
+            && batch.iter().all(|job| job.outcome)
+            && let Ok(Some(job)) = tokio::time::timeout(outcome_linger, jobs.recv()).await
+        {
+            batch.push(job);
             while batch.len() < max_batch {
                 match jobs.try_recv() {
                     Ok(job) => batch.push(job),

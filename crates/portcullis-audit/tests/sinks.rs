@@ -173,6 +173,49 @@ async fn write_ahead_links_outcomes(log: Arc<AuditLog>) {
     assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 6);
 }
 
+/// With `outcome_linger`, an outcome on its own waits for company (up to the linger), is
+/// written together with the next event, and is durable when `record` returns either way.
+async fn outcomes_linger_for_company(make: impl AsyncFn(AuditOptions) -> Arc<AuditLog>) {
+    let log = make(AuditOptions {
+        outcome_linger: std::time::Duration::from_secs(30),
+        ..AuditOptions::default()
+    })
+    .await;
+    let gate = WriteAhead::new(log.clone()).unwrap();
+    let first = gate.intent(intent("alice", "env:a")).await.unwrap();
+    let first_id = first.event().id.clone();
+    let pending = tokio::spawn(async move { first.outcome(Outcome::succeeded("done")).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!pending.is_finished(), "a lone outcome waits for company");
+    // The next intent carries it: both are written, well before the 30 s linger.
+    let _next = gate.intent(intent("bob", "env:b")).await.unwrap();
+    let carried = tokio::time::timeout(std::time::Duration::from_secs(10), pending).await;
+    assert!(carried.is_ok(), "the outcome went out with the intent");
+    carried.unwrap().unwrap().unwrap();
+    assert!(log.get(&first_id).await.unwrap().unwrap().outcome.is_some());
+    assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 3);
+
+    // A short linger with no company: written when it runs out.
+    let log = make(AuditOptions {
+        outcome_linger: std::time::Duration::from_millis(20),
+        ..AuditOptions::default()
+    })
+    .await;
+    let gate = WriteAhead::new(log.clone()).unwrap();
+    let alone = gate.intent(intent("carol", "env:c")).await.unwrap();
+    let written = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        alone.outcome(Outcome::failed("no")),
+    )
+    .await;
+    assert!(
+        written.is_ok(),
+        "a lingering outcome is written when the linger runs out"
+    );
+    written.unwrap().unwrap();
+    assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 2);
+}
+
 async fn bad_input_is_refused_before_writing(log: Arc<AuditLog>) {
     let err = log
         .record(intent("alice", "env:a").with_field("note", json!("line\nbreak")))
@@ -292,6 +335,15 @@ mod jsonl {
         sensitive_fields_are_hmaced(async |options| {
             Arc::new(
                 AuditLog::jsonl_with(temp_dir("hmac"), JsonlOptions::default(), options)
+                    .await
+                    .unwrap(),
+            )
+        })
+        .await;
+        outcomes_linger_for_company(async |options| {
+            let dir = temp_dir(&format!("linger-{}", options.outcome_linger.as_millis()));
+            Arc::new(
+                AuditLog::jsonl_with(&dir, JsonlOptions::default(), options)
                     .await
                     .unwrap(),
             )
@@ -557,6 +609,16 @@ mod sqlite {
             Arc::new(AuditLog::sqlite(&url, options).await.unwrap())
         })
         .await;
+        outcomes_linger_for_company(async |options| {
+            let url = format!(
+                "sqlite://{}",
+                temp_dir(&format!("linger-{}", options.outcome_linger.as_millis()))
+                    .join("a.db")
+                    .display()
+            );
+            Arc::new(AuditLog::sqlite(&url, options).await.unwrap())
+        })
+        .await;
         let (log, url) = open("trunc").await;
         checkpoints_catch_truncation(log, async || {
             let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
@@ -652,6 +714,12 @@ mod postgres {
         bad_input_is_refused_before_writing(open("bad").await.0).await;
         sensitive_fields_are_hmaced(async |options| {
             let url = fresh_postgres("hmac").await;
+            Arc::new(AuditLog::postgres(&url, options).await.unwrap())
+        })
+        .await;
+        outcomes_linger_for_company(async |options| {
+            let url =
+                fresh_postgres(&format!("linger_{}", options.outcome_linger.as_millis())).await;
             Arc::new(AuditLog::postgres(&url, options).await.unwrap())
         })
         .await;

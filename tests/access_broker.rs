@@ -466,6 +466,13 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
         ("/proxy/eu/orders/a%5cb", "400"),
         ("/proxy/eu/orders/a%252fb", "400"),
         ("/proxy/eu/orders//etc/passwd", "400"),
+        ("/proxy/eu/orders/a%00b", "400"),
+        ("/proxy/eu/orders/a%zz", "400"),
+        ("/proxy/eu/orders/a%2", "400"),
+        ("/proxy/eu/orders/a\\b", "400"),
+        ("/proxy/eu/orders/%2E", "400"),
+        ("/proxy/e%75/orders/a", "400"),
+        ("http://127.0.0.1/proxy/eu/orders/a", "400"),
         ("/proxy/nowhere/orders/a", "404"),
     ] {
         let raw = raw_get(&d.base, path, &alice).await;

@@ -8,6 +8,7 @@ let token = sessionStorage.getItem("broker-token");
 let user = sessionStorage.getItem("broker-user");
 let auditAfter = null;
 let bulkJob = null;
+let pendingRefresh = null;
 
 async function api(method, path, body, extraHeaders) {
   const headers = { Authorization: `Bearer ${token}` };
@@ -157,6 +158,15 @@ async function loadAudit(fresh) {
   }
   auditAfter = page.next_after;
   $("audit-more").hidden = page.next_after === null || page.next_after === undefined;
+  // Outcomes are recorded when a response has been sent: while a shown request still has
+  // none, look again shortly.
+  const pending = page.records.some((r) => !r.outcome && !(r.decision && r.decision.effect === "deny"));
+  if (fresh && pending && pendingRefresh === null) {
+    pendingRefresh = setTimeout(() => {
+      pendingRefresh = null;
+      loadAudit(true);
+    }, 1000);
+  }
 }
 
 $("audit-filter").addEventListener("submit", (event) => {

@@ -925,6 +925,24 @@ where
     panic!("timed out waiting until {what}");
 }
 
+/// The text of the element with `id` ("" if it is not there yet).
+async fn text_of(browser: &fantoccini::Client, id: &str) -> String {
+    match browser.find(fantoccini::Locator::Id(id)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn type_into(browser: &fantoccini::Client, id: &str, text: &str) {
+    let element = browser.find(fantoccini::Locator::Id(id)).await.unwrap();
+    element.send_keys(text).await.unwrap();
+}
+
+async fn click(browser: &fantoccini::Client, id: &str) {
+    let element = browser.find(fantoccini::Locator::Id(id)).await.unwrap();
+    element.click().await.unwrap();
+}
+
 /// The rows of the console's audit table, as text.
 async fn audit_rows(browser: &fantoccini::Client) -> Vec<String> {
     let mut rows = Vec::new();
@@ -963,68 +981,31 @@ async fn the_console_page_logs_in_sends_shows_the_audit_log_and_retries() {
 
     // Log in with the LDAP password.
     browser.goto(&format!("{}/audit", d.base)).await.unwrap();
-    browser
-        .find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("alice-password")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, "username", "alice").await;
+    type_into(&browser, "password", "alice-password").await;
+    click(&browser, "login").await;
     eventually("the console shows alice logged in", || async {
-        browser
-            .find(Locator::Id("who"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap_or_default()
-            == "logged in as alice"
+        text_of(&browser, "who").await == "logged in as alice"
     })
     .await;
 
     // Send a request from the Postman-like form and see the service's answer.
-    let path = browser.find(Locator::Id("path")).await.unwrap();
-    path.clear().await.unwrap();
-    path.send_keys("orders/77?from=page").await.unwrap();
     browser
-        .find(Locator::Id("send"))
+        .find(Locator::Id("path"))
         .await
         .unwrap()
-        .click()
+        .clear()
         .await
         .unwrap();
+    type_into(&browser, "path", "orders/77?from=page").await;
+    click(&browser, "send").await;
     eventually("the response is shown", || async {
-        browser
-            .find(Locator::Id("response-status"))
+        text_of(&browser, "response-status")
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap_or_default()
             .starts_with("200")
     })
     .await;
-    let shown = browser
-        .find(Locator::Id("response-body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let shown = text_of(&browser, "response-body").await;
     assert!(shown.contains("\"user\": \"alice\""), "{shown}");
 
     // It is in the audit log; pressing retry sends it again and adds a row.

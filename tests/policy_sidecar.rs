@@ -121,6 +121,25 @@ impl Sidecar {
         let (_, answer) = self.post(rule, &body).await;
         panic!("{rule} never answered {want}; last answer {answer}");
     }
+
+    /// Waits (up to 6 s) until bundle `app`'s status satisfies `done`, and returns it
+    /// as it then stands, for the test's own assertions.
+    async fn app_status_once(&self, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..300 {
+            let (_, status) = self.get("/v1/status").await;
+            if done(&status["result"]["bundles"]["app"]) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, status) = self.get("/v1/status").await;
+        status["result"]["bundles"]["app"].clone()
+    }
+}
+
+/// Whether a bundle status's last error mentions `text`.
+fn last_error_has(app: &Value, text: &str) -> bool {
+    app["last_error"].as_str().is_some_and(|e| e.contains(text))
 }
 
 fn write_config(dir: &Path, extra: &str) -> PathBuf {
@@ -280,15 +299,9 @@ async fn hot_reloads_refuses_bad_revisions_and_restarts_on_the_last_good_one() {
 
     // A revision whose own test fails never serves.
     write_bundle(&bundle, "r3-broken", "input.user == \"nobody\"");
-    for _ in 0..300 {
-        let (_, status) = sidecar.get("/v1/status").await;
-        if status["result"]["bundles"]["app"]["failed_revision"] == "r3-broken" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (_, status) = sidecar.get("/v1/status").await;
-    let app = &status["result"]["bundles"]["app"];
+    let app = &sidecar
+        .app_status_once(|app| app["failed_revision"] == "r3-broken")
+        .await;
     assert_eq!(app["active_revision"], "r2-with-alice");
     assert!(
         app["last_error"]
@@ -398,14 +411,9 @@ async fn decisions_are_logged_to_the_audit_log_with_masked_input() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
-async fn follows_the_rollout_for_its_spiffe_id() {
-    let dir = scratch("rollout");
-    write_bundle(&dir.join("bundles/r1"), "r1", "input.user == \"admin\"");
-    write_bundle(&dir.join("bundles/r2"), "r2", "input.user == \"admin\"");
-    // A folder whose manifest claims another revision than its name.
-    write_bundle(&dir.join("bundles/r3"), "not-r3", "input.user == \"admin\"");
-    let pipelines = r#"
+/// Artifact `authz` (bundle `app`) with a canary step for the payments namespace and a
+/// production step for everything, both promoted by hand.
+const PIPELINES: &str = r#"
 [[artifacts]]
 name = "authz"
 bundles = ["app"]
@@ -420,15 +428,30 @@ name = "production"
 scopes = ["spiffe://prod.example/**"]
 promotion = { mode = "manual" }
 "#;
-    std::fs::write(dir.join("rollout.toml"), pipelines).unwrap();
-    let config: RolloutConfig = toml::from_str(pipelines).unwrap();
+
+/// Writes [`PIPELINES`] to `dir/rollout.toml` and returns the delivery service's rollout
+/// with `revision` promoted through both steps (the sidecars' stable revision).
+fn delivered_everywhere(dir: &Path, revision: &str) -> Rollout {
+    std::fs::write(dir.join("rollout.toml"), PIPELINES).unwrap();
+    let config: RolloutConfig = toml::from_str(PIPELINES).unwrap();
     let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
+    let mut delivery = Rollout::new(&config, clock).unwrap();
+    delivery.propose("authz", revision).unwrap();
+    delivery.promote("authz").unwrap();
+    delivery.promote("authz").unwrap();
+    delivery
+}
+
+#[tokio::test]
+async fn follows_the_rollout_for_its_spiffe_id() {
+    let dir = scratch("rollout");
+    write_bundle(&dir.join("bundles/r1"), "r1", "input.user == \"admin\"");
+    write_bundle(&dir.join("bundles/r2"), "r2", "input.user == \"admin\"");
+    // A folder whose manifest claims another revision than its name.
+    write_bundle(&dir.join("bundles/r3"), "not-r3", "input.user == \"admin\"");
     let state = dir.join("rollout-state.json");
     // The delivery service: r1 rolled out everywhere.
-    let mut delivery = Rollout::new(&config, clock.clone()).unwrap();
-    delivery.propose("authz", "r1").unwrap();
-    delivery.promote("authz").unwrap();
-    delivery.promote("authz").unwrap();
+    let mut delivery = delivered_everywhere(&dir, "r1");
     delivery.save(&state).unwrap();
 
     let sidecar_config = write_config(
@@ -457,23 +480,15 @@ promotion = { mode = "manual" }
     // A bundle that is not the revision it is filed under is refused.
     delivery.propose("authz", "r3").unwrap();
     delivery.save(&state).unwrap();
-    for _ in 0..300 {
-        let (_, status) = sidecar.get("/v1/status").await;
-        if status["result"]["bundles"]["app"]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("assigns revision r3"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (_, status) = sidecar.get("/v1/status").await;
+    let app = sidecar
+        .app_status_once(|app| last_error_has(app, "assigns revision r3"))
+        .await;
     assert!(
-        status["result"]["bundles"]["app"]["last_error"]
+        app["last_error"]
             .as_str()
             .unwrap()
             .contains("assigns revision r3"),
-        "{status}"
+        "{app}"
     );
     let (_, answer) = sidecar.post("/v1/data/app/revision", "{}").await;
     assert_eq!(answer["result"], "r1");
@@ -514,18 +529,10 @@ async fn serves_only_bundles_signed_with_a_configured_key() {
     };
     let sidecar = Sidecar::start(&config).await;
     // Unsigned: refused, so nothing serves.
-    let mut last_error = String::new();
-    for _ in 0..300 {
-        let (_, status) = sidecar.get("/v1/status").await;
-        last_error = status["result"]["bundles"]["app"]["last_error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if !last_error.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let app = sidecar
+        .app_status_once(|app| app["last_error"].is_string())
+        .await;
+    let last_error = app["last_error"].as_str().unwrap_or_default();
     assert!(last_error.contains("not signed"), "{last_error}");
     let (status, _) = sidecar
         .post("/v1/data/app/allow", r#"{"input": {"user": "admin"}}"#)
@@ -539,18 +546,9 @@ async fn serves_only_bundles_signed_with_a_configured_key() {
 
     // Edited after signing: refused; s1 keeps answering.
     write_bundle(&bundle, "s2-unsigned", "true");
-    for _ in 0..300 {
-        let (_, status) = sidecar.get("/v1/status").await;
-        if status["result"]["bundles"]["app"]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("digest mismatch"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (_, status) = sidecar.get("/v1/status").await;
-    let app = &status["result"]["bundles"]["app"];
+    let app = &sidecar
+        .app_status_once(|app| last_error_has(app, "digest mismatch"))
+        .await;
     assert_eq!(app["active_revision"], "s1", "{app}");
     assert!(
         app["last_error"]
@@ -572,28 +570,7 @@ async fn switches_to_all_at_once_delivery_and_back_without_a_restart() {
     let dir = scratch("mode");
     write_bundle(&dir.join("bundles/r1"), "r1", "input.user == \"admin\"");
     write_bundle(&dir.join("bundles/r2"), "r2", "input.user == \"admin\"");
-    let pipelines = r#"
-[[artifacts]]
-name = "authz"
-bundles = ["app"]
-
-[[artifacts.steps]]
-name = "canary"
-scopes = ["spiffe://prod.example/ns/payments/sa/*"]
-promotion = { mode = "manual" }
-
-[[artifacts.steps]]
-name = "production"
-scopes = ["spiffe://prod.example/**"]
-promotion = { mode = "manual" }
-"#;
-    std::fs::write(dir.join("rollout.toml"), pipelines).unwrap();
-    let config: RolloutConfig = toml::from_str(pipelines).unwrap();
-    let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
-    let mut delivery = Rollout::new(&config, clock).unwrap();
-    delivery.propose("authz", "r1").unwrap();
-    delivery.promote("authz").unwrap();
-    delivery.promote("authz").unwrap();
+    let mut delivery = delivered_everywhere(&dir, "r1");
     // r2 is in the canary step, which does not reach this (shipping) host.
     delivery.propose("authz", "r2").unwrap();
     delivery.save(dir.join("rollout-state.json")).unwrap();

@@ -30,8 +30,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::wire::{
-    BROKER_TOKEN, BrokerClaims, ISSUER, TOKEN_SECONDS, check_rest, forwardable, now_secs,
-    refuse_broker_header, request_hash, valid_name,
+    BROKER_TOKEN, BrokerClaims, ISSUER, TOKEN_SECONDS, body_hash, check_rest, forwardable,
+    forwarding_client, now_secs, refuse_broker_header, request_hash, valid_name,
 };
 use crate::{Done, error_response, stream_back};
 
@@ -261,12 +261,7 @@ pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, 
             .build()
             .map_err(|e| e.to_string())?,
     );
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(config.timeout_seconds))
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = forwarding_client(config.timeout_seconds)?;
     let broker = Arc::new(Broker {
         forward_key: EncodingKey::from_ed_der(forward.secret_material()),
         forward_kid: forward.kid().to_owned(),
@@ -562,7 +557,9 @@ pub(crate) async fn forward(
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
     };
-    let hash = request_hash(&parts.method, &forwarded, &body);
+    // Hashed once: for the broker token and for the audit record.
+    let body_sha256 = body_hash(&body);
+    let hash = request_hash(&parts.method, &forwarded, &body_sha256);
     let Ok(resource) = Resource::new(SERVICE, format!("{}/{}", target.region, target.service))
     else {
         return refuse(StatusCode::BAD_REQUEST, "bad_path", "bad resource".into()).await;
@@ -574,10 +571,7 @@ pub(crate) async fn forward(
         .param("service", target.service)
         .param("path", forwarded.clone())
         .param("body_bytes", body.len())
-        .param(
-            "body_sha256",
-            hex::encode(ring::digest::digest(&ring::digest::SHA256, &body)),
-        );
+        .param("body_sha256", body_sha256);
     if !body.is_empty() && body.len() <= KEPT_BODY {
         request = request.param(
             "body_base64",

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use tokio::sync::RwLock;
 
 use crate::wire::{
-    BROKER_TOKEN, BrokerClaims, FORWARDED_USER, ISSUER, TOKEN_SECONDS, check_rest, forwardable,
-    now_secs, request_hash, valid_name,
+    BROKER_TOKEN, BrokerClaims, FORWARDED_USER, ISSUER, TOKEN_SECONDS, body_hash, check_rest,
+    forwardable, forwarding_client, now_secs, request_hash, valid_name,
 };
 use crate::{error_response, stream_back};
 
@@ -153,12 +153,7 @@ pub(crate) fn router(config: RegionConfig) -> Result<Router, String> {
         }
         reqwest::Url::parse(url).map_err(|e| format!("service {name}: {url:?}: {e}"))?;
     }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(config.timeout_seconds))
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = forwarding_client(config.timeout_seconds)?;
     let region = Arc::new(Region {
         keys: BrokerKeys {
             url: config.broker_jwks_url.clone(),
@@ -250,7 +245,7 @@ async fn handle(State(region): State<Arc<Region>>, request: Request) -> Response
             );
         }
     };
-    if request_hash(&parts.method, &path_and_query, &body) != claims.rh {
+    if request_hash(&parts.method, &path_and_query, &body_hash(&body)) != claims.rh {
         return unauthorized("the request does not match the broker token");
     }
     if !region.first_use(&claims.jti, claims.exp) {

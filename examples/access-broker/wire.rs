@@ -41,12 +41,27 @@ pub(crate) enum WireError {
     ForbiddenHeader(String),
 }
 
+/// The SHA-256 (hex) of a body.
+pub(crate) fn body_hash(body: &[u8]) -> String {
+    hex::encode(digest(&SHA256, body))
+}
+
 /// The SHA-256 (hex) binding a token to `method`, `path_and_query` (as the region proxy
-/// receives it: `/{service}/{rest}?{query}`) and the body.
-pub(crate) fn request_hash(method: &Method, path_and_query: &str, body: &[u8]) -> String {
-    let body_hash = hex::encode(digest(&SHA256, body));
+/// receives it: `/{service}/{rest}?{query}`) and the body, given as its [`body_hash`].
+pub(crate) fn request_hash(method: &Method, path_and_query: &str, body_hash: &str) -> String {
     let canonical = format!("{}\n{path_and_query}\n{body_hash}", method.as_str());
     hex::encode(digest(&SHA256, canonical.as_bytes()))
+}
+
+/// The HTTP client both sides forward with: a whole-request timeout, no redirects
+/// followed (a service's redirect goes back to the caller), and TCP_NODELAY.
+pub(crate) fn forwarding_client(timeout_seconds: u64) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(timeout_seconds))
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// A region or service name: what a config key and a URL segment may both be.

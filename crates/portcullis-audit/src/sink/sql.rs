@@ -1,6 +1,13 @@
 //! The SQL backends. SQLite and PostgreSQL share every query (`QueryBuilder` writes each
-//! one's placeholders); one macro instantiates the backend for each. A batch is one
-//! transaction: read the head, seal, insert, commit.
+//! one's placeholders); one macro instantiates the backend for each.
+//!
+//! A batch is written in one of two ways. The backend remembers the head it last wrote; when
+//! it has one and the batch fits one statement, the batch is sealed on that head and written
+//! by a single multi-row `INSERT` (atomic on its own: one round trip and one commit). The
+//! `seq` primary key is the guard: if anything else advanced the chain meanwhile (another
+//! process, or a restore), the insert fails as a duplicate `seq` and nothing is written.
+//! Then, and for larger batches, the batch is one transaction: (lock,) read the head, seal,
+//! insert, commit. Any error forgets the remembered head.
 
 use crate::chain::{ChainHead, Hash, decode, seal};
 use crate::log::Prepared;
@@ -71,6 +78,9 @@ fn as_i64(n: u64) -> i64 {
 
 const PAGE: i64 = 1000;
 
+/// One sealed record ready to insert: its receipt, indexed columns and stored line.
+type Row = (Receipt, Columns, String);
+
 /// Rows per INSERT statement (12 binds each, well under SQLite's limit of 32766).
 const INSERT_CHUNK: usize = 64;
 
@@ -79,18 +89,93 @@ macro_rules! sql_backend {
         $backend:ident, $db:ty, $pool:ty,
         migrations: [$(($version:literal, $sql:expr)),* $(,)?],
         sql: $sqlmod:ident,
+        begin: $begin:literal,
         lock: $lock:expr
     ) => {
-        #[derive(Debug, Clone)]
+        #[derive(Debug)]
         pub(crate) struct $backend {
             pool: $pool,
+            /// The head this backend last wrote or read, if no error came since.
+            known_head: std::sync::Mutex<Option<ChainHead>>,
         }
 
         impl $backend {
             pub(crate) async fn from_pool(pool: $pool) -> Result<Self, AuditError> {
-                let backend = $backend { pool };
+                let backend = $backend {
+                    pool,
+                    known_head: std::sync::Mutex::new(None),
+                };
                 backend.migrate().await?;
                 Ok(backend)
+            }
+
+            fn remembered(&self) -> Option<ChainHead> {
+                *self.known_head.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+            }
+
+            fn remember(&self, head: Option<ChainHead>) {
+                *self.known_head.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = head;
+            }
+
+            /// Seals `batch` on `head`: the rows to insert, their receipts and the new head.
+            fn seal_batch(mut head: ChainHead, batch: &[Prepared]) -> (Vec<Row>, Vec<Receipt>, ChainHead) {
+                let mut rows = Vec::with_capacity(batch.len());
+                let mut receipts = Vec::with_capacity(batch.len());
+                for prepared in batch {
+                    let columns = Columns::of(&prepared.value);
+                    let sealed = seal(&head, prepared.id.clone(), &prepared.json);
+                    head = sealed.head;
+                    rows.push((sealed.receipt.clone(), columns, sealed.line));
+                    receipts.push(sealed.receipt);
+                }
+                (rows, receipts, head)
+            }
+
+            fn insert(rows: &[Row]) -> sqlx::QueryBuilder<'_, $db> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO portcullis_audit_records (seq, id, time_ms, kind, actor, action, resource, effect, correlation_id, outcome_of, hash, line) ",
+                );
+                q.push_values(rows, |mut b, (receipt, cols, line)| {
+                    b.push_bind(as_i64(receipt.seq))
+                        .push_bind(receipt.id.as_str())
+                        .push_bind(as_i64(cols.time_ms))
+                        .push_bind(cols.kind.as_str())
+                        .push_bind(cols.actor.as_str())
+                        .push_bind(cols.action.as_str())
+                        .push_bind(cols.resource.as_str())
+                        .push_bind(cols.effect.as_deref())
+                        .push_bind(cols.correlation_id.as_deref())
+                        .push_bind(cols.outcome_of.as_deref())
+                        .push_bind(receipt.hash.as_str())
+                        .push_bind(line.as_str());
+                });
+                q
+            }
+
+            /// The whole batch as one transaction that reads the head under the writer lock.
+            async fn append_locked(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                if let Some(key) = $lock {
+                    // One writer at a time across every instance, so the chain stays one chain.
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let row: Option<(i64, String)> = sqlx::query_as(
+                    "SELECT seq, hash FROM portcullis_audit_records ORDER BY seq DESC LIMIT 1",
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                let (rows, receipts, head) = Self::seal_batch(parse_head(row)?, &batch);
+                // Multi-row inserts in chunks of a fixed size: a full chunk is one cached
+                // statement, and a row costs one bind round, not one statement round-trip.
+                for chunk in rows.chunks(INSERT_CHUNK) {
+                    Self::insert(chunk).build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                self.remember(Some(head));
+                Ok(receipts)
             }
 
             async fn migrate(&self) -> Result<(), AuditError> {
@@ -113,53 +198,28 @@ macro_rules! sql_backend {
         #[async_trait::async_trait]
         impl crate::log::Backend for $backend {
             async fn append(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError> {
-                let mut tx = self.pool.begin().await?;
-                if let Some(key) = $lock {
-                    // One writer at a time across every instance, so the chain stays one chain.
-                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await?;
+                let fast = match self.remembered() {
+                    Some(head) if batch.len() <= INSERT_CHUNK => Some(head),
+                    _ => None,
+                };
+                // Forgotten until this write is known to have landed.
+                self.remember(None);
+                let Some(head) = fast else {
+                    return self.append_locked(batch).await;
+                };
+                // Sealed on the remembered head; sealed again below if that head is stale.
+                let (rows, receipts, new_head) = Self::seal_batch(head, &batch);
+                match Self::insert(&rows).build().execute(&self.pool).await {
+                    Ok(_) => {
+                        self.remember(Some(new_head));
+                        Ok(receipts)
+                    }
+                    // Someone else wrote this seq: read the real head and try again.
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        self.append_locked(batch).await
+                    }
+                    Err(e) => Err(e.into()),
                 }
-                let row: Option<(i64, String)> = sqlx::query_as(
-                    "SELECT seq, hash FROM portcullis_audit_records ORDER BY seq DESC LIMIT 1",
-                )
-                .fetch_optional(&mut *tx)
-                .await?;
-                let mut head = parse_head(row)?;
-                let mut rows = Vec::with_capacity(batch.len());
-                let mut receipts = Vec::with_capacity(batch.len());
-                for prepared in batch {
-                    let columns = Columns::of(&prepared.value);
-                    let sealed = seal(&head, prepared.id, &prepared.json);
-                    head = sealed.head;
-                    rows.push((sealed.receipt.clone(), columns, sealed.line));
-                    receipts.push(sealed.receipt);
-                }
-                // Multi-row inserts in chunks of a fixed size: a full chunk is one cached
-                // statement, and a row costs one bind round, not one statement round-trip.
-                for chunk in rows.chunks(INSERT_CHUNK) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO portcullis_audit_records (seq, id, time_ms, kind, actor, action, resource, effect, correlation_id, outcome_of, hash, line) ",
-                    );
-                    q.push_values(chunk, |mut b, (receipt, cols, line)| {
-                        b.push_bind(as_i64(receipt.seq))
-                            .push_bind(receipt.id.clone())
-                            .push_bind(as_i64(cols.time_ms))
-                            .push_bind(cols.kind.clone())
-                            .push_bind(cols.actor.clone())
-                            .push_bind(cols.action.clone())
-                            .push_bind(cols.resource.clone())
-                            .push_bind(cols.effect.clone())
-                            .push_bind(cols.correlation_id.clone())
-                            .push_bind(cols.outcome_of.clone())
-                            .push_bind(receipt.hash.clone())
-                            .push_bind(line.clone());
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(receipts)
             }
 
             async fn head(&self) -> Result<ChainHead, AuditError> {
@@ -265,6 +325,9 @@ mod sqlite {
         SqliteBackend, sqlx::Sqlite, sqlx::SqlitePool,
         migrations: [(1, include_str!("../../migrations/0001_records.sql"))],
         sql: sqlite,
+        // Takes the write lock before reading the head: a deferred transaction that read
+        // first could not upgrade once another connection had written (SQLITE_BUSY_SNAPSHOT).
+        begin: "BEGIN IMMEDIATE",
         lock: None::<i64>
     );
 
@@ -290,6 +353,7 @@ mod postgres {
         migrations: [(1, include_str!("../../migrations/0001_records.sql"))],
         // One writer at a time across every instance, so the chain stays a single chain.
         sql: postgres,
+        begin: "BEGIN",
         lock: Some(7283901234567002_i64)
     );
 

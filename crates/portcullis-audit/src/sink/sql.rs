@@ -1,13 +1,17 @@
 //! The SQL backends. SQLite and PostgreSQL share every query (`QueryBuilder` writes each
 //! one's placeholders); one macro instantiates the backend for each.
 //!
+//! Rows go in by multi-row `INSERT`s of at most `INSERT_CHUNK` rows (a full chunk is one
+//! cached statement).
+//!
 //! A batch is written in one of two ways. The backend remembers the head it last wrote; when
-//! it has one and the batch fits one statement, the batch is sealed on that head and written
-//! by a single multi-row `INSERT` (atomic on its own: one round trip and one commit). The
+//! it has one and the batch fits one `INSERT`, the batch is sealed on that head and written
+//! by that statement alone (atomic on its own: one round trip and one commit). The
 //! `seq` primary key is the guard: if anything else advanced the chain meanwhile (another
 //! process, or a restore), the insert fails as a duplicate `seq` and nothing is written.
-//! Then, and for larger batches, the batch is one transaction: (lock,) read the head, seal,
-//! insert, commit. Any error forgets the remembered head.
+//! Then, and when no head is remembered, the batch is one transaction: (lock,) read the head,
+//! seal, insert, commit; that too is sealed again if a writer on the fast path took its
+//! sequence numbers first. Any error forgets the remembered head.
 
 use crate::chain::{ChainHead, Hash, decode, seal};
 use crate::log::Prepared;
@@ -81,6 +85,32 @@ const PAGE: i64 = 1000;
 /// One sealed record ready to insert: its receipt, indexed columns and stored line.
 type Row = (Receipt, Columns, String);
 
+/// How often a batch is sealed again after another writer took its sequence numbers.
+const CONFLICT_RETRIES: u32 = 16;
+
+/// Why a write did not land.
+enum Failure {
+    /// A unique key was taken: another writer moved the head (or the event id exists).
+    Conflict(sqlx::Error),
+    /// Anything else.
+    Other(AuditError),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(e) if e.is_unique_violation() => Failure::Conflict(err),
+            _ => Failure::Other(err.into()),
+        }
+    }
+}
+
+impl From<AuditError> for Failure {
+    fn from(err: AuditError) -> Self {
+        Failure::Other(err)
+    }
+}
+
 /// Rows per INSERT statement (12 binds each, well under SQLite's limit of 32766).
 const INSERT_CHUNK: usize = 64;
 
@@ -152,11 +182,22 @@ macro_rules! sql_backend {
                 q
             }
 
-            /// The whole batch as one transaction that reads the head under the writer lock.
-            async fn append_locked(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError> {
+            /// Writes `batch` sealed on `head` by one `INSERT`; or, with no head or a batch too
+            /// large for one statement, as one transaction that reads the head under the
+            /// writer lock. Returns the receipts and the new head.
+            async fn write(
+                &self,
+                head: Option<ChainHead>,
+                batch: &[Prepared],
+            ) -> Result<(Vec<Receipt>, ChainHead), Failure> {
+                if let Some(head) = head.filter(|_| batch.len() <= INSERT_CHUNK) {
+                    let (rows, receipts, head) = Self::seal_batch(head, batch);
+                    Self::insert(&rows).build().execute(&self.pool).await?;
+                    return Ok((receipts, head));
+                }
                 let mut tx = self.pool.begin_with($begin).await?;
                 if let Some(key) = $lock {
-                    // One writer at a time across every instance, so the chain stays one chain.
+                    // One locked writer at a time across every instance.
                     sqlx::query("SELECT pg_advisory_xact_lock($1)")
                         .bind(key)
                         .execute(&mut *tx)
@@ -167,15 +208,12 @@ macro_rules! sql_backend {
                 )
                 .fetch_optional(&mut *tx)
                 .await?;
-                let (rows, receipts, head) = Self::seal_batch(parse_head(row)?, &batch);
-                // Multi-row inserts in chunks of a fixed size: a full chunk is one cached
-                // statement, and a row costs one bind round, not one statement round-trip.
+                let (rows, receipts, head) = Self::seal_batch(parse_head(row)?, batch);
                 for chunk in rows.chunks(INSERT_CHUNK) {
                     Self::insert(chunk).build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                self.remember(Some(head));
-                Ok(receipts)
+                Ok((receipts, head))
             }
 
             async fn migrate(&self) -> Result<(), AuditError> {
@@ -198,27 +236,28 @@ macro_rules! sql_backend {
         #[async_trait::async_trait]
         impl crate::log::Backend for $backend {
             async fn append(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError> {
-                let fast = match self.remembered() {
-                    Some(head) if batch.len() <= INSERT_CHUNK => Some(head),
-                    _ => None,
-                };
+                let mut head = self.remembered();
                 // Forgotten until this write is known to have landed.
                 self.remember(None);
-                let Some(head) = fast else {
-                    return self.append_locked(batch).await;
-                };
-                // Sealed on the remembered head; sealed again below if that head is stale.
-                let (rows, receipts, new_head) = Self::seal_batch(head, &batch);
-                match Self::insert(&rows).build().execute(&self.pool).await {
-                    Ok(_) => {
-                        self.remember(Some(new_head));
-                        Ok(receipts)
+                let mut attempt = 0;
+                loop {
+                    match self.write(head, &batch).await {
+                        Ok((receipts, new_head)) => {
+                            self.remember(Some(new_head));
+                            return Ok(receipts);
+                        }
+                        // Someone else wrote this seq: read the real head and seal again.
+                        Err(Failure::Conflict(_)) if attempt < CONFLICT_RETRIES => {
+                            attempt += 1;
+                            head = None;
+                        }
+                        Err(Failure::Conflict(e)) => {
+                            return Err(AuditError::Database(format!(
+                                "still conflicting with other writers after {CONFLICT_RETRIES} attempts: {e}"
+                            )));
+                        }
+                        Err(Failure::Other(e)) => return Err(e),
                     }
-                    // Someone else wrote this seq: read the real head and try again.
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        self.append_locked(batch).await
-                    }
-                    Err(e) => Err(e.into()),
                 }
             }
 

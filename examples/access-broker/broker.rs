@@ -30,8 +30,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::wire::{
-    BROKER_TOKEN, BrokerClaims, ISSUER, TOKEN_SECONDS, body_hash, check_rest, forwardable,
-    forwarding_client, now_secs, refuse_broker_header, request_hash, valid_name,
+    BROKER_TOKEN, BrokerClaims, ISSUER, TOKEN_SECONDS, body_hash, forwardable, forwarding_client,
+    now_secs, refuse_broker_header, request_hash, valid_name,
 };
 use crate::{Done, error_response, stream_back};
 
@@ -385,7 +385,7 @@ fn target(path: &str) -> Result<Target<'_>, String> {
             "/proxy/{{region}}/{{service}}/…: {region:?} / {service:?} are not region and service names"
         ));
     }
-    check_rest(rest).map_err(|e| e.to_string())?;
+    portcullis::check_forward_path(rest).map_err(|e| e.to_string())?;
     Ok(Target {
         region,
         service,

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use tokio::sync::RwLock;
 
 use crate::wire::{
-    BROKER_TOKEN, BrokerClaims, FORWARDED_USER, ISSUER, TOKEN_SECONDS, body_hash, check_rest,
-    forwardable, forwarding_client, now_secs, request_hash, valid_name,
+    BROKER_TOKEN, BrokerClaims, FORWARDED_USER, ISSUER, TOKEN_SECONDS, body_hash, forwardable,
+    forwarding_client, now_secs, request_hash, valid_name,
 };
 use crate::{error_response, stream_back};
 
@@ -232,7 +232,7 @@ async fn handle(State(region): State<Arc<Region>>, request: Request) -> Response
             format!("no service {service:?} in region {}", region.config.name),
         );
     };
-    if let Err(e) = check_rest(rest) {
+    if let Err(e) = portcullis::check_forward_path(rest) {
         return error_response(StatusCode::BAD_REQUEST, "bad_path", e.to_string());
     }
     let body = match axum::body::to_bytes(body, region.config.max_body_bytes).await {

@@ -35,8 +35,6 @@ pub(crate) struct BrokerClaims {
 /// Why a request cannot be forwarded.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WireError {
-    #[error("{0}")]
-    Path(String),
     #[error("header {0} may not be set by the caller")]
     ForbiddenHeader(String),
 }
@@ -71,60 +69,6 @@ pub(crate) fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Checks the part of a path forwarded to a service (after `/{service}`), as it arrived,
-/// still percent-encoded: only path characters; no `.`/`..` segment, empty segment or
-/// backslash, spelled plainly or percent-encoded; no encoded `/`, `\`, `%` games or NUL.
-/// Returns it unchanged, so the service sees exactly what was checked.
-pub(crate) fn check_rest(rest: &str) -> Result<&str, WireError> {
-    let bad = |why: &str| Err(WireError::Path(format!("path {rest:?} refused: {why}")));
-    if rest.len() > 2048 {
-        return bad("longer than 2048 bytes");
-    }
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b);
-    if let Some(b) = rest.bytes().find(|b| !allowed(*b)) {
-        return bad(&format!("character {:?} is not allowed", char::from(b)));
-    }
-    for segment in rest.split('/') {
-        let Some(decoded) = percent_decode(segment) else {
-            return bad("a malformed percent escape");
-        };
-        if decoded.contains(&b'/') || decoded.contains(&b'\\') {
-            return bad("an encoded slash or backslash");
-        }
-        if decoded.contains(&b'%') {
-            return bad("a double-encoded escape");
-        }
-        if decoded.iter().any(u8::is_ascii_control) {
-            return bad("an encoded control character");
-        }
-        if decoded == b"." || decoded == b".." {
-            return bad("a dot segment");
-        }
-    }
-    if rest.starts_with('/') || rest.contains("//") {
-        return bad("an empty segment");
-    }
-    Ok(rest)
-}
-
-fn percent_decode(segment: &str) -> Option<Vec<u8>> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let text = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(text, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1), and never

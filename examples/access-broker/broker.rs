@@ -23,7 +23,7 @@ use portcullis::gate::{Admitted, Gate, GateError, GateRequest};
 use portcullis::http::{AuthenticateLayer, CorrelationId};
 use portcullis::token::{
     AuthChain, AuthConfig, ChainResources, MethodConfig, PasswordLogin, SessionAlgorithm,
-    SessionIssuer, SessionKey,
+    SessionIssuer, SessionJwtMethod, SessionKey,
 };
 use portcullis::{AccessRequest, Action, Decision, Principal, Resource, ResourceKind, from_fn};
 use serde::Deserialize;
@@ -211,7 +211,12 @@ pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, 
     let chain = AuthChain::from_config(
         &AuthConfig {
             anonymous: false,
-            methods: vec![MethodConfig::SessionJwt(Default::default())],
+            // The same session token comes with every request: check its signature once a
+            // minute, not every time (never past its expiry).
+            methods: vec![MethodConfig::SessionJwt(SessionJwtMethod {
+                cache_seconds: Some(60),
+                ..Default::default()
+            })],
         },
         &ChainResources {
             session_issuer: Some(issuer.clone()),

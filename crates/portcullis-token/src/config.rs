@@ -178,6 +178,35 @@ pub struct SessionJwtMethod {
     /// For HS256: the environment variable holding the shared secret (hex).
     #[serde(default)]
     pub hs256_secret_env: Option<String>,
+    /// Remember accepted session tokens this many seconds (at most
+    /// [`MAX_VERIFIED_AGE`](crate::MAX_VERIFIED_AGE), never past their `exp`), so a token
+    /// sent on every request is checked once: see
+    /// [`JwtVerifier::cache_verified`]. Off when absent.
+    #[serde(default)]
+    pub cache_seconds: Option<u64>,
+    /// How many accepted tokens `cache_seconds` remembers (default 10 000).
+    #[serde(default)]
+    pub cache_capacity: Option<usize>,
+}
+
+impl SessionJwtMethod {
+    /// `verifier` with the cache this method asks for, if any.
+    fn cached(&self, verifier: JwtVerifier) -> Result<JwtVerifier, AuthError> {
+        match self.cache_seconds {
+            None => {
+                if self.cache_capacity.is_some() {
+                    return Err(AuthError::Config(
+                        "method `session_jwt`: `cache_capacity` needs `cache_seconds`".into(),
+                    ));
+                }
+                Ok(verifier)
+            }
+            Some(seconds) => verifier.cache_verified(
+                self.cache_capacity.unwrap_or(10_000),
+                std::time::Duration::from_secs(seconds),
+            ),
+        }
+    }
 }
 
 /// What methods need beyond their configuration.
@@ -407,7 +436,7 @@ fn session(m: &SessionJwtMethod, r: &ChainResources) -> Result<Arc<dyn Authentic
                 "method `session_jwt` without `issuer` needs the local session issuer".into(),
             )
         })?;
-        return Ok(Arc::new(local.verifier()?));
+        return Ok(Arc::new(m.cached(local.verifier()?)?));
     };
     let algorithm = m.algorithm.unwrap_or(SessionAlgorithm::EdDSA);
     let keys = match (&m.jwks_file, &m.hs256_secret_env, algorithm) {
@@ -441,11 +470,11 @@ fn session(m: &SessionJwtMethod, r: &ChainResources) -> Result<Arc<dyn Authentic
         }
     };
     let rules = session_rules(issuer, m.audiences.clone(), algorithm, r.clock.clone());
-    Ok(Arc::new(JwtVerifier::with_keys(
+    Ok(Arc::new(m.cached(JwtVerifier::with_keys(
         "session_jwt",
         keys,
         rules,
-    )?))
+    )?)?))
 }
 
 #[cfg(test)]
@@ -504,6 +533,36 @@ mod tests {
             chain.authenticate_header(None).await,
             Err(AuthError::MissingCredential)
         ));
+    }
+
+    #[tokio::test]
+    async fn session_cache_settings_are_checked() {
+        let key = crate::SessionKey::generate(crate::SessionAlgorithm::EdDSA).unwrap();
+        let resources = ChainResources {
+            session_issuer: Some(crate::SessionIssuer::new(key, "broker", "broker").unwrap()),
+            ..ChainResources::default()
+        };
+        let chain = |text: &str| {
+            let config = AuthConfig::from_toml(text).unwrap();
+            let resources = resources.clone();
+            async move { AuthChain::from_config(&config, &resources).await }
+        };
+        assert!(
+            chain("[[method]]\ntype = \"session_jwt\"\ncache_seconds = 60\ncache_capacity = 5")
+                .await
+                .is_ok()
+        );
+        for bad in [
+            "[[method]]\ntype = \"session_jwt\"\ncache_seconds = 0",
+            "[[method]]\ntype = \"session_jwt\"\ncache_seconds = 3600",
+            "[[method]]\ntype = \"session_jwt\"\ncache_capacity = 5",
+            "[[method]]\ntype = \"session_jwt\"\ncache_seconds = 60\ncache_capacity = 0",
+        ] {
+            assert!(
+                matches!(chain(bad).await, Err(AuthError::Config(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[tokio::test]

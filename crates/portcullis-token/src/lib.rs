@@ -43,6 +43,6 @@ pub use tokens::{
     IssueRequest, IssuedToken, MAX_TOKEN_TTL, RefresherHandle, TokenAuthenticator, TokenFilter,
     TokenKey, TokenOptions, Tokens,
 };
-pub use verifier::JwtVerifier;
+pub use verifier::{JwtVerifier, MAX_VERIFIED_AGE};
 #[cfg(feature = "oidc")]
 pub use verifier::{OidcOptions, ProviderMetadata, RemoteKeys};

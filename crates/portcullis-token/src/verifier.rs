@@ -1,7 +1,8 @@
 //! [`JwtVerifier`]: JWTs against a static key set (session tokens) or a provider's JWKS,
 //! found through OIDC discovery, with rate-limited, single-flight refresh on key rotation.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use portcullis_core::Principal;
@@ -30,6 +31,58 @@ pub struct JwtVerifier {
     name: String,
     keys: KeySource,
     rules: JwtRules,
+    verified: Option<VerifiedCache>,
+}
+
+/// The largest `max_age` for [`JwtVerifier::cache_verified`]: a cached acceptance outlives a
+/// key rotation by at most this.
+pub const MAX_VERIFIED_AGE: Duration = Duration::from_secs(300);
+
+/// Tokens a verifier accepted, keyed by their SHA-256 (never the token itself), each with
+/// the principal and the time the acceptance stops counting.
+#[derive(Clone)]
+struct VerifiedCache {
+    entries: Arc<Mutex<hashlink::LruCache<[u8; 32], (Principal, SystemTime)>>>,
+    max_age: Duration,
+}
+
+impl std::fmt::Debug for VerifiedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedCache")
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifiedCache {
+    fn key(token: &str) -> [u8; 32] {
+        let mut key = [0; 32];
+        key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+        key
+    }
+
+    fn get(&self, key: &[u8; 32], now: SystemTime) -> Option<Principal> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        match entries.get(key) {
+            Some((principal, until)) if now < *until => Some(principal.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, key: [u8; 32], principal: &Principal, now: SystemTime) {
+        let mut until = now + self.max_age;
+        if let Some(expiry) = principal.expires_at() {
+            until = until.min(expiry);
+        }
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, (principal.clone(), until));
+    }
 }
 
 impl JwtVerifier {
@@ -49,6 +102,7 @@ impl JwtVerifier {
             name: name.into(),
             keys: KeySource::Static(Arc::new(keys)),
             rules,
+            verified: None,
         })
     }
 
@@ -69,6 +123,7 @@ impl JwtVerifier {
             name: "oidc".into(),
             keys: KeySource::Remote(Arc::new(keys)),
             rules,
+            verified: None,
         })
     }
 
@@ -91,12 +146,58 @@ impl JwtVerifier {
             name: name.into(),
             keys: KeySource::Remote(Arc::new(keys)),
             rules,
+            verified: None,
         })
     }
 
     /// The rules this verifier applies.
     pub fn rules(&self) -> &JwtRules {
         &self.rules
+    }
+
+    /// Remembers up to `capacity` accepted tokens (least recently used forgotten first), so
+    /// a token presented again within `max_age` is answered without another signature check.
+    /// Tokens are remembered by their SHA-256, never in clear, and never past their own
+    /// `exp`; refused tokens are not remembered. Clones of this verifier share the memory.
+    ///
+    /// The trade: an acceptance stays good for up to `max_age` after the issuer's key was
+    /// rotated or withdrawn. Worth it where the same short-lived token comes back many
+    /// times a second (a session token on every request through a broker), and where
+    /// signature checks (EdDSA, RSA) are a visible share of the CPU.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Config`] for a zero capacity, or a `max_age` of zero or above
+    /// [`MAX_VERIFIED_AGE`].
+    pub fn cache_verified(mut self, capacity: usize, max_age: Duration) -> Result<Self, AuthError> {
+        if capacity == 0 {
+            return Err(AuthError::Config(
+                "the verified-token cache needs a capacity of at least 1".into(),
+            ));
+        }
+        if max_age.is_zero() || max_age > MAX_VERIFIED_AGE {
+            return Err(AuthError::Config(format!(
+                "the verified-token cache's max_age must be between 1 ms and {} s",
+                MAX_VERIFIED_AGE.as_secs()
+            )));
+        }
+        self.verified = Some(VerifiedCache {
+            entries: Arc::new(Mutex::new(hashlink::LruCache::new(capacity))),
+            max_age,
+        });
+        Ok(self)
+    }
+
+    /// How many accepted tokens are remembered now (0 without
+    /// [`cache_verified`](Self::cache_verified)).
+    pub fn cached_tokens(&self) -> usize {
+        self.verified.as_ref().map_or(0, |cache| {
+            cache
+                .entries
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+        })
     }
 
     /// Verifies a JWT.
@@ -109,6 +210,21 @@ impl JwtVerifier {
     /// [`AuthError::MissingClaim`], or [`AuthError::Provider`] when a refresh of the
     /// provider's keys was needed and failed.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let Some(cache) = &self.verified else {
+            return self.verify_signed(token).await;
+        };
+        // The rules' clock, so a test's manual clock moves the cache as it moves `exp`.
+        let key = VerifiedCache::key(token);
+        if let Some(principal) = cache.get(&key, self.rules.clock.now()) {
+            return Ok(principal);
+        }
+        let principal = self.verify_signed(token).await?;
+        cache.put(key, &principal, self.rules.clock.now());
+        Ok(principal)
+    }
+
+    /// Every check, signature included.
+    async fn verify_signed(&self, token: &str) -> Result<Principal, AuthError> {
         let header = jwt::parse_header(token)?;
         if !self.rules.algorithms.contains(&header.alg) {
             return Err(AuthError::DisallowedAlgorithm(format!("{:?}", header.alg)));

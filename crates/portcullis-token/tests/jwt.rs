@@ -391,3 +391,73 @@ async fn password_login_issues_a_session_with_directory_groups() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn cached_acceptances_last_max_age_never_past_exp_and_only_for_accepted_tokens() {
+    let at = |t: u64| UNIX_EPOCH + Duration::from_secs(t);
+    let clock = clock(T0);
+    let verifier = rsa_verifier(clock.clone())
+        .cache_verified(2, Duration::from_secs(60))
+        .unwrap();
+    let token = sign(Algorithm::RS256, Some("rsa-test"), &claims(), &rsa_key());
+    assert_eq!(verifier.verify(&token).await.unwrap().subject(), "alice");
+    assert_eq!(verifier.cached_tokens(), 1);
+
+    // A hit skips the checks: before nbf a fresh verification refuses, the cache does not.
+    clock.set(at(T0 - 30));
+    assert!(matches!(
+        rsa_verifier(clock.clone()).verify(&token).await,
+        Err(AuthError::NotYetValid)
+    ));
+    assert_eq!(verifier.verify(&token).await.unwrap().subject(), "alice");
+    // Clones share the memory.
+    assert_eq!(verifier.clone().cached_tokens(), 1);
+
+    // Past max_age the token is checked again (and still good until exp + leeway).
+    clock.set(at(T0 + 61));
+    assert!(verifier.verify(&token).await.is_ok());
+    clock.set(at(T0 + 606));
+    assert!(matches!(
+        verifier.verify(&token).await,
+        Err(AuthError::Expired)
+    ));
+    assert_eq!(verifier.cached_tokens(), 0, "a stale entry is dropped");
+
+    // Never past exp: a token with 20 s left is remembered 20 s, not 60.
+    clock.set(at(T0));
+    let mut short = claims();
+    short["exp"] = json!(T0 + 20);
+    let short = sign(Algorithm::RS256, Some("rsa-test"), &short, &rsa_key());
+    assert!(verifier.verify(&short).await.is_ok());
+    clock.set(at(T0 + 40));
+    assert!(matches!(
+        verifier.verify(&short).await,
+        Err(AuthError::Expired)
+    ));
+
+    // Refused tokens are not remembered; the least recently used entry makes room.
+    clock.set(at(T0));
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    assert!(verifier.verify(&forged).await.is_err());
+    assert!(verifier.verify(&forged).await.is_err());
+    let mut other = claims();
+    other["sub"] = json!("bob");
+    let other = sign(Algorithm::RS256, Some("rsa-test"), &other, &rsa_key());
+    let mut third = claims();
+    third["sub"] = json!("carol");
+    let third = sign(Algorithm::RS256, Some("rsa-test"), &third, &rsa_key());
+    for t in [&token, &other, &third] {
+        assert!(verifier.verify(t).await.is_ok());
+    }
+    assert_eq!(verifier.cached_tokens(), 2);
+
+    // Bad settings are refused.
+    for (capacity, age) in [(0, 60), (1, 0), (1, 301)] {
+        assert!(matches!(
+            rsa_verifier(clock.clone()).cache_verified(capacity, Duration::from_secs(age)),
+            Err(AuthError::Config(_))
+        ));
+    }
+}

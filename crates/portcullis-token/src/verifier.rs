@@ -38,11 +38,14 @@ pub struct JwtVerifier {
 /// key rotation by at most this.
 pub const MAX_VERIFIED_AGE: Duration = Duration::from_secs(300);
 
+/// Token SHA-256 → the principal it proved and the time that stops counting.
+type Remembered = hashlink::LruCache<[u8; 32], (Principal, SystemTime)>;
+
 /// Tokens a verifier accepted, keyed by their SHA-256 (never the token itself), each with
 /// the principal and the time the acceptance stops counting.
 #[derive(Clone)]
 struct VerifiedCache {
-    entries: Arc<Mutex<hashlink::LruCache<[u8; 32], (Principal, SystemTime)>>>,
+    entries: Arc<Mutex<Remembered>>,
     max_age: Duration,
 }
 

@@ -243,6 +243,7 @@ struct Deployment {
     dir: PathBuf,
     http: reqwest::Client,
     eu_proxy: String,
+    us_proxy: String,
     eu_hits: Arc<Mutex<Vec<Hit>>>,
     us_hits: Arc<Mutex<Vec<Hit>>>,
     sent: Arc<Mutex<Vec<Sent>>>,
@@ -334,6 +335,7 @@ billing = "{us_upstream}"
             dir,
             http: reqwest::Client::new(),
             eu_proxy,
+            us_proxy: format!("http://127.0.0.1:{us_port}"),
             eu_hits,
             us_hits,
             sent,
@@ -558,6 +560,25 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
         .unwrap();
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
     assert!(forged.text().await.unwrap().contains("not valid"));
+    // A token for eu is worth nothing in another region (its audience is eu).
+    let us_hits_before = d.us_hits.lock().unwrap().len();
+    let elsewhere = d
+        .http
+        .request(
+            captured.method.clone(),
+            format!("{}{}", d.us_proxy, captured.path),
+        )
+        .header("x-broker-token", captured.token.clone())
+        .body(captured.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        elsewhere.text().await.unwrap().contains("InvalidAudience"),
+        "refused for its audience"
+    );
+    assert_eq!(d.us_hits.lock().unwrap().len(), us_hits_before);
     assert_eq!(
         d.eu_hits.lock().unwrap().len(),
         3,

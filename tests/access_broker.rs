@@ -674,6 +674,35 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
     let (_, again) = get(alice.clone(), "?region=us&service=billing").await;
     let newest = again["records"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(newest["retry_of"], original.as_str(), "{again}");
+    // The body kept for that retry is sealed: neither the stored records nor the audit
+    // API show it, yet the broker (holding the key file it made) could send it again.
+    let stored: Vec<String> = d.audit().await.iter().map(Value::to_string).collect();
+    let kept: Vec<&String> = stored
+        .iter()
+        .filter(|e| e.contains("body_sealed"))
+        .collect();
+    assert!(
+        kept.len() >= 2,
+        "the original and its retry keep their body"
+    );
+    let encoded = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(br#"{"amount": 10}"#)
+    };
+    let shown = again.to_string();
+    for text in stored.iter().chain([&shown]) {
+        assert!(!text.contains("amount"), "a kept body in clear: {text}");
+        assert!(
+            !text.contains(encoded.trim_end_matches('=')),
+            "a kept body merely encoded: {text}"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(d.dir.join("retry-bodies.key"))
+            .unwrap()
+            .len(),
+        32
+    );
     // Someone else's record is not theirs to see or retry; a refused one is refused again.
     let theirs = d
         .http

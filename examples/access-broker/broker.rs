@@ -13,7 +13,6 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
-use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::audit::{AuditEvent, AuditLog, AuditSink, Outcome};
 use portcullis::directory::{
@@ -64,6 +63,14 @@ pub(crate) struct BrokerConfig {
     /// everyone else sees only their own.
     #[serde(default)]
     pub(crate) audit_groups: Vec<String>,
+    /// The key (32 bytes, made with mode 0600 if missing) that seals request bodies kept
+    /// in the audit log for retry; relative to the configuration's folder.
+    #[serde(default = "default_retry_key")]
+    pub(crate) retry_key_file: PathBuf,
+}
+
+fn default_retry_key() -> PathBuf {
+    PathBuf::from("retry-bodies.key")
 }
 
 fn default_body() -> usize {
@@ -151,6 +158,8 @@ pub(crate) struct Broker {
     forward_kid: String,
     jwks: Value,
     http: reqwest::Client,
+    /// Seals the bodies kept for retry: the audit log holds them, its readers must not.
+    sealer: crate::sealed::BodySealer,
 }
 
 async fn directory(config: &DirectoryConfig, base: &Path) -> Result<Arc<dyn Directory>, String> {
@@ -267,6 +276,7 @@ pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, 
             .map_err(|e| e.to_string())?,
     );
     let http = forwarding_client(config.timeout_seconds)?;
+    let sealer = crate::sealed::BodySealer::load_or_create(&base.join(&config.retry_key_file))?;
     let broker = Arc::new(Broker {
         forward_key: EncodingKey::from_ed_der(forward.secret_material()),
         forward_kid: forward.kid().to_owned(),
@@ -276,6 +286,7 @@ pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, 
         gate: gate.clone(),
         audit,
         http,
+        sealer,
         config,
         jobs: crate::bulk::Jobs::default(),
     });
@@ -467,7 +478,7 @@ async fn proxy(
     forward(broker, who, correlation.0, parts, body, None).await
 }
 
-/// The largest body kept in the audit record (base64) so the request can be retried.
+/// The largest body kept (sealed) in the audit record so the request can be retried.
 const KEPT_BODY: usize = 16 << 10;
 
 /// Authorizes, audits and forwards one request (`retry_of`: the audit id it repeats).
@@ -578,10 +589,13 @@ pub(crate) async fn forward(
         .param("body_bytes", body.len())
         .param("body_sha256", body_sha256);
     if !body.is_empty() && body.len() <= KEPT_BODY {
-        request = request.param(
-            "body_base64",
-            base64::engine::general_purpose::STANDARD.encode(&body),
-        );
+        // Sealed: the body may hold secrets, and the audit log has readers.
+        match broker.sealer.seal(&body) {
+            Ok(sealed) => request = request.param("body_sealed", sealed),
+            Err(e) => {
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
+            }
+        }
     }
     if let Some(kind) = parts
         .headers
@@ -864,18 +878,28 @@ async fn retry(
         .unwrap_or(0);
     let body = match request
         .parameters
-        .get("body_base64")
+        .get("body_sealed")
         .and_then(Value::as_str)
     {
-        Some(text) => match base64::engine::general_purpose::STANDARD.decode(text) {
-            Ok(body) => body,
-            Err(_) => {
+        Some(sealed) => match broker.sealer.open(sealed) {
+            // Opened, and the very body this record describes (not one sealed for another).
+            Ok(body)
+                if request
+                    .parameters
+                    .get("body_sha256")
+                    .and_then(Value::as_str)
+                    == Some(body_hash(&body).as_str()) =>
+            {
+                body
+            }
+            Ok(_) => {
                 return error_response(
                     StatusCode::CONFLICT,
                     "body_unreadable",
-                    "the kept body is not base64".into(),
+                    "the kept body is not the one this record's hash names".into(),
                 );
             }
+            Err(e) => return error_response(StatusCode::CONFLICT, "body_unreadable", e),
         },
         None if bytes == 0 => Vec::new(),
         None => {

@@ -20,6 +20,7 @@ mod broker;
 mod bulk;
 mod client;
 mod region;
+mod sealed;
 mod wire;
 
 use std::path::{Path, PathBuf};

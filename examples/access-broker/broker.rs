@@ -796,27 +796,25 @@ async fn audit_api(
             );
         }
     };
+    // Every intent's outcome in one read, not one lookup per row.
+    let outcomes = match broker.audit.outcomes_of(&page.records).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                e.to_string(),
+            );
+        }
+    };
     let mut rows = Vec::new();
     for record in &page.records {
         let event = &record.event;
         if event.kind == portcullis::audit::EventKind::Outcome {
             continue;
         }
-        let outcome = if event.kind == portcullis::audit::EventKind::Intent {
-            match broker.audit.get(&event.id).await {
-                Ok(found) => found.and_then(|f| f.outcome).map(|o| o.event),
-                Err(e) => {
-                    return error_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "audit_unavailable",
-                        e.to_string(),
-                    );
-                }
-            }
-        } else {
-            None
-        };
-        let row = audit_row(event, record.seq, outcome.as_ref());
+        let outcome = outcomes.get(&event.id).map(|o| &o.event);
+        let row = audit_row(event, record.seq, outcome);
         if params
             .status
             .as_deref()

@@ -18,8 +18,8 @@ use crate::event::check_strings;
 use crate::redact::lookup;
 use crate::verify::{Verifier, VerifyReport, Violation};
 use crate::{
-    AuditError, AuditEvent, AuditPage, AuditQuery, AuditSink, Checkpoint, CheckpointSigner,
-    Receipt, Redactor, WithOutcome,
+    AuditError, AuditEvent, AuditPage, AuditQuery, AuditRecord, AuditSink, Checkpoint,
+    CheckpointSigner, Receipt, Redactor, WithOutcome,
 };
 
 /// Options common to every backend.
@@ -128,6 +128,30 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         })
         .await?;
         Ok(event.map(|event| WithOutcome { event, outcome }))
+    }
+
+    /// The first outcome recorded for each of `ids`, all of them recorded after `after_seq`
+    /// (default: one scan from there).
+    async fn outcomes_of(
+        &self,
+        ids: &[&str],
+        after_seq: u64,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        let wanted: std::collections::HashSet<&str> = ids.iter().copied().collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut found = Vec::new();
+        self.for_each_decoded(after_seq, &mut |decoded| {
+            let record = decoded.into_record()?;
+            if let Some(of) = record.event.outcome_of.as_deref()
+                && wanted.contains(of)
+                && seen.insert(of.to_owned())
+            {
+                found.push(record);
+            }
+            Ok(seen.len() < wanted.len())
+        })
+        .await?;
+        Ok(found)
     }
 }
 
@@ -319,6 +343,34 @@ impl AuditLog {
     /// A read failure.
     pub async fn get(&self, id: &str) -> Result<Option<WithOutcome>, AuditError> {
         self.backend.get(id).await
+    }
+
+    /// The outcome of each intent among `records` (a page from [`query`](Self::query), say),
+    /// keyed by the intent's id: one read for the whole page rather than a
+    /// [`get`](Self::get) per record. Intents without an outcome yet are absent; records
+    /// that are not intents are ignored.
+    ///
+    /// # Errors
+    ///
+    /// A read failure.
+    pub async fn outcomes_of(
+        &self,
+        records: &[AuditRecord],
+    ) -> Result<std::collections::HashMap<String, AuditRecord>, AuditError> {
+        let intents: Vec<&AuditRecord> = records
+            .iter()
+            .filter(|r| r.event.kind == crate::EventKind::Intent)
+            .collect();
+        let Some(first) = intents.iter().map(|r| r.seq).min() else {
+            return Ok(std::collections::HashMap::new());
+        };
+        let ids: Vec<&str> = intents.iter().map(|r| r.event.id.as_str()).collect();
+        // An outcome is always written after its intent.
+        let outcomes = self.backend.outcomes_of(&ids, first).await?;
+        Ok(outcomes
+            .into_iter()
+            .filter_map(|o| Some((o.event.outcome_of.clone()?, o)))
+            .collect())
     }
 
     /// The current end of the chain.

@@ -171,6 +171,45 @@ async fn write_ahead_links_outcomes(log: Arc<AuditLog>) {
     manual.outcome(Outcome::succeeded("done")).await.unwrap();
     assert!(log.get("no-such-id").await.unwrap().is_none());
     assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 6);
+
+    // A page's outcomes in one read: every intent's, keyed by its id; an intent still
+    // waiting has none; a page without intents asks for nothing.
+    let waiting = gate.intent(intent("alice", "env:z")).await.unwrap();
+    let page = log.query(&AuditQuery::all(100)).await.unwrap().records;
+    let outcomes = log.outcomes_of(&page).await.unwrap();
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    assert_eq!(
+        outcomes[&id].event.outcome.as_ref().unwrap().status,
+        OutcomeStatus::Succeeded
+    );
+    assert_eq!(
+        outcomes[&failing_id].event.outcome.as_ref().unwrap().detail,
+        "host unreachable"
+    );
+    assert!(!outcomes.contains_key(&waiting.event().id));
+    for (intent_id, outcome) in &outcomes {
+        assert_eq!(
+            outcome.event.outcome_of.as_deref(),
+            Some(intent_id.as_str())
+        );
+    }
+    // Only the page's own intents: the last one alone has no outcome.
+    let last = page
+        .iter()
+        .filter(|r| r.event.id == waiting.event().id)
+        .cloned();
+    assert!(
+        log.outcomes_of(&last.collect::<Vec<_>>())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let only_outcomes: Vec<_> = page
+        .into_iter()
+        .filter(|r| r.event.kind == EventKind::Outcome)
+        .collect();
+    assert!(log.outcomes_of(&only_outcomes).await.unwrap().is_empty());
+    waiting.outcome(Outcome::succeeded("late")).await.unwrap();
 }
 
 /// With `outcome_linger`, an outcome on its own waits for company (up to the linger), is

@@ -111,6 +111,9 @@ impl From<AuditError> for Failure {
     }
 }
 
+/// Ids per `outcome_of IN (…)` lookup.
+const OUTCOMES_CHUNK: usize = 500;
+
 /// Rows per INSERT statement (12 binds each, well under SQLite's limit of 32766).
 const INSERT_CHUNK: usize = 64;
 
@@ -331,6 +334,37 @@ macro_rules! sql_backend {
                     .map(|l| decode(l.as_bytes())?.into_record())
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(crate::AuditPage::from_fetched(records, query.limit))
+            }
+
+            async fn outcomes_of(
+                &self,
+                ids: &[&str],
+                after_seq: u64,
+            ) -> Result<Vec<crate::AuditRecord>, AuditError> {
+                let mut found = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                for chunk in ids.chunks(OUTCOMES_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT line FROM portcullis_audit_records WHERE seq > ",
+                    );
+                    q.push_bind(as_i64(after_seq)).push(" AND outcome_of IN (");
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    q.push(") ORDER BY seq");
+                    let lines: Vec<String> = q.build_query_scalar().fetch_all(&self.pool).await?;
+                    for line in lines {
+                        let record = decode(line.as_bytes())?.into_record()?;
+                        // The first outcome of each intent, as `get` answers.
+                        if let Some(of) = record.event.outcome_of.clone()
+                            && seen.insert(of)
+                        {
+                            found.push(record);
+                        }
+                    }
+                }
+                Ok(found)
             }
 
             async fn get(&self, id: &str) -> Result<Option<crate::WithOutcome>, AuditError> {

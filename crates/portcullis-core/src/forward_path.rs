@@ -161,88 +161,55 @@ mod tests {
         }
     }
 
+    /// The rule an error names.
+    fn rule(err: &ForwardPathError) -> &'static str {
+        match err {
+            ForwardPathError::TooLong { .. } => "too long",
+            ForwardPathError::Character { .. } => "character",
+            ForwardPathError::MalformedEscape { .. } => "malformed escape",
+            ForwardPathError::EncodedSeparator { .. } => "encoded separator",
+            ForwardPathError::DoubleEncoded { .. } => "double encoded",
+            ForwardPathError::Control { .. } => "control",
+            ForwardPathError::DotSegment { .. } => "dot segment",
+            ForwardPathError::EmptySegment { .. } => "empty segment",
+        }
+    }
+
     #[test]
     fn escapes_are_refused() {
-        let cases: &[(&str, fn(&ForwardPathError) -> bool)] = &[
-            ("..", |e| matches!(e, ForwardPathError::DotSegment { .. })),
-            ("a/../b", |e| {
-                matches!(e, ForwardPathError::DotSegment { .. })
-            }),
-            ("a/./b", |e| {
-                matches!(e, ForwardPathError::DotSegment { .. })
-            }),
-            ("a/%2e%2e/b", |e| {
-                matches!(e, ForwardPathError::DotSegment { .. })
-            }),
-            ("a/.%2E", |e| {
-                matches!(e, ForwardPathError::DotSegment { .. })
-            }),
-            ("a%2fb", |e| {
-                matches!(e, ForwardPathError::EncodedSeparator { .. })
-            }),
-            ("a%5Cb", |e| {
-                matches!(e, ForwardPathError::EncodedSeparator { .. })
-            }),
-            ("a/%252e%252e", |e| {
-                matches!(e, ForwardPathError::DoubleEncoded { .. })
-            }),
-            ("a/%00", |e| matches!(e, ForwardPathError::Control { .. })),
-            ("a/%0d%0aX-Injected:1", |e| {
-                matches!(e, ForwardPathError::Control { .. })
-            }),
-            ("a/%zz", |e| {
-                matches!(e, ForwardPathError::MalformedEscape { .. })
-            }),
-            ("a/%4", |e| {
-                matches!(e, ForwardPathError::MalformedEscape { .. })
-            }),
-            ("a\\..\\b", |e| {
-                matches!(
-                    e,
-                    ForwardPathError::Character {
-                        character: '\\',
-                        ..
-                    }
-                )
-            }),
-            ("a b", |e| {
-                matches!(e, ForwardPathError::Character { character: ' ', .. })
-            }),
-            ("a?x=1", |e| {
-                matches!(e, ForwardPathError::Character { character: '?', .. })
-            }),
-            ("a#f", |e| {
-                matches!(e, ForwardPathError::Character { character: '#', .. })
-            }),
-            ("a\r\nb", |e| {
-                matches!(
-                    e,
-                    ForwardPathError::Character {
-                        character: '\r',
-                        ..
-                    }
-                )
-            }),
-            ("é", |e| {
-                matches!(
-                    e,
-                    ForwardPathError::Character {
-                        character: 'é', ..
-                    }
-                )
-            }),
-            ("/etc/passwd", |e| {
-                matches!(e, ForwardPathError::EmptySegment { .. })
-            }),
-            ("a//b", |e| {
-                matches!(e, ForwardPathError::EmptySegment { .. })
-            }),
-        ];
-        for (path, expected) in cases {
+        for (path, expected) in [
+            ("..", "dot segment"),
+            ("a/../b", "dot segment"),
+            ("a/./b", "dot segment"),
+            ("a/%2e%2e/b", "dot segment"),
+            ("a/.%2E", "dot segment"),
+            ("a%2fb", "encoded separator"),
+            ("a%5Cb", "encoded separator"),
+            ("a/%252e%252e", "double encoded"),
+            ("a/%00", "control"),
+            ("a/%0d%0aX-Injected:1", "control"),
+            ("a/%zz", "malformed escape"),
+            ("a/%4", "malformed escape"),
+            ("a\\..\\b", "character"),
+            ("a b", "character"),
+            ("a?x=1", "character"),
+            ("a#f", "character"),
+            ("a\r\nb", "character"),
+            ("é", "character"),
+            ("/etc/passwd", "empty segment"),
+            ("a//b", "empty segment"),
+        ] {
             let err = check_forward_path(path).expect_err(path);
-            assert!(expected(&err), "{path}: {err:?}");
+            assert_eq!(rule(&err), expected, "{path}: {err}");
             assert!(err.to_string().contains("refused"), "{err}");
         }
+        assert!(matches!(
+            check_forward_path("a\\b"),
+            Err(ForwardPathError::Character {
+                character: '\\',
+                ..
+            })
+        ));
         let long = "a".repeat(MAX_FORWARD_PATH + 1);
         assert!(matches!(
             check_forward_path(&long),

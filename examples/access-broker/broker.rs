@@ -777,54 +777,70 @@ async fn audit_api(
             );
         }
     };
-    let query = portcullis::audit::AuditQuery {
+    let unavailable = |e: portcullis::audit::AuditError| {
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            e.to_string(),
+        )
+    };
+    let limit = params.limit.unwrap_or(50).clamp(1, 200) as usize;
+    // Outcome records and rows the status filter drops take no place in the answer: pages
+    // are read until `limit` rows pass (or the log ends, or AUDIT_PAGES were read), and
+    // `next_after` is the last record looked at.
+    let mut query = portcullis::audit::AuditQuery {
         actor: user,
         resource,
         from_ms: params.from_ms,
         to_ms: params.to_ms,
         after_seq: params.after,
-        limit: params.limit.unwrap_or(50).clamp(1, 200),
+        limit: 200,
         ..Default::default()
     };
-    let page = match broker.audit.query(&query).await {
-        Ok(page) => page,
-        Err(e) => {
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
-                e.to_string(),
-            );
-        }
-    };
-    // Every intent's outcome in one read, not one lookup per row.
-    let outcomes = match broker.audit.outcomes_of(&page.records).await {
-        Ok(outcomes) => outcomes,
-        Err(e) => {
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
-                e.to_string(),
-            );
-        }
-    };
     let mut rows = Vec::new();
-    for record in &page.records {
-        let event = &record.event;
-        if event.kind == portcullis::audit::EventKind::Outcome {
-            continue;
+    let mut next_after = None;
+    'pages: for _ in 0..AUDIT_PAGES {
+        let page = match broker.audit.query(&query).await {
+            Ok(page) => page,
+            Err(e) => return unavailable(e),
+        };
+        // Every intent's outcome in one read, not one lookup per row.
+        let outcomes = match broker.audit.outcomes_of(&page.records).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => return unavailable(e),
+        };
+        for record in &page.records {
+            next_after = Some(record.seq);
+            let event = &record.event;
+            if event.kind == portcullis::audit::EventKind::Outcome {
+                continue;
+            }
+            let outcome = outcomes.get(&event.id).map(|o| &o.event);
+            let row = audit_row(event, record.seq, outcome);
+            if params
+                .status
+                .as_deref()
+                .is_none_or(|s| s == row_status(&row))
+            {
+                rows.push(row);
+                if rows.len() == limit {
+                    break 'pages;
+                }
+            }
         }
-        let outcome = outcomes.get(&event.id).map(|o| &o.event);
-        let row = audit_row(event, record.seq, outcome);
-        if params
-            .status
-            .as_deref()
-            .is_none_or(|s| s == row_status(&row))
-        {
-            rows.push(row);
+        match page.next_after {
+            Some(after) => query.after_seq = Some(after),
+            None => {
+                next_after = None;
+                break;
+            }
         }
     }
-    Json(json!({ "records": rows, "next_after": page.next_after })).into_response()
+    Json(json!({ "records": rows, "next_after": next_after })).into_response()
 }
+
+/// The most audit pages (of 200 records) one `/api/audit` call reads looking for rows.
+const AUDIT_PAGES: usize = 20;
 
 /// Sends an earlier request again, as the caller, through the whole gate: a fresh
 /// authorization and a new audit record that names the original.

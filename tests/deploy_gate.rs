@@ -32,21 +32,13 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod common;
+use common::example_binary;
+
 const CAROL_TOTP: &str = "3132333435363738393031323334353637383930";
 
-/// The binary cargo built next to this test (`target/<profile>/examples/deploy-gate`).
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir
-        .join("examples")
-        .join(format!("deploy-gate{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test` builds examples; run the tests with the default features",
-        path.display()
-    );
-    path
+    example_binary("deploy-gate", "(default features)")
 }
 
 /// A running deploy-gate, killed when dropped.

@@ -22,18 +22,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod common;
+use common::example_binary;
+
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir
-        .join("examples")
-        .join(format!("policy-sidecar{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test --features policy` builds it",
-        path.display()
-    );
-    path
+    example_binary("policy-sidecar", "--features policy")
 }
 
 fn scratch(tag: &str) -> PathBuf {

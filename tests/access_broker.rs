@@ -602,7 +602,7 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
     );
 
     // The audit API: platform members see everyone, others only themselves.
-    let get = |token: String, query: &'static str| {
+    let get = |token: String, query: &str| {
         let http = d.http.clone();
         let url = format!("{}/api/audit{query}", d.base);
         async move {
@@ -645,20 +645,8 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
         let mut paged = Vec::new();
         let mut after: Option<u64> = None;
         loop {
-            let mut url = format!("{}/api/audit?{filter}&limit=1", d.base);
-            if let Some(after) = after {
-                url.push_str(&format!("&after={after}"));
-            }
-            let page: Value = d
-                .http
-                .get(url)
-                .bearer_auth(&alice)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
+            let (_, page) = get(alice.clone(), &format!("?{filter}&limit=1{cursor}")).await;
             let rows = page["records"].as_array().unwrap();
             assert!(rows.len() <= 1, "{page}");
             paged.extend(rows.iter().cloned());

@@ -240,8 +240,10 @@ impl AuditLog {
         Ok(AuditLog::start(Arc::new(backend), options))
     }
 
-    /// A log in PostgreSQL at `url`. Any number of instances may share it: writers take
-    /// turns through an advisory lock, so the chain stays one chain.
+    /// A log in PostgreSQL at `url`. Any number of instances may share it and the chain
+    /// stays one chain: an instance that knows the head writes a batch in one statement,
+    /// and the `seq` primary key refuses it if another instance got there first; the
+    /// batch is then sealed again after the head read under an advisory lock.
     ///
     /// # Errors
     ///

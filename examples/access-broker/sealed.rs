@@ -28,25 +28,15 @@ impl std::fmt::Debug for BodySealer {
 impl BodySealer {
     /// The key in `path` (32 bytes), made (readable by the owner only) if the file is
     /// missing. It outlives restarts, so requests recorded before one can still be retried.
+    ///
+    /// A new key is written whole to a file of its own, then linked into place: `path`
+    /// never holds half a key (a crash mid-write leaves only the stray file), and of two
+    /// brokers starting at once, one key wins and both use it.
     pub(crate) fn load_or_create(path: &Path) -> Result<Self, String> {
         let shown = path.display();
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; KEY_LEN];
-                SystemRandom::new()
-                    .fill(&mut key)
-                    .map_err(|_| "the system random source failed".to_owned())?;
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path).map_err(|e| format!("{shown}: {e}"))?;
-                file.write_all(&key)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| format!("{shown}: {e}"))?;
-                key.to_vec()
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(path)?,
             Err(e) => return Err(format!("{shown}: {e}")),
         };
         if bytes.len() != KEY_LEN {
@@ -61,6 +51,40 @@ impl BodySealer {
             key: LessSafeKey::new(key),
             random: SystemRandom::new(),
         })
+    }
+
+    /// A fresh key linked into place at `path`, or the key another process linked first.
+    fn create(path: &Path) -> Result<Vec<u8>, String> {
+        let shown = path.display();
+        let mut key = [0u8; KEY_LEN];
+        let random = SystemRandom::new();
+        random
+            .fill(&mut key)
+            .map_err(|_| "the system random source failed".to_owned())?;
+        let mut tag = [0u8; 8];
+        random
+            .fill(&mut tag)
+            .map_err(|_| "the system random source failed".to_owned())?;
+        let mut staged = path.as_os_str().to_owned();
+        staged.push(format!(".{}.new", hex::encode(tag)));
+        let staged = std::path::PathBuf::from(staged);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&staged).and_then(|mut file| {
+            file.write_all(&key)?;
+            file.sync_all()
+        });
+        let linked = written.and_then(|()| std::fs::hard_link(&staged, path));
+        let _ = std::fs::remove_file(&staged);
+        match linked {
+            Ok(()) => Ok(key.to_vec()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::read(path).map_err(|e| format!("{shown}: {e}"))
+            }
+            Err(e) => Err(format!("{shown}: {e}")),
+        }
     }
 
     /// `body` sealed under a fresh random nonce: base64 of nonce ‖ ciphertext ‖ tag.
@@ -151,6 +175,31 @@ mod tests {
         let other = BodySealer::load_or_create(&scratch("other")).unwrap();
         assert!(other.open(&sealed).unwrap_err().contains("does not open"));
         assert!(format!("{sealer:?}").contains("redacted"));
+    }
+
+    #[test]
+    fn brokers_starting_at_once_share_one_key_and_leave_no_stray_files() {
+        for round in 0..20 {
+            let path = scratch(&format!("race-{round}"));
+            let start = std::sync::Barrier::new(16);
+            let sealers: Vec<BodySealer> = std::thread::scope(|scope| {
+                let starts: Vec<_> = (0..16)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            BodySealer::load_or_create(&path).unwrap()
+                        })
+                    })
+                    .collect();
+                starts.into_iter().map(|s| s.join().unwrap()).collect()
+            });
+            let sealed = sealers[0].seal(b"shared").unwrap();
+            for sealer in &sealers {
+                assert_eq!(sealer.open(&sealed).unwrap(), b"shared");
+            }
+            let files = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+            assert_eq!(files, 1, "only the key file is left");
+        }
     }
 
     #[test]

@@ -749,6 +749,112 @@ mod sqlite {
         super::two_instances_share_one_chain(open().await, open().await).await;
     }
 
+    /// A log written with the first schema (seq a separate index, full outcome_of index) is
+    /// rebuilt on open: same records, same chain, seq now the rowid, and the lookups by
+    /// outcome_of still use their (now partial) index.
+    #[tokio::test]
+    async fn a_first_schema_log_is_migrated_and_keeps_its_chain() {
+        let dir = temp_dir("migrate-v1");
+        let source = format!("sqlite://{}", dir.join("v2.db").display());
+        let written = AuditLog::sqlite(&source, AuditOptions::default())
+            .await
+            .unwrap();
+        let gate = WriteAhead::new(Arc::new(written)).unwrap();
+        let mut intents = Vec::new();
+        for i in 0..6 {
+            let started = gate
+                .intent(intent(&format!("u{i}"), "env:a"))
+                .await
+                .unwrap();
+            intents.push(started.event().id.clone());
+            started
+                .run(|_| async { Ok::<_, std::io::Error>(()) })
+                .await
+                .unwrap();
+        }
+
+        // The same records in a database made with the first schema only.
+        let old = dir.join("v1.db");
+        let url = format!("sqlite://{}", old.display());
+        // One connection: ATTACH belongs to the connection that ran it.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&old)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        sqlx::raw_sql(include_str!("../migrations/0001_records.sql"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE portcullis_audit_schema (version BIGINT PRIMARY KEY);
+             INSERT INTO portcullis_audit_schema VALUES (1);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("ATTACH DATABASE ? AS v2")
+            .bind(dir.join("v2.db").display().to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO portcullis_audit_records SELECT * FROM v2.portcullis_audit_records",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let log = AuditLog::sqlite(&url, AuditOptions::default())
+            .await
+            .unwrap();
+        let report = log.verify(&[], &[]).await.unwrap().unwrap();
+        assert_eq!(report.records, 12);
+        let found = log.get(&intents[3]).await.unwrap().unwrap();
+        assert_eq!(
+            found.outcome.unwrap().event.outcome_of.as_deref(),
+            Some(intents[3].as_str())
+        );
+        // The chain goes on from the migrated head.
+        let receipt = log.record(intent("u9", "env:b")).await.unwrap();
+        assert_eq!(receipt.seq, 13);
+        assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 13);
+
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let table: String = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE name = 'portcullis_audit_records'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(
+            table.contains("seq            INTEGER PRIMARY KEY"),
+            "{table}"
+        );
+        for lookup in [
+            "SELECT line FROM portcullis_audit_records WHERE outcome_of = ?",
+            "SELECT line FROM portcullis_audit_records WHERE seq > 0 AND outcome_of IN (?, ?) ORDER BY seq",
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {lookup}"))
+                    .bind("a")
+                    .bind("b")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            assert!(
+                plan.iter()
+                    .any(|row| row.3.contains("portcullis_audit_by_outcome_of")),
+                "{lookup}: {plan:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_deleted_row_is_found_by_the_cli() {
         let (log, url) = open("cli").await;

@@ -1,8 +1,8 @@
 //! The SQL backends. SQLite and PostgreSQL share every query (`QueryBuilder` writes each
 //! one's placeholders); one macro instantiates the backend for each.
 //!
-//! Rows go in by multi-row `INSERT`s of at most `INSERT_CHUNK` rows (a full chunk is one
-//! cached statement).
+//! Rows go in by multi-row `INSERT`s of at most `INSERT_CHUNK` rows (each row count is its
+//! own cached statement).
 //!
 //! A batch is written in one of two ways. The backend remembers the head it last wrote; when
 //! it has one and the batch fits one `INSERT`, the batch is sealed on that head and written
@@ -114,8 +114,11 @@ impl From<AuditError> for Failure {
 /// Ids per `outcome_of IN (…)` lookup.
 const OUTCOMES_CHUNK: usize = 500;
 
-/// Rows per INSERT statement (12 binds each, well under SQLite's limit of 32766).
-const INSERT_CHUNK: usize = 64;
+/// Rows per INSERT statement: 12 binds each, so 12,288 at most, under SQLite's limit of
+/// 32,766 and PostgreSQL's of 65,535. A batch up to the default `max_batch` is one statement,
+/// and so one trip to the database: a batch split over several statements needs a
+/// transaction around them, three more trips, and under load each trip waits for a thread.
+const INSERT_CHUNK: usize = 1024;
 
 macro_rules! sql_backend {
     (
@@ -396,7 +399,10 @@ mod sqlite {
 
     sql_backend!(
         SqliteBackend, sqlx::Sqlite, sqlx::SqlitePool,
-        migrations: [(1, include_str!("../../migrations/0001_records.sql"))],
+        migrations: [
+            (1, include_str!("../../migrations/0001_records.sql")),
+            (2, include_str!("../../migrations/0002_sqlite_rowid.sql")),
+        ],
         sql: sqlite,
         // Takes the write lock before reading the head: a deferred transaction that read
         // first could not upgrade once another connection had written (SQLITE_BUSY_SNAPSHOT).
@@ -423,7 +429,10 @@ mod postgres {
 
     sql_backend!(
         PostgresBackend, sqlx::Postgres, sqlx::PgPool,
-        migrations: [(1, include_str!("../../migrations/0001_records.sql"))],
+        migrations: [
+            (1, include_str!("../../migrations/0001_records.sql")),
+            (2, include_str!("../../migrations/0002_postgres_partial.sql")),
+        ],
         // One writer at a time across every instance, so the chain stays a single chain.
         sql: postgres,
         begin: "BEGIN",

@@ -85,14 +85,14 @@ pub(crate) struct Deploys {
     /// order instead of sleeping in SQLite's busy handler.
     writer: SqlitePool,
     readers: SqlitePool,
-    /// New deploys go through one task that inserts whatever is queued in one transaction.
+    /// New deploys go through one task that inserts whatever is queued with one statement.
     inserts: mpsc::Sender<(Deploy, oneshot::Sender<Result<(), String>>)>,
 }
 
-/// The most deploys inserted in one transaction.
+/// The most deploys inserted by one statement.
 const MAX_BATCH: usize = 256;
 
-/// Inserts queued deploys in batches: one transaction (and one trip to SQLite's thread) for
+/// Inserts queued deploys in batches: one statement (and one trip to SQLite's thread) for
 /// everything that arrived while the previous batch was written.
 async fn insert_batches(
     pool: SqlitePool,
@@ -107,32 +107,30 @@ async fn insert_batches(
     }
 }
 
+/// Inserts a whole batch with one statement: atomic on its own, so one trip to the
+/// database's thread and no transaction around it (11 columns × `MAX_BATCH` rows = 2,816
+/// parameters, under the bundled SQLite's limit of 32,766).
 async fn insert_all(
     pool: &SqlitePool,
     batch: &[(Deploy, oneshot::Sender<Result<(), String>>)],
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // 11 columns × 64 rows stays under SQLite's 999 bound parameters.
-    for chunk in batch.chunks(64) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO deploys (id, env, stage, build_id, description, state, operator, approval_id, detail, created_at, updated_at) ",
-        );
-        q.push_values(chunk, |mut row, (d, _)| {
-            row.push_bind(&d.id)
-                .push_bind(&d.env)
-                .push_bind(&d.stage)
-                .push_bind(&d.build_id)
-                .push_bind(&d.description)
-                .push_bind(d.state.as_str())
-                .push_bind(&d.operator)
-                .push_bind(&d.approval_id)
-                .push_bind(&d.detail)
-                .push_bind(to_i64(d.created_at))
-                .push_bind(to_i64(d.updated_at));
-        });
-        q.build().execute(&mut *tx).await?;
-    }
-    tx.commit().await
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO deploys (id, env, stage, build_id, description, state, operator, approval_id, detail, created_at, updated_at) ",
+    );
+    q.push_values(batch, |mut row, (d, _)| {
+        row.push_bind(&d.id)
+            .push_bind(&d.env)
+            .push_bind(&d.stage)
+            .push_bind(&d.build_id)
+            .push_bind(&d.description)
+            .push_bind(d.state.as_str())
+            .push_bind(&d.operator)
+            .push_bind(&d.approval_id)
+            .push_bind(&d.detail)
+            .push_bind(to_i64(d.created_at))
+            .push_bind(to_i64(d.updated_at));
+    });
+    q.build().execute(pool).await.map(drop)
 }
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS deploys (

@@ -333,9 +333,165 @@ pub(crate) fn check_strings(value: &Value, path: &mut String) -> Result<(), Audi
     }
 }
 
+/// The canonical JSON of `event`: compact, keys sorted at every level. Byte for byte what
+/// `serde_json` writes for the event's `Value` (the form [`crate::chain`] seals), written
+/// straight from the struct, without building and dropping that value first.
+pub(crate) fn canonical_json(event: &AuditEvent) -> Result<String, AuditError> {
+    // Destructured whole: a new field does not compile until it is written here too.
+    let AuditEvent {
+        id,
+        time_ms,
+        kind,
+        actor,
+        action,
+        resource,
+        decision,
+        request,
+        correlation_id,
+        outcome,
+        outcome_of,
+        fields,
+    } = event;
+    let mut out = Canonical(Vec::with_capacity(512));
+    // Keys in sorted order.
+    out.key('{', "action")?.string(action.as_str())?;
+    let Actor {
+        subject,
+        kind: actor_kind,
+        auth_method,
+    } = actor;
+    out.key(',', "actor")?;
+    out.key('{', "auth_method")?.string(auth_method.as_str())?;
+    out.key(',', "kind")?.string(actor_kind.as_str())?;
+    out.key(',', "subject")?.string(subject)?;
+    out.close();
+    if let Some(correlation_id) = correlation_id {
+        out.key(',', "correlation_id")?.string(correlation_id)?;
+    }
+    if let Some(decision) = decision {
+        out.key(',', "decision")?;
+        out.key('{', "effect")?.value(&decision.effect())?;
+        out.key(',', "reason")?.string(decision.reason())?;
+        out.close();
+    }
+    if !fields.is_empty() {
+        out.key(',', "fields")?.value(fields)?;
+    }
+    out.key(',', "id")?.string(id)?;
+    out.key(',', "kind")?.string(kind.as_str())?;
+    if let Some(Outcome { status, detail }) = outcome {
+        out.key(',', "outcome")?;
+        out.key('{', "detail")?.string(detail)?;
+        out.key(',', "status")?.value(status)?;
+        out.close();
+    }
+    if let Some(outcome_of) = outcome_of {
+        out.key(',', "outcome_of")?.string(outcome_of)?;
+    }
+    if let Some(RequestSummary {
+        method,
+        target,
+        parameters,
+    }) = request
+    {
+        out.key(',', "request")?;
+        out.key('{', "method")?.string(method)?;
+        if !parameters.is_empty() {
+            out.key(',', "parameters")?.value(parameters)?;
+        }
+        out.key(',', "target")?.string(target)?;
+        out.close();
+    }
+    out.key(',', "resource")?;
+    out.key('{', "id")?.string(resource.id())?;
+    out.key(',', "kind")?.string(resource.kind().as_str())?;
+    out.close();
+    out.key(',', "time_ms")?.value(time_ms)?;
+    out.close();
+    String::from_utf8(out.0).map_err(|e| AuditError::Malformed(e.to_string()))
+}
+
+/// A JSON writer for [`canonical_json`]; strings and values are escaped by `serde_json`.
+struct Canonical(Vec<u8>);
+
+impl Canonical {
+    /// Writes `open` (`{` or `,`), then `"name":`.
+    fn key(&mut self, open: char, name: &str) -> Result<&mut Self, AuditError> {
+        self.0.push(open as u8);
+        self.string(name)?;
+        self.0.push(b':');
+        Ok(self)
+    }
+
+    fn string(&mut self, text: &str) -> Result<&mut Self, AuditError> {
+        self.value(text)
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<&mut Self, AuditError> {
+        serde_json::to_writer(&mut self.0, value)
+            .map_err(|e| AuditError::Malformed(e.to_string()))?;
+        Ok(self)
+    }
+
+    fn close(&mut self) {
+        self.0.push(b'}');
+    }
+}
+
+/// [`check_strings`] on the event's JSON form, read from the struct: the same fields, in the
+/// same (sorted) order, so the same first error.
+pub(crate) fn check_event_strings(event: &AuditEvent) -> Result<(), AuditError> {
+    fn text(path: &str, value: &str) -> Result<(), AuditError> {
+        match value.chars().find(|c| c.is_control()) {
+            Some(ch) => Err(AuditError::ControlCharacter {
+                field: path.to_owned(),
+                ch,
+            }),
+            None => Ok(()),
+        }
+    }
+    fn map(path: &str, entries: &BTreeMap<String, Value>) -> Result<(), AuditError> {
+        let mut path = path.to_owned();
+        for (key, item) in entries {
+            let len = path.len();
+            path.push('.');
+            path.push_str(key);
+            text(&path, key)?;
+            check_strings(item, &mut path)?;
+            path.truncate(len);
+        }
+        Ok(())
+    }
+    text("action", event.action.as_str())?;
+    text("actor.auth_method", event.actor.auth_method.as_str())?;
+    text("actor.subject", &event.actor.subject)?;
+    if let Some(correlation_id) = &event.correlation_id {
+        text("correlation_id", correlation_id)?;
+    }
+    if let Some(decision) = &event.decision {
+        text("decision.reason", decision.reason())?;
+    }
+    map("fields", &event.fields)?;
+    text("id", &event.id)?;
+    if let Some(outcome) = &event.outcome {
+        text("outcome.detail", &outcome.detail)?;
+    }
+    if let Some(outcome_of) = &event.outcome_of {
+        text("outcome_of", outcome_of)?;
+    }
+    if let Some(request) = &event.request {
+        text("request.method", &request.method)?;
+        map("request.parameters", &request.parameters)?;
+        text("request.target", &request.target)?;
+    }
+    text("resource.id", event.resource.id())?;
+    text("resource.kind", event.resource.kind().as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn alice() -> Principal {
@@ -382,6 +538,113 @@ mod tests {
         assert_eq!(o.outcome_of.as_deref(), Some(e.id.as_str()));
         assert_eq!(o.correlation_id.as_deref(), Some("req-1"));
         assert_ne!(o.id, e.id);
+    }
+
+    /// Strings that need escaping, controls, quotes, backslashes and non-ASCII included.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9 ._/-]{0,12}",
+            any::<String>(),
+            "[\\\"\u{0}-\u{1f}\u{7f}-\u{a0}\u{2028}é😀a]{0,8}",
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            text().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(text(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn map() -> impl Strategy<Value = BTreeMap<String, Value>> {
+        prop::collection::btree_map(text(), json_value(), 0..3)
+    }
+
+    fn event() -> impl Strategy<Value = AuditEvent> {
+        let resource = ("[a-z][a-z0-9_]{0,8}", "[a-zA-Z0-9/._-]{1,16}")
+            .prop_filter_map("a valid resource", |(kind, id)| {
+                Resource::new(kind.parse().ok()?, id).ok()
+            });
+        let decision = prop::option::of((any::<bool>(), text()).prop_map(|(allow, why)| {
+            if allow {
+                Decision::allow(why)
+            } else {
+                Decision::deny(why)
+            }
+        }));
+        let request = prop::option::of((text(), text(), map()).prop_map(
+            |(method, target, parameters)| RequestSummary {
+                method,
+                target,
+                parameters,
+            },
+        ));
+        let outcome = prop::option::of((any::<bool>(), text()).prop_map(|(ok, detail)| {
+            if ok {
+                Outcome::succeeded(detail)
+            } else {
+                Outcome::failed(detail)
+            }
+        }));
+        (
+            (text(), any::<u64>(), 0..3u8, text(), resource),
+            (decision, request, prop::option::of(text()), outcome),
+            (prop::option::of(text()), map()),
+        )
+            .prop_map(
+                |(
+                    (id, time_ms, kind, subject, resource),
+                    (decision, request, correlation_id, outcome),
+                    (outcome_of, fields),
+                )| AuditEvent {
+                    id,
+                    time_ms,
+                    kind: [EventKind::Intent, EventKind::Outcome, EventKind::Decision]
+                        [usize::from(kind)],
+                    actor: Actor {
+                        subject,
+                        kind: PrincipalKind::ScriptToken,
+                        auth_method: AuthMethod::OIDC,
+                    },
+                    action: Action::DEPLOY,
+                    resource,
+                    decision,
+                    request,
+                    correlation_id,
+                    outcome,
+                    outcome_of,
+                    fields,
+                },
+            )
+    }
+
+    proptest! {
+        /// The struct-based fast path writes, checks and indexes exactly what the path
+        /// through `serde_json::Value` (used with a redactor) does.
+        #[test]
+        fn canonical_json_matches_the_value_path(event in event()) {
+            let value = serde_json::to_value(&event).unwrap();
+            prop_assert_eq!(canonical_json(&event).unwrap(), serde_json::to_string(&value).unwrap());
+            prop_assert_eq!(
+                check_event_strings(&event).map_err(|e| e.to_string()),
+                check_strings(&value, &mut String::new()).map_err(|e| e.to_string())
+            );
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            prop_assert_eq!(
+                crate::sink::sql::Columns::of_event(&event),
+                crate::sink::sql::Columns::of(&value)
+            );
+        }
     }
 
     #[test]

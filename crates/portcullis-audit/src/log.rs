@@ -14,7 +14,7 @@ use crate::chain::{ChainHead, Decoded, decode};
 
 /// How many stored lines a scan reads at a time.
 const SCAN_PAGE: usize = 1000;
-use crate::event::check_strings;
+use crate::event::{canonical_json, check_event_strings, check_strings};
 use crate::redact::lookup;
 use crate::verify::{Verifier, VerifyReport, Violation};
 use crate::{
@@ -51,16 +51,37 @@ impl Default for AuditOptions {
     }
 }
 
+/// What the SQL backends index (nothing without them).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use crate::sink::sql::Columns;
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+#[derive(Debug)]
+pub(crate) struct Columns;
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+impl Columns {
+    fn of(_: &Value) -> Self {
+        Columns
+    }
+
+    fn of_event(_: &AuditEvent) -> Self {
+        Columns
+    }
+}
+
 /// An event checked, redacted and serialized once.
 #[derive(Debug)]
 pub(crate) struct Prepared {
     /// The caller's event id, for the receipt.
     pub(crate) id: String,
-    /// The redacted event: backends that index fields take them from here, so a redacted
-    /// value never reaches storage in clear.
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    pub(crate) value: Value,
-    /// `value` as compact JSON with sorted keys: what is sealed and stored.
+    /// The indexed columns, from the redacted event, so a redacted value never reaches
+    /// storage in clear.
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres")),
+        expect(dead_code, reason = "only the SQL backends index columns")
+    )]
+    pub(crate) columns: Columns,
+    /// The redacted event as canonical JSON (compact, sorted keys): what is sealed and stored.
     pub(crate) json: String,
 }
 
@@ -438,14 +459,24 @@ impl AuditLog {
     }
 
     fn prepare(&self, event: AuditEvent) -> Result<Prepared, AuditError> {
-        let mut value =
-            serde_json::to_value(&event).map_err(|e| AuditError::Malformed(e.to_string()))?;
-        check_strings(&value, &mut String::new())?;
-        if let Some(redactor) = &self.redactor {
-            redactor.apply(&mut value);
-        }
-        let json =
-            serde_json::to_string(&value).map_err(|e| AuditError::Malformed(e.to_string()))?;
+        let (json, columns) = match &self.redactor {
+            // Stored as it is: checked and serialized straight from the struct.
+            None => {
+                check_event_strings(&event)?;
+                let json = canonical_json(&event)?;
+                (json, Columns::of_event(&event))
+            }
+            // Redacted on its JSON value, which the columns are then read from.
+            Some(redactor) => {
+                let mut value = serde_json::to_value(&event)
+                    .map_err(|e| AuditError::Malformed(e.to_string()))?;
+                check_strings(&value, &mut String::new())?;
+                redactor.apply(&mut value);
+                let json = serde_json::to_string(&value)
+                    .map_err(|e| AuditError::Malformed(e.to_string()))?;
+                (json, Columns::of(&value))
+            }
+        };
         if json.len() > self.max_event_bytes {
             return Err(AuditError::TooLarge {
                 size: json.len(),
@@ -454,8 +485,7 @@ impl AuditLog {
         }
         Ok(Prepared {
             id: event.id,
-            #[cfg(any(feature = "sqlite", feature = "postgres"))]
-            value,
+            columns,
             json,
         })
     }

@@ -18,10 +18,11 @@ use crate::log::Prepared;
 use crate::{AuditError, Receipt};
 use serde_json::Value;
 
-/// The indexed columns of a record, read from the *redacted* event value that is stored, so a
-/// field configured for HMAC is indexed as its fingerprint, never in clear.
-#[derive(Debug)]
-struct Columns {
+/// The indexed columns of a record. They come from the *redacted* event that is stored, so
+/// a field configured for HMAC is indexed as its fingerprint, never in clear. Computed when
+/// the event is prepared, by the caller's task, not by the one writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Columns {
     time_ms: u64,
     kind: String,
     actor: String,
@@ -33,7 +34,8 @@ struct Columns {
 }
 
 impl Columns {
-    fn of(event: &Value) -> Self {
+    /// The columns of a redacted event, read from its JSON value.
+    pub(crate) fn of(event: &Value) -> Self {
         let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
         let at = |path: &str| text(crate::redact::lookup(event, path));
         Columns {
@@ -49,6 +51,24 @@ impl Columns {
             effect: at("decision.effect"),
             correlation_id: at("correlation_id"),
             outcome_of: at("outcome_of"),
+        }
+    }
+
+    /// The columns of an event stored as it is (no redactor): what [`Columns::of`] reads
+    /// from its value, taken from the struct.
+    pub(crate) fn of_event(event: &crate::AuditEvent) -> Self {
+        Columns {
+            time_ms: event.time_ms,
+            kind: event.kind.as_str().to_owned(),
+            actor: event.actor.subject.clone(),
+            action: event.action.as_str().to_owned(),
+            resource: format!("{}:{}", event.resource.kind().as_str(), event.resource.id()),
+            effect: event
+                .decision
+                .as_ref()
+                .map(|d| effect_name(d.effect()).to_owned()),
+            correlation_id: event.correlation_id.clone(),
+            outcome_of: event.outcome_of.clone(),
         }
     }
 }
@@ -158,7 +178,7 @@ macro_rules! sql_backend {
                 let mut rows = Vec::with_capacity(batch.len());
                 let mut receipts = Vec::with_capacity(batch.len());
                 for prepared in batch {
-                    let columns = Columns::of(&prepared.value);
+                    let columns = prepared.columns.clone();
                     let sealed = seal(&head, prepared.id.clone(), &prepared.json);
                     head = sealed.head;
                     rows.push((sealed.receipt.clone(), columns, sealed.line));

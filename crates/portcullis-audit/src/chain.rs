@@ -89,7 +89,7 @@ fn sha256(bytes: &[u8]) -> Hash {
 /// parsed line. The event is serialized once, by the caller; this only concatenates.
 pub(crate) fn seal(head: &ChainHead, id: String, event_json: &str) -> Sealed {
     let seq = head.seq + 1;
-    let prev = hex::encode(head.hash);
+    let prev = hex_of(&head.hash);
     let seq_text = seq.to_string();
     let tail = [
         ",\"prev\":\"",
@@ -103,7 +103,7 @@ pub(crate) fn seal(head: &ChainHead, id: String, event_json: &str) -> Sealed {
     canonical.push_str(event_json);
     tail.iter().for_each(|piece| canonical.push_str(piece));
     let hash = sha256(canonical.as_bytes());
-    let hash_hex = hex::encode(hash);
+    let hash_hex = hex_of(&hash);
     let mut line = String::with_capacity(canonical.len() + 80);
     line.push_str("{\"event\":");
     line.push_str(event_json);
@@ -119,6 +119,17 @@ pub(crate) fn seal(head: &ChainHead, id: String, event_json: &str) -> Sealed {
         },
         head: ChainHead { seq, hash },
         line,
+    }
+}
+
+/// Lower-case hex of a hash, through a byte buffer (`hex::encode` goes char by char, and
+/// sealing writes two of these per record).
+fn hex_of(hash: &Hash) -> String {
+    let mut out = [0u8; 64];
+    match hex::encode_to_slice(hash, &mut out) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        // The buffer is exactly twice the hash: cannot happen.
+        Err(_) => hex::encode(hash),
     }
 }
 
@@ -219,6 +230,16 @@ pub fn decode(line: &[u8]) -> Result<Decoded, AuditError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn hex_of_is_lower_case_hex() {
+        let mut hash = GENESIS;
+        hash.iter_mut()
+            .zip(0u8..)
+            .for_each(|(b, i)| *b = i.wrapping_mul(37));
+        assert_eq!(hex_of(&hash), hex::encode(hash));
+        assert_eq!(hex_of(&GENESIS), "0".repeat(64));
+    }
 
     /// `seal` builds its bytes by hand; they must be exactly what the verifier rebuilds.
     #[test]

@@ -21,7 +21,7 @@ use serde_json::Value;
 /// The indexed columns of a record. They come from the *redacted* event that is stored, so
 /// a field configured for HMAC is indexed as its fingerprint, never in clear. Computed when
 /// the event is prepared, by the caller's task, not by the one writer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Columns {
     time_ms: u64,
     kind: String,
@@ -103,7 +103,12 @@ fn as_i64(n: u64) -> i64 {
 const PAGE: i64 = 1000;
 
 /// One sealed record ready to insert: its receipt, indexed columns and stored line.
-type Row = (Receipt, Columns, String);
+type Row<'a> = (Receipt, &'a Columns, String);
+
+/// The receipts of rows that were written.
+fn receipts_of(rows: Vec<Row<'_>>) -> Vec<Receipt> {
+    rows.into_iter().map(|(receipt, _, _)| receipt).collect()
+}
 
 /// How often a batch is sealed again after another writer took its sequence numbers.
 const CONFLICT_RETRIES: u32 = 16;
@@ -173,21 +178,18 @@ macro_rules! sql_backend {
                 *self.known_head.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = head;
             }
 
-            /// Seals `batch` on `head`: the rows to insert, their receipts and the new head.
-            fn seal_batch(mut head: ChainHead, batch: &[Prepared]) -> (Vec<Row>, Vec<Receipt>, ChainHead) {
+            /// Seals `batch` on `head`: the rows to insert and the new head.
+            fn seal_batch(mut head: ChainHead, batch: &[Prepared]) -> (Vec<Row<'_>>, ChainHead) {
                 let mut rows = Vec::with_capacity(batch.len());
-                let mut receipts = Vec::with_capacity(batch.len());
                 for prepared in batch {
-                    let columns = prepared.columns.clone();
                     let sealed = seal(&head, prepared.id.clone(), &prepared.json);
                     head = sealed.head;
-                    rows.push((sealed.receipt.clone(), columns, sealed.line));
-                    receipts.push(sealed.receipt);
+                    rows.push((sealed.receipt, &prepared.columns, sealed.line));
                 }
-                (rows, receipts, head)
+                (rows, head)
             }
 
-            fn insert(rows: &[Row]) -> sqlx::QueryBuilder<'_, $db> {
+            fn insert<'q>(rows: &'q [Row<'q>]) -> sqlx::QueryBuilder<'q, $db> {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO portcullis_audit_records (seq, id, time_ms, kind, actor, action, resource, effect, correlation_id, outcome_of, hash, line) ",
                 );
@@ -217,9 +219,9 @@ macro_rules! sql_backend {
                 batch: &[Prepared],
             ) -> Result<(Vec<Receipt>, ChainHead), Failure> {
                 if let Some(head) = head.filter(|_| batch.len() <= INSERT_CHUNK) {
-                    let (rows, receipts, head) = Self::seal_batch(head, batch);
+                    let (rows, head) = Self::seal_batch(head, batch);
                     Self::insert(&rows).build().execute(&self.pool).await?;
-                    return Ok((receipts, head));
+                    return Ok((receipts_of(rows), head));
                 }
                 let mut tx = self.pool.begin_with($begin).await?;
                 if let Some(key) = $lock {
@@ -234,12 +236,12 @@ macro_rules! sql_backend {
                 )
                 .fetch_optional(&mut *tx)
                 .await?;
-                let (rows, receipts, head) = Self::seal_batch(parse_head(row)?, batch);
+                let (rows, head) = Self::seal_batch(parse_head(row)?, batch);
                 for chunk in rows.chunks(INSERT_CHUNK) {
                     Self::insert(chunk).build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                Ok((receipts, head))
+                Ok((receipts_of(rows), head))
             }
 
             async fn migrate(&self) -> Result<(), AuditError> {

@@ -34,15 +34,25 @@ pub struct JwtVerifier {
     verified: Option<VerifiedCache>,
 }
 
-/// The largest `max_age` for [`JwtVerifier::cache_verified`]: a cached acceptance outlives a
-/// key rotation by at most this.
+/// The largest `max_age` for [`JwtVerifier::cache_verified`]: the longest a cached acceptance
+/// skips the signature and claim checks (a withdrawn provider key ends it sooner).
 pub const MAX_VERIFIED_AGE: Duration = Duration::from_secs(300);
 
-/// Token SHA-256 → the principal it proved and the time that stops counting.
-type Remembered = hashlink::LruCache<[u8; 32], (Principal, SystemTime)>;
+/// One remembered acceptance: the principal the token proved, the time that stops
+/// counting, and the key id and algorithm of the signature (to ask whether the key is still
+/// published).
+struct Accepted {
+    principal: Principal,
+    until: SystemTime,
+    kid: Option<String>,
+    alg: jsonwebtoken::Algorithm,
+}
+
+/// Token SHA-256 → what its acceptance proved.
+type Remembered = hashlink::LruCache<[u8; 32], Accepted>;
 
 /// Tokens a verifier accepted, keyed by their SHA-256 (never the token itself), each with
-/// the principal and the time the acceptance stops counting.
+/// the principal, the time the acceptance stops counting and the key that signed it.
 #[derive(Clone)]
 struct VerifiedCache {
     entries: Arc<Mutex<Remembered>>,
@@ -64,10 +74,19 @@ impl VerifiedCache {
         key
     }
 
-    fn get(&self, key: &[u8; 32], now: SystemTime) -> Option<Principal> {
+    /// The principal and the signing key's id and algorithm, while the acceptance counts.
+    fn get(
+        &self,
+        key: &[u8; 32],
+        now: SystemTime,
+    ) -> Option<(Principal, Option<String>, jsonwebtoken::Algorithm)> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         match entries.get(key) {
-            Some((principal, until)) if now < *until => Some(principal.clone()),
+            Some(accepted) if now < accepted.until => Some((
+                accepted.principal.clone(),
+                accepted.kid.clone(),
+                accepted.alg,
+            )),
             Some(_) => {
                 entries.remove(key);
                 None
@@ -76,16 +95,40 @@ impl VerifiedCache {
         }
     }
 
-    fn put(&self, key: [u8; 32], principal: &Principal, now: SystemTime) {
-        let mut until = now + self.max_age;
-        if let Some(expiry) = principal.expires_at() {
-            until = until.min(expiry);
-        }
+    fn forget(&self, key: &[u8; 32]) {
         self.entries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, (principal.clone(), until));
+            .remove(key);
     }
+
+    fn put(&self, key: [u8; 32], signed: Signed, now: SystemTime) -> Principal {
+        let mut until = now + self.max_age;
+        if let Some(expiry) = signed.principal.expires_at() {
+            until = until.min(expiry);
+        }
+        let principal = signed.principal.clone();
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                key,
+                Accepted {
+                    principal: signed.principal,
+                    until,
+                    kid: signed.kid,
+                    alg: signed.alg,
+                },
+            );
+        principal
+    }
+}
+
+/// A token that passed every check, with the key id and algorithm it was signed with.
+struct Signed {
+    principal: Principal,
+    kid: Option<String>,
+    alg: jsonwebtoken::Algorithm,
 }
 
 impl JwtVerifier {
@@ -163,10 +206,16 @@ impl JwtVerifier {
     /// Tokens are remembered by their SHA-256, never in clear, and never past their own
     /// `exp`; refused tokens are not remembered. Clones of this verifier share the memory.
     ///
-    /// The trade: an acceptance stays good for up to `max_age` after the issuer's key was
-    /// rotated or withdrawn. Worth it where the same short-lived token comes back many
-    /// times a second (a session token on every request through a broker), and where
-    /// signature checks (EdDSA, RSA) are a visible share of the CPU.
+    /// What a hit skips is the signature and claim checks, not the key: with a provider's
+    /// key set ([`discover`](Self::discover), [`from_jwks_url`](Self::from_jwks_url)) a hit
+    /// still asks whether the key that signed the token is in the current set, and counts
+    /// as a use of that set, so the set is refreshed on its usual schedule
+    /// ([`OidcOptions::max_age`]) even when every token is a hit. A token whose key was
+    /// withdrawn is therefore refused from the first refresh that no longer lists the key,
+    /// not `max_age` later. A fixed key set ([`with_keys`](Self::with_keys)) cannot change.
+    /// Worth it where the same short-lived token comes back many times a second (a session
+    /// token on every request through a broker), and where signature checks (EdDSA, RSA)
+    /// are a visible share of the CPU.
     ///
     /// # Errors
     ///
@@ -214,20 +263,47 @@ impl JwtVerifier {
     /// provider's keys was needed and failed.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let Some(cache) = &self.verified else {
-            return self.verify_signed(token).await;
+            return self.verify_signed_principal(token).await;
         };
         // The rules' clock, so a test's manual clock moves the cache as it moves `exp`.
         let key = VerifiedCache::key(token);
-        if let Some(principal) = cache.get(&key, self.rules.clock.now()) {
-            return Ok(principal);
+        if let Some((principal, kid, alg)) = cache.get(&key, self.rules.clock.now()) {
+            if self.still_published(kid.as_deref(), alg).await {
+                return Ok(principal);
+            }
+            // Withdrawn: forgotten, and checked in full (which refuses it).
+            cache.forget(&key);
         }
-        let principal = self.verify_signed(token).await?;
-        cache.put(key, &principal, self.rules.clock.now());
-        Ok(principal)
+        let signed = self.verify_signed(token).await?;
+        Ok(cache.put(key, signed, self.rules.clock.now()))
+    }
+
+    /// Whether a key with this id and algorithm is still in the key set (a provider's set
+    /// refreshed first if it is due, as for any token).
+    #[cfg_attr(
+        not(feature = "oidc"),
+        expect(unused_variables, reason = "only a provider's key set changes")
+    )]
+    async fn still_published(&self, kid: Option<&str>, alg: jsonwebtoken::Algorithm) -> bool {
+        match &self.keys {
+            KeySource::Static(_) => true,
+            #[cfg(feature = "oidc")]
+            KeySource::Remote(remote) => remote
+                .current_for(kid, alg)
+                .await
+                .is_ok_and(|keys| keys.candidates(kid, alg).next().is_some()),
+        }
     }
 
     /// Every check, signature included.
-    async fn verify_signed(&self, token: &str) -> Result<Principal, AuthError> {
+    async fn verify_signed_principal(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_signed(token)
+            .await
+            .map(|signed| signed.principal)
+    }
+
+    /// Every check, signature included; with the key id and algorithm that signed it.
+    async fn verify_signed(&self, token: &str) -> Result<Signed, AuthError> {
         let header = jwt::parse_header(token)?;
         if !self.rules.algorithms.contains(&header.alg) {
             return Err(AuthError::DisallowedAlgorithm(format!("{:?}", header.alg)));
@@ -238,15 +314,20 @@ impl JwtVerifier {
                 issuer.unwrap_or_default().chars().take(200).collect(),
             ));
         }
-        match &self.keys {
-            KeySource::Static(keys) => jwt::verify(token, keys, &self.rules),
+        let principal = match &self.keys {
+            KeySource::Static(keys) => jwt::verify(token, keys, &self.rules)?,
             #[cfg(feature = "oidc")]
             KeySource::Remote(remote) => {
                 let kid = header.kid.as_deref();
                 let loaded = remote.current_for(kid, header.alg).await?;
-                jwt::verify(token, &loaded, &self.rules)
+                jwt::verify(token, &loaded, &self.rules)?
             }
-        }
+        };
+        Ok(Signed {
+            principal,
+            kid: header.kid,
+            alg: header.alg,
+        })
     }
 }
 

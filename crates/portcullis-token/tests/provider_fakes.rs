@@ -224,6 +224,80 @@ async fn rotation_refreshes_once_and_unknown_kids_are_rate_limited() {
     assert_eq!(provider.jwks_fetches.load(Ordering::SeqCst), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_acceptances_end_when_their_key_is_withdrawn() {
+    let provider = start().await;
+    let a = SessionKey::generate(SessionAlgorithm::ES256).unwrap();
+    let b = SessionKey::generate(SessionAlgorithm::ES256).unwrap();
+    let unknown = SessionKey::generate(SessionAlgorithm::ES256).unwrap();
+    provider.publish(&[&a, &b]);
+    let cached = |max_age: Duration| {
+        let provider = provider.clone();
+        async move {
+            JwtVerifier::discover(
+                JwtRules::new(provider.issuer(), "gate"),
+                OidcOptions {
+                    max_age,
+                    ..options(Duration::from_millis(300))
+                },
+            )
+            .await
+            .unwrap()
+            .cache_verified(100, Duration::from_secs(60))
+            .unwrap()
+        }
+    };
+
+    // A refresh that another token causes ends the withdrawn key's cached acceptances.
+    let verifier = cached(Duration::from_secs(3600)).await;
+    let (token_a, token_b) = (provider.token(&a), provider.token(&b));
+    for token in [&token_a, &token_b] {
+        assert_eq!(verifier.verify(token).await.unwrap().subject(), "alice");
+    }
+    assert_eq!(verifier.cached_tokens(), 2);
+    provider.publish(&[&b]);
+    // Nothing has refreshed the set yet: the acceptance still counts.
+    assert!(verifier.verify(&token_a).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(matches!(
+        verifier.verify(&provider.token(&unknown)).await,
+        Err(AuthError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        verifier.verify(&token_a).await,
+        Err(AuthError::UnknownKey(_))
+    ));
+    assert_eq!(
+        verifier.cached_tokens(),
+        1,
+        "the withdrawn key's entry is forgotten"
+    );
+    assert!(
+        verifier.verify(&token_b).await.is_ok(),
+        "the kept key's entry still counts"
+    );
+
+    // With every request a hit, the set is still refreshed once it is older than max_age.
+    provider.publish(&[&a, &b]);
+    let verifier = cached(Duration::from_millis(500)).await;
+    assert!(verifier.verify(&token_a).await.is_ok());
+    let fetches = provider.jwks_fetches.load(Ordering::SeqCst);
+    provider.publish(&[&b]);
+    assert!(verifier.verify(&token_a).await.is_ok());
+    assert_eq!(
+        provider.jwks_fetches.load(Ordering::SeqCst),
+        fetches,
+        "a hit, no fetch"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(matches!(
+        verifier.verify(&token_a).await,
+        Err(AuthError::UnknownKey(_))
+    ));
+    assert_eq!(provider.jwks_fetches.load(Ordering::SeqCst), fetches + 1);
+    assert_eq!(verifier.cached_tokens(), 0);
+}
+
 async fn futures_join(
     verifier: &Arc<JwtVerifier>,
     token: &str,

@@ -922,6 +922,33 @@ mod postgres {
         .await;
     }
 
+    /// The connection batches are written on is kept between batches. When the server
+    /// drops it, the batch on it fails (its caller is told, nothing is acknowledged) and
+    /// the next batch is written on a new connection, on the chain as it stands.
+    #[tokio::test]
+    async fn a_dropped_writer_connection_fails_one_batch_then_is_replaced() {
+        let (log, url) = open("dropped").await;
+        for _ in 0..3 {
+            log.record(intent("alice", "env:checkout")).await.unwrap();
+        }
+        let admin = sqlx::PgPool::connect(&url).await.unwrap();
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        assert!(
+            !killed.is_empty() && killed.iter().all(|k| *k),
+            "{killed:?}"
+        );
+        assert!(log.record(intent("bob", "env:checkout")).await.is_err());
+        let next = log.record(intent("carol", "env:checkout")).await.unwrap();
+        assert_eq!(next.seq, 4, "the failed batch took no place in the chain");
+        assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 4);
+    }
+
     #[tokio::test]
     async fn two_instances_share_one_chain() {
         let url = fresh_postgres("shared").await;

@@ -12,6 +12,10 @@
 //! Then, and when no head is remembered, the batch is one transaction: (lock,) read the head,
 //! seal, insert, commit; that too is sealed again if a writer on the fast path took its
 //! sequence numbers first. Any error forgets the remembered head.
+//!
+//! Batches go through one connection taken out of the pool and kept between them, so a
+//! batch is one trip to one warm connection; reads use the pool. Any error but a key
+//! conflict drops that connection, and the next batch takes a new one.
 
 use crate::chain::{ChainHead, Hash, decode, seal};
 use crate::log::Prepared;
@@ -156,6 +160,11 @@ macro_rules! sql_backend {
         #[derive(Debug)]
         pub(crate) struct $backend {
             pool: $pool,
+            /// The connection batches are written on, kept between batches (taken out of
+            /// the pool). A pooled connection is pinged each time it goes back (sqlx): one
+            /// more trip to its thread per batch, spread over every connection's thread.
+            /// Dropped after any error but a key conflict, and taken anew from the pool.
+            writer: tokio::sync::Mutex<Option<<$db as sqlx::Database>::Connection>>,
             /// The head this backend last wrote or read, if no error came since.
             known_head: std::sync::Mutex<Option<ChainHead>>,
         }
@@ -164,6 +173,7 @@ macro_rules! sql_backend {
             pub(crate) async fn from_pool(pool: $pool) -> Result<Self, AuditError> {
                 let backend = $backend {
                     pool,
+                    writer: tokio::sync::Mutex::new(None),
                     known_head: std::sync::Mutex::new(None),
                 };
                 backend.migrate().await?;
@@ -218,12 +228,31 @@ macro_rules! sql_backend {
                 head: Option<ChainHead>,
                 batch: &[Prepared],
             ) -> Result<(Vec<Receipt>, ChainHead), Failure> {
+                let mut held = self.writer.lock().await;
+                let connection = match &mut *held {
+                    Some(connection) => connection,
+                    None => held.insert(self.pool.acquire().await?.detach()),
+                };
+                let written = Self::write_on(connection, head, batch).await;
+                if let Err(Failure::Other(_)) = written {
+                    // The connection may be what failed: the next batch takes a new one.
+                    *held = None;
+                }
+                written
+            }
+
+            async fn write_on(
+                connection: &mut <$db as sqlx::Database>::Connection,
+                head: Option<ChainHead>,
+                batch: &[Prepared],
+            ) -> Result<(Vec<Receipt>, ChainHead), Failure> {
+                use sqlx::Connection as _;
                 if let Some(head) = head.filter(|_| batch.len() <= INSERT_CHUNK) {
                     let (rows, head) = Self::seal_batch(head, batch);
-                    Self::insert(&rows).build().execute(&self.pool).await?;
+                    Self::insert(&rows).build().execute(&mut *connection).await?;
                     return Ok((receipts_of(rows), head));
                 }
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = connection.begin_with($begin).await?;
                 if let Some(key) = $lock {
                     // One locked writer at a time across every instance.
                     sqlx::query("SELECT pg_advisory_xact_lock($1)")

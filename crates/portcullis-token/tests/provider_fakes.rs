@@ -144,6 +144,10 @@ impl Provider {
     }
 }
 
+fn es256_keys<const N: usize>() -> [SessionKey; N] {
+    std::array::from_fn(|_| SessionKey::generate(SessionAlgorithm::ES256).unwrap())
+}
+
 fn options(min_refresh: Duration) -> OidcOptions {
     OidcOptions {
         http: HttpOptions {
@@ -158,9 +162,7 @@ fn options(min_refresh: Duration) -> OidcOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_refreshes_once_and_unknown_kids_are_rate_limited() {
     let provider = start().await;
-    let a = SessionKey::generate(SessionAlgorithm::ES256).unwrap();
-    let b = SessionKey::generate(SessionAlgorithm::ES256).unwrap();
-    let c = SessionKey::generate(SessionAlgorithm::ES256).unwrap();
+    let [a, b, c] = es256_keys();
     provider.publish(&[&a]);
     let verifier = Arc::new(
         JwtVerifier::discover(
@@ -227,9 +229,7 @@ async fn rotation_refreshes_once_and_unknown_kids_are_rate_limited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_acceptances_end_when_their_key_is_withdrawn() {
     let provider = start().await;
-    let a = SessionKey::generate(SessionAlgorithm::ES256).unwrap();
-    let b = SessionKey::generate(SessionAlgorithm::ES256).unwrap();
-    let unknown = SessionKey::generate(SessionAlgorithm::ES256).unwrap();
+    let [a, b, unknown] = es256_keys();
     provider.publish(&[&a, &b]);
     let cached = |max_age: Duration| {
         let provider = provider.clone();

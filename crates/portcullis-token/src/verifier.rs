@@ -44,7 +44,8 @@ pub const MAX_VERIFIED_AGE: Duration = Duration::from_secs(300);
 struct Accepted {
     principal: Principal,
     until: SystemTime,
-    kid: Option<String>,
+    /// Shared, so a hit copies a pointer, not the id.
+    kid: Option<Arc<str>>,
     alg: jsonwebtoken::Algorithm,
 }
 
@@ -79,7 +80,7 @@ impl VerifiedCache {
         &self,
         key: &[u8; 32],
         now: SystemTime,
-    ) -> Option<(Principal, Option<String>, jsonwebtoken::Algorithm)> {
+    ) -> Option<(Principal, Option<Arc<str>>, jsonwebtoken::Algorithm)> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         match entries.get(key) {
             Some(accepted) if now < accepted.until => Some((
@@ -116,7 +117,7 @@ impl VerifiedCache {
                 Accepted {
                     principal: signed.principal,
                     until,
-                    kid: signed.kid,
+                    kid: signed.kid.map(Arc::from),
                     alg: signed.alg,
                 },
             );

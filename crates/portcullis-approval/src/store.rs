@@ -251,7 +251,10 @@ mod sqlite {
             state: RequestState,
         ) -> Result<(), ApprovalError> {
             let body = serde_json::to_string(vote).map_err(corrupt)?;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self
+                .pool
+                .begin_with(portcullis_sql::sqlite::BEGIN_WRITE)
+                .await?;
             let inserted = sqlx::query(
                 "INSERT INTO portcullis_approval_votes (request_id, approver, body) VALUES (?, ?, ?)",
             )

@@ -16,7 +16,14 @@ fn check_table(table: &str) -> Result<(), sqlx::Error> {
 /// only the placeholder syntax and the lock differ).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! migrate_fn {
-    ($db:ty, $pool:ty, $lock:expr) => {
+    ($db:ty, $pool:ty, $lock:expr, $begin_write:literal) => {
+        /// The statement that opens a transaction which will write. On SQLite it takes the
+        /// write lock up front (`BEGIN IMMEDIATE`), waiting out the busy timeout for another
+        /// writer; a plain `BEGIN` would take it only at the first write, and a transaction
+        /// that has read by then fails at once with "database is locked" instead of
+        /// waiting. Every read-then-write transaction must begin with this.
+        pub const BEGIN_WRITE: &str = $begin_write;
+
         /// Applies every migration newer than the highest version recorded in `table`, in
         /// one transaction, recording each version. `advisory_lock` (PostgreSQL only) is
         /// taken first so concurrent starts take turns.
@@ -31,7 +38,7 @@ macro_rules! migrate_fn {
             migrations: &[(i64, &str)],
         ) -> Result<(), sqlx::Error> {
             crate::check_table(table)?;
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(BEGIN_WRITE).await?;
             if let Some(key) = advisory_lock {
                 let lock: Option<&str> = $lock;
                 if let Some(lock) = lock {
@@ -108,7 +115,7 @@ pub mod sqlite {
             .await
     }
 
-    migrate_fn!(sqlx::Sqlite, sqlx::SqlitePool, None);
+    migrate_fn!(sqlx::Sqlite, sqlx::SqlitePool, None, "BEGIN IMMEDIATE");
 }
 
 /// PostgreSQL migrations.
@@ -117,7 +124,9 @@ pub mod postgres {
     migrate_fn!(
         sqlx::Postgres,
         sqlx::PgPool,
-        Some("SELECT pg_advisory_xact_lock($1)")
+        Some("SELECT pg_advisory_xact_lock($1)"),
+        // Row locks and the advisory lock already make writers wait their turn.
+        "BEGIN"
     );
 }
 

@@ -110,7 +110,7 @@ macro_rules! sql_acl_store {
         #[async_trait::async_trait]
         impl crate::store::AclStore for $store {
             async fn insert(&self, binding: &RoleBinding) -> Result<(), AclError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(portcullis_sql::$sqlmod::BEGIN_WRITE).await?;
                 let mut q = sqlx::QueryBuilder::<$db>::new(format!(
                     "INSERT INTO portcullis_acl_bindings ({COLUMNS}) VALUES ("
                 ));
@@ -138,7 +138,7 @@ macro_rules! sql_acl_store {
             }
 
             async fn update(&self, binding: &RoleBinding) -> Result<RoleBinding, AclError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(portcullis_sql::$sqlmod::BEGIN_WRITE).await?;
                 let old: Option<String> =
                     Self::key_query("SELECT role FROM portcullis_acl_bindings", &binding.subject, &binding.resource)
                         .build_query_scalar()
@@ -174,7 +174,7 @@ macro_rules! sql_acl_store {
                 subject: &Subject,
                 resource: &Resource,
             ) -> Result<RoleBinding, AclError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(portcullis_sql::$sqlmod::BEGIN_WRITE).await?;
                 let mut q = Self::key_query("DELETE FROM portcullis_acl_bindings", subject, resource);
                 q.push(" RETURNING role");
                 let old: Option<String> = q.build_query_scalar().fetch_optional(&mut *tx).await?;

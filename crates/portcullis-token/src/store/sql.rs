@@ -147,7 +147,7 @@ macro_rules! sql_token_store {
                 &self,
                 uses: &[(TokenId, std::time::SystemTime)],
             ) -> Result<(), AuthError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with(portcullis_sql::$sqlmod::BEGIN_WRITE).await?;
                 for (id, at) in uses {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "UPDATE portcullis_tokens SET last_used_at = ",

@@ -226,7 +226,8 @@ impl AuditLog {
     ///
     /// # Errors
     ///
-    /// [`AuditError::Io`] if the folder cannot be created or read, or
+    /// [`AuditError::Io`] if the folder cannot be created or read,
+    /// [`AuditError::Invalid`] if another log holds the folder's lock for more than 2 s, or
     /// [`AuditError::Malformed`] if its last file ends in something that is not a record.
     pub async fn jsonl(
         dir: impl AsRef<Path>,

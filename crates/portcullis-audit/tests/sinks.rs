@@ -461,6 +461,31 @@ mod jsonl {
         );
     }
 
+    /// The folder lock of a closed log can stay held for a moment: a process forked by
+    /// another thread shares it until it execs. Opening waits that out instead of failing.
+    #[tokio::test]
+    async fn a_folder_lock_held_for_a_moment_is_waited_for() {
+        let dir = temp_dir("brief-lock");
+        std::fs::create_dir_all(&dir).unwrap();
+        let holder = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("audit.lock"))
+            .unwrap();
+        fs4::FileExt::try_lock(&holder).unwrap();
+        let released = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(holder);
+        });
+        let log = AuditLog::jsonl(&dir, JsonlOptions::default())
+            .await
+            .unwrap();
+        released.join().unwrap();
+        log.record(intent("a", "env:a")).await.unwrap();
+        log.close().await.unwrap();
+    }
+
     #[tokio::test]
     async fn one_writer_per_folder() {
         let dir = temp_dir("lock");

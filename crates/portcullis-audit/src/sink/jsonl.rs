@@ -136,6 +136,37 @@ fn open_append(path: &Path) -> Result<File, AuditError> {
         .map_err(|e| AuditError::io(path.display(), e))
 }
 
+/// How long opening waits for the folder lock before concluding another writer holds it.
+///
+/// The lock is an open file description's: a child process forked by *any* thread of this
+/// process shares it until the child execs (or exits), even though Rust opens every file
+/// close-on-exec. A log closed and reopened while something else spawns a process can find
+/// its own old lock still held for that moment; a real second writer holds it far longer.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes the exclusive lock on the folder's `audit.lock`, retrying for up to [`LOCK_WAIT`].
+fn lock_folder(lock: &File, lock_path: &Path, dir: &Path) -> Result<(), AuditError> {
+    let started = std::time::Instant::now();
+    loop {
+        match fs4::FileExt::try_lock(lock) {
+            Ok(()) => return Ok(()),
+            Err(fs4::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(AuditError::Invalid(format!(
+                    "{} is already open for writing by another AuditLog (this or another process); \
+                     one writer per folder keeps one chain",
+                    dir.display()
+                )));
+            }
+            Err(fs4::TryLockError::Error(e)) => {
+                return Err(AuditError::io(lock_path.display(), e));
+            }
+        }
+    }
+}
+
 impl JsonlBackend {
     pub(crate) async fn open(dir: PathBuf, options: JsonlOptions) -> Result<Self, AuditError> {
         let opened = dir.clone();
@@ -148,19 +179,7 @@ impl JsonlBackend {
                 .write(true)
                 .open(&lock_path)
                 .map_err(|e| AuditError::io(lock_path.display(), e))?;
-            match fs4::FileExt::try_lock(&lock) {
-                Ok(()) => {}
-                Err(fs4::TryLockError::WouldBlock) => {
-                    return Err(AuditError::Invalid(format!(
-                        "{} is already open for writing by another AuditLog (this or another process); \
-                         one writer per folder keeps one chain",
-                        opened.display()
-                    )));
-                }
-                Err(fs4::TryLockError::Error(e)) => {
-                    return Err(AuditError::io(lock_path.display(), e));
-                }
-            }
+            lock_folder(&lock, &lock_path, &opened)?;
             let files = log_files(&opened)?;
             let mut head = ChainHead::EMPTY;
             let mut last = (1, 0);

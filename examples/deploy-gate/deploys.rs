@@ -109,27 +109,37 @@ async fn insert_batches(
 
 /// Inserts a whole batch with one statement: atomic on its own, so one trip to the
 /// database's thread and no transaction around it (11 columns × `MAX_BATCH` rows = 2,816
-/// parameters, under the bundled SQLite's limit of 32,766).
+/// parameters, under the bundled SQLite's limit of 32,766). Padded to one of a few row
+/// counts, so every batch size reuses a cached statement instead of parsing a new one.
 async fn insert_all(
     pool: &SqlitePool,
     batch: &[(Deploy, oneshot::Sender<Result<(), String>>)],
 ) -> Result<(), sqlx::Error> {
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO deploys (id, env, stage, build_id, description, state, operator, approval_id, detail, created_at, updated_at) ",
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+    portcullis_sql::push_padded_insert(
+        &mut q,
+        "deploys (id, env, stage, build_id, description, state, operator, approval_id, detail, created_at, updated_at)",
+        batch.iter(),
+        |mut row, (d, _)| {
+            row.push_bind(&d.id)
+                .push_bind(&d.env)
+                .push_bind(&d.stage)
+                .push_bind(&d.build_id)
+                .push_bind(&d.description)
+                .push_bind(d.state.as_str())
+                .push_bind(&d.operator)
+                .push_bind(&d.approval_id)
+                .push_bind(&d.detail)
+                .push_bind(to_i64(d.created_at))
+                .push_bind(to_i64(d.updated_at));
+        },
+        // id first: NULL marks the row as padding.
+        |mut row| {
+            for _ in 0..11 {
+                row.push_bind(None::<&str>);
+            }
+        },
     );
-    q.push_values(batch, |mut row, (d, _)| {
-        row.push_bind(&d.id)
-            .push_bind(&d.env)
-            .push_bind(&d.stage)
-            .push_bind(&d.build_id)
-            .push_bind(&d.description)
-            .push_bind(d.state.as_str())
-            .push_bind(&d.operator)
-            .push_bind(&d.approval_id)
-            .push_bind(&d.detail)
-            .push_bind(to_i64(d.created_at))
-            .push_bind(to_i64(d.updated_at));
-    });
     q.build().execute(pool).await.map(drop)
 }
 

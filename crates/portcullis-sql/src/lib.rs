@@ -70,6 +70,61 @@ macro_rules! migrate_fn {
     };
 }
 
+/// The row count a multi-row statement for `rows` rows is built for: `rows` itself up to 4,
+/// then the next of 6, 8, 12, 16, 24, 32, … (powers of two and one and a half times them).
+///
+/// A database caches prepared statements by their text, and a multi-row `INSERT` has one
+/// text per row count. Batches whose size follows the load would each need a statement of
+/// their own: more than a connection's cache holds (100 in sqlx), so large statements are
+/// parsed again and again. Rounded up to these counts, batches of 1 to 1,024 rows share 20
+/// statements, and at most a third of any statement's rows is padding.
+///
+/// ```
+/// assert_eq!(portcullis_sql::padded_rows(3), 3);
+/// assert_eq!(portcullis_sql::padded_rows(5), 6);
+/// assert_eq!(portcullis_sql::padded_rows(7), 8);
+/// assert_eq!(portcullis_sql::padded_rows(100), 128);
+/// assert_eq!(portcullis_sql::padded_rows(129), 192);
+/// ```
+#[must_use]
+pub fn padded_rows(rows: usize) -> usize {
+    if rows <= 4 {
+        return rows;
+    }
+    let power = rows.next_power_of_two();
+    let between = power / 4 * 3;
+    if rows <= between { between } else { power }
+}
+
+/// Appends `INSERT INTO {into} SELECT * FROM (VALUES …) AS padded WHERE column1 IS NOT NULL`
+/// to `q`: one statement for all of `rows`, padded to [`padded_rows`] rows so that its text
+/// is shared by batches of similar size. `push_row` binds one row's values; `push_padding`
+/// binds one padding row, whose *first* value must be NULL (and typed, for PostgreSQL) —
+/// the `WHERE` drops exactly those rows, so the first column of a real row must never be
+/// NULL. Both databases name the columns of a `VALUES` list `column1`, `column2`, ….
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub fn push_padded_insert<'args, DB, T>(
+    q: &mut sqlx::QueryBuilder<'args, DB>,
+    into: &str,
+    rows: impl ExactSizeIterator<Item = T>,
+    mut push_row: impl FnMut(sqlx::query_builder::Separated<'_, 'args, DB, &'static str>, T),
+    mut push_padding: impl FnMut(sqlx::query_builder::Separated<'_, 'args, DB, &'static str>),
+) where
+    DB: sqlx::Database,
+{
+    let padding = padded_rows(rows.len()) - rows.len();
+    q.push("INSERT INTO ").push(into).push(" SELECT * FROM (");
+    q.push_values(
+        rows.map(Some)
+            .chain(std::iter::repeat_with(|| None).take(padding)),
+        |row, item| match item {
+            Some(item) => push_row(row, item),
+            None => push_padding(row),
+        },
+    );
+    q.push(") AS padded WHERE column1 IS NOT NULL");
+}
+
 /// SQLite pools and migrations.
 #[cfg(feature = "sqlite")]
 pub mod sqlite {
@@ -132,6 +187,66 @@ pub mod postgres {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
+    #[test]
+    fn padded_rows_round_up_to_few_sizes_with_little_padding() {
+        let mut sizes = std::collections::BTreeSet::new();
+        for rows in 1..=1024 {
+            let padded = crate::padded_rows(rows);
+            assert!(padded >= rows, "{rows} rounds to {padded}");
+            assert!(3 * (padded - rows) <= padded, "{rows} rounds to {padded}");
+            sizes.insert(padded);
+        }
+        assert_eq!(sizes.len(), 20, "{sizes:?}");
+        assert_eq!(crate::padded_rows(1024), 1024);
+    }
+
+    #[tokio::test]
+    async fn padded_inserts_write_exactly_the_rows() {
+        let pool = crate::sqlite::pool("sqlite::memory:", |o| o)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::raw_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL, n BIGINT)")
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut next = 1_i64;
+        for batch in [1_usize, 5, 7, 100, 129, 1000] {
+            let rows: Vec<(i64, String, Option<i64>)> = (0..batch)
+                .map(|k| {
+                    next += 1;
+                    (next, format!("row {next}"), (k % 2 == 0).then_some(next))
+                })
+                .collect();
+            let mut q = sqlx::QueryBuilder::new("");
+            crate::push_padded_insert(
+                &mut q,
+                "t (id, name, n)",
+                rows.iter(),
+                |mut row, (id, name, n)| {
+                    row.push_bind(*id).push_bind(name.as_str()).push_bind(*n);
+                },
+                |mut row| {
+                    row.push_bind(None::<i64>)
+                        .push_bind(None::<&str>)
+                        .push_bind(None::<i64>);
+                },
+            );
+            let done = q
+                .build()
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(done.rows_affected(), batch as u64);
+            let stored: Vec<(i64, String, Option<i64>)> =
+                sqlx::query_as("SELECT id, name, n FROM t WHERE id >= ? ORDER BY id")
+                    .bind(rows.first().map_or(0, |r| r.0))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(stored, rows, "a batch of {batch}");
+        }
+    }
+
     #[tokio::test]
     async fn migrations_apply_once_in_order() {
         let pool = crate::sqlite::pool("sqlite::memory:", |o| o)

@@ -1,8 +1,9 @@
 //! The SQL backends. SQLite and PostgreSQL share every query (`QueryBuilder` writes each
 //! one's placeholders); one macro instantiates the backend for each.
 //!
-//! Rows go in by multi-row `INSERT`s of at most `INSERT_CHUNK` rows (each row count is its
-//! own cached statement).
+//! Rows go in by multi-row `INSERT`s of at most `INSERT_CHUNK` rows, padded to one of 20 row
+//! counts (`portcullis_sql::padded_rows`): a statement per exact count would be more than a
+//! connection's statement cache holds, and the largest would be parsed again and again.
 //!
 //! A batch is written in one of two ways. The backend remembers the head it last wrote; when
 //! it has one and the batch fits one `INSERT`, the batch is sealed on that head and written
@@ -143,7 +144,7 @@ impl From<AuditError> for Failure {
 /// Ids per `outcome_of IN (…)` lookup.
 const OUTCOMES_CHUNK: usize = 500;
 
-/// Rows per INSERT statement: 12 binds each, so 12,288 at most, under SQLite's limit of
+/// Rows per INSERT statement (one of the padded counts): 12 binds each, so 12,288 at most, under SQLite's limit of
 /// 32,766 and PostgreSQL's of 65,535. A batch up to the default `max_batch` is one statement,
 /// and so one trip to the database: a batch split over several statements needs a
 /// transaction around them, three more trips, and under load each trip waits for a thread.
@@ -199,24 +200,38 @@ macro_rules! sql_backend {
                 (rows, head)
             }
 
+            /// One `INSERT` for `rows`, padded ([`portcullis_sql::padded_rows`]) so that
+            /// batches of similar size share one prepared statement.
             fn insert<'q>(rows: &'q [Row<'q>]) -> sqlx::QueryBuilder<'q, $db> {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO portcullis_audit_records (seq, id, time_ms, kind, actor, action, resource, effect, correlation_id, outcome_of, hash, line) ",
+                let mut q = sqlx::QueryBuilder::<$db>::new("");
+                portcullis_sql::push_padded_insert(
+                    &mut q,
+                    "portcullis_audit_records (seq, id, time_ms, kind, actor, action, resource, effect, correlation_id, outcome_of, hash, line)",
+                    rows.iter(),
+                    |mut b, (receipt, cols, line)| {
+                        b.push_bind(as_i64(receipt.seq))
+                            .push_bind(receipt.id.as_str())
+                            .push_bind(as_i64(cols.time_ms))
+                            .push_bind(cols.kind.as_str())
+                            .push_bind(cols.actor.as_str())
+                            .push_bind(cols.action.as_str())
+                            .push_bind(cols.resource.as_str())
+                            .push_bind(cols.effect.as_deref())
+                            .push_bind(cols.correlation_id.as_deref())
+                            .push_bind(cols.outcome_of.as_deref())
+                            .push_bind(receipt.hash.as_str())
+                            .push_bind(line.as_str());
+                    },
+                    // seq first: NULL marks the row as padding.
+                    |mut b| {
+                        b.push_bind(None::<i64>)
+                            .push_bind(None::<&str>)
+                            .push_bind(None::<i64>);
+                        for _ in 0..9 {
+                            b.push_bind(None::<&str>);
+                        }
+                    },
                 );
-                q.push_values(rows, |mut b, (receipt, cols, line)| {
-                    b.push_bind(as_i64(receipt.seq))
-                        .push_bind(receipt.id.as_str())
-                        .push_bind(as_i64(cols.time_ms))
-                        .push_bind(cols.kind.as_str())
-                        .push_bind(cols.actor.as_str())
-                        .push_bind(cols.action.as_str())
-                        .push_bind(cols.resource.as_str())
-                        .push_bind(cols.effect.as_deref())
-                        .push_bind(cols.correlation_id.as_deref())
-                        .push_bind(cols.outcome_of.as_deref())
-                        .push_bind(receipt.hash.as_str())
-                        .push_bind(line.as_str());
-                });
                 q
             }
 

@@ -91,7 +91,9 @@ pub fn padded_rows(rows: usize) -> usize {
     if rows <= 4 {
         return rows;
     }
-    let power = rows.next_power_of_two();
+    let Some(power) = rows.checked_next_power_of_two() else {
+        return rows;
+    };
     let between = power / 4 * 3;
     if rows <= between { between } else { power }
 }
@@ -102,6 +104,7 @@ pub fn padded_rows(rows: usize) -> usize {
 /// binds one padding row, whose *first* value must be NULL (and typed, for PostgreSQL) —
 /// the `WHERE` drops exactly those rows, so the first column of a real row must never be
 /// NULL. Both databases name the columns of a `VALUES` list `column1`, `column2`, ….
+/// `rows` must not be empty: an empty `VALUES` list is not SQL, and the database refuses it.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub fn push_padded_insert<'args, DB, T>(
     q: &mut sqlx::QueryBuilder<'args, DB>,

@@ -144,8 +144,8 @@ impl From<AuditError> for Failure {
 /// Ids per `outcome_of IN (…)` lookup.
 const OUTCOMES_CHUNK: usize = 500;
 
-/// Rows per INSERT statement (one of the padded counts): 12 binds each, so 12,288 at most, under SQLite's limit of
-/// 32,766 and PostgreSQL's of 65,535. A batch up to the default `max_batch` is one statement,
+/// Rows per INSERT statement (one of the padded counts): 12 binds each, so 12,288 at most,
+/// under SQLite's limit of 32,766 and PostgreSQL's of 65,535. A batch up to the default `max_batch` is one statement,
 /// and so one trip to the database: a batch split over several statements needs a
 /// transaction around them, three more trips, and under load each trip waits for a thread.
 const INSERT_CHUNK: usize = 1024;
@@ -155,7 +155,6 @@ macro_rules! sql_backend {
         $backend:ident, $db:ty, $pool:ty,
         migrations: [$(($version:literal, $sql:expr)),* $(,)?],
         sql: $sqlmod:ident,
-        begin: $begin:literal,
         lock: $lock:expr
     ) => {
         #[derive(Debug)]
@@ -267,7 +266,7 @@ macro_rules! sql_backend {
                     Self::insert(&rows).build().execute(&mut *connection).await?;
                     return Ok((receipts_of(rows), head));
                 }
-                let mut tx = connection.begin_with($begin).await?;
+                let mut tx = connection.begin_with(portcullis_sql::$sqlmod::BEGIN_WRITE).await?;
                 if let Some(key) = $lock {
                     // One locked writer at a time across every instance.
                     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -472,7 +471,6 @@ mod sqlite {
         sql: sqlite,
         // Takes the write lock before reading the head: a deferred transaction that read
         // first could not upgrade once another connection had written (SQLITE_BUSY_SNAPSHOT).
-        begin: "BEGIN IMMEDIATE",
         lock: None::<i64>
     );
 
@@ -501,7 +499,6 @@ mod postgres {
         ],
         // One writer at a time across every instance, so the chain stays a single chain.
         sql: postgres,
-        begin: "BEGIN",
         lock: Some(7283901234567002_i64)
     );
 

@@ -28,7 +28,10 @@ fn kill_writer_after(target: &str, acknowledged: usize) -> u64 {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut highest = 0;
-    for (n, line) in BufReader::new(stdout).lines().enumerate() {
+    // Kept open until the kill: a writer that found its pipe closed would stop on its own
+    // instead of being killed mid-stream.
+    let mut lines = BufReader::new(stdout).lines();
+    for (n, line) in lines.by_ref().enumerate() {
         highest = highest.max(line.unwrap().trim().parse::<u64>().unwrap());
         if n + 1 == acknowledged {
             break;
@@ -36,6 +39,7 @@ fn kill_writer_after(target: &str, acknowledged: usize) -> u64 {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    drop(lines);
     highest
 }
 

@@ -14,6 +14,7 @@
     reason = "a command-line tool prints its results"
 )]
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -229,7 +230,13 @@ async fn run(cli: Cli) -> Result<ExitCode, AuditError> {
                         )?
                         .with_field("n", n.into());
                         let receipt = log.record(event).await?;
-                        println!("{}", receipt.seq);
+                        // An error, not a panic, when whoever reads has gone (a closed pipe).
+                        writeln!(std::io::stdout().lock(), "{}", receipt.seq).map_err(|e| {
+                            AuditError::Io {
+                                path: "stdout".into(),
+                                source: e,
+                            }
+                        })?;
                         n += concurrency.max(1);
                     }
                     Ok::<(), AuditError>(())
@@ -246,7 +253,6 @@ async fn run(cli: Cli) -> Result<ExitCode, AuditError> {
 }
 
 fn write_secret(path: &PathBuf, bytes: &[u8]) -> Result<(), AuditError> {
-    use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -593,6 +593,18 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
             .unwrap()
             .starts_with("HTTP 200")
     );
+    // Each intent names its broker token, so the region's token and the record match up.
+    let jti = serde_json::from_str::<Value>(&claims).unwrap()["jti"].clone();
+    let token_ids: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "intent")
+        .map(|e| &e["request"]["parameters"]["token_id"])
+        .collect();
+    assert_eq!(
+        token_ids.iter().filter(|id| ***id == jti).count(),
+        1,
+        "{jti} in {token_ids:?}"
+    );
     let intent = events.iter().find(|e| e["kind"] == "intent").unwrap();
     assert_eq!(intent["actor"]["subject"], "alice");
     assert_eq!(intent["resource"]["id"], "eu/orders");

@@ -327,6 +327,9 @@ async fn dropping_the_push_stops_polling() {
         Duration::from_secs(60),
     );
     let _ = tokio::time::timeout(Duration::from_millis(350), c.push("sleeper", &prompt())).await;
+    // A poll already on the wire when the push was dropped may still reach the server (and
+    // be counted) a moment later; a push that kept polling would add several more below.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let after_drop = duo.status_polls.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(duo.status_polls.load(Ordering::SeqCst), after_drop);

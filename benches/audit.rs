@@ -1,6 +1,7 @@
 //! Durable audit throughput with 8 concurrent writers, group commit against a naive
 //! one-fsync-per-event baseline (same code, batches of one), on JSONL and SQLite; and how
-//! long verifying 1M records takes.
+//! long verifying 1M records takes, and how long reading the newest page of that log and
+//! finding its newest event take.
 //!
 //! Targets (issue #5): ≥ 50,000 events/s with group commit on SQLite and JSONL, ≥ 10× the
 //! naive loop; verifying 1M records in seconds.
@@ -23,7 +24,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use portcullis::audit::{
-    AuditEvent, AuditLog, AuditOptions, AuditSink, JsonlOptions, Verifier, verify_jsonl_dir,
+    AuditEvent, AuditLog, AuditOptions, AuditQuery, AuditSink, JsonlOptions, Verifier,
+    verify_jsonl_dir,
 };
 use portcullis::{Action, AuthMethod, Decision, Principal, PrincipalKind, Resource};
 
@@ -184,6 +186,40 @@ fn verify_million(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Reads of the same log, reopened: the last page by cursor (the audit page of a
+    // service), and `get` of the newest event (an access broker's retry), which has no
+    // outcome and so reads the whole log.
+    let log = runtime
+        .block_on(AuditLog::jsonl(&dir, JsonlOptions::default()))
+        .expect("reopen");
+    let tail = AuditQuery {
+        after_seq: Some(RECORDS as u64 - 100),
+        ..AuditQuery::all(100)
+    };
+    let newest = runtime
+        .block_on(log.query(&tail))
+        .expect("query")
+        .records
+        .last()
+        .map(|r| r.event.id.clone())
+        .expect("records");
+    let mut group = c.benchmark_group("audit/read_1M");
+    group.sample_size(10);
+    group.bench_function("jsonl/last_page_of_100", |b| {
+        b.iter(|| {
+            let page = runtime.block_on(log.query(&tail)).expect("query");
+            assert_eq!(page.records.len(), 100);
+        })
+    });
+    group.bench_function("jsonl/get_newest", |b| {
+        b.iter(|| {
+            let found = runtime.block_on(log.get(&newest)).expect("get");
+            assert!(found.is_some_and(|f| f.outcome.is_none()));
+        })
+    });
+    group.finish();
+    drop(log);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -352,6 +352,10 @@ impl AuditLog {
 
     /// Records matching `query`, in sequence order.
     ///
+    /// The SQL backends use their indexes. A JSONL log reads from the file that holds the
+    /// record after the cursor, in one pass, and filters as it reads: a page near the end
+    /// is cheap, a filter that matches nothing reads to the end.
+    ///
     /// # Errors
     ///
     /// A bad limit, or a read failure.
@@ -361,6 +365,9 @@ impl AuditLog {
     }
 
     /// The event with `id`, and its outcome if it has one (for an access broker's retry).
+    ///
+    /// A JSONL log has no index on ids: this reads the log until both are found (to its
+    /// end when there is no outcome), decoding only the lines that contain the id.
     ///
     /// # Errors
     ///

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::chain::{ChainHead, decode, seal};
+use crate::chain::{ChainHead, Decoded, decode, seal};
 use crate::log::{Backend, Prepared};
 use crate::verify::{Verifier, Violation};
-use crate::{AuditError, Receipt};
+use crate::{AuditError, Receipt, WithOutcome};
 
 /// Options of the JSONL backend.
 #[derive(Debug, Clone)]
@@ -280,11 +280,135 @@ impl JsonlBackend {
         Ok(())
     }
 
-    /// Calls `f` on every stored record line, in order, until it returns `false`.
-    fn for_each_line(&self, f: impl FnMut(&[u8]) -> bool) -> Result<(), AuditError> {
-        let files = log_files(&self.dir)?.into_iter().map(|(_, path)| path);
-        for_each_complete_line(files, f)
+    /// Calls `f` on every stored record line that may come after `after_seq`, in order,
+    /// until it returns `false`: from the file holding the record after `after_seq`
+    /// ([`files_after`]), and past that file's earlier lines without decoding them.
+    fn for_each_line_after(
+        &self,
+        after_seq: u64,
+        mut f: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), AuditError> {
+        let mut reached = after_seq == 0;
+        for_each_complete_line(files_after(&self.dir, after_seq)?, |line| {
+            if !reached {
+                match claimed_seq(line) {
+                    Some(seq) if seq <= after_seq => return true,
+                    Some(_) => reached = true,
+                    // Not as `seal` writes lines: let the caller decode (and judge) it.
+                    None => {}
+                }
+            }
+            f(line)
+        })
     }
+
+    /// Decodes the records after `after_seq` whose line contains `needle` (all of them
+    /// without one), on a blocking thread, and sends them in chunks until the receiver is
+    /// dropped or the log ends. A read or decode error is sent, and ends the reading.
+    fn spawn_reader(
+        &self,
+        after_seq: u64,
+        needle: Option<Vec<u8>>,
+    ) -> tokio::sync::mpsc::Receiver<Result<Vec<Decoded>, AuditError>> {
+        const CHUNK: usize = 256;
+        let (chunks, receiver) = tokio::sync::mpsc::channel(4);
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let finder = needle.as_deref().map(memchr::memmem::Finder::new);
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut failed = None;
+            let read = this.for_each_line_after(after_seq, |line| {
+                if finder.as_ref().is_some_and(|f| f.find(line).is_none()) {
+                    return true;
+                }
+                match decode(line) {
+                    Ok(decoded) if decoded.seq <= after_seq => true,
+                    Ok(decoded) => {
+                        chunk.push(decoded);
+                        chunk.len() < CHUNK
+                            || chunks
+                                .blocking_send(Ok(std::mem::replace(
+                                    &mut chunk,
+                                    Vec::with_capacity(CHUNK),
+                                )))
+                                .is_ok()
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            });
+            let last = match (read, failed) {
+                (Err(e), _) | (Ok(()), Some(e)) => Err(e),
+                (Ok(()), None) => Ok(chunk),
+            };
+            // The receiver may be gone: the caller has what it wanted.
+            let _ = chunks.blocking_send(last);
+        });
+        receiver
+    }
+
+    /// Feeds the decoded records from [`spawn_reader`](Self::spawn_reader) to `visit`
+    /// until it returns false.
+    async fn visit_read(
+        mut chunks: tokio::sync::mpsc::Receiver<Result<Vec<Decoded>, AuditError>>,
+        visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
+    ) -> Result<(), AuditError> {
+        while let Some(chunk) = chunks.recv().await {
+            for decoded in chunk? {
+                if !visit(decoded)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sequence number a stored line claims, read from its end (`…,"seq":N,"v":1}`, as
+/// [`seal`] writes it) without parsing the line. Used only to skip lines that come before
+/// a reader's starting point; every line a reader returns is decoded in full.
+fn claimed_seq(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_suffix(b",\"v\":1}")?;
+    let start = memchr::memmem::rfind(rest, b",\"seq\":")? + b",\"seq\":".len();
+    let digits = rest.get(start..)?;
+    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The sequence number of the first complete record line of `path`, if it has one that
+/// says so ([`claimed_seq`]).
+fn first_seq(path: &Path) -> Result<Option<u64>, AuditError> {
+    let file = File::open(path).map_err(|e| AuditError::io(path.display(), e))?;
+    let mut first = Vec::new();
+    BufReader::new(file)
+        .read_until(b'\n', &mut first)
+        .map_err(|e| AuditError::io(path.display(), e))?;
+    Ok(first.strip_suffix(b"\n").and_then(claimed_seq))
+}
+
+/// The log files of `dir` that can hold records after `after_seq`, in order: from the
+/// newest file whose first record is at most `after_seq + 1` (files hold consecutive
+/// records, so every earlier file ends at or before `after_seq`). Walks back from the
+/// newest file, reading one line of each, so a reader of the log's tail does not read the
+/// whole log. A file whose first line says nothing (empty, just rotated, or not as `seal`
+/// writes it) is not a reason to skip anything before it.
+fn files_after(dir: &Path, after_seq: u64) -> Result<Vec<PathBuf>, AuditError> {
+    let mut files: Vec<PathBuf> = log_files(dir)?.into_iter().map(|(_, path)| path).collect();
+    if after_seq == 0 {
+        return Ok(files);
+    }
+    let mut start = 0;
+    for (i, path) in files.iter().enumerate().rev() {
+        if first_seq(path)?.is_some_and(|first| first <= after_seq.saturating_add(1)) {
+            start = i;
+            break;
+        }
+    }
+    Ok(files.split_off(start))
 }
 
 #[async_trait]
@@ -305,7 +429,7 @@ impl Backend for JsonlBackend {
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             let mut error = None;
-            this.for_each_line(|line| match decode(line) {
+            this.for_each_line_after(after_seq, |line| match decode(line) {
                 Ok(d) if d.seq > after_seq => {
                     out.push(String::from_utf8_lossy(line).into_owned());
                     out.len() < limit
@@ -323,6 +447,38 @@ impl Backend for JsonlBackend {
         })
         .await
         .map_err(|e| AuditError::Invalid(e.to_string()))?
+    }
+
+    /// One pass over the files, from the one holding `after_seq + 1`: the default pages
+    /// through [`scan`](Backend::scan), and each page would read the log from its start.
+    async fn for_each_decoded(
+        &self,
+        after_seq: u64,
+        visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
+    ) -> Result<(), AuditError> {
+        Self::visit_read(self.spawn_reader(after_seq, None), visit).await
+    }
+
+    /// One pass that decodes only the lines holding the id as the log writes it (a JSON
+    /// string): the event's `id` and its outcome's `outcome_of`. Every other line is
+    /// skipped by a byte search, not parsed.
+    async fn get(&self, id: &str) -> Result<Option<WithOutcome>, AuditError> {
+        let needle =
+            serde_json::to_vec(id).map_err(|e| AuditError::Invalid(format!("event id: {e}")))?;
+        let mut event = None;
+        let mut outcome = None;
+        Self::visit_read(self.spawn_reader(0, Some(needle)), &mut |decoded| {
+            let record = decoded.into_record()?;
+            if record.event.id == id {
+                event = Some(record);
+            } else if record.event.outcome_of.as_deref() == Some(id) && outcome.is_none() {
+                outcome = Some(record);
+            }
+            // An outcome always follows its intent: once both are found, nothing is left.
+            Ok(event.is_none() || outcome.is_none())
+        })
+        .await?;
+        Ok(event.map(|event| WithOutcome { event, outcome }))
     }
 
     async fn verify(&self, verifier: Verifier) -> Result<Result<Verifier, Violation>, AuditError> {
@@ -388,4 +544,103 @@ pub fn verify_jsonl_dir(
         Some(v) => Err(v),
         None => Ok(verifier),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines as `seal` writes them, for records `first..=last` of one chain.
+    fn lines(first: u64, last: u64) -> String {
+        let mut head = ChainHead {
+            seq: first - 1,
+            ..ChainHead::EMPTY
+        };
+        let mut text = String::new();
+        for seq in first..=last {
+            let sealed = seal(&head, format!("id-{seq}"), r#"{"n":1,"seq":7,"v":1}"#);
+            text.push_str(&sealed.line);
+            text.push('\n');
+            head = sealed.head;
+        }
+        text
+    }
+
+    #[test]
+    fn claimed_seq_reads_what_seal_wrote_and_nothing_else() {
+        for seq in [1, 9, 10, 12_345, u64::MAX - 1] {
+            let head = ChainHead {
+                seq: seq - 1,
+                ..ChainHead::EMPTY
+            };
+            // An event that itself ends like a record does not fool it.
+            let sealed = seal(&head, "id".into(), r#"{"x":",\"seq\":3,\"v\":1}"}"#);
+            assert_eq!(claimed_seq(sealed.line.as_bytes()), Some(seq));
+            assert_eq!(decode(sealed.line.as_bytes()).unwrap().seq, seq);
+        }
+        for line in [
+            "",
+            r#"{"seq":5,"v":1}"#,
+            r#"{"a":1,"seq":,"v":1}"#,
+            r#"{"a":1,"seq":-5,"v":1}"#,
+            r#"{"a":1,"seq":5 ,"v":1}"#,
+            r#"{"a":1,"seq":5,"v":2}"#,
+            r#"{"a":1,"seq":5,"v":1} "#,
+            r#"{"a":1,"seq":99999999999999999999999,"v":1}"#,
+        ] {
+            assert_eq!(claimed_seq(line.as_bytes()), None, "{line}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes: no panic, and a claimed seq is exactly the number the line ends with.
+        /// Any sealed record: the claimed seq is the one `decode` reads.
+        #[test]
+        fn claimed_seq_agrees_with_decode(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            text in ".{0,40}",
+            seq in 1..u64::MAX,
+        ) {
+            if let Some(claimed) = claimed_seq(&bytes) {
+                let tail = format!(",\"seq\":{claimed},\"v\":1}}");
+                proptest::prop_assert!(bytes.ends_with(tail.as_bytes()));
+            }
+            let event = serde_json::json!({ "text": text }).to_string();
+            let head = ChainHead { seq: seq - 1, ..ChainHead::EMPTY };
+            let line = seal(&head, "id".into(), &event).line;
+            proptest::prop_assert_eq!(claimed_seq(line.as_bytes()), Some(seq));
+            proptest::prop_assert_eq!(decode(line.as_bytes()).map(|d| d.seq).ok(), Some(seq));
+        }
+    }
+
+    #[test]
+    fn files_after_starts_at_the_file_holding_the_next_record() {
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-files-after-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(file_name(1)), lines(1, 3)).unwrap();
+        fs::write(dir.join(file_name(2)), lines(4, 6)).unwrap();
+        // Just rotated: the newest file is empty.
+        fs::write(dir.join(file_name(3)), "").unwrap();
+        let names = |after| -> Vec<String> {
+            files_after(&dir, after)
+                .unwrap()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        let all = [file_name(1), file_name(2), file_name(3)];
+        assert_eq!(names(0), all);
+        assert_eq!(names(2), all);
+        assert_eq!(names(3), all[1..]);
+        assert_eq!(names(5), all[1..]);
+        assert_eq!(names(6), all[1..]);
+        assert_eq!(names(1_000), all[1..]);
+        // A first line not as `seal` writes it says nothing: nothing before it is skipped
+        // on its account.
+        fs::write(dir.join(file_name(2)), "{\"not\":\"a record\"}\n").unwrap();
+        assert_eq!(names(5), all);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

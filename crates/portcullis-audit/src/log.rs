@@ -119,6 +119,19 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         }
     }
 
+    /// As [`for_each_decoded`](Self::for_each_decoded), where only records whose stored
+    /// line contains `needle` can matter to `visit`: a backend may skip the others without
+    /// decoding them (the default visits every record; `visit` must still check).
+    async fn for_each_decoded_containing(
+        &self,
+        after_seq: u64,
+        needle: &[u8],
+        visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
+    ) -> Result<(), AuditError> {
+        let _ = needle;
+        self.for_each_decoded(after_seq, visit).await
+    }
+
     /// Records matching `query` (default: scan and filter).
     async fn query(&self, query: &AuditQuery) -> Result<AuditPage, AuditError> {
         let wanted = usize::try_from(query.limit).unwrap_or(usize::MAX) + 1;
@@ -134,18 +147,22 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         Ok(AuditPage::from_fetched(found, query.limit))
     }
 
-    /// The event with `id`, and its outcome (default: scan).
+    /// The event with `id`, and its first outcome (default: a scan of the records whose
+    /// line holds the id as the log writes it, a JSON string, until both are found).
     async fn get(&self, id: &str) -> Result<Option<WithOutcome>, AuditError> {
+        let needle =
+            serde_json::to_vec(id).map_err(|e| AuditError::Invalid(format!("event id: {e}")))?;
         let mut event = None;
         let mut outcome = None;
-        self.for_each_decoded(0, &mut |decoded| {
+        self.for_each_decoded_containing(0, &needle, &mut |decoded| {
             let record = decoded.into_record()?;
             if record.event.id == id {
-                event = Some(record);
+                event.get_or_insert(record);
             } else if record.event.outcome_of.as_deref() == Some(id) {
-                outcome = Some(record);
+                outcome.get_or_insert(record);
             }
-            Ok(true)
+            // An outcome is written after its intent: once both are found, nothing is left.
+            Ok(event.is_none() || outcome.is_none())
         })
         .await?;
         Ok(event.map(|event| WithOutcome { event, outcome }))
@@ -161,7 +178,7 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         let wanted: std::collections::HashSet<&str> = ids.iter().copied().collect();
         let mut seen = std::collections::HashSet::new();
         let mut found = Vec::new();
-        self.for_each_decoded(after_seq, &mut |decoded| {
+        self.for_each_decoded_containing(after_seq, b"\"outcome_of\":", &mut |decoded| {
             let record = decoded.into_record()?;
             if let Some(of) = record.event.outcome_of.as_deref()
                 && wanted.contains(of)

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::chain::{ChainHead, Decoded, decode, seal};
 use crate::log::{Backend, Prepared};
 use crate::verify::{Verifier, Violation};
-use crate::{AuditError, Receipt, WithOutcome};
+use crate::{AuditError, Receipt};
 
 /// Options of the JSONL backend.
 #[derive(Debug, Clone)]
@@ -459,26 +459,14 @@ impl Backend for JsonlBackend {
         Self::visit_read(self.spawn_reader(after_seq, None), visit).await
     }
 
-    /// One pass that decodes only the lines holding the id as the log writes it (a JSON
-    /// string): the event's `id` and its outcome's `outcome_of`. Every other line is
-    /// skipped by a byte search, not parsed.
-    async fn get(&self, id: &str) -> Result<Option<WithOutcome>, AuditError> {
-        let needle =
-            serde_json::to_vec(id).map_err(|e| AuditError::Invalid(format!("event id: {e}")))?;
-        let mut event = None;
-        let mut outcome = None;
-        Self::visit_read(self.spawn_reader(0, Some(needle)), &mut |decoded| {
-            let record = decoded.into_record()?;
-            if record.event.id == id {
-                event = Some(record);
-            } else if record.event.outcome_of.as_deref() == Some(id) && outcome.is_none() {
-                outcome = Some(record);
-            }
-            // An outcome always follows its intent: once both are found, nothing is left.
-            Ok(event.is_none() || outcome.is_none())
-        })
-        .await?;
-        Ok(event.map(|event| WithOutcome { event, outcome }))
+    /// Lines without `needle` are skipped by a byte search, not parsed.
+    async fn for_each_decoded_containing(
+        &self,
+        after_seq: u64,
+        needle: &[u8],
+        visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
+    ) -> Result<(), AuditError> {
+        Self::visit_read(self.spawn_reader(after_seq, Some(needle.to_vec())), visit).await
     }
 
     async fn verify(&self, verifier: Verifier) -> Result<Result<Verifier, Violation>, AuditError> {

@@ -120,15 +120,15 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     }
 
     /// As [`for_each_decoded`](Self::for_each_decoded), where only records whose stored
-    /// line contains `needle` can matter to `visit`: a backend may skip the others without
-    /// decoding them (the default visits every record; `visit` must still check).
+    /// line contains one of `needles` can matter to `visit`: a backend may skip the others
+    /// without decoding them (the default visits every record; `visit` must still check).
     async fn for_each_decoded_containing(
         &self,
         after_seq: u64,
-        needle: &[u8],
+        needles: &[Vec<u8>],
         visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
     ) -> Result<(), AuditError> {
-        let _ = needle;
+        let _ = needles;
         self.for_each_decoded(after_seq, visit).await
     }
 
@@ -150,11 +150,10 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     /// The event with `id`, and its first outcome (default: a scan of the records whose
     /// line holds the id as the log writes it, a JSON string, until both are found).
     async fn get(&self, id: &str) -> Result<Option<WithOutcome>, AuditError> {
-        let needle =
-            serde_json::to_vec(id).map_err(|e| AuditError::Invalid(format!("event id: {e}")))?;
+        let needles = [as_written(id)?];
         let mut event = None;
         let mut outcome = None;
-        self.for_each_decoded_containing(0, &needle, &mut |decoded| {
+        self.for_each_decoded_containing(0, &needles, &mut |decoded| {
             let record = decoded.into_record()?;
             if record.event.id == id {
                 event.get_or_insert(record);
@@ -178,7 +177,12 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         let wanted: std::collections::HashSet<&str> = ids.iter().copied().collect();
         let mut seen = std::collections::HashSet::new();
         let mut found = Vec::new();
-        self.for_each_decoded_containing(after_seq, b"\"outcome_of\":", &mut |decoded| {
+        // An outcome's line holds the intent's id (as its `outcome_of`).
+        let needles = ids
+            .iter()
+            .map(|id| as_written(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.for_each_decoded_containing(after_seq, &needles, &mut |decoded| {
             let record = decoded.into_record()?;
             if let Some(of) = record.event.outcome_of.as_deref()
                 && wanted.contains(of)
@@ -191,6 +195,11 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         .await?;
         Ok(found)
     }
+}
+
+/// `text` as a stored line holds it: a JSON string, quotes and escapes included.
+fn as_written(text: &str) -> Result<Vec<u8>, AuditError> {
+    serde_json::to_vec(text).map_err(|e| AuditError::Invalid(format!("event id: {e}")))
 }
 
 struct Job {

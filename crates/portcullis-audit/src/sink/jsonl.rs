@@ -302,23 +302,27 @@ impl JsonlBackend {
         })
     }
 
-    /// Decodes the records after `after_seq` whose line contains `needle` (all of them
-    /// without one), on a blocking thread, and sends them in chunks until the receiver is
-    /// dropped or the log ends. A read or decode error is sent, and ends the reading.
+    /// Decodes the records after `after_seq` whose line contains one of `needles` (all of
+    /// them when there are none), on a blocking thread, and sends them in chunks until the
+    /// receiver is dropped or the log ends. A read or decode error is sent, and ends the
+    /// reading.
     fn spawn_reader(
         &self,
         after_seq: u64,
-        needle: Option<Vec<u8>>,
+        needles: Vec<Vec<u8>>,
     ) -> tokio::sync::mpsc::Receiver<Result<Vec<Decoded>, AuditError>> {
         const CHUNK: usize = 256;
         let (chunks, receiver) = tokio::sync::mpsc::channel(4);
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let finder = needle.as_deref().map(memchr::memmem::Finder::new);
+            // Only a filter to skip lines: should it not build, every line is decoded.
+            let finder = (!needles.is_empty())
+                .then(|| aho_corasick::AhoCorasick::new(&needles).ok())
+                .flatten();
             let mut chunk = Vec::with_capacity(CHUNK);
             let mut failed = None;
             let read = this.for_each_line_after(after_seq, |line| {
-                if finder.as_ref().is_some_and(|f| f.find(line).is_none()) {
+                if finder.as_ref().is_some_and(|f| !f.is_match(line)) {
                     return true;
                 }
                 match decode(line) {
@@ -456,17 +460,18 @@ impl Backend for JsonlBackend {
         after_seq: u64,
         visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
     ) -> Result<(), AuditError> {
-        Self::visit_read(self.spawn_reader(after_seq, None), visit).await
+        Self::visit_read(self.spawn_reader(after_seq, Vec::new()), visit).await
     }
 
-    /// Lines without `needle` are skipped by a byte search, not parsed.
+    /// Lines holding none of `needles` are skipped by a byte search (Aho-Corasick), not
+    /// parsed.
     async fn for_each_decoded_containing(
         &self,
         after_seq: u64,
-        needle: &[u8],
+        needles: &[Vec<u8>],
         visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
     ) -> Result<(), AuditError> {
-        Self::visit_read(self.spawn_reader(after_seq, Some(needle.to_vec())), visit).await
+        Self::visit_read(self.spawn_reader(after_seq, needles.to_vec()), visit).await
     }
 
     async fn verify(&self, verifier: Verifier) -> Result<Result<Verifier, Violation>, AuditError> {

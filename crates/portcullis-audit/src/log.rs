@@ -85,6 +85,9 @@ pub(crate) struct Prepared {
     pub(crate) json: String,
 }
 
+/// What a read calls on each decoded record, in order; it returns false to stop the read.
+pub(crate) type Visit<'a> = dyn FnMut(Decoded) -> Result<bool, AuditError> + Send + 'a;
+
 /// Where sealed records go. All-or-nothing per batch; durable on return.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
@@ -101,7 +104,7 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     async fn for_each_decoded(
         &self,
         after_seq: u64,
-        visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
+        visit: &mut Visit<'_>,
     ) -> Result<(), AuditError> {
         let mut after = after_seq;
         loop {
@@ -126,7 +129,7 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
         &self,
         after_seq: u64,
         needles: &[Vec<u8>],
-        visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
+        visit: &mut Visit<'_>,
     ) -> Result<(), AuditError> {
         let _ = needles;
         self.for_each_decoded(after_seq, visit).await

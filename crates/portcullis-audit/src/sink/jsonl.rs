@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 
 use crate::chain::{ChainHead, Decoded, decode, seal};
-use crate::log::{Backend, Prepared};
+use crate::log::{Backend, Prepared, Visit};
 use crate::verify::{Verifier, Violation};
 use crate::{AuditError, Receipt};
 
@@ -357,7 +357,7 @@ impl JsonlBackend {
     /// until it returns false.
     async fn visit_read(
         mut chunks: tokio::sync::mpsc::Receiver<Result<Vec<Decoded>, AuditError>>,
-        visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
+        visit: &mut Visit<'_>,
     ) -> Result<(), AuditError> {
         while let Some(chunk) = chunks.recv().await {
             for decoded in chunk? {
@@ -458,7 +458,7 @@ impl Backend for JsonlBackend {
     async fn for_each_decoded(
         &self,
         after_seq: u64,
-        visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
+        visit: &mut Visit<'_>,
     ) -> Result<(), AuditError> {
         Self::visit_read(self.spawn_reader(after_seq, Vec::new()), visit).await
     }
@@ -469,7 +469,7 @@ impl Backend for JsonlBackend {
         &self,
         after_seq: u64,
         needles: &[Vec<u8>],
-        visit: &mut (dyn FnMut(Decoded) -> Result<bool, AuditError> + Send),
+        visit: &mut Visit<'_>,
     ) -> Result<(), AuditError> {
         Self::visit_read(self.spawn_reader(after_seq, needles.to_vec()), visit).await
     }

@@ -92,15 +92,14 @@ fn random_id() -> String {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let mut bytes = [0u8; 8];
     // A correlation id is not a secret; if the system random source fails, a process-wide
     // counter still keeps ids unique.
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+    let bytes: [u8; 8] = portcullis_core::unique_bytes().unwrap_or_else(|_| {
         static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        bytes = FALLBACK
+        FALLBACK
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            .to_be_bytes();
-    }
+            .to_be_bytes()
+    });
     format!("req-{millis:012x}{}", hex::encode(bytes))
 }
 

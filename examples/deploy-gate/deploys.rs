@@ -167,9 +167,8 @@ pub(crate) fn now_ms() -> u64 {
 /// `dep_` + milliseconds (hex) + 64 random bits: ids sort by creation, so inserts append to
 /// the primary-key index instead of landing on random pages.
 fn new_id(now_ms: u64) -> Result<String, sqlx::Error> {
-    let mut bytes = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| sqlx::Error::Protocol("the system random source failed".into()))?;
+    let bytes: [u8; 8] =
+        portcullis_core::unique_bytes().map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     Ok(format!("dep_{now_ms:012x}{}", hex::encode(bytes)))
 }
 

@@ -161,13 +161,13 @@ pub struct AuditEvent {
     pub fields: BTreeMap<String, Value>,
 }
 
-/// A fresh time-ordered UUID (v7): the millisecond `time_ms` followed by 74 random bits from
-/// `ring`'s system random source. Ids of events recorded one after another sort together, so
-/// a database index on the id grows at its end instead of touching a random page per event.
+/// A fresh time-ordered UUID (v7): the millisecond `time_ms` followed by 74 random bits
+/// from [`portcullis_core::unique_bytes`] (an id must be unique, not secret). Ids of events
+/// recorded one after another sort together, so a database index on the id grows at its end
+/// instead of touching a random page per event.
 pub(crate) fn new_id(time_ms: u64) -> Result<String, AuditError> {
-    let mut bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| AuditError::Crypto("the system random source failed".into()))?;
+    let mut bytes: [u8; 16] =
+        portcullis_core::unique_bytes().map_err(|e| AuditError::Crypto(e.to_string()))?;
     // RFC 9562 layout: 48-bit big-endian milliseconds, then version, random, variant.
     let (time, _) = bytes.split_at_mut(6);
     time.copy_from_slice(time_ms.to_be_bytes().get(2..).unwrap_or_default());

@@ -12,6 +12,7 @@ mod forward_path;
 mod ident;
 mod principal;
 mod resource;
+mod unique;
 
 pub use action::Action;
 pub use authorizer::{AccessRequest, Authorizer, Context, DenyAll, FnAuthorizer, from_fn};
@@ -23,3 +24,4 @@ pub use forward_path::{ForwardPathError, MAX_FORWARD_PATH, check_forward_path};
 pub use ident::validate_name;
 pub use principal::{AuthMethod, Principal, PrincipalBuilder, PrincipalKind};
 pub use resource::{Resource, ResourceKind};
+pub use unique::{RandomError, unique_bytes};

@@ -27,6 +27,9 @@ use clap::Parser;
 
 use crate::config::{Config, DEFAULT_CONFIG};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ABOUT: &str = "A Teletraan-style deploy gate: who may ship what, where, with whose approval.";
 
 const LONG_ABOUT: &str = "\

@@ -698,10 +698,10 @@ pub(crate) async fn forward(
     })
 }
 
-/// A fresh broker token id: 128 random bits, hex.
+/// A fresh broker token id: 128 random bits, hex. It must be unique (the region proxy spends
+/// each id once), not secret: the token's signature is what a forger lacks.
 fn token_id() -> Option<String> {
-    let mut bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).ok()?;
+    let bytes: [u8; 16] = portcullis_core::unique_bytes().ok()?;
     Some(hex::encode(bytes))
 }
 

@@ -34,6 +34,9 @@ use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use serde_json::json;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const LONG_ABOUT: &str = "\
 A secure access broker after Pipedrive's Doorman.
 

@@ -92,8 +92,8 @@ fn random_id() -> String {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    // A correlation id is not a secret; if the system random source fails, a process-wide
-    // counter still keeps ids unique.
+    // A correlation id is not a secret; if the system random source cannot seed this
+    // thread's generator, a process-wide counter still keeps ids unique.
     let bytes: [u8; 8] = portcullis_core::unique_bytes().unwrap_or_else(|_| {
         static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         FALLBACK

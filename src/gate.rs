@@ -1,6 +1,9 @@
 //! The composition of the crates for one request: authenticate → authorize → approval (if a
 //! rule covers the action) → record the intent (fail closed) → act → record the outcome.
 //!
+//! The intent is durable before the action runs; the outcome is handed to the audit log and
+//! written with its next batch, without the answer waiting for it ([`Admitted::finish`]).
+//!
 //! A [`Gate`] built with nothing is closed: no authentication method (every request is
 //! 401), no authorizer (every action is refused), no audit log (every action is 503). Each
 //! part has to be configured to open it.
@@ -305,13 +308,33 @@ impl Admitted {
         &self.decision
     }
 
-    /// Records how the action ended. A failure to record is logged, not returned: the
-    /// action has happened, and the log shows an intent without an outcome.
+    /// Hands how the action ended to the audit log and returns without waiting for it to
+    /// be durable ([`AuditSink::submit`](crate::audit::AuditSink::submit)): the action has
+    /// happened and nothing the caller answers depends on its outcome being stored, so the
+    /// answer need not wait for another write. The log writes it with its next batch,
+    /// after the intent; its own reads see it as soon as this returns. A failure to hand it
+    /// over (or, later, to write it) is logged, not returned: the log then shows an intent
+    /// without an outcome, as after a crash during the action. Flush the log
+    /// ([`AuditLog::flush`](crate::audit::AuditLog::flush)) before the process exits.
     pub async fn finish(self, outcome: Outcome) {
         let id = self.intent.receipt().id.clone();
-        if let Err(err) = self.intent.outcome(outcome).await {
+        if let Err(err) = self.intent.submit_outcome(outcome).await {
             tracing::error!(intent = %id, error = %err, "the outcome of an admitted action could not be recorded");
         }
+    }
+
+    /// Records how the action ended and waits until the record is durable, for a caller
+    /// that must know it is stored.
+    ///
+    /// # Errors
+    ///
+    /// [`GateError::AuditUnavailable`] if the outcome could not be recorded (the action has
+    /// happened: the log shows an intent without an outcome).
+    pub async fn finish_durable(self, outcome: Outcome) -> Result<Receipt, GateError> {
+        self.intent
+            .outcome(outcome)
+            .await
+            .map_err(|e| GateError::from_audit(&e))
     }
 }
 
@@ -548,7 +571,8 @@ impl Gate {
         Ok(Admitted { intent, decision })
     }
 
-    /// [`admit`](Gate::admit), then the action, then its outcome.
+    /// [`admit`](Gate::admit), then the action, then its outcome, handed to the audit log
+    /// without waiting for its write ([`Admitted::finish`]).
     ///
     /// # Errors
     ///

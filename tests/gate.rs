@@ -46,6 +46,13 @@ impl AuditSink for Switchable {
         }
         self.log.record(event).await
     }
+
+    async fn submit(&self, event: AuditEvent) -> Result<(), AuditError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(AuditError::Database("the audit database is down".into()));
+        }
+        self.log.submit(event).await
+    }
 }
 
 struct World {
@@ -185,6 +192,67 @@ async fn nothing_runs_when_the_intent_cannot_be_recorded() {
         ))
     ));
     assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+/// The outcome of a run is handed to the log without the caller waiting for its write, and
+/// the log's reads see it at once; `finish_durable` waits, and says when it could not.
+#[tokio::test]
+async fn outcomes_are_submitted_and_seen_by_reads() {
+    let w = world().await;
+    let alice = user("alice");
+    let request = GateRequest::new(Action::DEPLOY, stage("checkout/staging"));
+    let intent_id = w
+        .gate
+        .run(&alice, &request, |receipt| {
+            let id = receipt.id.clone();
+            async move { Ok::<_, std::io::Error>(id) }
+        })
+        .await
+        .unwrap();
+    let found = w.log.get(&intent_id).await.unwrap().unwrap();
+    let outcome = found.outcome.expect("the submitted outcome is visible");
+    assert_eq!(outcome.seq, found.event.seq + 1);
+    assert_eq!(outcome.event.outcome.unwrap().detail, "completed");
+
+    // A failed action's outcome says so.
+    let failed = w
+        .gate
+        .run(&alice, &request, |_| async {
+            Err::<(), _>(std::io::Error::other("disk full"))
+        })
+        .await;
+    assert!(matches!(failed, Err(portcullis::gate::RunError::Action(_))));
+    let page = w.log.query(&AuditQuery::all(10)).await.unwrap().records;
+    let last = page.last().unwrap().event.outcome.clone().unwrap();
+    assert_eq!(last.detail, "disk full");
+
+    // Waiting for the outcome: its receipt, right after the intent.
+    let admitted = w.gate.admit(&alice, &request).await.unwrap();
+    let intent_seq = admitted.receipt().seq;
+    let receipt = admitted
+        .finish_durable(portcullis::audit::Outcome::succeeded("shipped"))
+        .await
+        .unwrap();
+    assert_eq!(receipt.seq, intent_seq + 1);
+
+    // The log goes down after the intent: `finish_durable` reports it (503), while
+    // `finish` only logs it, since the action has happened either way.
+    let admitted = w.gate.admit(&alice, &request).await.unwrap();
+    w.audit.down.store(true, Ordering::SeqCst);
+    let err = admitted
+        .finish_durable(portcullis::audit::Outcome::succeeded("shipped"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 503, "{err}");
+    w.audit.down.store(false, Ordering::SeqCst);
+    let admitted = w.gate.admit(&alice, &request).await.unwrap();
+    let lost = admitted.receipt().id.clone();
+    w.audit.down.store(true, Ordering::SeqCst);
+    admitted
+        .finish(portcullis::audit::Outcome::succeeded("shipped"))
+        .await;
+    w.audit.down.store(false, Ordering::SeqCst);
+    assert!(w.log.get(&lost).await.unwrap().unwrap().outcome.is_none());
 }
 
 #[tokio::test]

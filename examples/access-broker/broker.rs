@@ -187,8 +187,12 @@ async fn directory(config: &DirectoryConfig, base: &Path) -> Result<Arc<dyn Dire
     })
 }
 
-/// Checks the configuration and builds the broker's router.
-pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, String> {
+/// Checks the configuration and builds the broker's router, with its audit log (to flush
+/// at shutdown: outcomes are written after their responses).
+pub(crate) async fn router(
+    config: BrokerConfig,
+    base: &Path,
+) -> Result<(Router, Arc<AuditLog>), String> {
     for (name, target) in &config.regions {
         if !valid_name(name) {
             return Err(format!("region name {name:?} is not a-z, 0-9, - or _"));
@@ -300,16 +304,19 @@ pub(crate) async fn router(config: BrokerConfig, base: &Path) -> Result<Router, 
         .route("/api/bulk/{id}/cancel", post(crate::bulk::cancel))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(AuthenticateLayer::new(gate));
-    Ok(Router::new()
-        .route("/", get(console))
-        .route("/audit", get(console))
-        .route("/console.js", get(console_js))
-        .route("/console.css", get(console_css))
-        .route("/health", get(|| async { "ok" }))
-        .route("/login", post(login))
-        .route("/.well-known/jwks.json", get(jwks_document))
-        .merge(proxied)
-        .with_state(broker))
+    Ok((
+        Router::new()
+            .route("/", get(console))
+            .route("/audit", get(console))
+            .route("/console.js", get(console_js))
+            .route("/console.css", get(console_css))
+            .route("/health", get(|| async { "ok" }))
+            .route("/login", post(login))
+            .route("/.well-known/jwks.json", get(jwks_document))
+            .merge(proxied)
+            .with_state(broker.clone()),
+        broker.audit.clone(),
+    ))
 }
 
 type Shared = State<Arc<Broker>>;

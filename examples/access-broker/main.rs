@@ -288,11 +288,39 @@ async fn serve(router: axum::Router, listen: &str, what: &str) -> Result<(), Str
     });
     println!("LISTENING http://{address}");
     axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Ctrl-C or SIGTERM (what a service manager sends): stop accepting, finish what is in flight.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            // No handler: Ctrl-C still stops the server gracefully.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Serves the broker, then writes the audit events still queued (outcomes are submitted
+/// after their responses, without waiting).
+async fn serve_broker(
+    (router, audit): (axum::Router, std::sync::Arc<portcullis::audit::AuditLog>),
+    listen: &str,
+) -> Result<(), String> {
+    let served = serve(router, listen, "broker").await;
+    if let Err(err) = audit.flush().await {
+        tracing::error!(error = %err, "the audit log could not be flushed at shutdown");
+    }
+    served
 }
 
 async fn run_broker(config: &Path, listen: Option<String>) -> Result<(), String> {
@@ -301,8 +329,7 @@ async fn run_broker(config: &Path, listen: Option<String>) -> Result<(), String>
         .ok_or("the configuration has no [broker]")?;
     let listen = listen.unwrap_or_else(|| broker.listen.clone());
     let base = config.parent().unwrap_or(Path::new("."));
-    let router = broker::router(broker, base).await?;
-    serve(router, &listen, "broker").await
+    serve_broker(broker::router(broker, base).await?, &listen).await
 }
 
 async fn run_region(config: &Path, name: &str, listen: Option<String>) -> Result<(), String> {
@@ -374,7 +401,7 @@ async fn demo(data_dir: &Path, audit_url: &str) -> Result<(), String> {
         tasks.spawn(async move { serve(demo_service(name), listen, name).await });
     }
     let listen = broker_listen.clone();
-    tasks.spawn(async move { serve(broker, &listen, "broker").await });
+    tasks.spawn(async move { serve_broker(broker, &listen).await });
     println!(
         "access-broker demo: broker http://{broker_listen}\n  TOKEN=$(curl -s -X POST http://{broker_listen}/login -d '{{\"username\":\"alice\",\"password\":\"alice-password\"}}' | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')\n  curl -H \"Authorization: Bearer $TOKEN\" http://{broker_listen}/proxy/eu/orders/orders/42"
     );

@@ -172,6 +172,8 @@ pub(crate) struct App {
     pub(crate) bootstrap: Option<(String, String)>,
     /// What is switched off, for the startup banner.
     pub(crate) closed: Vec<&'static str>,
+    /// The audit log, flushed at shutdown: outcomes are written after their answers.
+    pub(crate) audit: Option<Arc<AuditLog>>,
 }
 
 /// Keys that must survive restarts, kept in `data_dir/secrets.toml` (mode 0600).
@@ -542,7 +544,7 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
         tokens,
         deploys,
         login,
-        audit,
+        audit: audit.clone(),
         production: config.deploy.production_stages.clone(),
         factors,
     });
@@ -550,6 +552,7 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
         router: router(state),
         bootstrap,
         closed,
+        audit,
     })
 }
 

@@ -163,6 +163,22 @@ impl Intent {
         self.record_outcome(outcome).await
     }
 
+    /// Hands `outcome` to the sink without waiting for it to be durable
+    /// ([`AuditSink::submit`](crate::AuditSink::submit)): for a caller whose answer does not
+    /// depend on the outcome being stored. Only the hand-over is bounded by the timeout.
+    ///
+    /// # Errors
+    ///
+    /// An invalid outcome, a closed sink, or [`AuditError::Timeout`] if the sink's queue
+    /// stayed full.
+    pub async fn submit_outcome(mut self, outcome: Outcome) -> Result<(), AuditError> {
+        self.finished = true;
+        let event = AuditEvent::outcome_of(&self.event, outcome)?;
+        tokio::time::timeout(self.guard.timeout, self.guard.sink.submit(event))
+            .await
+            .map_err(|_| AuditError::Timeout(self.guard.timeout))?
+    }
+
     async fn record_outcome(&self, outcome: Outcome) -> Result<Receipt, AuditError> {
         let event = AuditEvent::outcome_of(&self.event, outcome)?;
         tokio::time::timeout(self.guard.timeout, self.guard.sink.record(event))

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -205,11 +206,25 @@ fn as_written(text: &str) -> Result<Vec<u8>, AuditError> {
     serde_json::to_vec(text).map_err(|e| AuditError::Invalid(format!("event id: {e}")))
 }
 
-struct Job {
-    prepared: Prepared,
-    respond: oneshot::Sender<Result<Receipt, AuditError>>,
-    /// An outcome: it may wait `outcome_linger` for company.
-    outcome: bool,
+/// What the writer task is asked to do, in queue order.
+enum Job {
+    /// Write an event.
+    Write {
+        prepared: Prepared,
+        /// Who waits for the receipt; `None` for a [submitted](AuditSink::submit) event,
+        /// whose failure the writer logs instead.
+        respond: Option<oneshot::Sender<Result<Receipt, AuditError>>>,
+        /// An outcome: it may wait `outcome_linger` for company.
+        outcome: bool,
+    },
+    /// Answer once everything queued before is written (or has failed).
+    Flush(oneshot::Sender<()>),
+}
+
+impl Job {
+    fn is_outcome(&self) -> bool {
+        matches!(self, Job::Write { outcome: true, .. })
+    }
 }
 
 /// A durable, tamper-evident audit log over one backend: JSONL files, SQLite or PostgreSQL.
@@ -233,6 +248,8 @@ struct Job {
 pub struct AuditLog {
     writer: tokio::task::JoinHandle<()>,
     jobs: mpsc::Sender<Job>,
+    /// Submitted events queued or being written: reads flush first while there are any.
+    submitted: Arc<AtomicUsize>,
     backend: Arc<dyn Backend>,
     max_event_bytes: usize,
     redactor: Option<Arc<Redactor>>,
@@ -346,15 +363,18 @@ impl AuditLog {
 
     fn start(backend: Arc<dyn Backend>, options: AuditOptions) -> Self {
         let (jobs, receiver) = mpsc::channel(options.max_batch.max(1) * 4);
+        let submitted = Arc::new(AtomicUsize::new(0));
         let writer = tokio::spawn(writer(
             backend.clone(),
             receiver,
             options.max_batch.max(1),
             options.outcome_linger,
+            submitted.clone(),
         ));
         AuditLog {
             writer,
             jobs,
+            submitted,
             backend,
             max_event_bytes: options.max_event_bytes,
             redactor: options.redactor.map(Arc::new),
@@ -379,6 +399,34 @@ impl AuditLog {
         writer.await.map_err(|_| AuditError::Closed)
     }
 
+    /// Waits until every event queued before this call, [submitted](AuditSink::submit) ones
+    /// included, has been written (or has failed: a submitted event's failure is logged).
+    /// A service that submits events flushes before it exits.
+    ///
+    /// Reads (`query`, `get`, `outcomes_of`, `head`, `verify`, `find_redacted`) flush
+    /// first while submitted events are pending, so they see every event whose `submit`
+    /// has returned.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Closed`] if the writer task has stopped.
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send(Job::Flush(done))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        wait.await.map_err(|_| AuditError::Closed)
+    }
+
+    /// Flushes if submitted events are pending, so a read sees them.
+    async fn settle(&self) -> Result<(), AuditError> {
+        if self.submitted.load(Ordering::Acquire) > 0 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
     /// Records matching `query`, in sequence order.
     ///
     /// The SQL backends use their indexes. A JSONL log reads from the file that holds the
@@ -390,6 +438,7 @@ impl AuditLog {
     /// A bad limit, or a read failure.
     pub async fn query(&self, query: &AuditQuery) -> Result<AuditPage, AuditError> {
         query.validate()?;
+        self.settle().await?;
         self.backend.query(query).await
     }
 
@@ -402,6 +451,7 @@ impl AuditLog {
     ///
     /// A read failure.
     pub async fn get(&self, id: &str) -> Result<Option<WithOutcome>, AuditError> {
+        self.settle().await?;
         self.backend.get(id).await
     }
 
@@ -425,6 +475,7 @@ impl AuditLog {
             return Ok(std::collections::HashMap::new());
         };
         let ids: Vec<&str> = intents.iter().map(|r| r.event.id.as_str()).collect();
+        self.settle().await?;
         // An outcome is always written after its intent.
         let outcomes = self.backend.outcomes_of(&ids, first).await?;
         Ok(outcomes
@@ -439,6 +490,7 @@ impl AuditLog {
     ///
     /// A read failure.
     pub async fn head(&self) -> Result<ChainHead, AuditError> {
+        self.settle().await?;
         self.backend.head().await
     }
 
@@ -463,6 +515,7 @@ impl AuditLog {
         checkpoints: &[Checkpoint],
         trusted_key: &[u8],
     ) -> Result<Result<VerifyReport, Violation>, AuditError> {
+        self.settle().await?;
         let verifier = Verifier::with_checkpoints(checkpoints);
         Ok(match self.backend.verify(verifier).await? {
             Ok(verifier) => verifier.finish(checkpoints, trusted_key),
@@ -480,6 +533,7 @@ impl AuditLog {
             .redactor
             .as_ref()
             .ok_or_else(|| AuditError::Invalid("this log has no redactor (HMAC key)".into()))?;
+        self.settle().await?;
         let mut found = Vec::new();
         self.backend
             .for_each_decoded(0, &mut |decoded| {
@@ -535,14 +589,36 @@ impl AuditSink for AuditLog {
         let prepared = self.prepare(event)?;
         let (respond, answer) = oneshot::channel();
         self.jobs
-            .send(Job {
+            .send(Job::Write {
                 prepared,
-                respond,
+                respond: Some(respond),
                 outcome,
             })
             .await
             .map_err(|_| AuditError::Closed)?;
         answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Checks, redacts and serializes `event` now, and queues it for the writer: it goes
+    /// out with the next batch. Waits only for room in the queue. A write that fails later
+    /// is logged (`tracing`, target `portcullis_audit`), with the event's id.
+    async fn submit(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let outcome = event.kind == crate::EventKind::Outcome;
+        let prepared = self.prepare(event)?;
+        self.submitted.fetch_add(1, Ordering::AcqRel);
+        let queued = self
+            .jobs
+            .send(Job::Write {
+                prepared,
+                respond: None,
+                outcome,
+            })
+            .await;
+        if queued.is_err() {
+            self.submitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(AuditError::Closed);
+        }
+        Ok(())
     }
 
     fn name(&self) -> &str {
@@ -557,6 +633,7 @@ async fn writer(
     mut jobs: mpsc::Receiver<Job>,
     max_batch: usize,
     outcome_linger: std::time::Duration,
+    submitted: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
@@ -577,7 +654,7 @@ async fn writer(
         // Only outcomes: let them wait a little for an event to share the write with.
         if !outcome_linger.is_zero()
             && batch.len() < max_batch
-            && batch.iter().all(|job| job.outcome)
+            && batch.iter().all(Job::is_outcome)
             && let Ok(Some(job)) = tokio::time::timeout(outcome_linger, jobs.recv()).await
         {
             batch.push(job);
@@ -588,26 +665,74 @@ async fn writer(
                 }
             }
         }
-        let (events, responders): (Vec<_>, Vec<_>) = batch
-            .drain(..)
-            .map(|job| (job.prepared, job.respond))
-            .unzip();
+        write_batch(&*backend, &mut batch, &submitted).await;
+    }
+}
+
+/// Who hears how a write went: a caller waiting for its receipt, or nobody (a submitted
+/// event, whose id is kept to log a failure).
+enum Answer {
+    Waiting(oneshot::Sender<Result<Receipt, AuditError>>),
+    Submitted(String),
+}
+
+/// Writes the events in `batch` (drained) as one append, answers their callers, logs the
+/// failure of submitted ones, then answers the flushes: everything before them is written.
+async fn write_batch(backend: &dyn Backend, batch: &mut Vec<Job>, submitted: &AtomicUsize) {
+    let mut events = Vec::with_capacity(batch.len());
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut flushes = Vec::new();
+    for job in batch.drain(..) {
+        match job {
+            Job::Write {
+                prepared, respond, ..
+            } => {
+                answers.push(match respond {
+                    Some(respond) => Answer::Waiting(respond),
+                    None => Answer::Submitted(prepared.id.clone()),
+                });
+                events.push(prepared);
+            }
+            Job::Flush(done) => flushes.push(done),
+        }
+    }
+    if !events.is_empty() {
+        let detached = answers
+            .iter()
+            .filter(|a| matches!(a, Answer::Submitted(_)))
+            .count();
         match backend.append(events).await {
             Ok(receipts) => {
-                for (respond, receipt) in responders.into_iter().zip(receipts) {
-                    let _ = respond.send(Ok(receipt));
+                for (answer, receipt) in answers.into_iter().zip(receipts) {
+                    if let Answer::Waiting(respond) = answer {
+                        let _ = respond.send(Ok(receipt));
+                    }
                 }
             }
             Err(err) => {
                 let message = err.to_string();
                 let mut err = Some(err);
-                for respond in responders {
-                    let answer = err
-                        .take()
-                        .unwrap_or_else(|| AuditError::BatchFailed(message.clone()));
-                    let _ = respond.send(Err(answer));
+                for answer in answers {
+                    match answer {
+                        Answer::Waiting(respond) => {
+                            let answer = err
+                                .take()
+                                .unwrap_or_else(|| AuditError::BatchFailed(message.clone()));
+                            let _ = respond.send(Err(answer));
+                        }
+                        Answer::Submitted(id) => tracing::error!(
+                            target: "portcullis_audit",
+                            event = %id,
+                            error = %message,
+                            "a submitted audit event could not be written"
+                        ),
+                    }
                 }
             }
         }
+        submitted.fetch_sub(detached, Ordering::AcqRel);
+    }
+    for done in flushes {
+        let _ = done.send(());
     }
 }

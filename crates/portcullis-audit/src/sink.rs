@@ -26,6 +26,23 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
     /// Anything that kept the event from being durable.
     async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError>;
 
+    /// Hands `event` over without waiting for it to be durable: for records that no action
+    /// waits on, such as the outcome of an action that has already happened. Never use it
+    /// for an intent.
+    ///
+    /// A sink with a write queue ([`AuditLog`](crate::AuditLog)) checks the event, queues
+    /// it and returns; it is written with the next batch, and a failure then is logged
+    /// rather than returned. The default records the event and waits, as
+    /// [`record`](AuditSink::record) does.
+    ///
+    /// # Errors
+    ///
+    /// What is known on return: an invalid or oversized event, a closed sink; for the
+    /// default, anything [`record`](AuditSink::record) returns.
+    async fn submit(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.record(event).await.map(drop)
+    }
+
     /// Whether an acknowledged event survives a crash. Defaults to true.
     fn is_durable(&self) -> bool {
         true

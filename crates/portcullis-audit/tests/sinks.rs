@@ -255,6 +255,55 @@ async fn outcomes_linger_for_company(make: impl AsyncFn(AuditOptions) -> Arc<Aud
     assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 2);
 }
 
+/// Submitted events (no one waits for their write) are written in queue order, and a read
+/// or a flush after `submit` returns sees them.
+async fn submitted_events_are_written_in_order(log: Arc<AuditLog>) {
+    let gate = WriteAhead::new(log.clone()).unwrap();
+    let started = gate.intent(intent("alice", "env:checkout")).await.unwrap();
+    let id = started.event().id.clone();
+    started
+        .submit_outcome(Outcome::succeeded("deployed"))
+        .await
+        .unwrap();
+    // The read waits for the submitted outcome: no sleep, no retry.
+    let found = log.get(&id).await.unwrap().unwrap();
+    let outcome = found.outcome.unwrap();
+    assert_eq!(outcome.seq, 2);
+    assert_eq!(outcome.event.outcome.unwrap().detail, "deployed");
+
+    // Many at once, from many tasks, then one recorded and waited for: it comes last.
+    let submits: Vec<_> = (0..50)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.submit(intent(&format!("u{i}"), "env:a")).await })
+        })
+        .collect();
+    for submit in submits {
+        submit.await.unwrap().unwrap();
+    }
+    log.submit(intent("last-submitted", "env:a")).await.unwrap();
+    let recorded = log.record(intent("recorded", "env:a")).await.unwrap();
+    assert_eq!(
+        recorded.seq, 54,
+        "a recorded event queues behind submitted ones"
+    );
+    log.flush().await.unwrap();
+    let page = log.query(&AuditQuery::all(100)).await.unwrap().records;
+    assert_eq!(page.len(), 54);
+    assert_eq!(page[52].event.actor.subject, "last-submitted");
+    assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 54);
+
+    // Bad input is refused at once, and nothing is queued.
+    let err = log
+        .submit(intent("alice", "env:a").with_field("note", json!("line\nbreak")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuditError::ControlCharacter { .. }), "{err}");
+    assert_eq!(log.head().await.unwrap().seq, 54);
+    // With nothing submitted and pending, a flush still returns.
+    log.flush().await.unwrap();
+}
+
 async fn bad_input_is_refused_before_writing(log: Arc<AuditLog>) {
     let err = log
         .record(intent("alice", "env:a").with_field("note", json!("line\nbreak")))
@@ -402,6 +451,7 @@ mod jsonl {
         group_commit_keeps_one_chain(open(&temp_dir("group")).await).await;
         queries_filter_and_page(open(&temp_dir("query")).await).await;
         write_ahead_links_outcomes(open(&temp_dir("wal")).await).await;
+        submitted_events_are_written_in_order(open(&temp_dir("submit")).await).await;
         bad_input_is_refused_before_writing(open(&temp_dir("bad")).await).await;
         sensitive_fields_are_hmaced(async |options| {
             Arc::new(
@@ -741,6 +791,18 @@ mod jsonl {
         );
         assert!(err.to_string().contains("audit-00000001.jsonl"), "{err}");
         assert!(log.record(intent("alice", "env:a")).await.is_err());
+        // A submitted event is queued (nobody waits for it); its failed write is logged,
+        // and a flush or a read after it still returns instead of waiting for it forever.
+        log.submit(intent("alice", "env:b")).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), log.flush())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(10), log.head())
+                .await
+                .is_ok()
+        );
         let gate = WriteAhead::new(Arc::new(log)).unwrap();
         assert!(
             gate.intent(intent("alice", "env:a")).await.is_err(),
@@ -802,6 +864,7 @@ mod sqlite {
         group_commit_keeps_one_chain(open("group").await.0).await;
         queries_filter_and_page(open("query").await.0).await;
         write_ahead_links_outcomes(open("wal").await.0).await;
+        submitted_events_are_written_in_order(open("submit").await.0).await;
         bad_input_is_refused_before_writing(open("bad").await.0).await;
         sensitive_fields_are_hmaced(async |options| {
             let url = format!("sqlite://{}", temp_dir("hmac").join("a.db").display());
@@ -1027,6 +1090,7 @@ mod postgres {
         group_commit_keeps_one_chain(open("group").await.0).await;
         queries_filter_and_page(open("query").await.0).await;
         write_ahead_links_outcomes(open("wal").await.0).await;
+        submitted_events_are_written_in_order(open("submit").await.0).await;
         bad_input_is_refused_before_writing(open("bad").await.0).await;
         sensitive_fields_are_hmaced(async |options| {
             let url = fresh_postgres("hmac").await;

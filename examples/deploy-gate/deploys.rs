@@ -86,23 +86,23 @@ pub(crate) struct Deploys {
     writer: SqlitePool,
     readers: SqlitePool,
     /// New deploys go through one task that inserts whatever is queued with one statement.
-    inserts: mpsc::Sender<(Deploy, oneshot::Sender<Result<(), String>>)>,
+    inserts: mpsc::Sender<Insert>,
 }
+
+/// A deploy to insert, and where to hand it back once it is (or why it is not).
+type Insert = (Deploy, oneshot::Sender<Result<Deploy, String>>);
 
 /// The most deploys inserted by one statement.
 const MAX_BATCH: usize = 256;
 
 /// Inserts queued deploys in batches: one statement (and one trip to SQLite's thread) for
 /// everything that arrived while the previous batch was written.
-async fn insert_batches(
-    pool: SqlitePool,
-    mut queue: mpsc::Receiver<(Deploy, oneshot::Sender<Result<(), String>>)>,
-) {
+async fn insert_batches(pool: SqlitePool, mut queue: mpsc::Receiver<Insert>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let result = insert_all(&pool, &batch).await.map_err(|e| e.to_string());
-        for (_, reply) in batch.drain(..) {
-            let _ = reply.send(result.clone());
+        for (deploy, reply) in batch.drain(..) {
+            let _ = reply.send(result.clone().map(|()| deploy));
         }
     }
 }
@@ -111,10 +111,7 @@ async fn insert_batches(
 /// database's thread and no transaction around it (11 columns × `MAX_BATCH` rows = 2,816
 /// parameters, under the bundled SQLite's limit of 32,766). Padded to one of a few row
 /// counts, so every batch size reuses a cached statement instead of parsing a new one.
-async fn insert_all(
-    pool: &SqlitePool,
-    batch: &[(Deploy, oneshot::Sender<Result<(), String>>)],
-) -> Result<(), sqlx::Error> {
+async fn insert_all(pool: &SqlitePool, batch: &[Insert]) -> Result<(), sqlx::Error> {
     let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
     portcullis_sql::push_padded_insert(
         &mut q,
@@ -151,12 +148,16 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS deploys (
     description TEXT NOT NULL,
     state TEXT NOT NULL,
     operator TEXT NOT NULL,
-    approval_id TEXT UNIQUE,
+    approval_id TEXT,
     detail TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS deploys_by_stage ON deploys (env, stage, created_at);";
+CREATE INDEX IF NOT EXISTS deploys_by_stage ON deploys (env, stage, created_at);
+-- Partial: most deploys need no approval, and a unique index would hold a NULL for each.
+-- (A table created before this kept its column constraint, which enforces the same.)
+CREATE UNIQUE INDEX IF NOT EXISTS deploys_by_approval ON deploys (approval_id)
+    WHERE approval_id IS NOT NULL;";
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -249,7 +250,7 @@ impl Deploys {
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .test_before_acquire(false)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
         let (inserts, queue) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(insert_batches(writer.clone(), queue));
@@ -278,15 +279,15 @@ impl Deploys {
         };
         let (reply, answer) = oneshot::channel();
         let closed = || sqlx::Error::PoolClosed;
+        // Handed over and back rather than cloned: the insert copies what it binds.
         self.inserts
-            .send((deploy.clone(), reply))
+            .send((deploy, reply))
             .await
             .map_err(|_| closed())?;
         answer
             .await
             .map_err(|_| closed())?
-            .map_err(sqlx::Error::Protocol)?;
-        Ok(deploy)
+            .map_err(sqlx::Error::Protocol)
     }
 
     /// Moves a deploy out of `pending_approval`; `None` if it was not pending (another

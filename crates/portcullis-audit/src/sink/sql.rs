@@ -107,12 +107,21 @@ fn as_i64(n: u64) -> i64 {
 
 const PAGE: i64 = 1000;
 
-/// One sealed record ready to insert: its receipt, indexed columns and stored line.
-type Row<'a> = (Receipt, &'a Columns, String);
+/// One sealed record ready to insert: its receipt, indexed columns and stored line. The
+/// line is moved into the statement's arguments, which would otherwise copy it.
+type Row<'a> = (&'a Receipt, &'a Columns, String);
 
-/// The receipts of rows that were written.
-fn receipts_of(rows: Vec<Row<'_>>) -> Vec<Receipt> {
-    rows.into_iter().map(|(receipt, _, _)| receipt).collect()
+/// The rows of a sealed batch: its receipts, its events' columns and its sealed lines.
+fn rows<'a>(
+    receipts: &'a [Receipt],
+    batch: &'a [Prepared],
+    lines: impl ExactSizeIterator<Item = String>,
+) -> impl ExactSizeIterator<Item = Row<'a>> {
+    receipts
+        .iter()
+        .zip(batch)
+        .zip(lines)
+        .map(|((receipt, prepared), line)| (receipt, &prepared.columns, line))
 }
 
 /// How often a batch is sealed again after another writer took its sequence numbers.
@@ -188,25 +197,27 @@ macro_rules! sql_backend {
                 *self.known_head.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = head;
             }
 
-            /// Seals `batch` on `head`: the rows to insert and the new head.
-            fn seal_batch(mut head: ChainHead, batch: &[Prepared]) -> (Vec<Row<'_>>, ChainHead) {
-                let mut rows = Vec::with_capacity(batch.len());
+            /// Seals `batch` on `head`: the receipts and lines to insert, and the new head.
+            fn seal_batch(mut head: ChainHead, batch: &[Prepared]) -> (Vec<Receipt>, Vec<String>, ChainHead) {
+                let mut receipts = Vec::with_capacity(batch.len());
+                let mut lines = Vec::with_capacity(batch.len());
                 for prepared in batch {
                     let sealed = seal(&head, prepared.id.clone(), &prepared.json);
                     head = sealed.head;
-                    rows.push((sealed.receipt, &prepared.columns, sealed.line));
+                    receipts.push(sealed.receipt);
+                    lines.push(sealed.line);
                 }
-                (rows, head)
+                (receipts, lines, head)
             }
 
             /// One `INSERT` for `rows`, padded ([`portcullis_sql::padded_rows`]) so that
             /// batches of similar size share one prepared statement.
-            fn insert<'q>(rows: &'q [Row<'q>]) -> sqlx::QueryBuilder<'q, $db> {
+            fn insert<'q>(rows: impl ExactSizeIterator<Item = Row<'q>>) -> sqlx::QueryBuilder<'q, $db> {
                 let mut q = sqlx::QueryBuilder::<$db>::new("");
                 portcullis_sql::push_padded_insert(
                     &mut q,
                     "portcullis_audit_records (seq, id, time_ms, kind, actor, action, resource, effect, correlation_id, outcome_of, hash, line)",
-                    rows.iter(),
+                    rows,
                     |mut b, (receipt, cols, line)| {
                         b.push_bind(as_i64(receipt.seq))
                             .push_bind(receipt.id.as_str())
@@ -219,7 +230,7 @@ macro_rules! sql_backend {
                             .push_bind(cols.correlation_id.as_deref())
                             .push_bind(cols.outcome_of.as_deref())
                             .push_bind(receipt.hash.as_str())
-                            .push_bind(line.as_str());
+                            .push_bind(line);
                     },
                     // seq first: NULL marks the row as padding.
                     |mut b| {
@@ -262,9 +273,12 @@ macro_rules! sql_backend {
             ) -> Result<(Vec<Receipt>, ChainHead), Failure> {
                 use sqlx::Connection as _;
                 if let Some(head) = head.filter(|_| batch.len() <= INSERT_CHUNK) {
-                    let (rows, head) = Self::seal_batch(head, batch);
-                    Self::insert(&rows).build().execute(&mut *connection).await?;
-                    return Ok((receipts_of(rows), head));
+                    let (receipts, lines, head) = Self::seal_batch(head, batch);
+                    Self::insert(rows(&receipts, batch, lines.into_iter()))
+                        .build()
+                        .execute(&mut *connection)
+                        .await?;
+                    return Ok((receipts, head));
                 }
                 let mut tx = connection.begin_with(portcullis_sql::$sqlmod::BEGIN_WRITE).await?;
                 if let Some(key) = $lock {
@@ -279,12 +293,14 @@ macro_rules! sql_backend {
                 )
                 .fetch_optional(&mut *tx)
                 .await?;
-                let (rows, head) = Self::seal_batch(parse_head(row)?, batch);
-                for chunk in rows.chunks(INSERT_CHUNK) {
+                let (receipts, lines, head) = Self::seal_batch(parse_head(row)?, batch);
+                let mut lines = lines.into_iter();
+                for (receipts, batch) in receipts.chunks(INSERT_CHUNK).zip(batch.chunks(INSERT_CHUNK)) {
+                    let chunk = rows(receipts, batch, lines.by_ref().take(receipts.len()));
                     Self::insert(chunk).build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                Ok((receipts_of(rows), head))
+                Ok((receipts, head))
             }
 
             async fn migrate(&self) -> Result<(), AuditError> {

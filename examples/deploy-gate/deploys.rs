@@ -1,6 +1,7 @@
 //! The deploy records: what was asked to ship where, by whom, and where it stands. This
 //! service records deploys; it does not run them.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -87,7 +88,12 @@ pub(crate) struct Deploys {
     readers: SqlitePool,
     /// New deploys go through one task that inserts whatever is queued with one statement.
     inserts: mpsc::Sender<Insert>,
+    /// Checkpoints the WAL beside the writer.
+    _checkpointer: Arc<portcullis_sql::sqlite::Checkpointer>,
 }
+
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A deploy to insert, and where to hand it back once it is (or why it is not).
 type Insert = (Deploy, oneshot::Sender<Result<Deploy, String>>);
@@ -241,6 +247,8 @@ impl Deploys {
             // there as an intent without a deploy. NORMAL in WAL mode survives process
             // crashes and spares one fsync per deploy.
             .synchronous(SqliteSynchronous::Normal);
+        // Checkpoints run beside the writer, not inside the commit deploys wait for.
+        let options = portcullis_sql::sqlite::without_auto_checkpoint(options);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
@@ -254,10 +262,21 @@ impl Deploys {
             .await?;
         let (inserts, queue) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(insert_batches(writer.clone(), queue));
+        // A connection of its own: the writer's would hold inserts back while it copies.
+        let checkpoints = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await?;
+        let checkpointer = Arc::new(portcullis_sql::sqlite::Checkpointer::start(
+            checkpoints,
+            CHECKPOINT_EVERY,
+        ));
         Ok(Deploys {
             writer,
             readers,
             inserts,
+            _checkpointer: checkpointer,
         })
     }
 

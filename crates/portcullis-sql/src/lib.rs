@@ -174,6 +174,74 @@ pub mod sqlite {
     }
 
     migrate_fn!(sqlx::Sqlite, sqlx::SqlitePool, None, "BEGIN IMMEDIATE");
+
+    /// Options for a database whose WAL is checkpointed by a [`Checkpointer`] instead of
+    /// by its writers: SQLite's automatic checkpoint is off on every connection.
+    #[must_use]
+    pub fn without_auto_checkpoint(options: SqliteConnectOptions) -> SqliteConnectOptions {
+        options.pragma("wal_autocheckpoint", "0")
+    }
+
+    /// Checkpoints a WAL database from a task of its own.
+    ///
+    /// By default SQLite checkpoints inside the commit that takes the WAL past 1,000 pages:
+    /// that commit, and every writer queued behind it, waits while pages are copied into
+    /// the database file and it is synced. With the automatic checkpoint off
+    /// ([`without_auto_checkpoint`]) and this task running, commits only append to the WAL;
+    /// the task runs a `PASSIVE` checkpoint every `every`, on a pooled connection, alongside
+    /// the writers (a passive checkpoint never blocks them). SQLite starts the WAL over
+    /// once a checkpoint has copied all of it, so it stays about as large as what is
+    /// written between two checkpoints.
+    ///
+    /// Stops when dropped. Checkpoint errors are logged (`tracing`) and retried at the
+    /// next tick; the data stays safe in the WAL meanwhile.
+    #[derive(Debug)]
+    pub struct Checkpointer {
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Checkpointer {
+        /// Starts checkpointing `pool`'s database every `every` (at least 1 ms). Needs a
+        /// Tokio runtime.
+        pub fn start(pool: sqlx::SqlitePool, every: std::time::Duration) -> Self {
+            let every = every.max(std::time::Duration::from_millis(1));
+            let task = tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if pool.is_closed() {
+                        return;
+                    }
+                    if let Err(error) = checkpoint(&pool).await {
+                        tracing::warn!(%error, "a WAL checkpoint failed; retrying at the next tick");
+                    }
+                }
+            });
+            Checkpointer { task }
+        }
+    }
+
+    impl Drop for Checkpointer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// Runs one `PASSIVE` checkpoint: copies what it can of the WAL into the database
+    /// without waiting for readers or writers. Returns the WAL's size in frames and how
+    /// many of them are now in the database.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn checkpoint(pool: &sqlx::SqlitePool) -> Result<(i64, i64), sqlx::Error> {
+        let (_busy, log, checkpointed): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(pool)
+                .await?;
+        Ok((log, checkpointed))
+    }
 }
 
 /// PostgreSQL migrations.
@@ -190,6 +258,12 @@ pub mod postgres {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
+    use std::time::Duration;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use crate::sqlite::{Checkpointer, checkpoint, without_auto_checkpoint};
+
     #[test]
     fn padded_rows_round_up_to_few_sizes_with_little_padding() {
         let mut sizes = std::collections::BTreeSet::new();
@@ -248,6 +322,115 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(stored, rows, "a batch of {batch}");
         }
+    }
+
+    /// A fresh file database in a directory of its own, its pool tuned by `tune`.
+    async fn file_pool(
+        name: &str,
+        tune: impl FnOnce(SqliteConnectOptions) -> SqliteConnectOptions,
+    ) -> (std::path::PathBuf, sqlx::SqlitePool) {
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-sql-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.join("db.sqlite");
+        let url = format!("sqlite://{}", file.display());
+        let pool = crate::sqlite::pool(&url, tune)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::raw_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        (file, pool)
+    }
+
+    /// Commits about `pages` pages (4 KiB each) of new rows in one transaction.
+    async fn write_pages(pool: &sqlx::SqlitePool, pages: i64) {
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) \
+             INSERT INTO t (data) SELECT randomblob(4000) FROM n",
+        )
+        .bind(pages)
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn size(path: &std::path::Path) -> u64 {
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    #[tokio::test]
+    async fn without_auto_checkpoint_commits_stay_in_the_wal() {
+        // By default the commit that takes the WAL past 1,000 pages copies them over.
+        let (file, pool) = file_pool("auto", |o| o).await;
+        write_pages(&pool, 2000).await;
+        assert!(size(&file) > 4 * MIB, "database {} bytes", size(&file));
+
+        let (file, pool) = file_pool("manual", without_auto_checkpoint).await;
+        write_pages(&pool, 2000).await;
+        let wal = file.with_extension("sqlite-wal");
+        assert!(size(&file) < MIB, "database {} bytes", size(&file));
+        assert!(size(&wal) > 4 * MIB, "WAL {} bytes", size(&wal));
+        // The data is there all the same, and a checkpoint copies all of it.
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows, 2000);
+        let (log, copied) = checkpoint(&pool).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(log >= 2000 && copied == log, "{copied} of {log} frames");
+        assert!(size(&file) > 4 * MIB, "database {} bytes", size(&file));
+    }
+
+    /// Waits until the database file holds every page its readers see (WAL included).
+    async fn wait_until_checkpointed(file: &std::path::Path, pool: &sqlx::SqlitePool) {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while size(file) < bytes.unsigned_abs() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not checkpointed in 20 s: database {} of {bytes} bytes",
+                size(file)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_keeps_the_wal_small_until_dropped() {
+        let (file, pool) = file_pool("checkpointer", without_auto_checkpoint).await;
+        let wal = file.with_extension("sqlite-wal");
+        let checkpointer = Checkpointer::start(pool.clone(), Duration::from_millis(10));
+        // 2,000 pages in twenty commits. Each time the checkpointer has copied all of the
+        // WAL, the next commit starts it over from its beginning, so the file stays about
+        // one commit long instead of growing to hold all twenty.
+        for _ in 0..20 {
+            write_pages(&pool, 100).await;
+            wait_until_checkpointed(&file, &pool).await;
+            // The copy is recorded in the WAL index just after the database is synced.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(size(&wal) < 2 * MIB, "WAL {} bytes", size(&wal));
+
+        drop(checkpointer);
+        tokio::task::yield_now().await;
+        let before = size(&file);
+        write_pages(&pool, 500).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            size(&file),
+            before,
+            "checkpointed after the checkpointer was dropped"
+        );
     }
 
     #[tokio::test]

@@ -176,6 +176,9 @@ macro_rules! sql_backend {
             writer: tokio::sync::Mutex<Option<<$db as sqlx::Database>::Connection>>,
             /// The head this backend last wrote or read, if no error came since.
             known_head: std::sync::Mutex<Option<ChainHead>>,
+            /// What runs beside the database for this backend (SQLite's WAL checkpointer),
+            /// stopped when the backend is dropped.
+            _beside: Option<Box<dyn std::fmt::Debug + Send + Sync>>,
         }
 
         impl $backend {
@@ -184,6 +187,7 @@ macro_rules! sql_backend {
                     pool,
                     writer: tokio::sync::Mutex::new(None),
                     known_head: std::sync::Mutex::new(None),
+                    _beside: None,
                 };
                 backend.migrate().await?;
                 Ok(backend)
@@ -472,6 +476,10 @@ macro_rules! sql_backend {
     };
 }
 
+/// How often a SQLite log's WAL is checkpointed, beside the writer.
+#[cfg(feature = "sqlite")]
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use sqlx::sqlite::SqliteSynchronous;
@@ -492,11 +500,18 @@ mod sqlite {
 
     impl SqliteBackend {
         pub(crate) async fn connect(url: &str) -> Result<Self, AuditError> {
+            use portcullis_sql::sqlite::{Checkpointer, is_in_memory, without_auto_checkpoint};
             let pool = portcullis_sql::sqlite::pool(url, |options| {
-                options.synchronous(SqliteSynchronous::Full)
+                without_auto_checkpoint(options.synchronous(SqliteSynchronous::Full))
             })
             .await?;
-            Self::from_pool(pool).await
+            let mut backend = Self::from_pool(pool.clone()).await?;
+            // Commits only append to the WAL; copying it into the database (and syncing
+            // that) happens beside them, not inside the commit every writer waits for.
+            if !is_in_memory(url) {
+                backend._beside = Some(Box::new(Checkpointer::start(pool, CHECKPOINT_EVERY)));
+            }
+            Ok(backend)
         }
     }
 }

@@ -420,3 +420,31 @@ where
         })
     }
 }
+
+/// Resolves when the process is asked to stop: Ctrl-C (SIGINT) or, on Unix, SIGTERM (what
+/// systemd, Kubernetes and `docker stop` send). For
+/// `axum::serve(...).with_graceful_shutdown(shutdown_signal())`, so requests in flight
+/// finish and the caller can then [flush](portcullis_audit::AuditLog::flush) the outcomes
+/// its gate submitted. If a handler cannot be installed, that signal is never seen.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

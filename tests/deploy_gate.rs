@@ -183,6 +183,23 @@ impl Server {
         }
     }
 
+    /// Asks the server to stop with SIGTERM, as a service manager does, and waits for it
+    /// to exit; keeps its folder.
+    async fn terminate(mut self) -> (std::process::ExitStatus, TempDir) {
+        let pid = self.child.id().expect("the server is running").to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {pid}: {sent}");
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("deploy-gate did not exit within 30 s of SIGTERM")
+            .unwrap();
+        (status, self.dir)
+    }
+
     /// Stops the server, keeping its folder.
     async fn stop(mut self) -> TempDir {
         self.child.kill().await.unwrap();
@@ -826,6 +843,37 @@ async fn the_bootstrap_token_is_printed_once_and_survives_a_restart() {
             .len(),
         2
     );
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_and_keeps_every_outcome() {
+    let s = Server::start(&full_config(600, SQLITE_AUDIT)).await;
+    let token = s.admin();
+    // Outcomes are submitted, not waited for: the answers go out before they are written.
+    let deploys = (0..20).map(|_| s.deploy(&token, "staging", ""));
+    for (status, body) in futures_util::future::join_all(deploys).await {
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, dir) = s.terminate().await;
+    assert!(status.success(), "deploy-gate exited with {status} on SIGTERM");
+
+    let s = Server::start_in(dir).await;
+    let (status, page) = s
+        .get(
+            "/v1/audit?resource=env_stage:checkout/staging&action=deploy&limit=100",
+            &token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let records = page["records"].as_array().unwrap();
+    let kinds = |kind: &str| {
+        records
+            .iter()
+            .filter(|r| r["event"]["kind"] == kind)
+            .count()
+    };
+    assert_eq!(kinds("intent"), 20, "{page}");
+    assert_eq!(kinds("outcome"), 20, "every outcome was written before the exit: {page}");
 }
 
 #[cfg(feature = "postgres")]

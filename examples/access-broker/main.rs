@@ -288,26 +288,9 @@ async fn serve(router: axum::Router, listen: &str, what: &str) -> Result<(), Str
     });
     println!("LISTENING http://{address}");
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(portcullis::http::shutdown_signal())
         .await
         .map_err(|e| e.to_string())
-}
-
-/// Ctrl-C or SIGTERM (what a service manager sends): stop accepting, finish what is in flight.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            // No handler: Ctrl-C still stops the server gracefully.
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }
 
 /// Serves the broker, then writes the audit events still queued (outcomes are submitted

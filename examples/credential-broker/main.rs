@@ -450,9 +450,7 @@ async fn serve(cli: &Cli) -> Result<(), String> {
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     println!("LISTENING http://{address}");
     axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(portcullis::http::shutdown_signal())
         .await
         .map_err(|e| e.to_string())
 }

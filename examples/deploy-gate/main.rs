@@ -118,7 +118,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     println!("LISTENING http://{address}");
     println!("data in {}", config.data_dir.display());
     let served = axum::serve(listener, app.router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(portcullis::http::shutdown_signal())
         .await
         .map_err(|e| e.to_string());
     // Outcomes are written after their answers: write what is still queued before exiting.
@@ -128,23 +128,6 @@ async fn run(cli: Cli) -> Result<(), String> {
         tracing::error!(error = %err, "the audit log could not be flushed at shutdown");
     }
     served
-}
-
-/// Ctrl-C or SIGTERM (what a service manager sends): stop accepting, finish what is in flight.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            // No handler: Ctrl-C still stops the server gracefully.
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }
 
 fn main() -> ExitCode {

@@ -855,7 +855,10 @@ async fn sigterm_stops_gracefully_and_keeps_every_outcome() {
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     let (status, dir) = s.terminate().await;
-    assert!(status.success(), "deploy-gate exited with {status} on SIGTERM");
+    assert!(
+        status.success(),
+        "deploy-gate exited with {status} on SIGTERM"
+    );
 
     let s = Server::start_in(dir).await;
     let (status, page) = s
@@ -873,7 +876,11 @@ async fn sigterm_stops_gracefully_and_keeps_every_outcome() {
             .count()
     };
     assert_eq!(kinds("intent"), 20, "{page}");
-    assert_eq!(kinds("outcome"), 20, "every outcome was written before the exit: {page}");
+    assert_eq!(
+        kinds("outcome"),
+        20,
+        "every outcome was written before the exit: {page}"
+    );
 }
 
 #[cfg(feature = "postgres")]

@@ -847,7 +847,10 @@ async fn the_bootstrap_token_is_printed_once_and_survives_a_restart() {
 
 #[tokio::test]
 async fn sigterm_stops_gracefully_and_keeps_every_outcome() {
-    let s = Server::start(&full_config(600, SQLITE_AUDIT)).await;
+    // Outcomes wait up to 5 s for company, so the ones queued when the signal comes are
+    // written only because the server flushes its log before it exits.
+    let audit = format!("{SQLITE_AUDIT}\noutcome_linger_ms = 5000");
+    let s = Server::start(&full_config(600, &audit)).await;
     let token = s.admin();
     // Outcomes are submitted, not waited for: the answers go out before they are written.
     let deploys = (0..20).map(|_| s.deploy(&token, "staging", ""));
@@ -880,6 +883,31 @@ async fn sigterm_stops_gracefully_and_keeps_every_outcome() {
         kinds("outcome"),
         20,
         "every outcome was written before the exit: {page}"
+    );
+}
+
+#[tokio::test]
+async fn an_outcome_linger_above_the_maximum_is_refused_at_start() {
+    let dir = TempDir::new();
+    let audit = format!("{SQLITE_AUDIT}\noutcome_linger_ms = 60000");
+    std::fs::write(dir.0.join("deploy-gate.toml"), full_config(600, &audit)).unwrap();
+    std::fs::write(dir.0.join("users.toml"), users_file()).unwrap();
+    std::fs::write(dir.0.join("totp.toml"), "").unwrap();
+    let output = Command::new(binary())
+        .arg("--config")
+        .arg(dir.0.join("deploy-gate.toml"))
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started with a 60 s linger");
+    assert!(
+        stderr.contains("outcome_linger_ms = 60000 is above the maximum of 10000"),
+        "{stderr}"
     );
 }
 

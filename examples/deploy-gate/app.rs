@@ -237,6 +237,15 @@ async fn open_audit(
 ) -> Result<Arc<AuditLog>, StartError> {
     let err = store_error("audit log");
     let mut options = AuditOptions::default();
+    if let Some(ms) = config.outcome_linger_ms {
+        if ms > crate::config::MAX_OUTCOME_LINGER_MS {
+            return Err(StartError::Config(format!(
+                "[audit] outcome_linger_ms = {ms} is above the maximum of {}",
+                crate::config::MAX_OUTCOME_LINGER_MS
+            )));
+        }
+        options.outcome_linger = Duration::from_millis(ms);
+    }
     if !config.redact.is_empty() {
         let key = dir.join("audit-redact.key");
         let material = match std::fs::read_to_string(&key) {

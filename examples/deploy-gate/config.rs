@@ -42,6 +42,7 @@ factors = ["in_app", "totp"]
 
 [audit]
 url = "sqlite://audit.db"    # relative to data_dir; also jsonl://DIR and postgres://…
+# outcome_linger_ms = 0      # how long an outcome may wait to share a write (max 10000)
 "#;
 
 /// The whole file.
@@ -210,7 +211,14 @@ pub(crate) struct Audit {
     /// Request parameters stored as HMACs instead of values.
     #[serde(default)]
     pub(crate) redact: Vec<String>,
+    /// Milliseconds an outcome may wait to share its write with the next event (default 0,
+    /// at most 10,000). Outcomes are written after the answer, so this costs no caller time;
+    /// it trades fewer syncs for outcomes reaching the disk later.
+    pub(crate) outcome_linger_ms: Option<u64>,
 }
+
+/// The longest `[audit] outcome_linger_ms` accepted.
+pub(crate) const MAX_OUTCOME_LINGER_MS: u64 = 10_000;
 
 /// A configuration error, with the file it came from.
 #[derive(Debug, thiserror::Error)]

@@ -325,6 +325,7 @@ mod tests {
     }
 
     /// A fresh file database in a directory of its own, its pool tuned by `tune`.
+    #[allow(clippy::panic, reason = "a test helper: a failed setup fails the test")]
     async fn file_pool(
         name: &str,
         tune: impl FnOnce(SqliteConnectOptions) -> SqliteConnectOptions,
@@ -346,6 +347,7 @@ mod tests {
     }
 
     /// Commits about `pages` pages (4 KiB each) of new rows in one transaction.
+    #[allow(clippy::panic, reason = "a test helper: a failed setup fails the test")]
     async fn write_pages(pool: &sqlx::SqlitePool, pages: i64) {
         sqlx::query(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) \
@@ -387,6 +389,7 @@ mod tests {
     }
 
     /// Waits until the database file holds every page its readers see (WAL included).
+    #[allow(clippy::panic, reason = "a test helper: a failed setup fails the test")]
     async fn wait_until_checkpointed(file: &std::path::Path, pool: &sqlx::SqlitePool) {
         let bytes: i64 = sqlx::query_scalar(
             "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",

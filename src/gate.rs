@@ -309,7 +309,7 @@ impl Admitted {
     }
 
     /// Hands how the action ended to the audit log and returns without waiting for it to
-    /// be durable ([`AuditSink::submit`](crate::audit::AuditSink::submit)): the action has
+    /// be durable ([`AuditSink::submit`]): the action has
     /// happened and nothing the caller answers depends on its outcome being stored, so the
     /// answer need not wait for another write. The log writes it with its next batch,
     /// after the intent; its own reads see it as soon as this returns. A failure to hand it

@@ -207,7 +207,7 @@ fn as_written(text: &str) -> Result<Vec<u8>, AuditError> {
 }
 
 /// What the writer task is asked to do, in queue order.
-#[expect(
+#[allow(
     clippy::large_enum_variant,
     reason = "nearly every job is a write; boxing it would allocate once more per event"
 )]

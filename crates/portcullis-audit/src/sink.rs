@@ -78,19 +78,19 @@ impl FanOut {
     }
 }
 
-#[async_trait]
-impl AuditSink for FanOut {
-    async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
-        let results = futures_join(self.sinks.iter().map(|s| {
-            let event = event.clone();
-            let sink = s.clone();
-            async move {
-                (
-                    sink.is_durable(),
-                    sink.name().to_owned(),
-                    sink.record(event).await,
-                )
-            }
+impl FanOut {
+    /// Runs `call` on every member concurrently (each on a task of its own) and applies the
+    /// policy to the answers: the first durable member's answer, or why too few answered.
+    async fn each<T, F, Fut>(&self, event: &AuditEvent, call: F) -> Result<T, AuditError>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<dyn AuditSink>, AuditEvent) -> Fut,
+        Fut: std::future::Future<Output = Result<T, AuditError>> + Send + 'static,
+    {
+        let results = futures_join(self.sinks.iter().map(|sink| {
+            let (durable, name) = (sink.is_durable(), sink.name().to_owned());
+            let answer = call(sink.clone(), event.clone());
+            async move { (durable, name, answer.await) }
         }))
         .await;
         let required = match self.policy {
@@ -111,9 +111,9 @@ impl AuditSink for FanOut {
                 ),
             };
             match result {
-                Ok(receipt) if durable => {
+                Ok(answer) if durable => {
                     acknowledged += 1;
-                    first.get_or_insert(receipt);
+                    first.get_or_insert(answer);
                 }
                 Ok(_) if self.policy == FanOutPolicy::All => {
                     errors.push(format!("{name}: not durable"));
@@ -123,13 +123,35 @@ impl AuditSink for FanOut {
             }
         }
         match first {
-            Some(receipt) if acknowledged >= required => Ok(receipt),
+            Some(answer) if acknowledged >= required => Ok(answer),
             _ => Err(AuditError::FanOut {
                 acknowledged,
                 required,
                 errors: errors.join("; "),
             }),
         }
+    }
+}
+
+#[async_trait]
+impl AuditSink for FanOut {
+    async fn record(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
+        self.each(
+            &event,
+            |sink, event| async move { sink.record(event).await },
+        )
+        .await
+    }
+
+    /// Submits to every member with its own [`submit`](AuditSink::submit), so members that
+    /// queue events (an [`AuditLog`](crate::AuditLog)) return without waiting for their
+    /// write. The policy applies to the members that took the event.
+    async fn submit(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.each(
+            &event,
+            |sink, event| async move { sink.submit(event).await },
+        )
+        .await
     }
 
     fn is_durable(&self) -> bool {

@@ -201,8 +201,11 @@ pub mod sqlite {
     }
 
     impl Checkpointer {
-        /// Starts checkpointing `pool`'s database every `every` (at least 1 ms). Needs a
-        /// Tokio runtime.
+        /// Starts checkpointing `pool`'s database every `every` (at least 1 ms).
+        ///
+        /// # Panics
+        ///
+        /// Outside a Tokio runtime, as [`tokio::spawn`] does.
         pub fn start(pool: sqlx::SqlitePool, every: std::time::Duration) -> Self {
             let every = every.max(std::time::Duration::from_millis(1));
             let task = tokio::spawn(async move {
@@ -365,12 +368,21 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
+    /// Closes `pool` and removes the directory `file_pool` made for it (megabytes of pages).
+    async fn remove(file: &std::path::Path, pool: sqlx::SqlitePool) {
+        pool.close().await;
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
     #[tokio::test]
     async fn without_auto_checkpoint_commits_stay_in_the_wal() {
         // By default the commit that takes the WAL past 1,000 pages copies them over.
         let (file, pool) = file_pool("auto", |o| o).await;
         write_pages(&pool, 2000).await;
         assert!(size(&file) > 4 * MIB, "database {} bytes", size(&file));
+        remove(&file, pool).await;
 
         let (file, pool) = file_pool("manual", without_auto_checkpoint).await;
         write_pages(&pool, 2000).await;
@@ -386,6 +398,7 @@ mod tests {
         let (log, copied) = checkpoint(&pool).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(log >= 2000 && copied == log, "{copied} of {log} frames");
         assert!(size(&file) > 4 * MIB, "database {} bytes", size(&file));
+        remove(&file, pool).await;
     }
 
     /// Waits until the database file holds every page its readers see (WAL included).
@@ -434,6 +447,7 @@ mod tests {
             before,
             "checkpointed after the checkpointer was dropped"
         );
+        remove(&file, pool).await;
     }
 
     #[tokio::test]

@@ -41,7 +41,10 @@ impl Field {
             | Field::Subject
             | Field::Group
             | Field::ClaimName
-            | Field::Other(_) => "any printable character except whitespace",
+            | Field::Other(_) => {
+                "any printable character except whitespace, control and invisible format \
+                 characters (zero-width, bidi controls)"
+            }
         }
     }
 }
@@ -96,6 +99,19 @@ pub enum Error {
         /// Its byte offset in the value.
         position: usize,
     },
+    /// The value was `.` or `..`, or held one as a `/`-separated segment.
+    #[error(
+        "{field} `{value}` has `{segment}` as a path segment; `.` and `..` are not names \
+         (they would read as this or the parent level)"
+    )]
+    DotSegment {
+        /// What the value was meant to be.
+        field: Field,
+        /// The rejected value (a bounded prefix of it).
+        value: String,
+        /// The offending segment: `.` or `..`.
+        segment: &'static str,
+    },
     /// A resource was written without the `kind:id` separator.
     #[error(
         "resource `{input}` has no `:`; write it as `kind:id`, e.g. `env:checkout` or `system:*`"
@@ -144,12 +160,26 @@ impl Error {
     }
 }
 
-/// A bounded, owned prefix of `input` for error messages (never splits a character).
+/// A bounded, owned prefix of `input` for error messages (never splits a character), with
+/// control and invisible characters escaped so a message cannot rewrite a log line or hide
+/// what was rejected.
 pub(crate) fn echo(input: &str) -> String {
-    match input.char_indices().nth(ECHO_LIMIT) {
-        Some((cut, _)) => format!("{}…", input.get(..cut).unwrap_or_default()),
-        None => input.to_owned(),
+    let (shown, cut) = match input.char_indices().nth(ECHO_LIMIT) {
+        Some((cut, _)) => (input.get(..cut).unwrap_or_default(), true),
+        None => (input, false),
+    };
+    let mut out = String::with_capacity(shown.len() + 4);
+    for ch in shown.chars() {
+        if crate::ident::is_hidden_char(ch) || ch.is_whitespace() && ch != ' ' {
+            out.extend(ch.escape_unicode());
+        } else {
+            out.push(ch);
+        }
     }
+    if cut {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -163,6 +193,7 @@ mod tests {
         assert_eq!(shown.chars().count(), ECHO_LIMIT + 1);
         assert!(shown.ends_with('…'));
         assert_eq!(echo("short"), "short");
+        assert_eq!(echo("a\u{202e}b\n"), "a\\u{202e}b\\u{a}");
     }
 
     #[test]

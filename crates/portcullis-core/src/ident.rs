@@ -69,20 +69,51 @@ pub(crate) fn parse_ident(field: Field, input: &str) -> Result<String, Error> {
     Ok(input.to_ascii_lowercase())
 }
 
-/// Checks a name (a resource id, a subject, a group, a claim name): non-empty, at most 256
-/// bytes, no whitespace and no control characters. Names keep their case.
+/// Whether `ch` is a control character (Unicode `Cc`) or an invisible format character
+/// (`Cf`: zero-width space and joiners, bidi embeddings, overrides and isolates, the byte
+/// order mark, soft hyphen, tags…). Either can make two different names look alike, or
+/// rewrite a log line; [`validate_name`] refuses both.
+///
+/// ```
+/// use portcullis_core::is_hidden_char;
+/// assert!(is_hidden_char('\n') && is_hidden_char('\u{200b}') && is_hidden_char('\u{202e}'));
+/// assert!(!is_hidden_char('a') && !is_hidden_char('é') && !is_hidden_char(' '));
+/// ```
+pub fn is_hidden_char(ch: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    ch.is_control() || ch.general_category() == GeneralCategory::Format
+}
+
+/// Checks a name (a resource id, a subject, a group, a claim name). This is the one name
+/// grammar of Portcullis:
+///
+/// - 1 to 256 bytes of UTF-8;
+/// - no whitespace, no control characters (`Cc`) and no invisible format characters (`Cf`:
+///   zero-width space, zero-width joiners, bidi embeddings/overrides/isolates, the byte order
+///   mark, soft hyphen…), since each can make two different names look the same;
+/// - not `.` or `..`, and no `.` or `..` between slashes (`a/../b`, `a/.`), since resource ids
+///   use `/` for levels (`checkout/prod`) and such a name would read as this or the parent
+///   level in a URL or a path.
+///
+/// Names keep their case: `Prod` and `prod` are different names, and a service that wants
+/// them to be the same folds case at its edge (the deploy-gate example folds env and stage
+/// names to lower case).
 ///
 /// Crates that store names of their own (a role binding's subject, a token's name) use this so
 /// that every name in Portcullis follows one rule.
 ///
 /// # Errors
 ///
-/// [`Error::Empty`], [`Error::TooLong`] or [`Error::InvalidChar`], naming `field`.
+/// [`Error::Empty`], [`Error::TooLong`], [`Error::InvalidChar`] or [`Error::DotSegment`],
+/// naming `field`.
 ///
 /// ```
 /// use portcullis_core::{validate_name, Field};
 /// assert!(validate_name(Field::Group, "release-managers").is_ok());
+/// assert!(validate_name(Field::ResourceId, "checkout/prod").is_ok());
 /// assert!(validate_name(Field::Group, "release managers").is_err());
+/// assert!(validate_name(Field::ResourceId, "checkout/..").is_err());
+/// assert!(validate_name(Field::Subject, "admin\u{200b}").is_err());
 /// ```
 pub fn validate_name(field: Field, input: &str) -> Result<(), Error> {
     if input.is_empty() {
@@ -95,18 +126,30 @@ pub fn validate_name(field: Field, input: &str) -> Result<(), Error> {
             max: MAX_NAME_LEN,
         });
     }
-    match input
+    if let Some((position, ch)) = input
         .char_indices()
-        .find(|(_, ch)| ch.is_whitespace() || ch.is_control())
+        .find(|(_, ch)| ch.is_whitespace() || is_hidden_char(*ch))
     {
-        Some((position, ch)) => Err(Error::InvalidChar {
+        return Err(Error::InvalidChar {
             field,
             value: echo(input),
             ch,
             position,
-        }),
-        None => Ok(()),
+        });
     }
+    for segment in input.split('/') {
+        let dots = match segment {
+            "." => ".",
+            ".." => "..",
+            _ => continue,
+        };
+        return Err(Error::DotSegment {
+            field,
+            value: echo(input),
+            segment: dots,
+        });
+    }
+    Ok(())
 }
 
 /// Defines a validated, lower-case identifier newtype over `Cow<'static, str>`, so that
@@ -206,6 +249,47 @@ pub(crate) use ident_newtype;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_refuse_dot_segments() {
+        for bad in [".", "..", "a/..", "../a", "a/./b", "checkout/.", "a/../../b"] {
+            assert!(
+                matches!(
+                    validate_name(Field::ResourceId, bad),
+                    Err(Error::DotSegment { .. })
+                ),
+                "{bad:?} was accepted"
+            );
+        }
+        for good in ["a.b", "...", ".hidden", "a..b", "v1.2/prod", "spiffe://td/ns/a"] {
+            assert!(validate_name(Field::ResourceId, good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn names_refuse_invisible_and_control_characters() {
+        for bad in [
+            "admin\u{200b}",  // zero-width space
+            "ad\u{200d}min",  // zero-width joiner
+            "\u{202e}nimda",  // right-to-left override
+            "prod\u{2066}",   // left-to-right isolate
+            "\u{feff}prod",   // byte order mark
+            "pro\u{ad}d",     // soft hyphen
+            "a\nb",
+            "a\u{7f}b",
+            "a\u{85}b",
+            "tag\u{e0041}",   // a Unicode tag character
+        ] {
+            let err = validate_name(Field::Subject, bad).expect_err(bad);
+            assert!(matches!(err, Error::InvalidChar { .. }), "{bad:?}: {err}");
+            // The message shows the hidden character escaped, never raw.
+            let message = err.to_string();
+            assert!(!message.chars().any(is_hidden_char), "{message:?}");
+        }
+        // Visible non-ASCII stays allowed.
+        assert!(validate_name(Field::Subject, "zoë@example.com").is_ok());
+        assert!(validate_name(Field::Group, "運用").is_ok());
+    }
 
     #[test]
     fn identifiers_fold_case_and_reject_bad_characters() {

@@ -17,9 +17,12 @@ fn ident() -> impl Strategy<Value = String> {
     "[a-zA-Z][a-zA-Z0-9_.-]{0,63}"
 }
 
-/// Names: printable, no whitespace, including non-ASCII and the separators `:` and `/`.
+/// Names: printable, no whitespace, including non-ASCII and the separators `:` and `/`,
+/// without `.` or `..` segments (which the name grammar refuses).
 fn name() -> impl Strategy<Value = String> {
-    "[!-~é日ß]{1,48}"
+    "[!-~é日ß]{1,48}".prop_filter("no `.` or `..` segments", |n| {
+        n.split('/').all(|segment| segment != "." && segment != "..")
+    })
 }
 
 fn resource() -> impl Strategy<Value = Resource> {

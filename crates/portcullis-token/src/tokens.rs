@@ -142,15 +142,16 @@ impl Live {
     }
 }
 
-/// Names are unique per kind among active tokens; personal ones per owner too.
+/// Names are unique among active tokens of a kind: personal ones per owner, script ones per
+/// scope (as Teletraan keys script tokens by resource and name: a `ci` token on each env).
 type NameKey = (TokenKind, String, String);
 
-fn name_key(kind: TokenKind, name: &str, owner: &str) -> NameKey {
-    let owner = match kind {
-        TokenKind::Script => String::new(),
+fn name_key(kind: TokenKind, name: &str, owner: &str, scope: Option<&TokenScope>) -> NameKey {
+    let within = match kind {
+        TokenKind::Script => scope.map(|s| s.resource.to_string()).unwrap_or_default(),
         TokenKind::Personal => owner.to_owned(),
     };
-    (kind, name.to_owned(), owner)
+    (kind, name.to_owned(), within)
 }
 
 #[derive(Debug, Default)]
@@ -165,7 +166,7 @@ impl Index {
         let r = &live.record;
         let same_name = self
             .by_name
-            .entry(name_key(r.kind, &r.name, &r.owner))
+            .entry(name_key(r.kind, &r.name, &r.owner, r.scope.as_ref()))
             .or_default();
         same_name.retain(|other| other.record.id != r.id);
         same_name.push(live.clone());
@@ -173,9 +174,14 @@ impl Index {
         self.by_id.insert(r.id.clone(), live);
     }
 
-    fn name_taken(&self, kind: TokenKind, name: &str, owner: &str, now: SystemTime) -> bool {
+    fn name_taken(&self, request: &IssueRequest, now: SystemTime) -> bool {
         self.by_name
-            .get(&name_key(kind, name, owner))
+            .get(&name_key(
+                request.kind,
+                &request.name,
+                &request.owner,
+                request.scope.as_ref(),
+            ))
             .is_some_and(|all| all.iter().any(|live| live.record.is_active_at(now)))
     }
 }
@@ -292,7 +298,8 @@ impl Tokens {
     /// # Errors
     ///
     /// [`AuthError::InvalidRequest`] for an invalid name or owner, or a lifetime of zero or
-    /// above `max_ttl`; [`AuthError::Conflict`] if an active token has the name;
+    /// above `max_ttl`; [`AuthError::Conflict`] if an active token of the kind has the name
+    /// (script tokens: in the same scope; personal tokens: of the same owner);
     /// [`AuthError::Store`].
     pub async fn issue(&self, request: IssueRequest) -> Result<IssuedToken, AuthError> {
         let invalid = |e: portcullis_core::Error| AuthError::InvalidRequest(e.to_string());
@@ -308,9 +315,7 @@ impl Tokens {
         }
         let _serial = self.issue_lock.lock().await;
         let now = self.options.clock.now();
-        let taken = self
-            .read()
-            .name_taken(request.kind, &request.name, &request.owner, now);
+        let taken = self.read().name_taken(&request, now);
         if taken {
             return Err(AuthError::Conflict(format!(
                 "an active {} token named `{}` exists",

@@ -99,9 +99,10 @@ async fn suite(store: Arc<dyn TokenStore>) {
     assert_eq!((p.kind(), p.subject()), (PrincipalKind::User, "bob"));
     assert_eq!(p.auth_method(), &AuthMethod::PERSONAL_TOKEN);
 
-    // Names are unique among active tokens of a kind (per owner for personal ones).
+    // Names are unique among active tokens of a kind: script ones per scope (a `ci` token
+    // on each env, as Teletraan keys them), personal ones per owner.
     assert!(matches!(
-        tokens.issue(script("release-bot", "other")).await,
+        tokens.issue(script("release-bot", "checkout")).await,
         Err(AuthError::Conflict(_))
     ));
     let mut carols = script("laptop", "x");
@@ -355,4 +356,23 @@ async fn lifetimes_are_bounded() {
     assert!(TokenKey::from_bytes(&[1; 31]).is_err());
     assert!(TokenKey::from_hex("zz").is_err());
     assert!(!format!("{:?}", key()).contains("ab"));
+}
+
+#[tokio::test]
+async fn script_token_names_are_unique_per_scope() {
+    let clock = clock();
+    let tokens = Tokens::open(Arc::new(MemoryTokenStore::new()), key(), options(&clock))
+        .await
+        .unwrap();
+    let checkout = tokens.issue(script("ci", "checkout")).await.unwrap();
+    let search = tokens.issue(script("ci", "search")).await.unwrap();
+    assert!(matches!(
+        tokens.issue(script("ci", "checkout")).await,
+        Err(AuthError::Conflict(_))
+    ));
+    for (issued, env) in [(checkout, "env:checkout"), (search, "env:search")] {
+        let p = tokens.check(issued.secret.expose()).unwrap();
+        assert_eq!(p.subject(), "ci");
+        assert_eq!(p.claim("scope_resource"), Some(&json!(env)));
+    }
 }

@@ -49,9 +49,40 @@ pub enum ApprovalError {
     /// A name was invalid.
     #[error(transparent)]
     Vocabulary(#[from] portcullis_core::Error),
+    /// A TOTP code or enrollment was refused; nothing counts as confirmed.
+    #[error("TOTP: {0}")]
+    Totp(#[from] TotpError),
 }
 
-#[cfg(feature = "sqlite")]
+/// Why a TOTP code or enrollment step was refused. None of these confirms anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TotpError {
+    /// The code is not the configured number of ASCII digits.
+    #[error("a code has exactly {0} digits")]
+    Malformed(u32),
+    /// The user has no confirmed secret (none at all, or only a pending enrollment).
+    #[error("no confirmed TOTP secret is enrolled for `{0}`")]
+    NotEnrolled(String),
+    /// The code matches no step in the skew window.
+    #[error("wrong code")]
+    WrongCode,
+    /// A code of this step or a newer one was already used by this user.
+    #[error("this code (or a newer one) was already used")]
+    Replayed,
+    /// The user already has a confirmed secret: remove it before enrolling again.
+    #[error("`{0}` already has a confirmed TOTP secret; remove it before enrolling again")]
+    AlreadyEnrolled(String),
+    /// There is no pending enrollment to confirm (never begun, already confirmed, removed,
+    /// or replaced by a newer one while confirming).
+    #[error("`{0}` has no pending TOTP enrollment to confirm; begin one first")]
+    NoPendingEnrollment(String),
+    /// A user or issuer name cannot go into an enrollment URI.
+    #[error("invalid TOTP enrollment label: {0}")]
+    InvalidLabel(String),
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::Error> for ApprovalError {
     fn from(err: sqlx::Error) -> Self {
         ApprovalError::Store(err.to_string())

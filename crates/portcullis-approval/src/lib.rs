@@ -13,13 +13,20 @@ pub mod totp;
 pub use approvals::{Approvals, NewRequest, params_hash};
 #[cfg(feature = "duo")]
 pub use duo::{DuoClient, DuoConfig, DuoSignature};
-pub use error::ApprovalError;
+pub use error::{ApprovalError, TotpError};
 pub use factor::{Confirmation, FactorOutcome, InAppFactor, Prompt, SecondFactor};
 pub use model::{
     ApprovalRecord, ApprovalRequest, ApprovalRule, Approvers, Receipt, RequestState, Vote,
     VoteDecision,
 };
+#[cfg(feature = "postgres")]
+pub use store::PostgresApprovalStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteApprovalStore;
-pub use store::{ApprovalStore, MemoryApprovalStore};
-pub use totp::{TotpAlgorithm, TotpConfig, TotpFactor, TotpSecret};
+pub use store::{
+    ApprovalStore, MemoryApprovalStore, StoredTotpSecret, TotpEnrollmentState, TotpStore,
+};
+pub use totp::{
+    SealedTotpSecret, TotpAlgorithm, TotpConfig, TotpEnrollment, TotpFactor, TotpSecret,
+    TotpSecretKey,
+};

@@ -1,15 +1,25 @@
-//! Where requests and votes live, so an approval survives a restart and can be audited.
+//! Where requests and votes live, so an approval survives a restart and can be audited; and
+//! the TOTP state (used steps, sealed enrolled secrets), so a code is never accepted twice.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+
+use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::{ApprovalError, ApprovalRecord, RequestState, Vote};
+pub use memory::MemoryApprovalStore;
+#[cfg(feature = "postgres")]
+pub use sql::PostgresApprovalStore;
+#[cfg(feature = "sqlite")]
+pub use sql::SqliteApprovalStore;
+
+use crate::{ApprovalError, ApprovalRecord, RequestState, SealedTotpSecret, Vote};
 
 /// A durable home for approval requests and their votes. Async, object safe.
 #[async_trait]
-pub trait ApprovalStore: Send + Sync + std::fmt::Debug {
+pub trait ApprovalStore: Send + Sync + fmt::Debug {
     /// Stores a new request (state pending, no votes).
     ///
     /// # Errors
@@ -28,7 +38,8 @@ pub trait ApprovalStore: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     ///
-    /// [`ApprovalError::AlreadyVoted`] if this approver voted; [`ApprovalError::Store`].
+    /// [`ApprovalError::AlreadyVoted`] if this approver voted;
+    /// [`ApprovalError::UnknownRequest`] if there is no such request; [`ApprovalError::Store`].
     async fn add_vote(
         &self,
         id: &str,
@@ -59,256 +70,87 @@ pub trait ApprovalStore: Send + Sync + std::fmt::Debug {
     async fn list(&self, state: RequestState) -> Result<Vec<ApprovalRecord>, ApprovalError>;
 }
 
-/// An [`ApprovalStore`] in memory.
-#[derive(Debug, Default)]
-pub struct MemoryApprovalStore {
-    records: Mutex<BTreeMap<String, ApprovalRecord>>,
+/// Whether an enrolled TOTP secret confirms anything yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpEnrollmentState {
+    /// Generated and shown to the user, not yet confirmed with a code: approves nothing.
+    Pending,
+    /// Confirmed with a code from the user's app: their codes are checked against it.
+    Confirmed,
 }
 
-impl MemoryApprovalStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
-    }
+/// A user's enrolled TOTP secret as a [`TotpStore`] keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTotpSecret {
+    /// The secret, sealed for this user under the embedder's
+    /// [`TotpSecretKey`](crate::TotpSecretKey).
+    pub sealed: SealedTotpSecret,
+    /// Pending or confirmed.
+    pub state: TotpEnrollmentState,
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ApprovalRecord>> {
-        self.records
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+impl StoredTotpSecret {
+    /// A stored secret in `state`.
+    pub fn new(sealed: SealedTotpSecret, state: TotpEnrollmentState) -> Self {
+        StoredTotpSecret { sealed, state }
     }
 }
 
+/// Durable TOTP state, per user: the newest time step a code was accepted for (replay
+/// protection that survives restarts and is shared by every instance on the store), and the
+/// enrolled secret, sealed, pending or confirmed. Async, object safe.
+///
+/// Stores never see a secret in the clear: sealing and opening happen in
+/// [`TotpFactor`](crate::TotpFactor) with the [`TotpSecretKey`](crate::TotpSecretKey).
 #[async_trait]
-impl ApprovalStore for MemoryApprovalStore {
-    async fn create(&self, record: &ApprovalRecord) -> Result<(), ApprovalError> {
-        let mut records = self.lock();
-        if records.contains_key(&record.request.id) {
-            return Err(ApprovalError::Store(format!(
-                "request {} exists",
-                record.request.id
-            )));
-        }
-        records.insert(record.request.id.clone(), record.clone());
-        Ok(())
-    }
+pub trait TotpStore: Send + Sync + fmt::Debug {
+    /// Records `step` as `user`'s newest used step iff it is newer than the stored one, in
+    /// one atomic operation: `true` if it was (the code counts), `false` if a code of this
+    /// step or a newer one was already used. Of concurrent claims of one step, exactly one
+    /// returns `true`.
+    ///
+    /// # Errors
+    ///
+    /// [`ApprovalError::Store`] (the code must then be refused).
+    async fn claim_step(&self, user: &str, step: u64) -> Result<bool, ApprovalError>;
 
-    async fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, ApprovalError> {
-        Ok(self.lock().get(id).cloned())
-    }
-
-    async fn add_vote(
+    /// Stores `sealed` as `user`'s *pending* secret, replacing an earlier pending one.
+    ///
+    /// # Errors
+    ///
+    /// [`TotpError::AlreadyEnrolled`](crate::TotpError::AlreadyEnrolled) (wrapped in
+    /// [`ApprovalError::Totp`]) if the user has a confirmed secret, which is left as it is;
+    /// [`ApprovalError::Store`].
+    async fn put_pending_secret(
         &self,
-        id: &str,
-        vote: &Vote,
-        state: RequestState,
-    ) -> Result<(), ApprovalError> {
-        let mut records = self.lock();
-        let record = records
-            .get_mut(id)
-            .ok_or_else(|| ApprovalError::UnknownRequest(id.to_owned()))?;
-        if record.votes.iter().any(|v| v.approver == vote.approver) {
-            return Err(ApprovalError::AlreadyVoted(vote.approver.clone()));
-        }
-        record.votes.push(vote.clone());
-        record.state = state;
-        Ok(())
-    }
+        user: &str,
+        sealed: &SealedTotpSecret,
+    ) -> Result<(), ApprovalError>;
 
-    async fn set_state(&self, id: &str, state: RequestState) -> Result<(), ApprovalError> {
-        if let Some(record) = self.lock().get_mut(id) {
-            record.state = state;
-        }
-        Ok(())
-    }
+    /// Marks `user`'s pending secret confirmed iff it is still exactly `sealed` (not replaced
+    /// by a newer enrollment meanwhile); `false` otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`ApprovalError::Store`].
+    async fn confirm_secret(
+        &self,
+        user: &str,
+        sealed: &SealedTotpSecret,
+    ) -> Result<bool, ApprovalError>;
 
-    async fn consume_receipt(&self, id: &str) -> Result<bool, ApprovalError> {
-        Ok(match self.lock().get_mut(id) {
-            Some(r) if r.state == RequestState::Approved && !r.receipt_used => {
-                r.receipt_used = true;
-                true
-            }
-            _ => false,
-        })
-    }
+    /// `user`'s secret, pending or confirmed.
+    ///
+    /// # Errors
+    ///
+    /// [`ApprovalError::Store`].
+    async fn secret(&self, user: &str) -> Result<Option<StoredTotpSecret>, ApprovalError>;
 
-    async fn list(&self, state: RequestState) -> Result<Vec<ApprovalRecord>, ApprovalError> {
-        let mut found: Vec<_> = self
-            .lock()
-            .values()
-            .filter(|r| r.state == state)
-            .cloned()
-            .collect();
-        found.sort_by_key(|r| r.request.created_at);
-        Ok(found)
-    }
-}
-
-#[cfg(feature = "sqlite")]
-pub use sqlite::SqliteApprovalStore;
-
-#[cfg(feature = "sqlite")]
-mod sqlite {
-    use async_trait::async_trait;
-
-    use super::ApprovalStore;
-    use crate::{ApprovalError, ApprovalRecord, ApprovalRequest, RequestState, Vote};
-
-    fn state_of(text: &str) -> Result<RequestState, ApprovalError> {
-        serde_json::from_value(serde_json::Value::String(text.to_owned()))
-            .map_err(|_| ApprovalError::Store(format!("unknown stored state `{text}`")))
-    }
-
-    fn corrupt(e: serde_json::Error) -> ApprovalError {
-        ApprovalError::Store(format!("stored approval is not valid JSON: {e}"))
-    }
-
-    /// An [`ApprovalStore`] in SQLite (WAL). Requests and votes are stored as versionless
-    /// JSON documents next to indexed columns.
-    #[derive(Debug, Clone)]
-    pub struct SqliteApprovalStore {
-        pool: sqlx::SqlitePool,
-    }
-
-    impl SqliteApprovalStore {
-        /// Opens (creating if needed) the database at `url` and migrates it.
-        ///
-        /// # Errors
-        ///
-        /// [`ApprovalError::Store`].
-        pub async fn connect(url: &str) -> Result<Self, ApprovalError> {
-            let pool = portcullis_sql::sqlite::pool(url, |options| options).await?;
-            portcullis_sql::sqlite::migrate(
-                &pool,
-                "portcullis_approval_schema",
-                None,
-                &[(1, include_str!("../migrations/0001_approvals.sql"))],
-            )
-            .await?;
-            Ok(SqliteApprovalStore { pool })
-        }
-
-        async fn votes(&self, id: &str) -> Result<Vec<Vote>, ApprovalError> {
-            let rows: Vec<String> = sqlx::query_scalar(
-                "SELECT body FROM portcullis_approval_votes WHERE request_id = ? ORDER BY seq",
-            )
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-            rows.iter()
-                .map(|b| serde_json::from_str(b).map_err(corrupt))
-                .collect()
-        }
-
-        async fn record(
-            &self,
-            row: (String, String, bool),
-        ) -> Result<ApprovalRecord, ApprovalError> {
-            let (body, state, used) = row;
-            let request: ApprovalRequest = serde_json::from_str(&body).map_err(corrupt)?;
-            let votes = self.votes(&request.id).await?;
-            Ok(ApprovalRecord {
-                request,
-                votes,
-                state: state_of(&state)?,
-                receipt_used: used,
-            })
-        }
-    }
-
-    #[async_trait]
-    impl ApprovalStore for SqliteApprovalStore {
-        async fn create(&self, record: &ApprovalRecord) -> Result<(), ApprovalError> {
-            let body = serde_json::to_string(&record.request).map_err(corrupt)?;
-            sqlx::query(
-                "INSERT INTO portcullis_approval_requests (id, body, state, receipt_used, created_at) VALUES (?, ?, ?, 0, ?)",
-            )
-            .bind(&record.request.id)
-            .bind(body)
-            .bind(record.state.as_str())
-            .bind(crate::model::unix(record.request.created_at))
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        }
-
-        async fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, ApprovalError> {
-            let row: Option<(String, String, bool)> = sqlx::query_as(
-                "SELECT body, state, receipt_used FROM portcullis_approval_requests WHERE id = ?",
-            )
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-            match row {
-                Some(row) => Ok(Some(self.record(row).await?)),
-                None => Ok(None),
-            }
-        }
-
-        async fn add_vote(
-            &self,
-            id: &str,
-            vote: &Vote,
-            state: RequestState,
-        ) -> Result<(), ApprovalError> {
-            let body = serde_json::to_string(vote).map_err(corrupt)?;
-            let mut tx = self
-                .pool
-                .begin_with(portcullis_sql::sqlite::BEGIN_WRITE)
-                .await?;
-            let inserted = sqlx::query(
-                "INSERT INTO portcullis_approval_votes (request_id, approver, body) VALUES (?, ?, ?)",
-            )
-            .bind(id)
-            .bind(&vote.approver)
-            .bind(body)
-            .execute(&mut *tx)
-            .await;
-            if let Err(sqlx::Error::Database(db)) = &inserted
-                && db.is_unique_violation()
-            {
-                return Err(ApprovalError::AlreadyVoted(vote.approver.clone()));
-            }
-            inserted?;
-            sqlx::query("UPDATE portcullis_approval_requests SET state = ? WHERE id = ?")
-                .bind(state.as_str())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(())
-        }
-
-        async fn set_state(&self, id: &str, state: RequestState) -> Result<(), ApprovalError> {
-            sqlx::query("UPDATE portcullis_approval_requests SET state = ? WHERE id = ?")
-                .bind(state.as_str())
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        }
-
-        async fn consume_receipt(&self, id: &str) -> Result<bool, ApprovalError> {
-            let done = sqlx::query(
-                "UPDATE portcullis_approval_requests SET receipt_used = 1 WHERE id = ? AND receipt_used = 0 AND state = 'approved'",
-            )
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        }
-
-        async fn list(&self, state: RequestState) -> Result<Vec<ApprovalRecord>, ApprovalError> {
-            let rows: Vec<(String, String, bool)> = sqlx::query_as(
-                "SELECT body, state, receipt_used FROM portcullis_approval_requests WHERE state = ? ORDER BY created_at, id",
-            )
-            .bind(state.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                out.push(self.record(row).await?);
-            }
-            Ok(out)
-        }
-    }
+    /// Removes `user`'s secret, pending or confirmed; `false` if there was none. Used steps
+    /// stay.
+    ///
+    /// # Errors
+    ///
+    /// [`ApprovalError::Store`].
+    async fn remove_secret(&self, user: &str) -> Result<bool, ApprovalError>;
 }

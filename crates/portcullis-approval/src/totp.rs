@@ -1,17 +1,24 @@
 //! TOTP (RFC 6238) with `ring` HMAC: SHA-1/256/512, 6–8 digits, configurable step and skew
-//! window, and replay protection (a code is accepted once per user per step, and never a step
-//! older than one already used).
+//! window, and replay protection through a [`TotpStore`](crate::TotpStore) (a code is
+//! accepted once per user per step, and never a step older than one already used — also
+//! after a restart, with a durable store). Secrets are enrolled by the user
+//! ([`TotpFactor::begin_enrollment`], [`TotpFactor::confirm_enrollment`]) and kept sealed
+//! under a [`TotpSecretKey`], or given in configuration ([`TotpFactor::enroll`]).
 
-use std::collections::HashMap;
+mod enrollment;
+mod factor;
+mod key;
+
 use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use portcullis_core::{Clock, SystemClock};
 use ring::hmac;
 
-use crate::{ApprovalError, Confirmation, FactorOutcome, SecondFactor};
+pub use enrollment::{TotpEnrollment, otpauth_uri};
+pub use factor::TotpFactor;
+pub use key::{SealedTotpSecret, TotpSecretKey};
+
+use crate::ApprovalError;
 
 /// The HMAC behind the code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +29,26 @@ pub enum TotpAlgorithm {
     Sha256,
     /// HMAC-SHA-512.
     Sha512,
+}
+
+impl TotpAlgorithm {
+    /// Its name in an `otpauth://` URI: `SHA1`, `SHA256` or `SHA512`.
+    pub fn otpauth_name(self) -> &'static str {
+        match self {
+            TotpAlgorithm::Sha1 => "SHA1",
+            TotpAlgorithm::Sha256 => "SHA256",
+            TotpAlgorithm::Sha512 => "SHA512",
+        }
+    }
+
+    /// The length of a generated secret: the HMAC's output size (RFC 6238's test keys).
+    fn secret_len(self) -> usize {
+        match self {
+            TotpAlgorithm::Sha1 => 20,
+            TotpAlgorithm::Sha256 => 32,
+            TotpAlgorithm::Sha512 => 64,
+        }
+    }
 }
 
 /// TOTP parameters.
@@ -101,7 +128,16 @@ impl TotpSecret {
     ///
     /// [`ApprovalError::Crypto`] if the random source fails.
     pub fn generate() -> Result<Self, ApprovalError> {
-        let mut bytes = vec![0u8; 20];
+        Self::generate_for(TotpAlgorithm::Sha1)
+    }
+
+    /// A fresh random secret as long as `algorithm`'s output (20, 32 or 64 bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`ApprovalError::Crypto`] if the random source fails.
+    pub fn generate_for(algorithm: TotpAlgorithm) -> Result<Self, ApprovalError> {
+        let mut bytes = vec![0u8; algorithm.secret_len()];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
             .map_err(|_| ApprovalError::Crypto("the system random source failed".into()))?;
         Ok(TotpSecret(bytes))
@@ -147,106 +183,4 @@ pub fn totp(secret: &TotpSecret, config: &TotpConfig, unix_seconds: u64) -> Stri
         config.digits,
         unix_seconds / config.step.as_secs().max(1),
     )
-}
-
-/// A [`SecondFactor`] checking TOTP codes typed by the approver.
-#[derive(Debug)]
-pub struct TotpFactor {
-    config: TotpConfig,
-    secrets: HashMap<String, TotpSecret>,
-    /// Per user, the last step a code was accepted for.
-    last_step: Mutex<HashMap<String, u64>>,
-    clock: Arc<dyn Clock>,
-}
-
-impl TotpFactor {
-    /// A factor with these parameters and no enrolled users.
-    ///
-    /// # Errors
-    ///
-    /// As [`TotpConfig::validate`].
-    pub fn new(config: TotpConfig) -> Result<Self, ApprovalError> {
-        config.validate()?;
-        Ok(TotpFactor {
-            config,
-            secrets: HashMap::new(),
-            last_step: Mutex::new(HashMap::new()),
-            clock: Arc::new(SystemClock),
-        })
-    }
-
-    /// Uses `clock` for the current step.
-    #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Enrols `user` with `secret`.
-    #[must_use]
-    pub fn enroll(mut self, user: impl Into<String>, secret: TotpSecret) -> Self {
-        self.secrets.insert(user.into(), secret);
-        self
-    }
-
-    /// Checks `code` for `user` now, consuming its step on success.
-    ///
-    /// # Errors
-    ///
-    /// A message saying why (wrong length, not digits, unknown user, wrong or reused code).
-    pub fn check(&self, user: &str, code: &str) -> Result<(), String> {
-        if code.len() != self.config.digits as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("a code has exactly {} digits", self.config.digits));
-        }
-        let Some(secret) = self.secrets.get(user) else {
-            return Err("no TOTP secret is enrolled for this approver".into());
-        };
-        let now = self
-            .clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let current = now / self.config.step.as_secs().max(1);
-        let skew = u64::from(self.config.skew);
-        let mut matched = None;
-        // Every candidate is computed and compared in constant time.
-        for step in current.saturating_sub(skew)..=current.saturating_add(skew) {
-            let expected = hotp(secret, self.config.algorithm, self.config.digits, step);
-            if bool::from(subtle::ConstantTimeEq::ct_eq(
-                expected.as_bytes(),
-                code.as_bytes(),
-            )) {
-                matched = Some(step);
-            }
-        }
-        let Some(step) = matched else {
-            return Err("wrong code".into());
-        };
-        let mut last = self
-            .last_step
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.get(user).is_some_and(|used| *used >= step) {
-            return Err("this code (or a newer one) was already used".into());
-        }
-        last.insert(user.to_owned(), step);
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl SecondFactor for TotpFactor {
-    fn name(&self) -> &str {
-        "totp"
-    }
-
-    async fn confirm(&self, confirmation: Confirmation<'_>) -> FactorOutcome {
-        let Some(code) = confirmation.code else {
-            return FactorOutcome::Error("a TOTP code is required".into());
-        };
-        match self.check(confirmation.approver.subject(), code) {
-            Ok(()) => FactorOutcome::Allow,
-            Err(why) => FactorOutcome::Error(why),
-        }
-    }
 }

@@ -1,10 +1,14 @@
 //! Four-eyes rules end to end over the memory and SQLite stores: self-approval is impossible,
 //! N-of-M needs N distinct eligible approvers, a deny rejects, factor failures record nothing,
-//! receipts are bound, single-use and expiring, and approvals survive a restart.
+//! receipts are bound, single-use and expiring, and approvals — and spent TOTP codes —
+//! survive a restart. PostgreSQL runs the same suite (feature `postgres`;
+//! `scripts/with-services` sets `PORTCULLIS_TEST_POSTGRES_URL`).
 #![expect(
     clippy::unwrap_used,
     reason = "tests: a failed unwrap is a failed test"
 )]
+
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -322,6 +326,91 @@ async fn sqlite_store() {
         .await
         .unwrap();
     assert_eq!(again.list(RequestState::Rejected).await.unwrap().len(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_store() {
+    let url = common::fresh_postgres("approvals").await;
+    let store = portcullis_approval::PostgresApprovalStore::connect(&url, 4)
+        .await
+        .unwrap();
+    suite(Arc::new(store)).await;
+    let again = portcullis_approval::PostgresApprovalStore::connect(&url, 1)
+        .await
+        .unwrap();
+    assert_eq!(again.list(RequestState::Rejected).await.unwrap().len(), 1);
+}
+
+/// The outside finding, end to end: Bob approves request A with a TOTP code; the service
+/// restarts; the same code must not approve request B.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_totp_code_approves_one_request_even_across_a_restart() {
+    use portcullis_approval::totp::totp;
+    use portcullis_approval::{SqliteApprovalStore, TotpConfig, TotpFactor, TotpSecretKey};
+
+    let dir = common::temp_dir("totp-restart");
+    let url = format!("sqlite://{}", dir.join("approvals.db").display());
+    let (_, key) = TotpSecretKey::generate().unwrap();
+    let clock = clock();
+    let start = || async {
+        let store = Arc::new(SqliteApprovalStore::connect(&url).await.unwrap());
+        let factor = TotpFactor::with_store(
+            TotpConfig::default(),
+            store.clone(),
+            TotpSecretKey::from_hex(&key).unwrap(),
+        )
+        .unwrap()
+        .with_clock(clock.clone());
+        let factor = Arc::new(factor);
+        let a = approvals(store.clone(), 1, clock.clone()).factor(factor.clone());
+        (store, factor, a)
+    };
+    let (alice, bob) = (
+        user("alice", &["release-managers"]),
+        user("bob", &["release-managers"]),
+    );
+    let named = || Some(Approvers::Named(vec!["bob".into()]));
+
+    let (store, factor, a) = start().await;
+    let enrollment = factor.begin_enrollment("bob", "Portcullis").await.unwrap();
+    let secret = enrollment.secret().clone();
+    let config = TotpConfig::default();
+    factor
+        .confirm_enrollment("bob", &totp(&secret, &config, T0 - 30))
+        .await
+        .unwrap();
+    let code = totp(&secret, &config, T0);
+    let first = ask(&a, &alice, named()).await.unwrap();
+    let approved = a
+        .vote(&first, &bob, VoteDecision::Approve, "totp", Some(&code))
+        .await
+        .unwrap();
+    assert_eq!(approved.state, RequestState::Approved);
+    let second = ask(&a, &alice, named()).await.unwrap();
+    drop((factor, a));
+    store.pool().close().await;
+    drop(store);
+
+    let (store, _factor, a) = start().await;
+    assert!(matches!(
+        a.vote(&second, &bob, VoteDecision::Approve, "totp", Some(&code))
+            .await,
+        Err(ApprovalError::FactorFailed { .. })
+    ));
+    let record = a.status(&second).await.unwrap();
+    assert_eq!(record.state, RequestState::Pending);
+    assert!(record.votes.is_empty(), "nothing was recorded");
+    clock.advance(Duration::from_secs(30));
+    let next = totp(&secret, &config, T0 + 30);
+    let approved = a
+        .vote(&second, &bob, VoteDecision::Approve, "totp", Some(&next))
+        .await
+        .unwrap();
+    assert_eq!(approved.state, RequestState::Approved);
+    store.pool().close().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -63,6 +63,11 @@ pub enum GateError {
     /// The audit log could not record the intent, so nothing was done (503).
     #[error("audit log unavailable, nothing was done: {0}")]
     AuditUnavailable(String),
+    /// The request itself is unusable: its parameters cannot be recorded as sent (a control
+    /// character, or larger than the audit log's cap), so nothing was done (400). The
+    /// refusal is recorded without the offending parameters.
+    #[error("bad request: {0}")]
+    BadRequest(String),
 }
 
 impl GateError {
@@ -70,6 +75,7 @@ impl GateError {
     pub fn status(&self) -> u16 {
         match self {
             GateError::Unauthenticated(_) => 401,
+            GateError::BadRequest(_) => 400,
             GateError::Forbidden(_) | GateError::ApprovalRefused(_) => 403,
             GateError::ApprovalRequired(_) => 428,
             GateError::ApprovalPending(_) => 202,
@@ -97,6 +103,7 @@ impl GateError {
             GateError::ApprovalRefused(_) => "approval_refused",
             GateError::Approval(_) => "approval_error",
             GateError::AuditUnavailable(_) => "audit_unavailable",
+            GateError::BadRequest(_) => "bad_request",
         }
     }
 
@@ -108,8 +115,22 @@ impl GateError {
     }
 
     fn from_audit(err: &AuditError) -> Self {
-        GateError::AuditUnavailable(err.to_string())
+        if rejects_input(err) {
+            GateError::BadRequest(err.to_string())
+        } else {
+            GateError::AuditUnavailable(err.to_string())
+        }
     }
+}
+
+/// Whether the audit log refused the event for what the request carried (not because the
+/// log is down): the caller's input is at fault, and a version of the event without the
+/// request's parameters can still be recorded.
+fn rejects_input(err: &AuditError) -> bool {
+    matches!(
+        err,
+        AuditError::ControlCharacter { .. } | AuditError::TooLarge { .. }
+    )
 }
 
 /// One request to the gate: what is to be done to what, with which parameters.
@@ -202,6 +223,79 @@ impl GateRequest {
         }
         Ok(event)
     }
+
+    /// The event of `self` without its parameters or approval id, for when the audit log
+    /// refused the full event for what the request carried (`why`): the record keeps who,
+    /// what, where and the decision, names the parameters that were dropped, and says why.
+    fn redacted_event(
+        &self,
+        principal: &Principal,
+        decision: Decision,
+        why: &AuditError,
+    ) -> Result<AuditEvent, GateError> {
+        let dropped: Vec<Value> = self
+            .params
+            .keys()
+            .map(|k| Value::String(printable(k, 64)))
+            .collect();
+        let mut event = AuditEvent::intent(
+            principal,
+            self.action.clone(),
+            self.resource.clone(),
+            decision,
+        )
+        .map_err(|e| GateError::AuditUnavailable(e.to_string()))?
+        .with_request(RequestSummary {
+            method: self.method.clone(),
+            target: printable(&self.target, 1024),
+            parameters: BTreeMap::new(),
+        })
+        .with_field(
+            "redacted",
+            serde_json::json!({
+                "reason": printable(&why.to_string(), 512),
+                "parameters_dropped": dropped,
+                "approval_id_dropped": self.approval_id.is_some(),
+            }),
+        );
+        if let Some(id) = &self.correlation_id {
+            event = event.with_correlation_id(printable(id, 128));
+        }
+        Ok(event)
+    }
+}
+
+/// Why a best-effort audit record was not written.
+#[derive(Debug)]
+enum RecordError {
+    Audit(AuditError),
+    Other(String),
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::Audit(err) => err.fmt(f),
+            RecordError::Other(message) => f.write_str(message),
+        }
+    }
+}
+
+/// `text` with control and other non-printing characters escaped (`\u{a}`), cut to at most
+/// `max` characters: safe to record whatever the request held.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for ch in text.chars().take(max) {
+        if ch.is_control() || ch.is_whitespace() && ch != ' ' {
+            out.extend(ch.escape_unicode());
+        } else {
+            out.push(ch);
+        }
+    }
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Builds a [`Gate`]. Every part left out stays closed.
@@ -468,20 +562,47 @@ impl Gate {
         decision: Decision,
     ) {
         let Some(sink) = &self.sink else { return };
-        let event = match request.event(principal, decision) {
+        let recorded = match request.event(principal, decision.clone()) {
             Ok(mut event) => {
                 event.kind = portcullis_audit::EventKind::Decision;
-                event
+                self.record_within(sink, event).await
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "a refusal could not be recorded");
-                return;
-            }
+            Err(err) => Err(RecordError::Other(err.to_string())),
         };
+        // A refusal whose request cannot be recorded as sent (a control character, too
+        // large) is recorded without its parameters, so every refusal leaves a record.
+        if let Err(RecordError::Audit(err)) = &recorded
+            && rejects_input(err)
+        {
+            let redacted = request
+                .redacted_event(principal, decision, err)
+                .map_err(|e| RecordError::Other(e.to_string()));
+            let recorded = match redacted {
+                Ok(mut event) => {
+                    event.kind = portcullis_audit::EventKind::Decision;
+                    self.record_within(sink, event).await
+                }
+                Err(err) => Err(err),
+            };
+            if let Err(err) = recorded {
+                tracing::warn!(error = %err, "a refusal could not be recorded, even redacted");
+            }
+            return;
+        }
+        if let Err(err) = recorded {
+            tracing::warn!(error = %err, "a refusal could not be recorded");
+        }
+    }
+
+    async fn record_within(
+        &self,
+        sink: &Arc<dyn AuditSink>,
+        event: AuditEvent,
+    ) -> Result<(), RecordError> {
         match tokio::time::timeout(self.audit_timeout, sink.record(event)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "a refusal could not be recorded"),
-            Err(_) => tracing::warn!("a refusal could not be recorded in time"),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(RecordError::Audit(err)),
+            Err(_) => Err(RecordError::Other("not acknowledged in time".into())),
         }
     }
 
@@ -508,10 +629,18 @@ impl Gate {
     ) -> Result<Intent, GateError> {
         let audit = self.audit()?;
         let event = request.event(principal, decision)?;
-        audit
-            .intent(event)
-            .await
-            .map_err(|e| GateError::from_audit(&e))
+        match audit.intent(event).await {
+            Ok(intent) => Ok(intent),
+            Err(err) if rejects_input(&err) => {
+                // Nothing runs; the refusal is recorded without what could not be.
+                let refusal = Decision::deny(format!(
+                    "the request could not be recorded as sent, so it was refused: {err}"
+                ));
+                self.record_refusal(principal, request, refusal).await;
+                Err(GateError::BadRequest(err.to_string()))
+            }
+            Err(err) => Err(GateError::from_audit(&err)),
+        }
     }
 
     /// Everything before the action: authorize, check the approval (if a rule covers the
@@ -696,14 +825,21 @@ fn approved_for(
     request: &GateRequest,
 ) -> Result<(), GateError> {
     let r = &record.request;
-    if r.requester.subject() != principal.subject()
-        || r.action != request.action
+    // Only the requester acts on their approval. Anyone else is refused before anything is
+    // looked at further, and the refusal says nothing about the approval's state, so a
+    // stranger holding an approval id learns nothing and changes nothing.
+    if r.requester.subject() != principal.subject() || r.requester.kind() != principal.kind() {
+        return Err(GateError::Forbidden(format!(
+            "approval `{}` belongs to another requester; only they can act on it",
+            r.id
+        )));
+    }
+    if r.action != request.action
         || r.resource != request.resource
         || r.params_hash != portcullis_approval::params_hash(&request.params_value())
     {
         return Err(GateError::ApprovalRefused(
-            "the approval was given for a different requester, action, resource or parameters"
-                .into(),
+            "the approval was given for a different action, resource or parameters".into(),
         ));
     }
     match record.state {

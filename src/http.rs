@@ -6,6 +6,11 @@
 //!   an outer layer did), authorize, check a presented approval, record the intent (fail
 //!   closed), run the handler, record the outcome from the response status.
 //!
+//! - [`EdgeLayer`] refuses malformed URLs (bad percent-escapes, non-UTF-8, control or
+//!   invisible characters, over 8 KiB) with a JSON 400/414 before anything else runs, and
+//!   turns every non-JSON error answer (unknown route, wrong method, the framework's
+//!   rejections) into the same JSON shape.
+//!
 //! Refusals become responses through [`GateError`]'s `IntoResponse`: 401 with
 //! `WWW-Authenticate`, 403 with the reason, 428 when an approval is required, 202 when the
 //! presented approval is pending, 503 when the audit log (or the identity provider) is down.
@@ -38,7 +43,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Query, RawPathParams};
+use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::{HeaderValue, Request, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use portcullis_audit::Outcome;
@@ -48,6 +53,17 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::gate::{CHALLENGE, Gate, GateError, GateRequest};
+
+mod edge;
+
+pub use edge::{
+    Edge, EdgeLayer, MAX_TARGET, Passthrough, UrlError, check_target, decode_component,
+    decode_query, json_error,
+};
+
+/// The longest value a declared request parameter may have, in bytes (see
+/// [`GuardLayer::params`]).
+pub const MAX_PARAM: usize = 1024;
 
 /// The header a client may send to choose the correlation id (echoed in the response).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -132,8 +148,9 @@ pub struct RouteParams {
 }
 
 impl RouteParams {
-    /// The parameters of `parts`; a query string that does not decode is an error (a 400),
-    /// never an empty set of parameters.
+    /// The parameters of `parts`; a query string that does not decode strictly
+    /// ([`decode_query`]) or names a parameter twice is an error (a 400), never an empty or
+    /// altered set of parameters.
     async fn of(parts: &mut Parts) -> Result<RouteParams, String> {
         let path = match RawPathParams::from_request_parts(parts, &()).await {
             Ok(raw) => raw
@@ -142,14 +159,17 @@ impl RouteParams {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let query = match parts.uri.query() {
-            None => BTreeMap::new(),
-            Some(_) => {
-                Query::<BTreeMap<String, String>>::try_from_uri(&parts.uri)
-                    .map_err(|e| format!("invalid query string: {e}"))?
-                    .0
+        let mut query = BTreeMap::new();
+        if let Some(raw) = parts.uri.query() {
+            for (name, value) in decode_query(raw).map_err(|e| e.to_string())? {
+                if query.contains_key(&name) {
+                    return Err(format!(
+                        "the query parameter `{name}` is given more than once"
+                    ));
+                }
+                query.insert(name, value);
             }
-        };
+        }
         Ok(RouteParams { path, query })
     }
 
@@ -179,8 +199,12 @@ type ResourceFn = dyn Fn(&RouteParams) -> Result<Resource, String> + Send + Sync
 /// `resource` builds the resource from the route's parameters; an error becomes a 400. Add it
 /// with `route_layer` (on a `Router` or a `MethodRouter`): only there are the matched path
 /// parameters known; under a plain `layer` the route has none and `p.path(…)` fails.
-/// The query parameters (except `approval_id`) are the request's parameters: recorded in the
-/// intent and bound into approvals.
+///
+/// Only the query parameters the route declares with [`GuardLayer::params`] are the
+/// request's parameters, recorded in the intent and bound into approvals (each at most
+/// [`MAX_PARAM`] bytes, or a 400); others are ignored and never recorded, so a client cannot
+/// grow an audit record. `approval_id` (or the `portcullis-approval` header) presents an
+/// approval. A query string that does not decode strictly is a 400.
 pub fn guard<F>(gate: Arc<Gate>, action: Action, resource: F) -> GuardLayer
 where
     F: Fn(&RouteParams) -> Result<Resource, String> + Send + Sync + 'static,
@@ -189,15 +213,47 @@ where
         shared: Arc::new(GuardShared {
             gate,
             action,
-            resource: Box::new(resource),
+            resource: Arc::new(resource),
+            params: Vec::new(),
         }),
     }
 }
 
+#[derive(Clone)]
 struct GuardShared {
     gate: Arc<Gate>,
     action: Action,
-    resource: Box<ResourceFn>,
+    resource: Arc<ResourceFn>,
+    params: Vec<String>,
+}
+
+impl GuardLayer {
+    /// Declares the query parameters that define the action: each one present is recorded
+    /// in the audit intent and bound into approvals. Undeclared parameters are ignored.
+    ///
+    /// ```
+    /// # fn example(gate: std::sync::Arc<portcullis::gate::Gate>) {
+    /// use portcullis::http::guard;
+    /// use portcullis::{Action, Resource, ResourceKind};
+    /// let layer = guard(gate, Action::DEPLOY, |p| {
+    ///     Resource::new(ResourceKind::ENV, p.path("env")?).map_err(|e| e.to_string())
+    /// })
+    /// .params(["build_id", "ticket"]);
+    /// # let _ = layer;
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn params<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        let shared = Arc::make_mut(&mut self.shared);
+        shared.params.extend(names.into_iter().map(Into::into));
+        shared.params.sort();
+        shared.params.dedup();
+        self
+    }
 }
 
 /// The layer [`guard`] returns.
@@ -306,12 +362,22 @@ where
                 .get(APPROVAL_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            for (name, value) in params.query {
-                if name == "approval_id" {
-                    gated.approval_id = Some(value);
-                } else {
-                    gated.params.insert(name, value.into());
+            if let Some(id) = params.query("approval_id") {
+                gated.approval_id = Some(id.to_owned());
+            }
+            for name in &shared.params {
+                let Some(value) = params.query(name) else {
+                    continue;
+                };
+                if value.len() > MAX_PARAM {
+                    let message = format!(
+                        "the parameter `{name}` is {} bytes long; at most {MAX_PARAM} are accepted",
+                        value.len()
+                    );
+                    let response = json_error(StatusCode::BAD_REQUEST, "bad_request", message);
+                    return Ok(with_request_id(response, &correlation));
                 }
+                gated.params.insert(name.clone(), value.into());
             }
             let admitted = match shared.gate.admit(&principal, &gated).await {
                 Ok(a) => a,

@@ -371,13 +371,16 @@ async fn the_guard_layer_maps_every_refusal_to_its_status() {
                 },
             ),
         )
-        .route_layer(guard(w.gate.clone(), Action::DEPLOY, |p| {
-            Resource::new(
-                ResourceKind::ENV_STAGE,
-                format!("{}/{}", p.path("env")?, p.path("stage")?),
-            )
-            .map_err(|e| e.to_string())
-        }));
+        .route_layer(
+            guard(w.gate.clone(), Action::DEPLOY, |p| {
+                Resource::new(
+                    ResourceKind::ENV_STAGE,
+                    format!("{}/{}", p.path("env")?, p.path("stage")?),
+                )
+                .map_err(|e| e.to_string())
+            })
+            .params(["build_id"]),
+        );
     let base = serve(app).await;
     let http = reqwest::Client::new();
     let post = |path: &str, auth: Option<String>| {
@@ -495,4 +498,89 @@ async fn the_guard_layer_maps_every_refusal_to_its_status() {
         .map(|o| o.detail.clone())
         .collect();
     assert!(outcomes.contains(&"HTTP 200".to_owned()), "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn a_stranger_presenting_an_approval_is_refused_without_touching_it() {
+    let w = world().await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let prod = GateRequest::new(Action::DEPLOY, stage("checkout/prod")).param("build_id", "9");
+    let approval = w
+        .gate
+        .request_approval(
+            &alice,
+            &prod,
+            Some(Approvers::Named(vec!["bob".into()])),
+            "ship 9",
+        )
+        .await
+        .unwrap();
+    let presented = prod.clone().approval(approval.id.clone());
+    // bob (allowed to deploy) presents alice's approval: forbidden, not "refused", so a
+    // caller cannot mistake it for a dead approval.
+    let err = w.gate.admit(&bob, &presented).await.unwrap_err();
+    assert!(matches!(err, GateError::Forbidden(_)), "{err}");
+    // A script token named like the requester is not the requester either.
+    let alias = Principal::builder(
+        PrincipalKind::ScriptToken,
+        "alice",
+        AuthMethod::SCRIPT_TOKEN,
+    )
+    .build()
+    .unwrap();
+    let err = w.gate.admit(&alias, &presented).await.unwrap_err();
+    assert_eq!(err.status(), 403, "{err}");
+    // The approval still works for alice once bob approves.
+    w.gate
+        .vote(&approval.id, &bob, VoteDecision::Approve, "in_app", None)
+        .await
+        .unwrap();
+    assert!(w.gate.admit(&alice, &presented).await.is_ok());
+}
+
+#[tokio::test]
+async fn unrecordable_input_is_a_400_and_its_refusal_is_recorded_redacted() {
+    let w = world().await;
+    let (alice, mallory) = (user("alice"), user("mallory"));
+    let bad = GateRequest::new(Action::DEPLOY, stage("checkout/staging"))
+        .param("note", "a\nb")
+        .correlation_id("req-bad-input");
+    // Allowed, but the intent cannot be recorded as sent: 400, not 503, and nothing runs.
+    let err = w.gate.admit(&alice, &bad).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (400, "bad_request"), "{err}");
+    // Refused by authorization with the same input: still a decision record.
+    let err = w.gate.admit(&mallory, &bad).await.unwrap_err();
+    assert_eq!(err.status(), 403, "{err}");
+    // Too large for the log: the same.
+    let huge = GateRequest::new(Action::DEPLOY, stage("checkout/staging"))
+        .param("note", "x".repeat(200_000))
+        .correlation_id("req-bad-input");
+    assert_eq!(w.gate.admit(&alice, &huge).await.unwrap_err().status(), 400);
+    assert_eq!(
+        w.gate.admit(&mallory, &huge).await.unwrap_err().status(),
+        403
+    );
+
+    let mut query = AuditQuery::all(100);
+    query.correlation_id = Some("req-bad-input".into());
+    let records = w.log.query(&query).await.unwrap().records;
+    let actors: Vec<_> = records
+        .iter()
+        .map(|r| r.event.actor.subject.as_str())
+        .collect();
+    assert_eq!(
+        actors,
+        ["alice", "mallory", "alice", "mallory"],
+        "{records:?}"
+    );
+    for record in &records {
+        let event = &record.event;
+        assert_ne!(
+            event.decision.as_ref().unwrap().effect(),
+            portcullis::Effect::Allow
+        );
+        let redacted = &event.fields["redacted"];
+        assert_eq!(redacted["parameters_dropped"], serde_json::json!(["note"]));
+        assert!(event.request.as_ref().unwrap().parameters.is_empty());
+    }
 }

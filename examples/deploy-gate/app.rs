@@ -22,7 +22,7 @@ use portcullis::approval::{
 use portcullis::audit::{AuditLog, AuditOptions, AuditQuery, AuditSink};
 use portcullis::directory::{Password, StaticDirectory};
 use portcullis::gate::{Gate, GateError, GateRequest, RunError};
-use portcullis::http::{AuthenticateLayer, CorrelationId, guard};
+use portcullis::http::{AuthenticateLayer, CorrelationId, EdgeLayer, guard};
 use portcullis::token::{
     AuthChain, ChainResources, IssueRequest, PasswordLogin, SessionAlgorithm, SessionIssuer,
     SessionKey, SqliteTokenStore, TokenFilter, TokenKey, TokenKind, TokenOptions, TokenScope,
@@ -93,6 +93,15 @@ impl ApiError {
             "store_unavailable",
             "a store is unavailable; nothing was changed".into(),
         )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Gate(err) => err.fmt(f),
+            ApiError::Status(_, _, message) => f.write_str(message),
+        }
     }
 }
 
@@ -494,7 +503,7 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
                 .deploy
                 .production_stages
                 .iter()
-                .map(|stage| format!("*/{stage}"))
+                .map(|stage| format!("*/{}", fold(stage)))
                 .collect();
             rule.required = approval.required;
             rule.approver_group.clone_from(&approval.approver_group);
@@ -554,7 +563,12 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
         deploys,
         login,
         audit: audit.clone(),
-        production: config.deploy.production_stages.clone(),
+        production: config
+            .deploy
+            .production_stages
+            .iter()
+            .map(|stage| fold(stage))
+            .collect(),
         factors,
     });
     Ok(App {
@@ -593,9 +607,8 @@ async fn bootstrap_token(
 
 fn router(state: Arc<AppState>) -> Router {
     let gate = state.gate.clone();
-    let env_of = |p: &portcullis::http::RouteParams| {
-        Resource::new(ResourceKind::ENV, p.path("env")?).map_err(|e| e.to_string())
-    };
+    let env_of =
+        |p: &portcullis::http::RouteParams| env_resource(p.path("env")?).map_err(|e| e.to_string());
     let manage = |action: Action| guard(gate.clone(), action, env_of);
     let roles = |kind: SubjectKind, action: Action| {
         let listing = get(
@@ -664,6 +677,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/login", post(login))
         .merge(api)
         .with_state(state)
+        .layer(EdgeLayer::new())
 }
 
 fn check_text(field: &str, value: &str, required: bool) -> ApiResult<()> {
@@ -678,16 +692,28 @@ fn check_text(field: &str, value: &str, required: bool) -> ApiResult<()> {
     Ok(())
 }
 
-fn stage_resource(env: &str, stage: &str) -> ApiResult<Resource> {
-    for (field, value) in [("env", env), ("stage", stage)] {
-        portcullis::validate_name(portcullis::Field::Other(field), value)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if value.contains('/') {
-            return Err(ApiError::bad_request(format!(
-                "`{field}` may not contain `/`"
-            )));
-        }
+/// Env and stage names are case-insensitive: folded to lower case here, at the edge, so
+/// `PROD` is the production stage `prod` and `Checkout` the env `checkout`, in roles, deploys,
+/// approvals and the audit log alike.
+fn fold(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// An env or stage name: Portcullis's name grammar ([`portcullis::validate_name`]: no
+/// whitespace, control or invisible characters, not `.` or `..`) without `/`, folded.
+fn level_name(field: &'static str, value: &str) -> ApiResult<String> {
+    portcullis::validate_name(portcullis::Field::Other(field), value)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if value.contains('/') {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` may not contain `/`"
+        )));
     }
+    Ok(fold(value))
+}
+
+fn stage_resource(env: &str, stage: &str) -> ApiResult<Resource> {
+    let (env, stage) = (level_name("env", env)?, level_name("stage", stage)?);
     Resource::new(ResourceKind::ENV_STAGE, format!("{env}/{stage}"))
         .map_err(|e| ApiError::bad_request(e.to_string()))
 }
@@ -700,8 +726,9 @@ fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> ApiResult<
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// The deploy route's parameters. Unknown ones are ignored (and never recorded): Teletraan
+/// clients send more than this service reads.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct DeployParams {
     build_id: Option<String>,
     description: Option<String>,
@@ -767,6 +794,7 @@ async fn create_deploy(
     body: Bytes,
 ) -> ApiResult<Response> {
     let params = query.merge(json_body(&body)?);
+    let (env, stage) = (level_name("env", &env)?, level_name("stage", &stage)?);
     let build_id = params.build_id.clone().unwrap_or_default();
     let description = params.description.clone().unwrap_or_default();
     check_text("build_id", &build_id, true)?;
@@ -803,7 +831,22 @@ async fn create_deploy(
         .into());
     }
     if let Some(approval_id) = &params.approval_id {
-        // Resuming a deploy whose approval came through but could not proceed then.
+        // Resuming a deploy whose approval came through but could not proceed then. Only its
+        // requester may, and only on the stage it was requested for; anyone else changes
+        // nothing.
+        let deploy = waiting_deploy(&state, approval_id).await?;
+        if deploy.operator != who.subject() {
+            return Err(GateError::Forbidden(format!(
+                "approval `{approval_id}` belongs to another requester; only they can resume it"
+            ))
+            .into());
+        }
+        if deploy.env != env || deploy.stage != stage {
+            return Err(ApiError::bad_request(format!(
+                "approval `{approval_id}` is for {}/{}, not {env}/{stage}",
+                deploy.env, deploy.stage
+            )));
+        }
         let deploy = proceed(&state, approval_id, &who).await?;
         return Ok((StatusCode::CREATED, Json(deploy)).into_response());
     }
@@ -855,14 +898,16 @@ fn unix(time: std::time::SystemTime) -> u64 {
 
 /// Lets an approved production deploy proceed, as `requester`, through the whole gate again
 /// (fresh authorization, audit intent, receipt redeemed once).
-async fn proceed(state: &AppState, approval_id: &str, requester: &Principal) -> ApiResult<Deploy> {
-    let deploy = state
+async fn waiting_deploy(state: &AppState, approval_id: &str) -> ApiResult<Deploy> {
+    state
         .deploys
         .by_approval(approval_id)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("no deploy waits for approval `{approval_id}`"))
-        })?;
+        .ok_or_else(|| ApiError::not_found(format!("no deploy waits for approval `{approval_id}`")))
+}
+
+async fn proceed(state: &AppState, approval_id: &str, requester: &Principal) -> ApiResult<Deploy> {
+    let deploy = waiting_deploy(state, approval_id).await?;
     if deploy.state != DeployState::PendingApproval {
         return Err(ApiError::Status(
             StatusCode::CONFLICT,
@@ -897,19 +942,17 @@ async fn proceed(state: &AppState, approval_id: &str, requester: &Principal) -> 
             "conflict",
             "the deploy was settled by another request".into(),
         )),
-        // Still waiting, or the log or a store is down: leave it pending, it can be resumed.
-        Err(RunError::Refused(
-            err @ (GateError::ApprovalPending(_)
-            | GateError::AuditUnavailable(_)
-            | GateError::AuthUnavailable(_)),
-        )) => Err(err.into()),
-        Err(RunError::Refused(err)) => {
+        // Only a dead approval (rejected, expired, used) fails the deploy. Anything else —
+        // still waiting, a store or the log down, the caller not allowed — leaves it
+        // pending: it can be resumed, and it expires with its approval.
+        Err(RunError::Refused(err @ GateError::ApprovalRefused(_))) => {
             state
                 .deploys
                 .settle(&deploy.id, DeployState::Failed, Some(&err.to_string()))
                 .await?;
             Err(err.into())
         }
+        Err(RunError::Refused(err)) => Err(err.into()),
         Err(RunError::Action(err)) => Err(ApiError::unavailable(err)),
     }
 }
@@ -958,6 +1001,7 @@ async fn list_deploys(
     UrlPath((env, stage)): UrlPath<(String, String)>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<Deploy>>> {
+    let (env, stage) = (level_name("env", &env)?, level_name("stage", &stage)?);
     authorize_read(&state, &who, stage_resource(&env, &stage)?).await?;
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_LIST);
     let mut out = Vec::new();
@@ -1169,7 +1213,8 @@ fn acl(state: &AppState) -> ApiResult<&Arc<Acl>> {
 }
 
 fn env_resource(env: &str) -> ApiResult<Resource> {
-    Resource::new(ResourceKind::ENV, env).map_err(|e| ApiError::bad_request(e.to_string()))
+    Resource::new(ResourceKind::ENV, level_name("env", env)?)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn subject(kind: SubjectKind, name: &str) -> ApiResult<Subject> {

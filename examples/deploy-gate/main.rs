@@ -23,7 +23,7 @@ mod deploys;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG};
 
@@ -51,6 +51,8 @@ ENDPOINTS (send `Authorization: token <t>` or `Authorization: Bearer <t>`)
   GET|PUT|DELETE /v1/envs/{env}/user_roles/{name}
   ... the same for group_roles, and token_roles (POST returns a new script token once)
   POST /v1/users/me/tokens                    {name, ttl_days} -> a personal token, shown once
+  POST /v1/users/me/totp                      start TOTP enrollment -> otpauth:// URI, shown once
+  POST /v1/users/me/totp/confirm              {code} -> confirms it with a first valid code
   GET  /v1/audit?resource=env:NAME&actor=..&action=..&correlation_id=..&after=..&limit=..
                                               the audit log, for ADMINs of the resource
   GET  /health                                unprotected liveness
@@ -66,7 +68,11 @@ CONFIGURATION
 FIRST START
   The bootstrap admin (`bootstrap_admin` in [authorization], `admin` by default) gets ADMIN
   on system:* and a personal token, printed once on standard output. Keys are generated into
-  DATA_DIR/secrets.toml (mode 0600); the stores are SQLite files in DATA_DIR.";
+  DATA_DIR/secrets.toml (mode 0600); the stores are SQLite files in DATA_DIR.
+
+PASSWORDS
+  `deploy-gate hash-password` reads a password (from the terminal without echo, asked twice;
+  or from standard input, one line) and prints its PBKDF2 hash for the users file.";
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -87,6 +93,52 @@ struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     log_level: tracing::Level,
+    /// A task other than serving.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Tasks other than serving.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prints the hash of a password for `password_hash` in the users file
+    /// (`pbkdf2-sha256$ITERATIONS$SALT_HEX$HASH_HEX`). The password is read from the
+    /// terminal without echo (asked twice), or from standard input (one line), never from
+    /// the command line.
+    HashPassword {
+        /// PBKDF2-HMAC-SHA256 iterations (at least 10,000).
+        #[arg(long, default_value_t = 600_000)]
+        iterations: u32,
+    },
+}
+
+/// Reads the password for `hash-password`: from the terminal without echo (twice, and both
+/// must match), or the first line of standard input.
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("again: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the two passwords differ".into());
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(password.strip_suffix('\r').unwrap_or(password).to_owned())
+}
+
+fn hash_password(iterations: u32) -> Result<String, String> {
+    use portcullis::directory::{Password, PasswordHash};
+    let password = Password::new(read_password()?).map_err(|e| e.to_string())?;
+    let hash =
+        PasswordHash::create_with_iterations(&password, iterations).map_err(|e| e.to_string())?;
+    Ok(hash.to_string())
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
@@ -132,6 +184,18 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::HashPassword { iterations }) = cli.command {
+        return match hash_password(iterations) {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("deploy-gate hash-password: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.print_config {
         print!("{DEFAULT_CONFIG}");
         return ExitCode::SUCCESS;

@@ -32,7 +32,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[path = "../common/mod.rs"]
 mod common;
+mod hardening;
 use common::example_binary;
 
 const CAROL_TOTP: &str = "3132333435363738393031323334353637383930";

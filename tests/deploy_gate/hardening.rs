@@ -1,0 +1,368 @@
+//! What an outside black-box run of the deploy gate broke, one test per finding: strangers
+//! acting on someone else's approval, client input turned into 503s or unaudited refusals,
+//! dot and look-alike names, altered percent-encoding, non-JSON errors, and the gaps a new
+//! user hit (stage case, Teletraan's extra parameters, per-env script-token names,
+//! `hash-password`).
+
+use super::*;
+
+/// Sends `raw_target` exactly as written (reqwest would re-encode some of it).
+async fn raw_request(s: &Server, method: &str, raw_target: &str, auth: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = s.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "{method} {raw_target} HTTP/1.1\r\nHost: {address}\r\nAuthorization: {auth}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A request body: its content type and text.
+type Body = (&'static str, String);
+
+/// The body of a JSON error answer, checked for the one shape every error has.
+fn assert_json_error(status: u16, body: &str, context: &str) -> Value {
+    let value: Value = serde_json::from_str(body.trim())
+        .unwrap_or_else(|_| panic!("{context}: {status} answered non-JSON: {body:?}"));
+    assert!(
+        value["error"].is_string() && value["message"].is_string(),
+        "{context}: {body}"
+    );
+    value
+}
+
+#[tokio::test]
+async fn a_stranger_cannot_touch_someone_elses_pending_deploy() {
+    let (s, bob, carol, dave) = production_setup().await;
+    let (status, body) = s.deploy(&bob, "prod", "&approver=carol").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let approval = body["approval"]["id"].as_str().unwrap().to_owned();
+    let deploy = body["deploy"]["id"].as_str().unwrap().to_owned();
+
+    // dave (no role) and carol (OPERATOR, and the approver) try to resume bob's deploy.
+    for intruder in [&dave, &carol] {
+        let (status, body) = s
+            .deploy(intruder, "prod", &format!("&approval_id={approval}"))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (_, record) = s.get(&format!("/v1/deploys/{deploy}"), &bob).await;
+        assert_eq!(record["state"], "pending_approval", "{record}");
+        assert!(record["detail"].is_null(), "{record}");
+    }
+    // bob resuming before the vote: still pending, still nothing changed.
+    let (status, _) = s
+        .deploy(&bob, "prod", &format!("&approval_id={approval}"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // carol approves: the deploy proceeds as bob's.
+    let (status, body) = s
+        .post(&format!("/v1/approvals/{approval}/approve"), &carol, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["deploy"]["state"], "accepted", "{body}");
+    assert_eq!(body["deploy"]["operator"], "bob");
+}
+
+#[tokio::test]
+async fn client_input_is_a_json_400_before_anything_is_audited() {
+    let s = Server::start(&full_config(600, SQLITE_AUDIT)).await;
+    let admin = s.admin();
+    let long = "x".repeat(65_000);
+    for target in [
+        "/v1/envs/checkout/user_roles?note=a%0Ab".to_owned(),
+        "/v1/audit?resource=env:checkout&note=a%0Ab".to_owned(),
+        "/v1/envs/checkout/staging/deploys?build_id=1&description=a%0Ab".to_owned(),
+        "/v1/envs/checkout/staging/deploys?build_id=%ZZ%C3%28".to_owned(),
+        "/v1/envs/checkout/staging/deploys?build_id=%C3%28".to_owned(),
+        "/v1/envs/checkout/staging/deploys?build_id=1%E2%80%8B".to_owned(),
+        "/v1/envs/check%ZZout/staging/deploys?build_id=1".to_owned(),
+        format!("/v1/envs/checkout/user_roles?note={long}"),
+        format!("/v1/audit?resource=env:checkout&note={long}"),
+    ] {
+        let method = if target.contains("deploys") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (status, body) = raw_request(&s, method, &target, &admin).await;
+        assert!(
+            status == 400 || status == 414,
+            "{} → {status} {body}",
+            &target[..target.len().min(80)]
+        );
+        assert_json_error(status, &body, &target[..target.len().min(80)]);
+    }
+    // Nothing was deployed, and the audit log is still up.
+    let (status, list) = s.get("/v1/envs/checkout/staging/deploys", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list, json!([]));
+    let (status, deploy) = s.deploy(&admin, "staging", "").await;
+    assert_eq!(status, StatusCode::CREATED, "{deploy}");
+}
+
+#[tokio::test]
+async fn undeclared_parameters_are_ignored_and_not_recorded() {
+    let s = Server::start(&full_config(600, SQLITE_AUDIT)).await;
+    let admin = s.admin();
+    // Teletraan clients send parameters this service does not read.
+    let (status, deploy, headers) = s
+        .call(
+            Method::POST,
+            "/v1/envs/checkout/staging/deploys?build_id=5&deliveryType=x&agentId=7",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{deploy}");
+    let correlation = headers["x-request-id"].to_str().unwrap().to_owned();
+    let (_, page) = s
+        .get(
+            &format!("/v1/audit?resource=env_stage:checkout/staging&correlation_id={correlation}"),
+            &admin,
+        )
+        .await;
+    let parameters = &page["records"][0]["event"]["request"]["parameters"];
+    assert_eq!(parameters["build_id"], "5", "{page}");
+    assert!(parameters.get("deliveryType").is_none(), "{page}");
+    // A guarded route records none of a client's extra parameters.
+    let (status, _, headers) = s
+        .call(
+            Method::GET,
+            "/v1/envs/checkout/user_roles?note=hello",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let correlation = headers["x-request-id"].to_str().unwrap().to_owned();
+    let (_, page) = s
+        .get(
+            &format!("/v1/audit?resource=env:checkout&correlation_id={correlation}"),
+            &admin,
+        )
+        .await;
+    let text = page.to_string();
+    assert!(!text.contains("hello"), "{page}");
+}
+
+#[tokio::test]
+async fn dot_and_look_alike_names_are_refused() {
+    let s = Server::start(&full_config(600, SQLITE_AUDIT)).await;
+    let admin = s.admin();
+    for target in [
+        "/v1/envs/../staging/deploys?build_id=1",
+        "/v1/envs/%2e%2e/staging/deploys?build_id=1",
+        "/v1/envs/checkout/%2E/deploys?build_id=1",
+        "/v1/envs/./staging/deploys?build_id=1",
+        "/v1/envs/check%E2%80%8Bout/staging/deploys?build_id=1",
+        "/v1/envs/checkout/prod%E2%80%AE/deploys?build_id=1",
+        "/v1/envs/%2e%2e/user_roles",
+    ] {
+        let method = if target.contains("deploys") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (status, body) = raw_request(&s, method, target, &admin).await;
+        // `..` as written may be resolved by the router (404); encoded it reaches the name
+        // check (400). Never a 2xx.
+        assert!(status == 400 || status == 404, "{target} → {status} {body}");
+        assert_json_error(status, &body, target);
+    }
+    let (_, list) = s.get("/v1/envs/%2e%2e/staging/deploys", &admin).await;
+    assert!(list.get("error").is_some(), "{list}");
+}
+
+#[tokio::test]
+async fn every_error_answer_is_json() {
+    let s = Server::start(&full_config(600, SQLITE_AUDIT)).await;
+    let admin = s.admin();
+    let cases: Vec<(Method, String, Option<Body>)> = vec![
+        (Method::GET, "/no/such/route".into(), None),
+        (Method::DELETE, "/v1/login".into(), None),
+        (
+            Method::PATCH,
+            "/v1/envs/checkout/staging/deploys".into(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/login".into(),
+            Some(("text/plain", "user=bob".into())),
+        ),
+        (
+            Method::POST,
+            "/v1/login".into(),
+            Some(("application/json", "{not json".into())),
+        ),
+        (
+            Method::POST,
+            "/v1/login".into(),
+            Some(("application/json", "{\"username\": 1}".into())),
+        ),
+        (
+            Method::GET,
+            "/v1/envs/checkout/staging/deploys?limit=lots".into(),
+            None,
+        ),
+    ];
+    for (method, path, body) in cases {
+        let mut request = s
+            .http
+            .request(method.clone(), format!("{}{path}", s.base))
+            .header("authorization", &admin);
+        if let Some((content_type, body)) = body {
+            request = request.header("content-type", content_type).body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        assert!(status.is_client_error(), "{method} {path} → {status}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content_type}"
+        );
+        let text = response.text().await.unwrap();
+        assert_json_error(status.as_u16(), &text, &format!("{method} {path}"));
+    }
+
+    // A body over the limit: 413, as JSON, whether or not the client got to send it all.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = s.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let size = 3 * 1024 * 1024;
+    let head = format!(
+        "POST /v1/login HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {size}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..size / chunk.len() {
+        if stream.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    assert_json_error(413, body, "a body over the limit");
+}
+
+#[tokio::test]
+async fn stage_names_are_case_insensitive_so_prod_is_production() {
+    let (s, bob, _carol, _dave) = production_setup().await;
+    for stage in ["PROD", "Prod"] {
+        let (status, body) = s.deploy(&bob, stage, "").await;
+        assert_eq!(
+            status,
+            StatusCode::PRECONDITION_REQUIRED,
+            "{stage} must need approval: {body}"
+        );
+    }
+    let (status, body) = s.deploy(&bob, "PROD", "&approver=carol").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["deploy"]["stage"], "prod");
+    // Roles granted on `Checkout` are roles on `checkout`.
+    s.grant("user_roles", "Search", "bob", "OPERATOR").await;
+    let (status, body) = s
+        .post("/v1/envs/search/staging/deploys?build_id=1", &bob, None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test]
+async fn script_token_names_are_per_env() {
+    let s = Server::start(&full_config(600, SQLITE_AUDIT)).await;
+    let checkout = s
+        .grant("token_roles", "checkout", "deployer", "OPERATOR")
+        .await;
+    let search = s.grant("token_roles", "search", "deployer", "READER").await;
+    assert_ne!(checkout["token"], search["token"]);
+    // The same name twice on one env is a conflict.
+    let (status, body) = s
+        .post(
+            "/v1/envs/checkout/token_roles",
+            &s.admin(),
+            Some(json!({ "name": "deployer", "role": "OPERATOR" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    // Each acts only inside its env, with its own role there.
+    let on_checkout = format!("token {}", checkout["token"].as_str().unwrap());
+    let on_search = format!("token {}", search["token"].as_str().unwrap());
+    assert_eq!(
+        s.deploy(&on_checkout, "staging", "").await.0,
+        StatusCode::CREATED
+    );
+    let (status, _) = s
+        .post(
+            "/v1/envs/search/staging/deploys?build_id=1",
+            &on_search,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "READER on search");
+    let (status, _) = s
+        .post(
+            "/v1/envs/search/staging/deploys?build_id=1",
+            &on_checkout,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "scoped to checkout");
+}
+
+#[test]
+fn hash_password_reads_stdin_and_never_argv() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(binary())
+        .args(["hash-password", "--iterations", "10000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let hash: PasswordHash = line.trim().parse().unwrap();
+    assert!(hash.verify(&Password::new("correct horse").unwrap()));
+    assert!(!hash.verify(&Password::new("correct horse\n").unwrap()));
+    // A password on the command line is not an option.
+    let refused = std::process::Command::new(binary())
+        .args(["hash-password", "hunter2"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}

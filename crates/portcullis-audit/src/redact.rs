@@ -48,7 +48,9 @@ impl Redactor {
     ///
     /// # Errors
     ///
-    /// [`AuditError::Invalid`] for a short key or an empty path.
+    /// [`AuditError::Invalid`] for a short key, a path with an empty segment, or the path
+    /// `id` (the event's id is what records are found by, and what a database log's `id`
+    /// column holds: verification checks that column against the record).
     pub fn new<I, S>(key: &[u8], paths: I) -> Result<Self, AuditError>
     where
         I: IntoIterator<Item = S>,
@@ -68,6 +70,13 @@ impl Redactor {
                         "redaction path `{}` has an empty segment",
                         p.as_ref()
                     )))
+                } else if parts == ["id"] {
+                    Err(AuditError::Invalid(
+                        "the event `id` cannot be redacted: records are found by it, and a \
+                         database log indexes it beside the record (redact fields that hold \
+                         secrets; an id is a random UUID)"
+                            .into(),
+                    ))
                 } else {
                     Ok(parts)
                 }
@@ -119,4 +128,22 @@ fn lookup_mut<'a>(value: &'a mut Value, path: &[String]) -> Option<&'a mut Value
 pub(crate) fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.')
         .try_fold(value, |current, key| current.as_object()?.get(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database log's `id` column is the caller's id, checked against the record by
+    /// verification: a redacted id would never match it.
+    #[test]
+    fn the_event_id_cannot_be_redacted() {
+        let key = b"a per-log key of enough bytes";
+        let err = Redactor::new(key, ["fields.token", "id"]).unwrap_err();
+        assert!(
+            matches!(&err, AuditError::Invalid(why) if why.contains("`id`")),
+            "{err}"
+        );
+        assert!(Redactor::new(key, ["outcome_of", "fields.id", "request.parameters.id"]).is_ok());
+    }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::chain::{ChainHead, Hash, decode};
+use crate::chain::{ChainHead, Decoded, Hash, decode};
 use crate::{AuditError, Checkpoint};
 
 /// The first thing wrong with a log.
@@ -49,6 +49,19 @@ pub enum Violation {
         /// The checkpoint's sequence number.
         seq: u64,
     },
+    /// A SQL row's indexed column does not hold what its record's chained line says: the
+    /// column was changed in the database, so queries by it miss or misattribute the record.
+    /// The line itself is intact (it was checked first).
+    IndexMismatch {
+        /// The record's sequence number, as its line says.
+        seq: u64,
+        /// The column (`resource`, `correlation_id`, …).
+        column: String,
+        /// What the column holds (`None` for SQL `NULL`).
+        stored: Option<String>,
+        /// What the line says it must hold (`None` for `NULL`).
+        expected: Option<String>,
+    },
     /// A checkpoint whose signature does not verify.
     BadCheckpoint {
         /// Its sequence number.
@@ -87,9 +100,41 @@ impl fmt::Display for Violation {
             Violation::CheckpointMismatch { seq } => {
                 write!(f, "record {seq} differs from the signed checkpoint")
             }
+            Violation::IndexMismatch {
+                seq,
+                column,
+                stored,
+                expected,
+            } => write!(
+                f,
+                "record {seq}: its indexed column `{column}` holds {}, but the record says {}: \
+                 the index was altered, so queries by `{column}` miss or misattribute the record",
+                Shown(stored.as_deref()),
+                Shown(expected.as_deref())
+            ),
             Violation::BadCheckpoint { seq, reason } => {
                 write!(f, "checkpoint {seq} is not valid: {reason}")
             }
+        }
+    }
+}
+
+/// A column value as a violation shows it: quoted with control characters escaped (the value
+/// comes from a database an attacker may have written), `NULL` for none, cut after
+/// [`SHOWN_CHARS`] characters.
+struct Shown<'a>(Option<&'a str>);
+
+/// How much of a column value a violation message shows.
+const SHOWN_CHARS: usize = 100;
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(text) = self.0 else {
+            return f.write_str("NULL");
+        };
+        match text.char_indices().nth(SHOWN_CHARS) {
+            Some((cut, _)) => write!(f, "{:?}…", text.get(..cut).unwrap_or_default()),
+            None => write!(f, "{text:?}"),
         }
     }
 }
@@ -152,6 +197,12 @@ impl Verifier {
     ///
     /// The first [`Violation`].
     pub fn feed(&mut self, line: &[u8]) -> Result<(), Violation> {
+        self.feed_decoded(line).map(drop)
+    }
+
+    /// As [`feed`](Verifier::feed), and returns the line decoded (its hash and link
+    /// checked), for a backend that checks more against it.
+    pub(crate) fn feed_decoded(&mut self, line: &[u8]) -> Result<Decoded, Violation> {
         self.index += 1;
         let decoded = decode(line).map_err(|e| Violation::Malformed {
             index: self.index,
@@ -180,7 +231,7 @@ impl Verifier {
             seq: decoded.seq,
             hash: decoded.stored_hash,
         };
-        Ok(())
+        Ok(decoded)
     }
 
     /// The head so far.
@@ -253,4 +304,27 @@ pub fn verify_lines<'a>(
         verifier.feed(line)?;
     }
     verifier.finish(checkpoints, trusted_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A column value comes from the database: shown quoted, escaped and cut, never raw.
+    #[test]
+    fn an_index_mismatch_shows_values_escaped_and_cut() {
+        let violation = Violation::IndexMismatch {
+            seq: 7,
+            column: "actor".into(),
+            stored: Some(format!("evil\u{1b}[2J{}", "x".repeat(500))),
+            expected: None,
+        };
+        let text = violation.to_string();
+        assert!(
+            text.starts_with("record 7: its indexed column `actor` holds \"evil\\u{1b}[2J"),
+            "{text}"
+        );
+        assert!(text.contains("xxx\"…, but the record says NULL"), "{text}");
+        assert!(!text.contains('\u{1b}') && text.len() < 300, "{text}");
+    }
 }

@@ -21,71 +21,11 @@
 use crate::chain::{ChainHead, Hash, decode, seal};
 use crate::log::Prepared;
 use crate::{AuditError, Receipt};
-use serde_json::Value;
 
-/// The indexed columns of a record. They come from the *redacted* event that is stored, so
-/// a field configured for HMAC is indexed as its fingerprint, never in clear. Computed when
-/// the event is prepared, by the caller's task, not by the one writer.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Columns {
-    time_ms: u64,
-    kind: String,
-    actor: String,
-    action: String,
-    resource: String,
-    effect: Option<String>,
-    correlation_id: Option<String>,
-    outcome_of: Option<String>,
-}
+mod columns;
 
-impl Columns {
-    /// The columns of a redacted event, read from its JSON value.
-    pub(crate) fn of(event: &Value) -> Self {
-        let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
-        let at = |path: &str| text(crate::redact::lookup(event, path));
-        Columns {
-            time_ms: event.get("time_ms").and_then(Value::as_u64).unwrap_or(0),
-            kind: at("kind").unwrap_or_default(),
-            actor: at("actor.subject").unwrap_or_default(),
-            action: at("action").unwrap_or_default(),
-            resource: match (at("resource.kind"), at("resource.id")) {
-                (Some(kind), Some(id)) => format!("{kind}:{id}"),
-                // A redacted resource is stored as its fingerprint string.
-                _ => at("resource").unwrap_or_default(),
-            },
-            effect: at("decision.effect"),
-            correlation_id: at("correlation_id"),
-            outcome_of: at("outcome_of"),
-        }
-    }
-
-    /// The columns of an event stored as it is (no redactor): what [`Columns::of`] reads
-    /// from its value, taken from the struct.
-    pub(crate) fn of_event(event: &crate::AuditEvent) -> Self {
-        Columns {
-            time_ms: event.time_ms,
-            kind: event.kind.as_str().to_owned(),
-            actor: event.actor.subject.clone(),
-            action: event.action.as_str().to_owned(),
-            resource: format!("{}:{}", event.resource.kind().as_str(), event.resource.id()),
-            effect: event
-                .decision
-                .as_ref()
-                .map(|d| effect_name(d.effect()).to_owned()),
-            correlation_id: event.correlation_id.clone(),
-            outcome_of: event.outcome_of.clone(),
-        }
-    }
-}
-
-/// The JSON name of an effect, as the `effect` column holds it.
-fn effect_name(effect: portcullis_core::Effect) -> &'static str {
-    match effect {
-        portcullis_core::Effect::Allow => "allow",
-        portcullis_core::Effect::Deny => "deny",
-        portcullis_core::Effect::NotApplicable => "not_applicable",
-    }
-}
+pub(crate) use columns::Columns;
+use columns::{StoredRow, effect_name};
 
 fn parse_head(row: Option<(i64, String)>) -> Result<ChainHead, AuditError> {
     let Some((seq, hash_hex)) = row else {
@@ -313,6 +253,38 @@ macro_rules! sql_backend {
                 Ok(())
             }
 
+            /// Pushes onto `q` the `SELECT` of the lines `query` asks for: one more than its
+            /// limit, to tell whether more follow.
+            pub(crate) fn push_select(q: &mut sqlx::QueryBuilder<'_, $db>, query: &crate::AuditQuery) {
+                q.push("SELECT line FROM portcullis_audit_records WHERE seq > ");
+                q.push_bind(as_i64(query.after_seq.unwrap_or(0)));
+                if let Some(actor) = &query.actor {
+                    q.push(" AND actor = ").push_bind(actor.clone());
+                }
+                if let Some(action) = &query.action {
+                    q.push(" AND action = ").push_bind(action.to_string());
+                }
+                if let Some(resource) = &query.resource {
+                    q.push(" AND resource = ").push_bind(resource.to_string());
+                }
+                if let Some(effect) = query.effect {
+                    q.push(" AND effect = ").push_bind(effect_name(effect));
+                }
+                if let Some(kind) = query.kind {
+                    q.push(" AND kind = ").push_bind(kind.as_str());
+                }
+                if let Some(from) = query.from_ms {
+                    q.push(" AND time_ms >= ").push_bind(as_i64(from));
+                }
+                if let Some(to) = query.to_ms {
+                    q.push(" AND time_ms < ").push_bind(as_i64(to));
+                }
+                if let Some(correlation) = &query.correlation_id {
+                    q.push(" AND correlation_id = ").push_bind(correlation.clone());
+                }
+                q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(query.limit) + 1);
+            }
+
             async fn lines_after(&self, after_seq: u64, limit: i64) -> Result<Vec<String>, AuditError> {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "SELECT line FROM portcullis_audit_records WHERE seq > ",
@@ -369,16 +341,27 @@ macro_rules! sql_backend {
                 &self,
                 mut verifier: crate::verify::Verifier,
             ) -> Result<Result<crate::verify::Verifier, crate::verify::Violation>, AuditError> {
-                // Storage order is sequence order here; a row whose stored seq disagrees with
-                // its line, or a missing row, still shows as a broken sequence or link.
+                // Storage order is sequence order here; a missing row, or one whose seq
+                // column disagrees with its line, shows as a broken sequence or link, or as
+                // a mismatch of the seq column. Each row's other indexed columns must hold
+                // what its line says: queries find records by them.
                 let mut after = 0;
                 loop {
-                    let lines = self.lines_after(after, PAGE).await?;
-                    if lines.is_empty() {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                    q.push(columns::SELECT_ROW)
+                        .push(" FROM portcullis_audit_records WHERE seq > ")
+                        .push_bind(as_i64(after))
+                        .push(" ORDER BY seq LIMIT ")
+                        .push_bind(PAGE);
+                    let rows: Vec<StoredRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                    if rows.is_empty() {
                         return Ok(Ok(verifier));
                     }
-                    for line in &lines {
-                        if let Err(v) = verifier.feed(line.as_bytes()) {
+                    for row in rows {
+                        let checked = verifier
+                            .feed_decoded(row.0.as_bytes())
+                            .and_then(|decoded| columns::check_row(&decoded, row));
+                        if let Err(v) = checked {
                             return Ok(Err(v));
                         }
                     }
@@ -387,35 +370,8 @@ macro_rules! sql_backend {
             }
 
             async fn query(&self, query: &crate::AuditQuery) -> Result<crate::AuditPage, AuditError> {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT line FROM portcullis_audit_records WHERE seq > ",
-                );
-                q.push_bind(as_i64(query.after_seq.unwrap_or(0)));
-                if let Some(actor) = &query.actor {
-                    q.push(" AND actor = ").push_bind(actor.clone());
-                }
-                if let Some(action) = &query.action {
-                    q.push(" AND action = ").push_bind(action.to_string());
-                }
-                if let Some(resource) = &query.resource {
-                    q.push(" AND resource = ").push_bind(resource.to_string());
-                }
-                if let Some(effect) = query.effect {
-                    q.push(" AND effect = ").push_bind(effect_name(effect));
-                }
-                if let Some(kind) = query.kind {
-                    q.push(" AND kind = ").push_bind(kind.as_str());
-                }
-                if let Some(from) = query.from_ms {
-                    q.push(" AND time_ms >= ").push_bind(as_i64(from));
-                }
-                if let Some(to) = query.to_ms {
-                    q.push(" AND time_ms < ").push_bind(as_i64(to));
-                }
-                if let Some(correlation) = &query.correlation_id {
-                    q.push(" AND correlation_id = ").push_bind(correlation.clone());
-                }
-                q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(query.limit) + 1);
+                let mut q = sqlx::QueryBuilder::<$db>::new("");
+                Self::push_select(&mut q, query);
                 let lines: Vec<String> = q.build_query_scalar().fetch_all(&self.pool).await?;
                 let records = lines
                     .iter()

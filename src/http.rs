@@ -54,9 +54,7 @@ use tower_service::Service;
 
 use crate::gate::{CHALLENGE, Gate, GateError, GateRequest};
 
-mod edge;
-
-pub use edge::{
+pub use crate::edge::{
     Edge, EdgeLayer, MAX_TARGET, Passthrough, UrlError, check_target, decode_component,
     decode_query, json_error,
 };

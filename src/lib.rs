@@ -38,5 +38,8 @@ pub use portcullis_policy as policy;
 #[cfg(feature = "gate")]
 pub mod gate;
 
+#[cfg(feature = "edge")]
+pub mod edge;
+
 #[cfg(feature = "axum")]
 pub mod http;

@@ -1,7 +1,12 @@
 //! End-to-end tests of `examples/policy-sidecar`: the binary started on 127.0.0.1 and driven
 //! over HTTP as OPA clients drive OPA — the REST API on OPA's documented example, hot reload
 //! and last known good across a restart, decision logs, and following a rollout.
-#![cfg(all(feature = "policy", feature = "audit", feature = "sqlite"))]
+#![cfg(all(
+    feature = "policy",
+    feature = "audit",
+    feature = "sqlite",
+    feature = "edge"
+))]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -314,7 +314,8 @@ pub(crate) async fn router(
             .route("/login", post(login))
             .route("/.well-known/jwks.json", get(jwks_document))
             .merge(proxied)
-            .with_state(broker.clone()),
+            .with_state(broker.clone())
+            .layer(portcullis::http::EdgeLayer::new()),
         broker.audit.clone(),
     ))
 }

@@ -265,6 +265,8 @@ pub(crate) fn stream_back(
     let mut out = Response::new(Body::from_stream(body));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
+    // The upstream's answer, as it gave it: never rewritten as one of ours.
+    out.extensions_mut().insert(portcullis::http::Passthrough);
     out
 }
 

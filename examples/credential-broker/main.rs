@@ -270,7 +270,8 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
         .route("/health", get(|| async { "ok" }))
         .route("/v1/login", post(login))
         .merge(api)
-        .with_state(app);
+        .with_state(app)
+        .layer(portcullis::http::EdgeLayer::new());
     Ok((router, config.listen))
 }
 

@@ -312,7 +312,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         .route("/health", get(health))
         .route("/v1/status", get(status))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .with_state(state);
+        .with_state(state)
+        // Every error answer in OPA's shape, `{"code": …, "message": …}`, the framework's
+        // own (unknown route, wrong method, body too large) included.
+        .layer(portcullis::edge::EdgeLayer::new().with_code_field("code"));
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", config.listen))?;

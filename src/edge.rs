@@ -1,4 +1,5 @@
-//! The edge of a JSON API ([`EdgeLayer`]): a request whose URL is malformed is refused with a
+//! The edge of a JSON API ([`EdgeLayer`], feature `edge`; re-exported by
+//! [`http`](crate::http)): a request whose URL is malformed is refused with a
 //! JSON 400 (or 414) before any handler, authorizer or audit record sees it, and every error
 //! answer — the service's own and the framework's (unknown route, wrong method, body too
 //! large, wrong content type, a JSON body that does not parse) — has one JSON shape:
@@ -80,7 +81,7 @@ impl UrlError {
 /// [`UrlError::BadEscape`], [`UrlError::NotUtf8`] or [`UrlError::Hidden`], naming `part`.
 ///
 /// ```
-/// use portcullis::http::decode_component;
+/// use portcullis::edge::decode_component;
 /// assert_eq!(decode_component("a%20b+c", "query", true).unwrap(), "a b c");
 /// assert!(decode_component("%ZZ", "query", true).is_err());
 /// assert!(decode_component("%C3%28", "query", true).is_err()); // not UTF-8
@@ -134,7 +135,7 @@ pub fn decode_component(
 /// As [`decode_component`].
 ///
 /// ```
-/// use portcullis::http::decode_query;
+/// use portcullis::edge::decode_query;
 /// let pairs = decode_query("build_id=12&note=a+b&flag").unwrap();
 /// assert_eq!(pairs[1], ("note".to_owned(), "a b".to_owned()));
 /// assert_eq!(pairs[2], ("flag".to_owned(), String::new()));
@@ -227,13 +228,31 @@ pub struct Passthrough;
 ///
 /// Limits enforced by the HTTP server before any layer runs are outside its reach (hyper
 /// answers a target over 64 KiB or more than 100 headers itself, without a body).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EdgeLayer;
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLayer {
+    code_field: &'static str,
+}
+
+impl Default for EdgeLayer {
+    fn default() -> Self {
+        EdgeLayer {
+            code_field: "error",
+        }
+    }
+}
 
 impl EdgeLayer {
-    /// The layer.
+    /// The layer, answering errors as `{"error": code, "message": …}`.
     pub fn new() -> Self {
-        EdgeLayer
+        EdgeLayer::default()
+    }
+
+    /// Names the field holding the machine-readable code: an OPA-compatible service
+    /// answers `{"code": …, "message": …}` as OPA does, with `with_code_field("code")`.
+    #[must_use]
+    pub fn with_code_field(mut self, name: &'static str) -> Self {
+        self.code_field = name;
+        self
     }
 }
 
@@ -241,7 +260,10 @@ impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
 
     fn layer(&self, inner: S) -> Edge<S> {
-        Edge { inner }
+        Edge {
+            inner,
+            code_field: self.code_field,
+        }
     }
 }
 
@@ -249,6 +271,7 @@ impl<S> Layer<S> for EdgeLayer {
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
     inner: S,
+    code_field: &'static str,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -270,15 +293,17 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
+        let field = self.code_field;
         Box::pin(async move {
             if let Err(err) = check_target(request.uri()) {
                 let status = err.status();
-                return Ok(json_error(status, &code_of(status), err.to_string()));
+                let body = json!({ field: code_of(status), "message": err.to_string() });
+                return Ok((status, axum::Json(body)).into_response());
             }
             let method = request.method().clone();
             let path = request.uri().path().to_owned();
             let response = inner.call(request).await?;
-            Ok(as_json_error(response, &method, &path).await)
+            Ok(as_json_error(response, &method, &path, field).await)
         })
     }
 }
@@ -296,7 +321,12 @@ fn is_json(response: &Response) -> bool {
 }
 
 /// `response` unchanged, or its JSON replacement when it is a non-JSON error answer.
-async fn as_json_error(response: Response, method: &Method, path: &str) -> Response {
+async fn as_json_error(
+    response: Response,
+    method: &Method,
+    path: &str,
+    code_field: &str,
+) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || is_json(&response)
@@ -331,7 +361,7 @@ async fn as_json_error(response: Response, method: &Method, path: &str) -> Respo
                 .to_owned(),
         }
     };
-    let body = json!({ "error": code_of(status), "message": message }).to_string();
+    let body = json!({ code_field: code_of(status), "message": message }).to_string();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,

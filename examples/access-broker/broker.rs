@@ -15,9 +15,9 @@ use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::audit::{AuditEvent, AuditLog, AuditSink, Outcome};
-use portcullis::directory::{
-    CachingDirectory, Directory, LdapConfig, LdapDirectory, Password, StaticDirectory,
-};
+#[cfg(feature = "ldap")]
+use portcullis::directory::{LdapConfig, LdapDirectory};
+use portcullis::directory::{CachingDirectory, Directory, Password, StaticDirectory};
 use portcullis::gate::{Admitted, Gate, GateError, GateRequest};
 use portcullis::http::{AuthenticateLayer, CorrelationId};
 use portcullis::token::{
@@ -177,11 +177,18 @@ async fn directory(config: &DirectoryConfig, base: &Path) -> Result<Arc<dyn Dire
                 .map_err(|e| e.to_string())?,
             )
         }
+        #[cfg(feature = "ldap")]
         (None, Some(ldap)) => {
             let text = toml::to_string(ldap).map_err(|e| e.to_string())?;
             let ldap = LdapDirectory::new(LdapConfig::from_toml(&text).map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?;
             Arc::new(CachingDirectory::new(ldap, cache).map_err(|e| e.to_string())?)
+        }
+        #[cfg(not(feature = "ldap"))]
+        (None, Some(_)) => {
+            return Err(
+                "[broker.directory.ldap] needs LDAP support: build with `--features ldap`".into(),
+            );
         }
         _ => return Err("[broker.directory] needs exactly one of users_file or [ldap]".into()),
     })

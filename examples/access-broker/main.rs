@@ -4,9 +4,9 @@
 //! accepts nothing but the broker's short-lived, request-bound, single-use tokens.
 //!
 //! ```sh
-//! cargo run --example access-broker --features ldap            # the demo, all on 127.0.0.1
-//! cargo run --example access-broker --features ldap -- broker --config access-broker.toml
-//! cargo run --example access-broker --features ldap -- region-proxy --config access-broker.toml --region eu
+//! cargo run --example access-broker            # the demo, all on 127.0.0.1
+//! cargo run --example access-broker -- broker --config access-broker.toml
+//! cargo run --example access-broker -- region-proxy --config access-broker.toml --region eu
 //! ```
 //!
 //! See `examples/access-broker/README.md`.
@@ -71,7 +71,8 @@ REGION PROXY (one per region)
 CONFIGURATION (TOML, one file for every mode)
   [broker] listen, audit_url (sqlite://FILE | jsonl://DIR | postgres://...), max_body_bytes,
            session_minutes, timeout_seconds
-  [broker.directory] users_file = FILE (static users) | [broker.directory.ldap] (LdapConfig)
+  [broker.directory] users_file = FILE (static users) | [broker.directory.ldap] (LdapConfig;
+           a build with --features ldap)
   [broker.regions.NAME] url = the region proxy
   [[broker.grants]] users, groups, region (or *), service (or *), methods (or [\"*\"])
   [broker] audit_groups = groups that see everyone's requests in the audit

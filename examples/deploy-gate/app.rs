@@ -15,9 +15,9 @@ use portcullis::acl::{
     SubjectKind,
 };
 use portcullis::approval::{
-    ApprovalRecord, ApprovalRule, Approvals, Approvers, DuoClient, DuoConfig, InAppFactor,
-    RequestState, SecondFactor, SqliteApprovalStore, TotpConfig, TotpFactor, TotpSecret,
-    VoteDecision,
+    ApprovalError, ApprovalRecord, ApprovalRule, Approvals, Approvers, DuoClient, DuoConfig,
+    InAppFactor, RequestState, SecondFactor, SqliteApprovalStore, TotpConfig, TotpError,
+    TotpFactor, TotpSecret, TotpSecretKey, TotpStore, VoteDecision,
 };
 use portcullis::audit::{AuditLog, AuditOptions, AuditQuery, AuditSink};
 use portcullis::directory::{Password, StaticDirectory};
@@ -40,6 +40,13 @@ use crate::deploys::{Deploy, DeployState, Deploys, NewDeploy};
 
 /// Creating a personal token for oneself.
 pub(crate) const CREATE_PERSONAL_TOKEN: Action = Action::from_static("create_personal_token");
+/// Enrolling (or confirming) one's own TOTP secret.
+pub(crate) const ENROLL_TOTP: Action = Action::from_static("enroll_totp");
+/// The sign-ins that count as a person at the keyboard: a long-lived personal token confirms
+/// no approval and enrolls no second factor.
+const INTERACTIVE: [AuthMethod; 2] = [AuthMethod::OIDC, AuthMethod::ISSUED_JWT];
+/// The issuer named in TOTP enrollment URIs (what authenticator apps show).
+const TOTP_ISSUER: &str = "deploy-gate";
 /// The resource kind of a person (for self-service actions).
 pub(crate) const USER: ResourceKind = ResourceKind::from_static("user");
 const MAX_TEXT: usize = 1000;
@@ -168,6 +175,7 @@ pub(crate) struct AppState {
     audit: Option<Arc<AuditLog>>,
     production: Vec<String>,
     factors: Vec<String>,
+    totp: Option<Arc<TotpFactor>>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -191,6 +199,9 @@ struct Secrets {
     token_key: String,
     receipt_key: String,
     session_key: String,
+    /// Seals enrolled TOTP secrets at rest (AES-256-GCM); added to older files on start.
+    #[serde(default)]
+    totp_key: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -204,17 +215,32 @@ impl Secrets {
         let path = dir.join("secrets.toml");
         let io = store_error("secrets file");
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| io(&e)),
+            Ok(text) => {
+                let mut secrets: Secrets = toml::from_str(&text).map_err(|e| io(&e))?;
+                if secrets.totp_key.is_none() {
+                    // A data folder from before TOTP enrollment: add the key, keep the rest.
+                    let (_, totp_key) = TotpSecretKey::generate().map_err(|e| io(&e))?;
+                    secrets.totp_key = Some(totp_key);
+                    let text = toml::to_string(&secrets).map_err(|e| io(&e))?;
+                    let fresh = dir.join("secrets.toml.new");
+                    let _ = std::fs::remove_file(&fresh);
+                    write_private(&fresh, &text).map_err(|e| io(&e))?;
+                    std::fs::rename(&fresh, &path).map_err(|e| io(&e))?;
+                }
+                Ok(secrets)
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let (_, token_key) = TokenKey::generate().map_err(|e| io(&e))?;
                 let mut receipt = [0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut receipt)
                     .map_err(|_| io(&"the system random source failed"))?;
                 let session = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| io(&e))?;
+                let (_, totp_key) = TotpSecretKey::generate().map_err(|e| io(&e))?;
                 let secrets = Secrets {
                     token_key,
                     receipt_key: hex::encode(receipt),
                     session_key: hex::encode(session.secret_material()),
+                    totp_key: Some(totp_key),
                 };
                 let text = toml::to_string(&secrets).map_err(|e| io(&e))?;
                 write_private(&path, &text).map_err(|e| io(&e))?;
@@ -308,10 +334,10 @@ fn scope_veto(acl: &Arc<Acl>) -> impl Authorizer + 'static {
     })
 }
 
-/// People may create personal tokens for themselves.
+/// People may create personal tokens and enroll TOTP for themselves.
 fn self_service() -> impl Authorizer + 'static {
     from_fn("self-service", |r: &AccessRequest<'_>| {
-        if r.action == &CREATE_PERSONAL_TOKEN
+        if (r.action == &CREATE_PERSONAL_TOKEN || r.action == &ENROLL_TOTP)
             && r.resource.kind() == &USER
             && r.resource.id() == r.principal.subject()
             && r.principal.kind() == PrincipalKind::User
@@ -323,9 +349,16 @@ fn self_service() -> impl Authorizer + 'static {
     })
 }
 
-fn totp_factor(path: Option<&Path>) -> Result<TotpFactor, StartError> {
-    let mut factor =
-        TotpFactor::new(TotpConfig::default()).map_err(|e| StartError::Config(e.to_string()))?;
+/// The TOTP factor: used steps and enrolled secrets in the approval store (so a code is
+/// never accepted twice, across restarts and instances), secrets sealed under `key`, plus
+/// any secrets from the configured file.
+fn totp_factor(
+    path: Option<&Path>,
+    store: Arc<dyn TotpStore>,
+    key: TotpSecretKey,
+) -> Result<TotpFactor, StartError> {
+    let mut factor = TotpFactor::with_store(TotpConfig::default(), store, key)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     if let Some(path) = path {
         let text = std::fs::read_to_string(path)
             .map_err(|e| StartError::Config(format!("{}: {e}", path.display())))?;
@@ -345,11 +378,15 @@ fn totp_factor(path: Option<&Path>) -> Result<TotpFactor, StartError> {
 fn second_factor(
     name: &str,
     approval: &crate::config::Approval,
+    totp: Option<&Arc<TotpFactor>>,
 ) -> Result<Arc<dyn SecondFactor>, StartError> {
     Ok(match name {
         // A long-lived personal token is not a second factor: only interactive logins count.
-        "in_app" => Arc::new(InAppFactor::new([AuthMethod::OIDC, AuthMethod::ISSUED_JWT])),
-        "totp" => Arc::new(totp_factor(approval.totp.secrets_file.as_deref())?),
+        "in_app" => Arc::new(InAppFactor::new(INTERACTIVE)),
+        "totp" => match totp {
+            Some(factor) => factor.clone(),
+            None => return Err(StartError::Config("the TOTP factor is not set up".into())),
+        },
         "duo" => {
             let duo = approval.duo.as_ref().ok_or_else(|| {
                 StartError::Config("factor `duo` needs an [approval.duo] section".into())
@@ -484,11 +521,28 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
 
     // [approval]
     let mut factors = Vec::new();
+    let mut totp = None;
     let approvals = match &config.approval {
         Some(approval) => {
-            let store = SqliteApprovalStore::connect(&db)
-                .await
-                .map_err(|e| store_error("approval store")(&e))?;
+            let store = Arc::new(
+                SqliteApprovalStore::connect(&db)
+                    .await
+                    .map_err(|e| store_error("approval store")(&e))?,
+            );
+            if approval.factors.iter().any(|f| f == "totp") {
+                let key = secrets
+                    .totp_key
+                    .as_deref()
+                    .ok_or_else(|| StartError::Config("secrets.toml lacks totp_key".into()))
+                    .and_then(|hex| {
+                        TotpSecretKey::from_hex(hex).map_err(|e| store_error("TOTP key")(&e))
+                    })?;
+                totp = Some(Arc::new(totp_factor(
+                    approval.totp.secrets_file.as_deref(),
+                    store.clone(),
+                    key,
+                )?));
+            }
             let key =
                 hex::decode(&secrets.receipt_key).map_err(|e| store_error("receipt key")(&e))?;
             let mut rule = ApprovalRule::new(
@@ -508,11 +562,11 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
             rule.required = approval.required;
             rule.approver_group.clone_from(&approval.approver_group);
             rule.timeout = Duration::from_secs(approval.timeout_seconds);
-            let mut approvals = Approvals::new(Arc::new(store), authorizer.clone(), &key)
+            let mut approvals = Approvals::new(store, authorizer.clone(), &key)
                 .and_then(|a| a.rule(rule))
                 .map_err(|e| StartError::Config(e.to_string()))?;
             for name in &approval.factors {
-                approvals = approvals.factor(second_factor(name, approval)?);
+                approvals = approvals.factor(second_factor(name, approval, totp.as_ref())?);
                 factors.push(name.clone());
             }
             if config.deploy.production_stages.is_empty() {
@@ -570,6 +624,7 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
             .map(|stage| fold(stage))
             .collect(),
         factors,
+        totp,
     });
     Ok(App {
         router: router(state),
@@ -658,6 +713,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/approvals/{id}", get(get_approval))
         .route("/v1/approvals/{id}/{decision}", post(vote))
         .route("/v1/users/me/tokens", post(create_personal_token))
+        .route("/v1/users/me/totp", post(begin_totp).get(totp_state))
+        .route("/v1/users/me/totp/confirm", post(confirm_totp))
         .route("/v1/audit", get(query_audit).route_layer(audit_guard))
         .nest(
             "/v1/envs/{env}/user_roles",
@@ -1179,6 +1236,131 @@ async fn create_personal_token(
         })),
     )
         .into_response())
+}
+
+/// The TOTP factor, for a person signed in interactively.
+fn totp_for<'a>(state: &'a AppState, who: &Principal) -> ApiResult<&'a Arc<TotpFactor>> {
+    let factor = state
+        .totp
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("TOTP is not among the configured factors"))?;
+    if who.kind() != PrincipalKind::User || !INTERACTIVE.contains(who.auth_method()) {
+        return Err(GateError::Forbidden(format!(
+            "enroll TOTP signed in interactively (a session or OIDC login), not with a {} credential",
+            who.auth_method()
+        ))
+        .into());
+    }
+    Ok(factor)
+}
+
+fn totp_error(err: ApprovalError) -> ApiError {
+    match err {
+        ApprovalError::Totp(TotpError::AlreadyEnrolled(_)) => {
+            ApiError::Status(StatusCode::CONFLICT, "conflict", err.to_string())
+        }
+        ApprovalError::Totp(_) => ApiError::bad_request(err.to_string()),
+        other => ApiError::unavailable(other),
+    }
+}
+
+fn enroll_request(
+    who: &Principal,
+    step: &str,
+    correlation: CorrelationId,
+) -> ApiResult<GateRequest> {
+    let resource =
+        Resource::new(USER, who.subject()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(GateRequest::new(ENROLL_TOTP, resource)
+        .param("step", step)
+        .http("POST", "/v1/users/me/totp")
+        .correlation_id(correlation.0))
+}
+
+/// Starts TOTP enrollment: a fresh secret, pending until confirmed, shown once as an
+/// `otpauth://` URI.
+async fn begin_totp(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    Extension(correlation): Extension<CorrelationId>,
+) -> ApiResult<Response> {
+    let factor = totp_for(&state, &who)?.clone();
+    let request = enroll_request(&who, "begin", correlation)?;
+    let user = who.subject().to_owned();
+    let enrollment = state
+        .gate
+        .run(&who, &request, |_| async move {
+            factor.begin_enrollment(&user, TOTP_ISSUER).await
+        })
+        .await
+        .map_err(|e| match e {
+            RunError::Refused(err) => ApiError::Gate(err),
+            RunError::Action(err) => totp_error(err),
+        })?;
+    let config = TotpConfig::default();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "state": "pending",
+            "otpauth_uri": enrollment.uri(),
+            "secret": enrollment.secret_base32(),
+            "algorithm": config.algorithm.otpauth_name(),
+            "digits": config.digits,
+            "period": config.step.as_secs(),
+            "confirm": "POST /v1/users/me/totp/confirm {\"code\": \"<the app's current code>\"}",
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmBody {
+    code: String,
+}
+
+/// Confirms a pending enrollment with a first valid code (which is then spent).
+async fn confirm_totp(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    Extension(correlation): Extension<CorrelationId>,
+    Json(body): Json<ConfirmBody>,
+) -> ApiResult<Json<Value>> {
+    let factor = totp_for(&state, &who)?.clone();
+    let request = enroll_request(&who, "confirm", correlation)?;
+    let user = who.subject().to_owned();
+    state
+        .gate
+        .run(&who, &request, |_| async move {
+            factor.confirm_enrollment(&user, &body.code).await
+        })
+        .await
+        .map_err(|e| match e {
+            RunError::Refused(err) => ApiError::Gate(err),
+            RunError::Action(err) => totp_error(err),
+        })?;
+    Ok(Json(json!({ "state": "confirmed" })))
+}
+
+/// Where the caller's TOTP enrollment stands: `none`, `pending` or `confirmed`.
+async fn totp_state(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+) -> ApiResult<Json<Value>> {
+    let factor = state
+        .totp
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("TOTP is not among the configured factors"))?;
+    let found = factor
+        .enrollment_state(who.subject())
+        .await
+        .map_err(totp_error)?;
+    let text = match found {
+        None => "none",
+        Some(portcullis::approval::TotpEnrollmentState::Pending) => "pending",
+        Some(_) => "confirmed",
+    };
+    Ok(Json(json!({ "state": text })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,6 +35,7 @@ use tokio::process::{Child, Command};
 #[path = "../common/mod.rs"]
 mod common;
 mod hardening;
+mod totp;
 use common::example_binary;
 
 const CAROL_TOTP: &str = "3132333435363738393031323334353637383930";

@@ -18,7 +18,10 @@ pub use error::AuditError;
 pub use event::{Actor, AuditEvent, EventKind, Outcome, OutcomeStatus, RequestSummary};
 pub use guard::{Intent, Recorded, RunError, WriteAhead};
 pub use log::{AuditLog, AuditOptions};
-pub use query::{AuditPage, AuditQuery, MAX_QUERY_LIMIT, WithOutcome};
+pub use query::{
+    AuditPage, AuditQuery, MAX_QUERY_LIMIT, MAX_SCOPE_CHILDREN, ResourceScope, SCOPE_SEPARATOR,
+    WithOutcome,
+};
 pub use redact::{HMAC_PREFIX, Redactor};
 pub use sink::jsonl::{JsonlOptions, verify_jsonl_dir};
 pub use sink::{AuditSink, FanOut, FanOutPolicy, TracingMirror};

@@ -267,6 +267,20 @@ macro_rules! sql_backend {
                 if let Some(resource) = &query.resource {
                     q.push(" AND resource = ").push_bind(resource.to_string());
                 }
+                if let Some(scope) = &query.within {
+                    // Equality and byte-order ranges on `resource` (PostgreSQL's column
+                    // collates as "C"), each served by the (resource, seq) index.
+                    let (exact, ranges) = scope.sql_ranges();
+                    q.push(" AND (resource = ").push_bind(exact);
+                    for (from, to) in ranges {
+                        q.push(" OR (resource >= ")
+                            .push_bind(from)
+                            .push(" AND resource < ")
+                            .push_bind(to)
+                            .push(")");
+                    }
+                    q.push(")");
+                }
                 if let Some(effect) = query.effect {
                     q.push(" AND effect = ").push_bind(effect_name(effect));
                 }
@@ -483,6 +497,7 @@ mod postgres {
         migrations: [
             (1, include_str!("../../migrations/0001_records.sql")),
             (2, include_str!("../../migrations/0002_postgres_partial.sql")),
+            (3, include_str!("../../migrations/0003_postgres_resource_bytes.sql")),
         ],
         // One writer at a time across every instance, so the chain stays a single chain.
         sql: postgres,
@@ -501,3 +516,6 @@ mod postgres {
 pub(crate) use postgres::PostgresBackend;
 #[cfg(feature = "sqlite")]
 pub(crate) use sqlite::SqliteBackend;
+
+#[cfg(test)]
+mod tests;

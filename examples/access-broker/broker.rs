@@ -15,9 +15,9 @@ use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::audit::{AuditEvent, AuditLog, AuditSink, Outcome};
+use portcullis::directory::{CachingDirectory, Directory, Password, StaticDirectory};
 #[cfg(feature = "ldap")]
 use portcullis::directory::{LdapConfig, LdapDirectory};
-use portcullis::directory::{CachingDirectory, Directory, Password, StaticDirectory};
 use portcullis::gate::{Admitted, Gate, GateError, GateRequest};
 use portcullis::http::{AuthenticateLayer, CorrelationId};
 use portcullis::token::{

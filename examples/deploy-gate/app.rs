@@ -19,7 +19,7 @@ use portcullis::approval::{
     InAppFactor, RequestState, SecondFactor, SqliteApprovalStore, TotpConfig, TotpError,
     TotpFactor, TotpSecret, TotpSecretKey, TotpStore, VoteDecision,
 };
-use portcullis::audit::{AuditLog, AuditOptions, AuditQuery, AuditSink};
+use portcullis::audit::{AuditLog, AuditOptions, AuditQuery, AuditSink, ResourceScope};
 use portcullis::directory::{Password, StaticDirectory};
 use portcullis::gate::{Gate, GateError, GateRequest, RunError};
 use portcullis::http::{AuthenticateLayer, CorrelationId, EdgeLayer, guard};
@@ -1548,6 +1548,9 @@ async fn revoke_role(
 #[serde(deny_unknown_fields)]
 struct AuditParams {
     resource: String,
+    /// Only records on `resource` itself, not on the stages of an env.
+    #[serde(default)]
+    exact: bool,
     actor: Option<String>,
     action: Option<String>,
     correlation_id: Option<String>,
@@ -1567,12 +1570,17 @@ async fn query_audit(
         ))
     })?;
     let mut query = AuditQuery::all(params.limit.unwrap_or(100).clamp(1, MAX_LIST));
-    query.resource = Some(
-        params
-            .resource
-            .parse()
-            .map_err(|e: portcullis::Error| ApiError::bad_request(e.to_string()))?,
-    );
+    let resource: Resource = params
+        .resource
+        .parse()
+        .map_err(|e: portcullis::Error| ApiError::bad_request(e.to_string()))?;
+    // An env's log holds its stages' records too (its ADMINs may read them), unless
+    // `exact=true` asks for the env's own records only.
+    if *resource.kind() == ResourceKind::ENV && !params.exact {
+        query.within = Some(ResourceScope::new(resource).with_children(ResourceKind::ENV_STAGE));
+    } else {
+        query.resource = Some(resource);
+    }
     query.actor = params.actor;
     query.action = params
         .action

@@ -54,7 +54,8 @@ ENDPOINTS (send `Authorization: token <t>` or `Authorization: Bearer <t>`)
   POST /v1/users/me/totp                      start TOTP enrollment -> otpauth:// URI, shown once
   POST /v1/users/me/totp/confirm              {code} -> confirms it with a first valid code
   GET  /v1/audit?resource=env:NAME&actor=..&action=..&correlation_id=..&after=..&limit=..
-                                              the audit log, for ADMINs of the resource
+                                              the audit log, for ADMINs of the resource; an
+                                              env's includes its stages (&exact=true: not)
   GET  /health                                unprotected liveness
 
 CONFIGURATION

@@ -366,3 +366,50 @@ fn hash_password_reads_stdin_and_never_argv() {
         .unwrap();
     assert!(!refused.status.success());
 }
+
+#[tokio::test]
+async fn an_envs_audit_log_includes_its_stages_unless_exact() {
+    let s = Server::start(&full_config(600, SQLITE_AUDIT)).await;
+    let admin = s.admin();
+    for stage in ["staging", "canary"] {
+        assert_eq!(s.deploy(&admin, stage, "").await.0, StatusCode::CREATED);
+    }
+    s.grant("user_roles", "checkout", "bob", "OPERATOR").await;
+    s.grant("user_roles", "checkout-2", "bob", "OPERATOR").await;
+    let resources = |page: &Value| -> Vec<String> {
+        page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let res = &r["event"]["resource"];
+                format!(
+                    "{}:{}",
+                    res["kind"].as_str().unwrap(),
+                    res["id"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let (status, page) = s.get("/v1/audit?resource=env:checkout", &admin).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let all = resources(&page);
+    for expected in [
+        "env:checkout",
+        "env_stage:checkout/staging",
+        "env_stage:checkout/canary",
+    ] {
+        assert!(
+            all.iter().any(|r| r == expected),
+            "{expected} missing: {all:?}"
+        );
+    }
+    assert!(!all.iter().any(|r| r.contains("checkout-2")), "{all:?}");
+    let (_, page) = s
+        .get("/v1/audit?resource=env:checkout&exact=true", &admin)
+        .await;
+    assert!(
+        resources(&page).iter().all(|r| r == "env:checkout"),
+        "{page}"
+    );
+}

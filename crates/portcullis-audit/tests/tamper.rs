@@ -65,6 +65,29 @@ fn an_upper_case_hash_digit_is_a_change_too() {
     assert!(!verifies(&tampered));
 }
 
+/// A float whose shortest form serde_json's default parser reads one unit off: its record,
+/// untouched, verifies, and the log opens again (opening checks the last record).
+#[tokio::test]
+async fn a_record_holding_a_float_verifies_and_reopens() {
+    let dir = temp_dir("float");
+    let log = AuditLog::jsonl(&dir, JsonlOptions::default())
+        .await
+        .unwrap();
+    log.record(
+        intent("alice", "env:a").with_field("ratio", serde_json::json!(0.925_933_892_649_635_9)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 1);
+    log.close().await.unwrap();
+    let log = AuditLog::jsonl(&dir, JsonlOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 1);
+    log.close().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 proptest! {
     #[test]
     fn any_byte_change_is_detected(line in 0..RECORDS, at in any::<prop::sample::Index>(), xor in 1u8..=255) {

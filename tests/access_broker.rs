@@ -382,6 +382,7 @@ billing = "{us_upstream}"
 
 #[tokio::test]
 async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     let d = Deployment::start("e2e", "sqlite://audit.db").await;
 
     // LDAP login: alice (deployers, platform), bob (deployers), dave (no groups).
@@ -770,6 +771,8 @@ async fn raw_get(base: &str, path: &str, token: &str) -> String {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn audit_log_down_means_503_and_nothing_forwarded() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     let admin_url = env("PORTCULLIS_TEST_POSTGRES_URL");
     let name = format!("access_broker_audit_{}", std::process::id());
     let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
@@ -815,6 +818,7 @@ async fn client(args: &[&str], dir: &Path) -> (bool, String) {
 
 #[tokio::test]
 async fn bulk_runs_each_id_through_the_gate_and_can_be_cancelled() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     let d = Deployment::start("bulk", "sqlite://audit.db").await;
     let dir = d.dir.to_str().unwrap().to_owned();
     let token_file = d.dir.join("token");
@@ -1036,6 +1040,8 @@ async fn audit_rows(browser: &fantoccini::Client) -> Vec<String> {
 
 #[tokio::test]
 async fn the_console_page_logs_in_sends_shows_the_audit_log_and_retries() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_WEBDRIVER_URL");
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     use fantoccini::Locator;
     let d = Deployment::start("page", "sqlite://audit.db").await;
     let profile = d.dir.join("chromium-profile");

@@ -67,6 +67,8 @@ secret_key_env = "TEST_BROKER_SECRET"
 
 #[tokio::test]
 async fn vends_ldap_mapped_credentials_that_work_with_the_aws_sdk() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_MOTO_URL");
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     let dir = std::env::temp_dir().join(format!("credential-broker-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

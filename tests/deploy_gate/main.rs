@@ -917,10 +917,7 @@ async fn an_outcome_linger_above_the_maximum_is_refused_at_start() {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn audit_log_down_means_503_and_no_deploy() {
-    let admin_url = std::env::var("PORTCULLIS_TEST_POSTGRES_URL").expect(
-        "PORTCULLIS_TEST_POSTGRES_URL is not set: run the tests through scripts/test or \
-         scripts/with-services, which start a PostgreSQL on 127.0.0.1",
-    );
+    let admin_url = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
     let name = format!("deploy_gate_audit_{}", std::process::id());
     let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}"))

@@ -318,23 +318,15 @@ mod postgres {
     use portcullis_acl::PostgresAclStore;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A fresh database on the test server, so tests never see each other's rows.
-    #[allow(
-        clippy::expect_used,
-        reason = "tests: without the server URL the test must fail, saying how to run it"
-    )]
-    async fn fresh_database() -> String {
+    /// A fresh database on the test server at `admin`, so tests never see each other's rows.
+    async fn fresh_database(admin: &str) -> String {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let admin = std::env::var("PORTCULLIS_TEST_POSTGRES_URL").expect(
-            "PORTCULLIS_TEST_POSTGRES_URL is not set: run the tests through scripts/test or \
-             scripts/with-services, which start a PostgreSQL on 127.0.0.1",
-        );
         let name = format!(
             "acl_{}_{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
-        let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+        let pool = sqlx::PgPool::connect(admin).await.unwrap();
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&pool)
             .await
@@ -346,8 +338,9 @@ mod postgres {
 
     #[tokio::test]
     async fn postgres_store() {
+        let admin = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
         suite(async || {
-            let url = fresh_database().await;
+            let url = fresh_database(&admin).await;
             Arc::new(PostgresAclStore::connect(&url, 4).await.unwrap()) as Arc<dyn AclStore>
         })
         .await;
@@ -355,7 +348,8 @@ mod postgres {
 
     #[tokio::test]
     async fn postgres_migrations_are_idempotent_and_concurrent() {
-        let url = fresh_database().await;
+        let admin = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
+        let url = fresh_database(&admin).await;
         let (a, b) = tokio::join!(
             PostgresAclStore::connect(&url, 2),
             PostgresAclStore::connect(&url, 2)

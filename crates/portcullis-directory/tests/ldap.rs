@@ -73,6 +73,7 @@ fn pw(text: &str) -> Password {
 
 #[tokio::test]
 async fn logs_people_in_with_their_groups() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     for groups in [
         search(),
         GroupMembership::MemberOf {
@@ -94,6 +95,7 @@ async fn logs_people_in_with_their_groups() {
 
 #[tokio::test]
 async fn nested_groups_are_followed_when_asked() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     let flat = directory(search());
     assert_eq!(flat.groups_of("bob").await.unwrap(), ["deployers"]);
     let mut nested = config(&env("PORTCULLIS_TEST_LDAP_URL"), search());
@@ -108,6 +110,7 @@ async fn nested_groups_are_followed_when_asked() {
 
 #[tokio::test]
 async fn wrong_passwords_and_unknown_users_look_the_same() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     let ldap = directory(search());
     for (user, password) in [
         ("alice", "wrong"),
@@ -129,6 +132,7 @@ async fn wrong_passwords_and_unknown_users_look_the_same() {
 
 #[tokio::test]
 async fn hostile_names_match_nothing() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     let ldap = directory(search());
     for user in [
         "*",
@@ -187,6 +191,7 @@ async fn hostile_names_match_nothing() {
 
 #[tokio::test]
 async fn service_accounts_are_found_by_name() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     let ldap = directory(search());
     let bot = ldap.service_account("deploy-bot").await.unwrap().unwrap();
     assert_eq!(bot.name, "deploy-bot");
@@ -254,6 +259,7 @@ impl Relay {
 
 #[tokio::test]
 async fn recovers_after_the_server_goes_away_and_comes_back() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     let relay = Relay::start(&env("PORTCULLIS_TEST_LDAP_URL")).await;
     let ldap = LdapDirectory::new(config(&relay.url, search())).unwrap();
     assert_eq!(
@@ -290,6 +296,7 @@ async fn recovers_after_the_server_goes_away_and_comes_back() {
 
 #[tokio::test]
 async fn a_hanging_server_times_out() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     let relay = Relay::start(&env("PORTCULLIS_TEST_LDAP_URL")).await;
     relay.set(HANG).await;
     let ldap = LdapDirectory::new(config(&relay.url, search())).unwrap();
@@ -312,6 +319,7 @@ async fn a_hanging_server_times_out() {
 
 #[tokio::test]
 async fn the_cache_answers_within_its_ttl_and_only_then() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
     let relay = Relay::start(&env("PORTCULLIS_TEST_LDAP_URL")).await;
     let clock = Arc::new(ManualClock::new(std::time::SystemTime::now()));
     let cached = CachingDirectory::new(

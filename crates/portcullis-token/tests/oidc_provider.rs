@@ -121,6 +121,7 @@ fn userinfo(cache: Duration) -> OpaqueVerifier {
 
 #[tokio::test]
 async fn discovery_finds_the_provider() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_OIDC_URL");
     let http = portcullis_token::HttpClient::new(&HttpOptions::default()).unwrap();
     let metadata = ProviderMetadata::discover(&http, &issuer()).await.unwrap();
     assert_eq!(metadata.issuer, issuer());
@@ -130,6 +131,7 @@ async fn discovery_finds_the_provider() {
 
 #[tokio::test]
 async fn id_token_verifies_through_discovery_and_jwks() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_OIDC_URL");
     let user = fresh_user("alice");
     let tokens = login(&user, &["deployers", "release-managers"]).await;
     let verifier = JwtVerifier::discover(
@@ -172,6 +174,7 @@ async fn id_token_verifies_through_discovery_and_jwks() {
 
 #[tokio::test]
 async fn opaque_access_token_verifies_at_userinfo_until_revoked() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_OIDC_URL");
     let user = fresh_user("bob");
     let tokens = login(&user, &["ops"]).await;
     let verifier = userinfo(Duration::ZERO);
@@ -191,6 +194,7 @@ async fn opaque_access_token_verifies_at_userinfo_until_revoked() {
 
 #[tokio::test]
 async fn a_burst_costs_one_userinfo_call_and_the_cache_is_bounded_by_its_ttl() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_OIDC_URL");
     let user = fresh_user("carol");
     let tokens = login(&user, &[]).await;
     let verifier = std::sync::Arc::new(userinfo(Duration::from_secs(1)));
@@ -218,6 +222,7 @@ async fn a_burst_costs_one_userinfo_call_and_the_cache_is_bounded_by_its_ttl() {
 
 #[tokio::test]
 async fn chain_from_config_routes_each_token_to_its_method() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_OIDC_URL");
     let config = AuthConfig::from_toml(&format!(
         r#"
         [[method]]

@@ -313,11 +313,7 @@ async fn sqlite_store_keeps_no_secret_on_disk() {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_store() {
-    #[allow(clippy::expect_used, reason = "tests: say how to run them")]
-    let admin = std::env::var("PORTCULLIS_TEST_POSTGRES_URL").expect(
-        "PORTCULLIS_TEST_POSTGRES_URL is not set: run the tests through scripts/test or \
-         scripts/with-services, which start a PostgreSQL on 127.0.0.1",
-    );
+    let admin = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
     let name = format!("tokens_{}", std::process::id());
     let pool = sqlx::PgPool::connect(&admin).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}"))

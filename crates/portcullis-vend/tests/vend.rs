@@ -451,10 +451,7 @@ mod moto {
 
     #[tokio::test]
     async fn vended_credentials_work_with_the_aws_sdk() {
-        let endpoint = std::env::var("PORTCULLIS_TEST_MOTO_URL").expect(
-            "PORTCULLIS_TEST_MOTO_URL is not set: run the tests through scripts/test or \
-             scripts/with-services, which start moto on 127.0.0.1",
-        );
+        let endpoint = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_MOTO_URL");
         let broker_keys =
             StaticKeys::new("AKIAIOSFODNN7EXAMPLE", "broker-secret", None, None, "test");
         let sts = AwsSts::new(client(&endpoint, broker_keys));

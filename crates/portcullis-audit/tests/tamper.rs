@@ -65,6 +65,48 @@ fn an_upper_case_hash_digit_is_a_change_too() {
     assert!(!verifies(&tampered));
 }
 
+/// The README's recipe for other languages: the hashed bytes are the stored line with its
+/// `,"hash":"H"` member cut out; non-ASCII is stored raw, not `\u`-escaped.
+#[tokio::test]
+async fn the_readme_recipe_verifies_a_real_log() {
+    let dir = temp_dir("recipe");
+    let log = AuditLog::jsonl(&dir, JsonlOptions::default())
+        .await
+        .unwrap();
+    let fields = serde_json::json!({"name": "Zoë \"q\" \\ /😀", "ratio": 0.925_933_892_649_635_9, "big": 1e300});
+    for i in 0..3 {
+        log.record(
+            intent(&format!("usér{i}"), "env_stage:café/prod").with_field("x", fields.clone()),
+        )
+        .await
+        .unwrap();
+    }
+    log.close().await.unwrap();
+    let text = std::fs::read_to_string(dir.join("audit-00000001.jsonl")).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut prev = "0".repeat(64);
+    for (seq, line) in (1..).zip(text.lines()) {
+        assert!(
+            line.contains("usér") && line.contains("café") && line.contains("😀"),
+            "{line}"
+        );
+        assert!(!line.contains("\\u"), "{line}");
+        let at = line.rfind(",\"hash\":\"").unwrap();
+        let hash = &line[at + 9..at + 9 + 64];
+        let cut = format!("{}{}", &line[..at], &line[at + 9 + 64 + 1..]);
+        assert_eq!(
+            cut,
+            format!(
+                "{},\"prev\":\"{prev}\",\"seq\":{seq},\"v\":1}}",
+                &line[..at]
+            )
+        );
+        let digest = ring::digest::digest(&ring::digest::SHA256, cut.as_bytes());
+        assert_eq!(hex::encode(digest.as_ref()), hash);
+        prev = hash.to_owned();
+    }
+}
+
 /// A float whose shortest form serde_json's default parser reads one unit off: its record,
 /// untouched, verifies, and the log opens again (opening checks the last record).
 #[tokio::test]

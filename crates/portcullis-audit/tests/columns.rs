@@ -234,6 +234,7 @@ mod postgres {
 
     #[tokio::test]
     async fn a_changed_indexed_column_fails_verification() {
+        portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
         for case in CASES {
             let url = fresh_postgres("columns").await;
             let log = AuditLog::postgres(&url, AuditOptions::default())

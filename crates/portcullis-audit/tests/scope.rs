@@ -163,6 +163,7 @@ mod postgres {
 
     #[tokio::test]
     async fn postgres() {
+        portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
         let url = fresh_postgres("scope").await;
         let log = AuditLog::postgres(&url, AuditOptions::default())
             .await
@@ -177,7 +178,7 @@ mod postgres {
     /// `checkout0`.
     #[tokio::test]
     async fn a_language_collated_database_of_the_second_schema() {
-        let admin = std::env::var("PORTCULLIS_TEST_POSTGRES_URL").unwrap();
+        let admin = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
         let name = format!("audit_scope_icu_{}", std::process::id());
         let pool = sqlx::PgPool::connect(&admin).await.unwrap();
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))

@@ -1086,6 +1086,7 @@ mod postgres {
 
     #[tokio::test]
     async fn suite() {
+        portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
         records_in_order_and_verifies(open("order").await.0).await;
         group_commit_keeps_one_chain(open("group").await.0).await;
         queries_filter_and_page(open("query").await.0).await;
@@ -1119,6 +1120,7 @@ mod postgres {
     /// the next batch is written on a new connection, on the chain as it stands.
     #[tokio::test]
     async fn a_dropped_writer_connection_fails_one_batch_then_is_replaced() {
+        portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
         let (log, url) = open("dropped").await;
         for _ in 0..3 {
             log.record(intent("alice", "env:checkout")).await.unwrap();
@@ -1143,6 +1145,7 @@ mod postgres {
 
     #[tokio::test]
     async fn two_instances_share_one_chain() {
+        portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
         let url = fresh_postgres("shared").await;
         let open = || async {
             AuditLog::postgres(&url, AuditOptions::default())

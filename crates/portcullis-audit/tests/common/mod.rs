@@ -50,7 +50,8 @@ pub(crate) fn refusal(actor: &str, resource: &str) -> AuditEvent {
     .unwrap()
 }
 
-/// A fresh database on the test PostgreSQL (`scripts/with-services` starts one).
+/// A fresh database on the test PostgreSQL (`scripts/with-services` starts one). A test
+/// calling it first skips, or fails, by `service_or_skip!` when there is none.
 #[cfg(feature = "postgres")]
 #[allow(
     clippy::expect_used,

@@ -70,10 +70,7 @@ async fn sqlite_reads_a_scope_through_the_resource_index() {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_reads_a_scope_through_the_resource_index() {
-    let admin = std::env::var("PORTCULLIS_TEST_POSTGRES_URL").expect(
-        "PORTCULLIS_TEST_POSTGRES_URL is not set: run the tests through scripts/test or \
-         scripts/with-services, which start a PostgreSQL on 127.0.0.1",
-    );
+    let admin = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
     let name = format!("audit_plan_{}", std::process::id());
     let pool = sqlx::PgPool::connect(&admin).await.unwrap();
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))

@@ -2,7 +2,7 @@
 //! N-of-M needs N distinct eligible approvers, a deny rejects, factor failures record nothing,
 //! receipts are bound, single-use and expiring, and approvals — and spent TOTP codes —
 //! survive a restart. PostgreSQL runs the same suite (feature `postgres`;
-//! `scripts/with-services` sets `PORTCULLIS_TEST_POSTGRES_URL`).
+//! `scripts/with-services` sets `PORTCULLIS_TEST_POSTGRES_URL`; skipped without it).
 #![expect(
     clippy::unwrap_used,
     reason = "tests: a failed unwrap is a failed test"
@@ -332,7 +332,8 @@ async fn sqlite_store() {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_store() {
-    let url = common::fresh_postgres("approvals").await;
+    let admin = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
+    let url = common::fresh_postgres(&admin, "approvals").await;
     let store = portcullis_approval::PostgresApprovalStore::connect(&url, 4)
         .await
         .unwrap();

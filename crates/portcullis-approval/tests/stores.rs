@@ -1,9 +1,10 @@
 //! One behavioural suite, run against every store: memory, SQLite (a file, reopened) and a
 //! real PostgreSQL (feature `postgres`; `scripts/with-services` starts one and sets
-//! `PORTCULLIS_TEST_POSTGRES_URL`). It covers the `ApprovalStore` contract (create, get, one
-//! vote per approver, receipts consumed once, lists by state) and the `TotpStore` state
-//! (claimed steps only move forward and exactly one of concurrent claims wins; secrets are
-//! sealed for one user, pending until confirmed, never overwritten once confirmed).
+//! `PORTCULLIS_TEST_POSTGRES_URL`; skipped without it). It covers the `ApprovalStore`
+//! contract (create, get, one vote per approver, receipts consumed once, lists by state) and
+//! the `TotpStore` state (claimed steps only move forward and exactly one of concurrent
+//! claims wins; secrets are sealed for one user, pending until confirmed, never overwritten
+//! once confirmed).
 #![expect(
     clippy::unwrap_used,
     reason = "tests: a failed unwrap is a failed test"
@@ -334,7 +335,8 @@ mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_store() {
-        let url = common::fresh_postgres("stores").await;
+        let admin = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
+        let url = common::fresh_postgres(&admin, "stores").await;
         // Two instances starting at once take turns migrating.
         let (a, b) = tokio::join!(
             PostgresApprovalStore::connect(&url, 4),
@@ -350,7 +352,8 @@ mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_code_used_on_one_instance_is_refused_on_another() {
-        let url = common::fresh_postgres("fleet").await;
+        let admin = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
+        let url = common::fresh_postgres(&admin, "fleet").await;
         let key = TotpSecretKey::generate().unwrap().1;
         let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(T0)));
         let instance = || async {

@@ -21,24 +21,19 @@ pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A fresh database on the test PostgreSQL (`scripts/with-services` starts one).
+/// A fresh database on the test PostgreSQL at `admin` (`scripts/with-services` starts one),
+/// so tests never see each other's rows. Tests get `admin` from
+/// `portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL")`, which skips
+/// them without a server (or fails them under `PORTCULLIS_REQUIRE_SERVICES=1`).
 #[cfg(feature = "postgres")]
-#[allow(
-    clippy::expect_used,
-    reason = "tests: without the server URL the test must fail, saying how to run it"
-)]
-pub(crate) async fn fresh_postgres(tag: &str) -> String {
+pub(crate) async fn fresh_postgres(admin: &str, tag: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let admin = std::env::var("PORTCULLIS_TEST_POSTGRES_URL").expect(
-        "PORTCULLIS_TEST_POSTGRES_URL is not set: run the tests through scripts/test or \
-         scripts/with-services, which start a PostgreSQL on 127.0.0.1",
-    );
     let name = format!(
         "approval_{tag}_{}_{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
     );
-    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+    let pool = sqlx::PgPool::connect(admin).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&pool)
         .await

@@ -51,8 +51,11 @@ pub enum UrlError {
         /// `path` or `query`.
         part: &'static str,
     },
-    /// A control or invisible format character, decoded (400).
-    #[error("the {part} holds the character {ch:?} (a control or invisible character); remove it")]
+    /// A control or other hidden character ([`portcullis_core::is_hidden_char`]), decoded (400).
+    #[error(
+        "the {part} holds U+{:04X}, a control or hidden character; remove it",
+        u32::from(*ch)
+    )]
     Hidden {
         /// `path` or `query`.
         part: &'static str,
@@ -72,7 +75,7 @@ impl UrlError {
 }
 
 /// Decodes one percent-encoded URL component strictly: every `%` starts a two-digit hex
-/// escape, the result is UTF-8, and it holds no control or invisible format character
+/// escape, the result is UTF-8, and it holds no control or other hidden character
 /// ([`portcullis_core::is_hidden_char`]). With `plus_is_space`, `+` decodes to a space (as in
 /// a query string).
 ///
@@ -142,17 +145,30 @@ pub fn decode_component(
 /// assert!(decode_query("build_id=%ZZ%C3%28").is_err());
 /// ```
 pub fn decode_query(query: &str) -> Result<Vec<(String, String)>, UrlError> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
+    // Positions in errors count from the start of the query, not of the pair.
+    let at = |offset: usize| {
+        move |err: UrlError| match err {
+            UrlError::BadEscape { part, position } => UrlError::BadEscape {
+                part,
+                position: position + offset,
+            },
+            other => other,
+        }
+    };
+    let mut pairs = Vec::new();
+    let mut offset = 0;
+    for pair in query.split('&') {
+        if !pair.is_empty() {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((
-                decode_component(name, "query", true)?,
-                decode_component(value, "query", true)?,
-            ))
-        })
-        .collect()
+            let value_offset = offset + name.len() + 1;
+            pairs.push((
+                decode_component(name, "query", true).map_err(at(offset))?,
+                decode_component(value, "query", true).map_err(at(value_offset))?,
+            ));
+        }
+        offset += pair.len() + 1;
+    }
+    Ok(pairs)
 }
 
 /// Checks a request target the way [`EdgeLayer`] does: at most [`MAX_TARGET`] bytes, and a
@@ -348,12 +364,19 @@ async fn as_json_error(
         match status {
             StatusCode::NOT_FOUND => format!("no route for {method} {path}"),
             StatusCode::METHOD_NOT_ALLOWED => {
-                let allowed = parts
+                // Under `Router::layer` the router adds its `Allow` header after this layer.
+                match parts
                     .headers
                     .get(header::ALLOW)
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                format!("{method} is not allowed on {path}; allowed: {allowed}")
+                {
+                    Some(allowed) => {
+                        format!("{method} is not allowed on {path}; allowed: {allowed}")
+                    }
+                    None => format!(
+                        "{method} is not allowed on {path}; the Allow header lists the methods that are"
+                    ),
+                }
             }
             other => other
                 .canonical_reason()
@@ -395,6 +418,10 @@ mod tests {
         assert!(matches!(
             decode_component("ab%Z1", "query", true),
             Err(UrlError::BadEscape { position: 2, .. })
+        ));
+        assert!(matches!(
+            decode_query("a=1&build_id=%ZZ"),
+            Err(UrlError::BadEscape { position: 13, .. })
         ));
     }
 

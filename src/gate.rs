@@ -606,6 +606,20 @@ impl Gate {
         }
     }
 
+    /// Refuses `request` for a reason the caller found (not the authorizer: e.g. the caller is
+    /// not the one who may resume it): the refusal is recorded in the audit log like the
+    /// gate's own (best effort), and `error` is handed back to answer with.
+    pub async fn refuse(
+        &self,
+        principal: &Principal,
+        request: &GateRequest,
+        error: GateError,
+    ) -> GateError {
+        self.record_refusal(principal, request, Decision::deny(error.to_string()))
+            .await;
+        error
+    }
+
     /// The approval rule covering `request`, if it needs approval.
     pub fn approval_rule(&self, request: &GateRequest) -> Option<&ApprovalRule> {
         self.approvals
@@ -662,13 +676,19 @@ impl Gate {
         let approval = match (self.approval_rule(request), &self.approvals) {
             (Some(_), Some(approvals)) => {
                 let Some(id) = &request.approval_id else {
-                    return Err(GateError::ApprovalRequired(format!(
+                    let required = GateError::ApprovalRequired(format!(
                         "{} on {} needs an approval by another person",
                         request.action, request.resource
-                    )));
+                    ));
+                    return Err(self.refuse(principal, request, required).await);
                 };
-                let record = approvals.status(id).await.map_err(GateError::Approval)?;
-                approved_for(&record, principal, request)?;
+                let checked = match approvals.status(id).await {
+                    Ok(record) => approved_for(&record, principal, request),
+                    Err(err) => Err(GateError::Approval(err)),
+                };
+                if let Err(err) = checked {
+                    return Err(self.refuse(principal, request, err).await);
+                }
                 Some((approvals, id))
             }
             _ => None,
@@ -773,7 +793,9 @@ impl Gate {
     }
 
     /// Casts `approver`'s vote on approval `id` through `factor`, recording it in the audit
-    /// log first. Returns the request after the vote.
+    /// log first (under `correlation_id`, the id of the request that carries the vote; the
+    /// approval's id when `None`; the approval id is a parameter of the record either way).
+    /// Returns the request after the vote.
     ///
     /// # Errors
     ///
@@ -786,6 +808,7 @@ impl Gate {
         decision: VoteDecision,
         factor: &str,
         code: Option<&str>,
+        correlation_id: Option<&str>,
     ) -> Result<ApprovalRecord, GateError> {
         let Some(approvals) = &self.approvals else {
             return Err(GateError::Forbidden("approvals are not configured".into()));
@@ -798,7 +821,7 @@ impl Gate {
         let request = GateRequest::new(action, record.request.resource.clone())
             .param("approval_id", id)
             .param("factor", factor)
-            .correlation_id(id);
+            .correlation_id(correlation_id.unwrap_or(id));
         let intent = self
             .intent(
                 approver,

@@ -78,6 +78,15 @@ pub struct CorrelationId(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditIntentId(pub String);
 
+/// What a guarded handler did, in words, for the outcome record: insert it into the
+/// response's extensions (`response.extensions_mut().insert(OutcomeDetail(…))`) and the
+/// outcome reads `HTTP 201: granted OPERATOR to user:bob on env:checkout` instead of the
+/// bare status. The intent is written before the body is read, so this is where what a
+/// body asked for gets on the record. Control characters are escaped; at most 512 bytes are
+/// kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeDetail(pub String);
+
 impl CorrelationId {
     fn of(parts: &Parts) -> CorrelationId {
         if let Some(existing) = parts.extensions.get::<CorrelationId>() {
@@ -301,11 +310,50 @@ async fn principal_of(gate: &Gate, parts: &Parts) -> Result<Principal, GateError
     if let Some(principal) = parts.extensions.get::<Principal>() {
         return Ok(principal.clone());
     }
+    // Two credentials are ambiguous: which one a proxy or framework reads first differs.
+    if parts
+        .headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(GateError::BadRequest(
+            "send one Authorization header, not several".into(),
+        ));
+    }
     let header = parts
         .headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
     gate.authenticate(header).await
+}
+
+/// `text` with control characters escaped, cut to at most 512 bytes on a character boundary.
+fn bounded(text: &str) -> String {
+    let mut out = String::new();
+    for ch in text.chars() {
+        let piece: String = if ch.is_control() {
+            ch.escape_unicode().collect()
+        } else {
+            ch.to_string()
+        };
+        if out.len() + piece.len() > 512 {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// The path the client asked for: the whole of it, also inside a nested router (which sees
+/// only the rest of the path).
+pub fn request_path(parts: &Parts) -> &str {
+    parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| parts.uri.path(), |original| original.0.path())
 }
 
 fn with_request_id(mut response: Response, id: &CorrelationId) -> Response {
@@ -353,7 +401,7 @@ where
                     }
                 };
             let mut gated = GateRequest::new(shared.action.clone(), resource)
-                .http(parts.method.as_str(), parts.uri.path())
+                .http(parts.method.as_str(), request_path(&parts))
                 .correlation_id(correlation.0.clone());
             gated.approval_id = parts
                 .headers
@@ -389,7 +437,10 @@ where
             match inner.call(Request::from_parts(parts, body)).await {
                 Ok(response) => {
                     let status = response.status();
-                    let detail = format!("HTTP {}", status.as_u16());
+                    let detail = match response.extensions().get::<OutcomeDetail>() {
+                        Some(said) => format!("HTTP {}: {}", status.as_u16(), bounded(&said.0)),
+                        None => format!("HTTP {}", status.as_u16()),
+                    };
                     let outcome = if status.is_success() || status.is_redirection() {
                         Outcome::succeeded(detail)
                     } else {

@@ -280,12 +280,26 @@ async fn approvals_are_bound_to_the_request_and_used_once() {
     // Self-approval is impossible; bob's vote approves.
     let err = w
         .gate
-        .vote(&approval.id, &alice, VoteDecision::Approve, "in_app", None)
+        .vote(
+            &approval.id,
+            &alice,
+            VoteDecision::Approve,
+            "in_app",
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.status(), 403);
     w.gate
-        .vote(&approval.id, &bob, VoteDecision::Approve, "in_app", None)
+        .vote(
+            &approval.id,
+            &bob,
+            VoteDecision::Approve,
+            "in_app",
+            None,
+            None,
+        )
         .await
         .unwrap();
 
@@ -457,6 +471,7 @@ async fn the_guard_layer_maps_every_refusal_to_its_status() {
             VoteDecision::Approve,
             "in_app",
             None,
+            None,
         )
         .await
         .unwrap();
@@ -532,7 +547,14 @@ async fn a_stranger_presenting_an_approval_is_refused_without_touching_it() {
     assert_eq!(err.status(), 403, "{err}");
     // The approval still works for alice once bob approves.
     w.gate
-        .vote(&approval.id, &bob, VoteDecision::Approve, "in_app", None)
+        .vote(
+            &approval.id,
+            &bob,
+            VoteDecision::Approve,
+            "in_app",
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert!(w.gate.admit(&alice, &presented).await.is_ok());

@@ -22,7 +22,7 @@ use portcullis::approval::{
 use portcullis::audit::{AuditLog, AuditOptions, AuditQuery, AuditSink, ResourceScope};
 use portcullis::directory::{Password, StaticDirectory};
 use portcullis::gate::{Gate, GateError, GateRequest, RunError};
-use portcullis::http::{AuthenticateLayer, CorrelationId, EdgeLayer, guard};
+use portcullis::http::{AuthenticateLayer, CorrelationId, EdgeLayer, OutcomeDetail, guard};
 use portcullis::token::{
     AuthChain, ChainResources, IssueRequest, PasswordLogin, SessionAlgorithm, SessionIssuer,
     SessionKey, SqliteTokenStore, TokenFilter, TokenKey, TokenKind, TokenOptions, TokenScope,
@@ -342,7 +342,7 @@ fn self_service() -> impl Authorizer + 'static {
             && r.resource.id() == r.principal.subject()
             && r.principal.kind() == PrincipalKind::User
         {
-            Decision::allow("people manage their own personal tokens")
+            Decision::allow("people manage their own tokens and second factor")
         } else {
             Decision::not_applicable("not a self-service action")
         }
@@ -519,6 +519,13 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
         }
     };
 
+    // [deploy]: production stages follow the stage-name grammar, or they could never match.
+    for stage in &config.deploy.production_stages {
+        level_name("stage", stage).map_err(|e| {
+            StartError::Config(format!("[deploy] production_stages: `{stage}`: {e}"))
+        })?;
+    }
+
     // [approval]
     let mut factors = Vec::new();
     let mut totp = None;
@@ -667,8 +674,8 @@ fn router(state: Arc<AppState>) -> Router {
     let manage = |action: Action| guard(gate.clone(), action, env_of);
     let roles = |kind: SubjectKind, action: Action| {
         let listing = get(
-            move |s: Shared, who: Extension<Principal>, p: UrlPath<String>| {
-                list_roles(s, who, p, kind)
+            move |s: Shared, who: Extension<Principal>, seen: Seen, p: UrlPath<String>| {
+                list_roles(s, who, seen, p, kind)
             },
         );
         let granting = post(
@@ -678,9 +685,10 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route_layer(manage(action.clone()));
         let reading = get(
-            move |s: Shared, who: Extension<Principal>, p: UrlPath<(String, String)>| {
-                get_role(s, who, p, kind)
-            },
+            move |s: Shared,
+                  who: Extension<Principal>,
+                  seen: Seen,
+                  p: UrlPath<(String, String)>| { get_role(s, who, seen, p, kind) },
         );
         let changing = axum::routing::put(
             move |s: Shared,
@@ -699,10 +707,10 @@ fn router(state: Arc<AppState>) -> Router {
             .route("/{name}", reading.merge(changing))
     };
     let audit_guard = guard(gate.clone(), Action::MANAGE_ROLES, |p| {
-        p.query("resource")
-            .ok_or_else(|| "name the resource to query: ?resource=env:NAME".to_owned())?
-            .parse::<Resource>()
-            .map_err(|e| e.to_string())
+        audit_resource(
+            p.query("resource")
+                .ok_or_else(|| "name the resource to query: ?resource=env:NAME".to_owned())?,
+        )
     });
     let api = Router::new()
         .route(
@@ -753,17 +761,23 @@ fn check_text(field: &str, value: &str, required: bool) -> ApiResult<()> {
 /// `PROD` is the production stage `prod` and `Checkout` the env `checkout`, in roles, deploys,
 /// approvals and the audit log alike.
 fn fold(name: &str) -> String {
-    name.to_lowercase()
+    name.to_ascii_lowercase()
 }
 
-/// An env or stage name: Portcullis's name grammar ([`portcullis::validate_name`]: no
-/// whitespace, control or invisible characters, not `.` or `..`) without `/`, folded.
+/// An env or stage name: Portcullis's name grammar ([`portcullis::validate_name`]: not `.`
+/// or `..`, at most 256 bytes), and here only ASCII letters, digits, `-`, `_` and `.`, so no
+/// look-alike of a production stage (`рrod` with a Cyrillic `р`, `ｐｒｏｄ`, `prod` and an
+/// invisible character) can exist; folded to lower case.
 fn level_name(field: &'static str, value: &str) -> ApiResult<String> {
     portcullis::validate_name(portcullis::Field::Other(field), value)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if value.contains('/') {
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
         return Err(ApiError::bad_request(format!(
-            "`{field}` may not contain `/`"
+            "`{field}` names are ASCII letters, digits, `-`, `_` and `.`; U+{:04X} is not one",
+            u32::from(bad)
         )));
     }
     Ok(fold(value))
@@ -882,10 +896,10 @@ async fn create_deploy(
         return Ok((StatusCode::CREATED, Json(deploy)).into_response());
     }
     if state.gate.approval_rule(&request).is_none() {
-        return Err(GateError::Forbidden(format!(
+        let closed = GateError::Forbidden(format!(
             "{stage} is a production stage and approvals are not configured, so it cannot be deployed"
-        ))
-        .into());
+        ));
+        return Err(state.gate.refuse(&who, &request, closed).await.into());
     }
     if let Some(approval_id) = &params.approval_id {
         // Resuming a deploy whose approval came through but could not proceed then. Only its
@@ -893,25 +907,26 @@ async fn create_deploy(
         // nothing.
         let deploy = waiting_deploy(&state, approval_id).await?;
         if deploy.operator != who.subject() {
-            return Err(GateError::Forbidden(format!(
+            let stranger = GateError::Forbidden(format!(
                 "approval `{approval_id}` belongs to another requester; only they can resume it"
-            ))
-            .into());
+            ));
+            let request = request.approval(approval_id.clone());
+            return Err(state.gate.refuse(&who, &request, stranger).await.into());
         }
-        if deploy.env != env || deploy.stage != stage {
+        if deploy.env != env || deploy.stage != stage || deploy.build_id != build_id {
             return Err(ApiError::bad_request(format!(
-                "approval `{approval_id}` is for {}/{}, not {env}/{stage}",
-                deploy.env, deploy.stage
+                "approval `{approval_id}` is for build {} on {}/{}, not build {build_id} on {env}/{stage}",
+                deploy.build_id, deploy.env, deploy.stage
             )));
         }
         let deploy = proceed(&state, approval_id, &who).await?;
         return Ok((StatusCode::CREATED, Json(deploy)).into_response());
     }
     let Some(approvers) = params.approvers() else {
-        return Err(GateError::ApprovalRequired(format!(
+        let required = GateError::ApprovalRequired(format!(
             "{stage} is a production stage: name an approver (?approver=NAME) who will confirm the deploy"
-        ))
-        .into());
+        ));
+        return Err(state.gate.refuse(&who, &request, required).await.into());
     };
     let reason = if description.is_empty() {
         format!("deploy build {build_id} to {env}/{stage}")
@@ -1039,10 +1054,83 @@ async fn refresh(state: &AppState, deploy: Deploy) -> ApiResult<Deploy> {
         .unwrap_or(deploy))
 }
 
-async fn authorize_read(state: &AppState, who: &Principal, resource: Resource) -> ApiResult<()> {
+/// How a request came in, for the audit record of a refusal: its correlation id, method
+/// and whole path.
+#[derive(Debug, Clone)]
+struct Seen {
+    correlation: CorrelationId,
+    method: String,
+    path: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Seen {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Seen {
+            correlation: parts
+                .extensions
+                .get::<CorrelationId>()
+                .cloned()
+                .unwrap_or_else(|| CorrelationId(String::new())),
+            method: parts.method.to_string(),
+            path: portcullis::http::request_path(parts).to_owned(),
+        })
+    }
+}
+
+impl Seen {
+    /// A gate request for `action` on `resource`, recorded as this request.
+    fn request(&self, action: Action, resource: Resource) -> GateRequest {
+        let request = GateRequest::new(action, resource).http(&self.method, &self.path);
+        if self.correlation.0.is_empty() {
+            request
+        } else {
+            request.correlation_id(self.correlation.0.clone())
+        }
+    }
+}
+
+/// A page size: `default` when absent, else 1 to [`MAX_LIST`] (a 400 outside).
+fn page_limit(asked: Option<u32>, default: u32) -> ApiResult<u32> {
+    match asked {
+        None => Ok(default),
+        Some(n) if (1..=MAX_LIST).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "`limit` is 1 to {MAX_LIST}, not {n}"
+        ))),
+    }
+}
+
+/// The resource of an audit query, with env and stage names folded as everywhere else.
+fn audit_resource(text: &str) -> Result<Resource, String> {
+    let resource: Resource = text.parse().map_err(|e: portcullis::Error| e.to_string())?;
+    let kind = resource.kind().clone();
+    if kind == ResourceKind::ENV {
+        return env_resource(resource.id()).map_err(|e| e.to_string());
+    }
+    if kind == ResourceKind::ENV_STAGE {
+        let (env, stage) = resource
+            .id()
+            .split_once('/')
+            .ok_or_else(|| format!("a stage is env_stage:ENV/STAGE, not {resource}"))?;
+        return stage_resource(env, stage).map_err(|e| e.to_string());
+    }
+    Ok(resource)
+}
+
+async fn authorize_read(
+    state: &AppState,
+    who: &Principal,
+    seen: &Seen,
+    resource: Resource,
+) -> ApiResult<()> {
     let _allowed: Decision = state
         .gate
-        .authorize(who, &GateRequest::new(Action::READ, resource))
+        .authorize(who, &seen.request(Action::READ, resource))
         .await?;
     Ok(())
 }
@@ -1055,12 +1143,13 @@ struct ListQuery {
 async fn list_deploys(
     State(state): Shared,
     Extension(who): Extension<Principal>,
+    seen: Seen,
     UrlPath((env, stage)): UrlPath<(String, String)>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<Deploy>>> {
     let (env, stage) = (level_name("env", &env)?, level_name("stage", &stage)?);
-    authorize_read(&state, &who, stage_resource(&env, &stage)?).await?;
-    let limit = query.limit.unwrap_or(50).clamp(1, MAX_LIST);
+    authorize_read(&state, &who, &seen, stage_resource(&env, &stage)?).await?;
+    let limit = page_limit(query.limit, 50)?;
     let mut out = Vec::new();
     for deploy in state.deploys.list(&env, &stage, limit).await? {
         out.push(refresh(&state, deploy).await?);
@@ -1071,6 +1160,7 @@ async fn list_deploys(
 async fn get_deploy(
     State(state): Shared,
     Extension(who): Extension<Principal>,
+    seen: Seen,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Deploy>> {
     let deploy = state
@@ -1078,7 +1168,13 @@ async fn get_deploy(
         .get(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no deploy `{id}`")))?;
-    authorize_read(&state, &who, stage_resource(&deploy.env, &deploy.stage)?).await?;
+    authorize_read(
+        &state,
+        &who,
+        &seen,
+        stage_resource(&deploy.env, &deploy.stage)?,
+    )
+    .await?;
     Ok(Json(refresh(&state, deploy).await?))
 }
 
@@ -1107,6 +1203,7 @@ fn approval_view(record: &ApprovalRecord) -> Value {
 async fn get_approval(
     State(state): Shared,
     Extension(who): Extension<Principal>,
+    seen: Seen,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<Value>> {
     let approvals = state
@@ -1122,7 +1219,7 @@ async fn get_approval(
         Approvers::Group(group) => who.in_group(group),
     };
     if !named && record.request.requester.subject() != who.subject() {
-        authorize_read(&state, &who, record.request.resource.clone()).await?;
+        authorize_read(&state, &who, &seen, record.request.resource.clone()).await?;
     }
     Ok(Json(approval_view(&record)))
 }
@@ -1137,6 +1234,7 @@ struct VoteBody {
 async fn vote(
     State(state): Shared,
     Extension(who): Extension<Principal>,
+    Extension(correlation): Extension<CorrelationId>,
     UrlPath((id, decision)): UrlPath<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
@@ -1160,7 +1258,14 @@ async fn vote(
     };
     let record = state
         .gate
-        .vote(&id, &who, decision, &factor, body.code.as_deref())
+        .vote(
+            &id,
+            &who,
+            decision,
+            &factor,
+            body.code.as_deref(),
+            Some(&correlation.0),
+        )
         .await?;
     let deploy = match record.state {
         RequestState::Approved => match proceed(&state, &id, &record.request.requester).await {
@@ -1238,18 +1343,23 @@ async fn create_personal_token(
         .into_response())
 }
 
-/// The TOTP factor, for a person signed in interactively.
-fn totp_for<'a>(state: &'a AppState, who: &Principal) -> ApiResult<&'a Arc<TotpFactor>> {
+/// The TOTP factor, for a person signed in interactively; anyone else is refused, on the
+/// record.
+async fn totp_for<'a>(
+    state: &'a AppState,
+    who: &Principal,
+    request: &GateRequest,
+) -> ApiResult<&'a Arc<TotpFactor>> {
     let factor = state
         .totp
         .as_ref()
         .ok_or_else(|| ApiError::not_found("TOTP is not among the configured factors"))?;
     if who.kind() != PrincipalKind::User || !INTERACTIVE.contains(who.auth_method()) {
-        return Err(GateError::Forbidden(format!(
+        let refused = GateError::Forbidden(format!(
             "enroll TOTP signed in interactively (a session or OIDC login), not with a {} credential",
             who.auth_method()
-        ))
-        .into());
+        ));
+        return Err(state.gate.refuse(who, request, refused).await.into());
     }
     Ok(factor)
 }
@@ -1284,8 +1394,8 @@ async fn begin_totp(
     Extension(who): Extension<Principal>,
     Extension(correlation): Extension<CorrelationId>,
 ) -> ApiResult<Response> {
-    let factor = totp_for(&state, &who)?.clone();
     let request = enroll_request(&who, "begin", correlation)?;
+    let factor = totp_for(&state, &who, &request).await?.clone();
     let user = who.subject().to_owned();
     let enrollment = state
         .gate
@@ -1326,8 +1436,8 @@ async fn confirm_totp(
     Extension(correlation): Extension<CorrelationId>,
     Json(body): Json<ConfirmBody>,
 ) -> ApiResult<Json<Value>> {
-    let factor = totp_for(&state, &who)?.clone();
     let request = enroll_request(&who, "confirm", correlation)?;
+    let factor = totp_for(&state, &who, &request).await?.clone();
     let user = who.subject().to_owned();
     state
         .gate
@@ -1410,16 +1520,16 @@ fn role_view(binding: &RoleBinding) -> Value {
 async fn list_roles(
     State(state): Shared,
     Extension(who): Extension<Principal>,
+    seen: Seen,
     UrlPath(env): UrlPath<String>,
     kind: SubjectKind,
 ) -> ApiResult<Json<Vec<Value>>> {
+    let resource = env_resource(&env)?;
+    // Through the gate first: its authorizer holds the token-scope veto, and a refusal is
+    // recorded.
+    authorize_read(&state, &who, &seen, resource.clone()).await?;
     let page = acl(&state)?
-        .list(
-            &who,
-            &env_resource(&env)?,
-            Some(kind),
-            &PageRequest::first(MAX_LIST),
-        )
+        .list(&who, &resource, Some(kind), &PageRequest::first(MAX_LIST))
         .await?;
     Ok(Json(page.bindings.iter().map(role_view).collect()))
 }
@@ -1427,12 +1537,13 @@ async fn list_roles(
 async fn get_role(
     State(state): Shared,
     Extension(who): Extension<Principal>,
+    seen: Seen,
     UrlPath((env, name)): UrlPath<(String, String)>,
     kind: SubjectKind,
 ) -> ApiResult<Json<Value>> {
     let acl = acl(&state)?;
     let resource = env_resource(&env)?;
-    authorize_read(&state, &who, resource.clone()).await?;
+    authorize_read(&state, &who, &seen, resource.clone()).await?;
     let binding = acl
         .store()
         .get(&subject(kind, &name)?, &resource)
@@ -1473,7 +1584,10 @@ async fn grant_role(
     );
     if kind != SubjectKind::Token {
         acl.grant(&who, binding.clone()).await?;
-        return Ok((StatusCode::CREATED, Json(role_view(&binding))).into_response());
+        return Ok(said(
+            (StatusCode::CREATED, Json(role_view(&binding))).into_response(),
+            format!("granted {}", binding_text(&binding)),
+        ));
     }
     // A script token: the token, then its role; the secret is shown once, here.
     let issued = state
@@ -1503,7 +1617,14 @@ async fn grant_role(
         "id": issued.record.id.as_str(),
         "expires_at": unix(issued.record.expires_at),
     });
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    Ok(said(
+        (StatusCode::CREATED, Json(view)).into_response(),
+        format!(
+            "issued script token {} and granted {}",
+            issued.record.id.as_str(),
+            binding_text(&binding)
+        ),
+    ))
 }
 
 async fn change_role(
@@ -1512,14 +1633,17 @@ async fn change_role(
     UrlPath((env, name)): UrlPath<(String, String)>,
     Json(body): Json<RoleBody>,
     kind: SubjectKind,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let acl = acl(&state)?;
     let resource = env_resource(&env)?;
     let subject = subject(kind, &name)?;
     acl.change(&who, &subject, &resource, role_name(&body.role)?)
         .await?;
     let binding = RoleBinding::new(subject, resource, role_name(&body.role)?);
-    Ok(Json(role_view(&binding)))
+    Ok(said(
+        Json(role_view(&binding)).into_response(),
+        format!("changed to {}", binding_text(&binding)),
+    ))
 }
 
 async fn revoke_role(
@@ -1527,10 +1651,12 @@ async fn revoke_role(
     Extension(who): Extension<Principal>,
     UrlPath((env, name)): UrlPath<(String, String)>,
     kind: SubjectKind,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     let acl = acl(&state)?;
     let resource = env_resource(&env)?;
-    acl.revoke(&who, &subject(kind, &name)?, &resource).await?;
+    let subject = subject(kind, &name)?;
+    acl.revoke(&who, &subject, &resource).await?;
+    let detail = format!("revoked the role of {subject} on {resource}");
     if kind == SubjectKind::Token {
         let scoped = state.tokens.list(&TokenFilter {
             kind: Some(TokenKind::Script),
@@ -1541,7 +1667,23 @@ async fn revoke_role(
             state.tokens.revoke(&token.id).await?;
         }
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(said(StatusCode::NO_CONTENT.into_response(), detail))
+}
+
+/// `response`, carrying what was done for the outcome record.
+fn said(mut response: Response, detail: String) -> Response {
+    response.extensions_mut().insert(OutcomeDetail(detail));
+    response
+}
+
+/// `ROLE to subject on resource`, for outcome records.
+fn binding_text(binding: &RoleBinding) -> String {
+    format!(
+        "{} to {} on {}",
+        binding.role.as_str(),
+        binding.subject,
+        binding.resource
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -1569,11 +1711,8 @@ async fn query_audit(
             "no audit log is configured".into(),
         ))
     })?;
-    let mut query = AuditQuery::all(params.limit.unwrap_or(100).clamp(1, MAX_LIST));
-    let resource: Resource = params
-        .resource
-        .parse()
-        .map_err(|e: portcullis::Error| ApiError::bad_request(e.to_string()))?;
+    let mut query = AuditQuery::all(page_limit(params.limit, 100)?);
+    let resource = audit_resource(&params.resource).map_err(ApiError::bad_request)?;
     // An env's log holds its stages' records too (its ADMINs may read them), unless
     // `exact=true` asks for the env's own records only.
     if *resource.kind() == ResourceKind::ENV && !params.exact {

@@ -413,3 +413,239 @@ async fn an_envs_audit_log_includes_its_stages_unless_exact() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn production_look_alikes_are_not_stage_names() {
+    let (s, bob, _carol, _dave) = production_setup().await;
+    for stage in [
+        "prod%EF%B8%8F",                        // prod + variation selector 16
+        "prod%CD%8F",                           // combining grapheme joiner
+        "prod%E3%85%A4",                        // Hangul filler
+        "%D1%80rod",                            // Cyrillic р
+        "%EF%BD%90%EF%BD%92%EF%BD%8F%EF%BD%84", // fullwidth ｐｒｏｄ
+        "PRODUCT%C4%B0ON",                      // PRODUCTİON (dotted capital I)
+        "prod%EE%80%80",                        // private use
+    ] {
+        let target = format!("/v1/envs/checkout/{stage}/deploys?build_id=1");
+        let (status, body) = raw_request(&s, "POST", &target, &bob).await;
+        assert_eq!(status, 400, "{stage} → {status} {body}");
+        assert_json_error(status, &body, stage);
+    }
+    let (status, body) = raw_request(
+        &s,
+        "POST",
+        "/v1/envs/checkout/staging/deploys?build_id=1%EF%B8%8F",
+        &s.admin(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// A call with a chosen `x-request-id`, so its audit records can be found.
+async fn traced(s: &Server, method: Method, path: &str, auth: &str, id: &str) -> StatusCode {
+    s.http
+        .request(method, format!("{}{path}", s.base))
+        .header("authorization", auth)
+        .header("x-request-id", id)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn records_of(s: &Server, resource: &str, id: &str) -> Vec<Value> {
+    let (status, page) = s
+        .get(
+            &format!("/v1/audit?resource={resource}&correlation_id={id}"),
+            &s.admin(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["records"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn every_refusal_leaves_a_record_under_the_requests_id() {
+    let (s, bob, carol, dave) = production_setup().await;
+    let (_, body) = s.deploy(&bob, "prod", "&approver=carol").await;
+    let approval = body["approval"]["id"].as_str().unwrap().to_owned();
+
+    let cases = [
+        (
+            Method::POST,
+            format!("/v1/envs/checkout/prod/deploys?build_id=12345&approval_id={approval}"),
+            dave.clone(),
+            "req-stranger-resume",
+            StatusCode::FORBIDDEN,
+            "env_stage:checkout/prod",
+        ),
+        (
+            Method::POST,
+            "/v1/envs/checkout/prod/deploys?build_id=1".to_owned(),
+            bob.clone(),
+            "req-needs-approver",
+            StatusCode::PRECONDITION_REQUIRED,
+            "env_stage:checkout/prod",
+        ),
+        (
+            Method::GET,
+            "/v1/envs/checkout/user_roles".to_owned(),
+            dave.clone(),
+            "req-read-roles",
+            StatusCode::FORBIDDEN,
+            "env:checkout",
+        ),
+        (
+            Method::GET,
+            "/v1/envs/checkout/prod/deploys".to_owned(),
+            dave.clone(),
+            "req-read-deploys",
+            StatusCode::FORBIDDEN,
+            "env_stage:checkout/prod",
+        ),
+    ];
+    for (method, path, auth, id, expected, resource) in cases {
+        assert_eq!(
+            traced(&s, method, &path, &auth, id).await,
+            expected,
+            "{path}"
+        );
+        let records = records_of(&s, resource, id).await;
+        assert_eq!(records.len(), 1, "{id}: {records:?}");
+        let event = &records[0]["event"];
+        assert_eq!(event["kind"], "decision", "{event}");
+        assert_ne!(event["decision"]["effect"], "allow", "{event}");
+        assert_eq!(event["request"]["target"], path.split('?').next().unwrap());
+    }
+    // A personal token cannot enroll TOTP, on the record.
+    let (_, token) = s
+        .post(
+            "/v1/users/me/tokens",
+            &carol,
+            Some(json!({ "name": "cli" })),
+        )
+        .await;
+    let personal = format!("token {}", token["token"].as_str().unwrap());
+    let status = traced(
+        &s,
+        Method::POST,
+        "/v1/users/me/totp",
+        &personal,
+        "req-totp-pat",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(records_of(&s, "user:carol", "req-totp-pat").await.len(), 1);
+    // A vote is recorded under the id of the request that carried it.
+    let status = traced(
+        &s,
+        Method::POST,
+        &format!("/v1/approvals/{approval}/approve"),
+        &carol,
+        "req-carols-vote",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let records = records_of(&s, "env_stage:checkout/prod", "req-carols-vote").await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["event"]["request"]["parameters"]["approval_id"] == approval.as_str()),
+        "{records:?}"
+    );
+}
+
+#[tokio::test]
+async fn role_changes_say_what_changed_and_scopes_hold_for_listing() {
+    let s = Server::start(&full_config(600, SQLITE_AUDIT)).await;
+    let admin = s.admin();
+    let status = traced(&s, Method::POST, "/v1/envs/zeta/token_roles", &admin, "x").await;
+    assert_eq!(
+        status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "a grant needs a JSON body"
+    );
+    let zeta = s.grant("token_roles", "zeta", "deployer", "OPERATOR").await;
+    s.grant("token_roles", "secret", "deployer", "ADMIN").await;
+    let zetas = format!("token {}", zeta["token"].as_str().unwrap());
+    for kind in ["user_roles", "token_roles", "group_roles"] {
+        let (status, body) = s.get(&format!("/v1/envs/secret/{kind}"), &zetas).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{kind}: {body}");
+    }
+
+    let grant = s
+        .http
+        .post(format!("{}/v1/envs/zeta/user_roles", s.base))
+        .header("authorization", &admin)
+        .header("x-request-id", "req-grant-bob")
+        .json(&json!({ "name": "bob", "role": "OPERATOR" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grant.status(), StatusCode::CREATED);
+    assert_eq!(
+        traced(
+            &s,
+            Method::DELETE,
+            "/v1/envs/zeta/group_roles/bob",
+            &admin,
+            "req-del"
+        )
+        .await,
+        StatusCode::NOT_FOUND
+    );
+    let records = records_of(&s, "env:zeta", "req-grant-bob").await;
+    let intent = &records[0]["event"];
+    assert_eq!(intent["request"]["target"], "/v1/envs/zeta/user_roles");
+    let outcome = records
+        .iter()
+        .find(|r| r["event"]["kind"] == "outcome")
+        .unwrap();
+    assert_eq!(
+        outcome["event"]["outcome"]["detail"], "HTTP 201: granted OPERATOR to user:bob on env:zeta",
+        "{records:?}"
+    );
+    let records = records_of(&s, "env:zeta", "req-del").await;
+    assert_eq!(
+        records[0]["event"]["request"]["target"],
+        "/v1/envs/zeta/group_roles/bob"
+    );
+}
+
+#[tokio::test]
+async fn ambiguous_or_mismatched_requests_are_400s() {
+    let (s, bob, carol, _dave) = production_setup().await;
+    // Two credentials.
+    let two = s
+        .http
+        .get(format!("{}/v1/envs/checkout/prod/deploys", s.base))
+        .header("authorization", &bob)
+        .header("authorization", s.admin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(two.status(), StatusCode::BAD_REQUEST);
+    // A resume naming another build.
+    let (_, body) = s.deploy(&bob, "prod", "&approver=carol").await;
+    let approval = body["approval"]["id"].as_str().unwrap().to_owned();
+    s.post(&format!("/v1/approvals/{approval}/approve"), &carol, None)
+        .await;
+    let (status, body) = s
+        .post(
+            &format!("/v1/envs/checkout/prod/deploys?build_id=99&approval_id={approval}"),
+            &bob,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Page sizes out of range; names folded in audit queries too.
+    let (status, _) = s.get("/v1/envs/checkout/prod/deploys?limit=0", &bob).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, page) = s.get("/v1/audit?resource=env:CHECKOUT", &s.admin()).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    // A 405 says which methods are allowed.
+    let (status, body, headers) = s.call(Method::DELETE, "/v1/login", None, None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["allow"], "POST");
+    assert!(!body["message"].as_str().unwrap().ends_with(": "), "{body}");
+}

@@ -42,8 +42,8 @@ impl Field {
             | Field::Group
             | Field::ClaimName
             | Field::Other(_) => {
-                "any printable character except whitespace, control and invisible format \
-                 characters (zero-width, bidi controls)"
+                "any visible character except whitespace (no control, zero-width, bidi, \
+                 variation-selector, private-use or unassigned characters)"
             }
         }
     }
@@ -86,7 +86,8 @@ pub enum Error {
     },
     /// The value held a character the field does not accept.
     #[error(
-        "{field} `{value}` has the character {ch:?} at byte {position}; allowed: {}",
+        "{field} `{value}` has the character {} at byte {position}; allowed: {}",
+        shown(*ch),
         field.allowed()
     )]
     InvalidChar {
@@ -157,6 +158,15 @@ impl Error {
             what,
             message: err.to_string(),
         }
+    }
+}
+
+/// A character for an error message: quoted when it shows, as `U+XXXX` when it is hidden.
+fn shown(ch: char) -> String {
+    if crate::ident::is_hidden_char(ch) || ch.is_whitespace() {
+        format!("U+{:04X}", u32::from(ch))
+    } else {
+        format!("'{ch}' (U+{:04X})", u32::from(ch))
     }
 }
 

@@ -69,28 +69,73 @@ pub(crate) fn parse_ident(field: Field, input: &str) -> Result<String, Error> {
     Ok(input.to_ascii_lowercase())
 }
 
-/// Whether `ch` is a control character (Unicode `Cc`) or an invisible format character
-/// (`Cf`: zero-width space and joiners, bidi embeddings, overrides and isolates, the byte
-/// order mark, soft hyphen, tags…). Either can make two different names look alike, or
-/// rewrite a log line; [`validate_name`] refuses both.
+/// Whether `ch` is a character that shows nothing of itself, or shows differently on every
+/// system, so that two different names can look the same or a log line can be rewritten:
+///
+/// - control characters (Unicode `Cc`) and format characters (`Cf`: zero-width space and
+///   joiners, bidi embeddings, overrides and isolates, the byte order mark, soft hyphen, tags);
+/// - the other *default-ignorable* code points (Unicode's `Default_Ignorable_Code_Point`:
+///   variation selectors, the combining grapheme joiner, Hangul fillers, Mongolian free
+///   variation selectors…) and the braille blank U+2800;
+/// - private-use characters (`Co`) and code points Unicode has not assigned (`Cn`, which
+///   includes the noncharacters such as U+FFFE).
+///
+/// [`validate_name`] refuses all of them.
 ///
 /// ```
 /// use portcullis_core::is_hidden_char;
-/// assert!(is_hidden_char('\n') && is_hidden_char('\u{200b}') && is_hidden_char('\u{202e}'));
+/// for hidden in ['\n', '\u{200b}', '\u{202e}', '\u{fe0f}', '\u{34f}', '\u{3164}', '\u{e000}', '\u{fffe}'] {
+///     assert!(is_hidden_char(hidden), "{hidden:?}");
+/// }
 /// assert!(!is_hidden_char('a') && !is_hidden_char('é') && !is_hidden_char(' '));
 /// ```
 pub fn is_hidden_char(ch: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
-    ch.is_control() || ch.general_category() == GeneralCategory::Format
+    if ch.is_control() || is_default_ignorable(ch) || ch == '\u{2800}' {
+        return true;
+    }
+    matches!(
+        ch.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::PrivateUse
+            | GeneralCategory::Unassigned
+            | GeneralCategory::Surrogate
+    )
+}
+
+/// Unicode's `Default_Ignorable_Code_Point` (DerivedCoreProperties.txt, Unicode 15/16):
+/// characters a renderer shows as nothing when it does not support them.
+fn is_default_ignorable(ch: char) -> bool {
+    matches!(
+        u32::from(ch),
+        0x00AD
+            | 0x034F
+            | 0x061C
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFF8
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
 }
 
 /// Checks a name (a resource id, a subject, a group, a claim name). This is the one name
 /// grammar of Portcullis:
 ///
 /// - 1 to 256 bytes of UTF-8;
-/// - no whitespace, no control characters (`Cc`) and no invisible format characters (`Cf`:
-///   zero-width space, zero-width joiners, bidi embeddings/overrides/isolates, the byte order
-///   mark, soft hyphen…), since each can make two different names look the same;
+/// - no whitespace and no hidden characters ([`is_hidden_char`]: controls, format
+///   characters such as zero-width spaces and bidi overrides, variation selectors and other
+///   default-ignorable code points, private-use and unassigned code points), since each can
+///   make two different names look the same;
 /// - not `.` or `..`, and no `.` or `..` between slashes (`a/../b`, `a/.`), since resource ids
 ///   use `/` for levels (`checkout/prod`) and such a name would read as this or the parent
 ///   level in a URL or a path.
@@ -279,6 +324,15 @@ mod tests {
             "a\u{7f}b",
             "a\u{85}b",
             "tag\u{e0041}",   // a Unicode tag character
+            "prod\u{fe0f}",   // variation selector 16
+            "prod\u{34f}",    // combining grapheme joiner
+            "prod\u{3164}",   // Hangul filler
+            "prod\u{180b}",   // Mongolian free variation selector
+            "prod\u{e0100}",  // variation selector 17
+            "prod\u{fffe}",   // a noncharacter
+            "prod\u{10ffff}", // a noncharacter
+            "prod\u{e000}",   // private use
+            "prod\u{2800}",   // braille blank
         ] {
             let err = validate_name(Field::Subject, bad).expect_err(bad);
             assert!(matches!(err, Error::InvalidChar { .. }), "{bad:?}: {err}");

@@ -1369,6 +1369,11 @@ fn totp_error(err: ApprovalError) -> ApiError {
         ApprovalError::Totp(TotpError::AlreadyEnrolled(_)) => {
             ApiError::Status(StatusCode::CONFLICT, "conflict", err.to_string())
         }
+        ApprovalError::Totp(TotpError::TooManyAttempts(_)) => ApiError::Status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            err.to_string(),
+        ),
         ApprovalError::Totp(_) => ApiError::bad_request(err.to_string()),
         other => ApiError::unavailable(other),
     }

@@ -68,6 +68,19 @@ const MAX_REASON: usize = 1000;
 /// The longest a request may wait or a receipt may live.
 const MAX_WAIT: Duration = Duration::from_secs(30 * 86_400);
 
+/// The people a request acts for: its requester's subject, and for a script token or service
+/// the person who owns it (its `owner` claim, as `portcullis-token` sets it). None of them
+/// may approve it: whoever holds a token does not approve what the token asked for.
+fn acting_for(requester: &Principal) -> Vec<&str> {
+    let mut people = vec![requester.subject()];
+    if requester.kind() != PrincipalKind::User
+        && let Some(owner) = requester.claim("owner").and_then(Value::as_str)
+    {
+        people.push(owner);
+    }
+    people
+}
+
 /// SHA-256 (hex) of `params` with object keys sorted at every level.
 pub fn params_hash(params: &Value) -> String {
     fn canonical(value: &Value, out: &mut String) {
@@ -219,9 +232,10 @@ impl Approvals {
             }
             (Some(Approvers::Named(names)), _) => {
                 let mut unique = BTreeSet::new();
+                let requesters = acting_for(new.requester);
                 for name in names {
                     portcullis_core::validate_name(Field::Subject, &name)?;
-                    if name == new.requester.subject() {
+                    if requesters.contains(&name.as_str()) {
                         return Err(ApprovalError::SelfApproval);
                     }
                     unique.insert(name);
@@ -319,8 +333,9 @@ impl Approvals {
         if record.state != RequestState::Pending {
             return Err(ApprovalError::NotPending(record.state.as_str()));
         }
-        // First and unconditional: nobody approves their own request.
-        if approver.subject() == request.requester.subject() {
+        // First and unconditional: nobody approves their own request, nor one their own
+        // token made.
+        if acting_for(&request.requester).contains(&approver.subject()) {
             return Err(ApprovalError::SelfApproval);
         }
         if approver.kind() != PrincipalKind::User {
@@ -501,11 +516,11 @@ impl Approvals {
 
 /// The state `votes` lead to. Only distinct approvers other than the requester count.
 pub(crate) fn decide(request: &ApprovalRequest, votes: &[Vote]) -> RequestState {
-    let requester = request.requester.subject();
+    let requesters = acting_for(&request.requester);
     let counted = |d: VoteDecision| {
         votes
             .iter()
-            .filter(|v| v.decision == d && v.approver != requester)
+            .filter(|v| v.decision == d && !requesters.contains(&v.approver.as_str()))
             .map(|v| v.approver.as_str())
             .collect::<BTreeSet<_>>()
             .len()

@@ -80,6 +80,10 @@ pub enum TotpError {
     /// A user or issuer name cannot go into an enrollment URI.
     #[error("invalid TOTP enrollment label: {0}")]
     InvalidLabel(String),
+    /// Too many wrong codes for this user lately: every code is refused, even a right one,
+    /// until the window has passed.
+    #[error("too many wrong TOTP codes; try again in {0} s")]
+    TooManyAttempts(u64),
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -597,3 +597,39 @@ fn unbounded_waits_are_configuration_errors() {
         .is_err()
     );
 }
+
+/// The outside finding: whoever held a script token approved the token's own deploy (the
+/// self-approval check compared names only). The token's owner now counts as its requester.
+#[tokio::test]
+async fn a_tokens_owner_cannot_approve_what_the_token_asked_for() {
+    let a = approvals(Arc::new(MemoryApprovalStore::new()), 1, clock());
+    let bobs_bot = Principal::builder(PrincipalKind::ScriptToken, "ci", AuthMethod::SCRIPT_TOKEN)
+        .claim("owner", json!("bob"))
+        .build()
+        .unwrap();
+    let bob = user("bob", &["release-managers"]);
+    let carol = user("carol", &["release-managers"]);
+    let named = |n: &str| Some(Approvers::Named(vec![n.to_owned()]));
+    assert!(matches!(
+        ask(&a, &bobs_bot, named("bob")).await,
+        Err(ApprovalError::SelfApproval)
+    ));
+    // Named through the group instead: bob's vote is still refused.
+    let id = ask(
+        &a,
+        &bobs_bot,
+        Some(Approvers::Group("release-managers".into())),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        a.vote(&id, &bob, VoteDecision::Approve, "in_app", None)
+            .await,
+        Err(ApprovalError::SelfApproval)
+    ));
+    let record = a
+        .vote(&id, &carol, VoteDecision::Approve, "in_app", None)
+        .await
+        .unwrap();
+    assert_eq!(record.state, RequestState::Approved);
+}

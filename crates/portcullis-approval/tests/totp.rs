@@ -445,3 +445,51 @@ async fn store_failures_refuse_codes() {
         "nothing was claimed"
     );
 }
+
+/// The outside finding: wrong codes could be tried without limit (~360 a second). After five
+/// wrong codes in five minutes every code is refused, even the right one, until the window
+/// has passed.
+#[tokio::test]
+async fn wrong_codes_are_limited() {
+    let clock = clock();
+    let config = TotpConfig::default();
+    let factor = TotpFactor::new(config)
+        .unwrap()
+        .with_clock(clock.clone())
+        .enroll("bob", secret(TotpAlgorithm::Sha1));
+    let s = secret(TotpAlgorithm::Sha1);
+    let right = totp(&s, &config, T0);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        assert!(matches!(
+            factor.check("bob", wrong).await,
+            Err(ApprovalError::Totp(TotpError::WrongCode))
+        ));
+    }
+    assert!(matches!(
+        factor.check("bob", &right).await,
+        Err(ApprovalError::Totp(TotpError::TooManyAttempts(300)))
+    ));
+    assert_eq!(
+        confirm(&factor, &right).await,
+        FactorOutcome::Error("too many wrong TOTP codes; try again in 300 s".into())
+    );
+    // Another user is not affected.
+    assert!(matches!(
+        factor.check("alice", &right).await,
+        Err(ApprovalError::Totp(TotpError::NotEnrolled(_)))
+    ));
+    clock.advance(Duration::from_secs(300));
+    let now = totp(&s, &config, T0 + 300);
+    assert!(factor.check("bob", &now).await.is_ok(), "the window passed");
+    assert!(
+        TotpFactor::new(config)
+            .unwrap()
+            .with_attempt_limit(0, Duration::from_secs(60))
+            .is_err()
+    );
+}

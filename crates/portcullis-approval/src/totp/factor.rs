@@ -1,9 +1,9 @@
 //! [`TotpFactor`]: checks typed codes against confirmed secrets, claims each code's step in a
 //! [`TotpStore`] so it is accepted once, and runs the enrollment of new secrets.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use portcullis_core::{Clock, SystemClock};
@@ -32,7 +32,24 @@ pub struct TotpFactor {
     /// Secrets given in configuration; always confirmed, never in the store.
     configured: HashMap<String, TotpSecret>,
     clock: Arc<dyn Clock>,
+    limit: AttemptLimit,
+    /// Per user, when their recent wrong codes came (unix seconds), oldest first.
+    failures: Mutex<HashMap<String, VecDeque<u64>>>,
 }
+
+/// How many wrong codes a user may send in a window before every code is refused.
+#[derive(Debug, Clone, Copy)]
+struct AttemptLimit {
+    max: usize,
+    window: Duration,
+}
+
+/// Five wrong codes in five minutes: with one step of skew (three codes valid at a time)
+/// a guesser has about one chance in 67,000 per window.
+const DEFAULT_LIMIT: AttemptLimit = AttemptLimit {
+    max: 5,
+    window: Duration::from_secs(300),
+};
 
 /// Which secret a user's code is checked against.
 enum Found {
@@ -72,7 +89,71 @@ impl TotpFactor {
             key,
             configured: HashMap::new(),
             clock: Arc::new(SystemClock),
+            limit: DEFAULT_LIMIT,
+            failures: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Refuses every code of a user who sent `max` wrong codes within
+    /// `window`, until the oldest of them is `window` old (default: 5 in 5 minutes). Counted
+    /// per process: instances sharing a store each count their own.
+    ///
+    /// # Errors
+    ///
+    /// [`ApprovalError::Config`] for `max` of zero or a window under a second.
+    pub fn with_attempt_limit(
+        mut self,
+        max: usize,
+        window: Duration,
+    ) -> Result<Self, ApprovalError> {
+        if max == 0 || window.as_secs() == 0 {
+            return Err(ApprovalError::Config(
+                "a TOTP attempt limit allows at least one code per window of at least 1 s".into(),
+            ));
+        }
+        self.limit = AttemptLimit { max, window };
+        Ok(self)
+    }
+
+    fn now_secs(&self) -> u64 {
+        self.clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<u64>>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Refused while `user` is over the limit: how many seconds are left.
+    fn locked_out(&self, user: &str) -> Option<u64> {
+        let now = self.now_secs();
+        let window = self.limit.window.as_secs();
+        let mut failures = self.failures();
+        let recent = failures.get_mut(user)?;
+        while recent.front().is_some_and(|at| at + window <= now) {
+            recent.pop_front();
+        }
+        if recent.len() < self.limit.max {
+            return None;
+        }
+        recent
+            .front()
+            .map(|oldest| (oldest + window).saturating_sub(now).max(1))
+    }
+
+    fn note_failure(&self, user: &str) {
+        let now = self.now_secs();
+        let mut failures = self.failures();
+        let recent = failures.entry(user.to_owned()).or_default();
+        recent.push_back(now);
+        // Only the newest `max` matter.
+        while recent.len() > self.limit.max {
+            recent.pop_front();
+        }
     }
 
     /// Uses `clock` for the current step.
@@ -158,6 +239,18 @@ impl TotpFactor {
     /// secret, wrong, already used); [`ApprovalError::Store`] or [`ApprovalError::Crypto`]
     /// if the secret or the used steps cannot be read — the code is refused then too.
     pub async fn check(&self, user: &str, code: &str) -> Result<(), ApprovalError> {
+        if let Some(wait) = self.locked_out(user) {
+            return Err(TotpError::TooManyAttempts(wait).into());
+        }
+        let checked = self.check_unlimited(user, code).await;
+        // Only wrong codes are guesses; a malformed or replayed one reveals nothing.
+        if let Err(ApprovalError::Totp(TotpError::WrongCode)) = &checked {
+            self.note_failure(user);
+        }
+        checked
+    }
+
+    async fn check_unlimited(&self, user: &str, code: &str) -> Result<(), ApprovalError> {
         self.well_formed(code)?;
         let Some(Found::Confirmed(secret)) = self.find(user).await? else {
             return Err(TotpError::NotEnrolled(user.to_owned()).into());
@@ -205,6 +298,17 @@ impl TotpFactor {
     /// [`TotpError::WrongCode`], [`TotpError::Replayed`]; [`ApprovalError::Store`] or
     /// [`ApprovalError::Crypto`].
     pub async fn confirm_enrollment(&self, user: &str, code: &str) -> Result<(), ApprovalError> {
+        if let Some(wait) = self.locked_out(user) {
+            return Err(TotpError::TooManyAttempts(wait).into());
+        }
+        let confirmed = self.confirm_unlimited(user, code).await;
+        if let Err(ApprovalError::Totp(TotpError::WrongCode)) = &confirmed {
+            self.note_failure(user);
+        }
+        confirmed
+    }
+
+    async fn confirm_unlimited(&self, user: &str, code: &str) -> Result<(), ApprovalError> {
         self.well_formed(code)?;
         let (secret, sealed) = match self.find(user).await? {
             Some(Found::Pending(secret, sealed)) => (secret, sealed),

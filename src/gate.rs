@@ -20,7 +20,9 @@ use portcullis_approval::{
 use portcullis_audit::{
     AuditError, AuditEvent, AuditSink, Intent, Outcome, Receipt, RequestSummary, WriteAhead,
 };
-use portcullis_core::{Action, Authorizer, Decision, DenyAll, Principal, Resource};
+use portcullis_core::{
+    AccessRequest, Action, Authorizer, Context, Decision, DenyAll, Principal, Resource,
+};
 use portcullis_token::{AuthChain, AuthError};
 use serde_json::Value;
 
@@ -137,7 +139,11 @@ fn rejects_input(err: &AuditError) -> bool {
 ///
 /// The parameters are recorded in the audit intent and, for actions that need approval,
 /// hashed into the approval, so an approval for `build_id=1` does not let `build_id=2` ship.
+/// The [`Context`] is what the authorizer may consult besides who, what and where (a ticket
+/// number, the client address, the time); it is recorded in the intent too (field
+/// `context`), since the decision rests on it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct GateRequest {
     /// The action.
     pub action: Action,
@@ -153,6 +159,8 @@ pub struct GateRequest {
     pub correlation_id: Option<String>,
     /// The approval presented for an action that needs one.
     pub approval_id: Option<String>,
+    /// Attributes the authorizer may consult ([`AccessRequest::context`]).
+    pub context: Context,
 }
 
 impl GateRequest {
@@ -166,7 +174,15 @@ impl GateRequest {
             target: String::new(),
             correlation_id: None,
             approval_id: None,
+            context: Context::new(),
         }
+    }
+
+    /// Adds an attribute to the context the authorizer sees.
+    #[must_use]
+    pub fn context(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.context.insert(key, value.into());
+        self
     }
 
     /// Adds a parameter.
@@ -220,6 +236,14 @@ impl GateRequest {
         }
         if let Some(id) = &self.approval_id {
             event = event.with_field("approval_id", Value::String(id.clone()));
+        }
+        if !self.context.is_empty() {
+            let context = self
+                .context
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.clone()))
+                .collect::<serde_json::Map<_, _>>();
+            event = event.with_field("context", Value::Object(context));
         }
         Ok(event)
     }
@@ -544,9 +568,10 @@ impl Gate {
         principal: &Principal,
         request: &GateRequest,
     ) -> Result<Decision, GateError> {
-        let decision = self
-            .authorizer
-            .check(principal, &request.action, &request.resource);
+        let decision = self.authorizer.authorize(
+            &AccessRequest::new(principal, &request.action, &request.resource)
+                .with_context(&request.context),
+        );
         if decision.is_allowed() {
             return Ok(decision);
         }

@@ -4,7 +4,10 @@
 //!   [`Principal`] and a [`CorrelationId`] in the request extensions.
 //! - [`GuardLayer`] (from [`guard`]) does the whole gate for one action: authenticate (unless
 //!   an outer layer did), authorize, check a presented approval, record the intent (fail
-//!   closed), run the handler, record the outcome from the response status.
+//!   closed), run the handler, record the outcome from the response status. The route
+//!   declares which request attributes the authorizer sees in its context and the audit
+//!   records: query parameters ([`GuardLayer::params`]), headers
+//!   ([`GuardLayer::context_headers`]), the client address and the time.
 //!
 //! - [`EdgeLayer`] refuses malformed URLs (bad percent-escapes, non-UTF-8, control or
 //!   invisible characters, over 8 KiB) with a JSON 400/414 before anything else runs, and
@@ -222,6 +225,9 @@ where
             action,
             resource: Arc::new(resource),
             params: Vec::new(),
+            headers: Vec::new(),
+            client_address: false,
+            time: false,
         }),
     }
 }
@@ -232,6 +238,9 @@ struct GuardShared {
     action: Action,
     resource: Arc<ResourceFn>,
     params: Vec<String>,
+    headers: Vec<header::HeaderName>,
+    client_address: bool,
+    time: bool,
 }
 
 impl GuardLayer {
@@ -249,6 +258,9 @@ impl GuardLayer {
     /// # let _ = layer;
     /// # }
     /// ```
+    ///
+    /// Declared parameters are also in the authorizer's [`Context`](portcullis_core::Context)
+    /// under their own names (`input.context.ticket` for a Rego policy).
     #[must_use]
     pub fn params<I, N>(mut self, names: I) -> Self
     where
@@ -261,6 +273,91 @@ impl GuardLayer {
         shared.params.dedup();
         self
     }
+
+    /// Puts these request headers into the authorizer's context, as `headers.<name>`
+    /// (lower case; each at most [`MAX_PARAM`] bytes of visible ASCII, or a 400; a header
+    /// sent twice is a 400). Names that are not valid header names are ignored.
+    #[must_use]
+    pub fn context_headers<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        let shared = Arc::make_mut(&mut self.shared);
+        shared.headers.extend(
+            names
+                .into_iter()
+                .filter_map(|n| header::HeaderName::from_bytes(n.as_ref().as_bytes()).ok()),
+        );
+        self
+    }
+
+    /// Puts the client's address into the context as `client_address` (the peer's IP, from
+    /// axum's `ConnectInfo<SocketAddr>`; absent when the server was not started with
+    /// `into_make_service_with_connect_info`).
+    #[must_use]
+    pub fn context_client_address(mut self) -> Self {
+        Arc::make_mut(&mut self.shared).client_address = true;
+        self
+    }
+
+    /// Puts the time of the request into the context as `time_ms` (milliseconds since the
+    /// Unix epoch), for rules such as change freezes.
+    #[must_use]
+    pub fn context_time(mut self) -> Self {
+        Arc::make_mut(&mut self.shared).time = true;
+        self
+    }
+}
+
+/// The context the route declared, from `parts`; a message (a 400) for an unusable header.
+fn declared_context(
+    shared: &GuardShared,
+    parts: &Parts,
+    gated: &mut GateRequest,
+) -> Result<(), String> {
+    for (name, value) in &gated.params {
+        gated.context.insert(name.clone(), value.clone());
+    }
+    if !shared.headers.is_empty() {
+        let mut found = serde_json::Map::new();
+        for name in &shared.headers {
+            let mut values = parts.headers.get_all(name).iter();
+            let Some(value) = values.next() else { continue };
+            if values.next().is_some() {
+                return Err(format!("the header `{name}` is sent more than once"));
+            }
+            let text = value
+                .to_str()
+                .ok()
+                .filter(|v| v.len() <= MAX_PARAM)
+                .ok_or_else(|| {
+                    format!(
+                        "the header `{name}` must be at most {MAX_PARAM} bytes of visible ASCII"
+                    )
+                })?;
+            found.insert(name.as_str().to_owned(), text.into());
+        }
+        gated
+            .context
+            .insert("headers", serde_json::Value::Object(found));
+    }
+    if shared.client_address
+        && let Some(info) = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        gated
+            .context
+            .insert("client_address", info.0.ip().to_string().into());
+    }
+    if shared.time {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        gated.context.insert("time_ms", millis.into());
+    }
+    Ok(())
 }
 
 /// The layer [`guard`] returns.
@@ -424,6 +521,10 @@ where
                     return Ok(with_request_id(response, &correlation));
                 }
                 gated.params.insert(name.clone(), value.into());
+            }
+            if let Err(message) = declared_context(&shared, &parts, &mut gated) {
+                let response = json_error(StatusCode::BAD_REQUEST, "bad_request", message);
+                return Ok(with_request_id(response, &correlation));
             }
             let admitted = match shared.gate.admit(&principal, &gated).await {
                 Ok(a) => a,

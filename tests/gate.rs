@@ -606,3 +606,101 @@ async fn unrecordable_input_is_a_400_and_its_refusal_is_recorded_redacted() {
         assert!(event.request.as_ref().unwrap().parameters.is_empty());
     }
 }
+
+/// Issue 31: the Gate passed an empty context to the authorizer, so an attribute rule (a
+/// data steward reaching a dataset with a ticket) passed a hand-written pipeline and was
+/// refused through `guard`. Declared parameters and headers now reach the authorizer.
+#[cfg(feature = "policy")]
+#[tokio::test]
+async fn declared_request_attributes_reach_the_authorizer_through_the_guard() {
+    use portcullis::policy::{Bundle, PolicyStore, RegoAuthorizer};
+    let store = Arc::new(PolicyStore::in_memory(Default::default()));
+    store
+        .activate(
+            Bundle::from_files(
+                "data",
+                [(
+                    "steward.rego".to_owned(),
+                    br#"package data
+                        allow if {
+                            input.action == "read"
+                            "stewards" in input.principal.groups
+                            regex.match(`^DATA-[0-9]+$`, input.context.ticket)
+                            input.context.headers["x-purpose"] == "audit"
+                        }"#
+                    .to_vec(),
+                )],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let rego: Arc<dyn portcullis::Authorizer> =
+        Arc::new(RegoAuthorizer::new(store, "data.data.allow").unwrap());
+    // The same rule written as a closure, composed with a veto as an ACL would be.
+    let closure = portcullis::DenyOverrides::new()
+        .with(from_fn("ticket", |r: &AccessRequest<'_>| {
+            match r.context.get("ticket").and_then(|t| t.as_str()) {
+                Some(t) if t.starts_with("DATA-") && r.principal.in_group("stewards") => {
+                    Decision::allow("steward with a ticket")
+                }
+                _ => Decision::not_applicable("no ticket"),
+            }
+        }))
+        .with(from_fn("blocklist", |r: &AccessRequest<'_>| {
+            if r.principal.subject() == "mallory" {
+                Decision::deny("blocked")
+            } else {
+                Decision::not_applicable("not blocked")
+            }
+        }));
+    for authorizer in [rego, Arc::new(closure) as Arc<dyn portcullis::Authorizer>] {
+        let log = Arc::new(
+            AuditLog::sqlite("sqlite::memory:", Default::default())
+                .await
+                .unwrap(),
+        );
+        let gate = Arc::new(
+            Gate::builder()
+                .authorize(authorizer)
+                .audit(log.clone())
+                .build()
+                .unwrap(),
+        );
+        let steward = Principal::builder(PrincipalKind::User, "sam", AuthMethod::OIDC)
+            .group("stewards")
+            .build()
+            .unwrap();
+        // An outer layer authenticated the caller (as AuthenticateLayer does).
+        let app = Router::new()
+            .route("/datasets/{name}", axum::routing::get(|| async { "rows" }))
+            .route_layer(
+                guard(gate, "read".parse().unwrap(), |p| {
+                    Resource::new("dataset".parse().unwrap(), p.path("name")?)
+                        .map_err(|e| e.to_string())
+                })
+                .params(["ticket"])
+                .context_headers(["x-purpose"]),
+            )
+            .layer(Extension(steward));
+        let base = serve(app).await;
+        let http = reqwest::Client::new();
+        let get = |query: &str, purpose: Option<&str>| {
+            let mut r = http.get(format!("{base}/datasets/payroll{query}"));
+            if let Some(p) = purpose {
+                r = r.header("x-purpose", p);
+            }
+            r.send()
+        };
+        let r = get("?ticket=DATA-42", Some("audit")).await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        assert_eq!(
+            get("?ticket=NOPE", Some("audit")).await.unwrap().status(),
+            403
+        );
+        assert_eq!(get("", Some("audit")).await.unwrap().status(), 403);
+        // The decision rested on the context, so the intent records it.
+        let page = log.query(&AuditQuery::all(10)).await.unwrap().records;
+        let context = &page[0].event.fields["context"];
+        assert_eq!(context["ticket"], "DATA-42", "{context}");
+    }
+}

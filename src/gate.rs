@@ -23,7 +23,7 @@ use portcullis_audit::{
 use portcullis_core::{
     AccessRequest, Action, Authorizer, Context, Decision, DenyAll, Principal, Resource,
 };
-use portcullis_token::{AuthChain, AuthError};
+use portcullis_token::{AuthChain, AuthError, Authenticator, Credential};
 use serde_json::Value;
 
 /// The action recorded for an approving vote.
@@ -325,7 +325,7 @@ fn printable(text: &str, max: usize) -> String {
 /// Builds a [`Gate`]. Every part left out stays closed.
 #[derive(Default)]
 pub struct GateBuilder {
-    chain: Option<Arc<AuthChain>>,
+    chain: Option<Arc<dyn Authenticator>>,
     authorizer: Option<Arc<dyn Authorizer>>,
     approvals: Option<Arc<Approvals>>,
     audit: Option<Arc<dyn AuditSink>>,
@@ -347,10 +347,11 @@ impl std::fmt::Debug for GateBuilder {
 }
 
 impl GateBuilder {
-    /// Authenticates with `chain`.
+    /// Authenticates with `authenticator`: an [`AuthChain`] of the methods a service
+    /// enabled, or any one [`Authenticator`] (an embedder's own included).
     #[must_use]
-    pub fn authenticate(mut self, chain: Arc<AuthChain>) -> Self {
-        self.chain = Some(chain);
+    pub fn authenticate(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.chain = Some(authenticator);
         self
     }
 
@@ -509,7 +510,7 @@ pub enum RunError<E> {
 /// # Ok(()) }
 /// ```
 pub struct Gate {
-    chain: Arc<AuthChain>,
+    chain: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
     approvals: Option<Arc<Approvals>>,
     audit: Option<WriteAhead>,
@@ -551,10 +552,14 @@ impl Gate {
     /// [`GateError::Unauthenticated`], or [`GateError::AuthUnavailable`] when a provider or
     /// the token store failed.
     pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, GateError> {
-        self.chain
-            .authenticate_header(header)
-            .await
-            .map_err(GateError::from_auth)
+        let authenticated = match header {
+            None => self.chain.without_credential().await,
+            Some(value) => match Credential::from_authorization(value) {
+                Ok(credential) => self.chain.authenticate(&credential).await,
+                Err(err) => Err(err),
+            },
+        };
+        authenticated.map_err(GateError::from_auth)
     }
 
     /// Checks `request` with the authorizer. A refusal is recorded in the audit log (best

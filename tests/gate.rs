@@ -704,3 +704,39 @@ async fn declared_request_attributes_reach_the_authorizer_through_the_guard() {
         assert_eq!(context["ticket"], "DATA-42", "{context}");
     }
 }
+
+/// Issue 31: the gate took only a concrete `AuthChain`; any `Authenticator` serves now.
+#[tokio::test]
+async fn the_gate_takes_any_authenticator() {
+    #[derive(Debug)]
+    struct HeaderIsName;
+
+    #[async_trait]
+    impl portcullis::token::Authenticator for HeaderIsName {
+        fn name(&self) -> &str {
+            "header-is-name"
+        }
+        async fn authenticate(
+            &self,
+            credential: &portcullis::token::Credential,
+        ) -> Result<Principal, portcullis::token::AuthError> {
+            let _ = credential;
+            Ok(user("embedded"))
+        }
+    }
+
+    let log = Arc::new(
+        AuditLog::sqlite("sqlite::memory:", Default::default())
+            .await
+            .unwrap(),
+    );
+    let gate = Gate::builder()
+        .authenticate(Arc::new(HeaderIsName))
+        .audit(log)
+        .build()
+        .unwrap();
+    let who = gate.authenticate(Some(b"Bearer anything")).await.unwrap();
+    assert_eq!(who.subject(), "embedded");
+    let missing = gate.authenticate(None).await.unwrap_err();
+    assert_eq!(missing.status(), 401, "no credential, no anonymous default");
+}

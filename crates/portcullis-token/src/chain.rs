@@ -24,6 +24,34 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
     ///
     /// An [`AuthError`] that says why the credential was refused.
     async fn authenticate(&self, credential: &Credential) -> Result<Principal, AuthError>;
+
+    /// Who a request without any credential is. By default nobody:
+    /// [`AuthError::MissingCredential`]. [`AuthChain`] answers with its anonymous principal
+    /// when built with [`AuthChain::allow_anonymous`].
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::MissingCredential`] unless the authenticator admits anonymous requests.
+    async fn without_credential(&self) -> Result<Principal, AuthError> {
+        Err(AuthError::MissingCredential)
+    }
+}
+
+/// A chain is itself an [`Authenticator`], so it can stand wherever one is taken (a gate, a
+/// chain of chains).
+#[async_trait]
+impl Authenticator for AuthChain {
+    fn name(&self) -> &str {
+        "chain"
+    }
+
+    async fn authenticate(&self, credential: &Credential) -> Result<Principal, AuthError> {
+        AuthChain::authenticate(self, Some(credential)).await
+    }
+
+    async fn without_credential(&self) -> Result<Principal, AuthError> {
+        AuthChain::authenticate(self, None).await
+    }
 }
 
 /// The authentication methods a service enabled, tried in order.

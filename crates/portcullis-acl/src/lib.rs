@@ -32,3 +32,8 @@ pub use store::{
     AclStore, BindingFilter, BindingKey, MemoryAclStore, Page, PageRequest, StoreContents,
 };
 pub use subject::{Subject, SubjectKind};
+
+/// The `async_trait` attribute this crate's traits are declared with, re-exported so an
+/// implementation outside the crate need not depend on (and match the version of)
+/// `async-trait` itself: `#[portcullis_acl::async_trait]`.
+pub use async_trait::async_trait;

@@ -30,3 +30,8 @@ pub use totp::{
     SealedTotpSecret, TotpAlgorithm, TotpConfig, TotpEnrollment, TotpFactor, TotpSecret,
     TotpSecretKey,
 };
+
+/// The `async_trait` attribute this crate's traits are declared with, re-exported so an
+/// implementation outside the crate need not depend on (and match the version of)
+/// `async-trait` itself: `#[portcullis_approval::async_trait]`.
+pub use async_trait::async_trait;

@@ -15,7 +15,10 @@ pub use ldap::{GroupMembership, LdapConfig, LdapDirectory};
 pub use password::{MAX_PASSWORD_LEN, Password, PasswordHash};
 pub use static_dir::{StaticDirectory, StaticDirectoryConfig, StaticUser};
 
-use async_trait::async_trait;
+/// The `async_trait` attribute this crate's traits are declared with, re-exported so an
+/// implementation outside the crate need not depend on (and match the version of)
+/// `async-trait` itself: `#[portcullis_directory::async_trait]`.
+pub use async_trait::async_trait;
 
 /// A person or service account as the directory knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,3 +46,8 @@ pub use tokens::{
 pub use verifier::{JwtVerifier, MAX_VERIFIED_AGE};
 #[cfg(feature = "oidc")]
 pub use verifier::{OidcOptions, ProviderMetadata, RemoteKeys};
+
+/// The `async_trait` attribute this crate's traits are declared with, re-exported so an
+/// implementation outside the crate need not depend on (and match the version of)
+/// `async-trait` itself: `#[portcullis_token::async_trait]`.
+pub use async_trait::async_trait;

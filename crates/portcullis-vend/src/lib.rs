@@ -17,3 +17,8 @@ pub use mapping::{
 };
 pub use sts::{AssumeRoleRequest, Credentials, Secret, StsBackend};
 pub use vendor::{CredentialVendor, VendRequest, Vended};
+
+/// The `async_trait` attribute this crate's traits are declared with, re-exported so an
+/// implementation outside the crate need not depend on (and match the version of)
+/// `async-trait` itself: `#[portcullis_vend::async_trait]`.
+pub use async_trait::async_trait;

@@ -33,6 +33,20 @@ pub enum AuditError {
     /// A previous write failed in a way that left the log's end unknown; reopen it.
     #[error("the audit log refused the write because an earlier failure left it inconsistent: {0}")]
     Poisoned(String),
+    /// The newest stored records do not verify: a record altered, a broken link or sequence,
+    /// or (SQLite, PostgreSQL) an indexed column that disagrees with its record, such as the
+    /// `hash` column new records would be chained to. Opening refuses the log (and a write
+    /// that reads the head first refuses the batch) rather than chain new records onto a
+    /// head that is not what was written: they would then be the records blamed for the
+    /// break, or carry the alteration forward. Nothing was changed. Read the log without
+    /// appending with `portcullis-audit verify` ([`verify_database`](crate::verify_database),
+    /// [`verify_jsonl_dir`](crate::verify_jsonl_dir)) to investigate.
+    #[error(
+        "the audit log's head does not verify, so nothing will be appended to it: {0}. \
+         Nothing was changed; run `portcullis-audit verify` on the log, then restore it from a \
+         backup or move it aside and start a new one"
+    )]
+    HeadNotVerified(crate::Violation),
     /// Fan-out: too few sinks acknowledged.
     #[error("only {acknowledged} of {required} required audit sinks acknowledged: {errors}")]
     FanOut {

@@ -5,6 +5,7 @@ mod chain;
 mod checkpoint;
 mod error;
 mod event;
+mod forensic;
 mod guard;
 mod log;
 mod query;
@@ -16,8 +17,9 @@ pub use chain::{AuditRecord, ChainHead, Decoded, GENESIS, Hash, RECORD_VERSION, 
 pub use checkpoint::{Checkpoint, CheckpointSigner};
 pub use error::AuditError;
 pub use event::{Actor, AuditEvent, EventKind, Outcome, OutcomeStatus, RequestSummary};
+pub use forensic::verify_database;
 pub use guard::{Intent, Recorded, RunError, WriteAhead};
-pub use log::{AuditLog, AuditOptions};
+pub use log::{AuditLog, AuditOptions, VERIFY_ON_OPEN};
 pub use query::{
     AuditPage, AuditQuery, MAX_QUERY_LIMIT, MAX_SCOPE_CHILDREN, ResourceScope, SCOPE_SEPARATOR,
     WithOutcome,

@@ -39,7 +39,19 @@ pub struct AuditOptions {
     /// there were two, and no intent queued behind an outcome's sync. The caller of
     /// `record` still returns only once the outcome is durable.
     pub outcome_linger: std::time::Duration,
+    /// How many of the newest stored records opening checks before anything is appended:
+    /// each one's hash against its content, its link to the record before it and, on
+    /// SQLite and PostgreSQL, its indexed columns against its line (the `hash` column new
+    /// records are chained to among them). A log whose head does not verify is refused with
+    /// [`AuditError::HeadNotVerified`]. Default [`VERIFY_ON_OPEN`] (64): opening reads that
+    /// many records, whatever the log's size. At least one is checked, whatever this says;
+    /// `usize::MAX` checks the whole log (a JSONL log is then read into memory).
+    pub verify_on_open: usize,
 }
+
+/// How many of the newest records opening a log checks by default
+/// ([`AuditOptions::verify_on_open`]).
+pub const VERIFY_ON_OPEN: usize = 64;
 
 impl Default for AuditOptions {
     fn default() -> Self {
@@ -48,6 +60,7 @@ impl Default for AuditOptions {
             max_batch: 1024,
             redactor: None,
             outcome_linger: std::time::Duration::ZERO,
+            verify_on_open: VERIFY_ON_OPEN,
         }
     }
 }
@@ -271,14 +284,16 @@ impl fmt::Debug for AuditLog {
 
 impl AuditLog {
     /// A log of JSONL files in `dir` (created if missing): appended and fsync'd per batch,
-    /// rotated by size, the chain continuing across files. A torn last line left by a crash
-    /// is cut off on open.
+    /// rotated by size, the chain continuing across files. Opening checks the newest
+    /// records ([`AuditOptions::verify_on_open`]) before anything is appended; then a torn
+    /// last line left by a crash is cut off.
     ///
     /// # Errors
     ///
     /// [`AuditError::Io`] if the folder cannot be created or read,
     /// [`AuditError::Invalid`] if another log holds the folder's lock for more than 2 s, or
-    /// [`AuditError::Malformed`] if its last file ends in something that is not a record.
+    /// [`AuditError::HeadNotVerified`] if its newest records do not verify (nothing is cut
+    /// or changed then).
     pub async fn jsonl(
         dir: impl AsRef<Path>,
         options: crate::JsonlOptions,
@@ -296,33 +311,44 @@ impl AuditLog {
         jsonl: crate::JsonlOptions,
         options: AuditOptions,
     ) -> Result<Self, AuditError> {
-        let backend =
-            crate::sink::jsonl::JsonlBackend::open(dir.as_ref().to_path_buf(), jsonl).await?;
+        let backend = crate::sink::jsonl::JsonlBackend::open(
+            dir.as_ref().to_path_buf(),
+            jsonl,
+            options.verify_on_open,
+        )
+        .await?;
         Ok(AuditLog::start(Arc::new(backend), options))
     }
 
-    /// A log in SQLite at `url` (`sqlite://audit.db`; WAL journal, full sync).
+    /// A log in SQLite at `url` (`sqlite://audit.db`; WAL journal, full sync). Opening
+    /// checks the newest records ([`AuditOptions::verify_on_open`]) before anything is
+    /// appended.
     ///
     /// # Errors
     ///
-    /// [`AuditError::Database`] if it cannot be opened or migrated.
+    /// [`AuditError::Database`] if it cannot be opened or migrated,
+    /// [`AuditError::HeadNotVerified`] if its newest records do not verify.
     #[cfg(feature = "sqlite")]
     pub async fn sqlite(url: &str, options: AuditOptions) -> Result<Self, AuditError> {
-        let backend = crate::sink::sql::SqliteBackend::connect(url).await?;
+        let backend = crate::sink::sql::SqliteBackend::connect(url, options.verify_on_open).await?;
         Ok(AuditLog::start(Arc::new(backend), options))
     }
 
     /// A log in PostgreSQL at `url`. Any number of instances may share it and the chain
     /// stays one chain: an instance that knows the head writes a batch in one statement,
     /// and the `seq` primary key refuses it if another instance got there first; the
-    /// batch is then sealed again after the head read under an advisory lock.
+    /// batch is then sealed again after the head read under an advisory lock. Opening checks
+    /// the newest records ([`AuditOptions::verify_on_open`]) before anything is appended,
+    /// and so does each write that reads the head (the newest record and its link).
     ///
     /// # Errors
     ///
-    /// [`AuditError::Database`] if it cannot be reached or migrated.
+    /// [`AuditError::Database`] if it cannot be reached or migrated,
+    /// [`AuditError::HeadNotVerified`] if its newest records do not verify.
     #[cfg(feature = "postgres")]
     pub async fn postgres(url: &str, options: AuditOptions) -> Result<Self, AuditError> {
-        let backend = crate::sink::sql::PostgresBackend::connect(url).await?;
+        let backend =
+            crate::sink::sql::PostgresBackend::connect(url, options.verify_on_open).await?;
         Ok(AuditLog::start(Arc::new(backend), options))
     }
 
@@ -488,22 +514,25 @@ impl AuditLog {
             .collect())
     }
 
-    /// The current end of the chain.
+    /// The current end of the chain. On SQLite and PostgreSQL it is read from the database,
+    /// and its newest record must verify (its line, its link to the one before, its indexed
+    /// columns), so that a checkpoint never signs a head that is not what was written.
     ///
     /// # Errors
     ///
-    /// A read failure.
+    /// A read failure; [`AuditError::HeadNotVerified`] if the newest record does not verify.
     pub async fn head(&self) -> Result<ChainHead, AuditError> {
         self.settle().await?;
         self.backend.head().await
     }
 
-    /// Signs the current head; export the checkpoint somewhere this log's writer cannot
-    /// rewrite (another system, a SIEM), so a verifier can detect a truncated tail.
+    /// Signs the current head ([`head`](Self::head)); export the checkpoint somewhere this
+    /// log's writer cannot rewrite (another system, a SIEM), so a verifier can detect a
+    /// truncated tail.
     ///
     /// # Errors
     ///
-    /// A read failure.
+    /// As [`head`](Self::head).
     pub async fn checkpoint(&self, signer: &CheckpointSigner) -> Result<Checkpoint, AuditError> {
         Ok(signer.sign(&self.head().await?, crate::event::now_ms()))
     }

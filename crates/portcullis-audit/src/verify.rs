@@ -162,6 +162,9 @@ pub struct VerifyReport {
 pub struct Verifier {
     head: ChainHead,
     index: u64,
+    /// Set for a verifier of a log's newest records ([`Verifier::resuming`]): the next line
+    /// is the first it sees, so its sequence number and `prev` are taken as they are.
+    resuming: bool,
     /// Hashes seen at the sequence numbers checkpoints name.
     wanted: BTreeMap<u64, Option<Hash>>,
 }
@@ -179,7 +182,22 @@ impl Verifier {
         Verifier {
             head: ChainHead::EMPTY,
             index: 0,
+            resuming: false,
             wanted: BTreeMap::new(),
+        }
+    }
+
+    /// A verifier of a log's newest records, from a record whose predecessors it does not
+    /// read (what opening a log checks before appending to it). The first line fed is the
+    /// anchor: its hash must match its content, but its sequence number and `prev` are
+    /// taken as they are; every later line must follow it as in [`feed`](Verifier::feed).
+    /// `index_before` is the storage position before the anchor, as far as the caller
+    /// knows it, for the `index` of a [`Violation::Malformed`].
+    pub(crate) fn resuming(index_before: u64) -> Self {
+        Verifier {
+            index: index_before,
+            resuming: true,
+            ..Verifier::new()
         }
     }
 
@@ -203,7 +221,7 @@ impl Verifier {
     /// As [`feed`](Verifier::feed), and returns the line decoded (its hash and link
     /// checked), for a backend that checks more against it.
     pub(crate) fn feed_decoded(&mut self, line: &[u8]) -> Result<Decoded, Violation> {
-        self.index += 1;
+        self.index = self.index.saturating_add(1);
         let decoded = decode(line).map_err(|e| Violation::Malformed {
             index: self.index,
             reason: match e {
@@ -211,17 +229,19 @@ impl Verifier {
                 other => other.to_string(),
             },
         })?;
-        let expected = self.head.seq + 1;
-        if decoded.seq != expected {
+        let anchor = std::mem::take(&mut self.resuming);
+        // Checked: after an anchor, the head's seq is whatever a line claimed.
+        let expected = self.head.seq.checked_add(1);
+        if expected != Some(decoded.seq) && !anchor {
             return Err(Violation::OutOfSequence {
-                expected,
+                expected: expected.unwrap_or(u64::MAX),
                 found: decoded.seq,
             });
         }
         if decoded.computed_hash != decoded.stored_hash {
             return Err(Violation::Altered { seq: decoded.seq });
         }
-        if decoded.prev != self.head.hash {
+        if decoded.prev != self.head.hash && !anchor {
             return Err(Violation::BrokenLink { seq: decoded.seq });
         }
         if let Some(slot) = self.wanted.get_mut(&decoded.seq) {

@@ -78,54 +78,136 @@ fn sync_dir(dir: &Path) -> Result<(), AuditError> {
         .map_err(|e| AuditError::io(dir.display(), e))
 }
 
-/// Cuts a torn tail and returns the byte length kept and the last record's head, if any.
-///
-/// A batch is one `write` of newline-terminated lines, so a crash can only leave a partial
-/// line after the last newline: that, and only that, is cut. A complete last record that
-/// does not verify is not a tear but tampering (or corruption): opening refuses and leaves
-/// the file as it is, rather than deleting the evidence and writing on from an earlier head.
-fn repair(path: &Path) -> Result<(u64, Option<ChainHead>), AuditError> {
+/// The end of one log file, read backwards from its end: its last complete lines and where
+/// the last one ends.
+#[derive(Debug)]
+struct FileTail {
+    /// Up to the number asked for of the file's last newline-terminated lines (without the
+    /// newline), in file order.
+    lines: Vec<Vec<u8>>,
+    /// The length up to and including the last newline. Bytes after it are not a record: a
+    /// write torn by a crash, cut when the log is opened.
+    end: u64,
+    /// The file's size.
+    size: u64,
+    /// Whether `lines` are all the file's lines (it has no earlier ones).
+    whole: bool,
+}
+
+/// How much [`read_tail`] reads at a time.
+const TAIL_BLOCK: u64 = 64 * 1024;
+
+/// Reads the last `want` complete lines of `path` (fewer if it has fewer), from its end
+/// backwards, `block` bytes at a time ([`TAIL_BLOCK`]): opening a large log reads its tail,
+/// not the whole file.
+fn read_tail(path: &Path, want: usize, block: u64) -> Result<FileTail, AuditError> {
+    use std::io::{Seek, SeekFrom};
     let io = |e| AuditError::io(path.display(), e);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io)?;
-    // Read exactly the length the file has: a device (or a file growing under us) must not
-    // make this read forever.
+    let mut file = File::open(path).map_err(io)?;
+    // Read exactly the length the file has now: a file growing under us (or a device) must
+    // not make this read forever.
     let size = file.metadata().map_err(io)?.len();
-    let mut bytes = Vec::new();
-    (&mut file).take(size).read_to_end(&mut bytes).map_err(io)?;
-    let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let head = match bytes.get(..end.saturating_sub(1)) {
-        Some(body) if end > 0 => {
-            let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            let line = body.get(start..).unwrap_or_default();
-            let refuse = |why: String| {
-                AuditError::Malformed(format!(
-                    "the last record of {} does not verify ({why}); it may have been tampered with. \
-                 Nothing was changed: run `portcullis-audit verify` on the folder",
-                    path.display()
-                ))
-            };
-            let decoded = decode(line).map_err(|e| refuse(e.to_string()))?;
-            if decoded.computed_hash != decoded.stored_hash {
-                return Err(refuse("its hash does not match its content".into()));
-            }
-            Some(ChainHead {
-                seq: decoded.seq,
-                hash: decoded.stored_hash,
-            })
-        }
-        _ => None,
+    let mut blocks = Vec::new();
+    let mut newlines = 0usize;
+    let mut from = size;
+    // Enough once the block holding the newline before the first wanted line is read:
+    // `want` lines need `want + 1` newlines, unless the file starts first.
+    while from > 0 && newlines <= want {
+        let start = from.saturating_sub(block.max(1));
+        let mut block = Vec::new();
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        (&mut file)
+            .take(from - start)
+            .read_to_end(&mut block)
+            .map_err(io)?;
+        newlines += memchr::memchr_iter(b'\n', &block).count();
+        blocks.push(block);
+        from = start;
+    }
+    let bytes: Vec<u8> = blocks.into_iter().rev().flatten().collect();
+    let Some(last) = memchr::memrchr(b'\n', &bytes) else {
+        // No newline: no complete line, and the read went back to the start of the file.
+        return Ok(FileTail {
+            lines: Vec::new(),
+            end: 0,
+            size,
+            whole: true,
+        });
     };
-    let len = u64::try_from(end).unwrap_or(u64::MAX);
-    if len != size {
+    let end = from + u64::try_from(last + 1).unwrap_or(u64::MAX);
+    let body = bytes.get(..last).unwrap_or_default();
+    let mut lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
+    if from > 0 {
+        // Its start is in a block not read: not a whole line.
+        lines.remove(0);
+    }
+    let whole = from == 0 && lines.len() <= want;
+    let skip = lines.len().saturating_sub(want);
+    Ok(FileTail {
+        lines: lines.into_iter().skip(skip).map(<[u8]>::to_vec).collect(),
+        end,
+        size,
+        whole,
+    })
+}
+
+/// Checks the newest records of a log before it is appended to, and returns its head and the
+/// length of its newest file up to its last complete record.
+///
+/// Reads the last `window` records (and the one before them, whose hash they link to)
+/// backwards from the newest file, across files where the newest holds fewer. Each must
+/// verify as [`verify_jsonl_dir`] would check it: its hash matches its content, its
+/// sequence number and `prev` follow the record before it; a window that reaches the log's
+/// first record checks that it is record 1, linked to nothing. Anything else is
+/// [`AuditError::HeadNotVerified`], and nothing is changed.
+///
+/// Only then is a torn tail cut: a batch is one `write` of newline-terminated lines, so a
+/// crash can only leave a partial line after the last newline, and that, and only that, is
+/// cut (in the newest file, or the files back to the one holding the last record). A
+/// complete record that does not verify is not a tear but tampering (or corruption): the
+/// evidence stays as it is, rather than being deleted and written over from an earlier head.
+fn open_tail(files: &[(u32, PathBuf)], window: usize) -> Result<(ChainHead, u64), AuditError> {
+    let want = window.max(1).saturating_add(1);
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    let mut torn = Vec::new();
+    let mut newest_len = 0;
+    let mut from_first = true;
+    for (i, (_, path)) in files.iter().enumerate().rev() {
+        let tail = read_tail(path, want - lines.len(), TAIL_BLOCK)?;
+        if i + 1 == files.len() {
+            newest_len = tail.end;
+        }
+        // The files after the last record are empty (just rotated) or torn.
+        if lines.is_empty() && tail.end != tail.size {
+            torn.push((path, tail.end));
+        }
+        let whole = tail.whole;
+        lines.splice(0..0, tail.lines);
+        if lines.len() == want || !whole {
+            from_first = i == 0 && whole;
+            break;
+        }
+    }
+    let mut verifier = if from_first {
+        Verifier::new()
+    } else {
+        let before = lines
+            .first()
+            .and_then(|line| claimed_seq(line))
+            .map_or(0, |seq| seq.saturating_sub(1));
+        Verifier::resuming(before)
+    };
+    for line in &lines {
+        verifier.feed(line).map_err(AuditError::HeadNotVerified)?;
+    }
+    for (path, len) in torn {
         tracing::warn!(target: "portcullis_audit", file = %path.display(), "cutting a torn record at the end of the log");
+        let io = |e| AuditError::io(path.display(), e);
+        let file = OpenOptions::new().write(true).open(path).map_err(io)?;
         file.set_len(len).map_err(io)?;
         file.sync_all().map_err(io)?;
     }
-    Ok((len, head))
+    Ok((verifier.head(), newest_len))
 }
 
 fn open_append(path: &Path) -> Result<File, AuditError> {
@@ -168,7 +250,13 @@ fn lock_folder(lock: &File, lock_path: &Path, dir: &Path) -> Result<(), AuditErr
 }
 
 impl JsonlBackend {
-    pub(crate) async fn open(dir: PathBuf, options: JsonlOptions) -> Result<Self, AuditError> {
+    /// Opens the folder for appending, once its newest `verify_on_open` records verify
+    /// ([`open_tail`]).
+    pub(crate) async fn open(
+        dir: PathBuf,
+        options: JsonlOptions,
+        verify_on_open: usize,
+    ) -> Result<Self, AuditError> {
         let opened = dir.clone();
         let state = tokio::task::spawn_blocking(move || -> Result<State, AuditError> {
             fs::create_dir_all(&opened).map_err(|e| AuditError::io(opened.display(), e))?;
@@ -181,19 +269,8 @@ impl JsonlBackend {
                 .map_err(|e| AuditError::io(lock_path.display(), e))?;
             lock_folder(&lock, &lock_path, &opened)?;
             let files = log_files(&opened)?;
-            let mut head = ChainHead::EMPTY;
-            let mut last = (1, 0);
-            // The newest file may be empty (just rotated) or torn; walk back to a record.
-            for (i, (index, path)) in files.iter().enumerate().rev() {
-                let (len, found) = repair(path)?;
-                if i + 1 == files.len() {
-                    last = (*index, len);
-                }
-                if let Some(found) = found {
-                    head = found;
-                    break;
-                }
-            }
+            let (head, len) = open_tail(&files, verify_on_open)?;
+            let last = (files.last().map_or(1, |(index, _)| *index), len);
             let path = opened.join(file_name(last.0));
             let file = open_append(&path)?;
             if files.is_empty() {
@@ -604,6 +681,85 @@ mod tests {
             proptest::prop_assert_eq!(claimed_seq(line.as_bytes()), Some(seq));
             proptest::prop_assert_eq!(decode(line.as_bytes()).map(|d| d.seq).ok(), Some(seq));
         }
+    }
+
+    proptest::proptest! {
+        /// Read backwards in blocks of any size, a file's tail is what splitting it forwards
+        /// gives: its last complete lines, where the last one ends, whether that is all.
+        #[test]
+        fn read_tail_reads_what_a_forward_split_does(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![proptest::strategy::Just(b'\n'), proptest::num::u8::ANY],
+                0..200,
+            ),
+            want in 1..12usize,
+            block in 1..40u64,
+        ) {
+            let dir = std::env::temp_dir()
+                .join(format!("portcullis-read-tail-{}", std::process::id()));
+            fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("{want}-{block}-{}.jsonl", bytes.len()));
+            fs::write(&path, &bytes).unwrap();
+            let tail = read_tail(&path, want, block).unwrap();
+            fs::remove_file(&path).unwrap();
+            let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let all: Vec<&[u8]> = match end {
+                0 => Vec::new(),
+                _ => bytes[..end - 1].split(|b| *b == b'\n').collect(),
+            };
+            let last = &all[all.len().saturating_sub(want)..];
+            proptest::prop_assert_eq!(&tail.lines, &last.iter().map(|l| l.to_vec()).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(tail.end, end as u64);
+            proptest::prop_assert_eq!(tail.size, bytes.len() as u64);
+            proptest::prop_assert_eq!(tail.whole, all.len() <= want);
+        }
+    }
+
+    /// Opening checks the newest records across files; only a torn line is cut, and only
+    /// once the records before it verify.
+    #[test]
+    fn open_tail_reads_back_across_files_and_cuts_only_a_tear() {
+        let mut head = ChainHead::EMPTY;
+        let chain: Vec<String> = (1..=5)
+            .map(|n| {
+                let sealed = seal(&head, format!("id-{n}"), &format!("{{\"n\":{n}}}"));
+                head = sealed.head;
+                sealed.line + "\n"
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!("portcullis-open-tail-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(file_name(1)), chain[..3].concat()).unwrap();
+        fs::write(dir.join(file_name(2)), chain[3..].concat()).unwrap();
+        fs::write(dir.join(file_name(3)), "{\"torn").unwrap();
+        let files = log_files(&dir).unwrap();
+        for window in [1, 2, 4, 5, 100] {
+            assert_eq!(
+                open_tail(&files, window).unwrap(),
+                (head, 0),
+                "window {window}"
+            );
+        }
+        assert_eq!(fs::read(dir.join(file_name(3))).unwrap(), b"");
+        // Record 3 changed: found by a window reaching it (as the anchor of 2 or more),
+        // and nothing is cut then.
+        let altered = chain[..3].concat().replace("{\"n\":3}", "{\"n\":9}");
+        fs::write(dir.join(file_name(1)), altered).unwrap();
+        fs::write(dir.join(file_name(3)), "{\"torn").unwrap();
+        for window in [2, 3, 100] {
+            let err = open_tail(&files, window).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    AuditError::HeadNotVerified(Violation::Altered { seq: 3 })
+                ),
+                "window {window}: {err}"
+            );
+        }
+        assert_eq!(fs::read(dir.join(file_name(3))).unwrap(), b"{\"torn");
+        assert_eq!(open_tail(&files, 1).unwrap(), (head, 0));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -5,20 +5,24 @@
 //! counts (`portcullis_sql::padded_rows`): a statement per exact count would be more than a
 //! connection's statement cache holds, and the largest would be parsed again and again.
 //!
-//! A batch is written in one of two ways. The backend remembers the head it last wrote; when
-//! it has one and the batch fits one `INSERT`, the batch is sealed on that head and written
-//! by that statement alone (atomic on its own: one round trip and one commit). The
-//! `seq` primary key is the guard: if anything else advanced the chain meanwhile (another
-//! process, or a restore), the insert fails as a duplicate `seq` and nothing is written.
-//! Then, and when no head is remembered, the batch is one transaction: (lock,) read the head,
-//! seal, insert, commit; that too is sealed again if a writer on the fast path took its
-//! sequence numbers first. Any error forgets the remembered head.
+//! Opening checks the newest records (`verify_tail`: lines, links, indexed columns) and
+//! refuses a head that does not verify; the head it ends in is the first one remembered.
+//!
+//! A batch is written in one of two ways. The backend remembers the head it last wrote (or
+//! checked on open); when it has one and the batch fits one `INSERT`, the batch is sealed on
+//! that head and written by that statement alone (atomic on its own: one round trip and one
+//! commit). The `seq` primary key is the guard: if anything else advanced the chain
+//! meanwhile (another process, or a restore), the insert fails as a duplicate `seq` and
+//! nothing is written. Then, and when no head is remembered, the batch is one transaction:
+//! (lock,) read the head and check its newest record as opening does, seal, insert, commit;
+//! that too is sealed again if a writer on the fast path took its sequence numbers first.
+//! Any error forgets the remembered head.
 //!
 //! Batches go through one connection taken out of the pool and kept between them, so a
 //! batch is one trip to one warm connection; reads use the pool. Any error but a key
 //! conflict drops that connection, and the next batch takes a new one.
 
-use crate::chain::{ChainHead, Hash, decode, seal};
+use crate::chain::{ChainHead, decode, seal};
 use crate::log::Prepared;
 use crate::{AuditError, Receipt};
 
@@ -26,20 +30,6 @@ mod columns;
 
 pub(crate) use columns::Columns;
 use columns::{StoredRow, effect_name};
-
-fn parse_head(row: Option<(i64, String)>) -> Result<ChainHead, AuditError> {
-    let Some((seq, hash_hex)) = row else {
-        return Ok(ChainHead::EMPTY);
-    };
-    let mut hash: Hash = [0; 32];
-    hex::decode_to_slice(&hash_hex, &mut hash)
-        .map_err(|e| AuditError::Malformed(format!("stored hash of record {seq}: {e}")))?;
-    Ok(ChainHead {
-        seq: u64::try_from(seq)
-            .map_err(|_| AuditError::Malformed(format!("negative seq {seq}")))?,
-        hash,
-    })
-}
 
 fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -63,6 +53,12 @@ fn rows<'a>(
         .zip(lines)
         .map(|((receipt, prepared), line)| (receipt, &prepared.columns, line))
 }
+
+/// How many of the newest records a write that reads the head, and [`head`], check: the
+/// newest, and its link to the one before.
+///
+/// [`head`]: crate::log::Backend::head
+const HEAD_CHECK: usize = 1;
 
 /// How often a batch is sealed again after another writer took its sequence numbers.
 const CONFLICT_RETRIES: u32 = 16;
@@ -122,15 +118,69 @@ macro_rules! sql_backend {
         }
 
         impl $backend {
-            pub(crate) async fn from_pool(pool: $pool) -> Result<Self, AuditError> {
-                let backend = $backend {
+            /// A backend on `pool` to append to: the schema migrated, and the newest
+            /// `verify_on_open` records checked ([`verify_tail`](Self::verify_tail)); the
+            /// head they end in is where the first batch continues.
+            pub(crate) async fn from_pool(pool: $pool, verify_on_open: usize) -> Result<Self, AuditError> {
+                let backend = Self::unmigrated(pool);
+                backend.migrate().await?;
+                let head = Self::verify_tail(&backend.pool, verify_on_open)
+                    .await?
+                    .map_err(AuditError::HeadNotVerified)?;
+                backend.remember(Some(head));
+                Ok(backend)
+            }
+
+            /// A backend on `pool` as it is, for reading only: nothing migrated or checked.
+            pub(crate) fn unmigrated(pool: $pool) -> Self {
+                $backend {
                     pool,
                     writer: tokio::sync::Mutex::new(None),
                     known_head: std::sync::Mutex::new(None),
                     _beside: None,
+                }
+            }
+
+            /// Checks the newest `window` records (at least one), read with the record
+            /// before them, whose hash the first of them must link to: each line's hash
+            /// against its content, each link and sequence number, and each row's indexed
+            /// columns against its line. A window that reaches the first row checks that it
+            /// is record 1, linked to nothing. Returns the head they end in, or the first
+            /// violation.
+            async fn verify_tail<'c, E>(
+                executor: E,
+                window: usize,
+            ) -> Result<Result<ChainHead, crate::verify::Violation>, AuditError>
+            where
+                E: sqlx::Executor<'c, Database = $db>,
+            {
+                let window = window.max(1);
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                q.push(columns::SELECT_ROW)
+                    .push(" FROM portcullis_audit_records ORDER BY seq DESC LIMIT ")
+                    .push_bind(i64::try_from(window).unwrap_or(i64::MAX).saturating_add(1));
+                let mut rows: Vec<StoredRow> = q.build_query_as().fetch_all(executor).await?;
+                rows.reverse();
+                let mut verifier = if rows.len() <= window {
+                    crate::verify::Verifier::new()
+                } else {
+                    // Where the anchor is in storage order, as far as its seq column says.
+                    let before = rows
+                        .first()
+                        .and_then(|row| row.1.as_deref())
+                        .and_then(|seq| seq.parse::<u64>().ok())
+                        .map_or(0, |seq| seq.saturating_sub(1));
+                    crate::verify::Verifier::resuming(before)
                 };
-                backend.migrate().await?;
-                Ok(backend)
+                for row in rows {
+                    let checked = verifier
+                        .feed_decoded(row.0.as_bytes())
+                        .and_then(|decoded| columns::check_row(&decoded, row));
+                    if let Err(violation) = checked {
+                        return Ok(Err(violation));
+                    }
+                }
+                Ok(Ok(verifier.head()))
             }
 
             fn remembered(&self) -> Option<ChainHead> {
@@ -232,12 +282,12 @@ macro_rules! sql_backend {
                         .execute(&mut *tx)
                         .await?;
                 }
-                let row: Option<(i64, String)> = sqlx::query_as(
-                    "SELECT seq, hash FROM portcullis_audit_records ORDER BY seq DESC LIMIT 1",
-                )
-                .fetch_optional(&mut *tx)
-                .await?;
-                let (receipts, lines, head) = Self::seal_batch(parse_head(row)?, batch);
+                // The head as stored, checked as opening checks it: never chain onto a record
+                // (or `hash` column) changed since it was written.
+                let head = Self::verify_tail(&mut *tx, HEAD_CHECK)
+                    .await?
+                    .map_err(AuditError::HeadNotVerified)?;
+                let (receipts, lines, head) = Self::seal_batch(head, batch);
                 let mut lines = lines.into_iter();
                 for (receipts, batch) in receipts.chunks(INSERT_CHUNK).zip(batch.chunks(INSERT_CHUNK)) {
                     let chunk = rows(receipts, batch, lines.by_ref().take(receipts.len()));
@@ -339,12 +389,9 @@ macro_rules! sql_backend {
             }
 
             async fn head(&self) -> Result<ChainHead, AuditError> {
-                let row: Option<(i64, String)> = sqlx::query_as(
-                    "SELECT seq, hash FROM portcullis_audit_records ORDER BY seq DESC LIMIT 1",
-                )
-                .fetch_optional(&self.pool)
-                .await?;
-                parse_head(row)
+                Self::verify_tail(&self.pool, HEAD_CHECK)
+                    .await?
+                    .map_err(AuditError::HeadNotVerified)
             }
 
             async fn scan(&self, after_seq: u64, limit: usize) -> Result<Vec<String>, AuditError> {
@@ -469,19 +516,28 @@ mod sqlite {
     );
 
     impl SqliteBackend {
-        pub(crate) async fn connect(url: &str) -> Result<Self, AuditError> {
+        pub(crate) async fn connect(url: &str, verify_on_open: usize) -> Result<Self, AuditError> {
             use portcullis_sql::sqlite::{Checkpointer, is_in_memory, without_auto_checkpoint};
             let pool = portcullis_sql::sqlite::pool(url, |options| {
                 without_auto_checkpoint(options.synchronous(SqliteSynchronous::Full))
             })
             .await?;
-            let mut backend = Self::from_pool(pool.clone()).await?;
+            let mut backend = Self::from_pool(pool.clone(), verify_on_open).await?;
             // Commits only append to the WAL; copying it into the database (and syncing
             // that) happens beside them, not inside the commit every writer waits for.
             if !is_in_memory(url) {
                 backend._beside = Some(Box::new(Checkpointer::start(pool, CHECKPOINT_EVERY)));
             }
             Ok(backend)
+        }
+
+        /// The log at `url`, to read only: the file must exist; nothing is migrated,
+        /// checked or written.
+        pub(crate) async fn connect_read_only(url: &str) -> Result<Self, AuditError> {
+            let pool =
+                portcullis_sql::sqlite::pool(url, |options| options.create_if_missing(false))
+                    .await?;
+            Ok(Self::unmigrated(pool))
         }
     }
 }
@@ -505,9 +561,15 @@ mod postgres {
     );
 
     impl PostgresBackend {
-        pub(crate) async fn connect(url: &str) -> Result<Self, AuditError> {
+        pub(crate) async fn connect(url: &str, verify_on_open: usize) -> Result<Self, AuditError> {
             let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
-            Self::from_pool(pool).await
+            Self::from_pool(pool, verify_on_open).await
+        }
+
+        /// The log at `url`, to read only: nothing is migrated, checked or written.
+        pub(crate) async fn connect_read_only(url: &str) -> Result<Self, AuditError> {
+            let pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
+            Ok(Self::unmigrated(pool))
         }
     }
 }

@@ -37,7 +37,9 @@ async fn sqlite_reads_a_scope_through_the_resource_index() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("a.db").display());
-    let backend = super::SqliteBackend::connect(&url).await.unwrap();
+    let backend = super::SqliteBackend::connect(&url, crate::VERIFY_ON_OPEN)
+        .await
+        .unwrap();
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
     sqlx::raw_sql(&format!(
         "WITH RECURSIVE numbers(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM numbers \
@@ -84,7 +86,9 @@ async fn postgres_reads_a_scope_through_the_resource_index() {
     pool.close().await;
     let (base, _) = admin.rsplit_once('/').unwrap();
     let url = format!("{base}/{name}");
-    let backend = super::PostgresBackend::connect(&url).await.unwrap();
+    let backend = super::PostgresBackend::connect(&url, crate::VERIFY_ON_OPEN)
+        .await
+        .unwrap();
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     sqlx::raw_sql(&fill(&format!("generate_series(1, {ROWS}) AS numbers(i)")))
         .execute(&pool)

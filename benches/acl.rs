@@ -1,5 +1,7 @@
 //! RBAC check latency as the number of bindings grows (10k / 100k / 1M bindings over 10k
-//! resources and 1k groups), and the cost of rebuilding a snapshot of 100k bindings.
+//! resources and 1k groups), the reverse queries a management page asks on 1M bindings
+//! (a principal's permissions; who may deploy to a stage), and the cost of rebuilding a
+//! snapshot of 100k bindings.
 //!
 //! Targets (issue #4): a check ≤ 200 ns median, flat as bindings grow 10×; a 100k-binding
 //! snapshot rebuild well under a second.
@@ -119,5 +121,24 @@ fn rebuild(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, checks, rebuild);
+fn reverse(c: &mut Criterion) {
+    let policy = Arc::new(AclPolicy::teletraan());
+    let snapshot = AclSnapshot::build(policy, 1, bindings(1_000_000)).expect("unique bindings");
+    let user = Principal::builder(PrincipalKind::User, "u42", AuthMethod::OIDC)
+        .groups(["g1", "g17", "g230", "g999"])
+        .build()
+        .expect("valid principal");
+    let stage: Resource = "env_stage:e7/s2".parse().expect("valid resource");
+    assert!(!snapshot.permissions_of(&user).is_empty());
+    let mut group = c.benchmark_group("acl/reverse_1M");
+    group.bench_function("permissions_of", |b| {
+        b.iter(|| snapshot.permissions_of(black_box(&user)))
+    });
+    group.bench_function("holders_of", |b| {
+        b.iter(|| snapshot.holders_of(&Action::DEPLOY, black_box(&stage)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, checks, reverse, rebuild);
 criterion_main!(benches);

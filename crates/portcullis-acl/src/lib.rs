@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod hierarchy;
 mod policy;
+mod reverse;
 mod role;
 mod snapshot;
 pub mod store;
@@ -22,6 +23,7 @@ pub use config::{
 pub use error::AclError;
 pub use hierarchy::{Hierarchy, ParentRule};
 pub use policy::{AclPolicy, AclPolicyBuilder};
+pub use reverse::{Holding, Permission};
 pub use role::{Role, RoleName, Roles};
 pub use snapshot::{AclSnapshot, EffectiveRole};
 #[cfg(feature = "postgres")]

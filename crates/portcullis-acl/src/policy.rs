@@ -103,6 +103,23 @@ impl AclPolicy {
             .and_then(|role| self.roles.role(role))
     }
 
+    /// Every action with a requirement on a resource of `kind`, with the role it needs there
+    /// (the kind's own entry wins over the entry for every kind).
+    pub(crate) fn actions_for<'a>(
+        &'a self,
+        kind: &'a ResourceKind,
+    ) -> impl Iterator<Item = (&'a Action, RoleRef)> + 'a {
+        let own = self.by_kind.get(kind);
+        let general = self
+            .any_kind
+            .iter()
+            .filter(move |(action, _)| own.is_none_or(|own| !own.contains_key(*action)));
+        own.into_iter()
+            .flatten()
+            .chain(general)
+            .map(|(action, role)| (action, *role))
+    }
+
     pub(crate) fn required(&self, kind: &ResourceKind, action: &Action) -> Option<RoleRef> {
         self.by_kind
             .get(kind)

@@ -248,6 +248,42 @@ impl AclSnapshot {
         &self.policy
     }
 
+    /// The bindings of `subject` as (subject, resource, role), from the index by subject.
+    pub(crate) fn grants_of<'a>(
+        &'a self,
+        subject: &'a Subject,
+    ) -> impl Iterator<Item = (&'a Subject, &'a Resource, RoleRef)> + 'a {
+        self.by_subject
+            .get_key_value(subject)
+            .into_iter()
+            .flat_map(|(subject, grants)| grants.iter().map(move |(r, role)| (subject, r, *role)))
+    }
+
+    /// Every binding on `resource` itself, as (subject, role).
+    pub(crate) fn grants_on<'a>(
+        &'a self,
+        resource: &Resource,
+    ) -> impl Iterator<Item = (Subject, RoleRef)> + 'a {
+        self.by_resource
+            .get(resource)
+            .into_iter()
+            .flat_map(|grants| {
+                [
+                    SubjectKind::User,
+                    SubjectKind::Service,
+                    SubjectKind::Token,
+                    SubjectKind::Group,
+                ]
+                .into_iter()
+                .flat_map(move |kind| {
+                    grants
+                        .of_kind(kind)
+                        .iter()
+                        .map(move |(name, role)| (Subject::indexed(kind, name), *role))
+                })
+            })
+    }
+
     /// The bindings of one subject, in no particular order.
     pub fn bindings_of<'a>(
         &'a self,

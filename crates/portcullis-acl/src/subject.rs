@@ -92,6 +92,14 @@ impl Subject {
         Ok(Subject { kind, name })
     }
 
+    /// A subject from a name that was validated when it was indexed.
+    pub(crate) fn indexed(kind: SubjectKind, name: &str) -> Self {
+        Subject {
+            kind,
+            name: name.to_owned(),
+        }
+    }
+
     /// `user:NAME`.
     ///
     /// # Errors

@@ -91,6 +91,10 @@ pub(crate) fn parse_ident(field: Field, input: &str) -> Result<String, Error> {
 /// ```
 pub fn is_hidden_char(ch: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    // Names are mostly ASCII, checked on every request: no table look-up for them.
+    if ch.is_ascii() {
+        return ch.is_ascii_control();
+    }
     if ch.is_control() || is_default_ignorable(ch) || ch == '\u{2800}' {
         return true;
     }

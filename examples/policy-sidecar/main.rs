@@ -656,7 +656,7 @@ async fn decide(app: &App, path: &str, input: Value) -> Response {
     {
         let query = portcullis::policy::rule_path(path).unwrap_or_default();
         if let Err(err) = log
-            .record(&query, &input, &outcome, Some(&decision_id))
+            .record(&query, Some(&input), &outcome, Some(&decision_id))
             .await
         {
             return error(

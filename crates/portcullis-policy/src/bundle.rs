@@ -1,6 +1,7 @@
 //! [`Bundle`]: policies and data in OPA's bundle layout, read from a folder or a gzipped
 //! tarball, checked against its manifest's roots.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -33,7 +34,8 @@ impl Default for BundleLimits {
     }
 }
 
-/// The `.manifest` file: the bundle's revision and the parts of `data` it owns.
+/// The `.manifest` file: the bundle's revision, the parts of `data` it owns, and the Rego
+/// version its policies are written in.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 pub struct Manifest {
     /// The revision (e.g. a commit id); empty if the manifest names none.
@@ -44,6 +46,14 @@ pub struct Manifest {
     /// bundles may own overlapping roots.
     #[serde(default = "all_roots")]
     pub roots: Vec<String>,
+    /// The Rego version of the bundle's policies: `1` (the default: OPA 1.x syntax) or `0`
+    /// (written for OPA before 1.0: rule bodies without `if`, sets without `contains`).
+    #[serde(default)]
+    pub rego_version: Option<u8>,
+    /// Per-file exceptions to `rego_version`: path inside the bundle (a leading `/` is
+    /// optional) → version. Paths only: glob patterns are refused.
+    #[serde(default)]
+    pub file_rego_versions: BTreeMap<String, u8>,
 }
 
 fn all_roots() -> Vec<String> {
@@ -51,16 +61,41 @@ fn all_roots() -> Vec<String> {
 }
 
 impl Manifest {
-    /// Parses a `.manifest` file (JSON; fields other than `revision` and `roots` are
-    /// ignored, as OPA does for ones it does not use).
+    /// Parses a `.manifest` file (JSON; fields other than `revision`, `roots`,
+    /// `rego_version` and `file_rego_versions` are ignored, as OPA does for ones it does
+    /// not use).
     ///
     /// # Errors
     ///
-    /// [`PolicyError::Bundle`] if it is not a JSON object of that shape or a root is not a
-    /// plain path.
+    /// [`PolicyError::Bundle`] if it is not a JSON object of that shape, a root is not a
+    /// plain path, a Rego version is neither 0 nor 1, or a `file_rego_versions` key is a
+    /// pattern.
     pub fn parse(bundle: &str, bytes: &[u8]) -> Result<Manifest, PolicyError> {
-        let manifest: Manifest = serde_json::from_slice(bytes)
+        let mut manifest: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| PolicyError::bundle(bundle, format!(".manifest: {e}")))?;
+        let versions = manifest
+            .rego_version
+            .iter()
+            .chain(manifest.file_rego_versions.values());
+        if let Some(version) = versions.into_iter().find(|v| **v > 1) {
+            return Err(PolicyError::bundle(
+                bundle,
+                format!(".manifest: rego_version {version} is not 0 or 1"),
+            ));
+        }
+        let mut files = BTreeMap::new();
+        for (path, version) in std::mem::take(&mut manifest.file_rego_versions) {
+            if path.contains(['*', '?', '[', '{']) {
+                return Err(PolicyError::bundle(
+                    bundle,
+                    format!(
+                        ".manifest: file_rego_versions key {path:?} is a pattern; list each file's path"
+                    ),
+                ));
+            }
+            files.insert(clean_path(bundle, &path)?, version);
+        }
+        manifest.file_rego_versions = files;
         for root in &manifest.roots {
             if root.split('/').any(|part| part.is_empty()) && !root.is_empty() {
                 return Err(PolicyError::bundle(
@@ -70,6 +105,36 @@ impl Manifest {
             }
         }
         Ok(manifest)
+    }
+
+    /// The Rego version (0 or 1) of the policy file at `path` inside the bundle.
+    pub fn rego_version_of(&self, path: &str) -> u8 {
+        let path = path.trim_start_matches('/');
+        self.file_rego_versions
+            .get(path)
+            .or(self.rego_version.as_ref())
+            .copied()
+            .unwrap_or(1)
+    }
+
+    /// The manifest as JSON, as [`Bundle::to_tar_gz`] writes it.
+    fn to_json(&self) -> Value {
+        let mut manifest = serde_json::json!({
+            "revision": self.revision,
+            "roots": self.roots,
+        });
+        if let Some(object) = manifest.as_object_mut() {
+            if let Some(version) = self.rego_version {
+                object.insert("rego_version".into(), version.into());
+            }
+            if !self.file_rego_versions.is_empty() {
+                object.insert(
+                    "file_rego_versions".into(),
+                    serde_json::json!(self.file_rego_versions),
+                );
+            }
+        }
+        manifest
     }
 
     /// The roots, each as its segments (`""` is the empty list: everything).
@@ -267,8 +332,8 @@ impl Bundle {
         let bundle = Bundle {
             name: name.to_owned(),
             manifest: manifest.unwrap_or_else(|| Manifest {
-                revision: String::new(),
                 roots: all_roots(),
+                ..Manifest::default()
             }),
             policies,
             data,
@@ -393,10 +458,6 @@ impl Bundle {
             Vec::new(),
             flate2::Compression::default(),
         ));
-        let manifest = serde_json::json!({
-            "revision": self.manifest.revision,
-            "roots": self.manifest.roots,
-        });
         let mut add = |path: &str, bytes: &[u8]| -> Result<(), std::io::Error> {
             let mut header = tar::Header::new_gnu();
             header.set_size(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
@@ -404,7 +465,7 @@ impl Bundle {
             header.set_entry_type(tar::EntryType::Regular);
             builder.append_data(&mut header, path, bytes)
         };
-        add(".manifest", manifest.to_string().as_bytes()).map_err(fail)?;
+        add(".manifest", self.manifest.to_json().to_string().as_bytes()).map_err(fail)?;
         for policy in &self.policies {
             add(&policy.path, policy.source.as_bytes()).map_err(fail)?;
         }
@@ -432,6 +493,12 @@ impl Bundle {
     pub fn revision(&self) -> &str {
         &self.manifest.revision
     }
+
+    /// The Rego version (0 or 1) of the policy file at `path`, as the manifest sets it.
+    pub fn rego_version(&self, path: &str) -> u8 {
+        self.manifest.rego_version_of(path)
+    }
+
 
     /// The policy files, by path.
     pub fn policies(&self) -> &[PolicyFile] {

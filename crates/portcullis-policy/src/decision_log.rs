@@ -91,7 +91,9 @@ impl DecisionLog {
         (input, erased)
     }
 
-    /// Records one decision and returns once it is durable.
+    /// Records one decision and returns once it is durable. `input` is `None` for a
+    /// decision made without one (the record then has no `input` field, as OPA's decision
+    /// logs have none).
     ///
     /// # Errors
     ///
@@ -101,20 +103,22 @@ impl DecisionLog {
     pub async fn record(
         &self,
         query: &str,
-        input: &Value,
+        input: Option<&Value>,
         outcome: &Result<Evaluation, PolicyError>,
         decision_id: Option<&str>,
     ) -> Result<Receipt, PolicyError> {
         let failed = PolicyError::DecisionLog;
         let resource = Resource::new(POLICY_RULE, query)
             .map_err(|e| failed(format!("query {query:?}: {e}")))?;
-        let (mut masked, erased) = self.masked(input);
-        escape_controls(&mut masked);
         let mut fields = Map::new();
         fields.insert("query".into(), json!(query));
-        fields.insert("input".into(), masked);
-        if !erased.is_empty() {
-            fields.insert("erased".into(), json!(erased));
+        if let Some(input) = input {
+            let (mut masked, erased) = self.masked(input);
+            escape_controls(&mut masked);
+            fields.insert("input".into(), masked);
+            if !erased.is_empty() {
+                fields.insert("erased".into(), json!(erased));
+            }
         }
         if let Some(id) = decision_id {
             fields.insert("decision_id".into(), json!(id));

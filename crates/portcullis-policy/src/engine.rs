@@ -24,7 +24,19 @@ pub trait PolicyEngine: Send + Sync {
     /// # Errors
     ///
     /// A bad path, an input over the limits, an evaluation failure, or no active policy.
-    fn evaluate(&self, path: &str, input: &Value) -> Result<Evaluation, PolicyError>;
+    fn evaluate(&self, path: &str, input: &Value) -> Result<Evaluation, PolicyError> {
+        self.evaluate_input(path, Some(input))
+    }
+
+    /// Evaluates the rule or document at `path` with `input`, or with no input at all
+    /// (`None`): then `input` is undefined, as in OPA for a request without one — every
+    /// reference to it is undefined and `not input` holds. (`Some(&Value::Null)` is an
+    /// input that is `null`.)
+    ///
+    /// # Errors
+    ///
+    /// As [`evaluate`](PolicyEngine::evaluate).
+    fn evaluate_input(&self, path: &str, input: Option<&Value>) -> Result<Evaluation, PolicyError>;
 }
 
 /// The answer to one query, and the bundle revisions that gave it (all from one
@@ -48,6 +60,12 @@ pub struct EvalLimits {
     /// which saves about 2 µs per decision (regorus's timer) and leaves a runaway query
     /// running.
     pub time_limit: Option<Duration>,
+    /// Whether a built-in's error (`regex.match` on a bad pattern, `1 / 0`,
+    /// `to_number("x")`) fails the whole evaluation. Default `false`: the call is
+    /// undefined, as OPA evaluates by default, so one failing expression leaves its rule
+    /// undefined instead of failing every query that reaches it. `true` is OPA's
+    /// `strict-builtin-errors`.
+    pub strict_builtin_errors: bool,
 }
 
 impl Default for EvalLimits {
@@ -56,6 +74,7 @@ impl Default for EvalLimits {
             max_input_depth: 64,
             max_input_values: 100_000,
             time_limit: Some(Duration::from_secs(1)),
+            strict_builtin_errors: false,
         }
     }
 }
@@ -70,9 +89,10 @@ const TIMER_CHECK_INTERVAL: NonZeroU32 = match NonZeroU32::new(256) {
 /// Gives every compiled set a process-unique id, the key of its per-thread clones.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// A new engine with the evaluation time limit of `limits`.
+/// A new engine with the evaluation time limit and built-in error mode of `limits`.
 fn new_engine(limits: &EvalLimits) -> regorus::Engine {
     let mut engine = regorus::Engine::new();
+    engine.set_strict_builtin_errors(limits.strict_builtin_errors);
     if let Some(limit) = limits.time_limit {
         engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
             limit,
@@ -277,14 +297,17 @@ impl RegoEngine {
             }
         }
         let mut engine = new_engine(&limits);
-        // Which modules (by index, in the order added) belong to which bundle.
-        let mut owners: Vec<&Bundle> = Vec::new();
-        // Each module's name, source and package below `data`, for the groups.
-        let mut modules: Vec<(String, &str, Vec<String>)> = Vec::new();
+        // Which bundle and file each module (by index, in the order added) comes from.
+        let mut owners: Vec<(&Bundle, &str)> = Vec::new();
+        // Each module's name, source, package below `data` and Rego version, for the
+        // groups.
+        let mut modules: Vec<Module<'_>> = Vec::new();
         let mut data = Vec::new();
         for bundle in &bundles {
             for policy in bundle.policies() {
                 let name = format!("{}/{}", bundle.name(), policy.path);
+                let v0 = bundle.rego_version(&policy.path) == 0;
+                engine.set_rego_v0(v0);
                 let package = engine
                     .add_policy(name.clone(), policy.source.clone())
                     .map_err(|e| PolicyError::Compile {
@@ -294,9 +317,14 @@ impl RegoEngine {
                     })?;
                 let package = package.strip_prefix("data.").unwrap_or(&package);
                 bundle.check_package_root(package)?;
-                owners.push(bundle);
-                let segments = package.split('.').map(str::to_owned).collect();
-                modules.push((name, &policy.source, segments));
+                owners.push((bundle, policy.path.as_str()));
+                let package = package.split('.').map(str::to_owned).collect();
+                modules.push(Module {
+                    name,
+                    source: &policy.source,
+                    package,
+                    v0,
+                });
             }
             let value = regorus::Value::from(Value::Object(bundle.data().clone()));
             engine
@@ -311,6 +339,9 @@ impl RegoEngine {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        // Queries are Rego v1 whatever the modules are.
+        engine.set_rego_v0(false);
+        check_set(&mut engine, &owners, &bundles)?;
         // Preparing for evaluation is where regorus analyses the modules together.
         engine
             .eval_query("true".to_owned(), false)
@@ -321,7 +352,7 @@ impl RegoEngine {
             })?;
         let mut rules = HashSet::new();
         let mut tests = Vec::new();
-        for (module, owner) in engine.get_modules().iter().zip(&owners) {
+        for (module, (owner, _)) in engine.get_modules().iter().zip(&owners) {
             let package = regorus::utils::get_path_string(&module.package.refr, Some("data"))
                 .map_err(|e| PolicyError::Compile {
                     bundle: owner.name().to_owned(),
@@ -446,36 +477,84 @@ impl RegoEngine {
     }
 }
 
+/// One module of a compiled set, kept to compile its group again apart.
+#[derive(Debug)]
+struct Module<'a> {
+    /// `bundle/path`, as regorus knows it.
+    name: String,
+    source: &'a str,
+    /// Its package below `data`.
+    package: Vec<String>,
+    /// Parsed as Rego v0 (the bundle's manifest says so).
+    v0: bool,
+}
+
+/// Runs the static policy checks (see [`crate::check`]) over the modules parsed into
+/// `engine` (`owners`: each one's bundle and file) with the bundles' data.
+fn check_set(
+    engine: &mut regorus::Engine,
+    owners: &[(&Bundle, &str)],
+    bundles: &[&Bundle],
+) -> Result<(), PolicyError> {
+    let parsed = engine.get_modules().clone();
+    let sources: Vec<crate::check::Source<'_>> = parsed
+        .iter()
+        .zip(owners)
+        .map(|(module, (bundle, file))| crate::check::Source {
+            bundle: bundle.name(),
+            file,
+            module,
+        })
+        .collect();
+    let data: Vec<&serde_json::Map<String, Value>> = bundles.iter().map(|b| b.data()).collect();
+    let errors = crate::check::check(&sources, &data);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for error in &errors {
+        if !names.contains(&error.bundle.as_str()) {
+            names.push(&error.bundle);
+        }
+    }
+    Err(PolicyError::Check {
+        bundle: names.join(","),
+        errors,
+    })
+}
+
 /// The modules compiled apart by group (see [`partition`]), each group with all of `data`,
 /// and the group of each package. Nothing is split — empty results — when everything is
 /// one group or a group does not compile alone (which a group closed under its references
 /// should not do; the whole set still answers).
 fn split(
-    modules: &[(String, &str, Vec<String>)],
+    modules: &[Module<'_>],
     data: &[regorus::Value],
     limits: &EvalLimits,
 ) -> (Vec<regorus::Engine>, BTreeMap<String, usize>) {
-    let packages: Vec<Vec<String>> = modules.iter().map(|m| m.2.clone()).collect();
-    let sources: Vec<&str> = modules.iter().map(|m| m.1).collect();
+    let packages: Vec<Vec<String>> = modules.iter().map(|m| m.package.clone()).collect();
+    let sources: Vec<&str> = modules.iter().map(|m| m.source).collect();
     let Some(of_module) = partition(&packages, &sources) else {
         return (Vec::new(), BTreeMap::new());
     };
     let count = of_module.iter().max().map_or(0, |m| m + 1);
     let mut engines: Vec<regorus::Engine> = (0..count).map(|_| new_engine(limits)).collect();
     let mut groups = BTreeMap::new();
-    for ((name, source, package), group) in modules.iter().zip(&of_module) {
+    for (module, group) in modules.iter().zip(&of_module) {
         let Some(engine) = engines.get_mut(*group) else {
             return (Vec::new(), BTreeMap::new());
         };
+        engine.set_rego_v0(module.v0);
         if engine
-            .add_policy(name.clone(), (*source).to_owned())
+            .add_policy(module.name.clone(), module.source.to_owned())
             .is_err()
         {
             return (Vec::new(), BTreeMap::new());
         }
-        groups.insert(package.join("."), *group);
+        groups.insert(module.package.join("."), *group);
     }
     for engine in &mut engines {
+        engine.set_rego_v0(false);
         let prepared = data
             .iter()
             .all(|value| engine.add_data(value.clone()).is_ok())
@@ -488,10 +567,15 @@ fn split(
 }
 
 impl PolicyEngine for RegoEngine {
-    fn evaluate(&self, path: &str, input: &Value) -> Result<Evaluation, PolicyError> {
+    fn evaluate_input(&self, path: &str, input: Option<&Value>) -> Result<Evaluation, PolicyError> {
         let path = rule_path(path)?;
-        check_input(input, &self.limits)?;
-        let input = regorus::Value::from(input.clone());
+        let input = match input {
+            Some(input) => {
+                check_input(input, &self.limits)?;
+                regorus::Value::from(input.clone())
+            }
+            None => regorus::Value::Undefined,
+        };
         let is_rule = self.rules.contains(&path);
         let group = self.group_of(&path);
         let value = self.with_local(group, |engine| {

@@ -1,5 +1,7 @@
 //! [`PolicyError`]: everything that can go wrong loading, validating or evaluating policy.
 
+use crate::CheckError;
+
 /// A policy failure. Loading and validation errors name the bundle and the file; none of
 /// them changes what is active.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,16 @@ pub enum PolicyError {
         file: String,
         /// The compiler's message.
         message: String,
+    },
+    /// The policies parse but fail a check OPA's compiler makes (an unknown function, a
+    /// wrong number or type of arguments, an unsafe variable, recursion, two defaults, a
+    /// rule where data is): refused rather than failing or misanswering decisions later.
+    #[error("bundle {bundle:?}: {}", describe_checks(errors))]
+    Check {
+        /// The bundle (or bundles, comma-separated) whose files are at fault.
+        bundle: String,
+        /// What is wrong, each with its file, line and column (at most 10).
+        errors: Vec<CheckError>,
     },
     /// A `test_*` rule of the bundle is not true.
     #[error("bundle {bundle:?}: test {test} failed: {detail}")]
@@ -109,6 +121,12 @@ pub enum PolicyError {
     /// No bundle is active: every decision is a failure, never an implicit allow.
     #[error("no policy bundle is active")]
     NoPolicy,
+}
+
+fn describe_checks(errors: &[CheckError]) -> String {
+    let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let noun = if errors.len() == 1 { "error" } else { "errors" };
+    format!("{} policy {noun}: {}", errors.len(), listed.join("; "))
 }
 
 impl PolicyError {

@@ -3,6 +3,7 @@
 
 mod authorizer;
 mod bundle;
+mod check;
 #[cfg(feature = "audit")]
 mod decision_log;
 mod engine;
@@ -15,6 +16,7 @@ mod store;
 
 pub use authorizer::RegoAuthorizer;
 pub use bundle::{Bundle, BundleLimits, Manifest, PolicyFile};
+pub use check::CheckError;
 #[cfg(feature = "audit")]
 pub use decision_log::{ACTIVATE, DecisionLog, EVALUATE, POLICY_BUNDLE, POLICY_RULE};
 pub use engine::{EvalLimits, Evaluation, PolicyEngine, RegoEngine, rule_path};

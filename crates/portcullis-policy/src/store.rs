@@ -333,10 +333,10 @@ fn sync_dir(dir: &Path) -> Result<(), PolicyError> {
 }
 
 impl PolicyEngine for PolicyStore {
-    fn evaluate(&self, path: &str, input: &Value) -> Result<Evaluation, PolicyError> {
+    fn evaluate_input(&self, path: &str, input: Option<&Value>) -> Result<Evaluation, PolicyError> {
         let active = self.active.load();
         match active.as_ref() {
-            Some(engine) => engine.evaluate(path, input),
+            Some(engine) => engine.evaluate_input(path, input),
             None => Err(PolicyError::NoPolicy),
         }
     }

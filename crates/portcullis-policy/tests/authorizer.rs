@@ -38,7 +38,11 @@ broken := x if x := 1 / 0
 "#;
 
 fn store() -> Arc<PolicyStore> {
-    let store = Arc::new(PolicyStore::in_memory(EvalLimits::default()));
+    store_with(EvalLimits::default())
+}
+
+fn store_with(limits: EvalLimits) -> Arc<PolicyStore> {
+    let store = Arc::new(PolicyStore::in_memory(limits));
     store
         .activate(
             Bundle::from_files(
@@ -124,7 +128,7 @@ fn anything_unexpected_denies() {
     let store = store();
     let alice = user("alice", &["release-managers"]);
     let staging = stage("checkout/staging");
-    for rule in ["deploy/not_a_decision", "deploy/bad_flag", "deploy/broken"] {
+    for rule in ["deploy/not_a_decision", "deploy/bad_flag"] {
         let authorizer = RegoAuthorizer::new(store.clone(), rule).unwrap();
         let decision = authorizer.check(&alice, &Action::DEPLOY, &staging);
         assert_eq!(
@@ -134,6 +138,23 @@ fn anything_unexpected_denies() {
             decision.reason()
         );
     }
+    // A built-in error (1 / 0) leaves the rule undefined, as in OPA: never an allow.
+    let broken = RegoAuthorizer::new(store.clone(), "deploy/broken").unwrap();
+    let decision = broken.check(&alice, &Action::DEPLOY, &staging);
+    assert_eq!(
+        decision.effect(),
+        Effect::NotApplicable,
+        "{}",
+        decision.reason()
+    );
+    // With strict built-in errors it is an evaluation error, which denies.
+    let strict = store_with(EvalLimits {
+        strict_builtin_errors: true,
+        ..EvalLimits::default()
+    });
+    let broken = RegoAuthorizer::new(strict, "deploy/broken").unwrap();
+    let decision = broken.check(&alice, &Action::DEPLOY, &staging);
+    assert_eq!(decision.effect(), Effect::Deny, "{}", decision.reason());
     // Nothing active: deny, never an implicit allow.
     let empty = Arc::new(PolicyStore::in_memory(EvalLimits::default()));
     let authorizer = RegoAuthorizer::new(empty, "deploy/allow").unwrap();

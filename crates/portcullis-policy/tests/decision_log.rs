@@ -25,7 +25,8 @@ fn store() -> PolicyStore {
                     ),
                     (
                         "app/p.rego".to_owned(),
-                        b"package app\nallow if input.user == \"alice\"\nboom := 1 / 0 if true"
+                        // `boom` has two values: an evaluation error (a conflict).
+                        b"package app\nallow if input.user == \"alice\"\nboom := x if some x in [1, 2]"
                             .to_vec(),
                     ),
                 ],
@@ -59,22 +60,27 @@ async fn decisions_are_recorded_with_revision_result_and_masked_input() {
     let store = store();
     let input = json!({"user": "alice", "credentials": {"password": "hunter2", "otp": "123"}});
     let allowed = store.evaluate("app/allow", &input);
-    log.record("data.app.allow", &input, &allowed, Some("d-1"))
+    log.record("data.app.allow", Some(&input), &allowed, Some("d-1"))
         .await
         .unwrap();
     let nobody = json!({"user": "bob\nsmith", "note\t": "tab"});
     let undefined = store.evaluate("app/allow", &nobody);
-    log.record("data.app.allow", &nobody, &undefined, None)
+    log.record("data.app.allow", Some(&nobody), &undefined, None)
         .await
         .unwrap();
     let failed = store.evaluate("app/boom", &nobody);
     assert!(failed.is_err());
-    log.record("data.app.boom", &nobody, &failed, None)
+    log.record("data.app.boom", Some(&nobody), &failed, None)
+        .await
+        .unwrap();
+    // A decision made without input records none.
+    let without = store.evaluate_input("app/allow", None);
+    log.record("data.app.allow", None, &without, None)
         .await
         .unwrap();
 
     let records = audit.query(&AuditQuery::all(10)).await.unwrap().records;
-    assert_eq!(records.len(), 3);
+    assert_eq!(records.len(), 4);
     let first = &records[0].event;
     assert_eq!(first.actor.subject, "policy-sidecar");
     assert_eq!(first.resource.to_string(), "policy_rule:data.app.allow");
@@ -107,6 +113,9 @@ async fn decisions_are_recorded_with_revision_result_and_masked_input() {
             .unwrap()
             .contains("data.app.boom")
     );
+    let fourth = &records[3].event;
+    assert!(!fourth.fields.contains_key("input"), "{:?}", fourth.fields);
+    assert_eq!(fourth.fields["defined"], json!(false));
     // A refused bundle is audited too.
     let refused = PolicyError::TestFailed {
         bundle: "app".into(),
@@ -117,7 +126,7 @@ async fn decisions_are_recorded_with_revision_result_and_masked_input() {
         .await
         .unwrap();
     let records = audit.query(&AuditQuery::all(10)).await.unwrap().records;
-    let last = &records[3].event;
+    let last = &records[4].event;
     assert_eq!(last.resource.to_string(), "policy_bundle:app");
     assert_eq!(last.action.as_str(), "activate");
     assert_eq!(last.decision.as_ref().unwrap().effect(), Effect::Deny);
@@ -138,7 +147,8 @@ async fn a_decision_that_cannot_be_recorded_is_an_error() {
     let huge = json!({"user": "x".repeat(100 * 1024)});
     let outcome = store.evaluate("app/allow", &huge);
     assert!(matches!(
-        log.record("data.app.allow", &huge, &outcome, None).await,
+        log.record("data.app.allow", Some(&huge), &outcome, None)
+            .await,
         Err(PolicyError::DecisionLog(_))
     ));
     assert!(

@@ -1,0 +1,229 @@
+//! Where the engine must answer as OPA 1.x does (issue 29): a request without input, the
+//! compile errors OPA refuses a bundle for, Rego v0 bundles, and built-in errors.
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests: a failed expectation is the failure being tested for"
+)]
+
+use portcullis_policy::{Bundle, EvalLimits, PolicyEngine, PolicyError, PolicyStore};
+use serde_json::{Value, json};
+
+fn file(path: &str, contents: &str) -> (String, Vec<u8>) {
+    (path.to_owned(), contents.as_bytes().to_vec())
+}
+
+/// A bundle `b` rooted at `authz` with one policy file and a manifest with `extra` fields.
+fn bundle(manifest_extra: &str, rego: &str, data: &str) -> Result<Bundle, PolicyError> {
+    Bundle::from_files(
+        "b",
+        [
+            file(
+                ".manifest",
+                &format!(r#"{{"revision": "r1", "roots": ["authz"]{manifest_extra}}}"#),
+            ),
+            file("authz/policy.rego", rego),
+            file("authz/data.json", data),
+        ],
+    )
+}
+
+fn store_with(limits: EvalLimits, rego: &str) -> PolicyStore {
+    let store = PolicyStore::in_memory(limits);
+    store.activate(bundle("", rego, "{}").unwrap()).unwrap();
+    store
+}
+
+#[test]
+fn a_request_without_input_leaves_input_undefined() {
+    let store = store_with(
+        EvalLimits::default(),
+        "package authz\ndeny_missing contains \"input missing\" if not input\nuser := input.user",
+    );
+    // No input: `not input` holds, as in OPA; a guard on missing input does not fail open.
+    let none = store.evaluate_input("authz/deny_missing", None).unwrap();
+    assert_eq!(none.result, Some(json!(["input missing"])));
+    assert_eq!(
+        store.evaluate_input("authz/user", None).unwrap().result,
+        None
+    );
+    // An input that is `{}` or `null` is defined.
+    for input in [json!({}), Value::Null] {
+        let defined = store.evaluate("authz/deny_missing", &input).unwrap();
+        assert_eq!(defined.result, Some(json!([])), "{input}");
+    }
+}
+
+/// The error refusing `rego` (beside `data` as `authz/data.json`), as `line: code: message`.
+fn refusal(rego: &str, data: &str) -> Vec<String> {
+    let store = PolicyStore::in_memory(EvalLimits::default());
+    match store.activate(bundle("", rego, data).unwrap()) {
+        Err(PolicyError::Check { bundle, errors }) => {
+            assert_eq!(bundle, "b");
+            // Nothing activated; the status says why, naming the file.
+            assert!(matches!(
+                store.evaluate("authz/allow", &json!({})),
+                Err(PolicyError::NoPolicy)
+            ));
+            let status = store.status()[0].last_error.clone().unwrap();
+            assert!(status.contains("authz/policy.rego:"), "{status}");
+            errors
+                .iter()
+                .map(|e| {
+                    assert_eq!(e.file, "authz/policy.rego");
+                    format!("{}: {}: {}", e.line, e.code, e.message)
+                })
+                .collect()
+        }
+        other => panic!("{rego}: expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn what_opa_refuses_to_compile_is_refused_with_file_line_and_cause() {
+    let p = "package authz\n";
+    // Each used to activate, then fail every decision with a 500…
+    assert_eq!(
+        refusal(&format!("{p}allow if startwith(input.x, \"a\")"), "{}"),
+        ["2: rego_type_error: undefined function startwith"]
+    );
+    assert_eq!(
+        refusal(&format!("{p}allow if helper(input.x)"), "{}"),
+        ["2: rego_type_error: undefined function helper"]
+    );
+    assert_eq!(
+        refusal(&format!("{p}allow if startswith(1, 2)"), "{}"),
+        [
+            "2: rego_type_error: startswith: argument 1 must be a string, not number",
+            "2: rego_type_error: startswith: argument 2 must be a string, not number",
+        ]
+    );
+    assert_eq!(
+        refusal(&format!("{p}x := 1\ndefault allow := x"), "{}"),
+        [
+            "3: rego_type_error: a default value must be a constant (a scalar, or an array, set or object of them), not `x`"
+        ]
+    );
+    // …or to answer undefined, silently.
+    assert_eq!(
+        refusal(&format!("{p}x := 1 + \"a\""), "{}"),
+        ["2: rego_type_error: plus: operand 2 must be numbers, not string"]
+    );
+    assert_eq!(
+        refusal(&format!("{p}x := count(input, 2, 3)"), "{}"),
+        ["2: rego_type_error: count: too many arguments (3 given, it takes 1)"]
+    );
+    assert_eq!(
+        refusal(&format!("{p}a if b\nb if a"), "{}"),
+        [
+            "2: rego_recursion_error: rule data.authz.a is recursive: data.authz.a -> data.authz.b -> data.authz.a"
+        ]
+    );
+    assert_eq!(
+        refusal(&format!("{p}x := y"), "{}"),
+        ["2: rego_unsafe_var_error: var y is unsafe"]
+    );
+    // Two defaults answered `false`; a rule beside data at its path was ignored.
+    assert_eq!(
+        refusal(
+            &format!("{p}default allow := true\ndefault allow := false"),
+            "{}"
+        ),
+        ["3: rego_type_error: multiple default rules data.authz.allow found"]
+    );
+    assert_eq!(
+        refusal(
+            &format!("{p}admins := [\"mallory\"]\nallow if input.user in admins"),
+            r#"{"admins": ["alice"]}"#
+        ),
+        [
+            "2: rego_compile_error: rule data.authz.admins conflicts with the data document at data.authz.admins: a path is either a rule or data"
+        ]
+    );
+}
+
+#[test]
+fn rego_v0_bundles_load_when_the_manifest_says_so() {
+    let v0 = "package authz\ndefault allow = false\nallow { input.user == \"alice\" }\ndeny[msg] { not allow; msg := \"no\" }\ntest_alice { allow with input as {\"user\": \"alice\"} }";
+    // Without `rego_version: 0` the v0 syntax does not parse as Rego v1.
+    assert!(matches!(
+        PolicyStore::in_memory(EvalLimits::default()).activate(bundle("", v0, "{}").unwrap()),
+        Err(PolicyError::Compile { .. })
+    ));
+    let store = PolicyStore::in_memory(EvalLimits::default());
+    let v0_bundle = bundle(r#", "rego_version": 0"#, v0, "{}").unwrap();
+    assert_eq!(v0_bundle.rego_version("authz/policy.rego"), 0);
+    // Written and read back, the bundle keeps its version.
+    let again = Bundle::from_tar_gz("b", &v0_bundle.to_tar_gz().unwrap(), &Default::default());
+    assert_eq!(again.unwrap(), v0_bundle);
+    store.activate(v0_bundle).unwrap();
+    let deny = store
+        .evaluate("authz/deny", &json!({"user": "bob"}))
+        .unwrap();
+    assert_eq!(deny.result, Some(json!(["no"])));
+
+    // Per file: one v0 file in a v1 bundle.
+    let mixed = Bundle::from_files(
+        "b",
+        [
+            file(
+                ".manifest",
+                r#"{"roots": ["authz"], "file_rego_versions": {"/authz/old.rego": 0}}"#,
+            ),
+            file("authz/old.rego", "package authz\nold { true }"),
+            file("authz/new.rego", "package authz\nnew if old"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(mixed.rego_version("authz/new.rego"), 1);
+    let store = PolicyStore::in_memory(EvalLimits::default());
+    store.activate(mixed).unwrap();
+    assert_eq!(
+        store.evaluate("authz/new", &json!({})).unwrap().result,
+        Some(json!(true))
+    );
+
+    // Only 0 and 1 exist; patterns are not taken for paths.
+    for manifest in [
+        r#", "rego_version": 2"#,
+        r#", "file_rego_versions": {"authz/*.rego": 0}"#,
+    ] {
+        assert!(
+            matches!(bundle(manifest, v0, "{}"), Err(PolicyError::Bundle { .. })),
+            "{manifest}"
+        );
+    }
+}
+
+#[test]
+fn a_builtin_error_leaves_its_rule_undefined_unless_strict() {
+    let rego = "package authz\nbad_regex if regex.match(\"$^[[[\", \"x\")\ndivided := 1 / input.zero\nallow := true";
+    let store = store_with(EvalLimits::default(), rego);
+    let input = json!({"zero": 0});
+    for rule in ["authz/bad_regex", "authz/divided"] {
+        assert_eq!(store.evaluate(rule, &input).unwrap().result, None, "{rule}");
+    }
+    // The package and the whole data document still answer.
+    let package = store.evaluate("authz", &input).unwrap().result.unwrap();
+    assert_eq!(package, json!({"allow": true}));
+    assert!(store.evaluate("", &input).unwrap().result.is_some());
+
+    let strict = store_with(
+        EvalLimits {
+            strict_builtin_errors: true,
+            ..EvalLimits::default()
+        },
+        rego,
+    );
+    for rule in ["authz/bad_regex", "authz/divided", "authz"] {
+        assert!(
+            matches!(strict.evaluate(rule, &input), Err(PolicyError::Eval { .. })),
+            "{rule}"
+        );
+    }
+    assert_eq!(
+        strict.evaluate("authz/allow", &input).unwrap().result,
+        Some(json!(true))
+    );
+}

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -183,7 +184,13 @@ pub struct Bundle {
     manifest: Manifest,
     policies: Vec<PolicyFile>,
     data: Map<String, Value>,
+    /// A signed bundle's files as they were verified, `.signatures.json` included: what
+    /// is written to keep it, so that it verifies again when read back.
+    signed: Option<Arc<Files>>,
 }
+
+/// A bundle's files as read: `(path, contents)`.
+type Files = Vec<(String, Vec<u8>)>;
 
 impl fmt::Debug for Bundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -192,6 +199,7 @@ impl fmt::Debug for Bundle {
             .field("manifest", &self.manifest)
             .field("policies", &self.policies)
             .field("data_keys", &self.data.len())
+            .field("signed", &self.signed.is_some())
             .finish()
     }
 }
@@ -199,7 +207,7 @@ impl fmt::Debug for Bundle {
 /// The longest bundle name.
 const MAX_NAME: usize = 128;
 
-fn check_name(name: &str) -> Result<(), PolicyError> {
+pub(crate) fn check_name(name: &str) -> Result<(), PolicyError> {
     if name.is_empty()
         || name.len() > MAX_NAME
         || !name
@@ -275,7 +283,10 @@ impl Bundle {
     ) -> Result<Bundle, PolicyError> {
         check_name(name)?;
         verifier.verify(name, &files)?;
-        Bundle::read(name, files, true)
+        let signed = files.clone();
+        let mut bundle = Bundle::read(name, files, true)?;
+        bundle.signed = Some(Arc::new(signed));
+        Ok(bundle)
     }
 
     fn read(
@@ -337,6 +348,7 @@ impl Bundle {
             }),
             policies,
             data,
+            signed: None,
         };
         bundle.check_data_roots()?;
         Ok(bundle)
@@ -449,6 +461,11 @@ impl Bundle {
     /// The bundle as a gzipped tarball: `.manifest`, the policy files and one top-level
     /// `data.json`. [`from_tar_gz`](Bundle::from_tar_gz) reads it back unchanged.
     ///
+    /// A signed bundle (read with [`verified`](Bundle::verified)) is written as it was
+    /// signed instead — every file byte for byte, `.signatures.json` included — so it
+    /// reads back only through [`files_from_tar_gz`](Bundle::files_from_tar_gz) and
+    /// [`verified`](Bundle::verified) again: a changed copy does not verify.
+    ///
     /// # Errors
     ///
     /// [`PolicyError::Io`] if writing to memory fails (it does not, short of allocation).
@@ -465,6 +482,14 @@ impl Bundle {
             header.set_entry_type(tar::EntryType::Regular);
             builder.append_data(&mut header, path, bytes)
         };
+        if let Some(files) = &self.signed {
+            for (path, bytes) in files.iter() {
+                add(&clean_path(&self.name, path)?, bytes).map_err(fail)?;
+            }
+            let mut gz = builder.into_inner().map_err(fail)?;
+            gz.flush().map_err(fail)?;
+            return gz.finish().map_err(fail);
+        }
         add(".manifest", self.manifest.to_json().to_string().as_bytes()).map_err(fail)?;
         for policy in &self.policies {
             add(&policy.path, policy.source.as_bytes()).map_err(fail)?;
@@ -499,6 +524,11 @@ impl Bundle {
         self.manifest.rego_version_of(path)
     }
 
+    /// A signed bundle's files as they were verified, `.signatures.json` included; `None`
+    /// for a bundle read without a signature.
+    pub fn signed_files(&self) -> Option<&[(String, Vec<u8>)]> {
+        self.signed.as_deref().map(Vec::as_slice)
+    }
 
     /// The policy files, by path.
     pub fn policies(&self) -> &[PolicyFile] {

@@ -10,7 +10,10 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{Bundle, BundleLimits, EvalLimits, Evaluation, PolicyEngine, PolicyError, RegoEngine};
+use crate::{
+    Bundle, BundleLimits, BundleVerifier, EvalLimits, Evaluation, PolicyEngine, PolicyError,
+    RegoEngine,
+};
 
 /// What a store knows about one bundle: the revision serving, and the last failure.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -109,7 +112,8 @@ impl PolicyStore {
     }
 
     /// A store that keeps its last known good bundles in `state_dir` (created if missing)
-    /// and starts by serving the ones found there.
+    /// and starts by serving every one found there. None may be signed: a signed copy is
+    /// read only with its verifier, through [`open_with`](PolicyStore::open_with).
     ///
     /// # Errors
     ///
@@ -123,20 +127,10 @@ impl PolicyStore {
         let dir = state_dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| PolicyError::io(dir.display(), e))?;
         let mut bundles = BTreeMap::new();
-        let entries = std::fs::read_dir(&dir).map_err(|e| PolicyError::io(dir.display(), e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| PolicyError::io(dir.display(), e))?;
-            let file_name = entry.file_name();
-            let Some(name) = file_name
-                .to_str()
-                .and_then(|n| n.strip_suffix(BUNDLE_SUFFIX))
-            else {
-                continue;
-            };
-            let bytes = std::fs::read(entry.path())
-                .map_err(|e| PolicyError::io(entry.path().display(), e))?;
-            let bundle = Bundle::from_tar_gz(name, &bytes, &BundleLimits::default())?;
-            bundles.insert(name.to_owned(), Arc::new(bundle));
+        for name in stored_names(&dir)? {
+            if let Some(bundle) = load_stored(&dir, &name, None)? {
+                bundles.insert(name, Arc::new(bundle));
+            }
         }
         let store = PolicyStore {
             state_dir: Some(dir),
@@ -144,24 +138,93 @@ impl PolicyStore {
         };
         if !bundles.is_empty() {
             let engine = RegoEngine::compile(bundles.values().map(AsRef::as_ref), limits)?;
-            let at = now_ms();
-            let mut status = lock(&store.status);
-            for bundle in bundles.values() {
-                status.insert(
-                    bundle.name().to_owned(),
-                    BundleStatus {
-                        name: bundle.name().to_owned(),
-                        active_revision: Some(bundle.revision().to_owned()),
-                        activated_at_ms: Some(at),
-                        ..BundleStatus::default()
-                    },
-                );
-            }
-            drop(status);
-            store.active.store(Some(Arc::new(engine)));
-            *lock(&store.bundles) = bundles;
+            store.start_with(engine, bundles);
         }
         Ok(store)
+    }
+
+    /// A store that keeps its last known good bundles in `state_dir` (created if missing)
+    /// and starts by serving the stored copies of `bundles` only: each a bundle's name and,
+    /// when the bundle must be signed, the verifier its copy must pass.
+    ///
+    /// A stored copy of a bundle not listed is left on disk, unread: a bundle removed from
+    /// the configuration does not come back with a restart. A copy that does not load —
+    /// changed on disk, signed by an unknown key, unsigned where a signature is required,
+    /// or signed where none is expected — is refused and its refusal shows in
+    /// [`status`](PolicyStore::status); so is every copy when together they do not
+    /// compile. A refused bundle is simply not active: decisions that need it fail
+    /// ([`PolicyError::NoPolicy`] when nothing is active) until its source delivers a good
+    /// revision, which replaces the stored copy.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Io`] if the folder cannot be created or read;
+    /// [`PolicyError::Bundle`] for a bundle name that is not one.
+    pub fn open_with<'a>(
+        state_dir: impl AsRef<Path>,
+        limits: EvalLimits,
+        bundles: impl IntoIterator<Item = (&'a str, Option<&'a BundleVerifier>)>,
+    ) -> Result<PolicyStore, PolicyError> {
+        let dir = state_dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| PolicyError::io(dir.display(), e))?;
+        let store = PolicyStore {
+            state_dir: Some(dir.clone()),
+            ..PolicyStore::in_memory(limits)
+        };
+        let mut loaded = BTreeMap::new();
+        let mut wanted = std::collections::BTreeSet::new();
+        for (name, verifier) in bundles {
+            crate::bundle::check_name(name)?;
+            wanted.insert(name.to_owned());
+            match load_stored(&dir, name, verifier) {
+                Ok(Some(bundle)) => {
+                    loaded.insert(name.to_owned(), Arc::new(bundle));
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    let err = stored_copy_refused(name, err);
+                    store.record_failure(name, None, &err);
+                }
+            }
+        }
+        for name in stored_names(&dir)? {
+            if !wanted.contains(&name) {
+                tracing::info!(bundle = %name, "a stored bundle that is not configured is ignored");
+            }
+        }
+        if loaded.is_empty() {
+            return Ok(store);
+        }
+        match RegoEngine::compile(loaded.values().map(AsRef::as_ref), limits) {
+            Ok(engine) => store.start_with(engine, loaded),
+            Err(err) => {
+                for (name, bundle) in &loaded {
+                    let err = stored_copy_refused(name, PolicyError::bundle(name, err.to_string()));
+                    store.record_failure(name, Some(bundle.revision().to_owned()), &err);
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// Serves `engine`, compiled from `bundles`, as loaded at start.
+    fn start_with(&self, engine: RegoEngine, bundles: BTreeMap<String, Arc<Bundle>>) {
+        let at = now_ms();
+        let mut status = lock(&self.status);
+        for bundle in bundles.values() {
+            status.insert(
+                bundle.name().to_owned(),
+                BundleStatus {
+                    name: bundle.name().to_owned(),
+                    active_revision: Some(bundle.revision().to_owned()),
+                    activated_at_ms: Some(at),
+                    ..BundleStatus::default()
+                },
+            );
+        }
+        drop(status);
+        self.active.store(Some(Arc::new(engine)));
+        *lock(&self.bundles) = bundles;
     }
 
     /// Validates `bundle` with the other active bundles (replacing the active bundle of the
@@ -303,6 +366,62 @@ impl PolicyStore {
         };
         write().map_err(|e| PolicyError::io(path.display(), e))?;
         sync_dir(dir)
+    }
+}
+
+/// The names of the bundles stored in `dir`.
+fn stored_names(dir: &Path) -> Result<Vec<String>, PolicyError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| PolicyError::io(dir.display(), e))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| PolicyError::io(dir.display(), e))?;
+        if let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(BUNDLE_SUFFIX))
+            .filter(|n| !n.starts_with('.'))
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The stored copy of bundle `name` in `dir`, if there is one, verified with `verifier`
+/// when given (a copy kept signed is read only that way).
+fn load_stored(
+    dir: &Path,
+    name: &str,
+    verifier: Option<&BundleVerifier>,
+) -> Result<Option<Bundle>, PolicyError> {
+    let path = dir.join(format!("{name}{BUNDLE_SUFFIX}"));
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PolicyError::io(path.display(), e)),
+    };
+    let limits = BundleLimits::default();
+    let bundle = match verifier {
+        Some(verifier) => Bundle::verified(
+            name,
+            Bundle::files_from_tar_gz(name, &bytes, &limits)?,
+            verifier,
+        )?,
+        None => Bundle::from_tar_gz(name, &bytes, &limits)?,
+    };
+    Ok(Some(bundle))
+}
+
+/// Says that the error is about the stored copy, not a fetched revision.
+fn stored_copy_refused(name: &str, err: PolicyError) -> PolicyError {
+    tracing::error!(bundle = %name, error = %err, "the stored last known good copy is refused; the bundle stays inactive until its source delivers");
+    match err {
+        PolicyError::Signature { bundle, message } => PolicyError::Signature {
+            bundle,
+            message: format!("stored copy: {message}"),
+        },
+        other => PolicyError::bundle(name, format!("stored copy refused: {other}")),
     }
 }
 

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::AuditError;
 use crate::chain::{ChainHead, Hash};
 
+mod file;
+
+pub use file::{CHECKPOINTS_FILE, CheckpointFile, PUBLIC_KEY_FILE};
+
 /// A signed statement: the log had `seq` records ending in `head` at `time_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

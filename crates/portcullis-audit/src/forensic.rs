@@ -47,7 +47,7 @@ async fn verify_backend(
     trusted_key: &[u8],
 ) -> Result<Result<VerifyReport, Violation>, AuditError> {
     let verifier = crate::Verifier::with_checkpoints(checkpoints);
-    Ok(match backend.verify(verifier).await? {
+    Ok(match backend.verify(0, verifier).await? {
         Ok(verifier) => verifier.finish(checkpoints, trusted_key),
         Err(violation) => Err(violation),
     })

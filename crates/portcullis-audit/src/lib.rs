@@ -14,7 +14,9 @@ mod sink;
 mod verify;
 
 pub use chain::{AuditRecord, ChainHead, Decoded, GENESIS, Hash, RECORD_VERSION, Receipt, decode};
-pub use checkpoint::{Checkpoint, CheckpointSigner};
+pub use checkpoint::{
+    CHECKPOINTS_FILE, Checkpoint, CheckpointFile, CheckpointSigner, PUBLIC_KEY_FILE,
+};
 pub use error::AuditError;
 pub use event::{Actor, AuditEvent, EventKind, Outcome, OutcomeStatus, RequestSummary};
 pub use forensic::verify_database;

@@ -111,8 +111,14 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
     async fn head(&self) -> Result<ChainHead, AuditError>;
     /// Up to `limit` stored lines with sequence numbers above `after_seq`, in order.
     async fn scan(&self, after_seq: u64, limit: usize) -> Result<Vec<String>, AuditError>;
-    /// Feeds every stored line, in storage order, to `verifier`.
-    async fn verify(&self, verifier: Verifier) -> Result<Result<Verifier, Violation>, AuditError>;
+    /// Feeds every stored line, in storage order, to `verifier`: from the start for an
+    /// `after_seq` of 0, else from the record after `after_seq` (for a `verifier` that is
+    /// [resuming](Verifier::resuming)).
+    async fn verify(
+        &self,
+        after_seq: u64,
+        verifier: Verifier,
+    ) -> Result<Result<Verifier, Violation>, AuditError>;
 
     /// Calls `visit` on every record after `after_seq`, in order, until it returns false.
     async fn for_each_decoded(
@@ -550,10 +556,54 @@ impl AuditLog {
     ) -> Result<Result<VerifyReport, Violation>, AuditError> {
         self.settle().await?;
         let verifier = Verifier::with_checkpoints(checkpoints);
-        Ok(match self.backend.verify(verifier).await? {
+        Ok(match self.backend.verify(0, verifier).await? {
             Ok(verifier) => verifier.finish(checkpoints, trusted_key),
             Err(violation) => Err(violation),
         })
+    }
+
+    /// Verifies the log from a trusted `checkpoint` (signed by `trusted_key`) to its end:
+    /// the record at the checkpoint's `seq` must have the signed hash, and every record
+    /// after it must follow and link as [`verify`](Self::verify) checks (on SQL, indexed
+    /// columns included); a log that ends before the checkpoint was truncated. Reads only
+    /// the records from the checkpoint on, so a service can check, at start or before it
+    /// signs the next checkpoint, that nothing it signed was since rewritten, cut off or
+    /// chained anew. A checkpoint at `seq` 0 verifies the whole log.
+    ///
+    /// The report counts the log's records up to its head, as `verify` does.
+    ///
+    /// # Errors
+    ///
+    /// A read failure.
+    pub async fn verify_since(
+        &self,
+        checkpoint: &Checkpoint,
+        trusted_key: &[u8],
+    ) -> Result<Result<VerifyReport, Violation>, AuditError> {
+        let checkpoints = std::slice::from_ref(checkpoint);
+        if let Err(e) = checkpoint.verify(trusted_key) {
+            return Ok(Err(Violation::BadCheckpoint {
+                seq: checkpoint.seq,
+                reason: e.to_string(),
+            }));
+        }
+        self.settle().await?;
+        let Some(before) = checkpoint.seq.checked_sub(1) else {
+            return self.verify(checkpoints, trusted_key).await;
+        };
+        let verifier = Verifier::resuming(before, checkpoints);
+        let verifier = match self.backend.verify(before, verifier).await? {
+            Ok(verifier) => verifier,
+            Err(violation) => return Ok(Err(violation)),
+        };
+        if verifier.head().seq == 0 {
+            // Nothing at or after the checkpoint: the log ends before it.
+            return Ok(Err(Violation::Truncated {
+                checkpoint_seq: checkpoint.seq,
+                last_seq: self.backend.head().await?.seq,
+            }));
+        }
+        Ok(verifier.finish(checkpoints, trusted_key))
     }
 
     /// The sequence numbers of records whose redacted field at `path` holds `value`.

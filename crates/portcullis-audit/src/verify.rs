@@ -192,12 +192,14 @@ impl Verifier {
     /// anchor: its hash must match its content, but its sequence number and `prev` are
     /// taken as they are; every later line must follow it as in [`feed`](Verifier::feed).
     /// `index_before` is the storage position before the anchor, as far as the caller
-    /// knows it, for the `index` of a [`Violation::Malformed`].
-    pub(crate) fn resuming(index_before: u64) -> Self {
+    /// knows it, for the `index` of a [`Violation::Malformed`]; `checkpoints` are checked
+    /// in [`finish`](Verifier::finish), as [`with_checkpoints`](Verifier::with_checkpoints)
+    /// does (only those at or after the anchor can match).
+    pub(crate) fn resuming(index_before: u64, checkpoints: &[Checkpoint]) -> Self {
         Verifier {
             index: index_before,
             resuming: true,
-            ..Verifier::new()
+            ..Verifier::with_checkpoints(checkpoints)
         }
     }
 

@@ -28,17 +28,14 @@ async fn fill(log: &AuditLog) {
 /// `line` with its `prev` changed to another record's hash, and its own `hash` computed
 /// again when `rehash`: a record consistent in itself, whose link alone is wrong.
 fn relinked(line: &str, rehash: bool) -> (String, String) {
-    let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
-    value["prev"] = "ab".repeat(32).into();
-    let object = value.as_object_mut().unwrap();
+    let edit = |record: &mut serde_json::Value| record["prev"] = "ab".repeat(32).into();
     if rehash {
-        object.remove("hash");
-        let canonical = serde_json::to_vec(&object).unwrap();
-        let hash = ring::digest::digest(&ring::digest::SHA256, &canonical);
-        object.insert("hash".into(), hex::encode(hash.as_ref()).into());
+        return common::rehashed(line, edit);
     }
-    let hash = object["hash"].as_str().unwrap().to_owned();
-    (serde_json::to_string(&value).unwrap(), hash)
+    let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+    edit(&mut record);
+    let hash = record["hash"].as_str().unwrap().to_owned();
+    (serde_json::to_string(&record).unwrap(), hash)
 }
 
 /// The error of an open that must fail, with its violation.
@@ -214,68 +211,11 @@ mod jsonl {
     }
 }
 
-/// A database to tamper with beside the log: the same SQL on SQLite and PostgreSQL.
+/// Tampering with a database beside the log: the same SQL on SQLite and PostgreSQL.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql {
     use super::*;
-
-    pub(crate) enum Db {
-        #[cfg(feature = "sqlite")]
-        Sqlite(sqlx::SqlitePool),
-        #[cfg(feature = "postgres")]
-        Postgres(sqlx::PgPool),
-    }
-
-    impl Db {
-        pub(crate) async fn connect(url: &str) -> Db {
-            #[cfg(feature = "sqlite")]
-            if url.starts_with("sqlite:") {
-                return Db::Sqlite(sqlx::SqlitePool::connect(url).await.unwrap());
-            }
-            #[cfg(feature = "postgres")]
-            if url.starts_with("postgres") {
-                return Db::Postgres(sqlx::PgPool::connect(url).await.unwrap());
-            }
-            panic!("no backend for {url}")
-        }
-
-        pub(crate) async fn execute(&self, sql: &str) {
-            let done = match self {
-                #[cfg(feature = "sqlite")]
-                Db::Sqlite(pool) => sqlx::query(sql)
-                    .execute(pool)
-                    .await
-                    .unwrap()
-                    .rows_affected(),
-                #[cfg(feature = "postgres")]
-                Db::Postgres(pool) => sqlx::query(sql)
-                    .execute(pool)
-                    .await
-                    .unwrap()
-                    .rows_affected(),
-            };
-            assert_eq!(done, 1, "{sql}");
-        }
-
-        pub(crate) async fn line(&self, seq: u64) -> String {
-            let sql = format!("SELECT line FROM portcullis_audit_records WHERE seq = {seq}");
-            match self {
-                #[cfg(feature = "sqlite")]
-                Db::Sqlite(pool) => sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap(),
-                #[cfg(feature = "postgres")]
-                Db::Postgres(pool) => sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap(),
-            }
-        }
-
-        pub(crate) async fn close(self) {
-            match self {
-                #[cfg(feature = "sqlite")]
-                Db::Sqlite(pool) => pool.close().await,
-                #[cfg(feature = "postgres")]
-                Db::Postgres(pool) => pool.close().await,
-            }
-        }
-    }
+    pub(crate) use common::Db;
 
     /// One tampering of a closed log, and what opening it must report.
     pub(crate) enum Tamper {
@@ -354,12 +294,12 @@ mod sql {
     }
 
     pub(crate) async fn tamper(db: &Db, tamper: &Tamper) {
-        match tamper {
+        let changed = match tamper {
             Tamper::Set(set, seq) => {
                 db.execute(&format!(
                     "UPDATE portcullis_audit_records SET {set} WHERE seq = {seq}"
                 ))
-                .await;
+                .await
             }
             Tamper::Relink(seq, rehash) => {
                 let (line, hash) = relinked(&db.line(*seq).await, *rehash);
@@ -367,15 +307,16 @@ mod sql {
                     "UPDATE portcullis_audit_records SET line = '{}', hash = '{hash}' WHERE seq = {seq}",
                     line.replace('\'', "''")
                 ))
-                .await;
+                .await
             }
             Tamper::Delete(seq) => {
                 db.execute(&format!(
                     "DELETE FROM portcullis_audit_records WHERE seq = {seq}"
                 ))
-                .await;
+                .await
             }
-        }
+        };
+        assert_eq!(changed, 1);
     }
 
     /// Same kind of violation on the same record (and column): the values are the

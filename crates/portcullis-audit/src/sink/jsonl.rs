@@ -81,26 +81,26 @@ fn sync_dir(dir: &Path) -> Result<(), AuditError> {
 /// The end of one log file, read backwards from its end: its last complete lines and where
 /// the last one ends.
 #[derive(Debug)]
-struct FileTail {
+pub(crate) struct FileTail {
     /// Up to the number asked for of the file's last newline-terminated lines (without the
     /// newline), in file order.
-    lines: Vec<Vec<u8>>,
+    pub(crate) lines: Vec<Vec<u8>>,
     /// The length up to and including the last newline. Bytes after it are not a record: a
     /// write torn by a crash, cut when the log is opened.
-    end: u64,
+    pub(crate) end: u64,
     /// The file's size.
-    size: u64,
+    pub(crate) size: u64,
     /// Whether `lines` are all the file's lines (it has no earlier ones).
-    whole: bool,
+    pub(crate) whole: bool,
 }
 
 /// How much [`read_tail`] reads at a time.
-const TAIL_BLOCK: u64 = 64 * 1024;
+pub(crate) const TAIL_BLOCK: u64 = 64 * 1024;
 
 /// Reads the last `want` complete lines of `path` (fewer if it has fewer), from its end
 /// backwards, `block` bytes at a time ([`TAIL_BLOCK`]): opening a large log reads its tail,
 /// not the whole file.
-fn read_tail(path: &Path, want: usize, block: u64) -> Result<FileTail, AuditError> {
+pub(crate) fn read_tail(path: &Path, want: usize, block: u64) -> Result<FileTail, AuditError> {
     use std::io::{Seek, SeekFrom};
     let io = |e| AuditError::io(path.display(), e);
     let mut file = File::open(path).map_err(io)?;
@@ -195,7 +195,7 @@ fn open_tail(files: &[(u32, PathBuf)], window: usize) -> Result<(ChainHead, u64)
             .first()
             .and_then(|line| claimed_seq(line))
             .map_or(0, |seq| seq.saturating_sub(1));
-        Verifier::resuming(before)
+        Verifier::resuming(before, &[])
     };
     for line in &lines {
         verifier.feed(line).map_err(AuditError::HeadNotVerified)?;
@@ -551,11 +551,45 @@ impl Backend for JsonlBackend {
         Self::visit_read(self.spawn_reader(after_seq, needles.to_vec()), visit).await
     }
 
-    async fn verify(&self, verifier: Verifier) -> Result<Result<Verifier, Violation>, AuditError> {
+    async fn verify(
+        &self,
+        after_seq: u64,
+        mut verifier: Verifier,
+    ) -> Result<Result<Verifier, Violation>, AuditError> {
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || verify_jsonl_dir(&dir, verifier))
-            .await
-            .map_err(|e| AuditError::Invalid(e.to_string()))?
+        if after_seq == 0 {
+            return tokio::task::spawn_blocking(move || verify_jsonl_dir(&dir, verifier))
+                .await
+                .map_err(|e| AuditError::Invalid(e.to_string()))?;
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut started = false;
+            let mut violation = None;
+            this.for_each_line_after(after_seq, |line| {
+                // A line whose seq was not read from its end (not as `seal` writes it) may
+                // still come before the start: decode it to know.
+                if !started {
+                    match decode(line) {
+                        Ok(decoded) if decoded.seq <= after_seq => return true,
+                        _ => started = true,
+                    }
+                }
+                match verifier.feed(line) {
+                    Ok(()) => true,
+                    Err(v) => {
+                        violation = Some(v);
+                        false
+                    }
+                }
+            })?;
+            Ok(match violation {
+                Some(v) => Err(v),
+                None => Ok(verifier),
+            })
+        })
+        .await
+        .map_err(|e| AuditError::Invalid(e.to_string()))?
     }
 }
 

@@ -170,7 +170,7 @@ macro_rules! sql_backend {
                         .and_then(|row| row.1.as_deref())
                         .and_then(|seq| seq.parse::<u64>().ok())
                         .map_or(0, |seq| seq.saturating_sub(1));
-                    crate::verify::Verifier::resuming(before)
+                    crate::verify::Verifier::resuming(before, &[])
                 };
                 for row in rows {
                     let checked = verifier
@@ -400,13 +400,14 @@ macro_rules! sql_backend {
 
             async fn verify(
                 &self,
+                after_seq: u64,
                 mut verifier: crate::verify::Verifier,
             ) -> Result<Result<crate::verify::Verifier, crate::verify::Violation>, AuditError> {
                 // Storage order is sequence order here; a missing row, or one whose seq
                 // column disagrees with its line, shows as a broken sequence or link, or as
                 // a mismatch of the seq column. Each row's other indexed columns must hold
                 // what its line says: queries find records by them.
-                let mut after = 0;
+                let mut after = after_seq;
                 loop {
                     let mut q = sqlx::QueryBuilder::<$db>::new("SELECT ");
                     q.push(columns::SELECT_ROW)

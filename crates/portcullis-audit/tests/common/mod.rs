@@ -77,3 +77,81 @@ pub(crate) async fn fresh_postgres(tag: &str) -> String {
     let (base, _) = admin.rsplit_once('/').unwrap();
     format!("{base}/{name}")
 }
+
+/// `line` (a stored record) with `edit` applied to it and its `hash` computed again: a
+/// record consistent in itself, as someone who can write the log and knows the format can
+/// make one. Returns the line and its hash.
+pub(crate) fn rehashed(line: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (String, String) {
+    let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+    edit(&mut record);
+    let object = record.as_object_mut().unwrap();
+    object.remove("hash");
+    let canonical = serde_json::to_vec(&object).unwrap();
+    let hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref());
+    object.insert("hash".into(), hash.clone().into());
+    (serde_json::to_string(&record).unwrap(), hash)
+}
+
+/// A database beside an open or closed log, to tamper with: the same SQL on SQLite and
+/// PostgreSQL.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) enum Db {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[allow(clippy::panic, reason = "tests: a URL of no backend is a broken test")]
+impl Db {
+    pub(crate) async fn connect(url: &str) -> Db {
+        #[cfg(feature = "sqlite")]
+        if url.starts_with("sqlite:") {
+            return Db::Sqlite(sqlx::SqlitePool::connect(url).await.unwrap());
+        }
+        #[cfg(feature = "postgres")]
+        if url.starts_with("postgres") {
+            return Db::Postgres(sqlx::PgPool::connect(url).await.unwrap());
+        }
+        panic!("no backend for {url}")
+    }
+
+    /// Runs `sql`; returns how many rows it changed.
+    pub(crate) async fn execute(&self, sql: &str) -> u64 {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+        }
+    }
+
+    /// The stored line of record `seq`.
+    pub(crate) async fn line(&self, seq: u64) -> String {
+        let sql = format!("SELECT line FROM portcullis_audit_records WHERE seq = {seq}");
+        match self {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(pool) => sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap(),
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pool) => sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap(),
+        }
+    }
+
+    pub(crate) async fn close(self) {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(pool) => pool.close().await,
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}

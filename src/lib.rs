@@ -1,6 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+/// `mockall` mocks of the vocabulary traits (feature `mock`): `MockAuthorizer`, `MockClock`.
+#[cfg(feature = "mock")]
+pub use portcullis_core::mock;
+
 pub use portcullis_core::{
     AccessRequest, Action, AllOf, AnyOf, AuthMethod, Authorizer, Clock, Context, Decision, DenyAll,
     DenyOverrides, Effect, Error, Field, ForwardPathError, MAX_FORWARD_PATH, ManualClock,

@@ -7,6 +7,8 @@ mod binding;
 mod config;
 mod error;
 mod hierarchy;
+#[cfg(feature = "mock")]
+pub mod mock;
 mod policy;
 mod reverse;
 mod role;

@@ -6,6 +6,8 @@ mod approvals;
 pub mod duo;
 mod error;
 mod factor;
+#[cfg(feature = "mock")]
+pub mod mock;
 mod model;
 mod store;
 pub mod totp;

@@ -301,7 +301,15 @@ mod tests {
 
     #[test]
     fn names_refuse_dot_segments() {
-        for bad in [".", "..", "a/..", "../a", "a/./b", "checkout/.", "a/../../b"] {
+        for bad in [
+            ".",
+            "..",
+            "a/..",
+            "../a",
+            "a/./b",
+            "checkout/.",
+            "a/../../b",
+        ] {
             assert!(
                 matches!(
                     validate_name(Field::ResourceId, bad),
@@ -310,7 +318,14 @@ mod tests {
                 "{bad:?} was accepted"
             );
         }
-        for good in ["a.b", "...", ".hidden", "a..b", "v1.2/prod", "spiffe://td/ns/a"] {
+        for good in [
+            "a.b",
+            "...",
+            ".hidden",
+            "a..b",
+            "v1.2/prod",
+            "spiffe://td/ns/a",
+        ] {
             assert!(validate_name(Field::ResourceId, good).is_ok(), "{good:?}");
         }
     }
@@ -318,12 +333,12 @@ mod tests {
     #[test]
     fn names_refuse_invisible_and_control_characters() {
         for bad in [
-            "admin\u{200b}",  // zero-width space
-            "ad\u{200d}min",  // zero-width joiner
-            "\u{202e}nimda",  // right-to-left override
-            "prod\u{2066}",   // left-to-right isolate
-            "\u{feff}prod",   // byte order mark
-            "pro\u{ad}d",     // soft hyphen
+            "admin\u{200b}", // zero-width space
+            "ad\u{200d}min", // zero-width joiner
+            "\u{202e}nimda", // right-to-left override
+            "prod\u{2066}",  // left-to-right isolate
+            "\u{feff}prod",  // byte order mark
+            "pro\u{ad}d",    // soft hyphen
             "a\nb",
             "a\u{7f}b",
             "a\u{85}b",

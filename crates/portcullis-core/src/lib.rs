@@ -14,6 +14,9 @@ mod principal;
 mod resource;
 mod unique;
 
+#[cfg(feature = "mock")]
+pub mod mock;
+
 pub use action::Action;
 pub use authorizer::{AccessRequest, Authorizer, Context, DenyAll, FnAuthorizer, from_fn};
 pub use clock::{Clock, ManualClock, SystemClock};

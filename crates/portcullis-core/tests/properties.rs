@@ -21,7 +21,8 @@ fn ident() -> impl Strategy<Value = String> {
 /// without `.` or `..` segments (which the name grammar refuses).
 fn name() -> impl Strategy<Value = String> {
     "[!-~é日ß]{1,48}".prop_filter("no `.` or `..` segments", |n| {
-        n.split('/').all(|segment| segment != "." && segment != "..")
+        n.split('/')
+            .all(|segment| segment != "." && segment != "..")
     })
 }
 

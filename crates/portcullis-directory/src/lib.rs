@@ -5,6 +5,8 @@ mod cache;
 mod error;
 #[cfg(feature = "ldap")]
 mod ldap;
+#[cfg(feature = "mock")]
+pub mod mock;
 mod password;
 mod static_dir;
 

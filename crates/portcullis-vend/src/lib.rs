@@ -5,6 +5,8 @@
 mod aws;
 mod error;
 mod mapping;
+#[cfg(feature = "mock")]
+pub mod mock;
 mod sts;
 mod vendor;
 

@@ -992,6 +992,126 @@ async fn bulk_runs_each_id_through_the_gate_and_can_be_cancelled() {
     let _ = std::fs::remove_dir_all(&d.dir);
 }
 
+/// Starts a bulk job as `token`, sending `request_id` as the request's `X-Request-Id`.
+async fn start_bulk(d: &Deployment, token: &str, request_id: &str, job: &Value) -> Value {
+    let response = d
+        .http
+        .post(format!("{}/api/bulk", d.base))
+        .bearer_auth(token)
+        .header("x-request-id", request_id)
+        .json(job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    response.json().await.unwrap()
+}
+
+/// `GET` or `POST` on a bulk job: the status and the answer.
+async fn bulk_op(d: &Deployment, token: &str, path: &str, post: bool) -> (StatusCode, Value) {
+    let url = format!("{}/api/bulk/{path}", d.base);
+    let request = if post {
+        d.http.post(url)
+    } else {
+        d.http.get(url)
+    };
+    let response = request.bearer_auth(token).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Issue 30, defect 1: two users sending the same `X-Request-Id` got the same job id, so
+/// one's cancel stopped the other's job and an administrator reached only the first.
+#[tokio::test]
+async fn bulk_job_ids_are_the_brokers_and_each_operation_acts_on_the_callers_own_job() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
+    let d = Deployment::start("bulk-ids", "sqlite://audit.db").await;
+    let (alice, bob) = (d.login("alice").await, d.login("bob").await);
+    let job = |prefix: &str| {
+        json!({
+            "method": "GET",
+            "path_template": format!("/proxy/eu/orders/{prefix}/{{id}}"),
+            "ids": ["1", "2", "3", "4", "5", "6"],
+            "concurrency": 1,
+            "rate_per_second": 5,
+        })
+    };
+    // bob starts first, alice second, both with the same request id.
+    let bobs = start_bulk(&d, &bob, "same-id-2", &job("bob")).await;
+    let alices = start_bulk(&d, &alice, "same-id-2", &job("alice")).await;
+    let (bob_job, alice_job) = (
+        bobs["id"].as_str().unwrap().to_owned(),
+        alices["id"].as_str().unwrap().to_owned(),
+    );
+    assert_ne!(bob_job, alice_job, "two jobs, two ids");
+    for id in [&bob_job, &alice_job] {
+        assert!(!id.contains("same-id-2"), "{id} comes from the caller");
+        assert!(id.len() >= "bulk-".len() + 32, "{id} is not unguessable");
+    }
+    // alice cancels hers: hers stops, bob's runs on to its end.
+    let (status, cancelled) = bulk_op(&d, &alice, &format!("{alice_job}/cancel"), true).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["id"], alice_job.as_str());
+    assert_eq!(cancelled["owner"], "alice");
+    assert_eq!(cancelled["request_id"], "same-id-2");
+    let mut views = Vec::new();
+    for (token, id) in [(&alice, &alice_job), (&bob, &bob_job)] {
+        let mut view = Value::Null;
+        for _ in 0..100 {
+            view = bulk_op(&d, token, id, false).await.1;
+            if view["state"] != "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        views.push(view);
+    }
+    assert_eq!(views[0]["state"], "cancelled", "{}", views[0]);
+    assert!(views[0]["done"].as_u64().unwrap() < 6, "{}", views[0]);
+    assert_eq!(
+        views[0]["not_started"].as_u64().unwrap() + views[0]["done"].as_u64().unwrap(),
+        6,
+        "{}",
+        views[0]
+    );
+    assert_eq!(
+        views[1]["state"], "done",
+        "bob's job ran to its end: {}",
+        views[1]
+    );
+    assert_eq!(views[1]["succeeded"], 6, "{}", views[1]);
+    {
+        let hits = d.eu_hits.lock().unwrap();
+        let bobs = hits.iter().filter(|h| h.path.starts_with("/bob/")).count();
+        assert_eq!(bobs, 6, "every one of bob's ids was sent");
+        assert!(
+            hits.iter()
+                .all(|h| !h.path.starts_with("/bob/") || h.user == "bob")
+        );
+    }
+    // alice administers (she is in audit_groups): she reaches bob's job by its id, the
+    // second of the two as well as the first.
+    let (status, seen) = bulk_op(&d, &alice, &bob_job, false).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(seen["owner"], "bob");
+    // bob administers nothing: alice's job is not his to see or cancel.
+    assert_eq!(
+        bulk_op(&d, &bob, &alice_job, false).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        bulk_op(&d, &bob, &format!("{alice_job}/cancel"), true)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    // A third job from bob with the same request id again: yet another id.
+    let third = start_bulk(&d, &bob, "same-id-2", &job("bob-again")).await;
+    assert_ne!(third["id"], bobs["id"]);
+    assert_ne!(third["id"], alices["id"]);
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
 /// Polls `check` every 100 ms for up to 15 s.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where

@@ -62,8 +62,12 @@ struct ItemResult {
 }
 
 pub(crate) struct Job {
+    /// Made by the broker ([`job_id`]): unique, and unguessable by other users.
     id: String,
     owner: String,
+    /// The `X-Request-Id` of the request that started the job (the caller's, or one the
+    /// broker made): shown, never used to find the job.
+    request_id: String,
     total: usize,
     started: AtomicUsize,
     cancelled: AtomicBool,
@@ -75,6 +79,7 @@ impl Job {
     fn view(&self) -> Value {
         let results = self.results.lock().map(|r| r.clone()).unwrap_or_default();
         let succeeded = results.iter().filter(|r| r.status < 400).count();
+        let started = self.started.load(Ordering::SeqCst).min(self.total);
         let state = if !self.finished.load(Ordering::SeqCst) {
             "running"
         } else if self.cancelled.load(Ordering::SeqCst) {
@@ -84,8 +89,13 @@ impl Job {
         };
         json!({
             "id": self.id,
+            "owner": self.owner,
+            "request_id": self.request_id,
             "state": state,
             "total": self.total,
+            "started": started,
+            // Once the job has ended, the ids never sent (cancelled before their turn).
+            "not_started": self.total - started,
             "done": results.len(),
             "succeeded": succeeded,
             "failed": results.len() - succeeded,
@@ -118,6 +128,12 @@ impl Jobs {
             jobs.push(job);
         }
     }
+}
+
+/// A fresh job id: `bulk-` and 128 random bits, hex.
+fn job_id() -> Option<String> {
+    let bytes: [u8; 16] = portcullis_core::unique_bytes().ok()?;
+    Some(format!("bulk-{}", hex::encode(bytes)))
 }
 
 fn valid_id(id: &str) -> bool {
@@ -169,9 +185,19 @@ pub(crate) async fn start(
     if let Err(reason) = check(&request) {
         return error_response(StatusCode::BAD_REQUEST, "bad_request", reason);
     }
+    // The id is the broker's, never the caller's: a request id is whatever the caller sent,
+    // and two callers sending the same one must not share a job.
+    let Some(id) = job_id() else {
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the system random source failed".to_owned(),
+        );
+    };
     let job = Arc::new(Job {
-        id: format!("bulk-{}", correlation.0),
+        id,
         owner: who.subject().to_owned(),
+        request_id: correlation.0,
         total: request.ids.len(),
         started: AtomicUsize::new(0),
         cancelled: AtomicBool::new(false),

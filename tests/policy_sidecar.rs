@@ -605,3 +605,299 @@ async fn switches_to_all_at_once_delivery_and_back_without_a_restart() {
         .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes `files` (path, contents) under `dir`.
+fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (path, contents) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_request_without_input_leaves_input_undefined_as_in_opa() {
+    let dir = scratch("no-input");
+    write_files(
+        &dir.join("bundle"),
+        &[
+            (".manifest", r#"{"revision": "n1", "roots": ["authz"]}"#),
+            (
+                "authz/policy.rego",
+                "package authz\ndeny_missing contains \"input missing\" if not input\n",
+            ),
+        ],
+    );
+    let config = write_config(&dir, "[[bundles]]\nname = \"authz\"\ndir = \"bundle\"\n");
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/authz/deny_missing", json!({}), json!([]))
+        .await;
+    // No body, no `input`, or `"input": null`: input is undefined, and OPA's warning says so.
+    let warning =
+        json!({"code": "api_usage_warning", "message": "'input' key missing from the request"});
+    for body in ["{}", "", r#"{"input": null}"#] {
+        let (status, answer) = sidecar.post("/v1/data/authz/deny_missing", body).await;
+        assert_eq!(status, 200, "{body:?}: {answer}");
+        assert_eq!(
+            answer["result"],
+            json!(["input missing"]),
+            "{body:?}: {answer}"
+        );
+        assert_eq!(answer["warning"], warning, "{body:?}: {answer}");
+    }
+    let (_, answer) = sidecar
+        .post("/v1/data/authz/deny_missing", r#"{"input": {}}"#)
+        .await;
+    assert_eq!(answer["result"], json!([]));
+    assert!(answer.get("warning").is_none(), "{answer}");
+    // GET without ?input= too (OPA adds no warning there).
+    let (_, answer) = sidecar.get("/v1/data/authz/deny_missing").await;
+    assert_eq!(answer["result"], json!(["input missing"]), "{answer}");
+    assert!(answer.get("warning").is_none(), "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn refuses_what_opa_would_not_compile_naming_file_line_and_cause() {
+    let dir = scratch("compile");
+    let bundle = dir.join("bundle");
+    write_bundle(&bundle, "c1", "input.user == \"admin\"");
+    let config = write_config(&dir, "[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n");
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("c1"))
+        .await;
+    let manifest = |revision: &str| format!(r#"{{"revision": "{revision}", "roots": ["app"]}}"#);
+    let cases = [
+        (
+            "c2",
+            "package app\nallow if startwith(input.user, \"adm\")\n",
+            "{}",
+            "app/policy.rego:2:10: rego_type_error: undefined function startwith",
+        ),
+        (
+            "c3",
+            "package app\nadmins := [\"mallory\"]\nallow if input.user in admins\n",
+            r#"{"admins": ["admin"]}"#,
+            "app/policy.rego:2:1: rego_compile_error: rule data.app.admins conflicts with the data document at data.app.admins",
+        ),
+    ];
+    for (revision, rego, data, error) in cases {
+        write_files(
+            &bundle,
+            &[
+                (".manifest", &manifest(revision)),
+                ("app/policy.rego", rego),
+                ("app/data.json", data),
+            ],
+        );
+        let app = sidecar
+            .app_status_once(|app| app["failed_revision"] == revision)
+            .await;
+        assert!(last_error_has(&app, error), "{app}");
+        assert_eq!(app["active_revision"], "c1", "{app}");
+        // c1 keeps answering, and answers.
+        let (status, answer) = sidecar
+            .post("/v1/data/app/allow", r#"{"input": {"user": "admin"}}"#)
+            .await;
+        assert_eq!((status, &answer["result"]), (200, &json!(true)), "{answer}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_tampered_last_known_good_copy_is_refused_at_restart() {
+    use portcullis::policy::{Algorithm, Bundle, BundleLimits, BundleSigner, SIGNATURES_FILE};
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/portcullis-policy/tests/fixtures");
+    let dir = scratch("tampered");
+    let bundle = dir.join("bundle");
+    write_bundle(&bundle, "t1", "input.user == \"admin\"");
+    let signer = BundleSigner::from_pem(
+        Algorithm::RS256,
+        &std::fs::read(fixtures.join("bundle-signing-rsa-test-only.key.pem")).unwrap(),
+    )
+    .unwrap();
+    let files = Bundle::files_from_dir("app", &bundle, &BundleLimits::default()).unwrap();
+    std::fs::write(
+        bundle.join(SIGNATURES_FILE),
+        signer.sign("app", &files).unwrap(),
+    )
+    .unwrap();
+    let config = write_config(
+        &dir,
+        &format!(
+            "[keys.release]\nalgorithm = \"RS256\"\nkey_file = \"{}\"\n\n[[bundles]]\nname = \"app\"\ndir = \"bundle\"\nsigning = {{ keyid = \"release\" }}\n",
+            fixtures
+                .join("bundle-signing-rsa-test-only.pub.pem")
+                .display()
+        ),
+    );
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("t1"))
+        .await;
+    drop(sidecar);
+
+    // The stored copy kept its signature; rewritten to allow anyone (the signature, which
+    // no longer matches, left out) while the bundle's source is gone.
+    let stored = dir.join("data/bundles/app.tar.gz");
+    let files = Bundle::files_from_tar_gz(
+        "app",
+        &std::fs::read(&stored).unwrap(),
+        &BundleLimits::default(),
+    )
+    .unwrap();
+    assert!(files.iter().any(|(path, _)| path == SIGNATURES_FILE));
+    let edited = files
+        .into_iter()
+        .filter(|(path, _)| path != SIGNATURES_FILE)
+        .map(|(path, contents)| match path.as_str() {
+            "app/policy.rego" => (
+                path,
+                b"package app\nrevision := \"t1\"\nallow := true\n".to_vec(),
+            ),
+            _ => (path, contents),
+        });
+    let edited = Bundle::from_files("app", edited).unwrap();
+    std::fs::write(&stored, edited.to_tar_gz().unwrap()).unwrap();
+    std::fs::remove_dir_all(&bundle).unwrap();
+
+    // Fails closed: no decision, nothing active. (The status shows the latest failure —
+    // the missing source by now; the refusal itself is logged, and the library's tests
+    // check its message.)
+    let sidecar = Sidecar::start(&config).await;
+    let (status, answer) = sidecar
+        .post("/v1/data/app/allow", r#"{"input": {"user": "mallory"}}"#)
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (503, Some("unavailable")),
+        "{answer}"
+    );
+    let app = sidecar
+        .app_status_once(|app| app["last_error"].is_string())
+        .await;
+    assert_eq!(app["active_revision"], Value::Null, "{app}");
+    let (status, _) = sidecar.get("/health?bundles").await;
+    assert_eq!(status, 500);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_bundle_removed_from_the_configuration_does_not_come_back_after_a_restart() {
+    let dir = scratch("removed");
+    write_bundle(&dir.join("app-bundle"), "a1", "input.user == \"admin\"");
+    write_files(
+        &dir.join("extra-bundle"),
+        &[
+            (".manifest", r#"{"revision": "e1", "roots": ["extra"]}"#),
+            ("extra/policy.rego", "package extra\nallow := true\n"),
+        ],
+    );
+    let both = "[[bundles]]\nname = \"app\"\ndir = \"app-bundle\"\n\n[[bundles]]\nname = \"extra\"\ndir = \"extra-bundle\"\n";
+    let config = write_config(&dir, both);
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/extra/allow", json!({}), json!(true))
+        .await;
+    drop(sidecar);
+
+    let config = write_config(&dir, "[[bundles]]\nname = \"app\"\ndir = \"app-bundle\"\n");
+    let sidecar = Sidecar::start(&config).await;
+    let (status, answer) = sidecar.post("/v1/data/app/revision", "{}").await;
+    assert_eq!((status, &answer["result"]), (200, &json!("a1")), "{answer}");
+    let (status, answer) = sidecar.post("/v1/data/extra/allow", "{}").await;
+    assert_eq!(status, 200);
+    assert!(answer.get("result").is_none(), "{answer}");
+    let (_, answer) = sidecar.get("/v1/status").await;
+    assert_eq!(answer["result"]["revisions"], json!({"app": "a1"}));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn serves_rego_v0_bundles_whose_manifest_says_so() {
+    let dir = scratch("v0");
+    write_files(
+        &dir.join("bundle"),
+        &[
+            (
+                ".manifest",
+                r#"{"revision": "v0-1", "roots": ["legacy"], "rego_version": 0}"#,
+            ),
+            (
+                "legacy/policy.rego",
+                "package legacy\ndefault allow = false\nallow { input.user == \"admin\" }\ndeny[msg] { not allow; msg := \"not admin\" }\n",
+            ),
+        ],
+    );
+    let config = write_config(&dir, "[[bundles]]\nname = \"legacy\"\ndir = \"bundle\"\n");
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until(
+            "/v1/data/legacy/allow",
+            json!({"user": "admin"}),
+            json!(true),
+        )
+        .await;
+    let (_, answer) = sidecar
+        .post("/v1/data/legacy/deny", r#"{"input": {"user": "eve"}}"#)
+        .await;
+    assert_eq!(answer["result"], json!(["not admin"]), "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_builtin_error_is_undefined_unless_strict_mode_is_set() {
+    let dir = scratch("builtin-errors");
+    write_files(
+        &dir.join("bundle"),
+        &[
+            (".manifest", r#"{"revision": "b1", "roots": ["app"]}"#),
+            (
+                "app/policy.rego",
+                "package app\nbad if regex.match(\"$^[[[\", input.x)\nhalf := 1 / input.zero\nallow := true\n",
+            ),
+        ],
+    );
+    let bundles = "[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n";
+    let input = r#"{"input": {"x": "x", "zero": 0}}"#;
+    let sidecar = Sidecar::start(&write_config(&dir, bundles)).await;
+    sidecar
+        .until("/v1/data/app/allow", json!({}), json!(true))
+        .await;
+    for rule in ["/v1/data/app/bad", "/v1/data/app/half"] {
+        let (status, answer) = sidecar.post(rule, input).await;
+        assert_eq!(status, 200, "{rule}: {answer}");
+        assert!(answer.get("result").is_none(), "{rule}: {answer}");
+    }
+    // The package, and all of data, still answer.
+    let (status, answer) = sidecar.post("/v1/data/app", input).await;
+    assert_eq!(
+        (status, &answer["result"]),
+        (200, &json!({"allow": true})),
+        "{answer}"
+    );
+    let (status, answer) = sidecar.get("/v1/data").await;
+    assert_eq!(
+        (status, &answer["result"]["app"]["allow"]),
+        (200, &json!(true)),
+        "{answer}"
+    );
+    drop(sidecar);
+
+    // Strict: the error fails the decision.
+    let strict = write_config(&dir, &format!("strict_builtin_errors = true\n{bundles}"));
+    let sidecar = Sidecar::start(&strict).await;
+    sidecar
+        .until("/v1/data/app/allow", json!({}), json!(true))
+        .await;
+    let (status, answer) = sidecar.post("/v1/data/app/bad", input).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (500, Some("internal_error")),
+        "{answer}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

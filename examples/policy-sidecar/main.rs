@@ -45,15 +45,18 @@ An OPA-compatible policy sidecar built on portcullis::policy (Rego on regorus).
 
 API (as OPA's):
   POST /v1/data/{path}   body {\"input\": ...}  ->  {\"result\": ..., \"decision_id\": ...}
-                         (no \"result\" when the document is undefined)
-  GET  /v1/data/{path}   optional ?input=<JSON>
+                         (no \"result\" when the document is undefined; without \"input\",
+                         input is undefined and a \"warning\" says so)
+  GET  /v1/data/{path}   optional ?input=<JSON> (without it, input is undefined)
   GET  /health           200 once serving; ?bundles: 200 only when every bundle is active
   GET  /v1/status        active revision and last error per bundle
 Errors are {\"code\", \"message\"}: 400 invalid_parameter, 500 internal_error, 503
 unavailable (no active policy, or a decision that could not be logged).
 
 Configuration (TOML; --print-config shows the built-in one):
-  listen, data_dir (last known good bundles), spiffe_id, poll_seconds, max_body_bytes
+  listen, data_dir (last known good bundles), spiffe_id, poll_seconds, max_body_bytes,
+  strict_builtin_errors (default false: a built-in's error makes its expression undefined,
+  as OPA's default; true: it fails the decision with a 500)
   [[bundles]] name, dir = FOLDER | url = http://.../bundle.tar.gz, artifact (for rollout);
               with a rollout, `{revision}` in dir/url is replaced by this host's revision
   [rollout] config = FILE (the pipelines), state = FILE (written by the delivery service),
@@ -66,8 +69,11 @@ Configuration (TOML; --print-config shows the built-in one):
   [bundles.signing] keyid (else the signature's kid), scope: the bundle must be signed as
             by `opa sign`, every file listed with its digest, or it is refused
 
-Bundles are validated before they serve: a bundle that does not compile, whose roots clash
-or whose test_* rules fail is refused and the previous revision keeps answering.";
+Bundles are validated before they serve: a bundle that does not compile (OPA's compile
+errors included: unknown functions, wrong arguments, unsafe variables, recursion, two
+defaults, a rule where data is), whose roots clash or whose test_* rules fail is refused
+and the previous revision keeps answering. Only configured bundles load from data_dir at
+start, a signed bundle's copy only if its signature still verifies.";
 
 const DEFAULT_CONFIG: &str = concat!(
     "# The built-in configuration: the demo bundle from the source tree.\n",
@@ -116,6 +122,10 @@ struct Config {
     decision_log: Option<DecisionLogConfig>,
     #[serde(default)]
     keys: BTreeMap<String, KeyConfig>,
+    /// A built-in's error fails the decision (OPA's strict mode) instead of leaving its
+    /// expression undefined.
+    #[serde(default)]
+    strict_builtin_errors: bool,
 }
 
 /// A key bundle signatures are verified with (OPA's `keys`).
@@ -240,8 +250,22 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     check(&config)?;
     let data_dir = resolve(&base, &config.data_dir);
+    let mut verifiers = BTreeMap::new();
+    for bundle in &config.bundles {
+        verifiers.insert(bundle.name.clone(), verifier(&config, bundle, &base)?);
+    }
+    let limits = EvalLimits {
+        strict_builtin_errors: config.strict_builtin_errors,
+        ..EvalLimits::default()
+    };
+    // Only configured bundles load from the last known good copies, each verified again
+    // when it must be signed; a copy that does not is refused (see /v1/status).
+    let stored = config.bundles.iter().map(|b| {
+        let verifier = verifiers.get(&b.name).and_then(|v| v.as_deref());
+        (b.name.as_str(), verifier)
+    });
     let store = Arc::new(
-        PolicyStore::open(data_dir.join("bundles"), EvalLimits::default())
+        PolicyStore::open_with(data_dir.join("bundles"), limits, stored)
             .map_err(|e| format!("last known good bundles: {e}"))?,
     );
     let rollout = match &config.rollout {
@@ -297,7 +321,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             source: None,
             decision_log: decision_log.clone(),
             last_refusal: None,
-            verifier: verifier(&config, bundle, &base)?,
+            verifier: verifiers.get(&bundle.name).cloned().flatten(),
         };
         tokio::spawn(follower.run(store.clone(), options));
     }
@@ -648,15 +672,22 @@ fn new_decision_id() -> String {
     )
 }
 
-async fn decide(app: &App, path: &str, input: Value) -> Response {
-    let outcome = app.store.evaluate(path, &input);
+/// OPA's warning for a `POST` without `input`.
+fn input_missing_warning() -> Value {
+    json!({"code": "api_usage_warning", "message": "'input' key missing from the request"})
+}
+
+/// Decides `path` with `input` (`None`: undefined) and answers as OPA does; `warn` adds
+/// the warning that the request had no `input`.
+async fn decide(app: &App, path: &str, input: Option<&Value>, warn: bool) -> Response {
+    let outcome = app.store.evaluate_input(path, input);
     let decision_id = new_decision_id();
     if let Some(log) = &app.decision_log
         && !matches!(outcome, Err(PolicyError::InvalidPath { .. }))
     {
         let query = portcullis::policy::rule_path(path).unwrap_or_default();
         if let Err(err) = log
-            .record(&query, Some(&input), &outcome, Some(&decision_id))
+            .record(&query, input, &outcome, Some(&decision_id))
             .await
         {
             return error(
@@ -673,6 +704,9 @@ async fn decide(app: &App, path: &str, input: Value) -> Response {
                 body.insert("result".into(), result);
             }
             body.insert("decision_id".into(), json!(decision_id));
+            if warn {
+                body.insert("warning".into(), input_missing_warning());
+            }
             Json(Value::Object(body)).into_response()
         }
         Err(err @ (PolicyError::InvalidPath { .. } | PolicyError::Input(_))) => error(
@@ -702,11 +736,13 @@ async fn post_data(
     path: Option<UrlPath<String>>,
     body: Bytes,
 ) -> Response {
+    // No body, no `input` key or `"input": null`: input is undefined, as in OPA (whose
+    // request type reads a JSON null as a missing input).
     let input = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
+        None
     } else {
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(mut request)) => request.remove("input").unwrap_or(Value::Null),
+            Ok(Value::Object(mut request)) => request.remove("input").filter(|i| !i.is_null()),
             Ok(_) => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -723,7 +759,8 @@ async fn post_data(
             }
         }
     };
-    decide(&app, &data_path(path), input).await
+    let warn = input.is_none();
+    decide(&app, &data_path(path), input.as_ref(), warn).await
 }
 
 async fn get_data(
@@ -732,9 +769,9 @@ async fn get_data(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
     let input = match query.get("input") {
-        None => Value::Null,
+        None => None,
         Some(text) => match serde_json::from_str(text) {
-            Ok(input) => input,
+            Ok(input) => Some(input),
             Err(err) => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -744,7 +781,7 @@ async fn get_data(
             }
         },
     };
-    decide(&app, &data_path(path), input).await
+    decide(&app, &data_path(path), input.as_ref(), false).await
 }
 
 async fn health(

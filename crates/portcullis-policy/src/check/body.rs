@@ -388,9 +388,7 @@ impl Walker<'_, '_> {
                 self.expr(key, &inner, false);
                 self.expr(value, &inner, false);
             }
-            Expr::Call {
-                span, fcn, params, ..
-            } => self.call(span, fcn, params.as_slice(), scope, statement),
+            Expr::Call { fcn, params, .. } => self.call(fcn, params.as_slice(), scope, statement),
             Expr::ArithExpr { op, lhs, rhs, .. } => {
                 let (name, allowed) = match op {
                     ArithOp::Add => ("plus", NUMBER),
@@ -500,7 +498,6 @@ impl Walker<'_, '_> {
 
     fn call(
         &mut self,
-        span: &Span,
         fcn: &Expr,
         params: &[regorus::unstable::Ref<Expr>],
         scope: &Scope<'_>,
@@ -516,14 +513,14 @@ impl Walker<'_, '_> {
                 Callee::Print => {}
                 Callee::User(path, arity) => {
                     self.reads.push(path.into_iter().map(Some).collect());
-                    self.arity(span, &name, arity, params.len(), statement);
+                    self.arity(fcn.span(), &name, arity, params.len(), statement);
                 }
                 Callee::Builtin(arity) => {
-                    self.arity(span, &name, arity, params.len(), statement);
+                    self.arity(fcn.span(), &name, arity, params.len(), statement);
                     self.argument_types(&name, params);
                 }
                 Callee::ThroughImport(path) => self.error(
-                    span,
+                    fcn.span(),
                     TYPE_ERROR,
                     format!(
                         "function {name} is called through an import, which this engine (regorus) does not resolve: call {}(…)",
@@ -531,7 +528,7 @@ impl Walker<'_, '_> {
                     ),
                 ),
                 Callee::Unknown => {
-                    self.error(span, TYPE_ERROR, format!("undefined function {name}"));
+                    self.error(fcn.span(), TYPE_ERROR, format!("undefined function {name}"));
                 }
             },
         }

@@ -1112,6 +1112,95 @@ async fn bulk_job_ids_are_the_brokers_and_each_operation_acts_on_the_callers_own
     let _ = std::fs::remove_dir_all(&d.dir);
 }
 
+/// Sends `request` on a fresh connection and reads the answer's head (status line and
+/// headers), lower-cased.
+async fn raw_head(base: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    // The server may answer (and stop reading) before all of a large body is written.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+}
+
+/// Issue 30, defect 5: an answer given before the request's body was read closed the
+/// connection without saying so, and a client reusing connections failed its next request.
+#[tokio::test]
+async fn an_answer_before_the_body_is_read_says_connection_close() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
+    let d = Deployment::start("close", "sqlite://audit.db").await;
+    let alice = d.login("alice").await;
+    let body = vec![b'x'; 200_000];
+    let post = |path: &str, extra: &str, body: &[u8]| {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        request
+    };
+    let bearer = format!("Authorization: Bearer {alice}\r\n");
+    for (base, request, status) in [
+        // The region proxy: no broker token, refused before the body is read.
+        (&d.eu_proxy, post("/orders/1", "", &body), "401"),
+        (&d.eu_proxy, post("/orders/1", "", b"{}"), "401"),
+        // The broker: no session; a path refused before the body; a body over the limit.
+        (&d.base, post("/proxy/eu/orders/1", "", &body), "401"),
+        (
+            &d.base,
+            post("/proxy/eu/orders/a%2fb", &bearer, &body),
+            "400",
+        ),
+        (&d.base, post("/proxy/eu/orders/1", &bearer, &body), "413"),
+    ] {
+        let head = raw_head(base, &request).await;
+        assert!(head.starts_with(&format!("http/1.1 {status}")), "{head}");
+        assert!(
+            head.lines().any(|l| l == "connection: close"),
+            "an answer with the body unread closes the connection and says so: {head}"
+        );
+    }
+    // A request whose body was read keeps its connection.
+    let head = raw_head(&d.base, &post("/proxy/eu/orders/1", &bearer, b"{}")).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    // A client that reuses connections gets through a refusal and the request after it.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let refused = client
+            .post(format!("{}/orders/1", d.eu_proxy))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        let next = client
+            .get(format!("{}/orders/2", d.eu_proxy))
+            .send()
+            .await
+            .expect("the next request on a reused connection");
+        assert_eq!(next.status(), StatusCode::UNAUTHORIZED);
+    }
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
 /// Polls `check` every 100 ms for up to 15 s.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where

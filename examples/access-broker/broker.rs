@@ -322,7 +322,8 @@ pub(crate) async fn router(
             .route("/.well-known/jwks.json", get(jwks_document))
             .merge(proxied)
             .with_state(broker.clone())
-            .layer(portcullis::http::EdgeLayer::new()),
+            .layer(portcullis::http::EdgeLayer::new())
+            .layer(axum::middleware::from_fn(crate::wire::close_if_unread)),
         broker.audit.clone(),
     ))
 }

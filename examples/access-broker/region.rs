@@ -165,7 +165,10 @@ pub(crate) fn router(config: RegionConfig) -> Result<Router, String> {
         seen: Mutex::new(HashMap::new()),
         http,
     });
-    Ok(Router::new().fallback(handle).with_state(region))
+    Ok(Router::new()
+        .fallback(handle)
+        .with_state(region)
+        .layer(axum::middleware::from_fn(crate::wire::close_if_unread)))
 }
 
 fn unauthorized(message: impl Into<String>) -> Response {

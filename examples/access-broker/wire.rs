@@ -142,3 +142,80 @@ pub(crate) fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// Whether a request says it has a body: a `Content-Length` above zero, or chunked.
+fn announces_body(headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return true;
+    }
+    headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.to_str().map_or(true, |v| v.trim() != "0"))
+}
+
+/// Middleware: a request whose body was not read to its end (refused before it was read,
+/// or over the size limit) is answered with `Connection: close`. Its unread bytes are still
+/// on the connection, so the server closes it after the answer; without the header a client
+/// that reuses connections would send its next request down a closing one and fail.
+pub(crate) async fn close_if_unread(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures_util::StreamExt as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !announces_body(request.headers()) {
+        return next.run(request).await;
+    }
+    let read = Arc::new(AtomicBool::new(false));
+    let (parts, body) = request.into_parts();
+    let watched = futures_util::stream::unfold(
+        Some((body.into_data_stream(), read.clone())),
+        |state| async move {
+            let (mut data, read) = state?;
+            match data.next().await {
+                Some(Ok(chunk)) => Some((Ok(chunk), Some((data, read)))),
+                Some(Err(e)) => Some((Err(e), None)),
+                None => {
+                    read.store(true, Ordering::SeqCst);
+                    None
+                }
+            }
+        },
+    );
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from_stream(watched));
+    let mut response = next.run(request).await;
+    if !read.load(Ordering::SeqCst) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, axum::http::HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn a_body_is_announced_by_a_length_above_zero_or_chunking() {
+        assert!(!announces_body(&headers(&[])));
+        assert!(!announces_body(&headers(&[("content-length", "0")])));
+        assert!(announces_body(&headers(&[("content-length", "12")])));
+        assert!(announces_body(&headers(&[(
+            "transfer-encoding",
+            "chunked"
+        )])));
+        // Unparseable: assumed to have a body, so a refusal closes the connection.
+        assert!(announces_body(&headers(&[("content-length", "x")])));
+    }
+}

@@ -1201,6 +1201,187 @@ async fn an_answer_before_the_body_is_read_says_connection_close() {
     let _ = std::fs::remove_dir_all(&d.dir);
 }
 
+/// Quotes `text` for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Issue 30, defect 3: after Ctrl-C the CLI's bar jumped to `40/40 (0s left)` and it
+/// printed `cancelled: 0 of 40 failed` while the job had done 8; nothing said "cancelling"
+/// when stderr was not a terminal; the JSON summary followed the bar on its line.
+#[tokio::test]
+async fn bulk_cli_after_ctrl_c_shows_what_was_done_failed_and_never_sent() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
+    let d = Deployment::start("ctrl-c", "sqlite://audit.db").await;
+    let dir = d.dir.to_str().unwrap().to_owned();
+    let token_file = format!("{dir}/token");
+    let (ok, _) = client(
+        &[
+            "login",
+            "--url",
+            &d.base,
+            "--username",
+            "alice",
+            "--token-file",
+            &token_file,
+        ],
+        &d.dir,
+    )
+    .await;
+    assert!(ok);
+    let ids: String = (1..=40).map(|n| format!("c{n}\n")).collect();
+    std::fs::write(d.dir.join("ids.txt"), ids).unwrap();
+    let hits_of = |prefix: &'static str| {
+        let hits = d.eu_hits.clone();
+        move || {
+            hits.lock()
+                .unwrap()
+                .iter()
+                .filter(|h| h.path.starts_with(prefix))
+                .count()
+        }
+    };
+    let args = |prefix: &str| -> Vec<String> {
+        let template = format!("eu/orders/{prefix}/{{id}}");
+        let ids = format!("{dir}/ids.txt");
+        let args: [&str; 13] = [
+            "bulk",
+            "GET",
+            &template,
+            "--ids-file",
+            &ids,
+            "--concurrency",
+            "1",
+            "--rate",
+            "5",
+            "--url",
+            &d.base,
+            "--token-file",
+            &token_file,
+        ];
+        args.map(str::to_owned).to_vec()
+    };
+    // The numbers in the summary line `cancelled: N of 40 sent (…), M never sent`.
+    let summary_of = |text: &str| -> (u64, u64) {
+        let line = text
+            .lines()
+            .find_map(|l| l.find("cancelled: ").map(|at| l[at..].trim_end()))
+            .unwrap_or_else(|| panic!("no summary line in {text:?}"));
+        let sent: u64 = line["cancelled: ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(line.contains(" of 40 sent ("), "{line}");
+        let never: u64 = line
+            .rsplit(", ")
+            .next()
+            .unwrap()
+            .strip_suffix(" never sent")
+            .unwrap_or_else(|| panic!("{line}"))
+            .parse()
+            .unwrap();
+        (sent, never)
+    };
+
+    // stderr a pipe: the bar is hidden, "cancelling…" and the summary still show.
+    let piped = Command::new(binary())
+        .args(args("piped"))
+        .current_dir(&d.dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let sent = hits_of("/piped/");
+    eventually("a few ids were sent", || {
+        let n = sent();
+        async move { n >= 3 }
+    })
+    .await;
+    let pid = piped.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let output = tokio::time::timeout(Duration::from_secs(30), piped.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
+    assert!(!output.status.success(), "a cancelled job is no success");
+    assert!(stderr.contains("cancelling…"), "{stderr}");
+    assert!(!stderr.contains("40/40"), "{stderr}");
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["state"], "cancelled", "{last}");
+    let done = last["done"].as_u64().unwrap();
+    assert!((3..40).contains(&done), "{last}");
+    assert_eq!(summary_of(&stderr), (done, 40 - done), "{stderr}");
+    assert_eq!(last["not_started"], 40 - done, "{last}");
+    assert_eq!(sent() as u64, done, "what the job says was sent was sent");
+    assert!(
+        stderr.contains(&format!("0 failed, {} never sent", 40 - done)),
+        "the exit message counts what was never sent: {stderr}"
+    );
+
+    // On a terminal (a pty from script(1)), Ctrl-C typed as ^C: the bar stops where the job
+    // stopped, and the JSON starts on a line of its own.
+    let command: Vec<String> = std::iter::once(binary().to_str().unwrap().to_owned())
+        .chain(args("tty"))
+        .map(|a| shell_quote(&a))
+        .collect();
+    let mut tty = Command::new("script")
+        .args([
+            "-qefc",
+            &format!("stty cols 120 rows 40; exec {}", command.join(" ")),
+            "/dev/null",
+        ])
+        .current_dir(&d.dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let sent = hits_of("/tty/");
+    eventually("a few ids were sent", || {
+        let n = sent();
+        async move { n >= 3 }
+    })
+    .await;
+    {
+        use tokio::io::AsyncWriteExt;
+        let stdin = tty.stdin.as_mut().unwrap();
+        stdin.write_all(b"\x03").await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), tty.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(screen.contains("/40"), "the bar was drawn: {screen:?}");
+    assert!(screen.contains("cancelling…"), "{screen:?}");
+    assert!(!screen.contains("40/40"), "{screen:?}");
+    // A line that is the JSON alone: not glued to the end of the bar's line.
+    let last: Value = screen
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| l.starts_with("{\""))
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("the JSON does not start a line of its own: {screen:?}"));
+    let done = last["done"].as_u64().unwrap();
+    assert_eq!(last["state"], "cancelled", "{last}");
+    assert_eq!(summary_of(&screen), (done, 40 - done), "{screen:?}");
+    let _ = std::fs::remove_dir_all(&d.dir);
+}
+
 /// Polls `check` every 100 ms for up to 15 s.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where

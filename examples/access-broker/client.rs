@@ -25,9 +25,12 @@ fn message(answer: &Value) -> &str {
 pub(crate) async fn login(url: &str, username: &str, token_file: &Path) -> Result<(), String> {
     let password = match std::env::var("ACCESS_BROKER_PASSWORD") {
         Ok(password) => password,
+        // On a terminal without echo; otherwise the first line of standard input.
+        Err(_) if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+            rpassword::prompt_password(format!("password for {username}: "))
+                .map_err(|e| e.to_string())?
+        }
         Err(_) => {
-            eprint!("password for {username}: ");
-            let _ = std::io::stderr().flush();
             let mut line = String::new();
             std::io::stdin()
                 .lock()
@@ -163,6 +166,7 @@ pub(crate) async fn bulk(args: BulkArgs<'_>) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?,
     );
+    bar.set_message("0 failed");
     let mut cancelled = false;
     let last = loop {
         let view: Value = http
@@ -174,10 +178,11 @@ pub(crate) async fn bulk(args: BulkArgs<'_>) -> Result<(), String> {
             .json()
             .await
             .map_err(|e| e.to_string())?;
-        bar.set_position(view.get("done").and_then(Value::as_u64).unwrap_or(0));
+        bar.set_position(count(&view, "done"));
         bar.set_message(format!(
-            "{} failed",
-            view.get("failed").and_then(Value::as_u64).unwrap_or(0)
+            "{} failed{}",
+            count(&view, "failed"),
+            if cancelled { ", cancelling…" } else { "" }
         ));
         if view.get("state").and_then(Value::as_str) != Some("running") {
             break view;
@@ -186,7 +191,10 @@ pub(crate) async fn bulk(args: BulkArgs<'_>) -> Result<(), String> {
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = tokio::signal::ctrl_c(), if !cancelled => {
                 cancelled = true;
-                bar.println("cancelling: ids under way finish, no new ones start");
+                // Shown whether or not the bar is (it is hidden when stderr is no terminal).
+                bar.suspend(|| {
+                    eprintln!("cancelling…: ids under way finish, no new ones start");
+                });
                 let _ = http
                     .post(format!("{base}/api/bulk/{id}/cancel"))
                     .bearer_auth(&token)
@@ -195,7 +203,9 @@ pub(crate) async fn bulk(args: BulkArgs<'_>) -> Result<(), String> {
             }
         }
     };
-    bar.finish();
+    // The bar goes (`finish` would fill it to the end, as if every id had been sent), and
+    // its line with it: what follows starts on a line of its own.
+    bar.finish_and_clear();
     let failures: Vec<&Value> = last
         .get("results")
         .and_then(Value::as_array)
@@ -212,12 +222,56 @@ pub(crate) async fn bulk(args: BulkArgs<'_>) -> Result<(), String> {
                 .unwrap_or_default()
         );
     }
+    eprintln!("{}", summary(&last));
     println!("{last}");
     match (last.get("state").and_then(Value::as_str), failures.len()) {
         (Some("done"), 0) => Ok(()),
-        (state, n) => Err(format!(
-            "bulk job {id} {}: {n} of {total} failed",
-            state.unwrap_or("ended")
+        (state, _) => Err(format!(
+            "bulk job {id} {}: {} failed, {} never sent",
+            state.unwrap_or("ended"),
+            count(&last, "failed"),
+            count(&last, "not_started"),
         )),
+    }
+}
+
+/// A number from a job's view (0 if missing).
+fn count(view: &Value, name: &str) -> u64 {
+    view.get(name).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// One line on how a job ended: what was sent, what failed, what was never sent.
+fn summary(view: &Value) -> String {
+    let state = view.get("state").and_then(Value::as_str).unwrap_or("ended");
+    let (total, done) = (count(view, "total"), count(view, "done"));
+    let (succeeded, failed) = (count(view, "succeeded"), count(view, "failed"));
+    let mut line =
+        format!("{state}: {done} of {total} sent ({succeeded} succeeded, {failed} failed)");
+    let never = count(view, "not_started");
+    if never > 0 {
+        line.push_str(&format!(", {never} never sent"));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_says_what_was_sent_failed_and_never_sent() {
+        let cancelled = json!({
+            "state": "cancelled", "total": 40, "done": 8, "succeeded": 7, "failed": 1,
+            "not_started": 32,
+        });
+        assert_eq!(
+            summary(&cancelled),
+            "cancelled: 8 of 40 sent (7 succeeded, 1 failed), 32 never sent"
+        );
+        let done = json!({
+            "state": "done", "total": 4, "done": 4, "succeeded": 4, "failed": 0,
+            "not_started": 0,
+        });
+        assert_eq!(summary(&done), "done: 4 of 4 sent (4 succeeded, 0 failed)");
     }
 }

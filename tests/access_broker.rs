@@ -130,7 +130,10 @@ async fn upstream_handler(
         intents_before,
     };
     up.hits.lock().unwrap().push(hit);
-    let status = if parts.uri.path().contains("fail") {
+    // A service that refuses the caller itself, as a service behind the broker may.
+    let status = if parts.uri.path().contains("unauthorized") {
+        axum::http::StatusCode::UNAUTHORIZED
+    } else if parts.uri.path().contains("fail") {
         axum::http::StatusCode::INTERNAL_SERVER_ERROR
     } else {
         axum::http::StatusCode::OK
@@ -587,6 +590,21 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
             .unwrap()
             .contains("x-broker-token")
     }));
+    // A refused absolute-form URL is recorded as sent, not cut down to its path.
+    let absolute = denials
+        .iter()
+        .find(|e| {
+            e["decision"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("absolute")
+        })
+        .unwrap();
+    assert_eq!(
+        absolute["request"]["target"], "http://127.0.0.1/proxy/eu/orders/a",
+        "{absolute:#}"
+    );
+    assert_eq!(absolute["resource"]["id"], "eu/orders");
     let outcome = events.iter().find(|e| e["kind"] == "outcome").unwrap();
     assert!(
         outcome["outcome"]["detail"]
@@ -642,37 +660,104 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
     );
     let (_, denied) = get(alice.clone(), "?status=denied&user=bob").await;
     assert_eq!(denied["records"].as_array().unwrap().len(), 2, "{denied}");
-    // Paged one row at a time, following next_after, the same rows come back: outcome
-    // records and rows the filter drops take no place in a page.
-    for filter in ["status=denied&user=bob", "user=alice"] {
-        let (_, whole) = get(
-            alice.clone(),
-            if filter.starts_with("status") {
-                "?status=denied&user=bob"
-            } else {
-                "?user=alice"
-            },
-        )
-        .await;
-        let whole: Vec<Value> = whole["records"].as_array().unwrap().clone();
-        let mut paged = Vec::new();
-        let mut after: Option<u64> = None;
-        loop {
-            let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
-            let (_, page) = get(alice.clone(), &format!("?{filter}&limit=1{cursor}")).await;
-            let rows = page["records"].as_array().unwrap();
-            assert!(rows.len() <= 1, "{page}");
-            paged.extend(rows.iter().cloned());
-            match page["next_after"].as_u64() {
-                Some(next) => {
-                    assert_eq!(rows.len(), 1, "a page with more to come is full: {page}");
-                    after = Some(next);
+    // Paged one row at a time, following the cursor, the same rows come back, newest first
+    // (the default) or oldest first: outcome records and rows the filter drops take no
+    // place in a page.
+    for filter in ["status=denied&user=bob", "user=alice", "status=denied"] {
+        let (_, newest) = get(alice.clone(), &format!("?{filter}")).await;
+        assert_eq!(newest["order"], "newest", "{newest}");
+        let newest: Vec<Value> = newest["records"].as_array().unwrap().clone();
+        let (_, oldest) = get(alice.clone(), &format!("?{filter}&order=oldest")).await;
+        let oldest: Vec<Value> = oldest["records"].as_array().unwrap().clone();
+        assert!(newest.len() >= 2, "{filter}: {newest:?}");
+        let seqs = |rows: &[Value]| rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        let newest_seqs: Vec<u64> = seqs(&newest);
+        assert!(
+            newest_seqs.windows(2).all(|w| w[0] > w[1]),
+            "{filter}: newest first: {newest_seqs:?}"
+        );
+        let mut reversed = oldest.clone();
+        reversed.reverse();
+        assert_eq!(seqs(&reversed), newest_seqs, "{filter}");
+        for (order, cursor, next, whole) in [
+            ("newest", "before", "next_before", &newest),
+            ("oldest", "after", "next_after", &oldest),
+        ] {
+            let mut paged = Vec::new();
+            let mut at: Option<u64> = None;
+            loop {
+                let position = at.map(|a| format!("&{cursor}={a}")).unwrap_or_default();
+                let (status, page) = get(
+                    alice.clone(),
+                    &format!("?{filter}&order={order}&limit=1{position}"),
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK, "{page}");
+                let rows = page["records"].as_array().unwrap();
+                assert!(rows.len() <= 1, "{page}");
+                paged.extend(rows.iter().map(|r| r["id"].clone()));
+                match page[next].as_u64() {
+                    Some(n) => {
+                        assert_eq!(rows.len(), 1, "a page with more to come is full: {page}");
+                        at = Some(n);
+                    }
+                    None => break,
                 }
-                None => break,
+                assert!(paged.len() <= whole.len() + 1, "paging does not end");
             }
-            assert!(paged.len() <= whole.len() + 1, "paging does not end");
+            let ids: Vec<Value> = whole.iter().map(|r| r["id"].clone()).collect();
+            assert_eq!(paged, ids, "{filter} {order}");
         }
-        assert_eq!(paged, whole, "{filter}");
+    }
+    // A cursor of the other order is refused, not silently read the wrong way.
+    assert_eq!(
+        get(alice.clone(), "?after=1").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(alice.clone(), "?order=oldest&before=9").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(alice.clone(), "?order=sideways").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    // Retry is offered only where it can succeed, and otherwise says why not.
+    let (_, bobs) = get(bob.clone(), "").await;
+    for row in bobs["records"].as_array().unwrap() {
+        let denied = row["decision"]["effect"] == "deny";
+        assert_eq!(row["retry"]["possible"], !denied, "{row}");
+        if denied {
+            assert!(
+                row["retry"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("no grant lets you send"),
+                "{row}"
+            );
+        }
+    }
+    // alice may do what bob was refused, so she may retry his refusal as herself; a
+    // refusal of bad input would be refused again, whoever sent it.
+    let (_, bob_denied) = get(alice.clone(), "?user=bob&status=denied").await;
+    assert!(
+        bob_denied["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["retry"]["possible"] == true),
+        "{bob_denied}"
+    );
+    let (_, alice_denied) = get(alice.clone(), "?user=alice&status=denied").await;
+    for row in alice_denied["records"].as_array().unwrap() {
+        assert_eq!(row["retry"]["possible"], false, "{row}");
+        assert!(
+            row["retry"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("bad input"),
+            "{row}"
+        );
     }
     let (_, billing) = get(alice.clone(), "?region=us&service=billing&status=succeeded").await;
     let billing = billing["records"].as_array().unwrap();
@@ -701,7 +786,7 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
         assert_eq!(hits[1].path, "/invoices");
     }
     let (_, again) = get(alice.clone(), "?region=us&service=billing").await;
-    let newest = again["records"].as_array().unwrap().last().unwrap().clone();
+    let newest = again["records"][0].clone();
     assert_eq!(newest["retry_of"], original.as_str(), "{again}");
     // The body kept for that retry is sealed: neither the stored records nor the audit
     // API show it, yet the broker (holding the key file it made) could send it again.
@@ -751,6 +836,36 @@ async fn brokers_audited_requests_through_region_proxies_that_trust_nothing_else
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::FORBIDDEN);
+
+    // A service's own 401 comes back marked as the service's, so that a client can tell it
+    // from the broker's (whose 401 means the session is over), whatever the service sent.
+    let theirs = d
+        .http
+        .get(format!("{}/proxy/eu/orders/unauthorized", d.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(theirs.headers()["x-broker-upstream"], "1");
+    let ours = d
+        .http
+        .get(format!("{}/proxy/eu/orders/1", d.base))
+        .bearer_auth("not-a-session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ours.status(), StatusCode::UNAUTHORIZED);
+    assert!(!ours.headers().contains_key("x-broker-upstream"));
+    // The browser's icon request is answered, not refused as unauthenticated.
+    let icon = d
+        .http
+        .get(format!("{}/favicon.ico", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(icon.status(), StatusCode::OK);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
     let _ = std::fs::remove_dir_all(&d.dir);
 }
 
@@ -1428,6 +1543,62 @@ async fn audit_rows(browser: &fantoccini::Client) -> Vec<String> {
     rows
 }
 
+/// Sends `path` (in eu/orders) from the console's form and waits for the answer's status.
+async fn send_from_form(browser: &fantoccini::Client, path: &str) -> String {
+    browser
+        .execute(
+            "document.getElementById('response-status').textContent = '';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let field = browser.find(fantoccini::Locator::Id("path")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(path).await.unwrap();
+    click(browser, "send").await;
+    let mut status = String::new();
+    for _ in 0..150 {
+        status = text_of(browser, "response-status").await;
+        if !status.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!status.is_empty(), "no answer shown for {path}");
+    status
+}
+
+/// The console's layout, measured in the page.
+const MEASURE: &str = r##"
+const rows = [...document.querySelectorAll("#audit-rows tr")];
+const box = (element) => element.getBoundingClientRect();
+const label = document.querySelector("label[for=headers]");
+return {
+  viewport: window.innerWidth,
+  scroll_width: document.documentElement.scrollWidth,
+  line_height: parseFloat(getComputedStyle(label).lineHeight),
+  headers_label_height: box(label).height,
+  header_row_height: box(document.querySelector("#audit thead tr")).height,
+  table_right: box(document.getElementById("audit")).right,
+  numbers: rows.map((r) => r.cells[0].textContent),
+  row_heights: rows.map((r) => box(r).height),
+  // Cells cut short (an ellipsis) in the columns that must show whole.
+  clipped: rows.flatMap((r) => [0, 1, 2, 4].map((i) => r.cells[i])
+    .filter((c) => c.scrollWidth > c.clientWidth).map((c) => c.textContent)),
+  filter_tops: [...document.querySelectorAll("#audit-filter input, #audit-filter select, #audit-filter button")]
+    .map((e) => Math.round(box(e).top)),
+  targets: rows.map((r) => r.querySelector("td.target").title),
+  badges: rows.map((r) => (r.querySelector(".badge") || {}).textContent || ""),
+  retry_buttons: rows.map((r) => r.querySelector("button.retry") !== null),
+  no_retry_reasons: rows.map((r) => (r.querySelector(".no-retry") || {}).title || ""),
+  column_widths: [...document.querySelectorAll("#audit thead th")].map((th) => box(th).width),
+};
+"##;
+
+/// The console in headless Chromium, at 1280 pixels: log in, send, read the audit log
+/// (newest first, switchable), retry, and the issue 30 fixes: a service's 401 leaves the
+/// session alone, rows are numbered 1, 2, 3…, one line each, with status badges, retry
+/// offered only where it can succeed. A screenshot is saved and checked.
 #[tokio::test]
 async fn the_console_page_logs_in_sends_shows_the_audit_log_and_retries() {
     let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_WEBDRIVER_URL");
@@ -1441,7 +1612,8 @@ async fn the_console_page_logs_in_sends_shows_the_audit_log_and_retries() {
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run",
+                "--disable-sync", "--no-first-run", "--window-size=1280,1100",
+                "--force-device-scale-factor=1",
                 format!("--user-data-dir={}", profile.display()),
             ],
         }
@@ -1464,25 +1636,16 @@ async fn the_console_page_logs_in_sends_shows_the_audit_log_and_retries() {
     .await;
 
     // Send a request from the Postman-like form and see the service's answer.
-    browser
-        .find(Locator::Id("path"))
-        .await
-        .unwrap()
-        .clear()
-        .await
-        .unwrap();
-    type_into(&browser, "path", "orders/77?from=page").await;
-    click(&browser, "send").await;
-    eventually("the response is shown", || async {
-        text_of(&browser, "response-status")
-            .await
-            .starts_with("200")
-    })
-    .await;
+    let status = send_from_form(&browser, "orders/77?from=page").await;
+    assert!(status.starts_with("200"), "{status}");
     let shown = text_of(&browser, "response-body").await;
     assert!(shown.contains("\"user\": \"alice\""), "{shown}");
+    assert_eq!(
+        text_of(&browser, "response-origin").await,
+        "from the service"
+    );
 
-    // It is in the audit log; pressing retry sends it again and adds a row.
+    // It is in the audit log; pressing retry sends it again and adds a row, on top.
     eventually("the request appears in the audit log", || async {
         audit_rows(&browser)
             .await
@@ -1492,13 +1655,16 @@ async fn the_console_page_logs_in_sends_shows_the_audit_log_and_retries() {
     .await;
     let before = audit_rows(&browser).await.len();
     let retry = browser
-        .find(Locator::Css("#audit-rows tr:last-child button.retry"))
+        .find(Locator::Css("#audit-rows tr:first-child button.retry"))
         .await
         .unwrap();
     retry.click().await.unwrap();
-    eventually("the retry appears as a new row", || async {
-        let rows = audit_rows(&browser).await;
-        rows.len() > before && rows.iter().any(|r| r.contains("(retry)"))
+    eventually("the retry appears as a new row, newest first", || async {
+        let rows = browser
+            .find_all(Locator::Css("#audit-rows tr:first-child .tag"))
+            .await
+            .unwrap_or_default();
+        audit_rows(&browser).await.len() > before && !rows.is_empty()
     })
     .await;
     assert_eq!(
@@ -1511,6 +1677,160 @@ async fn the_console_page_logs_in_sends_shows_the_audit_log_and_retries() {
         2,
         "sent once from the form and once by the retry"
     );
+
+    // Issue 30, defect 2: a service answering 401 is shown as the answer; the session stays.
+    let status = send_from_form(&browser, "orders/unauthorized").await;
+    assert!(status.starts_with("401"), "{status}");
+    assert_eq!(text_of(&browser, "who").await, "logged in as alice");
+    assert_eq!(
+        text_of(&browser, "response-origin").await,
+        "from the service"
+    );
+    assert!(
+        text_of(&browser, "response-body")
+            .await
+            .contains("/orders/unauthorized")
+    );
+
+    // A long path, and a refused one (an encoded slash: bad input, denied).
+    let long = format!("orders/{}end", "a-rather-long-segment-name/".repeat(8));
+    assert!(send_from_form(&browser, &long).await.starts_with("200"));
+    let status = send_from_form(&browser, "a%2fb").await;
+    assert!(status.starts_with("400"), "{status}");
+    assert_eq!(
+        text_of(&browser, "response-origin").await,
+        "from the broker"
+    );
+    eventually("every request shows, with its outcome", || async {
+        let rows = audit_rows(&browser).await;
+        rows.len() == 5 && rows.iter().all(|r| !r.contains("pending"))
+    })
+    .await;
+
+    let layout = browser.execute(MEASURE, vec![]).await.unwrap();
+    let numbers = |layout: &Value| -> Vec<String> {
+        layout["numbers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let targets = |layout: &Value| -> Vec<String> {
+        layout["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Issue 30, defect 4: newest first.
+    let shown = targets(&layout);
+    assert!(shown[0].ends_with("/proxy/eu/orders/a%2fb"), "{shown:?}");
+    assert!(
+        shown[1].contains("a-rather-long-segment-name/"),
+        "{shown:?}"
+    );
+    assert!(shown[2].ends_with("/orders/unauthorized"), "{shown:?}");
+    assert!(shown[4].ends_with("/orders/77?from=page"), "{shown:?}");
+    // Rows numbered 1, 2, 3… whatever their audit sequence numbers.
+    assert_eq!(numbers(&layout), ["1", "2", "3", "4", "5"], "{layout:#}");
+    // Status badges; retry only where it can succeed, and the reason where it cannot.
+    assert_eq!(
+        layout["badges"],
+        json!(["denied", "succeeded", "succeeded", "succeeded", "succeeded"]),
+        "{layout:#}"
+    );
+    assert_eq!(
+        layout["retry_buttons"],
+        json!([false, true, true, true, true]),
+        "{layout:#}"
+    );
+    // Number, time, user and status show whole; the filter's fields line up.
+    assert_eq!(layout["clipped"], json!([]), "{layout:#}");
+    let tops = layout["filter_tops"].as_array().unwrap();
+    assert!(tops.iter().all(|t| t == &tops[0]), "{layout:#}");
+    let reason = layout["no_retry_reasons"][0].as_str().unwrap();
+    assert!(reason.contains("bad input"), "{layout:#}");
+    // Readable at 1280 pixels: nothing wider than the window, every row one line high (the
+    // long path ends in an ellipsis instead of breaking), the Headers label on one line.
+    let number = |name: &str| layout[name].as_f64().unwrap();
+    assert_eq!(number("viewport"), 1280.0, "{layout:#}");
+    assert!(number("scroll_width") <= number("viewport"), "{layout:#}");
+    assert!(number("table_right") <= number("viewport"), "{layout:#}");
+    let one_line = number("header_row_height") * 1.25;
+    for height in layout["row_heights"].as_array().unwrap() {
+        assert!(height.as_f64().unwrap() <= one_line, "{layout:#}");
+    }
+    assert!(
+        number("headers_label_height") <= number("line_height") * 1.5,
+        "{layout:#}"
+    );
+    let columns: Vec<f64> = layout["column_widths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_f64().unwrap())
+        .collect();
+    assert_eq!(columns.len(), 7, "{layout:#}");
+    assert!(
+        columns[3] >= 250.0,
+        "the request column has room: {layout:#}"
+    );
+
+    // The screenshot, for a person to look at, and checked: a PNG of the whole window.
+    let png = browser.screenshot().await.unwrap();
+    let saved = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("access-broker-console.png");
+    std::fs::write(&saved, &png).unwrap();
+    let png = std::fs::read(&saved).unwrap();
+    assert!(
+        png.len() > 10_000,
+        "{} is {} bytes",
+        saved.display(),
+        png.len()
+    );
+    assert_eq!(
+        &png[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is a PNG",
+        saved.display()
+    );
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!(width, 1280, "{}", saved.display());
+    assert!(height >= 800, "{}: {width}x{height}", saved.display());
+
+    // The order switches: oldest first, still numbered from 1.
+    browser
+        .find(Locator::Id("f-order"))
+        .await
+        .unwrap()
+        .select_by_value("oldest")
+        .await
+        .unwrap();
+    eventually("the oldest request comes first", || async {
+        let layout = browser.execute(MEASURE, vec![]).await.unwrap();
+        targets(&layout)
+            .first()
+            .is_some_and(|t| t.ends_with("/orders/77?from=page"))
+    })
+    .await;
+    let layout = browser.execute(MEASURE, vec![]).await.unwrap();
+    assert_eq!(numbers(&layout), ["1", "2", "3", "4", "5"], "{layout:#}");
+    assert!(targets(&layout)[4].ends_with("/proxy/eu/orders/a%2fb"));
+
+    // The broker's own 401 (a session it no longer accepts) does end the session.
+    browser
+        .execute(
+            "sessionStorage.setItem('broker-token', 'not-a-session'); location.reload();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    eventually("the console logs out on the broker's 401", || async {
+        text_of(&browser, "who").await == "not logged in"
+    })
+    .await;
     browser.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&d.dir);
 }

@@ -35,9 +35,9 @@ use crate::wire::{
 use crate::{Done, error_response, stream_back};
 
 /// The audited resource kind: a service in a region (`service:eu/orders`).
-const SERVICE: ResourceKind = ResourceKind::from_static("service");
+pub(crate) const SERVICE: ResourceKind = ResourceKind::from_static("service");
 /// The action audited when a request is refused before its method is known to be sane.
-const PROXY: Action = Action::from_static("proxy");
+pub(crate) const PROXY: Action = Action::from_static("proxy");
 
 /// The broker's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -150,7 +150,7 @@ pub(crate) struct Broker {
     config: BrokerConfig,
     pub(crate) jobs: crate::bulk::Jobs,
     gate: Arc<Gate>,
-    audit: Arc<AuditLog>,
+    pub(crate) audit: Arc<AuditLog>,
     login: PasswordLogin,
     session_ttl: Duration,
     /// Signs the tokens region proxies accept; made at start, published as JWKS.
@@ -159,7 +159,7 @@ pub(crate) struct Broker {
     jwks: Value,
     http: reqwest::Client,
     /// Seals the bodies kept for retry: the audit log holds them, its readers must not.
-    sealer: crate::sealed::BodySealer,
+    pub(crate) sealer: crate::sealed::BodySealer,
 }
 
 async fn directory(config: &DirectoryConfig, base: &Path) -> Result<Arc<dyn Directory>, String> {
@@ -304,8 +304,8 @@ pub(crate) async fn router(
     let max_body = broker.config.max_body_bytes;
     let proxied = Router::new()
         .route("/proxy/{*rest}", any(proxy))
-        .route("/api/audit", get(audit_api))
-        .route("/api/audit/{id}/retry", post(retry))
+        .route("/api/audit", get(crate::audit::audit_api))
+        .route("/api/audit/{id}/retry", post(crate::audit::retry))
         .route("/api/bulk", post(crate::bulk::start))
         .route("/api/bulk/{id}", get(crate::bulk::status))
         .route("/api/bulk/{id}/cancel", post(crate::bulk::cancel))
@@ -317,6 +317,9 @@ pub(crate) async fn router(
             .route("/audit", get(console))
             .route("/console.js", get(console_js))
             .route("/console.css", get(console_css))
+            // Browsers ask for an icon on every page: answered, not refused as unauthenticated.
+            .route("/favicon.svg", get(favicon))
+            .route("/favicon.ico", get(favicon))
             .route("/health", get(|| async { "ok" }))
             .route("/login", post(login))
             .route("/.well-known/jwks.json", get(jwks_document))
@@ -342,6 +345,10 @@ async fn console_js() -> Response {
 
 async fn console_css() -> Response {
     static_file(include_str!("console.css"), "text/css; charset=utf-8")
+}
+
+async fn favicon() -> Response {
+    static_file(include_str!("favicon.svg"), "image/svg+xml")
 }
 
 fn static_file(text: &'static str, kind: &'static str) -> Response {
@@ -429,7 +436,10 @@ fn target(path: &str) -> Result<Target<'_>, String> {
 struct Attempt<'a> {
     who: &'a Principal,
     method: &'a Method,
+    /// As the caller sent it (an absolute-form URL whole).
     target: &'a str,
+    /// Its path, naming the region and service.
+    path: &'a str,
     correlation: &'a str,
 }
 
@@ -447,10 +457,11 @@ impl Broker {
             who,
             method,
             target,
+            path,
             correlation,
         } = attempt;
         // The region and service when the path names them plainly, else "unparsed".
-        let named = target
+        let named = path
             .strip_prefix("/proxy/")
             .and_then(|rest| {
                 let mut parts = rest.splitn(3, '/');
@@ -508,27 +519,36 @@ pub(crate) async fn forward(
 ) -> Response {
     let started = Instant::now();
     let correlation = CorrelationId(correlation);
-    let shown = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+    // What the caller asked for, as they sent it: an absolute-form URL whole (it is
+    // refused, and its record should show where it pointed), anything else its path.
+    let absolute = parts.uri.scheme().is_some() || parts.uri.authority().is_some();
+    let shown = if absolute {
+        parts.uri.to_string()
+    } else {
+        parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string)
+    };
     let refuse = |status, code: &'static str, reason: String| {
         let broker = broker.clone();
         let who = who.clone();
         let method = parts.method.clone();
         let shown = shown.clone();
+        let path = parts.uri.path().to_owned();
         let correlation = correlation.0.clone();
         async move {
             let attempt = Attempt {
                 who: &who,
                 method: &method,
                 target: &shown,
+                path: &path,
                 correlation: &correlation,
             };
             broker.refuse(attempt, status, code, reason).await
         }
     };
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+    if absolute {
         return refuse(
             StatusCode::BAD_REQUEST,
             "bad_path",
@@ -727,264 +747,23 @@ fn finish(admitted: Admitted, outcome: Outcome) {
 }
 
 impl Broker {
+    /// Whether `who` sees (and may retry, and administer the bulk jobs of) everyone.
     pub(crate) fn sees_everyone(&self, who: &Principal) -> bool {
         who.groups()
             .any(|g| self.config.audit_groups.iter().any(|a| a == g))
     }
-}
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AuditParams {
-    user: Option<String>,
-    region: Option<String>,
-    service: Option<String>,
-    from_ms: Option<u64>,
-    to_ms: Option<u64>,
-    /// `succeeded`, `failed` or `denied`.
-    status: Option<String>,
-    after: Option<u64>,
-    limit: Option<u32>,
-}
-
-/// One request as the audit shows it: the intent (or refusal) with its outcome.
-fn audit_row(event: &AuditEvent, seq: u64, outcome: Option<&AuditEvent>) -> Value {
-    let request = event.request.as_ref();
-    let param = |name: &str| request.and_then(|r| r.parameters.get(name)).cloned();
-    json!({
-        "id": event.id,
-        "seq": seq,
-        "time_ms": event.time_ms,
-        "user": event.actor.subject,
-        "method": request.map(|r| r.method.clone()),
-        "target": request.map(|r| r.target.clone()),
-        "resource": event.resource.id(),
-        "decision": event.decision.as_ref().map(|d| json!({
-            "effect": d.effect(),
-            "reason": d.reason(),
-        })),
-        "outcome": outcome.and_then(|o| o.outcome.as_ref()).map(|o| json!({
-            "status": o.status,
-            "detail": o.detail,
-        })),
-        "retry_of": param("retry_of"),
-        "body_bytes": param("body_bytes"),
-    })
-}
-
-/// The status a row is filtered by.
-fn row_status(row: &Value) -> &str {
-    if row.pointer("/decision/effect").and_then(Value::as_str) == Some("deny") {
-        "denied"
-    } else {
-        row.pointer("/outcome/status")
-            .and_then(Value::as_str)
-            .unwrap_or("pending")
+    /// Whether a grant lets `who` send `method` to `region`/`service`.
+    pub(crate) fn grants_cover(
+        &self,
+        who: &Principal,
+        method: &str,
+        region: &str,
+        service: &str,
+    ) -> bool {
+        self.config
+            .grants
+            .iter()
+            .any(|g| g.covers(who, method, region, service))
     }
-}
-
-async fn audit_api(
-    State(broker): Shared,
-    Extension(who): Extension<Principal>,
-    axum::extract::Query(params): axum::extract::Query<AuditParams>,
-) -> Response {
-    let everyone = broker.sees_everyone(&who);
-    let user = match params.user {
-        Some(user) if user != who.subject() && !everyone => {
-            return error_response(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "you may only see your own requests".into(),
-            );
-        }
-        Some(user) => Some(user),
-        None if everyone => None,
-        None => Some(who.subject().to_owned()),
-    };
-    let resource = match (&params.region, &params.service) {
-        (Some(region), Some(service)) => {
-            match Resource::new(SERVICE, format!("{region}/{service}")) {
-                Ok(resource) => Some(resource),
-                Err(e) => {
-                    return error_response(StatusCode::BAD_REQUEST, "bad_request", e.to_string());
-                }
-            }
-        }
-        (None, None) => None,
-        _ => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "filter by region and service together".into(),
-            );
-        }
-    };
-    let unavailable = |e: portcullis::audit::AuditError| {
-        error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
-            e.to_string(),
-        )
-    };
-    let limit = params.limit.unwrap_or(50).clamp(1, 200) as usize;
-    // Outcome records and rows the status filter drops take no place in the answer: pages
-    // are read until `limit` rows pass (or the log ends, or AUDIT_PAGES were read), and
-    // `next_after` is the last record looked at.
-    let mut query = portcullis::audit::AuditQuery {
-        actor: user,
-        resource,
-        from_ms: params.from_ms,
-        to_ms: params.to_ms,
-        after_seq: params.after,
-        limit: 200,
-        ..Default::default()
-    };
-    let mut rows = Vec::new();
-    let mut next_after = None;
-    'pages: for _ in 0..AUDIT_PAGES {
-        let page = match broker.audit.query(&query).await {
-            Ok(page) => page,
-            Err(e) => return unavailable(e),
-        };
-        // Every intent's outcome in one read, not one lookup per row.
-        let outcomes = match broker.audit.outcomes_of(&page.records).await {
-            Ok(outcomes) => outcomes,
-            Err(e) => return unavailable(e),
-        };
-        for record in &page.records {
-            next_after = Some(record.seq);
-            let event = &record.event;
-            if event.kind == portcullis::audit::EventKind::Outcome {
-                continue;
-            }
-            let outcome = outcomes.get(&event.id).map(|o| &o.event);
-            let row = audit_row(event, record.seq, outcome);
-            if params
-                .status
-                .as_deref()
-                .is_none_or(|s| s == row_status(&row))
-            {
-                rows.push(row);
-                if rows.len() == limit {
-                    break 'pages;
-                }
-            }
-        }
-        match page.next_after {
-            Some(after) => query.after_seq = Some(after),
-            None => {
-                next_after = None;
-                break;
-            }
-        }
-    }
-    Json(json!({ "records": rows, "next_after": next_after })).into_response()
-}
-
-/// The most audit pages (of 200 records) one `/api/audit` call reads looking for rows.
-const AUDIT_PAGES: usize = 20;
-
-/// Sends an earlier request again, as the caller, through the whole gate: a fresh
-/// authorization and a new audit record that names the original.
-async fn retry(
-    State(broker): Shared,
-    Extension(who): Extension<Principal>,
-    Extension(correlation): Extension<CorrelationId>,
-    axum::extract::Path(id): axum::extract::Path<String>,
-) -> Response {
-    let found = match broker.audit.get(&id).await {
-        Ok(Some(found)) => found.event.event,
-        Ok(None) => {
-            return error_response(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no audit record {id}"),
-            );
-        }
-        Err(e) => {
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
-                e.to_string(),
-            );
-        }
-    };
-    if found.actor.subject != who.subject() && !broker.sees_everyone(&who) {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no audit record {id}"),
-        );
-    }
-    let Some(request) = found
-        .request
-        .as_ref()
-        .filter(|r| r.target.starts_with("/proxy/"))
-    else {
-        return error_response(
-            StatusCode::CONFLICT,
-            "not_a_request",
-            format!("{id} is not a proxied request"),
-        );
-    };
-    let bytes = request
-        .parameters
-        .get("body_bytes")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let body = match request
-        .parameters
-        .get("body_sealed")
-        .and_then(Value::as_str)
-    {
-        Some(sealed) => match broker.sealer.open(sealed) {
-            // Opened, and the very body this record describes (not one sealed for another).
-            Ok(body)
-                if request
-                    .parameters
-                    .get("body_sha256")
-                    .and_then(Value::as_str)
-                    == Some(body_hash(&body).as_str()) =>
-            {
-                body
-            }
-            Ok(_) => {
-                return error_response(
-                    StatusCode::CONFLICT,
-                    "body_unreadable",
-                    "the kept body is not the one this record's hash names".into(),
-                );
-            }
-            Err(e) => return error_response(StatusCode::CONFLICT, "body_unreadable", e),
-        },
-        None if bytes == 0 => Vec::new(),
-        None => {
-            return error_response(
-                StatusCode::CONFLICT,
-                "body_not_kept",
-                format!(
-                    "the original body ({bytes} bytes) was too large to keep, so it cannot be retried"
-                ),
-            );
-        }
-    };
-    let mut builder = axum::http::Request::builder()
-        .method(request.method.as_str())
-        .uri(request.target.as_str());
-    if let Some(kind) = request
-        .parameters
-        .get("content_type")
-        .and_then(Value::as_str)
-    {
-        builder = builder.header(axum::http::header::CONTENT_TYPE, kind);
-    }
-    let Ok(rebuilt) = builder.body(Body::from(body)) else {
-        return error_response(
-            StatusCode::CONFLICT,
-            "not_a_request",
-            format!("{id} cannot be rebuilt"),
-        );
-    };
-    let (parts, body) = rebuilt.into_parts();
-    forward(broker, who, correlation.0, parts, body, Some(id)).await
 }

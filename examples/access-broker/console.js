@@ -6,15 +6,26 @@
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem("broker-token");
 let user = sessionStorage.getItem("broker-user");
-let auditAfter = null;
+// The audit view's cursor (next_before newest first, next_after oldest first) and the
+// number of rows shown so far.
+let auditCursor = null;
+let auditShown = 0;
 let bulkJob = null;
 let pendingRefresh = null;
+
+// Set by the broker on every answer that came from behind it (a service or a region proxy).
+const UPSTREAM = "X-Broker-Upstream";
+
+function fromUpstream(response) {
+  return response.headers.get(UPSTREAM) !== null;
+}
 
 async function api(method, path, body, extraHeaders) {
   const headers = { Authorization: `Bearer ${token}` };
   Object.assign(headers, extraHeaders || {});
   const response = await fetch(path, { method, headers, body });
-  if (response.status === 401) {
+  // Only the broker's own 401 means the session is over: a service's 401 is its answer.
+  if (response.status === 401 && !fromUpstream(response)) {
     logout();
   }
   return response;
@@ -73,6 +84,11 @@ function parseHeaders(text) {
   return headers;
 }
 
+// The badge class of an HTTP status: s2 (2xx) … s5 (5xx).
+function statusClass(status) {
+  return `badge s${Math.floor(status / 100)}`;
+}
+
 $("send-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const method = $("method").value;
@@ -80,9 +96,14 @@ $("send-form").addEventListener("submit", async (event) => {
   const target = `/proxy/${encodeURIComponent($("region").value)}/${encodeURIComponent($("service").value)}/${path}`;
   const body = ["GET", "HEAD"].includes(method) ? undefined : $("body").value;
   const response = await api(method, target, body, parseHeaders($("headers").value));
+  if (!token) {
+    return; // the broker ended the session
+  }
   const text = await response.text();
   $("response").hidden = false;
   $("response-status").textContent = `${response.status} ${response.statusText}`;
+  $("response-status").className = statusClass(response.status);
+  $("response-origin").textContent = fromUpstream(response) ? "from the service" : "from the broker";
   let shown = text;
   try {
     shown = JSON.stringify(JSON.parse(text), null, 2);
@@ -103,6 +124,35 @@ function cell(row, text, className) {
   return td;
 }
 
+function span(text, className, title) {
+  const element = document.createElement("span");
+  element.textContent = text;
+  element.className = className;
+  if (title) {
+    element.title = title;
+  }
+  return element;
+}
+
+// "2026-12-07 14:03:27", local time: short, and the same width in every row.
+function formatTime(ms) {
+  const at = new Date(ms);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${at.getFullYear()}-${two(at.getMonth() + 1)}-${two(at.getDate())} `
+    + `${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}`;
+}
+
+function rowStatus(record) {
+  if (record.decision && record.decision.effect === "deny") {
+    return "denied";
+  }
+  return record.outcome ? record.outcome.status : "pending";
+}
+
+function auditOrder() {
+  return $("f-order").value === "oldest" ? "oldest" : "newest";
+}
+
 function auditQuery() {
   const params = new URLSearchParams();
   for (const [id, name] of [["f-user", "user"], ["f-region", "region"], ["f-service", "service"], ["f-status", "status"]]) {
@@ -113,17 +163,63 @@ function auditQuery() {
   if ($("f-from").value) {
     params.set("from_ms", String(new Date($("f-from").value).getTime()));
   }
-  if (auditAfter !== null) {
-    params.set("after", String(auditAfter));
+  const order = auditOrder();
+  params.set("order", order);
+  if (auditCursor !== null) {
+    params.set(order === "newest" ? "before" : "after", String(auditCursor));
   }
   params.set("limit", "50");
   return params.toString();
 }
 
+function auditRow(record) {
+  const row = document.createElement("tr");
+  row.dataset.id = record.id;
+  const status = rowStatus(record);
+  row.className = status;
+  auditShown += 1;
+  const number = cell(row, auditShown, "n");
+  number.title = `audit record ${record.seq}`;
+  cell(row, formatTime(record.time_ms), "time").title = new Date(record.time_ms).toString();
+  cell(row, record.user).title = record.user;
+  const request = cell(row, "", "target");
+  const target = record.target || record.resource || "";
+  request.title = `${record.method || ""} ${target}`;
+  request.append(span(record.method || "", "method"));
+  if (record.retry_of) {
+    request.append(span("retry", "tag", `retry of ${record.retry_of}`));
+  }
+  request.append(document.createTextNode(target));
+  cell(row, "").append(span(status, `badge ${status}`));
+  const detail = status === "denied"
+    ? (record.decision && record.decision.reason) || ""
+    : (record.outcome && record.outcome.detail) || (record.decision && record.decision.reason) || "";
+  cell(row, detail, "detail").title = detail;
+  const actions = cell(row, "", "action");
+  if (record.retry && record.retry.possible) {
+    const retry = document.createElement("button");
+    retry.type = "button";
+    retry.className = "retry";
+    retry.textContent = "Retry";
+    retry.title = "send it again, as you";
+    retry.addEventListener("click", async () => {
+      retry.disabled = true;
+      const answer = await api("POST", `/api/audit/${encodeURIComponent(record.id)}/retry`);
+      retry.textContent = `${answer.status}`;
+      loadAudit(true);
+    });
+    actions.appendChild(retry);
+  } else {
+    // Offered only where it can succeed; otherwise, why not.
+    const reason = (record.retry && record.retry.reason) || "cannot be retried";
+    actions.appendChild(span("can't retry", "no-retry", reason));
+  }
+  return row;
+}
+
 async function loadAudit(fresh) {
   if (fresh) {
-    auditAfter = null;
-    $("audit-rows").replaceChildren();
+    auditCursor = null;
   }
   $("audit-error").textContent = "";
   const response = await api("GET", `/api/audit?${auditQuery()}`);
@@ -132,35 +228,20 @@ async function loadAudit(fresh) {
     $("audit-error").textContent = page.message || `the audit log could not be read (${response.status})`;
     return;
   }
-  for (const record of page.records) {
-    const row = document.createElement("tr");
-    row.dataset.id = record.id;
-    row.className = record.decision && record.decision.effect === "deny" ? "denied" : "";
-    cell(row, record.seq);
-    cell(row, new Date(record.time_ms).toLocaleString());
-    cell(row, record.user);
-    cell(row, `${record.method || ""} ${record.target || ""}${record.retry_of ? " (retry)" : ""}`, "target");
-    cell(row, record.decision ? `${record.decision.effect}: ${record.decision.reason}` : "");
-    cell(row, record.outcome ? `${record.outcome.status}: ${record.outcome.detail}` : "", "outcome");
-    const actions = cell(row, "");
-    const retry = document.createElement("button");
-    retry.type = "button";
-    retry.className = "retry";
-    retry.textContent = "Retry";
-    retry.addEventListener("click", async () => {
-      retry.disabled = true;
-      const answer = await api("POST", `/api/audit/${encodeURIComponent(record.id)}/retry`);
-      retry.textContent = `Retried: ${answer.status}`;
-      loadAudit(true);
-    });
-    actions.appendChild(retry);
-    $("audit-rows").appendChild(row);
+  if (fresh) {
+    auditShown = 0;
+    $("audit-rows").replaceChildren();
   }
-  auditAfter = page.next_after;
-  $("audit-more").hidden = page.next_after === null || page.next_after === undefined;
+  for (const record of page.records) {
+    $("audit-rows").appendChild(auditRow(record));
+  }
+  const next = auditOrder() === "newest" ? page.next_before : page.next_after;
+  auditCursor = next === undefined ? null : next;
+  $("audit-more").hidden = auditCursor === null;
+  $("audit-empty").hidden = auditShown > 0;
   // Outcomes are recorded when a response has been sent: while a shown request still has
   // none, look again shortly.
-  const pending = page.records.some((r) => !r.outcome && !(r.decision && r.decision.effect === "deny"));
+  const pending = page.records.some((r) => rowStatus(r) === "pending");
   if (fresh && pending && pendingRefresh === null) {
     pendingRefresh = setTimeout(() => {
       pendingRefresh = null;
@@ -173,6 +254,7 @@ $("audit-filter").addEventListener("submit", (event) => {
   event.preventDefault();
   loadAudit(true);
 });
+$("f-order").addEventListener("change", () => loadAudit(true));
 $("audit-more").addEventListener("click", () => loadAudit(false));
 
 $("bulk-form").addEventListener("submit", async (event) => {
@@ -217,7 +299,11 @@ async function followBulk() {
   }
   $("bulk-bar").max = view.total;
   $("bulk-bar").value = view.done;
-  $("bulk-text").textContent = `${view.state}: ${view.done}/${view.total}, ${view.failed} failed`;
+  let text = `${view.state}: ${view.done} of ${view.total} sent, ${view.failed} failed`;
+  if (view.state !== "running" && view.not_started > 0) {
+    text += `, ${view.not_started} never sent`;
+  }
+  $("bulk-text").textContent = text;
   $("bulk-failures").replaceChildren(...view.results.filter((r) => r.error).map((r) => {
     const li = document.createElement("li");
     li.textContent = `${r.id}: ${r.status} ${r.error}`;

@@ -16,6 +16,7 @@
     reason = "a command-line service prints where it listens and its errors"
 )]
 
+mod audit;
 mod broker;
 mod bulk;
 mod client;
@@ -47,16 +48,21 @@ BROKER (management region)
         the audit log and acknowledged, then sent to the region's proxy with a broker token
         (EdDSA JWT: issuer, audience = region, 30 s, the user, a hash of method, path, query
         and body, a unique id). The response streams back; its status, size and duration
-        are recorded as the outcome. Audit log down: 503, nothing sent.
+        are recorded as the outcome, and it carries `X-Broker-Upstream: 1` (a 401 without it
+        is the broker's own: the session is over). Audit log down: 503, nothing sent.
   GET  /.well-known/jwks.json   the key region proxies verify broker tokens with
   Refused and audited as denied: paths with dot segments, encoded slashes or backslashes,
   absolute URLs, a caller-set X-Broker-Token, bodies over max_body_bytes, unknown regions.
 
   POST /api/bulk               {method, path_template (with {id}), body_template?, ids,
-        concurrency, rate_per_second} -> 202 {id}; each id authorized and audited on its own
+        concurrency, rate_per_second} -> 202 {id} (made by the broker); each id authorized
+        and audited on its own
   GET  /api/bulk/{id}           progress and per-id results; POST /api/bulk/{id}/cancel
-  GET  /api/audit               the requests (with outcomes), by user, region+service, time,
-        status (succeeded|failed|denied), paged; audit_groups see everyone, others themselves
+        (the caller's own jobs; audit_groups members reach everyone's)
+  GET  /api/audit               the requests (with outcomes, and whether the caller could
+        retry each), by user, region+service, time, status (succeeded|failed|denied|pending),
+        newest first (order=oldest to turn it), paged with before/after;
+        audit_groups see everyone, others themselves
   POST /api/audit/{id}/retry    the request again as the caller: authorized and audited anew
 
 CLIENT
@@ -266,6 +272,10 @@ pub(crate) fn stream_back(
     let mut out = Response::new(Body::from_stream(body));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
+    out.headers_mut().insert(
+        wire::UPSTREAM_ANSWER,
+        axum::http::HeaderValue::from_static("1"),
+    );
     // The upstream's answer, as it gave it: never rewritten as one of ours.
     out.extensions_mut().insert(portcullis::http::Passthrough);
     out

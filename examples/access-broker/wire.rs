@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 pub(crate) const BROKER_TOKEN: &str = "x-broker-token";
 /// The header naming the user to the upstream service, set by the region proxy.
 pub(crate) const FORWARDED_USER: &str = "x-forwarded-user";
+/// Set (to `1`) on every answer that comes from behind the broker or a region proxy rather
+/// than from the broker itself, whatever the upstream sent under that name: a client can
+/// tell a service's 401 from the broker's own (its session is over) by it.
+pub(crate) const UPSTREAM_ANSWER: &str = "x-broker-upstream";
 /// The broker token's issuer.
 pub(crate) const ISSUER: &str = "access-broker";
 /// How long a broker token lives: long enough to cross to the region, no longer.

@@ -205,14 +205,65 @@ async fn vends_ldap_mapped_credentials_that_work_with_the_aws_sdk() {
         "{ecs}"
     );
 
+    // The session's length is part of the login answer.
+    assert_eq!(answer["expires_in"], 3600, "{answer}");
+
+    // `login` writes the token file that `process` reads, readable by its owner only, and
+    // says how long the session lasts.
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "stale").unwrap();
+    let output = Command::new(binary())
+        .args([
+            "login",
+            "--url",
+            &base,
+            "--username",
+            "alice",
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .env("CREDENTIAL_BROKER_PASSWORD", "alice-password")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("the session lasts 1 hour"), "{said}");
+    let written = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(written.split('.').count(), 3, "a JWT: {written}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    // A wrong password writes nothing.
+    let refused = Command::new(binary())
+        .args([
+            "login",
+            "--url",
+            &base,
+            "--username",
+            "alice",
+            "--token-file",
+        ])
+        .arg(dir.join("other-token"))
+        .env("CREDENTIAL_BROKER_PASSWORD", "wrong")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(!dir.join("other-token").exists());
+
     // credential_process mode prints exactly the JSON an SDK reads.
-    std::fs::write(dir.join("token"), &alice).unwrap();
     let output = Command::new(binary())
         .arg("process")
         .arg("--url")
         .arg(&base)
         .arg("--token-file")
-        .arg(dir.join("token"))
+        .arg(&token_file)
         .arg("--roles")
         .arg("read-logs")
         .output()
@@ -226,5 +277,148 @@ async fn vends_ldap_mapped_credentials_that_work_with_the_aws_sdk() {
     let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(printed["Version"], 1);
     assert!(printed.get("Vended").is_none());
+    // A session that is not (or no longer) valid: the way out is named.
+    std::fs::write(&token_file, "not-a-session").unwrap();
+    let output = Command::new(binary())
+        .args(["process", "--url", &base, "--token-file"])
+        .arg(&token_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("credential-broker login"), "{said}");
+    assert!(output.stdout.is_empty(), "nothing for the SDK to misread");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The README's first-run configuration, between its marker and the end of its block.
+fn readme_first_run_config() -> String {
+    let readme = include_str!("../examples/credential-broker/README.md");
+    let marker = readme
+        .find("<!-- first-run config")
+        .expect("the README marks its first-run configuration");
+    let block = &readme[marker..];
+    let start = block.find("```toml\n").unwrap() + "```toml\n".len();
+    let end = block[start..].find("```").unwrap();
+    block[start..start + end].to_owned()
+}
+
+/// Starts the broker with `config` in `dir` and waits for its address.
+async fn serve(dir: &std::path::Path, config: &str) -> (tokio::process::Child, String) {
+    std::fs::write(dir.join("broker.toml"), config).unwrap();
+    let mut child = Command::new(binary())
+        .arg("--config")
+        .arg(dir.join("broker.toml"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env("BROKER_AWS_ACCESS_KEY_ID", "testing")
+        .env("BROKER_AWS_SECRET_ACCESS_KEY", "testing")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("LISTENING ") {
+                return url.to_owned();
+            }
+        }
+        panic!("credential-broker exited before listening");
+    })
+    .await
+    .expect("credential-broker did not start within 60 s");
+    (child, base)
+}
+
+/// Issue 30: the README's first run pointed at an external OIDC issuer and LDAP. Now it
+/// runs on loopback alone: its configuration as written (only moto's port differs), a
+/// users file from `hash-password`, `login`, then `process`.
+#[tokio::test]
+async fn the_readme_first_run_works_on_loopback_alone() {
+    let moto = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_MOTO_URL");
+    let dir = std::env::temp_dir().join(format!("credential-broker-first-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // As the README does it: hash-password reads the password from standard input.
+    let mut hashing = Command::new(binary())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = hashing.stdin.take().unwrap();
+        stdin.write_all(b"alice-password\n").await.unwrap();
+    }
+    let hashed = hashing.wait_with_output().await.unwrap();
+    assert!(hashed.status.success());
+    let hash = String::from_utf8(hashed.stdout).unwrap();
+    assert!(hash.starts_with("pbkdf2-sha256$"), "{hash}");
+    std::fs::write(
+        dir.join("users.toml"),
+        format!(
+            "[[user]]\nname = \"alice\"\npassword_hash = \"{}\"\ngroups = [\"analysts\"]\n",
+            hash.trim()
+        ),
+    )
+    .unwrap();
+
+    let config = readme_first_run_config();
+    assert!(config.contains("\"http://127.0.0.1:5000\""), "{config}");
+    for external in ["oidc", "ldap", "https://"] {
+        assert!(!config.contains(external), "{external} in {config}");
+    }
+    let (_broker, base) = serve(&dir, &config.replace("http://127.0.0.1:5000", &moto)).await;
+
+    let token_file = dir.join("token");
+    let login = Command::new(binary())
+        .args([
+            "login",
+            "--url",
+            &base,
+            "--username",
+            "alice",
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .env("CREDENTIAL_BROKER_PASSWORD", "alice-password")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&login.stderr);
+    assert!(login.status.success(), "{said}");
+    assert!(said.contains("the session lasts 1 hour"), "{said}");
+    let output = Command::new(binary())
+        .args(["process", "--url", &base, "--token-file"])
+        .arg(&token_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        printed["AccessKeyId"].as_str().unwrap().starts_with("ASIA"),
+        "{printed}"
+    );
+    // The mapping the README shows: analysts → read-sales → its policy.
+    let vended: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/credentials"))
+        .bearer_auth(std::fs::read_to_string(&token_file).unwrap().trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(vended["Vended"]["roles"], json!(["read-sales"]), "{vended}");
     let _ = std::fs::remove_dir_all(&dir);
 }

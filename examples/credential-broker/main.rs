@@ -4,9 +4,12 @@
 //! before STS is called.
 //!
 //! ```sh
-//! cargo run --example credential-broker --features aws,ldap -- --config broker.toml
-//! cargo run --example credential-broker --features aws,ldap -- process \
-//!     --url http://127.0.0.1:8090 --token-file ~/.broker-token     # for credential_process
+//! cargo build --example credential-broker --features aws,ldap
+//! target/debug/examples/credential-broker --config broker.toml              # serve
+//! target/debug/examples/credential-broker login --url http://127.0.0.1:8090 \
+//!     --username alice --token-file ~/.broker-token                          # a session
+//! target/debug/examples/credential-broker process --url http://127.0.0.1:8090 \
+//!     --token-file ~/.broker-token                            # for credential_process
 //! ```
 //!
 //! See `examples/credential-broker/README.md`.
@@ -15,6 +18,8 @@
     clippy::print_stderr,
     reason = "a command-line service prints its banner, its credential_process output and its errors"
 )]
+
+mod client;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -77,22 +82,47 @@ ENDPOINTS
   GET  /health              unprotected liveness
 A refusal is 403 with a code (`no_matching_roles`, `role_not_allowed`, ...) and a reason.
 
-CONFIGURATION (TOML)
-  listen, audit_url (sqlite://FILE | jsonl://DIR), directory_cache_seconds,
+CONFIGURATION (TOML; every setting is described in examples/credential-broker/README.md)
+  listen, audit_url (sqlite://FILE | jsonl://DIR), directory_cache_seconds, session_minutes,
   [authentication] = portcullis-token methods (default: session_jwt from /v1/login; add
   `[[authentication.method]] type = \"oidc\"` for your identity provider's tokens),
   [directory] users_file = static users, or [directory.ldap] = an LdapConfig,
-  [vend] = the mapping (base_role_arn, [vend.groups], [vend.roles], durations, cache),
+  [vend] = the mapping (base_role_arn, [vend.groups], [vend.roles], chained,
+  default_duration_seconds, max_duration_seconds, cache_seconds, refresh_before_seconds),
   [sts] endpoint_url?, region, access_key_env, secret_key_env (the broker's own keys).
 
-PROCESS MODE
+CLIENT
+  credential-broker login --url URL --username NAME --token-file FILE
+  logs in (password from the terminal, or CREDENTIAL_BROKER_PASSWORD) and writes the session
+  token to FILE (mode 0600); it says how long the session lasts.
   credential-broker process --url URL --token-file FILE [--roles a,b] [--duration-seconds N]
-  prints credential_process JSON, for `credential_process = ...` in ~/.aws/config.";
+  prints credential_process JSON, for `credential_process = ...` in ~/.aws/config.
+  credential-broker hash-password prints a password's hash for a users file.";
 
 #[derive(Debug, Subcommand)]
 enum Mode {
     /// Serves the API (the default).
     Serve,
+    /// Logs in and writes the session token to a file (mode 0600) for `process`. The
+    /// password is asked for on the terminal, or read from CREDENTIAL_BROKER_PASSWORD.
+    Login {
+        /// The broker's base URL.
+        #[arg(long)]
+        url: String,
+        /// Who logs in.
+        #[arg(long)]
+        username: String,
+        /// Where the token goes (replaced if it exists).
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+    },
+    /// Prints the hash of a password for `password_hash` in a users file. The password is
+    /// read from the terminal without echo (asked twice), or from standard input (one line).
+    HashPassword {
+        /// PBKDF2-HMAC-SHA256 iterations (at least 10,000).
+        #[arg(long, default_value_t = 600_000)]
+        iterations: u32,
+    },
     /// Asks a broker for credentials and prints them as `credential_process` JSON.
     Process {
         /// The broker's base URL.
@@ -118,6 +148,9 @@ struct Config {
     audit_url: String,
     #[serde(default = "five_minutes")]
     directory_cache_seconds: u64,
+    /// How long a session from `/v1/login` lasts (1 to 720).
+    #[serde(default = "sixty")]
+    session_minutes: u64,
     /// Authentication methods (portcullis-token's `[[method]]` tables, e.g. `oidc`);
     /// absent: the broker's own session JWTs from `/v1/login` only.
     authentication: Option<AuthConfig>,
@@ -131,6 +164,9 @@ fn default_listen() -> String {
 }
 fn five_minutes() -> u64 {
     300
+}
+fn sixty() -> u64 {
+    60
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +194,8 @@ struct App {
     gate: Arc<Gate>,
     vendor: CredentialVendor,
     login: PasswordLogin,
+    /// How long a session from `/v1/login` lasts.
+    session_ttl: Duration,
 }
 
 type Shared = State<Arc<App>>;
@@ -214,7 +252,14 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
     // Sessions are signed with a key made at start: a restart signs everyone out, which a
     // broker of one-hour credentials can afford.
     let key = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
+    if !(1..=720).contains(&config.session_minutes) {
+        return Err(format!(
+            "session_minutes must be between 1 and 720, not {}",
+            config.session_minutes
+        ));
+    }
     let issuer = SessionIssuer::new(key, "credential-broker", "credential-broker")
+        .and_then(|issuer| issuer.with_ttl(Duration::from_secs(config.session_minutes * 60)))
         .map_err(|e| e.to_string())?;
     let authentication = config.authentication.clone().unwrap_or(AuthConfig {
         anonymous: false,
@@ -261,6 +306,7 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
         gate: gate.clone(),
         vendor,
         login: PasswordLogin::new(directory, issuer),
+        session_ttl: Duration::from_secs(config.session_minutes * 60),
     });
     let api = Router::new()
         .route("/v1/credentials", post(credentials))
@@ -428,9 +474,12 @@ async fn login(State(app): Shared, Json(body): Json<LoginBody>) -> Response {
         Err(e) => return refusal(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
     match app.login.login(&body.username, &password).await {
-        Ok(session) => {
-            Json(json!({ "token": session.expose(), "token_type": "Bearer" })).into_response()
-        }
+        Ok(session) => Json(json!({
+            "token": session.expose(),
+            "token_type": "Bearer",
+            "expires_in": app.session_ttl.as_secs(),
+        }))
+        .into_response(),
         Err(err) => gate_response(GateError::Unauthenticated(err)),
     }
 }
@@ -456,52 +505,20 @@ async fn serve(cli: &Cli) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// `credential_process` mode: print the broker's answer, nothing else, on stdout.
-async fn process(
-    url: &str,
-    token_file: &Path,
-    roles: &[String],
-    duration_seconds: Option<u64>,
-) -> Result<(), String> {
-    let token = std::fs::read_to_string(token_file)
-        .map_err(|e| format!("{}: {e}", token_file.display()))?;
-    let mut body = serde_json::Map::new();
-    if !roles.is_empty() {
-        body.insert("roles".into(), json!(roles));
-    }
-    if let Some(secs) = duration_seconds {
-        body.insert("duration_seconds".into(), json!(secs));
-    }
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/credentials", url.trim_end_matches('/')))
-        .bearer_auth(token.trim())
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| format!("the broker could not be reached: {e}"))?;
-    let status = response.status();
-    let mut answer: Value = response
-        .json()
-        .await
-        .map_err(|e| format!("the broker answered {status} with no JSON: {e}"))?;
-    if !status.is_success() {
-        return Err(format!(
-            "the broker refused ({status}): {}",
-            answer
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("no reason given")
-        ));
-    }
-    if let Some(map) = answer.as_object_mut() {
-        map.remove("Vended");
-    }
-    println!("{answer}");
-    Ok(())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Mode::HashPassword { iterations }) = cli.mode {
+        return match client::hash_password(iterations) {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("credential-broker hash-password: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -520,7 +537,14 @@ fn main() -> ExitCode {
                 token_file,
                 roles,
                 duration_seconds,
-            }) => process(url, token_file, roles, *duration_seconds).await,
+            }) => client::process(url, token_file, roles, *duration_seconds).await,
+            Some(Mode::Login {
+                url,
+                username,
+                token_file,
+            }) => client::login(url, username, token_file).await,
+            // Answered before the runtime starts.
+            Some(Mode::HashPassword { .. }) => Ok(()),
         }
     });
     match result {
@@ -529,5 +553,81 @@ fn main() -> ExitCode {
             eprintln!("credential-broker: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's TOML blocks, in order.
+    fn readme_toml() -> Vec<String> {
+        let readme = include_str!("README.md");
+        let mut blocks = Vec::new();
+        let mut current: Option<String> = None;
+        for line in readme.lines() {
+            match (&mut current, line) {
+                (None, "```toml") => current = Some(String::new()),
+                (Some(block), "```") => {
+                    blocks.push(std::mem::take(block));
+                    current = None;
+                }
+                (Some(block), line) => {
+                    block.push_str(line);
+                    block.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+        blocks
+    }
+
+    fn parse(text: &str) -> Config {
+        let config: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        config.vend.validate().unwrap();
+        config
+    }
+
+    #[test]
+    fn the_readme_configurations_are_valid_and_the_first_run_needs_only_loopback() {
+        let blocks = readme_toml();
+        assert_eq!(blocks.len(), 2, "the first run's and the reference");
+        let first = parse(&blocks[0]);
+        assert!(
+            first.authentication.is_none(),
+            "no identity provider to reach"
+        );
+        assert!(first.directory.ldap.is_none() && first.directory.users_file.is_some());
+        assert!(first.listen.starts_with("127.0.0.1:"));
+        assert!(
+            first
+                .sts
+                .endpoint_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("http://127.0.0.1:"))
+        );
+        // The reference: every setting, with the defaults it states.
+        let all = parse(&blocks[1]);
+        assert_eq!(all.session_minutes, sixty());
+        assert_eq!(all.directory_cache_seconds, five_minutes());
+        assert_eq!(all.listen, default_listen());
+        assert_eq!(all.vend.default_duration_seconds, 3600);
+        assert_eq!(all.vend.max_duration_seconds, 43_200);
+        assert_eq!(all.vend.cache_seconds, 300);
+        assert_eq!(all.vend.refresh_before_seconds, 600);
+        assert_eq!(all.sts.region, us_east_1());
+        assert_eq!(all.authentication.map(|a| a.methods.len()), Some(2));
+        // Its commented-out LDAP directory, uncommented, is an LDAP configuration.
+        let ldap: String = blocks[1]
+            .lines()
+            .skip_while(|l| !l.starts_with("# [directory.ldap]"))
+            .skip(1)
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        assert!(ldap.contains("pool_size"), "{ldap}");
+        let ldap: portcullis::directory::LdapConfig =
+            toml::from_str(&ldap).unwrap_or_else(|e| panic!("{e}\n{ldap}"));
+        assert_eq!(ldap.pool_size, 4);
     }
 }

@@ -19,7 +19,10 @@ use portcullis::approval::{
     InAppFactor, RequestState, SecondFactor, SqliteApprovalStore, TotpConfig, TotpError,
     TotpFactor, TotpSecret, TotpSecretKey, TotpStore, VoteDecision,
 };
-use portcullis::audit::{AuditLog, AuditOptions, AuditQuery, AuditSink, ResourceScope};
+use portcullis::audit::{
+    AuditError, AuditLog, AuditOptions, AuditQuery, AuditSink, CheckpointFile, CheckpointSigner,
+    ResourceScope,
+};
 use portcullis::directory::{Password, StaticDirectory};
 use portcullis::gate::{Gate, GateError, GateRequest, RunError};
 use portcullis::http::{AuthenticateLayer, CorrelationId, EdgeLayer, OutcomeDetail, guard};
@@ -191,6 +194,8 @@ pub(crate) struct App {
     pub(crate) closed: Vec<&'static str>,
     /// The audit log, flushed at shutdown: outcomes are written after their answers.
     pub(crate) audit: Option<Arc<AuditLog>>,
+    /// Its signed checkpoints (`[audit] checkpoint_dir`), the last written at shutdown.
+    pub(crate) checkpoints: Option<AuditCheckpoints>,
 }
 
 /// Keys that must survive restarts, kept in `data_dir/secrets.toml` (mode 0600).
@@ -266,11 +271,14 @@ fn sqlite_url(dir: &Path, file: &str) -> String {
     format!("sqlite://{}", dir.join(file).display())
 }
 
+/// Opens the audit log `[audit]` describes (refusing one whose head does not verify), and
+/// its checkpoints when `checkpoint_dir` is set.
 async fn open_audit(
     config: &crate::config::Audit,
     dir: &Path,
-) -> Result<Arc<AuditLog>, StartError> {
+) -> Result<(Arc<AuditLog>, Option<AuditCheckpoints>), StartError> {
     let err = store_error("audit log");
+    let checkpoint_seconds = checkpoint_seconds(config)?;
     let mut options = AuditOptions::default();
     if let Some(ms) = config.outcome_linger_ms {
         if ms > crate::config::MAX_OUTCOME_LINGER_MS {
@@ -301,13 +309,199 @@ async fn open_audit(
         options.redactor =
             Some(portcullis::audit::Redactor::new(&material, paths).map_err(|e| err(&e))?);
     }
-    match AuditLog::open(&config.url, dir, options).await {
-        Ok(log) => Ok(Arc::new(log)),
-        Err(portcullis::audit::AuditError::Invalid(message)) => {
-            Err(StartError::Config(format!("[audit] url: {message}")))
+    let log = match AuditLog::open(&config.url, dir, options).await {
+        Ok(log) => Arc::new(log),
+        Err(AuditError::Invalid(message)) => {
+            return Err(StartError::Config(format!("[audit] url: {message}")));
         }
-        Err(e) => Err(err(&e)),
+        // Its newest records were changed while the service was stopped: refuse to start
+        // rather than chain new records onto them.
+        Err(e @ AuditError::HeadNotVerified(_)) => {
+            let target = verify_target(&config.url, dir)
+                .map(|t| format!(" (portcullis-audit verify {t})"))
+                .unwrap_or_default();
+            return Err(err(&format!("{e}{target}")));
+        }
+        Err(e) => return Err(err(&e)),
+    };
+    let checkpoints = match &config.checkpoint_dir {
+        Some(anchor) => {
+            Some(AuditCheckpoints::start(config, anchor, checkpoint_seconds, dir, &log).await?)
+        }
+        None => None,
+    };
+    Ok((log, checkpoints))
+}
+
+/// `[audit] checkpoint_seconds`, checked (with the settings that need `checkpoint_dir`)
+/// before anything is opened.
+fn checkpoint_seconds(config: &crate::config::Audit) -> Result<u64, StartError> {
+    if config.checkpoint_dir.is_none()
+        && (config.checkpoint_seconds.is_some() || config.checkpoint_key.is_some())
+    {
+        return Err(StartError::Config(
+            "[audit] checkpoint_seconds and checkpoint_key need checkpoint_dir".into(),
+        ));
     }
+    let seconds = config
+        .checkpoint_seconds
+        .unwrap_or(crate::config::DEFAULT_CHECKPOINT_SECONDS);
+    if !(1..=crate::config::MAX_CHECKPOINT_SECONDS).contains(&seconds) {
+        return Err(StartError::Config(format!(
+            "[audit] checkpoint_seconds = {seconds} is not between 1 and {}",
+            crate::config::MAX_CHECKPOINT_SECONDS
+        )));
+    }
+    Ok(seconds)
+}
+
+/// What `portcullis-audit verify` takes for the log `url` names: the file or folder in the
+/// data dir; none for PostgreSQL, whose URL may hold a password.
+fn verify_target(url: &str, dir: &Path) -> Option<String> {
+    if let Some(file) = url.strip_prefix("sqlite://") {
+        return Some(format!("sqlite://{}", dir.join(file).display()));
+    }
+    url.strip_prefix("jsonl://")
+        .map(|folder| dir.join(folder).display().to_string())
+}
+
+/// `[audit] checkpoint_dir`: signed checkpoints of the audit log's head, so that a log
+/// truncated or rewritten and chained anew is found (by the next start, and by
+/// `portcullis-audit verify --checkpoints`). Checked against the log at start, then written
+/// at start, every `checkpoint_seconds` while the head moves, and at a clean shutdown.
+#[derive(Debug)]
+pub(crate) struct AuditCheckpoints {
+    file: Arc<CheckpointFile>,
+    seconds: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AuditCheckpoints {
+    async fn start(
+        config: &crate::config::Audit,
+        anchor: &Path,
+        seconds: u64,
+        dir: &Path,
+        log: &Arc<AuditLog>,
+    ) -> Result<AuditCheckpoints, StartError> {
+        let err = store_error("audit checkpoints");
+        let pkcs8 = match &config.checkpoint_key {
+            Some(key) => std::fs::read(key).map_err(|e| {
+                StartError::Config(format!(
+                    "[audit] checkpoint_key: cannot read {}: {e} (make one with \
+                     `portcullis-audit keygen --out {}`)",
+                    key.display(),
+                    key.display()
+                ))
+            })?,
+            None => {
+                let key = dir.join("audit-checkpoint.pk8");
+                match std::fs::read(&key) {
+                    Ok(pkcs8) => pkcs8,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let (_, pkcs8) = CheckpointSigner::generate().map_err(|e| err(&e))?;
+                        write_private_bytes(&key, &pkcs8).map_err(|e| err(&e))?;
+                        pkcs8
+                    }
+                    Err(e) => return Err(err(&format!("{}: {e}", key.display()))),
+                }
+            }
+        };
+        let signer = CheckpointSigner::from_pkcs8(&pkcs8).map_err(|e| err(&e))?;
+        let file = Arc::new(CheckpointFile::open(anchor, signer).map_err(|e| err(&e))?);
+        if let (Ok(anchor), Ok(data)) = (anchor.canonicalize(), dir.canonicalize())
+            && anchor.starts_with(&data)
+        {
+            tracing::warn!(
+                checkpoint_dir = %anchor.display(),
+                "[audit] checkpoint_dir is inside the data dir: whoever can rewrite the audit \
+                 log there can rewrite its checkpoints too; keep them elsewhere"
+            );
+        }
+        // Before anything is appended: nothing signed was cut off or rewritten since.
+        let mismatch = |violation: &dyn std::fmt::Display| {
+            err(&format!(
+                "the audit log does not match its signed checkpoints in {}: {violation}. \
+                 Nothing was written. Run `portcullis-audit verify` on the log with \
+                 `--checkpoints {} --public-key {}`, then restore the log, or move the \
+                 checkpoints aside to start anew from this log",
+                anchor.display(),
+                file.checkpoints_path().display(),
+                hex::encode(file.public_key())
+            ))
+        };
+        file.check(log)
+            .await
+            .map_err(|e| err(&e))?
+            .map_err(|v| mismatch(&v))?;
+        file.write(log)
+            .await
+            .map_err(|e| err(&e))?
+            .map_err(|v| mismatch(&v))?;
+        let task = tokio::spawn({
+            let (file, log) = (file.clone(), log.clone());
+            async move {
+                let mut every = tokio::time::interval(Duration::from_secs(seconds));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // The first tick is now, and a checkpoint was just written.
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    write_checkpoint(&file, &log).await;
+                }
+            }
+        });
+        Ok(AuditCheckpoints {
+            file,
+            seconds,
+            task,
+        })
+    }
+
+    /// The start-up banner's lines: where the checkpoints are and the key that verifies
+    /// them.
+    pub(crate) fn banner(&self, audit_url: &str, dir: &Path) -> String {
+        let key = hex::encode(self.file.public_key());
+        let checkpoints = self.file.checkpoints_path();
+        format!(
+            "AUDIT_CHECKPOINTS {} public_key={key}\n  (signed every {} s and at shutdown; \
+             verify with `portcullis-audit verify {} --checkpoints {} --public-key {key}`)",
+            checkpoints.display(),
+            self.seconds,
+            verify_target(audit_url, dir).unwrap_or_else(|| "<audit log>".into()),
+            checkpoints.display()
+        )
+    }
+
+    /// Stops the periodic checkpoints and writes the last one, after the log was flushed.
+    pub(crate) async fn finish(self, log: &AuditLog) {
+        self.task.abort();
+        write_checkpoint(&self.file, log).await;
+    }
+}
+
+/// Signs and appends a checkpoint if the log verifies from the last one and has moved.
+async fn write_checkpoint(file: &CheckpointFile, log: &AuditLog) {
+    match file.write(log).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(violation)) => tracing::error!(
+            %violation,
+            "the audit log no longer matches its last signed checkpoint; nothing was signed"
+        ),
+        Err(err) => tracing::error!(error = %err, "could not write an audit checkpoint"),
+    }
+}
+
+/// Writes `bytes` to a new file only its owner can read (a key).
+fn write_private_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Script tokens act only inside the resource they were created for.
@@ -590,11 +784,14 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
     };
 
     // [audit]
-    let audit = match &config.audit {
-        Some(audit) => Some(open_audit(audit, dir).await?),
+    let (audit, checkpoints) = match &config.audit {
+        Some(audit) => {
+            let (log, checkpoints) = open_audit(audit, dir).await?;
+            (Some(log), checkpoints)
+        }
         None => {
             closed.push("audit (every action is 503)");
-            None
+            (None, None)
         }
     };
 
@@ -638,6 +835,7 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
         bootstrap,
         closed,
         audit,
+        checkpoints,
     })
 }
 

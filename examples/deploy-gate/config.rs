@@ -43,6 +43,11 @@ factors = ["in_app", "totp"]
 [audit]
 url = "sqlite://audit.db"    # relative to data_dir; also jsonl://DIR and postgres://…
 # outcome_linger_ms = 0      # how long an outcome may wait to share a write (max 10000)
+# Signed checkpoints of the log's head, so that a truncated or rewritten log is found.
+# Keep the folder where whoever can write the audit database cannot (not in data_dir).
+# checkpoint_dir = "/var/lib/deploy-gate-anchor"   # relative to the configuration file
+# checkpoint_seconds = 60    # and one at a clean shutdown
+# checkpoint_key = "checkpoint.pk8"   # default: generated into data_dir/audit-checkpoint.pk8
 "#;
 
 /// The whole file.
@@ -215,10 +220,28 @@ pub(crate) struct Audit {
     /// at most 10,000). Outcomes are written after the answer, so this costs no caller time;
     /// it trades fewer syncs for outcomes reaching the disk later.
     pub(crate) outcome_linger_ms: Option<u64>,
+    /// A folder for signed checkpoints of the log's head (relative to the configuration
+    /// file): `checkpoints.jsonl` and `public-key`, for `portcullis-audit verify
+    /// --checkpoints`. Checked at start, written then, every `checkpoint_seconds` while the
+    /// head moves and at a clean shutdown. It anchors the log only if whoever can write the
+    /// audit database cannot rewrite it. Absent: no checkpoints.
+    pub(crate) checkpoint_dir: Option<PathBuf>,
+    /// Seconds between checkpoints (default 60, 1 to 86,400); needs `checkpoint_dir`.
+    pub(crate) checkpoint_seconds: Option<u64>,
+    /// The PKCS#8 Ed25519 key that signs checkpoints (`portcullis-audit keygen`; relative
+    /// to the configuration file); needs `checkpoint_dir`. Default: `audit-checkpoint.pk8`
+    /// in the data dir, generated with mode 0600 at the first start.
+    pub(crate) checkpoint_key: Option<PathBuf>,
 }
 
 /// The longest `[audit] outcome_linger_ms` accepted.
 pub(crate) const MAX_OUTCOME_LINGER_MS: u64 = 10_000;
+
+/// `[audit] checkpoint_seconds` when not set.
+pub(crate) const DEFAULT_CHECKPOINT_SECONDS: u64 = 60;
+
+/// The longest `[audit] checkpoint_seconds` accepted: a day.
+pub(crate) const MAX_CHECKPOINT_SECONDS: u64 = 86_400;
 
 /// A configuration error, with the file it came from.
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +294,14 @@ impl Config {
             .and_then(|a| a.totp.secrets_file.as_mut())
         {
             *file = base.join(&*file);
+        }
+        if let Some(audit) = config.audit.as_mut() {
+            for path in [&mut audit.checkpoint_dir, &mut audit.checkpoint_key]
+                .into_iter()
+                .flatten()
+            {
+                *path = base.join(&*path);
+            }
         }
         Ok(config)
     }

@@ -168,17 +168,24 @@ async fn run(cli: Cli) -> Result<(), String> {
     for part in &app.closed {
         println!("closed: {part}");
     }
+    if let (Some(checkpoints), Some(audit)) = (&app.checkpoints, &config.audit) {
+        println!("{}", checkpoints.banner(&audit.url, &config.data_dir));
+    }
     println!("LISTENING http://{address}");
     println!("data in {}", config.data_dir.display());
     let served = axum::serve(listener, app.router)
         .with_graceful_shutdown(portcullis::http::shutdown_signal())
         .await
         .map_err(|e| e.to_string());
-    // Outcomes are written after their answers: write what is still queued before exiting.
-    if let Some(audit) = &app.audit
-        && let Err(err) = audit.flush().await
-    {
-        tracing::error!(error = %err, "the audit log could not be flushed at shutdown");
+    // Outcomes are written after their answers: write what is still queued before exiting,
+    // then sign the head it ends in.
+    if let Some(audit) = &app.audit {
+        if let Err(err) = audit.flush().await {
+            tracing::error!(error = %err, "the audit log could not be flushed at shutdown");
+        }
+        if let Some(checkpoints) = app.checkpoints {
+            checkpoints.finish(audit).await;
+        }
     }
     served
 }

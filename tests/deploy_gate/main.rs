@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod checkpoints;
 #[path = "../common/mod.rs"]
 mod common;
 mod hardening;

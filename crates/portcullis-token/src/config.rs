@@ -4,14 +4,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use jsonwebtoken::Algorithm;
 use portcullis_core::{Clock, SystemClock};
 use serde::Deserialize;
 
 use crate::jwt::KeySet;
 use crate::session::session_rules;
 use crate::{
-    AuthChain, AuthError, Authenticator, JwtVerifier, SessionAlgorithm, SessionIssuer,
+    Algorithm, AuthChain, AuthError, Authenticator, JwtVerifier, SessionAlgorithm, SessionIssuer,
     TokenAuthenticator, TokenKind, Tokens,
 };
 

@@ -1,12 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod algorithm;
 mod chain;
 mod config;
 mod credential;
 mod error;
 mod format;
 mod http;
+mod jws;
 mod jwt;
 #[cfg(feature = "oidc")]
 mod opaque;
@@ -15,6 +17,7 @@ pub mod store;
 mod tokens;
 mod verifier;
 
+pub use algorithm::Algorithm;
 pub use chain::{ANONYMOUS_METHOD, ANONYMOUS_SUBJECT, AuthChain, Authenticator};
 pub use config::{
     AuthConfig, ChainResources, IntrospectionMethod, MethodConfig, OidcMethod, SessionJwtMethod,
@@ -26,7 +29,6 @@ pub use format::{TOKEN_LEN, TokenKind, TokenSecret, decode_token};
 #[cfg(feature = "oidc")]
 pub use http::HttpClient;
 pub use http::HttpOptions;
-pub use jsonwebtoken::Algorithm;
 pub use jwt::{JwtRules, KeySet, MAX_JWT_LEN, MAX_KEYS, MAX_LEEWAY};
 #[cfg(feature = "oidc")]
 pub use opaque::{MAX_CACHE_TTL, OpaqueEndpoint, OpaqueRules, OpaqueVerifier};

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use jsonwebtoken::{DecodingKey, EncodingKey};
 use portcullis_core::{AuthMethod, Clock, PrincipalKind, SystemClock};
 use portcullis_directory::{Directory, Password};
 use ring::rand::SystemRandom;
@@ -15,10 +15,12 @@ use ring::signature::{self, KeyPair};
 use serde_json::{Value, json};
 
 use crate::jwt::{JwtRules, KeySet};
-use crate::{AuthError, JwtVerifier};
+use crate::{Algorithm, AuthError, JwtVerifier, jws};
 
-/// The signature algorithms a session key may use.
+/// The signature algorithms a session key may use (a subset of [`Algorithm`]; more may be
+/// added).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[non_exhaustive]
 pub enum SessionAlgorithm {
     /// Ed25519 (the default): small keys, fast, deterministic.
     EdDSA,
@@ -28,9 +30,9 @@ pub enum SessionAlgorithm {
     HS256,
 }
 
-impl SessionAlgorithm {
-    fn jwt(self) -> Algorithm {
-        match self {
+impl From<SessionAlgorithm> for Algorithm {
+    fn from(algorithm: SessionAlgorithm) -> Self {
+        match algorithm {
             SessionAlgorithm::EdDSA => Algorithm::EdDSA,
             SessionAlgorithm::ES256 => Algorithm::ES256,
             SessionAlgorithm::HS256 => Algorithm::HS256,
@@ -145,6 +147,9 @@ impl SessionKey {
             SessionAlgorithm::ES256 => EncodingKey::from_ec_der(material),
             SessionAlgorithm::HS256 => EncodingKey::from_secret(material),
         };
+        // Refuse now, not at the first login, material the signer cannot use.
+        (jws::provider().signer_factory)(&Algorithm::from(algorithm).to_jwt(), &encoding)
+            .map_err(|e| AuthError::Crypto(format!("{algorithm:?} signing key: {e}")))?;
         Ok(SessionKey {
             algorithm,
             kid,
@@ -319,10 +324,12 @@ impl SessionIssuer {
             "iss": self.issuer, "sub": subject, "aud": self.audience, "groups": groups,
             "iat": now, "nbf": now, "exp": exp, "jti": hex::encode(jti),
         });
-        let mut header = Header::new(self.key.algorithm.jwt());
-        header.kid = Some(self.key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.key.encoding)
-            .map_err(|e| AuthError::Crypto(format!("signing a session token: {e}")))?;
+        let token = jws::sign(
+            self.key.algorithm.into(),
+            &self.key.kid,
+            &claims,
+            &self.key.encoding,
+        )?;
         Ok(SessionToken {
             token,
             expires_at: UNIX_EPOCH + Duration::from_secs(exp),
@@ -349,7 +356,7 @@ impl SessionIssuer {
             "session_jwt",
             KeySet::single(
                 Some(self.key.kid.clone()),
-                self.key.algorithm.jwt(),
+                self.key.algorithm.into(),
                 self.key.decoding.clone(),
             ),
             self.rules(),
@@ -368,7 +375,7 @@ pub fn session_rules(
     JwtRules {
         issuer: issuer.to_owned(),
         audiences,
-        algorithms: vec![algorithm.jwt()],
+        algorithms: vec![algorithm.into()],
         leeway: Duration::from_secs(5),
         subject_claim: "sub".into(),
         groups_claim: Some("groups".into()),

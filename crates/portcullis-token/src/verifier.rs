@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use portcullis_core::Principal;
 
 use crate::jwt::{self, JwtRules, KeySet};
-use crate::{AuthError, Authenticator, Credential};
+use crate::{Algorithm, AuthError, Authenticator, Credential};
 
 #[cfg(feature = "oidc")]
 pub use remote::{OidcOptions, ProviderMetadata, RemoteKeys};
@@ -46,7 +46,7 @@ struct Accepted {
     until: SystemTime,
     /// Shared, so a hit copies a pointer, not the id.
     kid: Option<Arc<str>>,
-    alg: jsonwebtoken::Algorithm,
+    alg: Algorithm,
 }
 
 /// Token SHA-256 → what its acceptance proved.
@@ -80,7 +80,7 @@ impl VerifiedCache {
         &self,
         key: &[u8; 32],
         now: SystemTime,
-    ) -> Option<(Principal, Option<Arc<str>>, jsonwebtoken::Algorithm)> {
+    ) -> Option<(Principal, Option<Arc<str>>, Algorithm)> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         match entries.get(key) {
             Some(accepted) if now < accepted.until => Some((
@@ -129,7 +129,7 @@ impl VerifiedCache {
 struct Signed {
     principal: Principal,
     kid: Option<String>,
-    alg: jsonwebtoken::Algorithm,
+    alg: Algorithm,
 }
 
 impl JwtVerifier {
@@ -285,7 +285,7 @@ impl JwtVerifier {
         not(feature = "oidc"),
         expect(unused_variables, reason = "only a provider's key set changes")
     )]
-    async fn still_published(&self, kid: Option<&str>, alg: jsonwebtoken::Algorithm) -> bool {
+    async fn still_published(&self, kid: Option<&str>, alg: Algorithm) -> bool {
         match &self.keys {
             KeySource::Static(_) => true,
             #[cfg(feature = "oidc")]
@@ -307,7 +307,7 @@ impl JwtVerifier {
     async fn verify_signed(&self, token: &str) -> Result<Signed, AuthError> {
         let header = jwt::parse_header(token)?;
         if !self.rules.algorithms.contains(&header.alg) {
-            return Err(AuthError::DisallowedAlgorithm(format!("{:?}", header.alg)));
+            return Err(AuthError::DisallowedAlgorithm(header.alg.to_string()));
         }
         let issuer = jwt::peek_issuer(token)?;
         if issuer.as_deref() != Some(self.rules.issuer.as_str()) {
@@ -352,12 +352,11 @@ mod remote {
     use std::time::Duration;
 
     use arc_swap::ArcSwap;
-    use jsonwebtoken::Algorithm;
     use serde_json::Value;
     use tokio::time::Instant;
 
     use crate::jwt::KeySet;
-    use crate::{AuthError, HttpClient, HttpOptions};
+    use crate::{Algorithm, AuthError, HttpClient, HttpOptions};
 
     /// How a remote key set is fetched and refreshed.
     #[derive(Debug, Clone)]

@@ -46,7 +46,7 @@ fn claims() -> Value {
 }
 
 fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
-    let mut header = Header::new(alg);
+    let mut header = Header::new(alg.as_str().parse().unwrap());
     header.kid = kid.map(str::to_owned);
     jsonwebtoken::encode(&header, claims, key).unwrap()
 }

@@ -132,7 +132,7 @@ impl Provider {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let mut header = Header::new(Algorithm::ES256);
+        let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(key.kid().to_owned());
         let claims = json!({"iss": self.issuer(), "aud": "gate", "sub": "alice", "exp": now + 300});
         jsonwebtoken::encode(
@@ -211,7 +211,7 @@ async fn rotation_refreshes_once_and_unknown_kids_are_rate_limited() {
 
     // A token from another issuer never causes a fetch.
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let mut header = Header::new(Algorithm::ES256);
+    let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some("zzz".into());
     let foreign = jsonwebtoken::encode(
         &header,

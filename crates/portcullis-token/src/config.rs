@@ -450,16 +450,11 @@ fn session(m: &SessionJwtMethod, r: &ChainResources) -> Result<Arc<dyn Authentic
         (None, Some(var), SessionAlgorithm::HS256) => {
             let secret = hex::decode(env_secret(var)?.trim())
                 .map_err(|_| AuthError::Config(format!("`{var}` is not hex")))?;
-            if secret.len() < 32 {
-                return Err(AuthError::Config(format!(
-                    "`{var}` holds fewer than 32 bytes"
-                )));
-            }
-            KeySet::single(
-                None,
-                Algorithm::HS256,
-                jsonwebtoken::DecodingKey::from_secret(&secret),
-            )
+            // No key id: the issuer's tokens name one derived from the secret.
+            KeySet::from_hmac_secret(&secret, None).map_err(|e| match e {
+                AuthError::Config(why) => AuthError::Config(format!("`{var}`: {why}")),
+                other => other,
+            })?
         }
         _ => {
             return Err(AuthError::Config(

@@ -355,7 +355,7 @@ impl SessionIssuer {
         JwtVerifier::with_keys(
             "session_jwt",
             KeySet::single(
-                Some(self.key.kid.clone()),
+                self.key.kid.clone(),
                 self.key.algorithm.into(),
                 self.key.decoding.clone(),
             ),

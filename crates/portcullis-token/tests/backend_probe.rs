@@ -67,6 +67,7 @@ debug = "line-tables-only"
         "EdDSA: issued and verified",
         "ES256: issued and verified",
         "HS256: issued and verified",
+        "KeySet::from_hmac_secret: verified",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }

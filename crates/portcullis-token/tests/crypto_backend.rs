@@ -78,7 +78,12 @@ async fn signing_and_verifying_never_use_the_process_level_provider() {
     );
     let jwks: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/rsa2048-test-only.jwks.json")).unwrap();
-    let verifier =
-        JwtVerifier::with_keys("oidc", KeySet::from_jwks(&jwks).unwrap(), rules).unwrap();
-    assert_eq!(verifier.verify(&token).await.unwrap().subject(), "bob");
+    let pem = include_str!("fixtures/rsa2048-test-only.pub.pem");
+    for keys in [
+        KeySet::from_jwks(&jwks).unwrap(),
+        KeySet::from_public_key_pem(pem, None).unwrap(),
+    ] {
+        let verifier = JwtVerifier::with_keys("oidc", keys, rules.clone()).unwrap();
+        assert_eq!(verifier.verify(&token).await.unwrap().subject(), "bob");
+    }
 }

@@ -66,6 +66,9 @@ pub use crate::edge::{
 /// [`GuardLayer::params`]).
 pub const MAX_PARAM: usize = 1024;
 
+/// The largest body a guard reads for [`GuardLayer::body_params`], in bytes.
+pub const MAX_GUARDED_BODY: usize = 64 * 1024;
+
 /// The header a client may send to choose the correlation id (echoed in the response).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The header (or `approval_id` query parameter) presenting an approval.
@@ -225,6 +228,7 @@ where
             action,
             resource: Arc::new(resource),
             params: Vec::new(),
+            body_fields: Vec::new(),
             headers: Vec::new(),
             client_address: false,
             time: false,
@@ -238,6 +242,7 @@ struct GuardShared {
     action: Action,
     resource: Arc<ResourceFn>,
     params: Vec<String>,
+    body_fields: Vec<String>,
     headers: Vec<header::HeaderName>,
     client_address: bool,
     time: bool,
@@ -271,6 +276,26 @@ impl GuardLayer {
         shared.params.extend(names.into_iter().map(Into::into));
         shared.params.sort();
         shared.params.dedup();
+        self
+    }
+
+    /// Declares fields of a JSON object body that define the action, as
+    /// [`params`](Self::params) does for the query: each one present (a string, number or
+    /// boolean, at most [`MAX_PARAM`] bytes) is recorded in the intent — before the handler
+    /// runs — bound into approvals and put in the context. A query parameter of the same
+    /// name wins. The body (at most [`MAX_GUARDED_BODY`] bytes, or a 413) is read here and
+    /// handed on unchanged; a body that is not a JSON object adds nothing (the handler
+    /// refuses it).
+    #[must_use]
+    pub fn body_params<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        let shared = Arc::make_mut(&mut self.shared);
+        shared.body_fields.extend(names.into_iter().map(Into::into));
+        shared.body_fields.sort();
+        shared.body_fields.dedup();
         self
     }
 
@@ -480,13 +505,28 @@ where
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let shared = self.shared.clone();
         Box::pin(async move {
-            let (mut parts, body) = request.into_parts();
+            let (mut parts, mut body) = request.into_parts();
             let correlation = CorrelationId::of(&parts);
             let refuse = |err: GateError| Ok(with_request_id(err.into_response(), &correlation));
             let principal = match principal_of(&shared.gate, &parts).await {
                 Ok(p) => p,
                 Err(err) => return refuse(err),
             };
+            let mut fields = serde_json::Map::new();
+            if !shared.body_fields.is_empty() {
+                let Ok(bytes) = axum::body::to_bytes(body, MAX_GUARDED_BODY).await else {
+                    let message = format!("the body is over {MAX_GUARDED_BODY} bytes");
+                    let response =
+                        json_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message);
+                    return Ok(with_request_id(response, &correlation));
+                };
+                if let Ok(serde_json::Value::Object(object)) =
+                    serde_json::from_slice::<serde_json::Value>(&bytes)
+                {
+                    fields = object;
+                }
+                body = Body::from(bytes);
+            }
             let params = RouteParams::of(&mut parts).await;
             let (resource, params) =
                 match params.and_then(|p| (shared.resource)(&p).map(|r| (r, p))) {
@@ -521,6 +561,26 @@ where
                     return Ok(with_request_id(response, &correlation));
                 }
                 gated.params.insert(name.clone(), value.into());
+            }
+            for name in &shared.body_fields {
+                if gated.params.contains_key(name) {
+                    continue;
+                }
+                let value = match fields.remove(name) {
+                    None | Some(serde_json::Value::Null) => continue,
+                    Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v,
+                    Some(serde_json::Value::String(text)) if text.len() <= MAX_PARAM => {
+                        serde_json::Value::String(text)
+                    }
+                    Some(_) => {
+                        let message = format!(
+                            "the field `{name}` must be a string of at most {MAX_PARAM} bytes, a number or a boolean"
+                        );
+                        let response = json_error(StatusCode::BAD_REQUEST, "bad_request", message);
+                        return Ok(with_request_id(response, &correlation));
+                    }
+                };
+                gated.params.insert(name.clone(), value);
             }
             if let Err(message) = declared_context(&shared, &parts, &mut gated) {
                 let response = json_error(StatusCode::BAD_REQUEST, "bad_request", message);

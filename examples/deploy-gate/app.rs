@@ -43,6 +43,8 @@ use crate::deploys::{Deploy, DeployState, Deploys, NewDeploy};
 
 /// Creating a personal token for oneself.
 pub(crate) const CREATE_PERSONAL_TOKEN: Action = Action::from_static("create_personal_token");
+/// Revoking one of one's own personal tokens.
+pub(crate) const REVOKE_PERSONAL_TOKEN: Action = Action::from_static("revoke_personal_token");
 /// Enrolling (or confirming) one's own TOTP secret.
 pub(crate) const ENROLL_TOTP: Action = Action::from_static("enroll_totp");
 /// The sign-ins that count as a person at the keyboard: a long-lived personal token confirms
@@ -531,7 +533,9 @@ fn scope_veto(acl: &Arc<Acl>) -> impl Authorizer + 'static {
 /// People may create personal tokens and enroll TOTP for themselves.
 fn self_service() -> impl Authorizer + 'static {
     from_fn("self-service", |r: &AccessRequest<'_>| {
-        if (r.action == &CREATE_PERSONAL_TOKEN || r.action == &ENROLL_TOTP)
+        if (r.action == &CREATE_PERSONAL_TOKEN
+            || r.action == &REVOKE_PERSONAL_TOKEN
+            || r.action == &ENROLL_TOTP)
             && r.resource.kind() == &USER
             && r.resource.id() == r.principal.subject()
             && r.principal.kind() == PrincipalKind::User
@@ -869,7 +873,10 @@ fn router(state: Arc<AppState>) -> Router {
     let gate = state.gate.clone();
     let env_of =
         |p: &portcullis::http::RouteParams| env_resource(p.path("env")?).map_err(|e| e.to_string());
-    let manage = |action: Action| guard(gate.clone(), action, env_of);
+    // A role change's intent says who gets which role, before anything changes.
+    let manage = |action: Action| {
+        guard(gate.clone(), action, env_of).body_params(["name", "role", "ttl_days"])
+    };
     let roles = |kind: SubjectKind, action: Action| {
         let listing = get(
             move |s: Shared, who: Extension<Principal>, seen: Seen, p: UrlPath<String>| {
@@ -918,7 +925,14 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/deploys/{id}", get(get_deploy))
         .route("/v1/approvals/{id}", get(get_approval))
         .route("/v1/approvals/{id}/{decision}", post(vote))
-        .route("/v1/users/me/tokens", post(create_personal_token))
+        .route(
+            "/v1/users/me/tokens",
+            post(create_personal_token).get(list_personal_tokens),
+        )
+        .route(
+            "/v1/users/me/tokens/{id}",
+            axum::routing::delete(revoke_personal_token),
+        )
         .route("/v1/users/me/totp", post(begin_totp).get(totp_state))
         .route("/v1/users/me/totp/confirm", post(confirm_totp))
         .route("/v1/audit", get(query_audit).route_layer(audit_guard))
@@ -1676,6 +1690,85 @@ async fn totp_state(
     Ok(Json(json!({ "state": text })))
 }
 
+/// The caller's own personal tokens (never their secrets), active ones unless
+/// `?all=true`.
+async fn list_personal_tokens(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    Query(query): Query<MineQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
+    if who.kind() != PrincipalKind::User {
+        return Err(GateError::Forbidden("only people have personal tokens".into()).into());
+    }
+    let mine = state.tokens.list(&TokenFilter {
+        kind: Some(TokenKind::Personal),
+        owner: Some(who.subject().to_owned()),
+        include_inactive: query.all,
+        ..TokenFilter::default()
+    });
+    Ok(Json(
+        mine.iter()
+            .map(|t| {
+                json!({
+                    "id": t.id.as_str(),
+                    "name": t.name,
+                    "created_at": unix(t.created_at),
+                    "expires_at": unix(t.expires_at),
+                    "last_used_at": t.last_used_at.map(unix),
+                    "revoked_at": t.revoked_at.map(unix),
+                })
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MineQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// Revokes one of the caller's own personal tokens (audited). Someone else's id is a 404,
+/// as an unknown one is.
+async fn revoke_personal_token(
+    State(state): Shared,
+    Extension(who): Extension<Principal>,
+    Extension(correlation): Extension<CorrelationId>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<StatusCode> {
+    let resource =
+        Resource::new(USER, who.subject()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mine = state
+        .tokens
+        .list(&TokenFilter {
+            kind: Some(TokenKind::Personal),
+            owner: Some(who.subject().to_owned()),
+            ..TokenFilter::default()
+        })
+        .into_iter()
+        .find(|t| t.id.as_str() == id)
+        .ok_or_else(|| ApiError::not_found(format!("you have no active personal token `{id}`")))?;
+    let request = GateRequest::new(REVOKE_PERSONAL_TOKEN, resource)
+        .param("token_id", id.clone())
+        .http("DELETE", format!("/v1/users/me/tokens/{id}"))
+        .correlation_id(correlation.0);
+    let tokens = state.tokens.clone();
+    state
+        .gate
+        .run(
+            &who,
+            &request,
+            |_| async move { tokens.revoke(&mine.id).await },
+        )
+        .await
+        .map_err(|e| match e {
+            RunError::Refused(err) => ApiError::Gate(err),
+            RunError::Action(err) => err.into(),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
@@ -1798,7 +1891,7 @@ async fn grant_role(
         .issue(IssueRequest {
             kind: TokenKind::Script,
             name: name.clone(),
-            owner: who.subject().to_owned(),
+            owner: person_behind(&who),
             scope: Some(TokenScope {
                 resource: resource.clone(),
                 role: body.role.clone(),
@@ -1871,6 +1964,16 @@ async fn revoke_role(
         }
     }
     Ok(said(StatusCode::NO_CONTENT.into_response(), detail))
+}
+
+/// The person a principal acts for: itself, or for a script token the person who owns it.
+/// A token made by a token belongs to that token's owner, so however long a chain of tokens
+/// grows, its owner is a person, and four-eyes sees through it.
+fn person_behind(who: &Principal) -> String {
+    match (who.kind(), who.claim("owner").and_then(Value::as_str)) {
+        (PrincipalKind::ScriptToken, Some(owner)) => owner.to_owned(),
+        _ => who.subject().to_owned(),
+    }
 }
 
 /// `response`, carrying what was done for the outcome record.

@@ -51,6 +51,8 @@ ENDPOINTS (send `Authorization: token <t>` or `Authorization: Bearer <t>`)
   GET|PUT|DELETE /v1/envs/{env}/user_roles/{name}
   ... the same for group_roles, and token_roles (POST returns a new script token once)
   POST /v1/users/me/tokens                    {name, ttl_days} -> a personal token, shown once
+  GET  /v1/users/me/tokens[?all=true]         your personal tokens (never their secrets)
+  DELETE /v1/users/me/tokens/{id}             revokes one of them
   POST /v1/users/me/totp                      start TOTP enrollment -> otpauth:// URI, shown once
   POST /v1/users/me/totp/confirm              {code} -> confirms it with a first valid code
   GET  /v1/audit?resource=env:NAME&actor=..&action=..&correlation_id=..&after=..&limit=..

@@ -597,6 +597,12 @@ async fn role_changes_say_what_changed_and_scopes_hold_for_listing() {
     let records = records_of(&s, "env:zeta", "req-grant-bob").await;
     let intent = &records[0]["event"];
     assert_eq!(intent["request"]["target"], "/v1/envs/zeta/user_roles");
+    // The intent, written before the change, already says who gets which role.
+    assert_eq!(intent["request"]["parameters"]["name"], "bob", "{intent}");
+    assert_eq!(
+        intent["request"]["parameters"]["role"], "OPERATOR",
+        "{intent}"
+    );
     let outcome = records
         .iter()
         .find(|r| r["event"]["kind"] == "outcome")
@@ -648,4 +654,76 @@ async fn ambiguous_or_mismatched_requests_are_400s() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(headers["allow"], "POST");
     assert!(!body["message"].as_str().unwrap().ends_with(": "), "{body}");
+}
+
+#[tokio::test]
+async fn a_chain_of_tokens_still_belongs_to_the_person_who_started_it() {
+    let s = Server::start(&full_config(600, SQLITE_AUDIT)).await;
+    // admin makes an ADMIN token; that token makes an OPERATOR token.
+    let first = s.grant("token_roles", "checkout", "adm-a", "ADMIN").await;
+    let first = format!("token {}", first["token"].as_str().unwrap());
+    let (status, second) = s
+        .post(
+            "/v1/envs/checkout/token_roles",
+            &first,
+            Some(json!({ "name": "adm-b", "role": "OPERATOR" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let second = format!("token {}", second["token"].as_str().unwrap());
+    // The second token names admin — the person behind both — as its approver: refused.
+    let (status, body) = s.deploy(&second, "prod", "&approver=admin").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("own request"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn people_list_and_revoke_their_own_personal_tokens() {
+    let (s, bob, carol, _dave) = production_setup().await;
+    let (_, issued) = s
+        .post(
+            "/v1/users/me/tokens",
+            &bob,
+            Some(json!({ "name": "laptop" })),
+        )
+        .await;
+    let secret = issued["token"].as_str().unwrap().to_owned();
+    let id = issued["id"].as_str().unwrap().to_owned();
+    let bobs_token = format!("token {secret}");
+    let (status, list) = s.get("/v1/users/me/tokens", &bob).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list[0]["id"], id.as_str());
+    assert!(!list.to_string().contains(&secret), "never the secret");
+    // carol cannot revoke bob's token: it is not hers.
+    let (status, _, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/users/me/tokens/{id}"),
+            Some(&carol),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.get("/v1/envs/checkout/prod/deploys", &bobs_token).await.0,
+        StatusCode::OK
+    );
+    let (status, _, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/users/me/tokens/{id}"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        s.get("/v1/envs/checkout/prod/deploys", &bobs_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, all) = s.get("/v1/users/me/tokens?all=true", &bob).await;
+    assert!(all[0]["revoked_at"].is_u64(), "{all}");
 }

@@ -265,6 +265,7 @@ impl Approvals {
             required: rule.required,
             deny_rejects: rule.deny_rejects,
             approver_action: rule.approver_action.clone(),
+            approver_group: rule.approver_group.clone(),
             created_at: now,
             expires_at: now + rule.timeout,
         };
@@ -350,6 +351,14 @@ impl Approvals {
         if !listed {
             return Err(ApprovalError::NotEligible(format!(
                 "{} is not among the request's approvers",
+                approver.subject()
+            )));
+        }
+        if let Some(group) = &request.approver_group
+            && !approver.in_group(group)
+        {
+            return Err(ApprovalError::NotEligible(format!(
+                "approvers must be in group `{group}`; {} is not",
                 approver.subject()
             )));
         }

@@ -64,6 +64,10 @@ pub struct ApprovalRequest {
     pub deny_rejects: bool,
     /// The action an approver must be allowed on the resource (checked by the `Authorizer`).
     pub approver_action: Action,
+    /// The group every approver must be in, when the rule names one — also when the
+    /// requester names approvers: a named person outside the group cannot approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver_group: Option<String>,
     /// When it was made.
     #[serde(with = "secs")]
     pub created_at: SystemTime,

@@ -633,3 +633,35 @@ async fn a_tokens_owner_cannot_approve_what_the_token_asked_for() {
         .unwrap();
     assert_eq!(record.state, RequestState::Approved);
 }
+
+/// The outside finding: `approver_group` on a rule did nothing once the requester named
+/// approvers; anyone named (and allowed the approver action) could approve.
+#[tokio::test]
+async fn a_rules_approver_group_binds_named_approvers_too() {
+    let mut rule = ApprovalRule::new(
+        Action::DEPLOY,
+        "env_stage".parse().unwrap(),
+        approve_action(),
+    );
+    rule.approver_group = Some("release-managers".into());
+    let everyone = Arc::new(from_fn("everyone", |_| Decision::allow("open")));
+    let a = Approvals::new(Arc::new(MemoryApprovalStore::new()), everyone, &[7u8; 32])
+        .unwrap()
+        .rule(rule)
+        .unwrap()
+        .factor(Arc::new(InAppFactor::new([AuthMethod::OIDC])));
+    let alice = user("alice", &[]);
+    let (dave, carol) = (user("dave", &["ops"]), user("carol", &["release-managers"]));
+    let named = Some(Approvers::Named(vec!["dave".into(), "carol".into()]));
+    let id = ask(&a, &alice, named).await.unwrap();
+    assert!(matches!(
+        a.vote(&id, &dave, VoteDecision::Approve, "in_app", None)
+            .await,
+        Err(ApprovalError::NotEligible(_))
+    ));
+    let record = a
+        .vote(&id, &carol, VoteDecision::Approve, "in_app", None)
+        .await
+        .unwrap();
+    assert_eq!(record.state, RequestState::Approved);
+}

@@ -40,6 +40,7 @@ fn record(id: &str, created: u64) -> ApprovalRecord {
             required: 2,
             deny_rejects: true,
             approver_action: "approve".parse().unwrap(),
+            approver_group: None,
             created_at: UNIX_EPOCH + Duration::from_secs(created),
             expires_at: UNIX_EPOCH + Duration::from_secs(created + 3600),
         },

@@ -31,6 +31,13 @@ pub struct ChainHead {
     pub hash: Hash,
 }
 
+impl Default for ChainHead {
+    /// [`ChainHead::EMPTY`].
+    fn default() -> Self {
+        ChainHead::EMPTY
+    }
+}
+
 impl ChainHead {
     /// The head of an empty log.
     pub const EMPTY: ChainHead = ChainHead {
@@ -63,9 +70,9 @@ pub struct AuditRecord {
     pub event: AuditEvent,
 }
 
-/// A sealed record, ready to store.
+/// One sealed record, ready to store.
 #[derive(Debug, Clone)]
-pub(crate) struct Sealed {
+pub(crate) struct SealedLine {
     pub(crate) receipt: Receipt,
     pub(crate) head: ChainHead,
     /// The JSON line (no trailing newline).
@@ -87,7 +94,7 @@ fn sha256(bytes: &[u8]) -> Hash {
 /// event's JSON value with sorted keys (what `serde_json` writes for a `Value`), so that the
 /// canonical bytes built around it here are exactly what the verifier rebuilds from the
 /// parsed line. The event is serialized once, by the caller; this only concatenates.
-pub(crate) fn seal(head: &ChainHead, id: String, event_json: &str) -> Sealed {
+pub(crate) fn seal(head: &ChainHead, id: String, event_json: &str) -> SealedLine {
     let seq = head.seq + 1;
     let prev = hex_of(&head.hash);
     let seq_text = seq.to_string();
@@ -111,7 +118,7 @@ pub(crate) fn seal(head: &ChainHead, id: String, event_json: &str) -> Sealed {
     line.push_str(&hash_hex);
     line.push('"');
     tail.iter().for_each(|piece| line.push_str(piece));
-    Sealed {
+    SealedLine {
         receipt: Receipt {
             id,
             seq,

@@ -639,10 +639,9 @@ mod tests {
                 check_event_strings(&event).map_err(|e| e.to_string()),
                 check_strings(&value, &mut String::new()).map_err(|e| e.to_string())
             );
-            #[cfg(any(feature = "sqlite", feature = "postgres"))]
             prop_assert_eq!(
-                crate::sink::sql::Columns::of_event(&event),
-                crate::sink::sql::Columns::of(&value)
+                crate::RecordIndex::of_event(&event),
+                crate::RecordIndex::of_value(&value)
             );
         }
     }

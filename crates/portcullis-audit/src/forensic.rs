@@ -42,7 +42,7 @@ pub async fn verify_database(
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 async fn verify_backend(
-    backend: &dyn crate::log::Backend,
+    backend: &dyn crate::AuditStorage,
     checkpoints: &[Checkpoint],
     trusted_key: &[u8],
 ) -> Result<Result<VerifyReport, Violation>, AuditError> {

@@ -11,6 +11,7 @@ mod log;
 mod query;
 mod redact;
 mod sink;
+mod storage;
 mod verify;
 
 pub use chain::{AuditRecord, ChainHead, Decoded, GENESIS, Hash, RECORD_VERSION, Receipt, decode};
@@ -29,4 +30,8 @@ pub use query::{
 pub use redact::{HMAC_PREFIX, Redactor};
 pub use sink::jsonl::{JsonlOptions, verify_jsonl_dir};
 pub use sink::{AuditSink, FanOut, FanOutPolicy, TracingMirror};
+pub use storage::{
+    Appended, AuditStorage, Batch, MemoryStorage, PreparedEvent, RecordIndex, Sealed, SealedRecord,
+    Visit,
+};
 pub use verify::{Verifier, VerifyReport, Violation, verify_lines};

@@ -11,19 +11,17 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::{ChainHead, Decoded, decode};
-
-/// How many stored lines a scan reads at a time.
-const SCAN_PAGE: usize = 1000;
+use crate::chain::ChainHead;
 use crate::event::{canonical_json, check_event_strings, check_strings};
 use crate::redact::lookup;
+use crate::storage::PreparedEvent;
 use crate::verify::{Verifier, VerifyReport, Violation};
 use crate::{
-    AuditError, AuditEvent, AuditPage, AuditQuery, AuditRecord, AuditSink, Checkpoint,
-    CheckpointSigner, Receipt, Redactor, WithOutcome,
+    AuditError, AuditEvent, AuditPage, AuditQuery, AuditRecord, AuditSink, AuditStorage, Batch,
+    Checkpoint, CheckpointSigner, Receipt, RecordIndex, Redactor, WithOutcome,
 };
 
-/// Options common to every backend.
+/// Options common to every storage.
 #[derive(Debug)]
 pub struct AuditOptions {
     /// Events larger than this (as JSON) are refused. Default 64 KiB.
@@ -65,166 +63,6 @@ impl Default for AuditOptions {
     }
 }
 
-/// What the SQL backends index (nothing without them).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) use crate::sink::sql::Columns;
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-#[derive(Debug)]
-pub(crate) struct Columns;
-
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-impl Columns {
-    fn of(_: &Value) -> Self {
-        Columns
-    }
-
-    fn of_event(_: &AuditEvent) -> Self {
-        Columns
-    }
-}
-
-/// An event checked, redacted and serialized once.
-#[derive(Debug)]
-pub(crate) struct Prepared {
-    /// The caller's event id, for the receipt.
-    pub(crate) id: String,
-    /// The indexed columns, from the redacted event, so a redacted value never reaches
-    /// storage in clear.
-    #[cfg_attr(
-        not(any(feature = "sqlite", feature = "postgres")),
-        expect(dead_code, reason = "only the SQL backends index columns")
-    )]
-    pub(crate) columns: Columns,
-    /// The redacted event as canonical JSON (compact, sorted keys): what is sealed and stored.
-    pub(crate) json: String,
-}
-
-/// What a read calls on each decoded record, in order; it returns false to stop the read.
-pub(crate) type Visit<'a> = dyn FnMut(Decoded) -> Result<bool, AuditError> + Send + 'a;
-
-/// Where sealed records go. All-or-nothing per batch; durable on return.
-#[async_trait]
-pub(crate) trait Backend: Send + Sync + fmt::Debug + 'static {
-    /// Seals `batch` after the stored head and writes it durably.
-    async fn append(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError>;
-    /// The stored head.
-    async fn head(&self) -> Result<ChainHead, AuditError>;
-    /// Up to `limit` stored lines with sequence numbers above `after_seq`, in order.
-    async fn scan(&self, after_seq: u64, limit: usize) -> Result<Vec<String>, AuditError>;
-    /// Feeds every stored line, in storage order, to `verifier`: from the start for an
-    /// `after_seq` of 0, else from the record after `after_seq` (for a `verifier` that is
-    /// [resuming](Verifier::resuming)).
-    async fn verify(
-        &self,
-        after_seq: u64,
-        verifier: Verifier,
-    ) -> Result<Result<Verifier, Violation>, AuditError>;
-
-    /// Calls `visit` on every record after `after_seq`, in order, until it returns false.
-    async fn for_each_decoded(
-        &self,
-        after_seq: u64,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), AuditError> {
-        let mut after = after_seq;
-        loop {
-            let lines = self.scan(after, SCAN_PAGE).await?;
-            if lines.is_empty() {
-                return Ok(());
-            }
-            for line in &lines {
-                let decoded = decode(line.as_bytes())?;
-                after = decoded.seq;
-                if !visit(decoded)? {
-                    return Ok(());
-                }
-            }
-        }
-    }
-
-    /// As [`for_each_decoded`](Self::for_each_decoded), where only records whose stored
-    /// line contains one of `needles` can matter to `visit`: a backend may skip the others
-    /// without decoding them (the default visits every record; `visit` must still check).
-    async fn for_each_decoded_containing(
-        &self,
-        after_seq: u64,
-        needles: &[Vec<u8>],
-        visit: &mut Visit<'_>,
-    ) -> Result<(), AuditError> {
-        let _ = needles;
-        self.for_each_decoded(after_seq, visit).await
-    }
-
-    /// Records matching `query` (default: scan and filter).
-    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, AuditError> {
-        let wanted = usize::try_from(query.limit).unwrap_or(usize::MAX) + 1;
-        let mut found = Vec::new();
-        self.for_each_decoded(query.after_seq.unwrap_or(0), &mut |decoded| {
-            let record = decoded.into_record()?;
-            if query.matches(&record) {
-                found.push(record);
-            }
-            Ok(found.len() < wanted)
-        })
-        .await?;
-        Ok(AuditPage::from_fetched(found, query.limit))
-    }
-
-    /// The event with `id`, and its first outcome (default: a scan of the records whose
-    /// line holds the id as the log writes it, a JSON string, until both are found).
-    async fn get(&self, id: &str) -> Result<Option<WithOutcome>, AuditError> {
-        let needles = [as_written(id)?];
-        let mut event = None;
-        let mut outcome = None;
-        self.for_each_decoded_containing(0, &needles, &mut |decoded| {
-            let record = decoded.into_record()?;
-            if record.event.id == id {
-                event.get_or_insert(record);
-            } else if record.event.outcome_of.as_deref() == Some(id) {
-                outcome.get_or_insert(record);
-            }
-            // An outcome is written after its intent: once both are found, nothing is left.
-            Ok(event.is_none() || outcome.is_none())
-        })
-        .await?;
-        Ok(event.map(|event| WithOutcome { event, outcome }))
-    }
-
-    /// The first outcome recorded for each of `ids`, all of them recorded after `after_seq`
-    /// (default: one scan from there).
-    async fn outcomes_of(
-        &self,
-        ids: &[&str],
-        after_seq: u64,
-    ) -> Result<Vec<AuditRecord>, AuditError> {
-        let wanted: std::collections::HashSet<&str> = ids.iter().copied().collect();
-        let mut seen = std::collections::HashSet::new();
-        let mut found = Vec::new();
-        // An outcome's line holds the intent's id (as its `outcome_of`).
-        let needles = ids
-            .iter()
-            .map(|id| as_written(id))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.for_each_decoded_containing(after_seq, &needles, &mut |decoded| {
-            let record = decoded.into_record()?;
-            if let Some(of) = record.event.outcome_of.as_deref()
-                && wanted.contains(of)
-                && seen.insert(of.to_owned())
-            {
-                found.push(record);
-            }
-            Ok(seen.len() < wanted.len())
-        })
-        .await?;
-        Ok(found)
-    }
-}
-
-/// `text` as a stored line holds it: a JSON string, quotes and escapes included.
-fn as_written(text: &str) -> Result<Vec<u8>, AuditError> {
-    serde_json::to_vec(text).map_err(|e| AuditError::Invalid(format!("event id: {e}")))
-}
-
 /// What the writer task is asked to do, in queue order.
 #[allow(
     clippy::large_enum_variant,
@@ -233,7 +71,7 @@ fn as_written(text: &str) -> Result<Vec<u8>, AuditError> {
 enum Job {
     /// Write an event.
     Write {
-        prepared: Prepared,
+        prepared: PreparedEvent,
         /// Who waits for the receipt; `None` for a [submitted](AuditSink::submit) event,
         /// whose failure the writer logs instead.
         respond: Option<oneshot::Sender<Result<Receipt, AuditError>>>,
@@ -250,7 +88,8 @@ impl Job {
     }
 }
 
-/// A durable, tamper-evident audit log over one backend: JSONL files, SQLite or PostgreSQL.
+/// A durable, tamper-evident audit log over one [storage](AuditStorage): JSONL files,
+/// SQLite, PostgreSQL, or one of your own ([`with_storage`](AuditLog::with_storage)).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -273,15 +112,19 @@ pub struct AuditLog {
     jobs: mpsc::Sender<Job>,
     /// Submitted events queued or being written: reads flush first while there are any.
     submitted: Arc<AtomicUsize>,
-    backend: Arc<dyn Backend>,
+    storage: Arc<dyn AuditStorage>,
     max_event_bytes: usize,
     redactor: Option<Arc<Redactor>>,
+    /// Whether prepared events carry their index ([`AuditStorage::wants_index`]).
+    index: bool,
+    /// [`AuditStorage::is_durable`], asked once.
+    durable: bool,
 }
 
 impl fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditLog")
-            .field("backend", &self.backend)
+            .field("storage", &self.storage)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("redactor", &self.redactor)
             .finish_non_exhaustive()
@@ -317,13 +160,13 @@ impl AuditLog {
         jsonl: crate::JsonlOptions,
         options: AuditOptions,
     ) -> Result<Self, AuditError> {
-        let backend = crate::sink::jsonl::JsonlBackend::open(
+        let storage = crate::sink::jsonl::JsonlBackend::open(
             dir.as_ref().to_path_buf(),
             jsonl,
             options.verify_on_open,
         )
         .await?;
-        Ok(AuditLog::start(Arc::new(backend), options))
+        Ok(AuditLog::start(Arc::new(storage), options))
     }
 
     /// A log in SQLite at `url` (`sqlite://audit.db`; WAL journal, full sync). Opening
@@ -336,8 +179,8 @@ impl AuditLog {
     /// [`AuditError::HeadNotVerified`] if its newest records do not verify.
     #[cfg(feature = "sqlite")]
     pub async fn sqlite(url: &str, options: AuditOptions) -> Result<Self, AuditError> {
-        let backend = crate::sink::sql::SqliteBackend::connect(url, options.verify_on_open).await?;
-        Ok(AuditLog::start(Arc::new(backend), options))
+        let storage = crate::sink::sql::SqliteBackend::connect(url, options.verify_on_open).await?;
+        Ok(AuditLog::start(Arc::new(storage), options))
     }
 
     /// A log in PostgreSQL at `url`. Any number of instances may share it and the chain
@@ -353,19 +196,19 @@ impl AuditLog {
     /// [`AuditError::HeadNotVerified`] if its newest records do not verify.
     #[cfg(feature = "postgres")]
     pub async fn postgres(url: &str, options: AuditOptions) -> Result<Self, AuditError> {
-        let backend =
+        let storage =
             crate::sink::sql::PostgresBackend::connect(url, options.verify_on_open).await?;
-        Ok(AuditLog::start(Arc::new(backend), options))
+        Ok(AuditLog::start(Arc::new(storage), options))
     }
 
     /// The log a URL names: `sqlite://FILE`, `jsonl://DIR` or `postgres://…` (with the
     /// `sqlite` and `postgres` features); a relative `FILE` or `DIR` is taken from `base`.
-    /// A service's configuration can then choose its audit backend with one setting.
+    /// A service's configuration can then choose its audit storage with one setting.
     ///
     /// # Errors
     ///
-    /// [`AuditError::Invalid`] for any other URL (or a backend not compiled in); as the
-    /// backend's own constructor otherwise.
+    /// [`AuditError::Invalid`] for any other URL (or a storage not compiled in); as the
+    /// storage's own constructor otherwise.
     pub async fn open(url: &str, base: &Path, options: AuditOptions) -> Result<Self, AuditError> {
         if let Some(folder) = url.strip_prefix("jsonl://") {
             return AuditLog::jsonl_with(
@@ -397,11 +240,36 @@ impl AuditLog {
         )))
     }
 
-    fn start(backend: Arc<dyn Backend>, options: AuditOptions) -> Self {
+    /// A log over `storage`, one of your own (see [`AuditStorage`]): it gets what the
+    /// built-in logs have, the hash chain (each record sealed, receipts with its hash),
+    /// group commit, the checks and redaction of [`AuditOptions`], checkpoints and
+    /// verification. It is [durable](AuditSink::is_durable) if the storage says it is.
+    ///
+    /// Opening checks the newest records first ([`AuditStorage::verify_tail`], the last
+    /// [`AuditOptions::verify_on_open`] of them), and a log whose head does not verify is
+    /// refused: nothing is appended to it. Must run inside a Tokio runtime (it starts the
+    /// log's writer task).
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::HeadNotVerified`] if the newest records do not verify; a read failure.
+    pub async fn with_storage(
+        storage: impl AuditStorage,
+        options: AuditOptions,
+    ) -> Result<Self, AuditError> {
+        storage
+            .verify_tail(options.verify_on_open)
+            .await?
+            .map_err(AuditError::HeadNotVerified)?;
+        Ok(AuditLog::start(Arc::new(storage), options))
+    }
+
+    /// A log over `storage`, whose newest records its opening has checked already.
+    fn start(storage: Arc<dyn AuditStorage>, options: AuditOptions) -> Self {
         let (jobs, receiver) = mpsc::channel(options.max_batch.max(1) * 4);
         let submitted = Arc::new(AtomicUsize::new(0));
         let writer = tokio::spawn(writer(
-            backend.clone(),
+            storage.clone(),
             receiver,
             options.max_batch.max(1),
             options.outcome_linger,
@@ -411,7 +279,9 @@ impl AuditLog {
             writer,
             jobs,
             submitted,
-            backend,
+            index: storage.wants_index(),
+            durable: storage.is_durable(),
+            storage,
             max_event_bytes: options.max_event_bytes,
             redactor: options.redactor.map(Arc::new),
         }
@@ -427,11 +297,11 @@ impl AuditLog {
         let AuditLog {
             writer,
             jobs,
-            backend,
+            storage,
             ..
         } = self;
         drop(jobs);
-        drop(backend);
+        drop(storage);
         writer.await.map_err(|_| AuditError::Closed)
     }
 
@@ -465,7 +335,7 @@ impl AuditLog {
 
     /// Records matching `query`, in sequence order.
     ///
-    /// The SQL backends use their indexes. A JSONL log reads from the file that holds the
+    /// The SQL storages use their indexes. A JSONL log reads from the file that holds the
     /// record after the cursor, in one pass, and filters as it reads: a page near the end
     /// is cheap, a filter that matches nothing reads to the end.
     ///
@@ -475,7 +345,7 @@ impl AuditLog {
     pub async fn query(&self, query: &AuditQuery) -> Result<AuditPage, AuditError> {
         query.validate()?;
         self.settle().await?;
-        self.backend.query(query).await
+        self.storage.query(query).await
     }
 
     /// The event with `id`, and its outcome if it has one (for an access broker's retry).
@@ -488,7 +358,7 @@ impl AuditLog {
     /// A read failure.
     pub async fn get(&self, id: &str) -> Result<Option<WithOutcome>, AuditError> {
         self.settle().await?;
-        self.backend.get(id).await
+        self.storage.get(id).await
     }
 
     /// The outcome of each intent among `records` (a page from [`query`](Self::query), say),
@@ -513,7 +383,7 @@ impl AuditLog {
         let ids: Vec<&str> = intents.iter().map(|r| r.event.id.as_str()).collect();
         self.settle().await?;
         // An outcome is always written after its intent.
-        let outcomes = self.backend.outcomes_of(&ids, first).await?;
+        let outcomes = self.storage.outcomes_of(&ids, first).await?;
         Ok(outcomes
             .into_iter()
             .filter_map(|o| Some((o.event.outcome_of.clone()?, o)))
@@ -529,7 +399,7 @@ impl AuditLog {
     /// A read failure; [`AuditError::HeadNotVerified`] if the newest record does not verify.
     pub async fn head(&self) -> Result<ChainHead, AuditError> {
         self.settle().await?;
-        self.backend.head().await
+        self.storage.head().await
     }
 
     /// Signs the current head ([`head`](Self::head)); export the checkpoint somewhere this
@@ -556,7 +426,7 @@ impl AuditLog {
     ) -> Result<Result<VerifyReport, Violation>, AuditError> {
         self.settle().await?;
         let verifier = Verifier::with_checkpoints(checkpoints);
-        Ok(match self.backend.verify(0, verifier).await? {
+        Ok(match self.storage.verify(0, verifier).await? {
             Ok(verifier) => verifier.finish(checkpoints, trusted_key),
             Err(violation) => Err(violation),
         })
@@ -592,7 +462,7 @@ impl AuditLog {
             return self.verify(checkpoints, trusted_key).await;
         };
         let verifier = Verifier::resuming(before, checkpoints);
-        let verifier = match self.backend.verify(before, verifier).await? {
+        let verifier = match self.storage.verify(before, verifier).await? {
             Ok(verifier) => verifier,
             Err(violation) => return Ok(Err(violation)),
         };
@@ -600,7 +470,7 @@ impl AuditLog {
             // Nothing at or after the checkpoint: the log ends before it.
             return Ok(Err(Violation::Truncated {
                 checkpoint_seq: checkpoint.seq,
-                last_seq: self.backend.head().await?.seq,
+                last_seq: self.storage.head().await?.seq,
             }));
         }
         Ok(verifier.finish(checkpoints, trusted_key))
@@ -618,7 +488,7 @@ impl AuditLog {
             .ok_or_else(|| AuditError::Invalid("this log has no redactor (HMAC key)".into()))?;
         self.settle().await?;
         let mut found = Vec::new();
-        self.backend
+        self.storage
             .for_each_decoded(0, &mut |decoded| {
                 if lookup(&decoded.event, path)
                     .and_then(Value::as_str)
@@ -632,15 +502,17 @@ impl AuditLog {
         Ok(found)
     }
 
-    fn prepare(&self, event: AuditEvent) -> Result<Prepared, AuditError> {
-        let (json, columns) = match &self.redactor {
+    /// Checks, redacts and serializes `event` (and indexes it, for a storage that wants
+    /// that), on the caller's task.
+    fn prepare(&self, event: AuditEvent) -> Result<PreparedEvent, AuditError> {
+        let (json, index) = match &self.redactor {
             // Stored as it is: checked and serialized straight from the struct.
             None => {
                 check_event_strings(&event)?;
                 let json = canonical_json(&event)?;
-                (json, Columns::of_event(&event))
+                (json, self.index.then(|| RecordIndex::of_event(&event)))
             }
-            // Redacted on its JSON value, which the columns are then read from.
+            // Redacted on its JSON value, which the index is then read from.
             Some(redactor) => {
                 let mut value = serde_json::to_value(&event)
                     .map_err(|e| AuditError::Malformed(e.to_string()))?;
@@ -648,7 +520,7 @@ impl AuditLog {
                 redactor.apply(&mut value);
                 let json = serde_json::to_string(&value)
                     .map_err(|e| AuditError::Malformed(e.to_string()))?;
-                (json, Columns::of(&value))
+                (json, self.index.then(|| RecordIndex::of_value(&value)))
             }
         };
         if json.len() > self.max_event_bytes {
@@ -657,11 +529,7 @@ impl AuditLog {
                 max: self.max_event_bytes,
             });
         }
-        Ok(Prepared {
-            id: event.id,
-            columns,
-            json,
-        })
+        Ok(PreparedEvent::new(event.id, json, index))
     }
 }
 
@@ -704,6 +572,12 @@ impl AuditSink for AuditLog {
         Ok(())
     }
 
+    /// Whether its storage is durable ([`AuditStorage::is_durable`]): JSONL, SQLite and
+    /// PostgreSQL are.
+    fn is_durable(&self) -> bool {
+        self.durable
+    }
+
     fn name(&self) -> &str {
         "audit-log"
     }
@@ -712,7 +586,7 @@ impl AuditSink for AuditLog {
 /// The writer task: takes whatever is queued (up to `max_batch`), writes it as one batch, and
 /// answers every caller in it.
 async fn writer(
-    backend: Arc<dyn Backend>,
+    storage: Arc<dyn AuditStorage>,
     mut jobs: mpsc::Receiver<Job>,
     max_batch: usize,
     outcome_linger: std::time::Duration,
@@ -748,7 +622,7 @@ async fn writer(
                 }
             }
         }
-        write_batch(&*backend, &mut batch, &submitted).await;
+        write_batch(&*storage, &mut batch, &submitted).await;
     }
 }
 
@@ -761,7 +635,7 @@ enum Answer {
 
 /// Writes the events in `batch` (drained) as one append, answers their callers, logs the
 /// failure of submitted ones, then answers the flushes: everything before them is written.
-async fn write_batch(backend: &dyn Backend, batch: &mut Vec<Job>, submitted: &AtomicUsize) {
+async fn write_batch(storage: &dyn AuditStorage, batch: &mut Vec<Job>, submitted: &AtomicUsize) {
     let mut events = Vec::with_capacity(batch.len());
     let mut answers = Vec::with_capacity(batch.len());
     let mut flushes = Vec::new();
@@ -772,7 +646,7 @@ async fn write_batch(backend: &dyn Backend, batch: &mut Vec<Job>, submitted: &At
             } => {
                 answers.push(match respond {
                     Some(respond) => Answer::Waiting(respond),
-                    None => Answer::Submitted(prepared.id.clone()),
+                    None => Answer::Submitted(prepared.id().to_owned()),
                 });
                 events.push(prepared);
             }
@@ -784,8 +658,19 @@ async fn write_batch(backend: &dyn Backend, batch: &mut Vec<Job>, submitted: &At
             .iter()
             .filter(|a| matches!(a, Answer::Submitted(_)))
             .count();
-        match backend.append(events).await {
-            Ok(receipts) => {
+        let events = Batch::new(events);
+        let appended = match storage.append(&events).await {
+            // Receipts the storage did not get by sealing this batch would name records
+            // that may not be these events.
+            Ok(appended) if !appended.is_of(&events) => Err(AuditError::Poisoned(format!(
+                "the audit storage answered an append with the receipts of another batch; \
+                 whether this one was written is unknown ({storage:?})"
+            ))),
+            other => other,
+        };
+        match appended {
+            Ok(appended) => {
+                let receipts = appended.into_receipts();
                 for (answer, receipt) in answers.into_iter().zip(receipts) {
                     if let Answer::Waiting(respond) = answer {
                         let _ = respond.send(Ok(receipt));

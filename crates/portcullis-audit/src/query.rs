@@ -193,7 +193,11 @@ pub struct AuditPage {
 }
 
 impl AuditPage {
-    pub(crate) fn from_fetched(mut records: Vec<AuditRecord>, limit: u32) -> Self {
+    /// A page from the records a storage found for a query of `limit`, in sequence order:
+    /// up to `limit + 1` of them, the one past the limit only telling that more may follow
+    /// (the page then ends at `limit` and its cursor is the last record's `seq`).
+    #[must_use]
+    pub fn from_fetched(mut records: Vec<AuditRecord>, limit: u32) -> Self {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let more = records.len() > limit;
         records.truncate(limit);

@@ -62,6 +62,16 @@ pub enum Violation {
         /// What the line says it must hold (`None` for `NULL`).
         expected: Option<String>,
     },
+    /// A storage's head is not its last record as stored
+    /// ([`AuditStorage::verify_tail`](crate::AuditStorage::verify_tail)): new records would
+    /// be chained onto something that is not what was written.
+    HeadMismatch {
+        /// The sequence number of the head the storage reports.
+        claimed: u64,
+        /// The sequence number of its last record as read (the same when only the hash
+        /// differs).
+        last: u64,
+    },
     /// A checkpoint whose signature does not verify.
     BadCheckpoint {
         /// Its sequence number.
@@ -111,6 +121,14 @@ impl fmt::Display for Violation {
                  the index was altered, so queries by `{column}` miss or misattribute the record",
                 Shown(stored.as_deref()),
                 Shown(expected.as_deref())
+            ),
+            Violation::HeadMismatch { claimed, last } if claimed == last => write!(
+                f,
+                "the storage's head names record {claimed} with a hash that record does not have"
+            ),
+            Violation::HeadMismatch { claimed, last } => write!(
+                f,
+                "the storage's head is record {claimed}, but its records end at record {last}"
             ),
             Violation::BadCheckpoint { seq, reason } => {
                 write!(f, "checkpoint {seq} is not valid: {reason}")
@@ -195,7 +213,15 @@ impl Verifier {
     /// knows it, for the `index` of a [`Violation::Malformed`]; `checkpoints` are checked
     /// in [`finish`](Verifier::finish), as [`with_checkpoints`](Verifier::with_checkpoints)
     /// does (only those at or after the anchor can match).
-    pub(crate) fn resuming(index_before: u64, checkpoints: &[Checkpoint]) -> Self {
+    ///
+    /// ```
+    /// use portcullis_audit::Verifier;
+    /// // Records 1 to 10 were checked before; 11 is the anchor, 12 on must follow it.
+    /// let verifier = Verifier::resuming(10, &[]);
+    /// assert_eq!(verifier.head().seq, 0); // nothing fed yet
+    /// ```
+    #[must_use]
+    pub fn resuming(index_before: u64, checkpoints: &[Checkpoint]) -> Self {
         Verifier {
             index: index_before,
             resuming: true,
@@ -221,8 +247,13 @@ impl Verifier {
     }
 
     /// As [`feed`](Verifier::feed), and returns the line decoded (its hash and link
-    /// checked), for a backend that checks more against it.
-    pub(crate) fn feed_decoded(&mut self, line: &[u8]) -> Result<Decoded, Violation> {
+    /// checked), for a storage that checks more against it (its index:
+    /// [`RecordIndex::of`](crate::RecordIndex::of)).
+    ///
+    /// # Errors
+    ///
+    /// The first [`Violation`].
+    pub fn feed_decoded(&mut self, line: &[u8]) -> Result<Decoded, Violation> {
         self.index = self.index.saturating_add(1);
         let decoded = decode(line).map_err(|e| Violation::Malformed {
             index: self.index,

@@ -1,4 +1,4 @@
-//! The JSONL backend: one record per line in `audit-NNNNNNNN.jsonl` files.
+//! The JSONL storage: one record per line in `audit-NNNNNNNN.jsonl` files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::chain::{ChainHead, Decoded, decode, seal};
-use crate::log::{Backend, Prepared, Visit};
+use crate::chain::{ChainHead, Decoded, decode};
 use crate::verify::{Verifier, Violation};
-use crate::{AuditError, Receipt};
+use crate::{Appended, AuditError, AuditStorage, Batch, Visit};
 
 /// Options of the JSONL backend.
 #[derive(Debug, Clone)]
@@ -301,20 +300,17 @@ impl JsonlBackend {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn append_blocking(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError> {
+    fn append_blocking(&self, batch: &Batch) -> Result<Appended, AuditError> {
         let mut state = self.lock();
         if let Some(reason) = &state.poisoned {
             return Err(AuditError::Poisoned(reason.clone()));
         }
-        let mut head = state.head;
-        let mut buffer = String::new();
-        let mut receipts = Vec::with_capacity(batch.len());
-        for event in batch {
-            let sealed = seal(&head, event.id, &event.json);
-            buffer.push_str(&sealed.line);
+        let sealed = batch.seal(state.head)?;
+        let head = sealed.head();
+        let mut buffer = String::with_capacity(sealed.records().map(|r| r.line().len() + 1).sum());
+        for record in sealed.records() {
+            buffer.push_str(record.line());
             buffer.push('\n');
-            head = sealed.head;
-            receipts.push(sealed.receipt);
         }
         let written = state
             .file
@@ -342,7 +338,7 @@ impl JsonlBackend {
         {
             tracing::warn!(target: "portcullis_audit", error = %err, "could not rotate the audit log; still writing to the current file");
         }
-        Ok(receipts)
+        Ok(sealed.into())
     }
 
     fn rotate(&self, state: &mut State) -> Result<(), AuditError> {
@@ -448,7 +444,7 @@ impl JsonlBackend {
 }
 
 /// The sequence number a stored line claims, read from its end (`…,"seq":N,"v":1}`, as
-/// [`seal`] writes it) without parsing the line. Used only to skip lines that come before
+/// `seal` writes it) without parsing the line. Used only to skip lines that come before
 /// a reader's starting point; every line a reader returns is decoded in full.
 fn claimed_seq(line: &[u8]) -> Option<u64> {
     let rest = line.strip_suffix(b",\"v\":1}")?;
@@ -493,12 +489,17 @@ fn files_after(dir: &Path, after_seq: u64) -> Result<Vec<PathBuf>, AuditError> {
 }
 
 #[async_trait]
-impl Backend for JsonlBackend {
-    async fn append(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.append_blocking(batch))
+impl AuditStorage for JsonlBackend {
+    async fn append(&self, batch: &Batch) -> Result<Appended, AuditError> {
+        let (this, batch) = (self.clone(), batch.clone());
+        tokio::task::spawn_blocking(move || this.append_blocking(&batch))
             .await
             .map_err(|e| AuditError::Poisoned(format!("the writer thread failed: {e}")))?
+    }
+
+    /// Appended and fsync'd per batch.
+    fn is_durable(&self) -> bool {
+        true
     }
 
     async fn head(&self) -> Result<ChainHead, AuditError> {
@@ -531,7 +532,7 @@ impl Backend for JsonlBackend {
     }
 
     /// One pass over the files, from the one holding `after_seq + 1`: the default pages
-    /// through [`scan`](Backend::scan), and each page would read the log from its start.
+    /// through [`scan`](AuditStorage::scan), and each page would read the log from its start.
     async fn for_each_decoded(
         &self,
         after_seq: u64,
@@ -653,6 +654,7 @@ pub fn verify_jsonl_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::seal;
 
     /// Lines as `seal` writes them, for records `first..=last` of one chain.
     fn lines(first: u64, last: u64) -> String {

@@ -1,11 +1,11 @@
-//! The SQL backends. SQLite and PostgreSQL share every query (`QueryBuilder` writes each
-//! one's placeholders); one macro instantiates the backend for each.
+//! The SQL storages. SQLite and PostgreSQL share every query (`QueryBuilder` writes each
+//! one's placeholders); one macro instantiates the storage for each.
 //!
 //! Rows go in by multi-row `INSERT`s of at most `INSERT_CHUNK` rows, padded to one of 20 row
 //! counts (`portcullis_sql::padded_rows`): a statement per exact count would be more than a
 //! connection's statement cache holds, and the largest would be parsed again and again.
 //!
-//! Opening checks the newest records (`verify_tail`: lines, links, indexed columns) and
+//! Opening checks the newest records (`check_tail`: lines, links, indexed columns) and
 //! refuses a head that does not verify; the head it ends in is the first one remembered.
 //!
 //! A batch is written in one of two ways. The backend remembers the head it last wrote (or
@@ -22,14 +22,13 @@
 //! batch is one trip to one warm connection; reads use the pool. Any error but a key
 //! conflict drops that connection, and the next batch takes a new one.
 
-use crate::chain::{ChainHead, decode, seal};
-use crate::log::Prepared;
-use crate::{AuditError, Receipt};
+use crate::chain::{ChainHead, decode};
+use crate::storage::effect_name;
+use crate::{Appended, AuditError, Batch, PreparedEvent, Receipt, RecordIndex};
 
 mod columns;
 
-pub(crate) use columns::Columns;
-use columns::{StoredRow, effect_name};
+use columns::StoredRow;
 
 fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -38,26 +37,26 @@ fn as_i64(n: u64) -> i64 {
 const PAGE: i64 = 1000;
 
 /// One sealed record ready to insert: its receipt, indexed columns and stored line. The
-/// line is moved into the statement's arguments, which would otherwise copy it.
-type Row<'a> = (&'a Receipt, &'a Columns, String);
+/// line is moved into the statement's arguments (SQLite's would otherwise copy it).
+type Row<'a> = (&'a Receipt, &'a RecordIndex, String);
 
-/// The rows of a sealed batch: its receipts, its events' columns and its sealed lines.
+/// The rows of a sealed batch: its receipts, its events' indexed columns and its lines.
 fn rows<'a>(
     receipts: &'a [Receipt],
-    batch: &'a [Prepared],
+    events: &'a [PreparedEvent],
     lines: impl ExactSizeIterator<Item = String>,
 ) -> impl ExactSizeIterator<Item = Row<'a>> {
     receipts
         .iter()
-        .zip(batch)
+        .zip(events)
         .zip(lines)
-        .map(|((receipt, prepared), line)| (receipt, &prepared.columns, line))
+        .map(|((receipt, event), line)| (receipt, event.index(), line))
 }
 
 /// How many of the newest records a write that reads the head, and [`head`], check: the
 /// newest, and its link to the one before.
 ///
-/// [`head`]: crate::log::Backend::head
+/// [`head`]: crate::AuditStorage::head
 const HEAD_CHECK: usize = 1;
 
 /// How often a batch is sealed again after another writer took its sequence numbers.
@@ -119,12 +118,12 @@ macro_rules! sql_backend {
 
         impl $backend {
             /// A backend on `pool` to append to: the schema migrated, and the newest
-            /// `verify_on_open` records checked ([`verify_tail`](Self::verify_tail)); the
+            /// `verify_on_open` records checked ([`check_tail`](Self::check_tail)); the
             /// head they end in is where the first batch continues.
             pub(crate) async fn from_pool(pool: $pool, verify_on_open: usize) -> Result<Self, AuditError> {
                 let backend = Self::unmigrated(pool);
                 backend.migrate().await?;
-                let head = Self::verify_tail(&backend.pool, verify_on_open)
+                let head = Self::check_tail(&backend.pool, verify_on_open)
                     .await?
                     .map_err(AuditError::HeadNotVerified)?;
                 backend.remember(Some(head));
@@ -147,7 +146,7 @@ macro_rules! sql_backend {
             /// columns against its line. A window that reaches the first row checks that it
             /// is record 1, linked to nothing. Returns the head they end in, or the first
             /// violation.
-            async fn verify_tail<'c, E>(
+            async fn check_tail<'c, E>(
                 executor: E,
                 window: usize,
             ) -> Result<Result<ChainHead, crate::verify::Violation>, AuditError>
@@ -191,19 +190,6 @@ macro_rules! sql_backend {
                 *self.known_head.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = head;
             }
 
-            /// Seals `batch` on `head`: the receipts and lines to insert, and the new head.
-            fn seal_batch(mut head: ChainHead, batch: &[Prepared]) -> (Vec<Receipt>, Vec<String>, ChainHead) {
-                let mut receipts = Vec::with_capacity(batch.len());
-                let mut lines = Vec::with_capacity(batch.len());
-                for prepared in batch {
-                    let sealed = seal(&head, prepared.id.clone(), &prepared.json);
-                    head = sealed.head;
-                    receipts.push(sealed.receipt);
-                    lines.push(sealed.line);
-                }
-                (receipts, lines, head)
-            }
-
             /// One `INSERT` for `rows`, padded ([`portcullis_sql::padded_rows`]) so that
             /// batches of similar size share one prepared statement.
             fn insert<'q>(rows: impl ExactSizeIterator<Item = Row<'q>>) -> sqlx::QueryBuilder<'q, $db> {
@@ -245,8 +231,8 @@ macro_rules! sql_backend {
             async fn write(
                 &self,
                 head: Option<ChainHead>,
-                batch: &[Prepared],
-            ) -> Result<(Vec<Receipt>, ChainHead), Failure> {
+                batch: &Batch,
+            ) -> Result<Appended, Failure> {
                 let mut held = self.writer.lock().await;
                 let connection = match &mut *held {
                     Some(connection) => connection,
@@ -263,16 +249,16 @@ macro_rules! sql_backend {
             async fn write_on(
                 connection: &mut <$db as sqlx::Database>::Connection,
                 head: Option<ChainHead>,
-                batch: &[Prepared],
-            ) -> Result<(Vec<Receipt>, ChainHead), Failure> {
+                batch: &Batch,
+            ) -> Result<Appended, Failure> {
                 use sqlx::Connection as _;
                 if let Some(head) = head.filter(|_| batch.len() <= INSERT_CHUNK) {
-                    let (receipts, lines, head) = Self::seal_batch(head, batch);
-                    Self::insert(rows(&receipts, batch, lines.into_iter()))
+                    let (lines, appended) = batch.seal(head)?.into_lines();
+                    Self::insert(rows(appended.receipts(), batch.events(), lines.into_iter()))
                         .build()
                         .execute(&mut *connection)
                         .await?;
-                    return Ok((receipts, head));
+                    return Ok(appended);
                 }
                 let mut tx = connection.begin_with(portcullis_sql::$sqlmod::BEGIN_WRITE).await?;
                 if let Some(key) = $lock {
@@ -284,17 +270,21 @@ macro_rules! sql_backend {
                 }
                 // The head as stored, checked as opening checks it: never chain onto a record
                 // (or `hash` column) changed since it was written.
-                let head = Self::verify_tail(&mut *tx, HEAD_CHECK)
+                let head = Self::check_tail(&mut *tx, HEAD_CHECK)
                     .await?
                     .map_err(AuditError::HeadNotVerified)?;
-                let (receipts, lines, head) = Self::seal_batch(head, batch);
+                let (lines, appended) = batch.seal(head)?.into_lines();
                 let mut lines = lines.into_iter();
-                for (receipts, batch) in receipts.chunks(INSERT_CHUNK).zip(batch.chunks(INSERT_CHUNK)) {
-                    let chunk = rows(receipts, batch, lines.by_ref().take(receipts.len()));
+                let chunks = appended
+                    .receipts()
+                    .chunks(INSERT_CHUNK)
+                    .zip(batch.events().chunks(INSERT_CHUNK));
+                for (receipts, events) in chunks {
+                    let chunk = rows(receipts, events, lines.by_ref().take(receipts.len()));
                     Self::insert(chunk).build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                Ok((receipts, head))
+                Ok(appended)
             }
 
             async fn migrate(&self) -> Result<(), AuditError> {
@@ -361,17 +351,17 @@ macro_rules! sql_backend {
         }
 
         #[async_trait::async_trait]
-        impl crate::log::Backend for $backend {
-            async fn append(&self, batch: Vec<Prepared>) -> Result<Vec<Receipt>, AuditError> {
+        impl crate::AuditStorage for $backend {
+            async fn append(&self, batch: &Batch) -> Result<Appended, AuditError> {
                 let mut head = self.remembered();
                 // Forgotten until this write is known to have landed.
                 self.remember(None);
                 let mut attempt = 0;
                 loop {
-                    match self.write(head, &batch).await {
-                        Ok((receipts, new_head)) => {
-                            self.remember(Some(new_head));
-                            return Ok(receipts);
+                    match self.write(head, batch).await {
+                        Ok(appended) => {
+                            self.remember(Some(appended.head()));
+                            return Ok(appended);
                         }
                         // Someone else wrote this seq: read the real head and seal again.
                         Err(Failure::Conflict(_)) if attempt < CONFLICT_RETRIES => {
@@ -388,10 +378,28 @@ macro_rules! sql_backend {
                 }
             }
 
+            /// Committed with full sync (SQLite) or by PostgreSQL's commit.
+            fn is_durable(&self) -> bool {
+                true
+            }
+
+            /// The indexed columns are inserted beside each line.
+            fn wants_index(&self) -> bool {
+                true
+            }
+
             async fn head(&self) -> Result<ChainHead, AuditError> {
-                Self::verify_tail(&self.pool, HEAD_CHECK)
+                Self::check_tail(&self.pool, HEAD_CHECK)
                     .await?
                     .map_err(AuditError::HeadNotVerified)
+            }
+
+            /// Indexed columns included.
+            async fn verify_tail(
+                &self,
+                window: usize,
+            ) -> Result<Result<ChainHead, crate::verify::Violation>, AuditError> {
+                Self::check_tail(&self.pool, window).await
             }
 
             async fn scan(&self, after_seq: u64, limit: usize) -> Result<Vec<String>, AuditError> {

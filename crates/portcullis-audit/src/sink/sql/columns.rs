@@ -5,72 +5,9 @@
 
 use serde_json::Value;
 
+use crate::RecordIndex;
 use crate::chain::Decoded;
 use crate::verify::Violation;
-
-/// The indexed columns of a record. They come from the *redacted* event that is stored, so
-/// a field configured for HMAC is indexed as its fingerprint, never in clear. Computed when
-/// the event is prepared, by the caller's task, not by the one writer.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Columns {
-    pub(super) time_ms: u64,
-    pub(super) kind: String,
-    pub(super) actor: String,
-    pub(super) action: String,
-    pub(super) resource: String,
-    pub(super) effect: Option<String>,
-    pub(super) correlation_id: Option<String>,
-    pub(super) outcome_of: Option<String>,
-}
-
-impl Columns {
-    /// The columns of a redacted event, read from its JSON value.
-    pub(crate) fn of(event: &Value) -> Self {
-        let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
-        let at = |path: &str| text(crate::redact::lookup(event, path));
-        Columns {
-            time_ms: event.get("time_ms").and_then(Value::as_u64).unwrap_or(0),
-            kind: at("kind").unwrap_or_default(),
-            actor: at("actor.subject").unwrap_or_default(),
-            action: at("action").unwrap_or_default(),
-            resource: match (at("resource.kind"), at("resource.id")) {
-                (Some(kind), Some(id)) => format!("{kind}:{id}"),
-                // A redacted resource is stored as its fingerprint string.
-                _ => at("resource").unwrap_or_default(),
-            },
-            effect: at("decision.effect"),
-            correlation_id: at("correlation_id"),
-            outcome_of: at("outcome_of"),
-        }
-    }
-
-    /// The columns of an event stored as it is (no redactor): what [`Columns::of`] reads
-    /// from its value, taken from the struct.
-    pub(crate) fn of_event(event: &crate::AuditEvent) -> Self {
-        Columns {
-            time_ms: event.time_ms,
-            kind: event.kind.as_str().to_owned(),
-            actor: event.actor.subject.clone(),
-            action: event.action.as_str().to_owned(),
-            resource: format!("{}:{}", event.resource.kind().as_str(), event.resource.id()),
-            effect: event
-                .decision
-                .as_ref()
-                .map(|d| effect_name(d.effect()).to_owned()),
-            correlation_id: event.correlation_id.clone(),
-            outcome_of: event.outcome_of.clone(),
-        }
-    }
-}
-
-/// The JSON name of an effect, as the `effect` column holds it.
-pub(super) fn effect_name(effect: portcullis_core::Effect) -> &'static str {
-    match effect {
-        portcullis_core::Effect::Allow => "allow",
-        portcullis_core::Effect::Deny => "deny",
-        portcullis_core::Effect::NotApplicable => "not_applicable",
-    }
-}
 
 /// The indexed columns, in table order, as a row is checked against its line.
 const NAMES: [&str; 11] = [
@@ -127,7 +64,8 @@ fn bigint_text(n: u64) -> String {
 ///
 /// [`Violation::IndexMismatch`] for the first column that differs.
 pub(super) fn check_row(decoded: &Decoded, row: StoredRow) -> Result<(), Violation> {
-    let Columns {
+    // Destructured whole: a new field does not compile until it is checked here too.
+    let RecordIndex {
         time_ms,
         kind,
         actor,
@@ -136,7 +74,7 @@ pub(super) fn check_row(decoded: &Decoded, row: StoredRow) -> Result<(), Violati
         effect,
         correlation_id,
         outcome_of,
-    } = Columns::of(&decoded.event);
+    } = RecordIndex::of(decoded);
     let expected = [
         Some(bigint_text(decoded.seq)),
         // The id column is the event's id as the caller gave it; the line holds the same

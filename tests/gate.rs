@@ -53,6 +53,10 @@ impl AuditSink for Switchable {
         }
         self.log.submit(event).await
     }
+
+    fn is_durable(&self) -> bool {
+        self.log.is_durable()
+    }
 }
 
 struct World {

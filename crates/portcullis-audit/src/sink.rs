@@ -15,8 +15,14 @@ pub(crate) mod sql;
 ///
 /// [`record`](AuditSink::record) returns only once the event is durable (fsync'd or
 /// committed), or with an error — in which case the caller must not perform the action the
-/// event describes. Sinks that cannot promise durability say so through
-/// [`is_durable`](AuditSink::is_durable), and [`WriteAhead`](crate::WriteAhead) refuses them.
+/// event describes. A sink is durable only if it says so through
+/// [`is_durable`](AuditSink::is_durable) (the default is not), and
+/// [`WriteAhead`](crate::WriteAhead) refuses the others.
+///
+/// To store records somewhere new, implement [`AuditStorage`](crate::AuditStorage) rather
+/// than this: an [`AuditLog`](crate::AuditLog) over it keeps the hash chain, group commit,
+/// redaction and verification. A sink of your own is for wrapping sinks (a fault switch, a
+/// metric), and should delegate `is_durable`.
 #[async_trait]
 pub trait AuditSink: Send + Sync + fmt::Debug {
     /// Records `event` durably.
@@ -43,9 +49,11 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
         self.record(event).await.map(drop)
     }
 
-    /// Whether an acknowledged event survives a crash. Defaults to true.
+    /// Whether an acknowledged event survives a crash. Defaults to `false`: a sink that
+    /// promises durability overrides it ([`AuditLog`](crate::AuditLog) asks its storage; a
+    /// wrapper asks what it wraps).
     fn is_durable(&self) -> bool {
-        true
+        false
     }
 
     /// A short name for errors and logs.

@@ -54,6 +54,10 @@ impl AuditSink for Stuck {
         Ok(())
     }
 
+    fn is_durable(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &str {
         "stuck"
     }

@@ -86,6 +86,31 @@ pub struct StaticDirectory {
     /// Verified against when the user is unknown: as many iterations as the costliest real
     /// hash, a salt and hash that no password matches in practice.
     decoy: PasswordHash,
+    /// How many password checks may run at once (one per core): each costs hundreds of
+    /// milliseconds of CPU, so more at once only starve everything else.
+    hashing: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Verifies `password` against `hash` off the async workers — on a blocking thread, at most
+/// `permits` at once — so a burst of logins (wrong ones included) cannot stall every other
+/// request of the service sharing those workers. Outside a tokio runtime it verifies inline.
+async fn verify_off_the_workers(
+    hash: &PasswordHash,
+    password: &Password,
+    permits: &tokio::sync::Semaphore,
+) -> bool {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return hash.verify(password);
+    };
+    // Closed never: the semaphore lives as long as the directory.
+    let Ok(_permit) = permits.acquire().await else {
+        return false;
+    };
+    let (hash, password) = (hash.clone(), password.clone());
+    runtime
+        .spawn_blocking(move || hash.verify(&password))
+        .await
+        .unwrap_or(false)
 }
 
 impl StaticDirectory {
@@ -153,10 +178,12 @@ impl StaticDirectory {
             "00".repeat(32)
         )
         .parse()?;
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         Ok(StaticDirectory {
             users,
             services,
             decoy,
+            hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
         })
     }
 }
@@ -195,14 +222,16 @@ impl Directory for StaticDirectory {
             Some(Entry {
                 user,
                 password_hash: Some(hash),
-            }) if hash.verify(password) => Ok(user.clone()),
-            Some(Entry {
-                password_hash: Some(_),
-                ..
-            }) => Err(DirectoryError::InvalidCredentials),
+            }) => {
+                if verify_off_the_workers(hash, password, &self.hashing).await {
+                    Ok(user.clone())
+                } else {
+                    Err(DirectoryError::InvalidCredentials)
+                }
+            }
             _ => {
                 // Same work as a real check, whatever the outcome.
-                let _ = self.decoy.verify(password);
+                let _ = verify_off_the_workers(&self.decoy, password, &self.hashing).await;
                 Err(DirectoryError::InvalidCredentials)
             }
         }
@@ -245,6 +274,32 @@ mod tests {
             "#
         ))
         .unwrap()
+    }
+
+    /// The outside finding: eight wrong logins at once froze a service for 20 s, because
+    /// PBKDF2 ran on the async workers. On a one-thread runtime another task must get to run
+    /// while a password is being checked.
+    #[tokio::test(flavor = "current_thread")]
+    async fn password_checks_do_not_hold_the_async_worker() {
+        let d = std::sync::Arc::new(directory());
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let login = tokio::spawn({
+            let (d, finished) = (d.clone(), finished.clone());
+            async move {
+                let wrong = Password::new("wrong").unwrap();
+                for user in ["alice", "nobody"] {
+                    let _ = d.authenticate(user, &wrong).await;
+                }
+                finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !finished.load(std::sync::atomic::Ordering::SeqCst),
+            "the checks ran on this task's thread, blocking it"
+        );
+        login.await.unwrap();
+        assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test]

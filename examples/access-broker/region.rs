@@ -115,6 +115,9 @@ pub(crate) struct Region {
     keys: BrokerKeys,
     /// Token ids seen, with their expiry.
     seen: Mutex<HashMap<String, u64>>,
+    /// When this proxy started (Unix seconds). The ids it has seen live in memory only, so
+    /// a token issued before it started may have been spent before a restart: refused.
+    started: u64,
     http: reqwest::Client,
 }
 
@@ -163,6 +166,7 @@ pub(crate) fn router(config: RegionConfig) -> Result<Router, String> {
         },
         config,
         seen: Mutex::new(HashMap::new()),
+        started: now_secs(),
         http,
     });
     Ok(Router::new()
@@ -250,6 +254,12 @@ async fn handle(State(region): State<Arc<Region>>, request: Request) -> Response
     };
     if request_hash(&parts.method, &path_and_query, &body_hash(&body)) != claims.rh {
         return unauthorized("the request does not match the broker token");
+    }
+    if claims.iat < region.started {
+        return unauthorized(
+            "the broker token was issued before this region proxy started, so its single use \
+             cannot be checked; ask the broker again",
+        );
     }
     if !region.first_use(&claims.jti, claims.exp) {
         return unauthorized("the broker token was already used");

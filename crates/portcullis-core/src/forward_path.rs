@@ -65,7 +65,8 @@ pub enum ForwardPathError {
 /// service receives exactly what was checked.
 ///
 /// Refused: anything but RFC 3986 path characters (so no `?`, `#`, `\`, space or raw
-/// control character); `.` and `..` segments, plain or percent-encoded; encoded `/` or
+/// control character); `.` and `..` segments, plain or percent-encoded, also with path
+/// parameters (`..;x`, which servers that cut parameters at `;` read as `..`); encoded `/` or
 /// `\`; escapes that decode to `%`; encoded control characters; malformed escapes; empty
 /// segments; more than [`MAX_FORWARD_PATH`] bytes. An empty path (the service's root) is
 /// accepted.
@@ -114,7 +115,9 @@ pub fn check_forward_path(path: &str) -> Result<&str, ForwardPathError> {
         if decoded.iter().any(|b| b.is_ascii_control()) {
             return Err(ForwardPathError::Control { path: owned() });
         }
-        if decoded == b"." || decoded == b".." {
+        // `..;x` is `..` to servers that cut path parameters at `;` (Tomcat, Spring).
+        let before_parameters = decoded.split(|b| *b == b';').next().unwrap_or_default();
+        if before_parameters == b"." || before_parameters == b".." {
             return Err(ForwardPathError::DotSegment { path: owned() });
         }
     }
@@ -183,6 +186,9 @@ mod tests {
             ("a/./b", "dot segment"),
             ("a/%2e%2e/b", "dot segment"),
             ("a/.%2E", "dot segment"),
+            ("based/..;/..;/admin", "dot segment"),
+            ("a/.;x/b", "dot segment"),
+            ("a/%2e%2e;/b", "dot segment"),
             ("a%2fb", "encoded separator"),
             ("a%5Cb", "encoded separator"),
             ("a/%252e%252e", "double encoded"),

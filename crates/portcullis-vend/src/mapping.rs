@@ -285,8 +285,11 @@ impl VendConfig {
     }
 }
 
-/// `RoleSessionName` for `user`: characters outside `[\w+=,.@-]` become `-`, at most 64
-/// characters, at least 2.
+/// `RoleSessionName` (and `SourceIdentity`) for `user`: the name itself when it is already a
+/// valid one (2–64 of `[\w+=,.@-]`); otherwise its allowed characters (others become `-`,
+/// at most 47) followed by `.` and 16 hex digits of the SHA-256 of the whole name, so two
+/// different users never share a session name (`o'brien` and `o-brien`, `jürgen` and
+/// `j-rgen`, two long names with one prefix) and CloudTrail can tell them apart.
 ///
 /// # Errors
 ///
@@ -297,6 +300,9 @@ pub fn session_name(user: &str) -> Result<String, VendError> {
             "the user name is empty".into(),
         ));
     }
+    if is_valid_session_name(user) {
+        return Ok(user.to_owned());
+    }
     let mut name: String = user
         .chars()
         .map(|c| {
@@ -306,11 +312,11 @@ pub fn session_name(user: &str) -> Result<String, VendError> {
                 '-'
             }
         })
-        .take(64)
+        .take(47)
         .collect();
-    if name.len() < 2 {
-        name.push_str("-u");
-    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, user.as_bytes());
+    name.push('.');
+    name.push_str(&hex::encode(digest.as_ref().get(..8).unwrap_or_default()));
     Ok(name)
 }
 
@@ -351,11 +357,28 @@ mod tests {
     #[test]
     fn session_names() {
         assert_eq!(session_name("alice").unwrap(), "alice");
-        assert_eq!(session_name("a").unwrap(), "a-u");
-        assert_eq!(session_name("Ørjan Ström").unwrap(), "-rjan-Str-m");
-        assert_eq!(session_name("*)(uid=*").unwrap(), "---uid=-");
-        assert_eq!(session_name(&"x".repeat(100)).unwrap().len(), 64);
+        assert_eq!(session_name("o-brien").unwrap(), "o-brien");
+        assert!(
+            session_name("Ørjan Ström")
+                .unwrap()
+                .starts_with("-rjan-Str-m.")
+        );
+        assert!(session_name("*)(uid=*").unwrap().starts_with("---uid=-."));
         assert!(session_name("").is_err());
+        // The outside finding: different users shared a session name.
+        for (a, b) in [
+            ("o'brien", "o-brien"),
+            ("x", "x-u"),
+            ("jürgen", "j-rgen"),
+            (&*"y".repeat(100), &*format!("{}z", "y".repeat(99))),
+        ] {
+            let (sa, sb) = (session_name(a).unwrap(), session_name(b).unwrap());
+            assert_ne!(sa, sb, "{a} and {b}");
+            assert!(
+                is_valid_session_name(&sa) && is_valid_session_name(&sb),
+                "{sa} {sb}"
+            );
+        }
         for name in ["alice", "a-u", "-rjan-Str-m", "x@y.z"] {
             assert!(is_valid_session_name(name));
         }

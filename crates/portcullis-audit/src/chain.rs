@@ -129,6 +129,27 @@ pub(crate) fn seal(head: &ChainHead, id: String, event_json: &str) -> SealedLine
     }
 }
 
+/// Whether the stored bytes of `line` — with its `"hash"` member cut out, as the record
+/// format describes — hash to `stored`. Parsing and re-encoding alone would accept a line
+/// rewritten with the same meaning for a parser that keeps the last of two duplicate keys,
+/// while another reader (keeping the first) sees something else; the bytes must be the ones
+/// that were sealed.
+pub(crate) fn stored_bytes_hash_to(line: &[u8], stored: &Hash) -> bool {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let member = format!(",\"hash\":\"{}\"", hex_of(stored));
+    let member = member.as_bytes();
+    let Some(at) = line
+        .windows(member.len())
+        .rposition(|window| window == member)
+    else {
+        return false;
+    };
+    let mut bytes = Vec::with_capacity(line.len());
+    bytes.extend_from_slice(line.get(..at).unwrap_or_default());
+    bytes.extend_from_slice(line.get(at + member.len()..).unwrap_or_default());
+    sha256(&bytes) == *stored
+}
+
 /// Lower-case hex of a hash, through a byte buffer (`hex::encode` goes char by char, and
 /// sealing writes two of these per record).
 fn hex_of(hash: &Hash) -> String {

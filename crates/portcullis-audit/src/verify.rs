@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::chain::{ChainHead, Decoded, Hash, decode};
+use crate::chain::{ChainHead, Decoded, Hash, decode, stored_bytes_hash_to};
 use crate::{AuditError, Checkpoint};
 
 /// The first thing wrong with a log.
@@ -271,7 +271,9 @@ impl Verifier {
                 found: decoded.seq,
             });
         }
-        if decoded.computed_hash != decoded.stored_hash {
+        if decoded.computed_hash != decoded.stored_hash
+            || !stored_bytes_hash_to(line, &decoded.stored_hash)
+        {
             return Err(Violation::Altered { seq: decoded.seq });
         }
         if decoded.prev != self.head.hash && !anchor {

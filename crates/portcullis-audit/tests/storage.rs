@@ -152,7 +152,9 @@ async fn a_custom_storage_gets_the_chain_and_group_commit() {
 async fn events_are_checked_and_redacted_before_they_reach_the_storage() {
     let storage = Lines::durable();
     let options = AuditOptions {
-        redactor: Some(Redactor::new(b"a per-log key of 32 bytes or so..", ["fields.ticket"]).unwrap()),
+        redactor: Some(
+            Redactor::new(b"a per-log key of 32 bytes or so..", ["fields.ticket"]).unwrap(),
+        ),
         max_event_bytes: 2048,
         ..AuditOptions::default()
     };

@@ -65,6 +65,28 @@ fn an_upper_case_hash_digit_is_a_change_too() {
     assert!(!verifies(&tampered));
 }
 
+/// The outside finding: a line rewritten with a duplicate key (`"actor"` twice: a parser
+/// that keeps the last sees the original, one that keeps the first sees `mallory`) passed
+/// `verify`, which re-encoded what it parsed. So did extra whitespace or `\u` escapes. The
+/// stored bytes themselves must hash to the stored hash.
+#[test]
+fn a_line_rewritten_with_the_same_parsed_meaning_is_a_change_too() {
+    let original = String::from_utf8(lines()[4].clone()).unwrap();
+    let duplicate_key = original.replacen(
+        "{\"event\":{",
+        "{\"event\":{\"actor\":{\"subject\":\"mallory\"},",
+        1,
+    );
+    let whitespace = original.replacen("{\"event\":", "{\"event\": ", 1);
+    let escaped = original.replacen("\"event\"", "\"ev\\u0065nt\"", 1);
+    for changed in [duplicate_key, whitespace, escaped] {
+        assert_ne!(changed, original);
+        let mut tampered = lines().clone();
+        tampered[4] = changed.clone().into_bytes();
+        assert!(!verifies(&tampered), "{changed}");
+    }
+}
+
 /// The README's recipe for other languages: the hashed bytes are the stored line with its
 /// `,"hash":"H"` member cut out; non-ASCII is stored raw, not `\u`-escaped.
 #[tokio::test]

@@ -70,6 +70,19 @@ enum Failure {
     Other(AuditError),
 }
 
+/// An `INSERT` the database reports fewer rows for than it was given did not write them
+/// all — a trigger (`RAISE(IGNORE)`), a rule or a policy dropped some silently — so nothing
+/// is acknowledged.
+fn all_written(rows: u64, expected: usize) -> Result<(), Failure> {
+    if usize::try_from(rows).ok() == Some(expected) {
+        return Ok(());
+    }
+    Err(Failure::Other(AuditError::Database(format!(
+        "the database stored {rows} of {expected} audit records (a trigger, rule or policy on \
+         the audit table dropped the rest); nothing was acknowledged"
+    ))))
+}
+
 impl From<sqlx::Error> for Failure {
     fn from(err: sqlx::Error) -> Self {
         match &err {
@@ -254,10 +267,12 @@ macro_rules! sql_backend {
                 use sqlx::Connection as _;
                 if let Some(head) = head.filter(|_| batch.len() <= INSERT_CHUNK) {
                     let (lines, appended) = batch.seal(head)?.into_lines();
-                    Self::insert(rows(appended.receipts(), batch.events(), lines.into_iter()))
-                        .build()
-                        .execute(&mut *connection)
-                        .await?;
+                    let done =
+                        Self::insert(rows(appended.receipts(), batch.events(), lines.into_iter()))
+                            .build()
+                            .execute(&mut *connection)
+                            .await?;
+                    all_written(done.rows_affected(), appended.receipts().len())?;
                     return Ok(appended);
                 }
                 let mut tx = connection.begin_with(portcullis_sql::$sqlmod::BEGIN_WRITE).await?;
@@ -281,7 +296,8 @@ macro_rules! sql_backend {
                     .zip(batch.events().chunks(INSERT_CHUNK));
                 for (receipts, events) in chunks {
                     let chunk = rows(receipts, events, lines.by_ref().take(receipts.len()));
-                    Self::insert(chunk).build().execute(&mut *tx).await?;
+                    let done = Self::insert(chunk).build().execute(&mut *tx).await?;
+                    all_written(done.rows_affected(), receipts.len())?;
                 }
                 tx.commit().await?;
                 Ok(appended)

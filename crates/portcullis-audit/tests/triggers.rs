@@ -2,10 +2,6 @@
 //! write the audit database, switched the log off silently: every record was acknowledged
 //! and none was stored. An insert the database reports fewer rows for is now a failed write.
 #![cfg(feature = "sqlite")]
-#![expect(
-    clippy::unwrap_used,
-    reason = "tests: a failed unwrap is a failed test"
-)]
 
 mod common;
 

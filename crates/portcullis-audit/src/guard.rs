@@ -69,9 +69,29 @@ impl WriteAhead {
     ///
     /// Whatever the sink says, or [`AuditError::Timeout`]; either way: do not act.
     pub async fn intent(&self, event: AuditEvent) -> Result<Intent, AuditError> {
-        let receipt = tokio::time::timeout(self.timeout, self.sink.record(event.clone()))
-            .await
-            .map_err(|_| AuditError::Timeout(self.timeout))??;
+        let recorded = tokio::time::timeout(self.timeout, self.sink.record(event.clone())).await;
+        let Ok(receipt) = recorded else {
+            // The intent may still be written after the caller was told nothing was done:
+            // its outcome says so, so the log never shows an allowed action left pending.
+            // Handed over without waiting; if the intent never lands, the outcome names an
+            // id the log does not hold, which is the truth too.
+            if let Ok(outcome) = AuditEvent::outcome_of(
+                &event,
+                crate::Outcome::failed(format!(
+                    "not done: the audit log did not acknowledge this intent within {:?}",
+                    self.timeout
+                )),
+            ) {
+                let sink = self.sink.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = sink.submit(outcome).await {
+                        tracing::warn!(target: "portcullis_audit", error = %err, "the outcome of an unacknowledged intent could not be handed over");
+                    }
+                });
+            }
+            return Err(AuditError::Timeout(self.timeout));
+        };
+        let receipt = receipt?;
         Ok(Intent {
             guard: self.clone(),
             event,

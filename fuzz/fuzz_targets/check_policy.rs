@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
     let files = vec![
         (".manifest".to_owned(), manifest.as_bytes().to_vec()),
         ("p/policy.rego".to_owned(), source.as_bytes().to_vec()),
-        ("p/data.json".to_owned(), br#"{"d": {"x": [1, "a"]}}"#.to_vec()),
+        (
+            "p/data.json".to_owned(),
+            br#"{"d": {"x": [1, "a"]}}"#.to_vec(),
+        ),
     ];
     let Ok(bundle) = Bundle::from_files("fuzz", files) else {
         return;
@@ -35,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
         let lines = source.lines().count().max(1);
         for error in errors {
             assert_eq!(error.file, "p/policy.rego");
-            assert!(error.line >= 1 && error.line as usize <= lines + 1, "{error}");
+            assert!(
+                error.line >= 1 && error.line as usize <= lines + 1,
+                "{error}"
+            );
         }
     }
 });

@@ -71,8 +71,9 @@ pub trait AuditStorage: Send + Sync + fmt::Debug + 'static {
     /// A read failure.
     async fn head(&self) -> Result<ChainHead, AuditError>;
 
-    /// Up to `limit` stored lines (as [`SealedRecord::line`] gave them, without a newline)
-    /// of the records after `after_seq`, in sequence order; none after the last.
+    /// Up to `limit` stored lines (byte for byte as [`SealedRecord::line`] gave them,
+    /// without a newline) of the records after `after_seq`, in sequence order; none after
+    /// the last.
     ///
     /// # Errors
     ///

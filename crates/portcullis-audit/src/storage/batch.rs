@@ -225,8 +225,8 @@ impl<'a> SealedRecord<'a> {
     }
 
     /// The record line to store (no trailing newline): `{"event":…,"hash":…,"prev":…,
-    /// "seq":…,"v":1}`. Reading it back must give these bytes, or a JSON encoding of the
-    /// same content.
+    /// "seq":…,"v":1}`. Store these bytes as they are: the verifier hashes the bytes read
+    /// back, so a line re-encoded (even with the same content) reads as altered.
     #[must_use]
     pub fn line(&self) -> &'a str {
         self.line

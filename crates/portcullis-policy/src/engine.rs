@@ -307,6 +307,17 @@ impl RegoEngine {
             for policy in bundle.policies() {
                 let name = format!("{}/{}", bundle.name(), policy.path);
                 let v0 = bundle.rego_version(&policy.path) == 0;
+                if let Some((line, column)) = crate::nesting::too_deep(&policy.source) {
+                    return Err(PolicyError::Compile {
+                        bundle: bundle.name().to_owned(),
+                        file: policy.path.clone(),
+                        message: format!(
+                            "{line}:{column}: brackets nest more than {} deep; the Rego parser's \
+                             time grows exponentially with nesting, so such a file is refused",
+                            crate::nesting::MAX_NESTING
+                        ),
+                    });
+                }
                 engine.set_rego_v0(v0);
                 let package = engine
                     .add_policy(name.clone(), policy.source.clone())

@@ -8,6 +8,7 @@ mod check;
 mod decision_log;
 mod engine;
 mod error;
+mod nesting;
 mod rollout;
 mod signing;
 #[cfg(feature = "sources")]
@@ -22,6 +23,7 @@ pub use decision_log::{ACTIVATE, DecisionLog, EVALUATE, POLICY_BUNDLE, POLICY_RU
 pub use engine::{EvalLimits, Evaluation, PolicyEngine, RegoEngine, rule_path};
 pub use error::PolicyError;
 pub use jsonwebtoken::Algorithm;
+pub use nesting::MAX_NESTING;
 pub use rollout::{
     ArtifactConfig, ArtifactState, Candidate, Metrics, Promotion, Rollout, RolloutConfig,
     RolloutEvent, SpiffePattern, StepConfig, Thresholds,

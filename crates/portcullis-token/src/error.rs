@@ -78,6 +78,10 @@ pub enum AuthError {
     /// Password login failed in the directory.
     #[error(transparent)]
     Directory(#[from] DirectoryError),
+    /// Too many failed password logins for this user lately: every login of the user is
+    /// refused, a right one too, for this many more seconds.
+    #[error("too many failed logins for this user; try again in {0} s")]
+    TooManyAttempts(u64),
     /// A name or principal was invalid.
     #[error(transparent)]
     Vocabulary(#[from] portcullis_core::Error),

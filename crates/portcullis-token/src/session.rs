@@ -1,6 +1,7 @@
 //! Session JWTs this service issues after a password login (Doorman's flow), and the
 //! verifier another service (a region proxy) uses to accept only them.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use portcullis_core::{AuthMethod, Clock, PrincipalKind, SystemClock};
-use portcullis_directory::{Directory, Password};
+use portcullis_directory::{Directory, DirectoryError, Password};
 use ring::rand::SystemRandom;
 use ring::signature::{self, KeyPair};
 use serde_json::{Value, json};
@@ -388,26 +389,114 @@ pub fn session_rules(
 
 /// Password login: the directory checks the password and lists the groups, the issuer signs
 /// a session. Unknown users and wrong passwords give the same error.
+///
+/// Guessing is limited: after five failed logins for a user name within five minutes, every
+/// login of that name is refused — a right one too — until the oldest failure is five
+/// minutes old ([`AuthError::TooManyAttempts`]; [`PasswordLogin::with_attempt_limit`]
+/// changes the numbers). The count is kept per process. Someone who knows a user name can
+/// hold that user out this way; that is the price of not letting passwords be guessed.
 #[derive(Debug, Clone)]
 pub struct PasswordLogin {
     directory: Arc<dyn Directory>,
     issuer: SessionIssuer,
+    limit: (usize, Duration),
+    /// Per user name, when its recent failures came (Unix seconds), oldest first.
+    failures: Arc<std::sync::Mutex<HashMap<String, VecDeque<u64>>>>,
 }
+
+/// The most user names whose failures are remembered; beyond it, the oldest are forgotten
+/// first, so a flood of invented names cannot grow memory without bound.
+const MAX_TRACKED_USERS: usize = 100_000;
 
 impl PasswordLogin {
     /// Logs in against `directory`, issuing with `issuer`.
     pub fn new(directory: Arc<dyn Directory>, issuer: SessionIssuer) -> Self {
-        PasswordLogin { directory, issuer }
+        PasswordLogin {
+            directory,
+            issuer,
+            limit: (5, Duration::from_secs(300)),
+            failures: Arc::default(),
+        }
+    }
+
+    /// Refuses every login of a user name that failed `max` times within `window` (default
+    /// five in five minutes).
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Config`] for `max` of zero or a window under a second.
+    pub fn with_attempt_limit(mut self, max: usize, window: Duration) -> Result<Self, AuthError> {
+        if max == 0 || window.as_secs() == 0 {
+            return Err(AuthError::Config(
+                "a login attempt limit allows at least one failure in a window of at least 1 s"
+                    .into(),
+            ));
+        }
+        self.limit = (max, window);
+        Ok(self)
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<u64>>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Seconds left while `user` is over the limit.
+    fn locked_out(&self, user: &str, now: u64) -> Option<u64> {
+        let (max, window) = (self.limit.0, self.limit.1.as_secs());
+        let mut failures = self.failures();
+        let recent = failures.get_mut(user)?;
+        while recent.front().is_some_and(|at| at + window <= now) {
+            recent.pop_front();
+        }
+        if recent.len() < max {
+            return None;
+        }
+        recent
+            .front()
+            .map(|oldest| (oldest + window).saturating_sub(now).max(1))
+    }
+
+    fn note_failure(&self, user: &str, now: u64) {
+        let window = self.limit.1.as_secs();
+        let mut failures = self.failures();
+        if failures.len() >= MAX_TRACKED_USERS && !failures.contains_key(user) {
+            failures.retain(|_, at| at.back().is_some_and(|last| last + window > now));
+            if failures.len() >= MAX_TRACKED_USERS {
+                return;
+            }
+        }
+        let recent = failures.entry(user.to_owned()).or_default();
+        recent.push_back(now);
+        while recent.len() > self.limit.0 {
+            recent.pop_front();
+        }
     }
 
     /// Checks `password` for `user` and issues a session with the user's groups.
     ///
     /// # Errors
     ///
-    /// [`AuthError::Directory`] (invalid credentials, directory unavailable) or an issuing
-    /// error.
+    /// [`AuthError::TooManyAttempts`] while the user name is over the attempt limit;
+    /// [`AuthError::Directory`] for a wrong password or unknown user (the same error), or
+    /// when the directory is down; [`AuthError::Crypto`] if signing fails.
     pub async fn login(&self, user: &str, password: &Password) -> Result<SessionToken, AuthError> {
-        let found = self.directory.authenticate(user, password).await?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(wait) = self.locked_out(user, now) {
+            tracing::warn!(user, "password login refused: too many recent failures");
+            return Err(AuthError::TooManyAttempts(wait));
+        }
+        let found = match self.directory.authenticate(user, password).await {
+            Ok(found) => found,
+            Err(err @ DirectoryError::InvalidCredentials) => {
+                self.note_failure(user, now);
+                return Err(err.into());
+            }
+            Err(err) => return Err(err.into()),
+        };
         tracing::info!(user = %found.name, "password login");
         self.issuer.issue(&found.name, &found.groups)
     }

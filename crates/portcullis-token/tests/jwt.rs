@@ -392,6 +392,54 @@ async fn password_login_issues_a_session_with_directory_groups() {
     );
 }
 
+/// The outside finding: 40 wrong passwords in 2.7 s, no throttling, and the right one still
+/// worked. Five failures for a name in five minutes now refuse every login of that name.
+#[tokio::test]
+async fn password_guessing_is_limited_per_user_name() {
+    use portcullis_directory::{Password, PasswordHash, StaticDirectory};
+    use portcullis_token::PasswordLogin;
+
+    let hash =
+        PasswordHash::create_with_iterations(&Password::new("hunter2").unwrap(), 10_000).unwrap();
+    let directory = StaticDirectory::from_toml(&format!(
+        "[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\
+         [[user]]\nname = \"bob\"\npassword_hash = \"{hash}\""
+    ))
+    .unwrap();
+    let issuer = SessionIssuer::new(
+        SessionKey::generate(SessionAlgorithm::EdDSA).unwrap(),
+        "https://broker.test",
+        "proxy",
+    )
+    .unwrap();
+    let login = PasswordLogin::new(Arc::new(directory), issuer);
+    let (wrong, right) = (
+        Password::new("guess").unwrap(),
+        Password::new("hunter2").unwrap(),
+    );
+    for _ in 0..5 {
+        assert!(matches!(
+            login.login("alice", &wrong).await,
+            Err(AuthError::Directory(_))
+        ));
+    }
+    assert!(matches!(
+        login.login("alice", &right).await,
+        Err(AuthError::TooManyAttempts(300))
+    ));
+    // Another name is not held out; a clone shares the count.
+    assert!(login.login("bob", &right).await.is_ok());
+    assert!(matches!(
+        login.clone().login("alice", &right).await,
+        Err(AuthError::TooManyAttempts(_))
+    ));
+    assert!(
+        login
+            .with_attempt_limit(0, Duration::from_secs(60))
+            .is_err()
+    );
+}
+
 #[tokio::test]
 async fn cached_acceptances_last_max_age_never_past_exp_and_only_for_accepted_tokens() {
     let at = |t: u64| UNIX_EPOCH + Duration::from_secs(t);

@@ -307,7 +307,7 @@ impl std::fmt::Display for RecordError {
 
 /// `text` with control and other non-printing characters escaped (`\u{a}`), cut to at most
 /// `max` characters: safe to record whatever the request held.
-fn printable(text: &str, max: usize) -> String {
+pub(crate) fn printable(text: &str, max: usize) -> String {
     let mut out = String::new();
     for ch in text.chars().take(max) {
         if ch.is_control() || ch.is_whitespace() && ch != ' ' {

@@ -88,8 +88,8 @@ pub struct AuditIntentId(pub String);
 /// response's extensions (`response.extensions_mut().insert(OutcomeDetail(…))`) and the
 /// outcome reads `HTTP 201: granted OPERATOR to user:bob on env:checkout` instead of the
 /// bare status. The intent is written before the body is read, so this is where what a
-/// body asked for gets on the record. Control characters are escaped; at most 512 bytes are
-/// kept.
+/// body asked for gets on the record. Control characters are escaped; at most 512
+/// characters are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutcomeDetail(pub String);
 
@@ -451,24 +451,6 @@ async fn principal_of(gate: &Gate, parts: &Parts) -> Result<Principal, GateError
     gate.authenticate(header).await
 }
 
-/// `text` with control characters escaped, cut to at most 512 bytes on a character boundary.
-fn bounded(text: &str) -> String {
-    let mut out = String::new();
-    for ch in text.chars() {
-        let piece: String = if ch.is_control() {
-            ch.escape_unicode().collect()
-        } else {
-            ch.to_string()
-        };
-        if out.len() + piece.len() > 512 {
-            out.push('…');
-            break;
-        }
-        out.push_str(&piece);
-    }
-    out
-}
-
 /// The path the client asked for: the whole of it, also inside a nested router (which sees
 /// only the rest of the path).
 pub fn request_path(parts: &Parts) -> &str {
@@ -599,7 +581,11 @@ where
                 Ok(response) => {
                     let status = response.status();
                     let detail = match response.extensions().get::<OutcomeDetail>() {
-                        Some(said) => format!("HTTP {}: {}", status.as_u16(), bounded(&said.0)),
+                        Some(said) => format!(
+                            "HTTP {}: {}",
+                            status.as_u16(),
+                            crate::gate::printable(&said.0, 512)
+                        ),
                         None => format!("HTTP {}", status.as_u16()),
                     };
                     let outcome = if status.is_success() || status.is_redirection() {

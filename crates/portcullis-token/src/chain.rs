@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use portcullis_core::{AuthMethod, Principal, PrincipalKind};
 
-use crate::{AuthError, Credential};
+use crate::{AuthError, Credential, VerifiedPeer};
 
 /// Turns a credential into a [`Principal`], or says why not.
 ///
@@ -35,6 +35,19 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
     async fn without_credential(&self) -> Result<Principal, AuthError> {
         Err(AuthError::MissingCredential)
     }
+
+    /// Who a peer is whose identity the transport already verified (a client certificate a
+    /// mutual-TLS verifier accepted). By default not this authenticator's kind:
+    /// [`AuthError::Unrecognized`], so token authenticators need not know about peers and a
+    /// chain goes on to its other methods.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Unrecognized`] by default; an authenticator of peers says why it refused.
+    async fn authenticate_peer(&self, peer: &VerifiedPeer) -> Result<Principal, AuthError> {
+        let _ = peer;
+        Err(AuthError::Unrecognized)
+    }
 }
 
 /// A chain is itself an [`Authenticator`], so it can stand wherever one is taken (a gate, a
@@ -51,6 +64,10 @@ impl Authenticator for AuthChain {
 
     async fn without_credential(&self) -> Result<Principal, AuthError> {
         AuthChain::authenticate(self, None).await
+    }
+
+    async fn authenticate_peer(&self, peer: &VerifiedPeer) -> Result<Principal, AuthError> {
+        AuthChain::authenticate_peer(self, peer).await
     }
 }
 
@@ -164,6 +181,31 @@ impl AuthChain {
         }
         Err(not_mine)
     }
+
+    /// Tries each method's [`Authenticator::authenticate_peer`] in order, the way
+    /// [`AuthChain::authenticate`] tries credentials.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::NoMethods`] when nothing is enabled, the first method's final error, or
+    /// [`AuthError::Unrecognized`] when no method authenticates peers (the caller then goes
+    /// on as if no peer certificate had been presented).
+    pub async fn authenticate_peer(&self, peer: &VerifiedPeer) -> Result<Principal, AuthError> {
+        if self.methods.is_empty() {
+            return Err(AuthError::NoMethods);
+        }
+        for method in &self.methods {
+            match method.authenticate_peer(peer).await {
+                Ok(principal) => return Ok(principal),
+                Err(e) if e.is_not_mine() => {}
+                Err(e) => {
+                    tracing::debug!(method = method.name(), error = %e, "peer refused");
+                    return Err(e);
+                }
+            }
+        }
+        Err(AuthError::Unrecognized)
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +256,68 @@ mod tests {
         assert!(matches!(
             nobody.authenticate_header(Some(b"Bearer t")).await,
             Err(AuthError::UnknownIssuer(i)) if i == "evil"
+        ));
+    }
+
+    #[derive(Debug)]
+    struct PeerNamed;
+
+    #[async_trait]
+    impl Authenticator for PeerNamed {
+        fn name(&self) -> &str {
+            "peer"
+        }
+        async fn authenticate(&self, _: &Credential) -> Result<Principal, AuthError> {
+            Err(AuthError::Unrecognized)
+        }
+        async fn authenticate_peer(&self, peer: &VerifiedPeer) -> Result<Principal, AuthError> {
+            if peer.uri().starts_with("spiffe://good/") {
+                Ok(
+                    Principal::builder(PrincipalKind::Service, peer.uri(), AuthMethod::OIDC)
+                        .build()?,
+                )
+            } else {
+                Err(AuthError::InvalidToken)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn peers_skip_token_methods_and_reach_peer_methods() {
+        let tokens_only = AuthChain::new(vec![Arc::new(Fixed("t", alice))]);
+        assert!(matches!(
+            tokens_only
+                .authenticate_peer(&VerifiedPeer::new("spiffe://good/a"))
+                .await,
+            Err(AuthError::Unrecognized)
+        ));
+        let chain = AuthChain::new(vec![Arc::new(Fixed("t", alice)), Arc::new(PeerNamed)]);
+        let p = chain
+            .authenticate_peer(&VerifiedPeer::new("spiffe://good/a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (p.kind(), p.subject()),
+            (PrincipalKind::Service, "spiffe://good/a")
+        );
+        assert!(matches!(
+            chain
+                .authenticate_peer(&VerifiedPeer::new("spiffe://bad/a"))
+                .await,
+            Err(AuthError::InvalidToken)
+        ));
+        let as_dyn: &dyn Authenticator = &chain;
+        assert!(
+            as_dyn
+                .authenticate_peer(&VerifiedPeer::new("spiffe://good/b"))
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            AuthChain::new(Vec::new())
+                .authenticate_peer(&VerifiedPeer::new("spiffe://good/a"))
+                .await,
+            Err(AuthError::NoMethods)
         ));
     }
 

@@ -131,6 +131,30 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// A peer identity the transport already verified: the URI SAN (for a SPIFFE X.509-SVID,
+/// the SPIFFE ID) of a client certificate whose chain a mutual-TLS verifier accepted, handed
+/// to [`Authenticator::authenticate_peer`](crate::Authenticator::authenticate_peer).
+///
+/// Constructing one asserts that verification happened: only a TLS layer that checked the
+/// certificate (such as `portcullis-identity`'s verifiers) should build it, never code that
+/// read the URI from a request header or body. It is not a secret, so `Debug` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VerifiedPeer {
+    uri: String,
+}
+
+impl VerifiedPeer {
+    /// A peer whose certificate was verified and names `uri`.
+    pub fn new(uri: impl Into<String>) -> Self {
+        VerifiedPeer { uri: uri.into() }
+    }
+
+    /// The verified URI (a SPIFFE ID for an X.509-SVID).
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

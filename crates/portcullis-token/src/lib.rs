@@ -23,7 +23,7 @@ pub use config::{
     AuthConfig, ChainResources, IntrospectionMethod, MethodConfig, OidcMethod, SessionJwtMethod,
     UserinfoMethod,
 };
-pub use credential::{Credential, MAX_HEADER_LEN, Scheme};
+pub use credential::{Credential, MAX_HEADER_LEN, Scheme, VerifiedPeer};
 pub use error::AuthError;
 pub use format::{TOKEN_LEN, TokenKind, TokenSecret, decode_token};
 #[cfg(feature = "oidc")]

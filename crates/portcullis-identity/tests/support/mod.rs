@@ -1,0 +1,2 @@
+#![allow(unreachable_pub, reason = "shared by test binaries")]
+pub mod certs;

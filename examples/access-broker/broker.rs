@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::EncodingKey;
 use portcullis::audit::{AuditEvent, AuditLog, AuditSink, Outcome};
 use portcullis::directory::{CachingDirectory, Directory, Password, StaticDirectory};
 #[cfg(feature = "ldap")]
@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 
 use crate::wire::{
     BROKER_TOKEN, BrokerClaims, ISSUER, TOKEN_SECONDS, body_hash, forwardable, forwarding_client,
-    now_secs, refuse_broker_header, request_hash, valid_name,
+    now_secs, refuse_broker_header, request_hash, sign_broker_token, valid_name,
 };
 use crate::{Done, error_response, stream_back};
 
@@ -671,9 +671,7 @@ pub(crate) async fn forward(
     // holds the thread. The token is only sent once the gate has admitted the request.
     let signing = async {
         tokio::task::yield_now().await;
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(broker.forward_kid.clone());
-        jsonwebtoken::encode(&header, &claims, &broker.forward_key)
+        sign_broker_token(&broker.forward_kid, &claims, &broker.forward_key)
     };
     // Authorized and durably recorded before anything is sent; refusals are audited by the
     // gate; an audit log that cannot record means 503 and nothing forwarded.

@@ -2,6 +2,10 @@
 //! headers cross, the request hash and the broker token's claims.
 
 use axum::http::{HeaderMap, HeaderName, Method, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::crypto::CryptoProvider;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +38,61 @@ pub(crate) struct BrokerClaims {
     pub(crate) svc: String,
     /// [`request_hash`] of the request as forwarded.
     pub(crate) rh: String,
+}
+
+/// The provider broker tokens are signed and checked with, named explicitly:
+/// `jsonwebtoken::encode`/`decode` would ask the process-level provider, which is ambiguous
+/// (and panics) when a build enables a second jsonwebtoken backend.
+fn jws_provider() -> &'static CryptoProvider {
+    &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER
+}
+
+/// Signs `claims` as an EdDSA JWT with `kid` in its header.
+pub(crate) fn sign_broker_token(
+    kid: &str,
+    claims: &BrokerClaims,
+    key: &EncodingKey,
+) -> Result<String, String> {
+    let signer =
+        (jws_provider().signer_factory)(&Algorithm::EdDSA, key).map_err(|e| e.to_string())?;
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    let header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    let claims = serde_json::to_vec(claims).map_err(|e| e.to_string())?;
+    let mut token = String::with_capacity(512);
+    URL_SAFE_NO_PAD.encode_string(header, &mut token);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+    let signature = signer
+        .try_sign(token.as_bytes())
+        .map_err(|e| e.to_string())?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+    Ok(token)
+}
+
+/// Checks the EdDSA signature of broker token `token` with `key` and returns its claims
+/// (whose issuer, audience and lifetime the caller checks).
+pub(crate) fn verify_broker_token(token: &str, key: &DecodingKey) -> Result<BrokerClaims, String> {
+    let (message, signature) = token
+        .rsplit_once('.')
+        .ok_or("a JWT has three dot-separated parts")?;
+    let (_, payload) = message
+        .split_once('.')
+        .ok_or("a JWT has three dot-separated parts")?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| "the signature is not base64url")?;
+    let verifier =
+        (jws_provider().verifier_factory)(&Algorithm::EdDSA, key).map_err(|e| e.to_string())?;
+    verifier
+        .verify(message.as_bytes(), &signature)
+        .map_err(|_| "InvalidSignature")?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| "the payload is not base64url")?;
+    serde_json::from_slice(&payload)
+        .map_err(|e| format!("the claims are not a broker token's: {e}"))
 }
 
 /// Why a request cannot be forwarded.

@@ -22,13 +22,12 @@ pub use check::CheckError;
 pub use decision_log::{ACTIVATE, DecisionLog, EVALUATE, POLICY_BUNDLE, POLICY_RULE};
 pub use engine::{EvalLimits, Evaluation, PolicyEngine, RegoEngine, rule_path};
 pub use error::PolicyError;
-pub use jsonwebtoken::Algorithm;
 pub use nesting::MAX_NESTING;
 pub use rollout::{
     ArtifactConfig, ArtifactState, Candidate, Metrics, Promotion, Rollout, RolloutConfig,
     RolloutEvent, SpiffePattern, StepConfig, Thresholds,
 };
-pub use signing::{BundleSigner, BundleVerifier, SIGNATURES_FILE, VerificationKey};
+pub use signing::{Algorithm, BundleSigner, BundleVerifier, SIGNATURES_FILE, VerificationKey};
 #[cfg(feature = "sources")]
 pub use source::{
     BundleSource, DirSource, Fetched, HttpSource, PollOptions, poll_once, spawn_poller,

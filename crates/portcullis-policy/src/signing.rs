@@ -8,12 +8,20 @@
 //! key id, else the token's `kid`, else the payload's `keyid`; the payload's `scope` must
 //! equal the configured one; JSON files (`.manifest`, `data.json`) are hashed in canonical
 //! form (keys sorted, no whitespace, numbers as written), other files byte for byte.
+//!
+//! Signatures are made and checked with jsonwebtoken's aws-lc-rs provider named
+//! explicitly, never with `jsonwebtoken::encode`/`decode`: those use the process-level
+//! provider, which is ambiguous (and panics) when an embedder's graph enables a second
+//! jsonwebtoken backend.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::crypto::CryptoProvider;
+use jsonwebtoken::{DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -25,6 +33,149 @@ pub const SIGNATURES_FILE: &str = ".signatures.json";
 
 /// The longest `.signatures.json` read.
 const MAX_SIGNATURES_BYTES: usize = 1 << 20;
+
+/// A JWS signature algorithm for bundle signatures, as written in JOSE (`RS256`,
+/// `ES256`, `EdDSA`…); in configuration files it is that string. `none` is not one.
+///
+/// ```
+/// use portcullis_policy::Algorithm;
+///
+/// let alg: Algorithm = "PS256".parse()?;
+/// assert_eq!(alg, Algorithm::PS256);
+/// assert_eq!(alg.to_string(), "PS256");
+/// assert!(!alg.is_hmac());
+/// assert!("none".parse::<Algorithm>().is_err());
+/// # Ok::<(), portcullis_policy::PolicyError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// HMAC with SHA-256 (a shared secret).
+    HS256,
+    /// HMAC with SHA-384 (a shared secret).
+    HS384,
+    /// HMAC with SHA-512 (a shared secret).
+    HS512,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// ECDSA on P-384 with SHA-384.
+    ES384,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// Ed25519.
+    EdDSA,
+}
+
+/// Every algorithm, in the order of the enum.
+const ALGORITHMS: [Algorithm; 12] = [
+    Algorithm::HS256,
+    Algorithm::HS384,
+    Algorithm::HS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::EdDSA,
+];
+
+impl Algorithm {
+    /// The JOSE name: `"RS256"`, `"EdDSA"`…
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::HS256 => "HS256",
+            Algorithm::HS384 => "HS384",
+            Algorithm::HS512 => "HS512",
+            Algorithm::ES256 => "ES256",
+            Algorithm::ES384 => "ES384",
+            Algorithm::RS256 => "RS256",
+            Algorithm::RS384 => "RS384",
+            Algorithm::RS512 => "RS512",
+            Algorithm::PS256 => "PS256",
+            Algorithm::PS384 => "PS384",
+            Algorithm::PS512 => "PS512",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    /// Whether this is an HMAC (shared-secret) algorithm.
+    #[must_use]
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+    }
+
+    fn to_jwt(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as J;
+        match self {
+            Algorithm::HS256 => J::HS256,
+            Algorithm::HS384 => J::HS384,
+            Algorithm::HS512 => J::HS512,
+            Algorithm::ES256 => J::ES256,
+            Algorithm::ES384 => J::ES384,
+            Algorithm::RS256 => J::RS256,
+            Algorithm::RS384 => J::RS384,
+            Algorithm::RS512 => J::RS512,
+            Algorithm::PS256 => J::PS256,
+            Algorithm::PS384 => J::PS384,
+            Algorithm::PS512 => J::PS512,
+            Algorithm::EdDSA => J::EdDSA,
+        }
+    }
+
+    /// The local name of a JWT library algorithm; `None` for one not accepted here.
+    fn from_jwt(alg: jsonwebtoken::Algorithm) -> Option<Self> {
+        ALGORITHMS.into_iter().find(|a| a.to_jwt() == alg)
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = PolicyError;
+
+    /// Parses a JOSE name, exactly (case matters, as in a JWS header).
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Signature`] naming the algorithms there are.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALGORITHMS
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ALGORITHMS.iter().map(|a| a.as_str()).collect();
+                key_error(format!(
+                    "unknown signature algorithm {:?}: use one of {}",
+                    s.chars().take(40).collect::<String>(),
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// The one provider bundle signatures are made and checked with, named explicitly so the
+/// process-level default (ambiguous with two backends in a graph) is never consulted.
+fn provider() -> &'static CryptoProvider {
+    &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER
+}
 
 /// A key that bundle signatures are verified with.
 #[derive(Clone)]
@@ -74,7 +225,7 @@ fn pem_family(algorithm: Algorithm, hmac: &str) -> Result<Family, PolicyError> {
         Algorithm::ES256 | Algorithm::ES384 => Ok(Family::Ec),
         Algorithm::EdDSA => Ok(Family::Ed),
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Err(key_error(format!(
-            "{algorithm:?} takes a shared secret ({hmac}), not a PEM key"
+            "{algorithm} takes a shared secret ({hmac}), not a PEM key"
         ))),
         // RS256/384/512 and PS256/384/512.
         _ => Ok(Family::Rsa),
@@ -95,7 +246,7 @@ impl VerificationKey {
             Family::Ed => DecodingKey::from_ed_pem(pem),
             Family::Rsa => DecodingKey::from_rsa_pem(pem),
         }
-        .map_err(|e| key_error(format!("not a {algorithm:?} public key in PEM: {e}")))?;
+        .map_err(|e| key_error(format!("not a {algorithm} public key in PEM: {e}")))?;
         Ok(VerificationKey {
             algorithm,
             key,
@@ -111,11 +262,8 @@ impl VerificationKey {
     /// [`PolicyError::Signature`] if the algorithm is not an HMAC one or the secret is
     /// shorter than 32 bytes.
     pub fn hmac(algorithm: Algorithm, secret: &[u8]) -> Result<Self, PolicyError> {
-        if !matches!(
-            algorithm,
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-        ) {
-            return Err(key_error(format!("{algorithm:?} is not an HMAC algorithm")));
+        if !algorithm.is_hmac() {
+            return Err(key_error(format!("{algorithm} is not an HMAC algorithm")));
         }
         if secret.len() < 32 {
             return Err(key_error("an HMAC secret must be at least 32 bytes"));
@@ -141,8 +289,7 @@ impl VerificationKey {
 /// signature with a matching digest, and the signature may list no file the bundle lacks.
 ///
 /// ```
-/// use portcullis_policy::{BundleSigner, BundleVerifier, VerificationKey};
-/// use jsonwebtoken::Algorithm;
+/// use portcullis_policy::{Algorithm, BundleSigner, BundleVerifier, VerificationKey};
 ///
 /// let secret = b"a shared secret of at least 32 bytes!!";
 /// let signer = BundleSigner::hmac(Algorithm::HS256, secret)?.key_id("ci");
@@ -272,24 +419,17 @@ impl BundleVerifier {
             .keys
             .get(&key_id)
             .ok_or_else(|| fail(format!("signed with unknown key {key_id:?}")))?;
-        if header.alg != key.algorithm {
+        if Algorithm::from_jwt(header.alg) != Some(key.algorithm) {
             return Err(fail(format!(
-                "signed with {:?}, but key {key_id:?} is for {:?}",
+                "signed with {:?}, but key {key_id:?} is for {}",
                 header.alg, key.algorithm
             )));
         }
-        let mut validation = Validation::new(key.algorithm);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        let payload = jsonwebtoken::decode::<SignedFiles>(token, &key.key, &validation)
-            .map_err(|e| {
-                fail(format!(
-                    "the signature does not verify with key {key_id:?}: {e}"
-                ))
-            })?
-            .claims;
+        let payload = verify_jws(token, key).map_err(|e| {
+            fail(format!(
+                "the signature does not verify with key {key_id:?}: {e}"
+            ))
+        })?;
         let expected = self.scope.as_ref().or(key.scope.as_ref());
         if payload.scope.as_ref().filter(|s| !s.is_empty()) != expected.filter(|s| !s.is_empty()) {
             return Err(fail(format!(
@@ -327,6 +467,30 @@ impl BundleVerifier {
         }
         Ok(())
     }
+}
+
+/// Checks the signature of compact JWS `token` with `key` (through [`provider`]) and
+/// returns its payload.
+fn verify_jws(token: &str, key: &VerificationKey) -> Result<SignedFiles, String> {
+    let (message, signature) = token
+        .rsplit_once('.')
+        .ok_or("a JWS has three dot-separated parts")?;
+    let (_, payload) = message
+        .split_once('.')
+        .ok_or("a JWS has three dot-separated parts")?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| "the signature is not base64url")?;
+    // A key of another type (an RSA key for ES256…) is refused here, before any check.
+    let verifier = (provider().verifier_factory)(&key.algorithm.to_jwt(), &key.key)
+        .map_err(|e| format!("the key does not fit {}: {e}", key.algorithm))?;
+    verifier
+        .verify(message.as_bytes(), &signature)
+        .map_err(|_| "the signature is not the files' signature".to_owned())?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| "the payload is not base64url")?;
+    serde_json::from_slice(&payload).map_err(|e| format!("the payload is not a file list: {e}"))
 }
 
 /// The deprecated `keyid` claim, read before verification only to choose the key.
@@ -459,7 +623,7 @@ impl BundleSigner {
             Family::Ed => EncodingKey::from_ed_pem(pem),
             Family::Rsa => EncodingKey::from_rsa_pem(pem),
         }
-        .map_err(|e| key_error(format!("not a {algorithm:?} private key in PEM: {e}")))?;
+        .map_err(|e| key_error(format!("not a {algorithm} private key in PEM: {e}")))?;
         Ok(BundleSigner {
             algorithm,
             key,
@@ -524,18 +688,38 @@ impl BundleSigner {
             keyid: None,
             scope: self.scope.clone(),
         };
-        let mut header = Header::new(self.algorithm);
+        let mut header = Header::new(self.algorithm.to_jwt());
         header.kid.clone_from(&self.key_id);
-        let token = jsonwebtoken::encode(&header, &payload, &self.key).map_err(|e| {
-            PolicyError::Signature {
+        let token = self
+            .token(&header, &payload)
+            .map_err(|message| PolicyError::Signature {
                 bundle: bundle.to_owned(),
-                message: format!("signing failed: {e}"),
-            }
-        })?;
+                message: format!("signing failed: {message}"),
+            })?;
         serde_json::to_vec(&SignaturesDocument {
             signatures: vec![token],
         })
         .map_err(|e| PolicyError::bundle(bundle, e.to_string()))
+    }
+}
+
+impl BundleSigner {
+    /// The compact JWS of `payload` under `header`, signed through [`provider`].
+    fn token(&self, header: &Header, payload: &SignedFiles) -> Result<String, String> {
+        let signer = (provider().signer_factory)(&self.algorithm.to_jwt(), &self.key)
+            .map_err(|e| e.to_string())?;
+        let header = serde_json::to_vec(header).map_err(|e| e.to_string())?;
+        let payload = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
+        let mut token = String::with_capacity(256 + payload.len() * 4 / 3);
+        URL_SAFE_NO_PAD.encode_string(header, &mut token);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+        let signature = signer
+            .try_sign(token.as_bytes())
+            .map_err(|e| e.to_string())?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
     }
 }
 
@@ -565,6 +749,19 @@ mod tests {
             canonical(r#"{"b":1,"B":2,"é":3,"a":4}"#),
             r#"{"B":2,"a":4,"b":1,"é":3}"#
         );
+    }
+
+    #[test]
+    fn algorithm_names_round_trip_through_str_serde_and_the_jwt_library() {
+        for alg in ALGORITHMS {
+            assert_eq!(alg.as_str().parse::<Algorithm>().ok(), Some(alg));
+            let json = serde_json::to_string(&alg).unwrap_or_default();
+            assert_eq!(json, format!("\"{alg}\""));
+            assert_eq!(Algorithm::from_jwt(alg.to_jwt()), Some(alg));
+            assert_eq!(format!("{:?}", alg.to_jwt()), alg.as_str());
+        }
+        assert!("none".parse::<Algorithm>().is_err());
+        assert!("rs256".parse::<Algorithm>().is_err());
     }
 
     #[test]

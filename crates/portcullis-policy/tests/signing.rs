@@ -295,3 +295,47 @@ fn signed_tarballs_and_folders_verify() {
     assert!(Bundle::from_dir("authz", &dir, &limits).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `jsonwebtoken::encode`/`decode` (and `DecodingKey`-taking helpers built on them) ask the
+/// process-level crypto provider, which panics when an embedder's graph enables a second
+/// jsonwebtoken backend: this crate's sources must name the provider themselves.
+#[test]
+fn no_source_uses_the_process_default_crypto_provider() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    sources(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    assert!(files.len() > 5, "{files:?}");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for call in [
+            "jsonwebtoken::encode(",
+            "jsonwebtoken::decode(",
+            "jsonwebtoken::decode::<",
+            "jsonwebtoken::crypto::sign(",
+            "jsonwebtoken::crypto::verify(",
+            "CryptoProvider::get_default",
+            "install_default",
+            "use jsonwebtoken::{encode",
+            "use jsonwebtoken::{decode,",
+        ] {
+            // Doc comments may name the API they avoid.
+            let uses = text
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .any(|line| line.contains(call));
+            assert!(!uses, "{} calls {call}", file.display());
+        }
+    }
+}

@@ -89,8 +89,13 @@ const TIMER_CHECK_INTERVAL: NonZeroU32 = match NonZeroU32::new(256) {
 /// Gives every compiled set a process-unique id, the key of its per-thread clones.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// A new engine with the evaluation time limit and built-in error mode of `limits`.
-fn new_engine(limits: &EvalLimits) -> regorus::Engine {
+/// A new engine with the evaluation time limit and built-in error mode of `limits`, and
+/// the built-ins this crate adds to regorus's (see [`crate::builtins`]).
+///
+/// # Errors
+///
+/// regorus's message if it refuses one of the added built-ins.
+fn new_engine(limits: &EvalLimits) -> Result<regorus::Engine, String> {
     let mut engine = regorus::Engine::new();
     engine.set_strict_builtin_errors(limits.strict_builtin_errors);
     if let Some(limit) = limits.time_limit {
@@ -99,7 +104,8 @@ fn new_engine(limits: &EvalLimits) -> regorus::Engine {
             check_interval: TIMER_CHECK_INTERVAL,
         });
     }
-    engine
+    crate::builtins::register(&mut engine, limits.strict_builtin_errors)?;
+    Ok(engine)
 }
 
 /// Every `data` reference in a Rego source, as the path of plain names that follows
@@ -296,7 +302,15 @@ impl RegoEngine {
                 }
             }
         }
-        let mut engine = new_engine(&limits);
+        let mut engine = new_engine(&limits).map_err(|message| PolicyError::Compile {
+            bundle: bundles
+                .iter()
+                .map(|b| b.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            file: "<built-ins>".to_owned(),
+            message,
+        })?;
         // Which bundle and file each module (by index, in the order added) comes from.
         let mut owners: Vec<(&Bundle, &str)> = Vec::new();
         // Each module's name, source, package below `data` and Rego version, for the
@@ -549,7 +563,12 @@ fn split(
         return (Vec::new(), BTreeMap::new());
     };
     let count = of_module.iter().max().map_or(0, |m| m + 1);
-    let mut engines: Vec<regorus::Engine> = (0..count).map(|_| new_engine(limits)).collect();
+    let Ok(mut engines) = (0..count)
+        .map(|_| new_engine(limits))
+        .collect::<Result<Vec<regorus::Engine>, String>>()
+    else {
+        return (Vec::new(), BTreeMap::new());
+    };
     let mut groups = BTreeMap::new();
     for (module, group) in modules.iter().zip(&of_module) {
         let Some(engine) = engines.get_mut(*group) else {

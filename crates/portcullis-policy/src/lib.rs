@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod authorizer;
+mod builtins;
 mod bundle;
 mod check;
 #[cfg(feature = "audit")]

@@ -1,5 +1,6 @@
-//! What the check knows about built-in functions: whether regorus provides one and with
-//! how many arguments (asked of regorus itself), and the argument types OPA declares for
+//! What the check knows about built-in functions: whether regorus or this crate (its
+//! extensions, [`crate::builtins`]) provides one and with how many arguments (asked of
+//! regorus itself, or of the extension table), and the argument types OPA declares for
 //! the common ones (to refuse a constant argument of the wrong type).
 
 use std::collections::HashMap;
@@ -56,6 +57,7 @@ const TIME: Ty = NUMBER | ARRAY;
 const SIGNATURES: &[(&str, &[Ty])] = &[
     ("abs", &[N]),
     ("array.concat", &[ARR, ARR]),
+    ("array.flatten", &[ARR]),
     ("array.reverse", &[ARR]),
     ("array.slice", &[ARR, N, N]),
     ("base64.decode", &[S]),
@@ -74,16 +76,40 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("concat", &[S, COLL]),
     ("contains", &[S, S]),
     ("count", &[S | ARRAY | SET | OBJECT]),
+    ("crypto.hmac.equal", &[S, S]),
+    ("crypto.hmac.md5", &[S, S]),
+    ("crypto.hmac.sha1", &[S, S]),
+    ("crypto.hmac.sha256", &[S, S]),
+    ("crypto.hmac.sha512", &[S, S]),
+    ("crypto.md5", &[S]),
+    ("crypto.sha1", &[S]),
+    ("crypto.sha256", &[S]),
     ("endswith", &[S, S]),
     ("floor", &[N]),
     ("format_int", &[N, N]),
     ("glob.match", &[S, ARRAY | NULL, S]),
     ("glob.quote_meta", &[S]),
+    ("graph.reachable", &[OBJ, COLL]),
+    ("graph.reachable_paths", &[OBJ, COLL]),
     ("hex.decode", &[S]),
     ("hex.encode", &[S]),
     ("indexof", &[S, S]),
     ("indexof_n", &[S, S]),
     ("intersection", &[SET]),
+    ("io.jwt.decode", &[S]),
+    ("io.jwt.decode_verify", &[S, OBJ]),
+    ("io.jwt.verify_eddsa", &[S, S]),
+    ("io.jwt.verify_es256", &[S, S]),
+    ("io.jwt.verify_es384", &[S, S]),
+    ("io.jwt.verify_hs256", &[S, S]),
+    ("io.jwt.verify_hs384", &[S, S]),
+    ("io.jwt.verify_hs512", &[S, S]),
+    ("io.jwt.verify_ps256", &[S, S]),
+    ("io.jwt.verify_ps384", &[S, S]),
+    ("io.jwt.verify_ps512", &[S, S]),
+    ("io.jwt.verify_rs256", &[S, S]),
+    ("io.jwt.verify_rs384", &[S, S]),
+    ("io.jwt.verify_rs512", &[S, S]),
     ("is_array", &[A]),
     ("is_boolean", &[A]),
     ("is_null", &[A]),
@@ -93,12 +119,15 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("is_string", &[A]),
     ("json.is_valid", &[S]),
     ("json.marshal", &[A]),
+    ("json.patch", &[A, ARR]),
     ("json.unmarshal", &[S]),
     ("lower", &[S]),
     ("max", &[COLL]),
     ("min", &[COLL]),
     ("net.cidr_contains", &[S, S]),
     ("net.cidr_expand", &[S]),
+    ("net.cidr_intersects", &[S, S]),
+    ("net.cidr_merge", &[COLL]),
     ("numbers.range", &[N, N]),
     ("numbers.range_step", &[N, N, N]),
     ("object.get", &[OBJ, A, A]),
@@ -149,6 +178,10 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("urlquery.encode_object", &[OBJ]),
     ("uuid.parse", &[S]),
     ("uuid.rfc4122", &[S]),
+    ("walk", &[A]),
+    ("yaml.is_valid", &[S]),
+    ("yaml.marshal", &[A]),
+    ("yaml.unmarshal", &[S]),
 ];
 
 /// The declared argument types of built-in `name`, if listed.
@@ -160,23 +193,23 @@ pub(super) fn signature(name: &str) -> Option<&'static [Ty]> {
         .map(|(_, sig)| *sig)
 }
 
-/// The most arguments a built-in takes (regorus's largest is 4).
+/// The most arguments a regorus built-in takes (its largest is 4).
 const MAX_ARITY: usize = 8;
 
-/// Built-ins regorus provides, by name, asked once per name.
+/// Built-ins regorus or this crate provides, by name, asked once per name.
 #[derive(Debug, Default)]
 pub(super) struct Builtins {
     arity: HashMap<String, Option<usize>>,
 }
 
 impl Builtins {
-    /// How many arguments built-in `name` takes, or `None` if regorus has no such
-    /// built-in. `print` takes any number and is handled by the caller.
+    /// How many arguments built-in `name` takes, or `None` if neither regorus nor this
+    /// crate has such a built-in. `print` takes any number and is handled by the caller.
     pub(super) fn arity(&mut self, name: &str) -> Option<usize> {
         if let Some(known) = self.arity.get(name) {
             return *known;
         }
-        let found = probe_arity(name);
+        let found = crate::builtins::arity(name).or_else(|| probe_arity(name));
         self.arity.insert(name.to_owned(), found);
         found
     }
@@ -229,6 +262,25 @@ mod tests {
         assert_eq!(builtins.arity("time.now_ns"), Some(0));
         assert_eq!(builtins.arity("startwith"), None);
         assert_eq!(builtins.arity("data.x.f"), None);
+        // Extensions of this crate, and built-ins of regorus features enabled here.
+        assert_eq!(builtins.arity("array.flatten"), Some(1));
+        assert_eq!(builtins.arity("io.jwt.decode_verify"), Some(2));
+        assert_eq!(builtins.arity("walk"), Some(1));
+        assert_eq!(builtins.arity("yaml.unmarshal"), Some(1));
+        assert_eq!(builtins.arity("io.jwt.verify_es512"), None);
+    }
+
+    #[test]
+    fn every_extension_has_a_signature_of_its_arity() {
+        for extension in crate::builtins::EXTENSIONS {
+            let sig = signature(extension.name);
+            assert_eq!(
+                sig.map(<[Ty]>::len),
+                Some(usize::from(extension.arity)),
+                "{}",
+                extension.name
+            );
+        }
     }
 
     #[test]

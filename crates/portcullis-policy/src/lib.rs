@@ -20,7 +20,9 @@ pub use authorizer::RegoAuthorizer;
 pub use bundle::{Bundle, BundleLimits, Manifest, PolicyFile};
 pub use check::CheckError;
 #[cfg(feature = "audit")]
-pub use decision_log::{ACTIVATE, DecisionLog, EVALUATE, POLICY_BUNDLE, POLICY_RULE};
+pub use decision_log::{
+    ACTIVATE, DecisionEntry, DecisionLog, EVALUATE, MASK_RULE, POLICY_BUNDLE, POLICY_RULE,
+};
 pub use engine::{EvalLimits, Evaluation, PolicyEngine, RegoEngine, rule_path};
 pub use error::PolicyError;
 pub use nesting::MAX_NESTING;

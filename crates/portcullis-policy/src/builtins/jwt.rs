@@ -118,8 +118,8 @@ pub(super) fn decode(args: &Args<'_>) -> Result<Value, BuiltinError> {
         let header = token.header(args)?;
         let payload = token.payload(args)?;
         if header.get(&Value::from("cty")) == Some(&Value::from("JWT")) {
-            let inner = String::from_utf8(payload)
-                .map_err(|_| args.invalid("nested JWT is not UTF-8"))?;
+            let inner =
+                String::from_utf8(payload).map_err(|_| args.invalid("nested JWT is not UTF-8"))?;
             jwt = inner.trim_matches(|c| c == '"' || c == '\'').to_owned();
             continue;
         }
@@ -358,9 +358,7 @@ fn constraints(args: &Args<'_>) -> Result<Constraints, BuiltinError> {
                 c.time = nanos / 1e9;
             }
             other => {
-                return Err(args.invalid(format!(
-                    "unknown token validation constraint: {other}"
-                )));
+                return Err(args.invalid(format!("unknown token validation constraint: {other}")));
             }
         }
     }
@@ -451,7 +449,8 @@ pub(super) fn decode_verify(args: &Args<'_>) -> Result<Value, BuiltinError> {
         }
         let payload = token.payload(args)?;
         if cty.is_some_and(|cty| cty.eq_ignore_ascii_case("JWT")) {
-            jwt = String::from_utf8(payload).map_err(|_| args.invalid("nested JWT is not UTF-8"))?;
+            jwt =
+                String::from_utf8(payload).map_err(|_| args.invalid("nested JWT is not UTF-8"))?;
             continue;
         }
         break (header, json_object(args, &payload)?);

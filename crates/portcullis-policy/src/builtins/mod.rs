@@ -57,7 +57,9 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 impl<'a> Args<'a> {
     /// Argument `i` (from 0).
     pub(crate) fn get(&self, i: usize) -> Result<&'a Value, BuiltinError> {
-        self.values.get(i).ok_or_else(|| self.invalid("missing argument"))
+        self.values
+            .get(i)
+            .ok_or_else(|| self.invalid("missing argument"))
     }
 
     /// A type error for argument `i` (from 0), which should have been `expected`.

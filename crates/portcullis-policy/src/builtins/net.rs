@@ -19,7 +19,9 @@ fn cidr(args: &Args<'_>, text: &str) -> Result<IpNet, BuiltinError> {
 pub(super) fn cidr_intersects(args: &Args<'_>) -> Result<Value, BuiltinError> {
     let a = cidr(args, args.string(0)?)?;
     let b = cidr(args, args.string(1)?)?;
-    Ok(Value::from(a.contains(&b.network()) || b.contains(&a.network())))
+    Ok(Value::from(
+        a.contains(&b.network()) || b.contains(&a.network()),
+    ))
 }
 
 /// `net.cidr_merge(addrs)`: the smallest set of CIDRs covering the addresses and networks

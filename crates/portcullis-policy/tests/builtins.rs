@@ -1,0 +1,599 @@
+//! The OPA built-ins this crate adds to regorus (`src/builtins/`), the ones it enables in
+//! regorus (`graph`, `yaml`), and the value semantics that still differ from OPA (pinned,
+//! with the reason, so a regorus upgrade that changes them shows up here).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::EncodingKey;
+use portcullis_policy::{Bundle, EvalLimits, PolicyEngine, PolicyError, RegoEngine};
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, KeyPair};
+use serde_json::{Value, json};
+
+fn compile(rego: &str, strict: bool) -> Result<RegoEngine, PolicyError> {
+    let bundle = Bundle::from_files("t", vec![("t/t.rego".to_owned(), rego.as_bytes().to_vec())])?;
+    RegoEngine::compile(
+        [&bundle],
+        EvalLimits {
+            strict_builtin_errors: strict,
+            ..EvalLimits::default()
+        },
+    )
+}
+
+/// `x := <expr>` evaluated with `input`.
+fn eval_in(expr: &str, input: &Value, strict: bool) -> Result<Option<Value>, PolicyError> {
+    let engine = compile(&format!("package t\nx := {expr}\n"), strict)?;
+    engine.evaluate("data.t.x", input).map(|e| e.result)
+}
+
+/// The value of `expr` (non-strict), which must be defined.
+fn eval(expr: &str) -> Value {
+    match eval_in(expr, &json!({}), false) {
+        Ok(Some(value)) => value,
+        other => panic!("{expr}: {other:?}"),
+    }
+}
+
+/// `expr` with `input` fails as OPA's built-in errors do: undefined by default, an
+/// evaluation error (naming the built-in) with strict built-in errors.
+fn fails(expr: &str, input: Value, name: &str) {
+    assert_eq!(eval_in(expr, &input, false).unwrap(), None, "{expr}");
+    match eval_in(expr, &input, true) {
+        Err(PolicyError::Eval { message, .. }) => assert!(message.contains(name), "{message}"),
+        other => panic!("{expr}: strict should fail, got {other:?}"),
+    }
+}
+
+#[test]
+fn array_flatten_unpacks_one_level() {
+    assert_eq!(
+        eval(r#"array.flatten([1, [2, [3]], [], "a", {"b": [4]}])"#),
+        json!([1, 2, [3], "a", {"b": [4]}])
+    );
+    assert_eq!(eval("array.flatten([])"), json!([]));
+    fails(
+        "array.flatten(input.v)",
+        json!({"v": "abc"}),
+        "array.flatten",
+    );
+}
+
+#[test]
+fn extensions_compile_like_native_builtins() {
+    // A constant argument of the wrong type is refused before anything runs …
+    let refused = compile("package t\nx := array.flatten(\"a\")", false).unwrap_err();
+    assert!(refused.to_string().contains("array.flatten"), "{refused}");
+    // … as is a wrong argument count, or a name that is no built-in.
+    let refused = compile("package t\nx := crypto.sha256(\"a\", \"b\")", false).unwrap_err();
+    assert!(
+        refused.to_string().contains("too many arguments"),
+        "{refused}"
+    );
+    let refused = compile("package t\nx := crypto.sha257(\"a\")", false).unwrap_err();
+    assert!(
+        refused.to_string().contains("undefined function"),
+        "{refused}"
+    );
+    // jsonwebtoken has no ES512: refused, not answered wrongly.
+    let refused = compile(
+        "package t\nx := io.jwt.verify_es512(\"a.b.c\", \"k\")",
+        false,
+    );
+    assert!(refused.is_err());
+    // `with` replaces `count` (a native built-in this crate overrides) as any native one.
+    let engine = compile(
+        "package t\nx := y if y := count(\"abc\") with count as 7",
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        engine.evaluate("data.t.x", &json!({})).unwrap().result,
+        Some(json!(7))
+    );
+}
+
+/// Pinned regorus limitations of extensions (README, "Differences from OPA"): regorus's
+/// `with` does not know extensions (it looks for a rule of that name), and extensions
+/// have no output-argument form (`f(x, out)`): evaluating it fails (an unsafe variable).
+#[test]
+fn extensions_differ_from_native_builtins_in_with_and_output_arguments() {
+    let engine = compile(
+        "package t\nx := y if y := crypto.md5(\"a\") with crypto.md5 as \"mocked\"",
+        false,
+    )
+    .unwrap();
+    let failed = engine.evaluate("data.t.x", &json!({})).unwrap_err();
+    assert!(failed.to_string().contains("undefined rule"), "{failed}");
+    let engine = compile(
+        "package t\nx := h if io.jwt.decode(input.t, [h, _, _])\n\
+         y := h if [h, _, _] := io.jwt.decode(input.t)",
+        false,
+    )
+    .unwrap();
+    let input = json!({"t": "eyJhbGciOiJIUzI1NiJ9.e30."});
+    let failed = engine.evaluate("data.t.x", &input).unwrap_err();
+    assert!(failed.to_string().contains("unsafe"), "{failed}");
+    assert_eq!(
+        engine.evaluate("data.t.y", &input).unwrap().result,
+        Some(json!({"alg": "HS256"}))
+    );
+}
+
+#[test]
+fn count_counts_code_points_as_opa() {
+    assert_eq!(eval(r#"count("😀")"#), json!(1));
+    assert_eq!(eval(r#"count("héllo")"#), json!(5));
+    assert_eq!(
+        eval(r#"[count([1, 2]), count({1}), count({"a": 1}), count("")]"#),
+        json!([2, 1, 1, 0])
+    );
+    fails("count(input.v)", json!({"v": 12}), "count");
+}
+
+#[test]
+fn crypto_hashes_and_hmacs() {
+    assert_eq!(
+        eval(r#"crypto.md5("abc")"#),
+        json!("900150983cd24fb0d6963f7d28e17f72")
+    );
+    assert_eq!(
+        eval(r#"crypto.md5("😀")"#),
+        json!("2a02eac39d716a70ecf37579185927b6")
+    );
+    assert_eq!(
+        eval(r#"crypto.sha1("abc")"#),
+        json!("a9993e364706816aba3e25717850c26c9cd0d89d")
+    );
+    assert_eq!(
+        eval(r#"crypto.sha256("abc")"#),
+        json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    );
+    // RFC 2202 and RFC 4231 test case 2 ("Jefe").
+    let data = r#""what do ya want for nothing?", "Jefe""#;
+    assert_eq!(
+        eval(&format!("crypto.hmac.md5({data})")),
+        json!("750c783e6ab0b503eaa86e310a5db738")
+    );
+    assert_eq!(
+        eval(&format!("crypto.hmac.sha1({data})")),
+        json!("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79")
+    );
+    assert_eq!(
+        eval(&format!("crypto.hmac.sha256({data})")),
+        json!("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    );
+    assert_eq!(
+        eval(&format!("crypto.hmac.sha512({data})")),
+        json!(
+            "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a\
+             6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
+        )
+    );
+    // A key longer than MD5's block is hashed first (value from Python's hmac module).
+    assert_eq!(
+        eval(&format!(
+            r#"crypto.hmac.md5("message", "{}")"#,
+            "a".repeat(100)
+        )),
+        json!("f202dbe9e82129c70ca76e421f882aec")
+    );
+    assert_eq!(
+        eval(
+            r#"[crypto.hmac.equal("abc", "abc"), crypto.hmac.equal("abc", "abd"), crypto.hmac.equal("abc", "ab")]"#
+        ),
+        json!([true, false, false])
+    );
+    fails("crypto.sha256(input.v)", json!({"v": 1}), "crypto.sha256");
+    fails(
+        "crypto.hmac.sha256(\"x\", input.v)",
+        json!({"v": null}),
+        "crypto.hmac.sha256",
+    );
+}
+
+#[test]
+fn cidr_merge_and_intersects() {
+    assert_eq!(
+        eval(r#"net.cidr_merge(["192.0.128.0/24", "192.0.129.0/24"])"#),
+        json!(["192.0.128.0/23"])
+    );
+    // Addresses are /32 (/128) networks; contained networks vanish; families apart; sets too.
+    assert_eq!(
+        eval(
+            r#"net.cidr_merge({"10.0.0.1", "10.0.0.0", "10.0.0.0/8", "10.1.2.3/16", "2001:db8::/33", "2001:db8:8000::/33"})"#
+        ),
+        json!(["10.0.0.0/8", "2001:db8::/32"])
+    );
+    assert_eq!(eval("net.cidr_merge([])"), json!([]));
+    fails(
+        "net.cidr_merge(input.v)",
+        json!({"v": ["10.0.0.0/33"]}),
+        "net.cidr_merge",
+    );
+    fails(
+        "net.cidr_merge(input.v)",
+        json!({"v": [1]}),
+        "net.cidr_merge",
+    );
+    fails(
+        "net.cidr_merge(input.v)",
+        json!({"v": "10.0.0.0/8"}),
+        "net.cidr_merge",
+    );
+
+    assert_eq!(
+        eval(
+            r#"[net.cidr_intersects("192.168.0.0/16", "192.168.1.0/24"), net.cidr_intersects("10.0.0.0/8", "192.168.0.0/16"), net.cidr_intersects("fd1e:5bfe:8af3:9ddc::/64", "fd1e:5bfe:8af3:9ddc:1111::/72"), net.cidr_intersects("10.0.0.0/8", "::/0")]"#
+        ),
+        json!([true, false, true, false])
+    );
+    // Host bits are ignored, as Go's ParseCIDR masks them.
+    assert_eq!(
+        eval(r#"net.cidr_intersects("10.1.2.3/8", "10.200.0.0/16")"#),
+        json!(true)
+    );
+    fails(
+        "net.cidr_intersects(input.v, \"10.0.0.0/8\")",
+        json!({"v": "10.0.0.1"}),
+        "net.cidr_intersects",
+    );
+}
+
+#[test]
+fn json_patch_follows_rfc_6902_and_opa() {
+    assert_eq!(
+        eval(r#"json.patch({"a": {"foo": 1}}, [{"op": "add", "path": "/a/bar", "value": 2}])"#),
+        json!({"a": {"foo": 1, "bar": 2}})
+    );
+    assert_eq!(
+        eval(
+            r#"json.patch({"a": [1, 2], "b": {"c": 3}, "d~/": 0}, [
+                {"op": "add", "path": "/a/-", "value": 9},
+                {"op": "add", "path": "/a/0", "value": 0},
+                {"op": "remove", "path": "/a/1"},
+                {"op": "replace", "path": "/b/c", "value": 4},
+                {"op": "move", "from": "/b", "path": "/e"},
+                {"op": "copy", "from": "/e", "path": ["f", ]},
+                {"op": "test", "path": "/d~0~1", "value": 0},
+            ])"#
+        ),
+        json!({"a": [0, 2, 9], "e": {"c": 4}, "f": {"c": 4}, "d~/": 0})
+    );
+    // The whole value, scalars, and sets (a member is its own key).
+    assert_eq!(
+        eval(r#"json.patch(1, [{"op": "replace", "path": "", "value": 2}])"#),
+        json!(2)
+    );
+    assert_eq!(
+        eval(
+            r#"json.patch({"s": {1, 2}}, [{"op": "add", "path": ["s", 3], "value": 3}, {"op": "remove", "path": ["s", 1]}])"#
+        ),
+        json!({"s": [2, 3]})
+    );
+    // A failing or malformed operation makes the result undefined, even in strict mode.
+    for bad in [
+        r#"[{"op": "test", "path": "/a", "value": 2}]"#,
+        r#"[{"op": "remove", "path": "/missing"}]"#,
+        r#"[{"op": "add", "path": "/a/b", "value": 1}]"#,
+        r#"[{"op": "frobnicate", "path": "/a"}]"#,
+        r#"[{"op": "add", "path": "/a"}]"#,
+        r#"["add"]"#,
+    ] {
+        let expr = format!(r#"json.patch({{"a": 1}}, {bad})"#);
+        assert_eq!(eval_in(&expr, &json!({}), false).unwrap(), None, "{bad}");
+        assert_eq!(eval_in(&expr, &json!({}), true).unwrap(), None, "{bad}");
+    }
+    // An array index past the end, out of bounds.
+    assert_eq!(
+        eval_in(
+            r#"json.patch([1], [{"op": "add", "path": "/2", "value": 1}])"#,
+            &json!({}),
+            false
+        )
+        .unwrap(),
+        None
+    );
+    // Patches that are not an array: a type error.
+    fails(
+        "json.patch({}, input.v)",
+        json!({"v": {"op": "add"}}),
+        "json.patch",
+    );
+}
+
+#[test]
+fn graph_and_walk_from_regorus() {
+    assert_eq!(
+        eval(r#"graph.reachable({"a": ["b"], "b": {"c"}, "c": [], "d": ["a"]}, ["a"])"#),
+        json!(["a", "b", "c"])
+    );
+    assert_eq!(
+        eval(r#"[[p, v] | walk({"a": [1]}, [p, v])]"#),
+        json!([[[], {"a": [1]}], [["a"], [1]], [["a", 0], 1]])
+    );
+}
+
+#[test]
+fn yaml_from_regorus() {
+    assert_eq!(
+        eval(r#"yaml.marshal({"a": [1, 2], "b": {"c": "x"}})"#),
+        json!("a:\n- 1\n- 2\nb:\n  c: x\n")
+    );
+    assert_eq!(
+        eval(r#"yaml.unmarshal("a: 1\nb: [x, true]\n")"#),
+        json!({"a": 1, "b": ["x", true]})
+    );
+    assert_eq!(
+        eval(r#"[yaml.is_valid("a: [1"), yaml.is_valid("a: 1")]"#),
+        json!([false, true])
+    );
+    fails(
+        "yaml.unmarshal(input.v)",
+        json!({"v": "a: [1"}),
+        "yaml.unmarshal",
+    );
+}
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A compact JWS over `header` and `claims`, signed by `sign`.
+fn jws(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+    let message = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
+    let signature = sign(message.as_bytes());
+    format!("{message}.{}", b64(signature))
+}
+
+fn hs256(secret: &str) -> impl FnOnce(&[u8]) -> Vec<u8> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    move |message| ring::hmac::sign(&key, message).as_ref().to_vec()
+}
+
+/// Signs with jsonwebtoken's aws-lc-rs provider, named explicitly.
+fn with_key(alg: jsonwebtoken::Algorithm, key: EncodingKey) -> impl FnOnce(&[u8]) -> Vec<u8> {
+    move |message| {
+        let signer =
+            (jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.signer_factory)(&alg, &key).unwrap();
+        signer.try_sign(message).unwrap()
+    }
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[test]
+fn jwt_decode() {
+    let token = jws(
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &json!({"sub": "alice", "n": 1}),
+        hs256("s"),
+    );
+    let decoded = eval_in("io.jwt.decode(input.t)", &json!({"t": token}), false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(decoded[0], json!({"alg": "HS256", "typ": "JWT"}));
+    assert_eq!(decoded[1], json!({"sub": "alice", "n": 1}));
+    let signature = URL_SAFE_NO_PAD
+        .decode(token.rsplit('.').next().unwrap())
+        .unwrap();
+    assert_eq!(decoded[2], json!(hex::encode(signature)));
+    // A nested JWT (content type JWT) is decoded in turn.
+    let outer = format!(
+        "{}.{}.",
+        b64(json!({"alg": "HS256", "cty": "JWT"}).to_string()),
+        b64(&token)
+    );
+    let nested = eval_in("io.jwt.decode(input.t)", &json!({"t": outer}), false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(nested[1], json!({"sub": "alice", "n": 1}));
+    for bad in [
+        "no-dots".to_owned(),
+        "a.b".to_owned(),
+        "a.b.c.d".to_owned(),
+        format!("{}.{}.", b64("[1]"), b64("{}")),
+        format!("{}.{}.", b64("{\"alg\":\"HS256\"}"), b64("[1]")),
+        format!("{}.{}.", b64("{\"enc\":\"A128GCM\"}"), b64("{}")),
+        format!("{}.{}.!!", b64("{}"), b64("{}")),
+    ] {
+        fails("io.jwt.decode(input.t)", json!({"t": bad}), "io.jwt.decode");
+    }
+}
+
+#[test]
+fn jwt_verify_hmac_rsa_eddsa_ecdsa() {
+    let hs = jws(&json!({"alg": "HS256"}), &json!({"a": 1}), hs256("secret"));
+    assert_eq!(
+        eval_in("[io.jwt.verify_hs256(input.t, \"secret\"), io.jwt.verify_hs256(input.t, \"other\"), io.jwt.verify_hs512(input.t, \"secret\")]", &json!({"t": hs}), false).unwrap(),
+        Some(json!([true, false, false]))
+    );
+
+    let rsa_key =
+        EncodingKey::from_rsa_pem(fixture("bundle-signing-rsa-test-only.key.pem").as_bytes())
+            .unwrap();
+    let rsa_pub = fixture("bundle-signing-rsa-test-only.pub.pem");
+    let rs = jws(
+        &json!({"alg": "RS256"}),
+        &json!({"a": 1}),
+        with_key(jsonwebtoken::Algorithm::RS256, rsa_key.clone()),
+    );
+    let ps = jws(
+        &json!({"alg": "PS384"}),
+        &json!({"a": 1}),
+        with_key(jsonwebtoken::Algorithm::PS384, rsa_key),
+    );
+    let ed_key =
+        EncodingKey::from_ed_pem(fixture("bundle-signing-ed25519-test-only.key.pem").as_bytes())
+            .unwrap();
+    let ed_pub = fixture("bundle-signing-ed25519-test-only.pub.pem");
+    let ed = jws(
+        &json!({"alg": "EdDSA"}),
+        &json!({"a": 1}),
+        with_key(jsonwebtoken::Algorithm::EdDSA, ed_key),
+    );
+    let input = json!({"rs": rs, "ps": ps, "ed": ed, "rsa": rsa_pub, "edk": ed_pub});
+    assert_eq!(
+        eval_in(
+            "[io.jwt.verify_rs256(input.rs, input.rsa), io.jwt.verify_rs384(input.rs, input.rsa), \
+             io.jwt.verify_ps384(input.ps, input.rsa), io.jwt.verify_ps256(input.ps, input.rsa), \
+             io.jwt.verify_eddsa(input.ed, input.edk), io.jwt.verify_eddsa(input.ed, input.rsa), \
+             io.jwt.verify_rs256(input.rs, input.edk)]",
+            &input,
+            false
+        )
+        .unwrap(),
+        Some(json!([true, false, true, false, true, false, false]))
+    );
+
+    // ES256 with a key made here, given as a PEM public key and as a JWK (set).
+    let rng = SystemRandom::new();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8.as_ref(),
+        &rng,
+    )
+    .unwrap();
+    let point = pair.public_key().as_ref().to_vec();
+    let mut spki = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+    spki.extend_from_slice(&point);
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        STANDARD.encode(&spki)
+    );
+    let jwk = json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "k1", "x": b64(&point[1..33]), "y": b64(&point[33..])});
+    let es = jws(
+        &json!({"alg": "ES256", "kid": "k1"}),
+        &json!({"a": 1}),
+        |m| pair.sign(&rng, m).unwrap().as_ref().to_vec(),
+    );
+    let input = json!({"t": es, "pem": pem, "jwk": jwk.to_string(), "jwks": json!({"keys": [jwk]}).to_string()});
+    assert_eq!(
+        eval_in(
+            "[io.jwt.verify_es256(input.t, input.pem), io.jwt.verify_es256(input.t, input.jwk), \
+             io.jwt.verify_es256(input.t, input.jwks), io.jwt.verify_es384(input.t, input.pem)]",
+            &input,
+            false
+        )
+        .unwrap(),
+        Some(json!([true, true, true, false]))
+    );
+
+    // Malformed tokens and keys are errors, not `false`.
+    fails(
+        "io.jwt.verify_rs256(input.t, input.k)",
+        json!({"t": "a.b", "k": rsa_pub_text()}),
+        "io.jwt.verify_rs256",
+    );
+    fails(
+        "io.jwt.verify_rs256(input.t, input.k)",
+        json!({"t": "e30.e30.", "k": "not a key"}),
+        "io.jwt.verify_rs256",
+    );
+    fails(
+        "io.jwt.verify_rs256(input.t, input.k)",
+        json!({"t": "e30.e30.", "k": "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----"}),
+        "io.jwt.verify_rs256",
+    );
+    fails(
+        "io.jwt.verify_hs256(input.t, \"s\")",
+        json!({"t": "e30.e30.%%%"}),
+        "io.jwt.verify_hs256",
+    );
+}
+
+fn rsa_pub_text() -> String {
+    fixture("bundle-signing-rsa-test-only.pub.pem")
+}
+
+#[test]
+fn jwt_decode_verify_checks_signature_and_claims() {
+    let claims =
+        json!({"iss": "issuer", "aud": ["api", "other"], "exp": 2000, "nbf": 1000, "sub": "alice"});
+    let token = jws(
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &claims,
+        hs256("secret"),
+    );
+    let at = |seconds: u64| seconds * 1_000_000_000;
+    let check = |constraints: Value| {
+        eval_in(
+            "io.jwt.decode_verify(input.t, input.c)",
+            &json!({"t": token, "c": constraints}),
+            false,
+        )
+        .unwrap()
+        .unwrap()
+    };
+    let valid = json!([true, {"alg": "HS256", "typ": "JWT"}, claims]);
+    let invalid = json!([false, {}, {}]);
+    assert_eq!(
+        check(json!({"secret": "secret", "aud": "api", "time": at(1500)})),
+        valid
+    );
+    assert_eq!(
+        check(
+            json!({"secret": "secret", "aud": "api", "iss": "issuer", "alg": "HS256", "time": at(1000)})
+        ),
+        valid
+    );
+    // Wrong secret or algorithm, issuer, audience (a token with `aud` needs one), expiry,
+    // not yet valid.
+    for constraints in [
+        json!({"secret": "wrong", "aud": "api", "time": at(1500)}),
+        json!({"secret": "secret", "aud": "api", "alg": "RS256", "time": at(1500)}),
+        json!({"secret": "secret", "aud": "api", "iss": "other", "time": at(1500)}),
+        json!({"secret": "secret", "aud": "nope", "time": at(1500)}),
+        json!({"secret": "secret", "time": at(1500)}),
+        json!({"secret": "secret", "aud": "api", "time": at(2000)}),
+        json!({"secret": "secret", "aud": "api", "time": at(999)}),
+    ] {
+        assert_eq!(check(constraints.clone()), invalid, "{constraints}");
+    }
+    // With a certificate or public key.
+    let rsa_key =
+        EncodingKey::from_rsa_pem(fixture("bundle-signing-rsa-test-only.key.pem").as_bytes())
+            .unwrap();
+    let rs = jws(
+        &json!({"alg": "RS256"}),
+        &json!({"sub": "bob"}),
+        with_key(jsonwebtoken::Algorithm::RS256, rsa_key),
+    );
+    let input = json!({"t": rs, "c": {"cert": rsa_pub_text()}});
+    assert_eq!(
+        eval_in("io.jwt.decode_verify(input.t, input.c)", &input, false).unwrap(),
+        Some(json!([true, {"alg": "RS256"}, {"sub": "bob"}]))
+    );
+    // Constraints OPA refuses: unknown, none or two keys, a negative time.
+    for constraints in [
+        json!({"secret": "s", "colour": "red"}),
+        json!({"aud": "api"}),
+        json!({"secret": "s", "cert": rsa_pub_text()}),
+        json!({"secret": "s", "time": -1}),
+    ] {
+        fails(
+            "io.jwt.decode_verify(input.t, input.c)",
+            json!({"t": token, "c": constraints}),
+            "io.jwt.decode_verify",
+        );
+    }
+    // A non-numeric `exp` in a token that verifies is an error too.
+    let odd = jws(
+        &json!({"alg": "HS256"}),
+        &json!({"exp": "soon"}),
+        hs256("s"),
+    );
+    fails(
+        "io.jwt.decode_verify(input.t, {\"secret\": \"s\"})",
+        json!({"t": odd}),
+        "io.jwt.decode_verify",
+    );
+}

@@ -350,14 +350,14 @@ impl GateBuilder {
     /// Authenticates with `authenticator`: an [`AuthChain`] of the methods a service
     /// enabled, or any one [`Authenticator`] (an embedder's own included).
     #[must_use]
-    pub fn authenticate(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+    pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
         self.chain = Some(authenticator);
         self
     }
 
     /// Authorizes with `authorizer`.
     #[must_use]
-    pub fn authorize(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
         self.authorizer = Some(authorizer);
         self
     }
@@ -485,8 +485,8 @@ pub enum RunError<E> {
 /// let dir = std::env::temp_dir().join(format!("portcullis-gate-doc-{}", std::process::id()));
 ///
 /// let gate = Gate::builder()
-///     .authenticate(Arc::new(AuthChain::new(vec![Arc::new(TokenAuthenticator::new(tokens, TokenKind::Script))])))
-///     .authorize(Arc::new(from_fn("ci may deploy staging", |r| {
+///     .authenticator(Arc::new(AuthChain::new(vec![Arc::new(TokenAuthenticator::new(tokens, TokenKind::Script))])))
+///     .authorizer(Arc::new(from_fn("ci may deploy staging", |r| {
 ///         if r.principal.subject() == "ci" && r.resource.id().ends_with("/staging") {
 ///             Decision::allow("ci deploys staging")
 ///         } else {
@@ -562,13 +562,14 @@ impl Gate {
         authenticated.map_err(GateError::from_auth)
     }
 
-    /// Checks `request` with the authorizer. A refusal is recorded in the audit log (best
+    /// Asks the authorizer about `request` ([`Authorizer::authorize`], with the request's
+    /// context) and enforces its answer: a refusal is recorded in the audit log (best
     /// effort: a refusal needs no licence to act) and returned as [`GateError::Forbidden`].
     ///
     /// # Errors
     ///
     /// [`GateError::Forbidden`].
-    pub async fn authorize(
+    pub async fn enforce(
         &self,
         principal: &Principal,
         request: &GateRequest,
@@ -702,7 +703,7 @@ impl Gate {
         principal: &Principal,
         request: &GateRequest,
     ) -> Result<Admitted, GateError> {
-        let decision = self.authorize(principal, request).await?;
+        let decision = self.enforce(principal, request).await?;
         let approval = match (self.approval_rule(request), &self.approvals) {
             (Some(_), Some(approvals)) => {
                 let Some(id) = &request.approval_id else {
@@ -800,7 +801,7 @@ impl Gate {
                 "approvals are not configured, so actions that need one are refused".into(),
             ));
         };
-        let decision = self.authorize(principal, request).await?;
+        let decision = self.enforce(principal, request).await?;
         let intent = self.intent(principal, request, decision).await?;
         let created = approvals
             .request(NewRequest {

@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` on nightly: badges name the feature each item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// `mockall` mocks of the vocabulary traits (feature `mock`): `MockAuthorizer`, `MockClock`.
 #[cfg(feature = "mock")]

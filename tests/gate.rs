@@ -117,8 +117,8 @@ async fn world() -> World {
         TokenKind::Script,
     ))]);
     let gate = Gate::builder()
-        .authenticate(Arc::new(chain))
-        .authorize(authorizer)
+        .authenticator(Arc::new(chain))
+        .authorizer(authorizer)
         .approvals(Arc::new(approvals))
         .audit(audit.clone())
         .build()
@@ -153,7 +153,7 @@ async fn a_gate_built_with_nothing_is_closed() {
     assert_eq!(err.status(), 403, "no authorizer: DenyAll");
 
     let open = Gate::builder()
-        .authorize(Arc::new(portcullis::danger::AllowAll))
+        .authorizer(Arc::new(portcullis::danger::AllowAll))
         .build()
         .unwrap();
     let err = open
@@ -665,7 +665,7 @@ async fn declared_request_attributes_reach_the_authorizer_through_the_guard() {
         );
         let gate = Arc::new(
             Gate::builder()
-                .authorize(authorizer)
+                .authorizer(authorizer)
                 .audit(log.clone())
                 .build()
                 .unwrap(),
@@ -735,7 +735,7 @@ async fn the_gate_takes_any_authenticator() {
             .unwrap(),
     );
     let gate = Gate::builder()
-        .authenticate(Arc::new(HeaderIsName))
+        .authenticator(Arc::new(HeaderIsName))
         .audit(log)
         .build()
         .unwrap();

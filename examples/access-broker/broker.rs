@@ -280,8 +280,8 @@ pub(crate) async fn router(
     });
     let gate = Arc::new(
         Gate::builder()
-            .authenticate(Arc::new(chain))
-            .authorize(Arc::new(authorizer))
+            .authenticator(Arc::new(chain))
+            .authorizer(Arc::new(authorizer))
             .audit(audit.clone() as Arc<dyn AuditSink>)
             .build()
             .map_err(|e| e.to_string())?,

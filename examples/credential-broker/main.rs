@@ -296,8 +296,8 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
     });
     let gate = Arc::new(
         Gate::builder()
-            .authenticate(Arc::new(chain))
-            .authorize(Arc::new(anyone_mapped))
+            .authenticator(Arc::new(chain))
+            .authorizer(Arc::new(anyone_mapped))
             .audit(Arc::new(audit) as Arc<dyn AuditSink>)
             .build()
             .map_err(|e| e.to_string())?,

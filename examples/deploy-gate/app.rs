@@ -800,8 +800,8 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
     };
 
     let mut gate = Gate::builder()
-        .authenticate(Arc::new(chain))
-        .authorize(authorizer);
+        .authenticator(Arc::new(chain))
+        .authorizer(authorizer);
     if let Some(approvals) = approvals {
         gate = gate.approvals(approvals);
     }
@@ -1342,7 +1342,7 @@ async fn authorize_read(
 ) -> ApiResult<()> {
     let _allowed: Decision = state
         .gate
-        .authorize(who, &seen.request(Action::READ, resource))
+        .enforce(who, &seen.request(Action::READ, resource))
         .await?;
     Ok(())
 }

@@ -2,12 +2,9 @@
 //! embedder exposes (Teletraan's `user_roles`, `group_roles`, `token_roles`).
 
 use std::fmt;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use portcullis_core::{Action, Authorizer, Clock, Principal, Resource, SystemClock};
-use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
 
 use crate::authorizer::SnapshotCell;
 use crate::role::RoleRef;
@@ -53,7 +50,6 @@ pub struct Acl {
     policy: Arc<AclPolicy>,
     cell: Arc<SnapshotCell>,
     clock: Arc<dyn Clock>,
-    reload: Mutex<()>,
 }
 
 impl fmt::Debug for Acl {
@@ -93,7 +89,6 @@ impl Acl {
             store,
             policy,
             clock,
-            reload: Mutex::new(()),
         })
     }
 
@@ -123,13 +118,13 @@ impl Acl {
 
     /// Rebuilds the snapshot if the store's revision moved; returns whether it did. Either
     /// way a successful call confirms the snapshot as fresh. On failure the current snapshot
-    /// stays in place.
+    /// stays in place. Concurrent reloads need no lock: a snapshot replaces the current one
+    /// only if its revision is newer.
     ///
     /// # Errors
     ///
     /// If the store fails or holds data the policy cannot read.
     pub async fn reload(&self) -> Result<bool, AclError> {
-        let _serialized = self.reload.lock().await;
         let started = self.clock.now();
         let current = self.cell.load().revision();
         if self.store.revision().await? == current {
@@ -144,18 +139,26 @@ impl Acl {
         Ok(true)
     }
 
+    /// From now on, checks *deny* once the snapshot has gone `max` without a successful
+    /// [`reload`](Acl::reload), instead of trusting old grants forever. For embedders that
+    /// drive reloads themselves; [`spawn_refresher`](Acl::spawn_refresher) sets it too.
+    pub fn set_max_staleness(&self, max: std::time::Duration) {
+        self.cell.set_max_staleness(max);
+    }
+
     /// Reloads every `every` in the background, so changes made by other instances show up
     /// within about that long; and from now on checks *deny* once the snapshot has gone
     /// `max_staleness` without a successful reload (the store is unreachable), instead of
     /// trusting old grants forever. Stops when the handle or the `Acl` is dropped.
+    #[cfg(feature = "refresh")]
     #[must_use = "the refresher stops when its handle is dropped"]
     pub fn spawn_refresher(
         self: &Arc<Self>,
-        every: Duration,
-        max_staleness: Duration,
-    ) -> RefresherHandle {
+        every: std::time::Duration,
+        max_staleness: std::time::Duration,
+    ) -> AclRefresher {
         self.cell.set_max_staleness(max_staleness);
-        let acl: Weak<Acl> = Arc::downgrade(self);
+        let acl: std::sync::Weak<Acl> = Arc::downgrade(self);
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -167,7 +170,7 @@ impl Acl {
                 }
             }
         });
-        RefresherHandle { task }
+        AclRefresher { task }
     }
 
     /// Inserts every binding not already present (whatever role the present one has) and
@@ -329,12 +332,14 @@ impl Acl {
 }
 
 /// Stops the background refresher when dropped.
+#[cfg(feature = "refresh")]
 #[derive(Debug)]
-pub struct RefresherHandle {
-    task: JoinHandle<()>,
+pub struct AclRefresher {
+    task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for RefresherHandle {
+#[cfg(feature = "refresh")]
+impl Drop for AclRefresher {
     fn drop(&mut self) {
         self.task.abort();
     }

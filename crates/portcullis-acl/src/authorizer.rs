@@ -39,8 +39,17 @@ impl SnapshotCell {
         self.current.load_full()
     }
 
+    /// Swaps in `snapshot` unless the current one is at least as new, so two reloads that
+    /// race (no lock serializes them) never put an older revision back.
     pub(crate) fn store(&self, snapshot: AclSnapshot) {
-        self.current.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.current.rcu(|current| {
+            if current.revision() < snapshot.revision() {
+                Arc::clone(&snapshot)
+            } else {
+                Arc::clone(current)
+            }
+        });
     }
 
     pub(crate) fn confirm(&self, now: SystemTime) {

@@ -112,9 +112,11 @@ pub struct LoadedConfig {
 impl AclConfig {
     /// Parses TOML.
     ///
+    /// Needs the `toml` feature (on by default).
     /// # Errors
     ///
     /// [`AclError::Config`] with the parser's message and location.
+    #[cfg(feature = "toml")]
     pub fn from_toml(text: &str) -> Result<Self, AclError> {
         toml::from_str(text).map_err(|err| AclError::Config {
             message: err.to_string(),

@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` on nightly: badges name the feature each item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acl;
 mod authorizer;
@@ -16,7 +18,9 @@ mod snapshot;
 pub mod store;
 mod subject;
 
-pub use acl::{Acl, RefresherHandle};
+pub use acl::Acl;
+#[cfg(feature = "refresh")]
+pub use acl::AclRefresher;
 pub use authorizer::RoleAuthorizer;
 pub use binding::RoleBinding;
 pub use config::{

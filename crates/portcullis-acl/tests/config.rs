@@ -1,4 +1,5 @@
 //! The configuration file: a full example, the defaults, and bad input.
+#![cfg(feature = "toml")]
 #![expect(
     clippy::unwrap_used,
     reason = "tests: a failed unwrap is a failed test"

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::model::unix;
 use crate::{
-    ApprovalError, ApprovalRecord, ApprovalRequest, ApprovalRule, ApprovalStore, Approvers,
-    Confirmation, FactorOutcome, Prompt, Receipt, RequestState, SecondFactor, Vote, VoteDecision,
+    ApprovalError, ApprovalReceipt, ApprovalRecord, ApprovalRequest, ApprovalRule, ApprovalStore,
+    Approvers, Confirmation, FactorOutcome, Prompt, RequestState, SecondFactor, Vote, VoteDecision,
 };
 
 /// What a requester asks for.
@@ -417,7 +417,7 @@ impl Approvals {
         self.status(id).await
     }
 
-    fn mac(&self, r: &Receipt) -> String {
+    fn mac(&self, r: &ApprovalReceipt) -> String {
         let text = format!(
             "portcullis-approval-receipt-v1\n{}\n{}\n{}\n{}\n{}",
             r.request_id,
@@ -435,7 +435,7 @@ impl Approvals {
     ///
     /// [`ApprovalError::NotPending`] style errors when the request is not approved (pending,
     /// rejected, expired) or its receipt was used.
-    pub async fn receipt(&self, id: &str) -> Result<Receipt, ApprovalError> {
+    pub async fn receipt(&self, id: &str) -> Result<ApprovalReceipt, ApprovalError> {
         let record = self.status(id).await?;
         if record.state != RequestState::Approved {
             return Err(ApprovalError::InvalidReceipt(format!(
@@ -449,7 +449,7 @@ impl Approvals {
         let now = self.clock.now();
         let expires = std::time::UNIX_EPOCH
             + Duration::from_secs(u64::try_from(unix(now + self.receipt_ttl)).unwrap_or(0));
-        let mut receipt = Receipt {
+        let mut receipt = ApprovalReceipt {
             request_id: record.request.id.clone(),
             action: record.request.action.clone(),
             resource: record.request.resource.clone(),
@@ -470,7 +470,7 @@ impl Approvals {
     /// [`ApprovalError::ReceiptUsed`] if it was redeemed before.
     pub async fn redeem(
         &self,
-        receipt: &Receipt,
+        receipt: &ApprovalReceipt,
         action: &Action,
         resource: &Resource,
         params: &Value,

@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` on nightly: badges name the feature each item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod approvals;
 #[cfg(feature = "duo")]
@@ -18,7 +20,7 @@ pub use duo::{DuoClient, DuoConfig, DuoSignature};
 pub use error::{ApprovalError, TotpError};
 pub use factor::{Confirmation, FactorOutcome, InAppFactor, Prompt, SecondFactor};
 pub use model::{
-    ApprovalRecord, ApprovalRequest, ApprovalRule, Approvers, Receipt, RequestState, Vote,
+    ApprovalReceipt, ApprovalRecord, ApprovalRequest, ApprovalRule, Approvers, RequestState, Vote,
     VoteDecision,
 };
 #[cfg(feature = "postgres")]

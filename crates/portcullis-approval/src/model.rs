@@ -215,7 +215,7 @@ mod tests {
 /// Proof that a request was approved: bound to the request's id, action, resource and
 /// parameter hash, valid until `expires_at`, usable once. Its MAC is keyed by the service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Receipt {
+pub struct ApprovalReceipt {
     /// The approved request.
     pub request_id: String,
     /// The approved action.

@@ -122,7 +122,7 @@ pub struct Recorded<'a> {
 
 /// What [`Intent::run`] can fail with.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError<E> {
+pub enum IntentError<E> {
     /// The action failed (its failure was recorded as the outcome).
     #[error("the action failed: {0}")]
     Action(E),
@@ -148,9 +148,9 @@ impl Intent {
     ///
     /// # Errors
     ///
-    /// [`RunError::Action`] with the action's error, or [`RunError::Outcome`] if the
+    /// [`IntentError::Action`] with the action's error, or [`IntentError::Outcome`] if the
     /// outcome could not be recorded.
-    pub async fn run<F, Fut, T, E>(mut self, action: F) -> Result<T, RunError<E>>
+    pub async fn run<F, Fut, T, E>(mut self, action: F) -> Result<T, IntentError<E>>
     where
         F: for<'a> FnOnce(Recorded<'a>) -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -167,8 +167,8 @@ impl Intent {
         self.finished = true;
         let recorded = self.record_outcome(outcome).await;
         match (result, recorded) {
-            (Err(err), _) => Err(RunError::Action(err)),
-            (Ok(_), Err(err)) => Err(RunError::Outcome(err)),
+            (Err(err), _) => Err(IntentError::Action(err)),
+            (Ok(_), Err(err)) => Err(IntentError::Outcome(err)),
             (Ok(value), Ok(_)) => Ok(value),
         }
     }

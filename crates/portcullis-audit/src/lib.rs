@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` on nightly: badges name the feature each item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod chain;
 mod checkpoint;
@@ -8,6 +10,8 @@ mod event;
 mod forensic;
 mod guard;
 mod log;
+#[cfg(feature = "mock")]
+pub mod mock;
 mod query;
 mod redact;
 mod sink;
@@ -21,7 +25,7 @@ pub use checkpoint::{
 pub use error::AuditError;
 pub use event::{Actor, AuditEvent, EventKind, Outcome, OutcomeStatus, RequestSummary};
 pub use forensic::verify_database;
-pub use guard::{Intent, Recorded, RunError, WriteAhead};
+pub use guard::{Intent, IntentError, Recorded, WriteAhead};
 pub use log::{AuditLog, AuditOptions, VERIFY_ON_OPEN};
 pub use query::{
     AuditPage, AuditQuery, MAX_QUERY_LIMIT, MAX_SCOPE_CHILDREN, ResourceScope, SCOPE_SEPARATOR,

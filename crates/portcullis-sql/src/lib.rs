@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` on nightly: badges name the feature each item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// A schema table name is interpolated into SQL, so only `[a-z_]` is accepted.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

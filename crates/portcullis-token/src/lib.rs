@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` on nightly: badges name the feature each item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod algorithm;
 mod chain;
@@ -10,6 +12,8 @@ mod format;
 mod http;
 mod jws;
 mod jwt;
+#[cfg(feature = "mock")]
+pub mod mock;
 #[cfg(feature = "oidc")]
 mod opaque;
 mod session;
@@ -42,8 +46,8 @@ pub use store::PostgresTokenStore;
 pub use store::SqliteTokenStore;
 pub use store::{MemoryTokenStore, TokenHash, TokenId, TokenRecord, TokenScope, TokenStore};
 pub use tokens::{
-    IssueRequest, IssuedToken, MAX_TOKEN_TTL, RefresherHandle, TokenAuthenticator, TokenFilter,
-    TokenKey, TokenOptions, Tokens,
+    IssueRequest, IssuedToken, MAX_TOKEN_TTL, TokenAuthenticator, TokenFilter, TokenKey,
+    TokenOptions, TokenRefresher, Tokens,
 };
 pub use verifier::{JwtVerifier, MAX_VERIFIED_AGE};
 #[cfg(feature = "oidc")]

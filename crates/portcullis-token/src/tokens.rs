@@ -452,7 +452,7 @@ impl Tokens {
     /// A task that flushes last-use times and reloads the store every `every`, so that
     /// revocations made by other instances apply within that bound. Stops when the returned
     /// handle is dropped or aborted.
-    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> RefresherHandle {
+    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> TokenRefresher {
         let weak = Arc::downgrade(self);
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -469,15 +469,15 @@ impl Tokens {
                 }
             }
         });
-        RefresherHandle(task)
+        TokenRefresher(task)
     }
 }
 
 /// Stops a [`Tokens::spawn_refresher`] task when dropped.
 #[derive(Debug)]
-pub struct RefresherHandle(tokio::task::JoinHandle<()>);
+pub struct TokenRefresher(tokio::task::JoinHandle<()>);
 
-impl Drop for RefresherHandle {
+impl Drop for TokenRefresher {
     fn drop(&mut self) {
         self.0.abort();
     }

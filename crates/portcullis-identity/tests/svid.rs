@@ -251,9 +251,12 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(name: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!(
-            "portcullis-identity-{name}-{}-{:?}",
+            "portcullis-identity-{name}-{}-{}",
             std::process::id(),
             std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)

@@ -1,0 +1,425 @@
+//! Serving an axum [`Router`] over rustls with SPIFFE client certificates, and a reqwest client
+//! that presents the workload's SVID and authorizes the server's SPIFFE ID (feature `tls`).
+//!
+//! [`TlsServer::serve`] runs the accept loop: each connection's handshake is checked by
+//! `portcullis-identity`'s verifiers (a presented certificate that does not verify fails the
+//! handshake), then the peer's SPIFFE ID — and, with [`TlsServer::authenticate_peers`], the
+//! [`Principal`] the auth chain makes of it — is worked out **once per connection** and put
+//! into every request's extensions as a [`PeerIdentity`] and a [`Principal`]. An
+//! [`AuthenticateLayer`](crate::http::AuthenticateLayer) or a
+//! [`guard`](crate::http::guard) then uses that principal; a request on a connection without
+//! a client certificate goes on to the chain's token methods with its `Authorization` header.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::{Extension, Router, routing::get};
+//! use portcullis::tls::identity::{
+//!     ClientAuth, FileSource, IdentityFiles, PeerIds, SpiffeAuthenticator, ring_provider,
+//! };
+//! use portcullis::tls::{PeerIdentity, TlsServer};
+//! use portcullis::token::AuthChain;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let files = IdentityFiles::new()
+//!     .svid("/run/spiffe/svid.pem", "/run/spiffe/svid_key.pem")
+//!     .bundle("prod.example".parse()?, "/run/spiffe/bundle.pem");
+//! let files = Arc::new(FileSource::load(files, ring_provider())?);
+//! let _watch = files.watch(std::time::Duration::from_secs(5));
+//! let chain = Arc::new(AuthChain::new(vec![Arc::new(
+//!     SpiffeAuthenticator::new().group("spiffe://prod.example/ci/*", "ci")?,
+//! )]));
+//! let app = Router::new().route(
+//!     "/whoami",
+//!     get(|Extension(peer): Extension<PeerIdentity>| async move { peer.spiffe_id().to_string() }),
+//! );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+//! TlsServer::from_source(files.source(), ClientAuth::Optional, PeerIds::Any)?
+//!     .authenticate_peers(chain)
+//!     .serve(listener, app, portcullis::http::shutdown_signal())
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Request, Response, header};
+use axum::response::IntoResponse as _;
+use hyper_util::rt::TokioIo;
+use portcullis_core::Principal;
+use portcullis_identity::rustls::ServerConfig;
+use portcullis_identity::{
+    ClientAuth, Forwarded, IdentitySource, PeerIds, SpiffeId, TlsConfigError, XFCC_HEADER,
+    XfccError, XfccPolicy, client_config, peer_spiffe_id, server_config,
+};
+use portcullis_token::{AuthError, Authenticator, VerifiedPeer};
+use tokio::net::TcpListener;
+use tower_service::Service as _;
+
+use crate::gate::GateError;
+
+/// Workload identity (crate `portcullis-identity`): SPIFFE IDs, X.509-SVID verification,
+/// rotating SVID and bundle files, rustls verifiers, the peer authenticator and XFCC.
+pub use portcullis_identity as identity;
+
+/// How long a client may take to finish the TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The verified SPIFFE identity of the caller, in the extensions of every request that
+/// arrived with one (`Extension<PeerIdentity>`): the mTLS peer itself, or the client a trusted
+/// proxy forwarded in `x-forwarded-client-cert`. Cloning is a reference count.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeerIdentity(Arc<PeerInner>);
+
+#[derive(PartialEq, Eq)]
+struct PeerInner {
+    spiffe_id: SpiffeId,
+    forwarded_by: Option<SpiffeId>,
+}
+
+impl PeerIdentity {
+    /// A verified identity. Only code that verified it (a TLS verifier, a trusted proxy's
+    /// header) should make one.
+    pub fn new(spiffe_id: SpiffeId, forwarded_by: Option<SpiffeId>) -> Self {
+        PeerIdentity(Arc::new(PeerInner {
+            spiffe_id,
+            forwarded_by,
+        }))
+    }
+
+    /// The caller's SPIFFE ID.
+    pub fn spiffe_id(&self) -> &SpiffeId {
+        &self.0.spiffe_id
+    }
+
+    /// The proxy that forwarded it, when it came in `x-forwarded-client-cert`.
+    pub fn forwarded_by(&self) -> Option<&SpiffeId> {
+        self.0.forwarded_by.as_ref()
+    }
+}
+
+impl fmt::Debug for PeerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerIdentity")
+            .field("spiffe_id", &self.0.spiffe_id)
+            .field("forwarded_by", &self.0.forwarded_by)
+            .finish()
+    }
+}
+
+/// Serves axum routers over TLS; see the [module docs](self).
+#[derive(Clone)]
+pub struct TlsServer {
+    config: Arc<ServerConfig>,
+    peers: Option<Arc<dyn Authenticator>>,
+    xfcc: Arc<XfccPolicy>,
+    handshake_timeout: Duration,
+}
+
+impl fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsServer")
+            .field("authenticates_peers", &self.peers.is_some())
+            .field("xfcc", &self.xfcc)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsServer {
+    /// Serves with a rustls configuration built elsewhere (it should come from
+    /// [`portcullis_identity::server_config`] for SPIFFE client certificates).
+    pub fn new(config: ServerConfig) -> Self {
+        TlsServer {
+            config: Arc::new(config),
+            peers: None,
+            xfcc: Arc::new(XfccPolicy::new()),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+
+    /// Serves the SVID of `source`, with client certificates per `client_auth`, admitting
+    /// only the client IDs `accepted_clients` accepts.
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsConfigError`] (no SVID; client certificates without a bundle).
+    pub fn from_source(
+        source: &Arc<IdentitySource>,
+        client_auth: ClientAuth,
+        accepted_clients: PeerIds,
+    ) -> Result<Self, TlsConfigError> {
+        Ok(TlsServer::new(server_config(
+            source,
+            client_auth,
+            accepted_clients,
+        )?))
+    }
+
+    /// Makes a [`Principal`] of each verified peer with `chain`'s
+    /// [`Authenticator::authenticate_peer`] (once per connection) and puts it in the requests'
+    /// extensions. A chain that does not recognise the peer leaves the request to its token
+    /// methods; one that refuses it answers every request on the connection with 401.
+    #[must_use]
+    pub fn authenticate_peers(mut self, chain: Arc<dyn Authenticator>) -> Self {
+        self.peers = Some(chain);
+        self
+    }
+
+    /// Believes `x-forwarded-client-cert` from the proxies `policy` names. From any other
+    /// peer (and always without this) the header is refused with 401.
+    #[must_use]
+    pub fn forwarded_by(mut self, policy: XfccPolicy) -> Self {
+        self.xfcc = Arc::new(policy);
+        self
+    }
+
+    /// How long a client may take to finish its handshake (default
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`]).
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Accepts connections on `listener` until `shutdown` resolves, then lets requests in
+    /// flight finish (connections are told to close after their current request).
+    ///
+    /// # Errors
+    ///
+    /// Never for a single bad connection (those are logged and dropped); an error only if the
+    /// listener's address cannot be read.
+    pub async fn serve<F>(
+        self,
+        listener: TcpListener,
+        router: Router,
+        shutdown: F,
+    ) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let local = listener.local_addr()?;
+        tracing::info!(address = %local, "serving TLS");
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.config.clone());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut connections = tokio::task::JoinSet::new();
+        let shutdown = shutdown;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => {
+                    let (stream, remote) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(err) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            tracing::warn!(error = %err, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let server = self.clone();
+                    let acceptor = acceptor.clone();
+                    let router = router.clone();
+                    let stop = stop_rx.clone();
+                    connections.spawn(async move {
+                        server.connection(acceptor, stream, remote, router, stop).await;
+                    });
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        while connections.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    async fn connection(
+        self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        stream: tokio::net::TcpStream,
+        remote: SocketAddr,
+        router: Router,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                tracing::debug!(%remote, error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        };
+        let peer = peer_spiffe_id(tls.get_ref().1.peer_certificates()).ok();
+        let state = Arc::new(self.connection_state(peer, remote).await);
+        let service = hyper::service::service_fn(move |request| {
+            let state = state.clone();
+            let router = router.clone();
+            async move { Ok::<_, Infallible>(state.handle(router, request).await) }
+        });
+        let connection =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%remote, error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.wait_for(|stopped| *stopped) => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        if let Err(err) = connection.await {
+            tracing::debug!(%remote, error = %err, "connection ended with an error");
+        }
+    }
+
+    /// Works out the connection's identity once, after the handshake.
+    async fn connection_state(&self, peer: Option<SpiffeId>, remote: SocketAddr) -> Connection {
+        let is_proxy = peer.as_ref().is_some_and(|id| self.xfcc.is_proxy(id));
+        let principal = match (&peer, &self.peers) {
+            (Some(id), Some(chain)) if !is_proxy => authenticate(chain.as_ref(), id).await,
+            _ => Ok(None),
+        };
+        Connection {
+            peer: peer.map(|id| PeerIdentity::new(id, None)),
+            principal,
+            remote: ConnectInfo(remote),
+            peers: self.peers.clone(),
+            xfcc: self.xfcc.clone(),
+        }
+    }
+}
+
+/// The chain's answer for a verified peer: a principal, nothing (not recognised: the request
+/// goes on to token methods), or why it was refused.
+async fn authenticate(
+    chain: &dyn Authenticator,
+    id: &SpiffeId,
+) -> Result<Option<Principal>, String> {
+    match chain
+        .authenticate_peer(&VerifiedPeer::new(id.as_str()))
+        .await
+    {
+        Ok(principal) => Ok(Some(principal)),
+        Err(err) if err.is_not_mine() => Ok(None),
+        Err(err) => {
+            tracing::info!(spiffe_id = %id, error = %err, "verified peer refused by the auth chain");
+            Err(format!("client certificate {id} refused: {err}"))
+        }
+    }
+}
+
+fn peer_refusal(reason: String) -> GateError {
+    GateError::Unauthenticated(AuthError::InvalidRequest(reason))
+}
+
+/// What one connection established, shared by its requests.
+struct Connection {
+    peer: Option<PeerIdentity>,
+    principal: Result<Option<Principal>, String>,
+    remote: ConnectInfo<SocketAddr>,
+    peers: Option<Arc<dyn Authenticator>>,
+    xfcc: Arc<XfccPolicy>,
+}
+
+impl Connection {
+    async fn handle(
+        &self,
+        mut router: Router,
+        request: Request<hyper::body::Incoming>,
+    ) -> Response<Body> {
+        let mut request = request.map(Body::new);
+        match self.identify(&mut request).await {
+            Ok(()) => {
+                request.extensions_mut().insert(self.remote);
+                match router.call(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
+            Err(err) => err.into_response(),
+        }
+    }
+
+    /// Puts the caller's identity into `request`'s extensions, or says why the request is
+    /// refused.
+    async fn identify(&self, request: &mut Request<Body>) -> Result<(), GateError> {
+        let direct = self.peer.as_ref().map(PeerIdentity::spiffe_id);
+        let judged = {
+            let values = request.headers().get_all(XFCC_HEADER);
+            self.xfcc
+                .judge(direct, values.iter().map(HeaderValue::as_bytes))
+        };
+        let (peer, principal) = match judged.map_err(xfcc_refusal)? {
+            Forwarded::Direct => (
+                self.peer.clone(),
+                self.principal.clone().map_err(peer_refusal)?,
+            ),
+            Forwarded::Anonymous => (None, None),
+            Forwarded::Client(id) => {
+                request.headers_mut().remove(XFCC_HEADER);
+                let principal = match &self.peers {
+                    Some(chain) => authenticate(chain.as_ref(), &id)
+                        .await
+                        .map_err(peer_refusal)?,
+                    None => None,
+                };
+                let proxy = direct.cloned();
+                (Some(PeerIdentity::new(id, proxy)), principal)
+            }
+        };
+        if let Some(principal) = principal {
+            if request.headers().contains_key(header::AUTHORIZATION) {
+                return Err(GateError::BadRequest(
+                    "send a client certificate or an Authorization header, not both".into(),
+                ));
+            }
+            request.extensions_mut().insert(principal);
+        }
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
+        Ok(())
+    }
+}
+
+fn xfcc_refusal(err: XfccError) -> GateError {
+    match err {
+        XfccError::NotFromProxy
+        | XfccError::ByMismatch
+        | XfccError::NotSpiffe(_)
+        | XfccError::NoUri => {
+            GateError::Unauthenticated(AuthError::InvalidRequest(err.to_string()))
+        }
+        other => GateError::BadRequest(other.to_string()),
+    }
+}
+
+/// A reqwest client builder that presents `source`'s current SVID and accepts only servers
+/// whose SVID verifies against its bundles and whose SPIFFE ID `expected_server` accepts —
+/// the server's identity is authorized, not only its CA. (The URL's host name is used to
+/// connect, not to check the certificate.)
+///
+/// # Errors
+///
+/// [`TlsConfigError::NoBundles`] without a trust bundle.
+pub fn reqwest_client(
+    source: &Arc<IdentitySource>,
+    expected_server: PeerIds,
+) -> Result<reqwest::ClientBuilder, TlsConfigError> {
+    Ok(reqwest::Client::builder().use_preconfigured_tls(client_config(source, expected_server)?))
+}

@@ -10,7 +10,12 @@
 //!   function argument or iteration (`x[i]`) — or names a rule, an import, `input` or
 //!   `data`.
 //! - **Rules** ([`rules`]): at most one `default` per rule and its value constant; one
-//!   kind of rule per path; no rule where a data document is; no recursion.
+//!   kind of rule per path; no rule or package under a rule's path (`a` and `a.b`); no
+//!   rule where a data document is; no recursion.
+//! - **Order** ([`body`]): a variable declared with `:=` is not used by an earlier
+//!   statement of its body (OPA reorders `=`, never `:=`).
+//! - **Types** ([`body`]): a variable declared with `:=` from a value of plain type
+//!   (`x := 1`) is passed only where that type is accepted.
 //!
 //! Each error names its file, line and column and carries OPA's error code.
 
@@ -81,6 +86,7 @@ pub(crate) fn check(modules: &[Source<'_>], data: &[&Map<String, Value>]) -> Vec
     let refs = body::check_rules(&context, &mut errors);
     rules::check_defaults(&context, &mut errors);
     rules::check_kinds(&context, &mut errors);
+    rules::check_overlaps(&context, &mut errors);
     rules::check_data_conflicts(&context, data, &mut errors);
     rules::check_recursion(&context, &refs, &mut errors);
     errors.into_sorted()
@@ -164,6 +170,9 @@ struct RuleInfo<'a> {
     kind: Kind,
     /// A `default` rule.
     default: bool,
+    /// Its head names one path, known before evaluation (`a.b`, not `a[x]`): the rule
+    /// owns everything under `path`.
+    exact: bool,
 }
 
 /// What every check needs to know about the set: packages, imports, rules, functions.
@@ -230,6 +239,7 @@ impl<'a> Context<'a> {
                 let Some(name) = var_name(root) else {
                     continue;
                 };
+                let exact = steps.iter().all(|step| matches!(step, Step::Field(_)));
                 context
                     .rule_names
                     .entry(package.clone())
@@ -255,6 +265,7 @@ impl<'a> Context<'a> {
                     path,
                     kind,
                     default,
+                    exact,
                 });
             }
             context.packages.push(package);

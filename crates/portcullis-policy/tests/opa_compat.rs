@@ -227,3 +227,67 @@ fn a_builtin_error_leaves_its_rule_undefined_unless_strict() {
         Some(json!(true))
     );
 }
+
+#[test]
+fn inferred_types_declaration_order_and_overlapping_rules_are_refused_as_opa_does() {
+    let p = "package authz\n";
+    // A variable declared from a number, passed where a string is declared: regorus made
+    // the call undefined, so the rule silently never held.
+    assert_eq!(
+        refusal(
+            &format!("{p}allow if {{\n  x := 1\n  startswith(x, \"a\")\n}}"),
+            "{}"
+        ),
+        ["4: rego_type_error: startswith: argument 1 must be a string, not number"]
+    );
+    assert_eq!(
+        refusal(
+            &format!("{p}n := y if {{\n  x := \"1\"\n  y := x + 1\n}}"),
+            "{}"
+        ),
+        ["4: rego_type_error: plus: operand 1 must be numbers, not string"]
+    );
+    // A variable used before the `:=` that declares it: OPA reorders `=`, never `:=`.
+    assert_eq!(
+        refusal(&format!("{p}allow if {{\n  x > 1\n  x := 2\n}}"), "{}"),
+        ["3: rego_compile_error: var x referenced above"]
+    );
+    // A rule beside a rule below its path, or a package below it: one hid the other.
+    assert_eq!(
+        refusal(&format!("{p}a := 1\na.b := 2"), "{}"),
+        [
+            "3: rego_type_error: rule data.authz.a conflicts with [data.authz.a.b]: data.authz.a owns the whole document"
+        ]
+    );
+    assert_eq!(
+        refusal(&format!("{p}s contains 1\ns.t := 2"), "{}"),
+        [
+            "3: rego_type_error: rule data.authz.s conflicts with [data.authz.s.t]: data.authz.s owns the whole document"
+        ]
+    );
+
+    // What OPA accepts is still accepted.
+    let store = store_with(
+        EvalLimits::default(),
+        concat!(
+            "package authz\n",
+            // `=` binds wherever it stands; a name re-declared in another body has
+            // that body's type; a partial object beside a field rule of the same object.
+            "ordered if {\n  y > 1\n  y = 2\n}\n",
+            "typed if {\n  x := 1\n  x > 0\n}\n",
+            "typed if {\n  x := \"a\"\n  startswith(x, \"a\")\n}\n",
+            "obj[k] := 1 if some k in [\"a\"]\n",
+            "obj.b := 2\n",
+            "r.s := 1\nr.t := 2\n",
+        ),
+    );
+    for (rule, want) in [
+        ("authz/ordered", json!(true)),
+        ("authz/typed", json!(true)),
+        ("authz/obj", json!({"a": 1, "b": 2})),
+        ("authz/r", json!({"s": 1, "t": 2})),
+    ] {
+        let got = store.evaluate(rule, &json!({})).unwrap().result;
+        assert_eq!(got, Some(want), "{rule}");
+    }
+}

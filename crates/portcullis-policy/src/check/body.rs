@@ -7,7 +7,7 @@
 //! function's arguments. A query's order does not matter here (OPA reorders too); a
 //! variable bound nowhere in reach is unsafe, as OPA reports it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use regorus::unstable::{ArithOp, AssignOp, BinOp, Expr, Literal, Query, Rule, RuleHead, Span};
 
@@ -38,6 +38,7 @@ pub(super) fn check_rules(context: &Context<'_>, errors: &mut Errors) -> Vec<Vec
             reads: Vec::new(),
             reported: HashSet::new(),
             depth: 0,
+            types: HashMap::new(),
         };
         walker.rule(info.rule);
         reads.push(walker.reads);
@@ -94,6 +95,9 @@ struct Walker<'c, 'e> {
     /// Unsafe variables already reported for this rule.
     reported: HashSet<String>,
     depth: usize,
+    /// Local variables whose type is plain from the `:=` that declares them
+    /// (`x := 1`), as OPA's type checker infers it.
+    types: HashMap<String, Ty>,
 }
 
 impl Walker<'_, '_> {
@@ -285,6 +289,72 @@ impl Walker<'_, '_> {
     // ---- second pass: uses, calls, types --------------------------------------------
 
     fn query(&mut self, query: &Query, scope: &Scope<'_>) {
+        self.referenced_above(query, scope);
+        let outer = self.types.clone();
+        // A name bound in this query is a new variable here, whatever it was outside.
+        self.types.retain(|name, _| !scope.vars.contains(name));
+        for stmt in &query.stmts {
+            if let Literal::Expr { expr, .. } = &stmt.literal
+                && let Expr::AssignExpr {
+                    op: AssignOp::ColEq,
+                    lhs,
+                    rhs,
+                    ..
+                } = expr.as_ref()
+                && let Expr::Var { span, .. } = lhs.as_ref()
+                && let Some(ty) = self.type_of(rhs)
+            {
+                self.types.insert(span.text().to_owned(), ty);
+            }
+        }
+        self.query_statements(query, scope);
+        self.types = outer;
+    }
+
+    /// `x := …` after a statement that uses `x`: OPA refuses the body ("var x referenced
+    /// above") instead of reordering it as it does for `=`, and regorus would evaluate the
+    /// earlier use with `x` unbound.
+    fn referenced_above(&mut self, query: &Query, scope: &Scope<'_>) {
+        for (n, stmt) in query.stmts.iter().enumerate() {
+            let Literal::Expr { expr, .. } = &stmt.literal else {
+                continue;
+            };
+            let Expr::AssignExpr {
+                op: AssignOp::ColEq,
+                lhs,
+                ..
+            } = expr.as_ref()
+            else {
+                continue;
+            };
+            let mut declared = HashSet::new();
+            self.pattern(lhs, Bind::Always, &mut declared);
+            for name in declared {
+                if scope.parent.is_some_and(|p| p.has(&name)) {
+                    continue;
+                }
+                let used = query.stmts.iter().take(n).find_map(|earlier| {
+                    statement_exprs(&earlier.literal)
+                        .into_iter()
+                        .find_map(|expr| var_use(expr, &name))
+                });
+                if let Some(span) = used {
+                    self.error(span, COMPILE_ERROR, format!("var {name} referenced above"));
+                }
+            }
+        }
+    }
+
+    /// The type of `expr` if it is plain from its form or from the `:=` that declared
+    /// the variable it is.
+    fn type_of(&self, expr: &Expr) -> Option<Ty> {
+        match expr {
+            Expr::Var { span, .. } => self.types.get(span.text()).copied(),
+            other => const_type(other),
+        }
+    }
+
+    fn query_statements(&mut self, query: &Query, scope: &Scope<'_>) {
         for stmt in &query.stmts {
             match &stmt.literal {
                 Literal::SomeVars { .. } => {}
@@ -465,7 +535,7 @@ impl Walker<'_, '_> {
     /// Constant operands of an operator must have one of the `allowed` types; `minus`
     /// takes two numbers or two sets.
     fn operands(&mut self, name: &str, allowed: Ty, lhs: &Expr, rhs: &Expr) {
-        let types = [const_type(lhs), const_type(rhs)];
+        let types = [self.type_of(lhs), self.type_of(rhs)];
         for (n, (side, have)) in [lhs, rhs].into_iter().zip(types).enumerate() {
             if let Some(have) = have.filter(|t| t & allowed == 0) {
                 self.error(
@@ -593,7 +663,7 @@ impl Walker<'_, '_> {
             return;
         };
         for (n, (param, want)) in params.iter().zip(signature).enumerate() {
-            if let Some(have) = const_type(param).filter(|t| t & want == 0) {
+            if let Some(have) = self.type_of(param).filter(|t| t & want == 0) {
                 self.error(
                     param.span(),
                     TYPE_ERROR,
@@ -675,6 +745,41 @@ fn non_constant(expr: &Expr) -> Option<&Span> {
             .find_map(|(_, key, value)| non_constant(key).or_else(|| non_constant(value))),
         other => Some(other.span()),
     }
+}
+
+/// The expressions of a statement (an `every`'s body left out).
+fn statement_exprs(literal: &Literal) -> Vec<&Expr> {
+    match literal {
+        Literal::SomeVars { .. } => Vec::new(),
+        Literal::SomeIn {
+            key,
+            value,
+            collection,
+            ..
+        } => key
+            .iter()
+            .map(AsRef::as_ref)
+            .chain([value.as_ref(), collection.as_ref()])
+            .collect(),
+        Literal::Expr { expr, .. } | Literal::NotExpr { expr, .. } => vec![expr],
+        Literal::Every { domain, .. } => vec![domain],
+    }
+}
+
+/// Where `expr` uses the variable `name` (outside comprehensions, which have scopes of
+/// their own), if it does.
+fn var_use<'e>(expr: &'e Expr, name: &str) -> Option<&'e Span> {
+    if let Expr::Var { span, .. } = expr
+        && span.text() == name
+    {
+        return Some(span);
+    }
+    if let Expr::RefDot { refr, .. } = expr {
+        return var_use(refr, name);
+    }
+    children(expr)
+        .into_iter()
+        .find_map(|child| var_use(child, name))
 }
 
 /// The sub-expressions of `expr`, comprehensions' insides and a call's function name

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use serde_json::{Map, Value};
 
 use super::body::Read;
-use super::{COMPILE_ERROR, Context, Errors, RECURSION, TYPE_ERROR, data_path};
+use super::{COMPILE_ERROR, Context, Errors, Kind, RECURSION, RuleInfo, TYPE_ERROR, data_path};
 
 /// Two `default` rules for one path: regorus keeps one silently, OPA refuses.
 pub(super) fn check_defaults(context: &Context<'_>, errors: &mut Errors) {
@@ -46,6 +46,61 @@ pub(super) fn check_kinds(context: &Context<'_>, errors: &mut Errors) {
                     data_path(&info.path),
                     info.kind.describe(),
                     other.kind.describe()
+                ),
+            );
+        }
+    }
+}
+
+/// A rule whose head names one whole path (`a`, `a.b`, `f(x)`, `s contains x`) beside a
+/// rule or package below it (`a.b.c`, `package ….a.b.x`): the first owns the whole
+/// document, so OPA refuses the pair, while regorus answers with one and hides the other.
+pub(super) fn check_overlaps(context: &Context<'_>, errors: &mut Errors) {
+    let owners: HashMap<&[String], &RuleInfo<'_>> = context
+        .rules
+        .iter()
+        .filter(|info| info.exact && info.kind != Kind::PartialObject)
+        .map(|info| (info.path.as_slice(), info))
+        .collect();
+    let owner_above = |path: &[String]| {
+        (1..path.len()).find_map(|n| path.get(..n).and_then(|prefix| owners.get(prefix)))
+    };
+    let mut reported = HashSet::new();
+    for info in &context.rules {
+        let Some(owner) = owner_above(&info.path) else {
+            continue;
+        };
+        if reported.insert(&info.path) {
+            errors.push(
+                context,
+                info.module,
+                info.rule.span(),
+                TYPE_ERROR,
+                format!(
+                    "rule {} conflicts with [{}]: {} owns the whole document",
+                    data_path(&owner.path),
+                    data_path(&info.path),
+                    data_path(&owner.path)
+                ),
+            );
+        }
+    }
+    for (module, package) in context.packages.iter().enumerate() {
+        let Some(owner) = owner_above(&[package.as_slice(), &[String::new()]].concat()) else {
+            continue;
+        };
+        if let Some(source) = context.modules.get(module) {
+            errors.push(
+                context,
+                module,
+                &source.module.package.span,
+                TYPE_ERROR,
+                format!(
+                    "package {} conflicts with rule {} defined at {}:{}",
+                    data_path(package),
+                    data_path(&owner.path),
+                    context.modules.get(owner.module).map_or("", |s| s.file),
+                    owner.rule.span().line
                 ),
             );
         }

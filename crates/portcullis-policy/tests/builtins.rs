@@ -597,3 +597,44 @@ fn jwt_decode_verify_checks_signature_and_claims() {
         "io.jwt.decode_verify",
     );
 }
+
+/// Value semantics where regorus still differs from OPA and no extension or setting of
+/// this crate can fix it (README, "Differences from OPA"). Each assertion pins regorus's
+/// answer, so an upgrade that changes it fails here and the README is updated with it.
+#[test]
+fn value_semantics_that_differ_from_opa_are_pinned() {
+    // OPA computes with arbitrary-precision decimals (0.1 + 0.2 == 0.3); regorus with
+    // f64 for non-integers.
+    assert_eq!(eval("0.1 + 0.2 == 0.3"), json!(false));
+    assert_eq!(eval("0.1 + 0.2"), json!(0.30000000000000004));
+    // Integers beyond 64 bits written as literals become floats (OPA keeps them exact);
+    // arithmetic on 64-bit integers stays exact.
+    assert_eq!(
+        eval("12345678901234567890123"),
+        json!(1.2345678901234568e22)
+    );
+    assert_eq!(eval("9007199254740993 + 0"), json!(9007199254740993_u64));
+    // Literals beyond f64 (`1e400`, a valid OPA number) do not parse.
+    assert!(compile("package t\nx := 1e400", false).is_err());
+    // Unary minus only on numeric literals: OPA also takes `-x` of a variable; regorus
+    // compiles it and fails when it is evaluated.
+    let failed = eval_in("-input.y", &json!({"y": 3}), false).unwrap_err();
+    assert!(failed.to_string().contains("unary -"), "{failed}");
+    // `import rego.v1` together with `import future.keywords…` (both no-ops in OPA 1.x)
+    // is refused as a shadowing import.
+    let refused = compile(
+        "package t\nimport rego.v1\nimport future.keywords.in\nx := 1 in [1]",
+        false,
+    )
+    .unwrap_err();
+    assert!(refused.to_string().contains("shadows"), "{refused}");
+    // sprintf's verbs are regorus's, not Go's: OPA gives "10 1.500000 1.234560e+02".
+    assert_eq!(
+        eval(r#"sprintf("%o %f %e", [8, 1.5, 123.456])"#),
+        json!("0O10 1.5 1.23456e2")
+    );
+    // Sets sort before objects in regorus, after them in OPA (`sort`, comparisons, the
+    // order of a set's members).
+    assert_eq!(eval(r#"sort([{"a": 1}, {1}])"#), json!([[1], {"a": 1}]));
+    assert_eq!(eval(r#"{"a": 1} < {1}"#), json!(false));
+}

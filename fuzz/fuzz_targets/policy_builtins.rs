@@ -1,0 +1,77 @@
+//! The built-ins that read attacker-controlled text in new ways (`src/builtins/` of
+//! portcullis-policy, and regorus's `yaml.*` it enables): JWT decoding and verification
+//! (tokens and key material), YAML, JSON Patch paths and CIDRs, each given the same
+//! arbitrary string, in default and in strict built-in error mode. Never a panic: a bad
+//! string is undefined or, in strict mode, an evaluation error.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use portcullis_policy::{Bundle, EvalLimits, PolicyEngine, RegoEngine};
+
+const POLICY: &str = r#"package f
+
+decode := io.jwt.decode(input.s)
+hs256 := io.jwt.verify_hs256(input.s, "secret")
+rs256_key := io.jwt.verify_rs256("eyJhbGciOiJSUzI1NiJ9.e30.c2ln", input.s)
+es256 := io.jwt.verify_es256(input.s, input.s)
+decode_verify := io.jwt.decode_verify(input.s, {"secret": "secret", "time": 0})
+decode_verify_cert := io.jwt.decode_verify("eyJhbGciOiJSUzI1NiJ9.e30.c2ln", {"cert": input.s})
+yaml := yaml.unmarshal(input.s)
+yaml_valid := yaml.is_valid(input.s)
+patch := json.patch({"a": [1, {"b": 2}]}, [{"op": "add", "path": input.s, "value": 1}])
+merge := net.cidr_merge([input.s, "10.0.0.0/8"])
+intersects := net.cidr_intersects(input.s, "10.0.0.0/8")
+count_s := count(input.s)
+hashes := [crypto.md5(input.s), crypto.hmac.sha256(input.s, input.s)]
+"#;
+
+fn engines() -> &'static [RegoEngine] {
+    static ENGINES: OnceLock<Vec<RegoEngine>> = OnceLock::new();
+    ENGINES.get_or_init(|| {
+        let files = vec![("f/f.rego".to_owned(), POLICY.as_bytes().to_vec())];
+        let Ok(bundle) = Bundle::from_files("fuzz", files) else {
+            return Vec::new();
+        };
+        [false, true]
+            .into_iter()
+            .filter_map(|strict| {
+                let limits = EvalLimits {
+                    strict_builtin_errors: strict,
+                    time_limit: Some(std::time::Duration::from_millis(200)),
+                    ..EvalLimits::default()
+                };
+                RegoEngine::compile([&bundle], limits).ok()
+            })
+            .collect()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let engines = engines();
+    assert_eq!(engines.len(), 2, "the fuzzed policy compiles");
+    let input = serde_json::json!({ "s": text });
+    for engine in engines {
+        for rule in [
+            "decode",
+            "hs256",
+            "rs256_key",
+            "es256",
+            "decode_verify",
+            "decode_verify_cert",
+            "yaml",
+            "yaml_valid",
+            "patch",
+            "merge",
+            "intersects",
+            "count_s",
+            "hashes",
+        ] {
+            let _ = engine.evaluate(&format!("data.f.{rule}"), &input);
+        }
+    }
+});

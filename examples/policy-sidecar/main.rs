@@ -16,26 +16,37 @@
     reason = "a command-line service prints its banner and its errors"
 )]
 
+mod metrics;
+mod request;
+
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
 use portcullis::audit::AuditLog;
 use portcullis::policy::{
-    Algorithm, Bundle, BundleLimits, BundleSource, BundleVerifier, DecisionLog, DirSource,
-    EvalLimits, Fetched, HttpSource, PolicyEngine, PolicyError, PolicyStore, PollOptions, Rollout,
-    RolloutConfig, VerificationKey, poll_once,
+    Algorithm, Bundle, BundleLimits, BundleSource, BundleVerifier, DecisionEntry, DecisionLog,
+    DirSource, EvalLimits, Evaluation, Fetched, HttpSource, PolicyEngine, PolicyError, PolicyStore,
+    PollOptions, Rollout, RolloutConfig, VerificationKey, poll_once,
 };
+
+use crate::metrics::Metrics;
+use crate::request::{DataPath, RequestError};
 use portcullis::{AuthMethod, Principal, PrincipalKind, SystemClock};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -126,6 +137,28 @@ struct Config {
     /// expression undefined.
     #[serde(default)]
     strict_builtin_errors: bool,
+    #[serde(default)]
+    server: ServerConfig,
+}
+
+/// `[server]`: which parts of OPA's API answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerConfig {
+    /// Whether `/v1/query` (ad-hoc queries over every policy and all data) answers; when
+    /// off it is a 403.
+    #[serde(default = "default_true")]
+    query_api: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { query_api: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A key bundle signatures are verified with (OPA's `keys`).
@@ -193,8 +226,12 @@ enum RolloutMode {
 #[serde(deny_unknown_fields)]
 struct DecisionLogConfig {
     url: String,
+    /// Static masks: JSON pointers (`/input/password`) or dot paths under the input.
     #[serde(default)]
     mask: Vec<String>,
+    /// Labels on every record (OPA's `labels`); `id` and `version` are added unless set.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 fn main() -> ExitCode {
@@ -293,14 +330,24 @@ async fn run(cli: Cli) -> Result<(), String> {
             )
             .build()
             .map_err(|e| e.to_string())?;
+            let mut labels = BTreeMap::from([
+                (
+                    "id".to_owned(),
+                    config
+                        .spiffe_id
+                        .clone()
+                        .unwrap_or_else(|| "policy-sidecar".to_owned()),
+                ),
+                ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+            ]);
+            labels.extend(log.labels.clone());
             Some(Arc::new(
                 DecisionLog::new(Arc::new(sink), actor)
-                    .mask(
-                        log.mask
-                            .iter()
-                            .map(|p| p.strip_prefix("input.").unwrap_or(p)),
-                    )
-                    .map_err(|e| e.to_string())?,
+                    .mask(&log.mask)
+                    .map_err(|e| format!("[decision_log] mask: {e}"))?
+                    .labels(labels)
+                    // A bundle's data.system.log.mask masks each record, as in OPA.
+                    .mask_policy(store.clone()),
             ))
         }
         None => None,
@@ -310,8 +357,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         max_backoff: Duration::from_secs(300),
         jitter_percent: 10,
     };
+    let metrics = Arc::new(Metrics::default());
     for bundle in &config.bundles {
         let follower = Follower {
+            metrics: metrics.clone(),
             bundle: bundle.clone(),
             base: base.clone(),
             rollout: rollout.clone(),
@@ -326,15 +375,28 @@ async fn run(cli: Cli) -> Result<(), String> {
         tokio::spawn(follower.run(store.clone(), options));
     }
     let state = Arc::new(App {
-        store,
+        store: store.clone(),
         decision_log,
         bundles: config.bundles.iter().map(|b| b.name.clone()).collect(),
+        metrics: metrics.clone(),
+        query_api: config.server.query_api,
+        max_body: config.max_body_bytes,
+        stored: data_dir.join("bundles"),
+        limits,
+        snapshot: Mutex::new(None),
     });
     let app = Router::new()
         .route("/v1/data", get(get_data).post(post_data))
         .route("/v1/data/{*path}", get(get_data).post(post_data))
+        .route("/v1/query", get(get_query).post(post_query))
+        .route("/v1/policies", get(list_policies))
+        .route("/v1/policies/{*id}", get(get_policy))
         .route("/health", get(health))
+        .route("/health/live", get(health_live))
+        .route("/health/ready", get(health_ready))
+        .route("/metrics", get(prometheus))
         .route("/v1/status", get(status))
+        .route_layer(middleware::from_fn_with_state(metrics, track))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)
         // Every error answer in OPA's shape, `{"code": …, "message": …}`, the framework's
@@ -345,12 +407,15 @@ async fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     println!("LISTENING http://{address}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string())
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn check(config: &Config) -> Result<(), String> {
@@ -399,10 +464,7 @@ fn verifier(
         let path = resolve(base, &key.key_file);
         let material =
             std::fs::read(&path).map_err(|e| format!("[keys.{id}] {}: {e}", path.display()))?;
-        let mut key_material = if matches!(
-            algorithm,
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-        ) {
+        let mut key_material = if algorithm.is_hmac() {
             VerificationKey::hmac(algorithm, material.trim_ascii())
         } else {
             VerificationKey::from_pem(algorithm, &material)
@@ -447,6 +509,8 @@ struct Follower {
     last_refusal: Option<String>,
     /// Set when the bundle must be signed.
     verifier: Option<Arc<BundleVerifier>>,
+    /// Counts activations and failures for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 impl Follower {
@@ -560,7 +624,11 @@ impl Follower {
             }
         };
         // Fetch and activation failures are recorded by poll_once itself.
-        poll_once(store, source.as_mut()).await.map(|_| ())
+        let activated = poll_once(store, source.as_mut()).await?;
+        if activated {
+            self.metrics.bundle_loaded(&self.bundle.name);
+        }
+        Ok(())
     }
 
     async fn run(mut self, store: Arc<PolicyStore>, options: PollOptions) {
@@ -572,6 +640,7 @@ impl Follower {
                     0
                 }
                 Err(err) => {
+                    self.metrics.bundle_failed(&self.bundle.name);
                     self.report(&store, &err).await;
                     failures + 1
                 }
@@ -646,6 +715,87 @@ struct App {
     store: Arc<PolicyStore>,
     decision_log: Option<Arc<DecisionLog>>,
     bundles: Vec<String>,
+    metrics: Arc<Metrics>,
+    /// Whether `/v1/query` answers (`[server] query_api`).
+    query_api: bool,
+    /// The largest body accepted, decompressed included.
+    max_body: usize,
+    /// Where the store keeps each active bundle (`data_dir/bundles`).
+    stored: PathBuf,
+    limits: EvalLimits,
+    /// The active bundles' sources, for `/v1/policies` and `/v1/query`.
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
+}
+
+/// The policies and data of the active bundles, read back from the store's copies.
+struct Snapshot {
+    /// Process-unique: the key of each thread's compiled query engine.
+    generation: u64,
+    revisions: BTreeMap<String, String>,
+    bundles: Vec<Bundle>,
+}
+
+/// Numbers snapshots.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's engine for ad-hoc queries, compiled from one snapshot (a regorus
+    /// engine is not shared between threads).
+    static QUERY_ENGINE: RefCell<Option<(u64, regorus::Engine)>> = const { RefCell::new(None) };
+}
+
+/// The longest ad-hoc query accepted, in bytes.
+const MAX_QUERY_BYTES: usize = 16 * 1024;
+
+/// Options every data and query answer takes (`?pretty`, `?metrics`, `?provenance`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    pretty: bool,
+    metrics: bool,
+    provenance: bool,
+}
+
+/// The query string, decoded, and the options in it.
+fn query_params(uri: &Uri) -> Result<(Vec<(String, String)>, Options), Response> {
+    let pairs = match uri.query() {
+        None => Vec::new(),
+        Some(query) => portcullis::edge::decode_query(query)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_parameter", e.to_string()))?,
+    };
+    let view = || pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let options = Options {
+        pretty: request::bool_param(view(), "pretty"),
+        metrics: request::bool_param(view(), "metrics"),
+        provenance: request::bool_param(view(), "provenance"),
+    };
+    Ok((pairs, options))
+}
+
+/// A JSON answer, indented with `pretty`.
+fn answer(status: StatusCode, body: &Value, pretty: bool) -> Response {
+    let bytes = if pretty {
+        serde_json::to_vec_pretty(body)
+    } else {
+        serde_json::to_vec(body)
+    };
+    match bytes {
+        Ok(mut bytes) => {
+            if pretty {
+                bytes.push(b'\n');
+            }
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                Bytes::from(bytes),
+            )
+                .into_response()
+        }
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("the answer is not JSON: {err}"),
+        ),
+    }
 }
 
 /// An OPA-style error response.
@@ -677,49 +827,113 @@ fn input_missing_warning() -> Value {
     json!({"code": "api_usage_warning", "message": "'input' key missing from the request"})
 }
 
-/// Decides `path` with `input` (`None`: undefined) and answers as OPA does; `warn` adds
-/// the warning that the request had no `input`.
-async fn decide(app: &App, path: &str, input: Option<&Value>, warn: bool) -> Response {
-    let outcome = app.store.evaluate_input(path, input);
-    let decision_id = new_decision_id();
-    if let Some(log) = &app.decision_log
-        && !matches!(outcome, Err(PolicyError::InvalidPath { .. }))
-    {
-        let query = portcullis::policy::rule_path(path).unwrap_or_default();
-        if let Err(err) = log
-            .record(&query, input, &outcome, Some(&decision_id))
-            .await
-        {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "internal_error",
-                format!("the decision could not be logged, so it is not given: {err}"),
-            );
-        }
+fn nanos(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// OPA's `provenance`: this build and the active bundles' revisions.
+fn provenance(revisions: &BTreeMap<String, String>) -> Value {
+    let bundles: serde_json::Map<String, Value> = revisions
+        .iter()
+        .map(|(name, revision)| (name.clone(), json!({ "revision": revision })))
+        .collect();
+    let mut provenance = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "bundles": bundles,
+    });
+    // Set by a release build (`POLICY_SIDECAR_BUILD_COMMIT=$(git rev-parse HEAD)`).
+    if let Some(commit) = option_env!("POLICY_SIDECAR_BUILD_COMMIT") {
+        provenance["build_commit"] = json!(commit);
     }
+    provenance
+}
+
+/// The body of a request, decompressed when it says `Content-Encoding: gzip`.
+fn request_body(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, Response> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("" | "identity") => Ok(body),
+        Some("gzip") => request::gunzip(&body, max)
+            .map(Bytes::from)
+            .map_err(|err| match err {
+                RequestError::TooLarge { .. } => error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_parameter",
+                    err.to_string(),
+                ),
+                _ => error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    err.to_string(),
+                ),
+            }),
+        Some(other) => Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_parameter",
+            format!(
+                "Content-Encoding {:?} is not accepted: send gzip or no encoding",
+                other.chars().take(32).collect::<String>()
+            ),
+        )),
+    }
+}
+
+/// The document path of a `/v1/data…` request.
+fn document_path(uri: &Uri) -> Result<DataPath, Response> {
+    let raw = uri.path().strip_prefix("/v1/data").unwrap_or_default();
+    DataPath::parse(raw)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_parameter", e.to_string()))
+}
+
+/// Evaluates the document at `path`: its rule or package path by the store, and any
+/// further keys and array indexes in the value that gives.
+fn evaluate(app: &App, path: &DataPath, input: Option<&Value>) -> Result<Evaluation, PolicyError> {
+    let evaluation = app.store.evaluate_input(&path.rule_path(), input)?;
+    let rest = path.rest();
+    if rest.is_empty() {
+        return Ok(evaluation);
+    }
+    Ok(Evaluation {
+        result: evaluation
+            .result
+            .and_then(|value| request::walk(value, rest)),
+        revisions: evaluation.revisions,
+    })
+}
+
+/// How a decision counts in `/metrics`.
+fn outcome_label(outcome: &Result<Evaluation, PolicyError>) -> &'static str {
     match outcome {
-        Ok(evaluation) => {
-            let mut body = serde_json::Map::new();
-            if let Some(result) = evaluation.result {
-                body.insert("result".into(), result);
-            }
-            body.insert("decision_id".into(), json!(decision_id));
-            if warn {
-                body.insert("warning".into(), input_missing_warning());
-            }
-            Json(Value::Object(body)).into_response()
-        }
-        Err(err @ (PolicyError::InvalidPath { .. } | PolicyError::Input(_))) => error(
+        Ok(Evaluation {
+            result: Some(Value::Bool(true)),
+            ..
+        }) => "allow",
+        Ok(Evaluation {
+            result: Some(Value::Bool(false)),
+            ..
+        }) => "deny",
+        Ok(Evaluation { result: None, .. }) => "undefined",
+        Ok(_) => "other",
+        Err(_) => "error",
+    }
+}
+
+/// The answer for an evaluation error.
+fn evaluation_error(err: &PolicyError) -> Response {
+    match err {
+        PolicyError::InvalidPath { .. } | PolicyError::Input(_) => error(
             StatusCode::BAD_REQUEST,
             "invalid_parameter",
             err.to_string(),
         ),
-        Err(err @ PolicyError::NoPolicy) => error(
+        PolicyError::NoPolicy => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             err.to_string(),
         ),
-        Err(err) => error(
+        _ => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             err.to_string(),
@@ -727,50 +941,146 @@ async fn decide(app: &App, path: &str, input: Option<&Value>, warn: bool) -> Res
     }
 }
 
-fn data_path(path: Option<UrlPath<String>>) -> String {
-    path.map(|UrlPath(p)| p).unwrap_or_default()
+/// What one decision request asked.
+struct Asked<'a> {
+    path: &'a DataPath,
+    input: Option<&'a Value>,
+    /// The request had no `input`: the answer carries OPA's warning.
+    warn: bool,
+    options: Options,
+    started: Instant,
+    input_parse: Duration,
+    requested_by: Option<String>,
+}
+
+/// Decides as OPA does, logs the decision (before answering: a decision that cannot be
+/// logged is not given), and answers.
+async fn decide(app: &App, asked: Asked<'_>) -> Response {
+    let evaluating = Instant::now();
+    let outcome = evaluate(app, asked.path, asked.input);
+    let eval_time = evaluating.elapsed();
+    let decision_id = new_decision_id();
+    if let Some(log) = &app.decision_log {
+        let opa_path = asked.path.opa_path();
+        let mut entry = DecisionEntry::new(&opa_path, asked.input, &outcome)
+            .decision_id(&decision_id)
+            .metric("timer_rego_input_parse_ns", nanos(asked.input_parse))
+            .metric("timer_rego_query_eval_ns", nanos(eval_time));
+        if let Some(who) = &asked.requested_by {
+            entry = entry.requested_by(who);
+        }
+        if let Err(err) = log.log(&entry).await {
+            app.metrics.decision("unlogged");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "internal_error",
+                format!("the decision could not be logged, so it is not given: {err}"),
+            );
+        }
+    }
+    app.metrics.decision(outcome_label(&outcome));
+    match outcome {
+        Ok(evaluation) => {
+            let mut body = serde_json::Map::new();
+            if let Some(result) = evaluation.result {
+                body.insert("result".into(), result);
+            }
+            body.insert("decision_id".into(), json!(decision_id));
+            if asked.warn {
+                body.insert("warning".into(), input_missing_warning());
+            }
+            if asked.options.metrics {
+                body.insert(
+                    "metrics".into(),
+                    json!({
+                        "timer_rego_input_parse_ns": nanos(asked.input_parse),
+                        "timer_rego_query_eval_ns": nanos(eval_time),
+                        "timer_server_handler_ns": nanos(asked.started.elapsed()),
+                    }),
+                );
+            }
+            if asked.options.provenance {
+                body.insert("provenance".into(), provenance(&evaluation.revisions));
+            }
+            answer(StatusCode::OK, &Value::Object(body), asked.options.pretty)
+        }
+        Err(err) => evaluation_error(&err),
+    }
+}
+
+/// `{"input": …}` from a request body: `None` (input undefined) for an empty body, no
+/// `input` key or `"input": null`, as in OPA (whose request type reads a JSON null as a
+/// missing input).
+fn input_of(body: &[u8]) -> Result<Option<Value>, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut request)) => Ok(request.remove("input").filter(|i| !i.is_null())),
+        Ok(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "the body must be a JSON object, {\"input\": ...}",
+        )),
+        Err(err) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!("the body is not JSON: {err}"),
+        )),
+    }
 }
 
 async fn post_data(
     State(app): State<Arc<App>>,
-    path: Option<UrlPath<String>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // No body, no `input` key or `"input": null`: input is undefined, as in OPA (whose
-    // request type reads a JSON null as a missing input).
-    let input = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(mut request)) => request.remove("input").filter(|i| !i.is_null()),
-            Ok(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_parameter",
-                    "the body must be a JSON object, {\"input\": ...}",
-                );
-            }
-            Err(err) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_parameter",
-                    format!("the body is not JSON: {err}"),
-                );
-            }
-        }
+    let started = Instant::now();
+    let (_, options) = match query_params(&uri) {
+        Ok(params) => params,
+        Err(response) => return response,
     };
-    let warn = input.is_none();
-    decide(&app, &data_path(path), input.as_ref(), warn).await
+    let path = match document_path(&uri) {
+        Ok(path) => path,
+        Err(response) => return response,
+    };
+    let parsing = Instant::now();
+    let input = match request_body(&headers, body, app.max_body).and_then(|b| input_of(&b)) {
+        Ok(input) => input,
+        Err(response) => return response,
+    };
+    let asked = Asked {
+        path: &path,
+        input: input.as_ref(),
+        warn: input.is_none(),
+        options,
+        started,
+        input_parse: parsing.elapsed(),
+        requested_by: Some(peer.to_string()),
+    };
+    decide(&app, asked).await
 }
 
 async fn get_data(
     State(app): State<Arc<App>>,
-    path: Option<UrlPath<String>>,
-    Query(query): Query<BTreeMap<String, String>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
 ) -> Response {
-    let input = match query.get("input") {
+    let started = Instant::now();
+    let (params, options) = match query_params(&uri) {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
+    let path = match document_path(&uri) {
+        Ok(path) => path,
+        Err(response) => return response,
+    };
+    let parsing = Instant::now();
+    let input = match params.iter().find(|(k, _)| k == "input") {
         None => None,
-        Some(text) => match serde_json::from_str(text) {
+        Some((_, text)) => match serde_json::from_str(text) {
             Ok(input) => Some(input),
             Err(err) => {
                 return error(
@@ -781,29 +1091,478 @@ async fn get_data(
             }
         },
     };
-    decide(&app, &data_path(path), input.as_ref(), false).await
+    let asked = Asked {
+        path: &path,
+        input: input.as_ref(),
+        warn: false,
+        options,
+        started,
+        input_parse: parsing.elapsed(),
+        requested_by: Some(peer.to_string()),
+    };
+    decide(&app, asked).await
+}
+
+impl App {
+    /// The active bundles as the store keeps them on disk, read again only when the
+    /// active revisions change.
+    fn snapshot(&self) -> Result<Arc<Snapshot>, String> {
+        let revisions = self.store.revisions();
+        let mut cached = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(snapshot) = cached.as_ref()
+            && snapshot.revisions == *revisions
+        {
+            return Ok(snapshot.clone());
+        }
+        let mut bundles = Vec::with_capacity(revisions.len());
+        for (name, revision) in revisions.iter() {
+            let path = self.stored.join(format!("{name}.tar.gz"));
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bundle = Bundle::from_tar_gz(name, &bytes, &BundleLimits::default())
+                .map_err(|e| e.to_string())?;
+            if bundle.revision() != revision {
+                return Err(format!(
+                    "bundle {name} is being replaced (revision {revision} → {}); retry",
+                    bundle.revision()
+                ));
+            }
+            bundles.push(bundle);
+        }
+        let snapshot = Arc::new(Snapshot {
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            revisions: (*revisions).clone(),
+            bundles,
+        });
+        *cached = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+}
+
+impl Snapshot {
+    /// Every policy as `GET /v1/policies` lists it: `{"id": "bundle/path.rego", "raw": …}`.
+    fn policies(&self) -> impl Iterator<Item = Value> + '_ {
+        self.bundles.iter().flat_map(|bundle| {
+            bundle.policies().iter().map(|policy| {
+                json!({
+                    "id": format!("{}/{}", bundle.name(), policy.path),
+                    "raw": policy.source,
+                })
+            })
+        })
+    }
+
+    /// Compiles the engine ad-hoc queries run on, with the store's limits.
+    fn compile(&self, limits: &EvalLimits) -> Result<regorus::Engine, String> {
+        let mut engine = regorus::Engine::new();
+        engine.set_strict_builtin_errors(limits.strict_builtin_errors);
+        if let (Some(limit), Some(interval)) = (limits.time_limit, NonZeroU32::new(256)) {
+            engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+                limit,
+                check_interval: interval,
+            });
+        }
+        for bundle in &self.bundles {
+            for policy in bundle.policies() {
+                engine.set_rego_v0(bundle.rego_version(&policy.path) == 0);
+                engine
+                    .add_policy(
+                        format!("{}/{}", bundle.name(), policy.path),
+                        policy.source.clone(),
+                    )
+                    .map_err(|e| format!("{}/{}: {e}", bundle.name(), policy.path))?;
+            }
+            let data = regorus::Value::from(Value::Object(bundle.data().clone()));
+            engine
+                .add_data(data)
+                .map_err(|e| format!("bundle {} data: {e}", bundle.name()))?;
+        }
+        engine.set_rego_v0(false);
+        Ok(engine)
+    }
+
+    /// Runs `query` with `input` on this thread's engine for this snapshot: the rows of
+    /// bindings, or why it failed (`Err(None)`: the engine did not compile).
+    fn query(
+        &self,
+        limits: &EvalLimits,
+        query: &str,
+        input: Option<&Value>,
+    ) -> Result<Result<Vec<Value>, String>, String> {
+        QUERY_ENGINE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|(g, _)| *g != self.generation) {
+                *slot = Some((self.generation, self.compile(limits)?));
+            }
+            let Some((_, engine)) = slot.as_mut() else {
+                return Err("no query engine".to_owned());
+            };
+            engine.set_input(match input {
+                Some(input) => regorus::Value::from(input.clone()),
+                None => regorus::Value::Undefined,
+            });
+            let results = match engine.eval_query(query.to_owned(), false) {
+                Ok(results) => results,
+                Err(err) => return Ok(Err(err.to_string())),
+            };
+            let mut rows = Vec::with_capacity(results.result.len());
+            for row in results.result {
+                match serde_json::to_value(&row.bindings) {
+                    Ok(Value::Object(bindings)) => rows.push(Value::Object(bindings)),
+                    Ok(_) => rows.push(json!({})),
+                    Err(err) => return Ok(Err(format!("a binding is not JSON: {err}"))),
+                }
+            }
+            Ok(Ok(rows))
+        })
+    }
+}
+
+async fn list_policies(State(app): State<Arc<App>>, uri: Uri) -> Response {
+    let (_, options) = match query_params(&uri) {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
+    match app.snapshot() {
+        Ok(snapshot) => {
+            let policies: Vec<Value> = snapshot.policies().collect();
+            answer(
+                StatusCode::OK,
+                &json!({ "result": policies }),
+                options.pretty,
+            )
+        }
+        Err(message) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+    }
+}
+
+async fn get_policy(State(app): State<Arc<App>>, uri: Uri) -> Response {
+    let (_, options) = match query_params(&uri) {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
+    let raw = uri.path().strip_prefix("/v1/policies/").unwrap_or_default();
+    let id = match portcullis::edge::decode_component(raw, "path", false) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", e.to_string()),
+    };
+    let snapshot = match app.snapshot() {
+        Ok(snapshot) => snapshot,
+        Err(message) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+    };
+    match snapshot.policies().find(|p| p["id"] == id.as_str()) {
+        Some(policy) => answer(StatusCode::OK, &json!({ "result": policy }), options.pretty),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "resource_not_found",
+            format!(
+                "storage_not_found_error: policy id {:?}",
+                id.chars().take(128).collect::<String>()
+            ),
+        ),
+    }
+}
+
+/// Refuses input nested deeper or holding more values than the store's limits allow.
+fn check_input(input: &Value, limits: &EvalLimits) -> Result<(), String> {
+    let mut stack = vec![(input, 1_usize)];
+    let mut values = 0_usize;
+    while let Some((value, depth)) = stack.pop() {
+        values += 1;
+        if values > limits.max_input_values {
+            return Err(format!(
+                "the input holds more than {} values",
+                limits.max_input_values
+            ));
+        }
+        if depth > limits.max_input_depth {
+            return Err(format!(
+                "the input is nested deeper than {}",
+                limits.max_input_depth
+            ));
+        }
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn post_query(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let (_, options) = match query_params(&uri) {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
+    let body = match request_body(&headers, body, app.max_body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let (query, input) = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(mut request)) => match request.remove("query") {
+            Some(Value::String(query)) => (query, request.remove("input").filter(|i| !i.is_null())),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    "the body must be {\"query\": \"<Rego query>\", \"input\": ...}",
+                );
+            }
+        },
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                "the body must be {\"query\": \"<Rego query>\", \"input\": ...}",
+            );
+        }
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                format!("the body is not JSON: {err}"),
+            );
+        }
+    };
+    let asked = AdHoc {
+        query: &query,
+        input: input.as_ref(),
+        options,
+        started,
+        requested_by: Some(peer.to_string()),
+    };
+    ad_hoc(&app, asked).await
+}
+
+async fn get_query(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+) -> Response {
+    let started = Instant::now();
+    let (params, options) = match query_params(&uri) {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
+    let Some((_, query)) = params.iter().find(|(k, _)| k == "q") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "missing parameter 'q': the Rego query",
+        );
+    };
+    let asked = AdHoc {
+        query,
+        input: None,
+        options,
+        started,
+        requested_by: Some(peer.to_string()),
+    };
+    ad_hoc(&app, asked).await
+}
+
+/// One ad-hoc query.
+struct AdHoc<'a> {
+    query: &'a str,
+    input: Option<&'a Value>,
+    options: Options,
+    started: Instant,
+    requested_by: Option<String>,
+}
+
+/// Runs an ad-hoc query (`/v1/query`) on the active bundles, logs it, and answers
+/// `{"result": [bindings…]}` (no `result` when nothing satisfies it).
+async fn ad_hoc(app: &App, asked: AdHoc<'_>) -> Response {
+    if !app.query_api {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the query API is switched off ([server] query_api = false)",
+        );
+    }
+    if asked.query.len() > MAX_QUERY_BYTES {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!("the query is longer than {MAX_QUERY_BYTES} bytes"),
+        );
+    }
+    if request::nesting_depth(asked.query) > portcullis::policy::MAX_NESTING {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!(
+                "the query's brackets nest more than {} deep",
+                portcullis::policy::MAX_NESTING
+            ),
+        );
+    }
+    if let Some(input) = asked.input
+        && let Err(message) = check_input(input, &app.limits)
+    {
+        return error(StatusCode::BAD_REQUEST, "invalid_parameter", message);
+    }
+    if app.store.current().is_none() {
+        return evaluation_error(&PolicyError::NoPolicy);
+    }
+    let snapshot = match app.snapshot() {
+        Ok(snapshot) => snapshot,
+        Err(message) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+    };
+    let evaluating = Instant::now();
+    let rows = match snapshot.query(&app.limits, asked.query, asked.input) {
+        Ok(rows) => rows,
+        Err(message) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message),
+    };
+    let eval_time = evaluating.elapsed();
+    let outcome = match rows {
+        Ok(rows) => Ok(Evaluation {
+            result: (!rows.is_empty()).then_some(Value::Array(rows)),
+            revisions: Arc::new(snapshot.revisions.clone()),
+        }),
+        Err(message) => Err(PolicyError::Eval {
+            path: "the query".to_owned(),
+            message,
+        }),
+    };
+    let decision_id = new_decision_id();
+    if let Some(log) = &app.decision_log {
+        let mut entry = DecisionEntry::query(asked.query, asked.input, &outcome)
+            .decision_id(&decision_id)
+            .metric("timer_rego_query_eval_ns", nanos(eval_time));
+        if let Some(who) = &asked.requested_by {
+            entry = entry.requested_by(who);
+        }
+        if let Err(err) = log.log(&entry).await {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "internal_error",
+                format!("the query could not be logged, so it is not answered: {err}"),
+            );
+        }
+    }
+    match outcome {
+        Ok(evaluation) => {
+            let mut body = serde_json::Map::new();
+            if let Some(result) = evaluation.result {
+                body.insert("result".into(), result);
+            }
+            if asked.options.metrics {
+                body.insert(
+                    "metrics".into(),
+                    json!({
+                        "timer_rego_query_eval_ns": nanos(eval_time),
+                        "timer_server_handler_ns": nanos(asked.started.elapsed()),
+                    }),
+                );
+            }
+            if asked.options.provenance {
+                body.insert("provenance".into(), provenance(&snapshot.revisions));
+            }
+            answer(StatusCode::OK, &Value::Object(body), asked.options.pretty)
+        }
+        // A query that does not parse or fails to evaluate.
+        Err(err) => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            err.to_string(),
+        ),
+    }
+}
+
+/// The bundles not active yet, if any.
+fn not_ready(app: &App) -> Option<Response> {
+    let active = app.store.revisions();
+    let missing: Vec<&String> = app
+        .bundles
+        .iter()
+        .filter(|b| !active.contains_key(*b))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": format!("bundles not activated: {missing:?}")})),
+        )
+            .into_response()
+    })
 }
 
 async fn health(
     State(app): State<Arc<App>>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if query.contains_key("bundles") {
-        let active = app.store.revisions();
-        let missing: Vec<&String> = app
-            .bundles
-            .iter()
-            .filter(|b| !active.contains_key(*b))
-            .collect();
-        if !missing.is_empty() {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({"error": format!("bundles not activated: {missing:?}")})),
-            )
-                .into_response();
-        }
+    if query.contains_key("bundles")
+        && let Some(response) = not_ready(&app)
+    {
+        return response;
     }
     Json(json!({})).into_response()
+}
+
+/// `/health/live`: the process is running and answering.
+async fn health_live() -> Response {
+    Json(json!({})).into_response()
+}
+
+/// `/health/ready`: 200 once every configured bundle is active, else 500.
+async fn health_ready(State(app): State<Arc<App>>) -> Response {
+    not_ready(&app).unwrap_or_else(|| Json(json!({})).into_response())
+}
+
+async fn prometheus(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Counts and times every routed request for `/metrics`, by handler as OPA names them.
+async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    // Routed requests only (a route layer): the path is one of the routes.
+    let path = request.uri().path();
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    let handler = if under("/v1/data") {
+        "v1/data"
+    } else if under("/v1/query") {
+        "v1/query"
+    } else if under("/v1/policies") {
+        "v1/policies"
+    } else if under("/v1/status") {
+        "v1/status"
+    } else if under("/health") {
+        "health"
+    } else if under("/metrics") {
+        "metrics"
+    } else {
+        "other"
+    };
+    let response = next.run(request).await;
+    metrics.request(
+        handler,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 async fn status(State(app): State<Arc<App>>) -> Response {

@@ -1,6 +1,11 @@
 //! The OPA built-ins this crate adds to regorus (`src/builtins/`), the ones it enables in
 //! regorus (`graph`, `yaml`), and the value semantics that still differ from OPA (pinned,
 //! with the reason, so a regorus upgrade that changes them shows up here).
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "tests: helpers outside #[test] functions fail the test they serve"
+)]
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

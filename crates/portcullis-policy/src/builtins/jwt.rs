@@ -184,15 +184,12 @@ fn keys(args: &Args<'_>, text: &str) -> Result<Vec<Key>, BuiltinError> {
     };
     let mut keys = Vec::with_capacity(jwks.len());
     for jwk in jwks {
-        let alg = match jwk.common.key_algorithm {
-            Some(alg) => Some(
-                serde_json::to_value(alg)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-            ),
-            None => None,
-        };
+        let alg = jwk.common.key_algorithm.map(|alg| {
+            serde_json::to_value(alg)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        });
         if alg.as_deref().is_some_and(|a| !ALGORITHMS.contains(&a)) {
             continue;
         }
@@ -455,10 +452,10 @@ pub(super) fn decode_verify(args: &Args<'_>) -> Result<Value, BuiltinError> {
         }
         break (header, json_object(args, &payload)?);
     };
-    if let Some(iss) = &constraints.iss {
-        if payload.get(&Value::from("iss")) != Some(&Value::from(iss.as_str())) {
-            return Ok(unverified());
-        }
+    if let Some(iss) = &constraints.iss
+        && payload.get(&Value::from("iss")) != Some(&Value::from(iss.as_str()))
+    {
+        return Ok(unverified());
     }
     match payload.get(&Value::from("aud")) {
         Some(aud) => {

@@ -232,9 +232,16 @@ async fn answers_opa_rest_api_calls_as_opa_documents_them() {
         .post("/v1/data/opa/examples/allow_request", "[1]")
         .await;
     assert_eq!(status, 400);
-    let (status, _) = sidecar.get("/v1/data/opa%2F..%2Fsecrets").await;
-    assert_eq!(status, 400);
-    let (status, _) = sidecar.get("/v1/data/opa/examples/allow-request").await;
+    // Any key is a path segment, as in OPA: a key that is not there is undefined.
+    for path in [
+        "/v1/data/opa%2F..%2Fsecrets",
+        "/v1/data/opa/examples/allow-request",
+    ] {
+        let (status, answer) = sidecar.get(path).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        assert!(answer.get("result").is_none(), "{path}: {answer}");
+    }
+    let (status, _) = sidecar.get("/v1/data/opa/%C3%28").await;
     assert_eq!(status, 400);
     let huge = format!(r#"{{"input": {{"pad": "{}"}}}}"#, "x".repeat(70_000));
     let (status, _) = sidecar
@@ -382,11 +389,27 @@ async fn decisions_are_logged_to_the_audit_log_with_masked_input() {
     let records = log.query(&query).await.unwrap().records;
     assert_eq!(records.len(), 1);
     let event = &records[0].event;
-    assert_eq!(event.fields["query"], "data.app.allow");
+    // OPA's decision log layout.
+    assert_eq!(event.fields["path"], "app/allow");
+    assert_eq!(event.fields["decision_id"], json!(query.correlation_id));
     assert_eq!(event.fields["input"], json!({"user": "admin"}));
-    assert_eq!(event.fields["erased"], json!(["password"]));
-    assert_eq!(event.fields["revisions"], json!({"app": "d1"}));
+    assert_eq!(event.fields["erased"], json!(["/input/password"]));
+    assert_eq!(event.fields["bundles"], json!({"app": {"revision": "d1"}}));
     assert_eq!(event.fields["result"], json!(true));
+    assert_eq!(event.fields["labels"]["id"], "policy-sidecar");
+    assert!(event.fields["labels"]["version"].is_string());
+    assert!(event.fields["metrics"]["timer_rego_query_eval_ns"].is_u64());
+    assert!(
+        event.fields["requested_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let timestamp = event.fields["timestamp"].as_str().unwrap();
+    assert!(
+        timestamp.ends_with('Z') && timestamp.contains('T'),
+        "{timestamp}"
+    );
     assert!(log.verify(&[], &[]).await.unwrap().is_ok());
 
     // A refused revision is audited once, however often it is polled.
@@ -898,6 +921,283 @@ async fn a_builtin_error_is_undefined_unless_strict_mode_is_set() {
         (status, answer["code"].as_str()),
         (500, Some("internal_error")),
         "{answer}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+impl Sidecar {
+    /// Sends `request` and returns the status and the body as text.
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, String) {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A bundle with keys that are not identifiers, arrays, and OPA's mask policy.
+fn write_api_bundle(dir: &Path) {
+    write_files(
+        dir,
+        &[
+            (
+                ".manifest",
+                r#"{"revision": "api-1", "roots": ["app", "system/log"]}"#,
+            ),
+            (
+                "app/policy.rego",
+                "package app\nallow if input.user == \"admin\"\nservers := [{\"id\": \"s0\"}, {\"id\": \"s1\"}]\n",
+            ),
+            (
+                "app/data.json",
+                r#"{"my-key": {"a-b": "dashed", "0": "zero"}}"#,
+            ),
+            (
+                "system/log/mask.rego",
+                "package system.log\nmask contains \"/input/password\"\nmask contains {\"op\": \"upsert\", \"path\": \"/input/card\", \"value\": \"****\"} if input.input.card\n",
+            ),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn serves_the_rest_of_opas_rest_api() {
+    let dir = scratch("api");
+    write_api_bundle(&dir.join("bundle"));
+    let config = write_config(
+        &dir,
+        "[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n\n[decision_log]\nurl = \"sqlite://decisions.db\"\nlabels = { app = \"checkout\" }\n",
+    );
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/allow", json!({"user": "admin"}), json!(true))
+        .await;
+    let http = &sidecar.http;
+
+    // Array indexes and arbitrary keys in the data path (percent-decoded).
+    let (_, answer) = sidecar.get("/v1/data/app/servers/1").await;
+    assert_eq!(answer["result"], json!({"id": "s1"}));
+    let (_, answer) = sidecar.get("/v1/data/app/servers/1/id").await;
+    assert_eq!(answer["result"], json!("s1"));
+    let (_, answer) = sidecar.get("/v1/data/app/servers/2").await;
+    assert!(answer.get("result").is_none(), "{answer}");
+    let (_, answer) = sidecar.get("/v1/data/app/my-key/a-b").await;
+    assert_eq!(answer["result"], json!("dashed"));
+    let (_, answer) = sidecar.get("/v1/data/app/my%2Dkey/0").await;
+    assert_eq!(answer["result"], json!("zero"));
+
+    // ?pretty, ?metrics, ?provenance.
+    let (status, text) = sidecar
+        .send(http.get(sidecar.url("/v1/data/app/servers?pretty=true&metrics&provenance=true")))
+        .await;
+    assert_eq!(status, 200);
+    assert!(text.contains("\n  \"result\": [\n"), "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    for timer in [
+        "timer_rego_input_parse_ns",
+        "timer_rego_query_eval_ns",
+        "timer_server_handler_ns",
+    ] {
+        assert!(answer["metrics"][timer].is_u64(), "{timer}: {answer}");
+    }
+    assert_eq!(
+        answer["provenance"]["bundles"],
+        json!({"app": {"revision": "api-1"}})
+    );
+    assert!(answer["provenance"]["version"].is_string());
+    let (_, text) = sidecar
+        .send(http.get(sidecar.url("/v1/data/app/servers?pretty=false")))
+        .await;
+    assert!(!text.contains('\n'), "{text}");
+
+    // gzip request bodies; a bad one is a 400, one that expands past the limit a 413.
+    let body = gzip(br#"{"input": {"user": "admin"}}"#);
+    let (status, text) = sidecar
+        .send(
+            http.post(sidecar.url("/v1/data/app/allow"))
+                .header("content-encoding", "gzip")
+                .body(body),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["result"],
+        json!(true)
+    );
+    let (status, text) = sidecar
+        .send(
+            http.post(sidecar.url("/v1/data/app/allow"))
+                .header("content-encoding", "gzip")
+                .body("not gzip"),
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["code"],
+        "invalid_parameter"
+    );
+    let bomb = gzip(format!(r#"{{"input": "{}"}}"#, "x".repeat(200_000)).as_bytes());
+    assert!(bomb.len() < 65536);
+    let (status, text) = sidecar
+        .send(
+            http.post(sidecar.url("/v1/data/app/allow"))
+                .header("content-encoding", "gzip")
+                .body(bomb),
+        )
+        .await;
+    assert_eq!(status, 413, "{text}");
+    let (status, _) = sidecar
+        .send(
+            http.post(sidecar.url("/v1/data/app/allow"))
+                .header("content-encoding", "br")
+                .body("{}"),
+        )
+        .await;
+    assert_eq!(status, 415);
+
+    // GET /v1/policies, as opa-python-client's check_connection calls it.
+    let (status, answer) = sidecar.get("/v1/policies").await;
+    assert_eq!(status, 200, "{answer}");
+    let ids: Vec<&str> = answer["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["app/app/policy.rego", "app/system/log/mask.rego"]);
+    assert!(
+        answer["result"][0]["raw"]
+            .as_str()
+            .unwrap()
+            .starts_with("package app\n")
+    );
+    let (status, answer) = sidecar.get("/v1/policies/app/app/policy.rego").await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["result"]["id"], "app/app/policy.rego");
+    let (status, answer) = sidecar.get("/v1/policies/nope.rego").await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (404, Some("resource_not_found"))
+    );
+
+    // Ad-hoc queries: bindings per result, {} when nothing satisfies the query.
+    let (status, answer) = sidecar
+        .post(
+            "/v1/query",
+            r#"{"query": "x := data.app.servers[i].id; input.want == x", "input": {"want": "s1"}}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"], json!([{"x": "s1", "i": 1}]));
+    let (status, answer) = sidecar
+        .get("/v1/query?q=data.app.servers%5B_%5D.id%20%3D%3D%20%22s9%22")
+        .await;
+    assert_eq!((status, answer), (200, json!({})));
+    let (status, answer) = sidecar.post("/v1/query", r#"{"query": "x := "}"#).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
+    let (status, _) = sidecar.post("/v1/query", r#"{"input": {}}"#).await;
+    assert_eq!(status, 400);
+
+    // Health: live and ready.
+    assert_eq!(sidecar.get("/health/live").await.0, 200);
+    assert_eq!(sidecar.get("/health/ready").await.0, 200);
+
+    // Prometheus metrics, in the text exposition format.
+    let (status, text) = sidecar.send(http.get(sidecar.url("/metrics"))).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("# TYPE http_request_duration_seconds histogram\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "http_request_duration_seconds_bucket{code=\"200\",handler=\"v1/data\",method=\"POST\",le=\"+Inf\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("policy_sidecar_decisions_total{outcome=\"allow\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bundle_loaded_counter{name=\"app\"} 1\n"),
+        "{text}"
+    );
+
+    // The mask policy masked the decision log; a query is logged with its text.
+    let body = r#"{"input": {"user": "admin", "password": "hunter2", "card": "4111"}}"#;
+    let (_, answer) = sidecar.post("/v1/data/app/allow", body).await;
+    let decision_id = answer["decision_id"].as_str().unwrap().to_owned();
+    let log = AuditLog::sqlite(
+        &format!("sqlite://{}", dir.join("decisions.db").display()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut query = AuditQuery::all(10);
+    query.correlation_id = Some(decision_id);
+    let records = log.query(&query).await.unwrap().records;
+    let fields = &records[0].event.fields;
+    assert_eq!(fields["input"], json!({"user": "admin", "card": "****"}));
+    assert_eq!(fields["erased"], json!(["/input/password"]));
+    assert_eq!(fields["masked"], json!(["/input/card"]));
+    assert_eq!(fields["labels"]["app"], "checkout");
+    let all = log.query(&AuditQuery::all(1000)).await.unwrap().records;
+    assert!(
+        all.iter()
+            .any(|r| r.event.fields.get("query").and_then(Value::as_str)
+                == Some("x := data.app.servers[i].id; input.want == x")),
+        "the ad-hoc query is logged"
+    );
+    let text = serde_json::to_string(&all.iter().map(|r| &r.event).collect::<Vec<_>>()).unwrap();
+    assert!(!text.contains("hunter2") && !text.contains("4111"));
+    assert!(log.verify(&[], &[]).await.unwrap().is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_query_api_can_be_switched_off_and_ready_waits_for_every_bundle() {
+    let dir = scratch("query-off");
+    write_api_bundle(&dir.join("bundle"));
+    let config = write_config(
+        &dir,
+        "[server]\nquery_api = false\n\n[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n\n[[bundles]]\nname = \"missing\"\ndir = \"no-such-folder\"\n",
+    );
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/allow", json!({"user": "admin"}), json!(true))
+        .await;
+    let (status, answer) = sidecar.post("/v1/query", r#"{"query": "x := 1"}"#).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (403, Some("forbidden")),
+        "{answer}"
+    );
+    assert_eq!(sidecar.get("/v1/query?q=x%20%3A%3D%201").await.0, 403);
+    // One bundle never activates: live, but not ready.
+    assert_eq!(sidecar.get("/health/live").await.0, 200);
+    let (status, answer) = sidecar.get("/health/ready").await;
+    assert_eq!(status, 500, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("missing"));
+    let (_, text) = sidecar
+        .send(sidecar.http.get(sidecar.url("/metrics")))
+        .await;
+    assert!(
+        text.contains("bundle_failed_load_counter{name=\"missing\"}"),
+        "{text}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,6 +12,7 @@ mod crypto;
 mod json;
 mod jwt;
 mod net;
+mod sprintf;
 
 use std::collections::BTreeMap;
 
@@ -146,6 +147,7 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("json.patch", 2, json::patch),
     ext("net.cidr_intersects", 2, net::cidr_intersects),
     ext("net.cidr_merge", 1, net::cidr_merge),
+    ext("sprintf", 2, sprintf::sprintf),
 ];
 
 const fn ext(name: &'static str, arity: u8, call: Call) -> Extension {

@@ -1,6 +1,7 @@
 //! [`PolicyEngine`] and [`RegoEngine`]: a compiled set of bundles, evaluated concurrently
 //! on per-thread clones (no lock on the decision path).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -106,6 +107,123 @@ fn new_engine(limits: &EvalLimits) -> Result<regorus::Engine, String> {
     }
     crate::builtins::register(&mut engine, limits.strict_builtin_errors)?;
     Ok(engine)
+}
+
+/// `source` without its `import future.keywords…` statements when it also imports
+/// `rego.v1`, which regorus refuses as shadowing imports while OPA accepts them: `rego.v1`
+/// already enables every future keyword, so those imports change nothing. Each removed
+/// statement is overwritten with spaces (line breaks kept), so positions in messages stay
+/// those of the file. Only the module's prolog is read (`package`, then `import`s, with
+/// comments); anything else there, or no `rego.v1` import, leaves the source as it is.
+fn without_redundant_keyword_imports(source: &str) -> Cow<'_, str> {
+    /// One statement of the prolog: its keyword, its path (`future.keywords.in`), whether
+    /// it has an alias, and its byte range.
+    struct Statement {
+        import: bool,
+        path: String,
+        aliased: bool,
+        range: std::ops::Range<usize>,
+    }
+    let bytes = source.as_bytes();
+    let at = |i: usize| bytes.get(i).copied();
+    let is_start = |b: u8| b.is_ascii_alphabetic() || b == b'_';
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let skip_blank = |mut i: usize| loop {
+        match at(i) {
+            Some(b' ' | b'\t' | b'\r' | b'\n' | b';') => i += 1,
+            Some(b'#') => {
+                while at(i).is_some_and(|b| b != b'\n') {
+                    i += 1;
+                }
+            }
+            _ => return i,
+        }
+    };
+    let word = |i: usize| {
+        let mut end = i;
+        if at(end).is_some_and(is_start) {
+            while at(end).is_some_and(is_ident) {
+                end += 1;
+            }
+        }
+        (end > i).then(|| (source.get(i..end).unwrap_or_default(), end))
+    };
+    let mut statements = Vec::new();
+    let mut i = skip_blank(0);
+    while let Some((keyword, after)) = word(i) {
+        let import = match keyword {
+            "package" if statements.is_empty() => false,
+            "import" if !statements.is_empty() => true,
+            _ => break,
+        };
+        // A path of plain names on one line (`a.b.c`); brackets or strings in it end the
+        // prolog scan without a rewrite.
+        let mut j = after;
+        while matches!(at(j), Some(b' ' | b'\t')) {
+            j += 1;
+        }
+        let mut path = String::new();
+        loop {
+            let Some((name, end)) = word(j) else {
+                return Cow::Borrowed(source);
+            };
+            path.push_str(name);
+            j = end;
+            if at(j) == Some(b'.') {
+                path.push('.');
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let mut k = j;
+        while matches!(at(k), Some(b' ' | b'\t')) {
+            k += 1;
+        }
+        let mut aliased = false;
+        if let Some(("as", end)) = word(k) {
+            let mut m = end;
+            while matches!(at(m), Some(b' ' | b'\t')) {
+                m += 1;
+            }
+            let Some((_, end)) = word(m) else {
+                return Cow::Borrowed(source);
+            };
+            aliased = true;
+            j = end;
+        } else if !matches!(at(k), None | Some(b'\r' | b'\n' | b';' | b'#')) {
+            return Cow::Borrowed(source);
+        }
+        statements.push(Statement {
+            import,
+            path,
+            aliased,
+            range: i..j,
+        });
+        i = skip_blank(j);
+    }
+    let imports_v1 = statements
+        .iter()
+        .any(|s| s.import && !s.aliased && s.path == "rego.v1");
+    let redundant: Vec<&Statement> = statements
+        .iter()
+        .filter(|s| {
+            s.import
+                && !s.aliased
+                && (s.path == "future.keywords" || s.path.starts_with("future.keywords."))
+        })
+        .collect();
+    if !imports_v1 || redundant.is_empty() {
+        return Cow::Borrowed(source);
+    }
+    let mut rewritten = source.to_owned().into_bytes();
+    for statement in redundant {
+        if let Some(span) = rewritten.get_mut(statement.range.clone()) {
+            span.fill(b' ');
+        }
+    }
+    // Only ASCII bytes of statements were replaced by ASCII spaces.
+    String::from_utf8(rewritten).map_or(Cow::Borrowed(source), Cow::Owned)
 }
 
 /// Every `data` reference in a Rego source, as the path of plain names that follows
@@ -333,8 +451,9 @@ impl RegoEngine {
                     });
                 }
                 engine.set_rego_v0(v0);
+                let source = without_redundant_keyword_imports(&policy.source);
                 let package = engine
-                    .add_policy(name.clone(), policy.source.clone())
+                    .add_policy(name.clone(), source.clone().into_owned())
                     .map_err(|e| PolicyError::Compile {
                         bundle: bundle.name().to_owned(),
                         file: policy.path.clone(),
@@ -346,7 +465,7 @@ impl RegoEngine {
                 let package = package.split('.').map(str::to_owned).collect();
                 modules.push(Module {
                     name,
-                    source: &policy.source,
+                    source,
                     package,
                     v0,
                 });
@@ -507,7 +626,8 @@ impl RegoEngine {
 struct Module<'a> {
     /// `bundle/path`, as regorus knows it.
     name: String,
-    source: &'a str,
+    /// The source as regorus reads it (see [`without_redundant_keyword_imports`]).
+    source: Cow<'a, str>,
     /// Its package below `data`.
     package: Vec<String>,
     /// Parsed as Rego v0 (the bundle's manifest says so).
@@ -558,7 +678,7 @@ fn split(
     limits: &EvalLimits,
 ) -> (Vec<regorus::Engine>, BTreeMap<String, usize>) {
     let packages: Vec<Vec<String>> = modules.iter().map(|m| m.package.clone()).collect();
-    let sources: Vec<&str> = modules.iter().map(|m| m.source).collect();
+    let sources: Vec<&str> = modules.iter().map(|m| m.source.as_ref()).collect();
     let Some(of_module) = partition(&packages, &sources) else {
         return (Vec::new(), BTreeMap::new());
     };
@@ -576,7 +696,7 @@ fn split(
         };
         engine.set_rego_v0(module.v0);
         if engine
-            .add_policy(module.name.clone(), module.source.to_owned())
+            .add_policy(module.name.clone(), module.source.clone().into_owned())
             .is_err()
         {
             return (Vec::new(), BTreeMap::new());
@@ -747,6 +867,36 @@ mod tests {
             "package a\nx := data .b",
         ] {
             assert_eq!(refs(dynamic), None, "{dynamic}");
+        }
+    }
+
+    #[test]
+    fn keyword_imports_are_dropped_only_beside_rego_v1() {
+        let both = "package a.b # the package\nimport rego.v1\nimport future.keywords.in\n\
+                    import future.keywords\nimport data.x as y\nallow if 1 in [1]";
+        let rewritten = without_redundant_keyword_imports(both);
+        assert_eq!(
+            rewritten,
+            "package a.b # the package\nimport rego.v1\n                         \n\
+             \x20                     \nimport data.x as y\nallow if 1 in [1]"
+        );
+        assert_eq!(rewritten.len(), both.len());
+        for unchanged in [
+            // No rego.v1: regorus reads future.keywords imports as OPA does.
+            "package a\nimport future.keywords.in\nx := 1",
+            // Only the prolog is read: text in a rule is not an import.
+            "package a\nimport rego.v1\nx := `\nimport future.keywords.in`",
+            // A prolog this scan does not follow is left to regorus.
+            "package a[\"b\"]\nimport rego.v1\nimport future.keywords.in",
+            "package a\nimport rego.v1\nimport future.keywords.in as k",
+        ] {
+            assert!(
+                matches!(
+                    without_redundant_keyword_imports(unchanged),
+                    Cow::Borrowed(_)
+                ),
+                "{unchanged}"
+            );
         }
     }
 

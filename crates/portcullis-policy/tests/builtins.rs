@@ -162,6 +162,26 @@ fn sprintf_formats_as_go_after_opa_conversion() {
 }
 
 #[test]
+fn regex_globs_match_intersects_two_globs() {
+    assert_eq!(
+        eval(
+            r#"[regex.globs_match("a.a.[0-9]+z", ".b.b2359825792*594823z"), regex.globs_match("[a-z]+", "[0-9]*"), regex.globs_match("b.*", "bar"), regex.globs_match("a*", "b*")]"#
+        ),
+        json!([true, false, true, false])
+    );
+    fails(
+        "regex.globs_match(input.v, \"a\")",
+        json!({"v": "[a"}),
+        "regex.globs_match",
+    );
+    fails(
+        "regex.globs_match(\"a\", input.v)",
+        json!({"v": "*a"}),
+        "regex.globs_match",
+    );
+}
+
+#[test]
 fn crypto_hashes_and_hmacs() {
     assert_eq!(
         eval(r#"crypto.md5("abc")"#),

@@ -9,6 +9,7 @@
 mod aggregates;
 mod arrays;
 mod crypto;
+mod globs;
 mod json;
 mod jwt;
 mod net;
@@ -147,6 +148,7 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("json.patch", 2, json::patch),
     ext("net.cidr_intersects", 2, net::cidr_intersects),
     ext("net.cidr_merge", 1, net::cidr_merge),
+    ext("regex.globs_match", 2, globs::globs_match),
     ext("sprintf", 2, sprintf::sprintf),
 ];
 

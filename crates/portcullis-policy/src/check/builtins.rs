@@ -137,6 +137,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("object.union_n", &[ARR]),
     ("product", &[COLL]),
     ("regex.find_n", &[S, S, N]),
+    ("regex.globs_match", &[S, S]),
     ("regex.match", &[S, S]),
     ("regex.replace", &[S, S, S]),
     ("regex.split", &[S, S]),

@@ -109,10 +109,7 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 async fn open(kind: &str, dir: &Path, max_batch: usize) -> Arc<AuditLog> {
-    let options = AuditOptions {
-        max_batch,
-        ..AuditOptions::default()
-    };
+    let options = AuditOptions::default().with_max_batch(max_batch);
     Arc::new(match kind {
         "jsonl" => AuditLog::jsonl_with(dir, JsonlOptions::default(), options)
             .await

@@ -251,10 +251,7 @@ pub(crate) async fn router(
         .ok_or("an EdDSA key has a public half")?;
     // Outcomes are recorded after the response, with nobody waiting: they ride along with
     // the next request's intent (one sync, and no intent queued behind an outcome).
-    let options = portcullis::audit::AuditOptions {
-        outcome_linger: Duration::from_millis(5),
-        ..Default::default()
-    };
+    let options = portcullis::audit::AuditOptions::default().with_outcome_linger(Duration::from_millis(5));
     let audit = Arc::new(
         AuditLog::open(&config.audit_url, base, options)
             .await

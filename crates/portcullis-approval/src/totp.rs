@@ -53,6 +53,7 @@ impl TotpAlgorithm {
 
 /// TOTP parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TotpConfig {
     /// The HMAC.
     pub algorithm: TotpAlgorithm,
@@ -62,6 +63,38 @@ pub struct TotpConfig {
     pub step: Duration,
     /// How many steps before or after the current one are accepted (clock skew), at most 10.
     pub skew: u32,
+}
+
+/// Setters, so that options built outside this crate keep compiling as fields are added
+/// (the struct is `#[non_exhaustive]`): `TotpConfig::default().with_…(…)`.
+impl TotpConfig {
+    /// Sets [`algorithm`](Self::algorithm).
+    #[must_use]
+    pub fn with_algorithm(mut self, algorithm: TotpAlgorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// Sets [`digits`](Self::digits).
+    #[must_use]
+    pub fn with_digits(mut self, digits: u32) -> Self {
+        self.digits = digits;
+        self
+    }
+
+    /// Sets [`step`](Self::step).
+    #[must_use]
+    pub fn with_step(mut self, step: Duration) -> Self {
+        self.step = step;
+        self
+    }
+
+    /// Sets [`skew`](Self::skew).
+    #[must_use]
+    pub fn with_skew(mut self, skew: u32) -> Self {
+        self.skew = skew;
+        self
+    }
 }
 
 impl Default for TotpConfig {

@@ -46,11 +46,7 @@ fn rfc6238_appendix_b() {
             (TotpAlgorithm::Sha256, sha256),
             (TotpAlgorithm::Sha512, sha512),
         ] {
-            let config = TotpConfig {
-                algorithm: alg,
-                digits: 8,
-                ..TotpConfig::default()
-            };
+            let config = TotpConfig::default().with_algorithm(alg).with_digits(8);
             assert_eq!(
                 totp(&secret(alg), &config, time),
                 expected,
@@ -126,22 +122,10 @@ async fn skew_window_replay_and_bad_codes() {
 #[test]
 fn bad_configuration() {
     for config in [
-        TotpConfig {
-            digits: 5,
-            ..TotpConfig::default()
-        },
-        TotpConfig {
-            digits: 9,
-            ..TotpConfig::default()
-        },
-        TotpConfig {
-            step: Duration::ZERO,
-            ..TotpConfig::default()
-        },
-        TotpConfig {
-            skew: 11,
-            ..TotpConfig::default()
-        },
+        TotpConfig::default().with_digits(5),
+        TotpConfig::default().with_digits(9),
+        TotpConfig::default().with_step(Duration::ZERO),
+        TotpConfig::default().with_skew(11),
     ] {
         assert!(TotpFactor::new(config).is_err());
     }
@@ -360,11 +344,9 @@ async fn enrollment_is_pending_until_confirmed_and_the_confirming_code_is_spent(
 
 #[tokio::test]
 async fn generated_secrets_fit_the_algorithm() {
-    let config = TotpConfig {
-        algorithm: TotpAlgorithm::Sha512,
-        digits: 8,
-        ..TotpConfig::default()
-    };
+    let config = TotpConfig::default()
+        .with_algorithm(TotpAlgorithm::Sha512)
+        .with_digits(8);
     let factor = TotpFactor::new(config).unwrap().with_clock(clock());
     let enrollment = factor.begin_enrollment("bob", "Portcullis").await.unwrap();
     assert_eq!(enrollment.secret().expose().len(), 64);

@@ -23,6 +23,7 @@ use crate::{
 
 /// Options common to every storage.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct AuditOptions {
     /// Events larger than this (as JSON) are refused. Default 64 KiB.
     pub max_event_bytes: usize,
@@ -45,6 +46,45 @@ pub struct AuditOptions {
     /// many records, whatever the log's size. At least one is checked, whatever this says;
     /// `usize::MAX` checks the whole log (a JSONL log is then read into memory).
     pub verify_on_open: usize,
+}
+
+/// Setters, so that options built outside this crate keep compiling as fields are added
+/// (the struct is `#[non_exhaustive]`): `AuditOptions::default().with_…(…)`.
+impl AuditOptions {
+    /// Sets [`max_event_bytes`](Self::max_event_bytes).
+    #[must_use]
+    pub fn with_max_event_bytes(mut self, max_event_bytes: usize) -> Self {
+        self.max_event_bytes = max_event_bytes;
+        self
+    }
+
+    /// Sets [`max_batch`](Self::max_batch).
+    #[must_use]
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    /// Sets [`redactor`](Self::redactor).
+    #[must_use]
+    pub fn with_redactor(mut self, redactor: Option<Redactor>) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
+    /// Sets [`outcome_linger`](Self::outcome_linger).
+    #[must_use]
+    pub fn with_outcome_linger(mut self, outcome_linger: std::time::Duration) -> Self {
+        self.outcome_linger = outcome_linger;
+        self
+    }
+
+    /// Sets [`verify_on_open`](Self::verify_on_open).
+    #[must_use]
+    pub fn with_verify_on_open(mut self, verify_on_open: usize) -> Self {
+        self.verify_on_open = verify_on_open;
+        self
+    }
 }
 
 /// How many of the newest records opening a log checks by default

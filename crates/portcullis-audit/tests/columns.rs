@@ -181,16 +181,13 @@ mod sqlite {
             "sqlite://{}",
             temp_dir("columns-hmac").join("a.db").display()
         );
-        let options = AuditOptions {
-            redactor: Some(
-                Redactor::new(
-                    b"per-log key, sixteen+ bytes",
-                    ["actor.subject", "correlation_id", "resource.id"],
-                )
-                .unwrap(),
-            ),
-            ..AuditOptions::default()
-        };
+        let options = AuditOptions::default().with_redactor(Some(
+            Redactor::new(
+                b"per-log key, sixteen+ bytes",
+                ["actor.subject", "correlation_id", "resource.id"],
+            )
+            .unwrap(),
+        ));
         let log = AuditLog::sqlite(&url, options).await.unwrap();
         write(&log).await;
         assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 3);

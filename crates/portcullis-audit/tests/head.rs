@@ -53,10 +53,7 @@ fn refused(opened: Result<AuditLog, AuditError>, case: &str) -> (Violation, Stri
 
 /// A small window, for the cases about its bound.
 fn window(records: usize) -> AuditOptions {
-    AuditOptions {
-        verify_on_open: records,
-        ..AuditOptions::default()
-    }
+    AuditOptions::default().with_verify_on_open(records)
 }
 
 mod jsonl {
@@ -111,9 +108,8 @@ mod jsonl {
     /// A closed log of [`RECORDS`] records, each in a file of its own when `rotate`.
     async fn written(rotate: bool) -> (PathBuf, JsonlOptions) {
         let dir = temp_dir("head-jsonl");
-        let jsonl = JsonlOptions {
-            max_file_bytes: if rotate { 1 } else { 64 * 1024 * 1024 },
-        };
+        let jsonl =
+            JsonlOptions::default().with_max_file_bytes(if rotate { 1 } else { 64 * 1024 * 1024 });
         let log = open(&dir, jsonl.clone(), AuditOptions::default())
             .await
             .unwrap();

@@ -215,11 +215,8 @@ async fn write_ahead_links_outcomes(log: Arc<AuditLog>) {
 /// With `outcome_linger`, an outcome on its own waits for company (up to the linger), is
 /// written together with the next event, and is durable when `record` returns either way.
 async fn outcomes_linger_for_company(make: impl AsyncFn(AuditOptions) -> Arc<AuditLog>) {
-    let log = make(AuditOptions {
-        outcome_linger: std::time::Duration::from_secs(30),
-        ..AuditOptions::default()
-    })
-    .await;
+    let log =
+        make(AuditOptions::default().with_outcome_linger(std::time::Duration::from_secs(30))).await;
     let gate = WriteAhead::new(log.clone()).unwrap();
     let first = gate.intent(intent("alice", "env:a")).await.unwrap();
     let first_id = first.event().id.clone();
@@ -235,11 +232,9 @@ async fn outcomes_linger_for_company(make: impl AsyncFn(AuditOptions) -> Arc<Aud
     assert_eq!(log.verify(&[], &[]).await.unwrap().unwrap().records, 3);
 
     // A short linger with no company: written when it runs out.
-    let log = make(AuditOptions {
-        outcome_linger: std::time::Duration::from_millis(20),
-        ..AuditOptions::default()
-    })
-    .await;
+    let log =
+        make(AuditOptions::default().with_outcome_linger(std::time::Duration::from_millis(20)))
+            .await;
     let gate = WriteAhead::new(log.clone()).unwrap();
     let alone = gate.intent(intent("carol", "env:c")).await.unwrap();
     let written = tokio::time::timeout(
@@ -354,12 +349,9 @@ async fn checkpoints_catch_truncation(log: Arc<AuditLog>, truncate: impl AsyncFn
 
 async fn sensitive_fields_are_hmaced(make: impl AsyncFnOnce(AuditOptions) -> Arc<AuditLog>) {
     let key = b"per-log key, at least sixteen bytes";
-    let options = AuditOptions {
-        redactor: Some(
-            Redactor::new(key, ["request.parameters.token", "fields.password"]).unwrap(),
-        ),
-        ..AuditOptions::default()
-    };
+    let options = AuditOptions::default().with_redactor(Some(
+        Redactor::new(key, ["request.parameters.token", "fields.password"]).unwrap(),
+    ));
     let log = make(options).await;
     let mut request = RequestSummary {
         method: "POST".into(),
@@ -483,9 +475,7 @@ mod jsonl {
     #[tokio::test]
     async fn rotation_keeps_the_chain_across_files_and_reopening() {
         let dir = temp_dir("rotate");
-        let options = JsonlOptions {
-            max_file_bytes: 2_000,
-        };
+        let options = JsonlOptions::default().with_max_file_bytes(2_000);
         let log = AuditLog::jsonl(&dir, options.clone()).await.unwrap();
         for i in 0..40 {
             log.record(intent(&format!("u{i}"), "env:a")).await.unwrap();
@@ -519,14 +509,9 @@ mod jsonl {
     #[tokio::test]
     async fn reads_across_many_files_see_each_record_once() {
         let dir = temp_dir("many-files");
-        let log = AuditLog::jsonl(
-            &dir,
-            JsonlOptions {
-                max_file_bytes: 2_000,
-            },
-        )
-        .await
-        .unwrap();
+        let log = AuditLog::jsonl(&dir, JsonlOptions::default().with_max_file_bytes(2_000))
+            .await
+            .unwrap();
         let log = Arc::new(log);
         let gate = WriteAhead::new(log.clone()).unwrap();
         let mut intents = Vec::new();
@@ -896,16 +881,13 @@ mod sqlite {
     #[tokio::test]
     async fn redacted_values_never_reach_the_indexed_columns() {
         let url = format!("sqlite://{}", temp_dir("hmac-cols").join("a.db").display());
-        let options = AuditOptions {
-            redactor: Some(
-                Redactor::new(
-                    b"per-log key, sixteen+ bytes",
-                    ["correlation_id", "actor.subject"],
-                )
-                .unwrap(),
-            ),
-            ..AuditOptions::default()
-        };
+        let options = AuditOptions::default().with_redactor(Some(
+            Redactor::new(
+                b"per-log key, sixteen+ bytes",
+                ["correlation_id", "actor.subject"],
+            )
+            .unwrap(),
+        ));
         let log = AuditLog::sqlite(&url, options).await.unwrap();
         log.record(intent("alice-secret-name", "env:a").with_correlation_id("session-token-123"))
             .await

@@ -151,13 +151,11 @@ async fn a_custom_storage_gets_the_chain_and_group_commit() {
 #[tokio::test]
 async fn events_are_checked_and_redacted_before_they_reach_the_storage() {
     let storage = Lines::durable();
-    let options = AuditOptions {
-        redactor: Some(
+    let options = AuditOptions::default()
+        .with_redactor(Some(
             Redactor::new(b"a per-log key of 32 bytes or so..", ["fields.ticket"]).unwrap(),
-        ),
-        max_event_bytes: 2048,
-        ..AuditOptions::default()
-    };
+        ))
+        .with_max_event_bytes(2048);
     let log = AuditLog::with_storage(storage.clone(), options)
         .await
         .unwrap();

@@ -9,6 +9,7 @@ pub use client::HttpClient;
 
 /// Limits for calls to identity providers.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HttpOptions {
     /// Connect timeout.
     pub connect_timeout: Duration,
@@ -16,6 +17,31 @@ pub struct HttpOptions {
     pub timeout: Duration,
     /// The largest response body read, in bytes.
     pub max_body: usize,
+}
+
+/// Setters, so that options built outside this crate keep compiling as fields are added
+/// (the struct is `#[non_exhaustive]`): `HttpOptions::default().with_…(…)`.
+impl HttpOptions {
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    #[must_use]
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_body`](Self::max_body).
+    #[must_use]
+    pub fn with_max_body(mut self, max_body: usize) -> Self {
+        self.max_body = max_body;
+        self
+    }
 }
 
 impl Default for HttpOptions {

@@ -24,6 +24,7 @@ pub const MAX_KEYS: usize = 64;
 
 /// What a JWT must satisfy, and how its claims become a [`Principal`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct JwtRules {
     /// The exact `iss` expected.
     pub issuer: String,
@@ -45,6 +46,80 @@ pub struct JwtRules {
     pub auth_method: AuthMethod,
     /// The time source for `exp` / `nbf`.
     pub clock: Arc<dyn Clock>,
+}
+
+/// Setters, so that options built outside this crate keep compiling as fields are added
+/// (the struct is `#[non_exhaustive]`): `JwtRules::new(…).with_…(…)`.
+impl JwtRules {
+    /// Sets [`issuer`](Self::issuer).
+    #[must_use]
+    pub fn with_issuer(mut self, issuer: String) -> Self {
+        self.issuer = issuer;
+        self
+    }
+
+    /// Sets [`audiences`](Self::audiences).
+    #[must_use]
+    pub fn with_audiences(mut self, audiences: Vec<String>) -> Self {
+        self.audiences = audiences;
+        self
+    }
+
+    /// Sets [`algorithms`](Self::algorithms).
+    #[must_use]
+    pub fn with_algorithms(mut self, algorithms: Vec<Algorithm>) -> Self {
+        self.algorithms = algorithms;
+        self
+    }
+
+    /// Sets [`leeway`](Self::leeway).
+    #[must_use]
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Sets [`subject_claim`](Self::subject_claim).
+    #[must_use]
+    pub fn with_subject_claim(mut self, subject_claim: String) -> Self {
+        self.subject_claim = subject_claim;
+        self
+    }
+
+    /// Sets [`groups_claim`](Self::groups_claim).
+    #[must_use]
+    pub fn with_groups_claim(mut self, groups_claim: Option<String>) -> Self {
+        self.groups_claim = groups_claim;
+        self
+    }
+
+    /// Sets [`copy_claims`](Self::copy_claims).
+    #[must_use]
+    pub fn with_copy_claims(mut self, copy_claims: Vec<String>) -> Self {
+        self.copy_claims = copy_claims;
+        self
+    }
+
+    /// Sets [`kind`](Self::kind).
+    #[must_use]
+    pub fn with_kind(mut self, kind: PrincipalKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Sets [`auth_method`](Self::auth_method).
+    #[must_use]
+    pub fn with_auth_method(mut self, auth_method: AuthMethod) -> Self {
+        self.auth_method = auth_method;
+        self
+    }
+
+    /// Sets [`clock`](Self::clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
 }
 
 impl JwtRules {

@@ -51,6 +51,7 @@ impl std::fmt::Debug for OpaqueEndpoint {
 
 /// What an opaque-token answer must satisfy and how it maps to a [`Principal`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct OpaqueRules {
     /// The provider endpoint.
     pub endpoint: OpaqueEndpoint,
@@ -74,6 +75,80 @@ pub struct OpaqueRules {
     pub kind: PrincipalKind,
     /// The time source for `exp`.
     pub clock: Arc<dyn Clock>,
+}
+
+/// Setters, so that options built outside this crate keep compiling as fields are added
+/// (the struct is `#[non_exhaustive]`): `OpaqueRules::new(…).with_…(…)`.
+impl OpaqueRules {
+    /// Sets [`endpoint`](Self::endpoint).
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: OpaqueEndpoint) -> Self {
+        self.endpoint = endpoint;
+        self
+    }
+
+    /// Sets [`issuer`](Self::issuer).
+    #[must_use]
+    pub fn with_issuer(mut self, issuer: Option<String>) -> Self {
+        self.issuer = issuer;
+        self
+    }
+
+    /// Sets [`audiences`](Self::audiences).
+    #[must_use]
+    pub fn with_audiences(mut self, audiences: Vec<String>) -> Self {
+        self.audiences = audiences;
+        self
+    }
+
+    /// Sets [`subject_claim`](Self::subject_claim).
+    #[must_use]
+    pub fn with_subject_claim(mut self, subject_claim: String) -> Self {
+        self.subject_claim = subject_claim;
+        self
+    }
+
+    /// Sets [`groups_claim`](Self::groups_claim).
+    #[must_use]
+    pub fn with_groups_claim(mut self, groups_claim: Option<String>) -> Self {
+        self.groups_claim = groups_claim;
+        self
+    }
+
+    /// Sets [`cache_ttl`](Self::cache_ttl).
+    #[must_use]
+    pub fn with_cache_ttl(mut self, cache_ttl: Duration) -> Self {
+        self.cache_ttl = cache_ttl;
+        self
+    }
+
+    /// Sets [`cache_capacity`](Self::cache_capacity).
+    #[must_use]
+    pub fn with_cache_capacity(mut self, cache_capacity: usize) -> Self {
+        self.cache_capacity = cache_capacity;
+        self
+    }
+
+    /// Sets [`accept_jwt_shaped`](Self::accept_jwt_shaped).
+    #[must_use]
+    pub fn with_accept_jwt_shaped(mut self, accept_jwt_shaped: bool) -> Self {
+        self.accept_jwt_shaped = accept_jwt_shaped;
+        self
+    }
+
+    /// Sets [`kind`](Self::kind).
+    #[must_use]
+    pub fn with_kind(mut self, kind: PrincipalKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Sets [`clock`](Self::clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
 }
 
 impl OpaqueRules {

@@ -78,6 +78,7 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(3653 * 86_400);
 
 /// Lifetimes and the clock of a [`Tokens`] service.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TokenOptions {
     /// The lifetime of a token issued without one: 180 days.
     pub default_ttl: Duration,
@@ -85,6 +86,31 @@ pub struct TokenOptions {
     pub max_ttl: Duration,
     /// The time source.
     pub clock: Arc<dyn Clock>,
+}
+
+/// Setters, so that options built outside this crate keep compiling as fields are added
+/// (the struct is `#[non_exhaustive]`): `TokenOptions::default().with_…(…)`.
+impl TokenOptions {
+    /// Sets [`default_ttl`](Self::default_ttl).
+    #[must_use]
+    pub fn with_default_ttl(mut self, default_ttl: Duration) -> Self {
+        self.default_ttl = default_ttl;
+        self
+    }
+
+    /// Sets [`max_ttl`](Self::max_ttl).
+    #[must_use]
+    pub fn with_max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.max_ttl = max_ttl;
+        self
+    }
+
+    /// Sets [`clock`](Self::clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
 }
 
 impl Default for TokenOptions {

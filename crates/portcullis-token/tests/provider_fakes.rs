@@ -150,10 +150,7 @@ fn es256_keys<const N: usize>() -> [SessionKey; N] {
 
 fn options(min_refresh: Duration) -> OidcOptions {
     OidcOptions {
-        http: HttpOptions {
-            timeout: Duration::from_millis(500),
-            ..HttpOptions::default()
-        },
+        http: HttpOptions::default().with_timeout(Duration::from_millis(500)),
         min_refresh_interval: min_refresh,
         ..OidcOptions::default()
     }

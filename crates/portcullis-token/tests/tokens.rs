@@ -27,10 +27,7 @@ fn key() -> TokenKey {
 }
 
 fn options(clock: &Arc<ManualClock>) -> TokenOptions {
-    TokenOptions {
-        clock: clock.clone(),
-        ..TokenOptions::default()
-    }
+    TokenOptions::default().with_clock(clock.clone())
 }
 
 fn script(name: &str, env: &str) -> IssueRequest {
@@ -339,11 +336,10 @@ async fn lifetimes_are_bounded() {
         (Duration::from_secs(120), Duration::from_secs(60)),
         (Duration::from_secs(60), Duration::MAX),
     ] {
-        let options = TokenOptions {
-            default_ttl,
-            max_ttl,
-            clock: clock.clone(),
-        };
+        let options = TokenOptions::default()
+            .with_default_ttl(default_ttl)
+            .with_max_ttl(max_ttl)
+            .with_clock(clock.clone());
         assert!(matches!(
             Tokens::open(Arc::new(MemoryTokenStore::new()), key(), options).await,
             Err(AuthError::Config(_))

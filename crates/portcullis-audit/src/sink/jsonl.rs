@@ -13,9 +13,21 @@ use crate::{Appended, AuditError, AuditStorage, Batch, Visit};
 
 /// Options of the JSONL backend.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct JsonlOptions {
     /// Start a new file once the current one reaches this size. Default 64 MiB.
     pub max_file_bytes: u64,
+}
+
+/// Setters, so that options built outside this crate keep compiling as fields are added
+/// (the struct is `#[non_exhaustive]`): `JsonlOptions::default().with_…(…)`.
+impl JsonlOptions {
+    /// Sets [`max_file_bytes`](Self::max_file_bytes).
+    #[must_use]
+    pub fn with_max_file_bytes(mut self, max_file_bytes: u64) -> Self {
+        self.max_file_bytes = max_file_bytes;
+        self
+    }
 }
 
 impl Default for JsonlOptions {

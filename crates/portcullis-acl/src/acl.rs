@@ -157,13 +157,49 @@ impl Acl {
         every: std::time::Duration,
         max_staleness: std::time::Duration,
     ) -> AclRefresher {
+        self.refresher(every, max_staleness, None)
+    }
+
+    /// As [`spawn_refresher`](Acl::spawn_refresher), and also reloads as soon as `wakeup`
+    /// is notified: hand it a store's change listener (`PostgresAclStore::listen`, feature
+    /// `postgres`) and a change made by any instance applies here within milliseconds. The
+    /// periodic reload stays as the fallback, and the staleness bound applies as before: a
+    /// snapshot not confirmed for `max_staleness` denies everything.
+    #[cfg(feature = "refresh")]
+    #[must_use = "the refresher stops when its handle is dropped"]
+    pub fn spawn_notified_refresher(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+        max_staleness: std::time::Duration,
+        wakeup: Arc<tokio::sync::Notify>,
+    ) -> AclRefresher {
+        self.refresher(every, max_staleness, Some(wakeup))
+    }
+
+    #[cfg(feature = "refresh")]
+    fn refresher(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+        max_staleness: std::time::Duration,
+        wakeup: Option<Arc<tokio::sync::Notify>>,
+    ) -> AclRefresher {
         self.cell.set_max_staleness(max_staleness);
         let acl: std::sync::Weak<Acl> = Arc::downgrade(self);
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticks.tick().await;
+                match &wakeup {
+                    Some(wakeup) => {
+                        tokio::select! {
+                            _ = ticks.tick() => {}
+                            () = wakeup.notified() => {}
+                        }
+                    }
+                    None => {
+                        ticks.tick().await;
+                    }
+                }
                 let Some(acl) = acl.upgrade() else { break };
                 if let Err(err) = acl.reload().await {
                     tracing::warn!(error = %err, "ACL refresh failed; keeping the last snapshot");

@@ -33,6 +33,8 @@ pub use reverse::{Holding, Permission};
 pub use role::{Role, RoleName, Roles};
 pub use snapshot::{AclSnapshot, EffectiveRole};
 #[cfg(feature = "postgres")]
+pub use portcullis_sql::postgres::ChangeListener;
+#[cfg(feature = "postgres")]
 pub use store::PostgresAclStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteAclStore;

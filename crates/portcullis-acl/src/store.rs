@@ -14,7 +14,7 @@ mod sql;
 
 pub use memory::MemoryAclStore;
 #[cfg(feature = "postgres")]
-pub use sql::PostgresAclStore;
+pub use sql::{CHANGE_CHANNEL, PostgresAclStore};
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteAclStore;
 

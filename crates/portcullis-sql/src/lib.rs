@@ -249,9 +249,17 @@ pub mod sqlite {
     }
 }
 
-/// PostgreSQL migrations.
+/// PostgreSQL migrations, and [`ChangeListener`](postgres::ChangeListener): the
+/// `LISTEN`/`NOTIFY` wake-up that lets instances sharing a database see each other's changes
+/// at once.
 #[cfg(feature = "postgres")]
 pub mod postgres {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sqlx::postgres::PgListener;
+    use tokio::sync::Notify;
+
     migrate_fn!(
         sqlx::Postgres,
         sqlx::PgPool,
@@ -259,6 +267,95 @@ pub mod postgres {
         // Row locks and the advisory lock already make writers wait their turn.
         "BEGIN"
     );
+
+    /// How often a [`ChangeListener`] wakes its subscriber while it cannot listen (its
+    /// connection is lost and reconnecting fails): the subscriber then polls at this pace
+    /// until notifications flow again, so a change is never missed for longer.
+    pub const POLL_WHILE_DISCONNECTED: Duration = Duration::from_secs(1);
+
+    /// Listens on one `NOTIFY` channel on a connection of its own and wakes a
+    /// [`Notify`] for every notification: a store whose writes `NOTIFY` (in the same
+    /// transaction, so the notification is delivered only once the change is committed and
+    /// visible) hands this to a refresher, which then reloads within milliseconds of a
+    /// change made by any instance, instead of polling tightly.
+    ///
+    /// Nothing is missed silently:
+    /// - the subscriber is woken once as soon as `LISTEN` is in place (a change committed
+    ///   between the caller's first load and then is picked up);
+    /// - when the connection is lost it is woken too (notifications sent meanwhile are gone),
+    ///   and the next wait reconnects and listens again;
+    /// - while reconnecting fails it is woken every [`POLL_WHILE_DISCONNECTED`], so it polls
+    ///   the database until notifications flow again.
+    ///
+    /// [`Notify`] keeps one permit: a notification arriving while the subscriber is busy
+    /// reloading makes it reload once more afterwards, never zero times. The task stops when
+    /// the listener is dropped or the pool is closed.
+    #[derive(Debug)]
+    pub struct ChangeListener {
+        wake: Arc<Notify>,
+        channel: String,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl ChangeListener {
+        /// Connects (with `pool`'s options, outside the pool) and runs `LISTEN channel`
+        /// before returning, so every change committed from now on wakes the subscriber.
+        ///
+        /// # Errors
+        ///
+        /// If the connection or the `LISTEN` fails.
+        pub async fn start(pool: &sqlx::PgPool, channel: &str) -> Result<Self, sqlx::Error> {
+            let mut listener = PgListener::connect_with(pool).await?;
+            listener.listen(channel).await?;
+            let wake = Arc::new(Notify::new());
+            // Whatever changed between the caller's first load and the `LISTEN`.
+            wake.notify_one();
+            let task = tokio::spawn(listen(listener, wake.clone(), channel.to_owned()));
+            Ok(ChangeListener {
+                wake,
+                channel: channel.to_owned(),
+                task,
+            })
+        }
+
+        /// What is woken on a change: hand it to a refresher.
+        #[must_use]
+        pub fn wakeup(&self) -> Arc<Notify> {
+            self.wake.clone()
+        }
+
+        /// The channel listened on.
+        #[must_use]
+        pub fn channel(&self) -> &str {
+            &self.channel
+        }
+    }
+
+    impl Drop for ChangeListener {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn listen(mut listener: PgListener, wake: Arc<Notify>, channel: String) {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => wake.notify_one(),
+                // The connection was lost (the next call reconnects and listens again):
+                // whatever was notified meanwhile is gone, so look for it.
+                Ok(None) => {
+                    tracing::warn!(%channel, "the LISTEN connection was lost; reconnecting");
+                    wake.notify_one();
+                }
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(error) => {
+                    tracing::warn!(%channel, %error, "cannot LISTEN; polling every second until it can");
+                    wake.notify_one();
+                    tokio::time::sleep(POLL_WHILE_DISCONNECTED).await;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(all(test, feature = "sqlite"))]

@@ -41,6 +41,8 @@ pub use session::{
     session_rules,
 };
 #[cfg(feature = "postgres")]
+pub use portcullis_sql::postgres::ChangeListener;
+#[cfg(feature = "postgres")]
 pub use store::PostgresTokenStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteTokenStore;

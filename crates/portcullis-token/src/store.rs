@@ -13,7 +13,7 @@ use crate::{AuthError, TokenKind};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "postgres")]
-pub use sql::PostgresTokenStore;
+pub use sql::{CHANGE_CHANNEL, PostgresTokenStore};
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteTokenStore;
 

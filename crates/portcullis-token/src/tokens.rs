@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -247,6 +247,14 @@ pub struct Tokens {
     index: RwLock<Index>,
     /// Serialises issuing, so name uniqueness holds.
     issue_lock: tokio::sync::Mutex<()>,
+    /// Bumped by every change made here, so a reload that read the store before it does not
+    /// put the old record back (a token revoked here would be accepted until the next one).
+    local_changes: AtomicU64,
+    /// When the index was last known to match the store: milliseconds since the epoch at
+    /// the start of the last successful load.
+    confirmed_ms: AtomicU64,
+    /// Past this long without a successful reload, checks refuse (milliseconds; 0: never).
+    max_staleness_ms: AtomicU64,
 }
 
 impl Tokens {
@@ -276,6 +284,9 @@ impl Tokens {
             options,
             index: RwLock::new(Index::default()),
             issue_lock: tokio::sync::Mutex::new(()),
+            local_changes: AtomicU64::new(0),
+            confirmed_ms: AtomicU64::new(0),
+            max_staleness_ms: AtomicU64::new(0),
         };
         tokens.reload().await?;
         Ok(tokens)
@@ -300,22 +311,61 @@ impl Tokens {
     ///
     /// [`AuthError::Store`].
     pub async fn reload(&self) -> Result<(), AuthError> {
-        let records = self.store.all().await?;
-        let mut fresh = Index::default();
-        let old = self.read().by_id.clone();
-        for record in records {
-            let live = Live::new(record);
-            if let Some(previous) = old.get(&live.record.id) {
-                live.last_used.fetch_max(
-                    previous.last_used.load(Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
-                live.flushed
-                    .fetch_max(previous.flushed.load(Ordering::Relaxed), Ordering::Relaxed);
+        loop {
+            let started = millis(self.options.clock.now());
+            let changes = self.local_changes.load(Ordering::SeqCst);
+            let records = self.store.all().await?;
+            let mut fresh = Index::default();
+            let old = self.read().by_id.clone();
+            for record in records {
+                let live = Live::new(record);
+                if let Some(previous) = old.get(&live.record.id) {
+                    live.last_used.fetch_max(
+                        previous.last_used.load(Ordering::Relaxed),
+                        Ordering::Relaxed,
+                    );
+                    live.flushed
+                        .fetch_max(previous.flushed.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+                fresh.put(live);
             }
-            fresh.put(live);
+            let mut index = self.write();
+            // A token issued or revoked here while the store was read may be missing from
+            // what was read: read again rather than undo it.
+            if self.local_changes.load(Ordering::SeqCst) != changes {
+                continue;
+            }
+            *index = fresh;
+            self.confirmed_ms.fetch_max(started, Ordering::SeqCst);
+            return Ok(());
         }
-        *self.write() = fresh;
+    }
+
+    /// From now on, [`check`](Self::check) refuses every token ([`AuthError::Store`], a
+    /// 503 at the gate) once the index has gone `max` without a successful
+    /// [`reload`](Self::reload): an instance cut off from a shared store would otherwise
+    /// accept tokens revoked elsewhere forever. For embedders that drive reloads
+    /// themselves; [`spawn_notified_refresher`](Self::spawn_notified_refresher) sets it too.
+    pub fn set_max_staleness(&self, max: Duration) {
+        let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.max_staleness_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// `Err` once the index is older than the staleness bound.
+    fn fresh_enough(&self) -> Result<(), AuthError> {
+        let max = self.max_staleness_ms.load(Ordering::Relaxed);
+        if max == 0 {
+            return Ok(());
+        }
+        let age = millis(self.options.clock.now())
+            .saturating_sub(self.confirmed_ms.load(Ordering::Relaxed));
+        if age > max {
+            return Err(AuthError::Store(format!(
+                "the token index was last refreshed {} ms ago, past its bound of {max} ms; \
+                 refusing tokens until the store answers",
+                age
+            )));
+        }
         Ok(())
     }
 
@@ -364,7 +414,11 @@ impl Tokens {
             hash: self.key.hash(secret.expose()),
         };
         self.store.insert(&record).await?;
-        self.write().put(Live::new(record.clone()));
+        {
+            let mut index = self.write();
+            index.put(Live::new(record.clone()));
+            self.local_changes.fetch_add(1, Ordering::SeqCst);
+        }
         tracing::info!(id = %record.id, kind = record.kind.as_str(), name = %record.name, "issued token");
         Ok(IssuedToken { secret, record })
     }
@@ -380,6 +434,7 @@ impl Tokens {
     /// [`AuthError::Revoked`], [`AuthError::Expired`].
     pub fn check(&self, token: &str) -> Result<Principal, AuthError> {
         let kind = decode_token(token)?;
+        self.fresh_enough()?;
         let hash = self.key.hash(token);
         let live = self.read().by_hash.get(&hash).cloned();
         let Some(live) = live else {
@@ -424,6 +479,7 @@ impl Tokens {
                 .store(live.last_used.load(Ordering::Relaxed), Ordering::Relaxed);
             index.put(replacement);
         }
+        self.local_changes.fetch_add(1, Ordering::SeqCst);
         Ok(revoked)
     }
 
@@ -497,6 +553,41 @@ impl Tokens {
         });
         TokenRefresher(task)
     }
+
+    /// As [`spawn_refresher`](Self::spawn_refresher), and also reloads as soon as `wakeup`
+    /// is notified: hand it a store's change listener (`PostgresTokenStore::listen`, feature
+    /// `postgres`) and a token issued or revoked by any instance applies here within
+    /// milliseconds; the periodic flush and reload stay as the fallback. It also sets the
+    /// staleness bound ([`set_max_staleness`](Self::set_max_staleness)): past
+    /// `max_staleness` without a successful reload, every token is refused.
+    pub fn spawn_notified_refresher(
+        self: &Arc<Self>,
+        every: Duration,
+        max_staleness: Duration,
+        wakeup: Arc<tokio::sync::Notify>,
+    ) -> TokenRefresher {
+        self.set_max_staleness(max_staleness);
+        let weak = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                let periodic = tokio::select! {
+                    _ = tick.tick() => true,
+                    () = wakeup.notified() => false,
+                };
+                let Some(tokens) = weak.upgrade() else { return };
+                if periodic && let Err(e) = tokens.flush_usage().await {
+                    tracing::warn!(error = %e, "writing token last-use times failed");
+                }
+                if let Err(e) = tokens.reload().await {
+                    tracing::warn!(error = %e, "reloading tokens failed");
+                }
+            }
+        });
+        TokenRefresher(task)
+    }
 }
 
 /// Stops a [`Tokens::spawn_refresher`] task when dropped.
@@ -507,6 +598,12 @@ impl Drop for TokenRefresher {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Milliseconds since the epoch (0 before it).
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn with_last_use(live: &Live) -> TokenRecord {

@@ -311,7 +311,10 @@ mod postgres {
     sql_acl_store!(
         /// Role bindings in PostgreSQL, for any number of instances sharing one database.
         PostgresAclStore, sqlx::Postgres, sqlx::PgPool,
-        migrations: [(1, include_str!("../../migrations/postgres_0001_bindings.sql"))],
+        migrations: [
+            (1, include_str!("../../migrations/postgres_0001_bindings.sql")),
+            (2, include_str!("../../migrations/postgres_0002_notify.sql")),
+        ],
         // Instances starting together take turns migrating.
         sql: postgres,
         lock: Some(7283901234567001_i64)
@@ -331,10 +334,26 @@ mod postgres {
                 .await?;
             Self::from_pool(pool).await
         }
+
+        /// Listens for changes committed by any instance sharing the database (each change
+        /// bumps the revision, and a trigger `NOTIFY`s channel [`CHANGE_CHANNEL`]). Hand
+        /// its [`wakeup`](portcullis_sql::postgres::ChangeListener::wakeup) to
+        /// [`Acl::spawn_notified_refresher`](crate::Acl::spawn_notified_refresher), which
+        /// then reloads within milliseconds of a change instead of at its next tick.
+        ///
+        /// # Errors
+        ///
+        /// [`AclError::Store`] if the listening connection cannot be opened.
+        pub async fn listen(&self) -> Result<crate::ChangeListener, AclError> {
+            Ok(crate::ChangeListener::start(&self.pool, CHANGE_CHANNEL).await?)
+        }
     }
+
+    /// The `NOTIFY` channel a committed change to the bindings is announced on.
+    pub const CHANGE_CHANNEL: &str = "portcullis_acl";
 }
 
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresAclStore;
+pub use postgres::{CHANGE_CHANNEL, PostgresAclStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteAclStore;

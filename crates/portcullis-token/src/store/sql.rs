@@ -63,6 +63,7 @@ macro_rules! sql_token_store {
     (
         $(#[$meta:meta])*
         $store:ident, $db:ty, $pool:ty,
+        migrations: [$(($version:literal, $sql:expr)),* $(,)?],
         sql: $sqlmod:ident,
         lock: $lock:expr
     ) => {
@@ -83,7 +84,7 @@ macro_rules! sql_token_store {
                     &pool,
                     "portcullis_token_schema",
                     $lock,
-                    &[(1, include_str!("../../migrations/0001_tokens.sql"))],
+                    &[$(($version, $sql)),*],
                 )
                 .await?;
                 Ok($store { pool })
@@ -184,6 +185,7 @@ mod sqlite {
     sql_token_store!(
         /// A [`TokenStore`](crate::TokenStore) in SQLite (WAL mode).
         SqliteTokenStore, sqlx::Sqlite, sqlx::SqlitePool,
+        migrations: [(1, include_str!("../../migrations/0001_tokens.sql"))],
         sql: sqlite,
         lock: None
     );
@@ -211,6 +213,10 @@ mod postgres {
     sql_token_store!(
         /// A [`TokenStore`](crate::TokenStore) in PostgreSQL, shared by a fleet.
         PostgresTokenStore, sqlx::Postgres, sqlx::PgPool,
+        migrations: [
+            (1, include_str!("../../migrations/0001_tokens.sql")),
+            (2, include_str!("../../migrations/0002_postgres_notify.sql")),
+        ],
         sql: postgres,
         lock: Some(7283901234567003_i64)
     );
@@ -228,10 +234,26 @@ mod postgres {
                 .await?;
             Self::from_pool(pool).await
         }
+
+        /// Listens for tokens issued, revoked or purged by any instance sharing the
+        /// database (a trigger `NOTIFY`s channel [`CHANGE_CHANNEL`] at commit). Hand its
+        /// [`wakeup`](portcullis_sql::postgres::ChangeListener::wakeup) to
+        /// [`Tokens::spawn_notified_refresher`](crate::Tokens::spawn_notified_refresher),
+        /// which then reloads within milliseconds of a change instead of at its next tick.
+        ///
+        /// # Errors
+        ///
+        /// [`AuthError::Store`] if the listening connection cannot be opened.
+        pub async fn listen(&self) -> Result<crate::ChangeListener, AuthError> {
+            Ok(crate::ChangeListener::start(&self.pool, CHANGE_CHANNEL).await?)
+        }
     }
+
+    /// The `NOTIFY` channel a token issued, revoked or purged is announced on.
+    pub const CHANGE_CHANNEL: &str = "portcullis_tokens";
 }
 
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresTokenStore;
+pub use postgres::{CHANGE_CHANNEL, PostgresTokenStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteTokenStore;

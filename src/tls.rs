@@ -69,6 +69,9 @@ use crate::gate::GateError;
 /// rotating SVID and bundle files, rustls verifiers, the peer authenticator and XFCC.
 pub use portcullis_identity as identity;
 
+/// The XFCC header's name, parsed once.
+static XFCC: header::HeaderName = header::HeaderName::from_static(XFCC_HEADER);
+
 /// How long a client may take to finish the TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -263,7 +266,7 @@ impl TlsServer {
             }
         };
         let peer = peer_spiffe_id(tls.get_ref().1.peer_certificates()).ok();
-        let state = Arc::new(self.connection_state(peer, remote).await);
+        let state = Arc::new(ConnectionIdentity::establish(&self, peer, remote).await);
         let service = hyper::service::service_fn(move |request| {
             let state = state.clone();
             let router = router.clone();
@@ -284,22 +287,6 @@ impl TlsServer {
         connection.as_mut().graceful_shutdown();
         if let Err(err) = connection.await {
             tracing::debug!(%remote, error = %err, "connection ended with an error");
-        }
-    }
-
-    /// Works out the connection's identity once, after the handshake.
-    async fn connection_state(&self, peer: Option<SpiffeId>, remote: SocketAddr) -> Connection {
-        let is_proxy = peer.as_ref().is_some_and(|id| self.xfcc.is_proxy(id));
-        let principal = match (&peer, &self.peers) {
-            (Some(id), Some(chain)) if !is_proxy => authenticate(chain.as_ref(), id).await,
-            _ => Ok(None),
-        };
-        Connection {
-            peer: peer.map(|id| PeerIdentity::new(id, None)),
-            principal,
-            remote: ConnectInfo(remote),
-            peers: self.peers.clone(),
-            xfcc: self.xfcc.clone(),
         }
     }
 }
@@ -327,8 +314,10 @@ fn peer_refusal(reason: String) -> GateError {
     GateError::Unauthenticated(AuthError::InvalidRequest(reason))
 }
 
-/// What one connection established, shared by its requests.
-struct Connection {
+/// What one connection established after its handshake, shared by its requests: the peer's
+/// verified SPIFFE ID and the chain's principal for it, worked out once.
+/// [`TlsServer::serve`] uses it; an accept loop of your own can too.
+pub struct ConnectionIdentity {
     peer: Option<PeerIdentity>,
     principal: Result<Option<Principal>, String>,
     remote: ConnectInfo<SocketAddr>,
@@ -336,7 +325,44 @@ struct Connection {
     xfcc: Arc<XfccPolicy>,
 }
 
-impl Connection {
+impl fmt::Debug for ConnectionIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionIdentity")
+            .field("peer", &self.peer)
+            .field(
+                "principal",
+                &self
+                    .principal
+                    .as_ref()
+                    .ok()
+                    .and_then(Option::as_ref)
+                    .map(ToString::to_string),
+            )
+            .field("remote", &self.remote.0)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionIdentity {
+    /// Works out a connection's identity once, after the handshake: `peer` is the SPIFFE ID
+    /// the TLS verifier accepted ([`portcullis_identity::peer_spiffe_id`]), `remote` the
+    /// client's address. A configured proxy gets no principal of its own: its requests carry
+    /// their clients' identities in XFCC.
+    pub async fn establish(server: &TlsServer, peer: Option<SpiffeId>, remote: SocketAddr) -> Self {
+        let is_proxy = peer.as_ref().is_some_and(|id| server.xfcc.is_proxy(id));
+        let principal = match (&peer, &server.peers) {
+            (Some(id), Some(chain)) if !is_proxy => authenticate(chain.as_ref(), id).await,
+            _ => Ok(None),
+        };
+        ConnectionIdentity {
+            peer: peer.map(|id| PeerIdentity::new(id, None)),
+            principal,
+            remote: ConnectInfo(remote),
+            peers: server.peers.clone(),
+            xfcc: server.xfcc.clone(),
+        }
+    }
+
     async fn handle(
         &self,
         mut router: Router,
@@ -344,23 +370,28 @@ impl Connection {
     ) -> Response<Body> {
         let mut request = request.map(Body::new);
         match self.identify(&mut request).await {
-            Ok(()) => {
-                request.extensions_mut().insert(self.remote);
-                match router.call(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                }
-            }
+            Ok(()) => match router.call(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
             Err(err) => err.into_response(),
         }
     }
 
-    /// Puts the caller's identity into `request`'s extensions, or says why the request is
-    /// refused.
-    async fn identify(&self, request: &mut Request<Body>) -> Result<(), GateError> {
+    /// Puts the caller's identity into `request`'s extensions — a [`PeerIdentity`] and the
+    /// [`Principal`], plus axum's `ConnectInfo<SocketAddr>` — or says why the request is
+    /// refused: `x-forwarded-client-cert` from anyone but a configured proxy (401), a
+    /// malformed one (400), a peer the chain refused (401), a client certificate together
+    /// with an `Authorization` header (400).
+    ///
+    /// # Errors
+    ///
+    /// The [`GateError`] to answer with.
+    pub async fn identify(&self, request: &mut Request<Body>) -> Result<(), GateError> {
+        request.extensions_mut().insert(self.remote);
         let direct = self.peer.as_ref().map(PeerIdentity::spiffe_id);
         let judged = {
-            let values = request.headers().get_all(XFCC_HEADER);
+            let values = request.headers().get_all(&XFCC);
             self.xfcc
                 .judge(direct, values.iter().map(HeaderValue::as_bytes))
         };
@@ -371,7 +402,7 @@ impl Connection {
             ),
             Forwarded::Anonymous => (None, None),
             Forwarded::Client(id) => {
-                request.headers_mut().remove(XFCC_HEADER);
+                request.headers_mut().remove(&XFCC);
                 let principal = match &self.peers {
                     Some(chain) => authenticate(chain.as_ref(), &id)
                         .await

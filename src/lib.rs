@@ -50,7 +50,5 @@ pub mod edge;
 #[cfg(feature = "axum")]
 pub mod http;
 
-/// Mutual TLS with SPIFFE X.509-SVIDs: serving axum routers over rustls, peer identities for
-/// the auth chain, a reqwest client that authorizes the server's SPIFFE ID.
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -451,7 +451,10 @@ impl RegoEngine {
                     });
                 }
                 engine.set_rego_v0(v0);
-                let source = without_redundant_keyword_imports(&policy.source);
+                let source = crate::builtins::rewrite_output_arguments(
+                    without_redundant_keyword_imports(&policy.source),
+                    v0,
+                );
                 let package = engine
                     .add_policy(name.clone(), source.clone().into_owned())
                     .map_err(|e| PolicyError::Compile {

@@ -13,11 +13,14 @@ mod globs;
 mod json;
 mod jwt;
 mod net;
+mod output_args;
 mod sprintf;
 
 use std::collections::BTreeMap;
 
 use regorus::Value;
+
+pub(crate) use output_args::rewrite_output_arguments;
 
 /// Why a built-in call failed: the message OPA's error would carry.
 #[derive(Debug, thiserror::Error)]
@@ -116,13 +119,15 @@ pub(crate) struct Extension {
     pub(crate) name: &'static str,
     /// How many arguments it takes.
     pub(crate) arity: u8,
+    /// Whether regorus has a built-in of that name too (this one replaces it).
+    pub(crate) native: bool,
     call: Call,
 }
 
 /// Every built-in this crate adds, by name.
 pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("array.flatten", 1, arrays::flatten),
-    ext("count", 1, aggregates::count),
+    replaces("count", 1, aggregates::count),
     ext("crypto.hmac.equal", 2, crypto::hmac_equal),
     ext("crypto.hmac.md5", 2, crypto::hmac_md5),
     ext("crypto.hmac.sha1", 2, crypto::hmac_sha1),
@@ -146,14 +151,28 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("io.jwt.verify_rs384", 2, jwt::verify_rs384),
     ext("io.jwt.verify_rs512", 2, jwt::verify_rs512),
     ext("json.patch", 2, json::patch),
+    ext("net.cidr_contains_matches", 2, net::cidr_contains_matches),
     ext("net.cidr_intersects", 2, net::cidr_intersects),
     ext("net.cidr_merge", 1, net::cidr_merge),
     ext("regex.globs_match", 2, globs::globs_match),
-    ext("sprintf", 2, sprintf::sprintf),
+    replaces("sprintf", 2, sprintf::sprintf),
 ];
 
 const fn ext(name: &'static str, arity: u8, call: Call) -> Extension {
-    Extension { name, arity, call }
+    Extension {
+        name,
+        arity,
+        native: false,
+        call,
+    }
+}
+
+/// An extension that replaces regorus's built-in of the same name.
+const fn replaces(name: &'static str, arity: u8, call: Call) -> Extension {
+    Extension {
+        native: true,
+        ..ext(name, arity, call)
+    }
 }
 
 /// How many arguments built-in `name` of this crate takes, if it is one.

@@ -125,6 +125,10 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("max", &[COLL]),
     ("min", &[COLL]),
     ("net.cidr_contains", &[S, S]),
+    (
+        "net.cidr_contains_matches",
+        &[S | ARRAY | SET | OBJECT, S | ARRAY | SET | OBJECT],
+    ),
     ("net.cidr_expand", &[S]),
     ("net.cidr_intersects", &[S, S]),
     ("net.cidr_merge", &[COLL]),
@@ -274,6 +278,12 @@ mod tests {
     #[test]
     fn every_extension_has_a_signature_of_its_arity() {
         for extension in crate::builtins::EXTENSIONS {
+            assert_eq!(
+                probe_arity(extension.name).is_some(),
+                extension.native,
+                "{}: whether regorus has it too",
+                extension.name
+            );
             let sig = signature(extension.name);
             assert_eq!(
                 sig.map(<[Ty]>::len),

@@ -756,11 +756,12 @@ struct Options {
 }
 
 /// The query string, decoded, and the options in it.
-fn query_params(uri: &Uri) -> Result<(Vec<(String, String)>, Options), Response> {
+fn query_params(uri: &Uri) -> Result<(Vec<(String, String)>, Options), Refusal> {
     let pairs = match uri.query() {
         None => Vec::new(),
-        Some(query) => portcullis::edge::decode_query(query)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_parameter", e.to_string()))?,
+        Some(query) => portcullis::edge::decode_query(query).map_err(|e| {
+            Refusal::new(StatusCode::BAD_REQUEST, "invalid_parameter", e.to_string())
+        })?,
     };
     let view = || pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     let options = Options {
@@ -795,6 +796,29 @@ fn answer(status: StatusCode, body: &Value, pretty: bool) -> Response {
             "internal_error",
             format!("the answer is not JSON: {err}"),
         ),
+    }
+}
+
+/// A request refused before any policy runs: an OPA-style error answer.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, self.message)
     }
 }
 
@@ -842,14 +866,17 @@ fn provenance(revisions: &BTreeMap<String, String>) -> Value {
         "bundles": bundles,
     });
     // Set by a release build (`POLICY_SIDECAR_BUILD_COMMIT=$(git rev-parse HEAD)`).
-    if let Some(commit) = option_env!("POLICY_SIDECAR_BUILD_COMMIT") {
-        provenance["build_commit"] = json!(commit);
+    if let (Some(commit), Some(fields)) = (
+        option_env!("POLICY_SIDECAR_BUILD_COMMIT"),
+        provenance.as_object_mut(),
+    ) {
+        fields.insert("build_commit".into(), json!(commit));
     }
     provenance
 }
 
 /// The body of a request, decompressed when it says `Content-Encoding: gzip`.
-fn request_body(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, Response> {
+fn request_body(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, Refusal> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
@@ -858,18 +885,18 @@ fn request_body(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, R
         Some("gzip") => request::gunzip(&body, max)
             .map(Bytes::from)
             .map_err(|err| match err {
-                RequestError::TooLarge { .. } => error(
+                RequestError::TooLarge { .. } => Refusal::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "invalid_parameter",
                     err.to_string(),
                 ),
-                _ => error(
+                _ => Refusal::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_parameter",
                     err.to_string(),
                 ),
             }),
-        Some(other) => Err(error(
+        Some(other) => Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_parameter",
             format!(
@@ -881,10 +908,10 @@ fn request_body(headers: &HeaderMap, body: Bytes, max: usize) -> Result<Bytes, R
 }
 
 /// The document path of a `/v1/data…` request.
-fn document_path(uri: &Uri) -> Result<DataPath, Response> {
+fn document_path(uri: &Uri) -> Result<DataPath, Refusal> {
     let raw = uri.path().strip_prefix("/v1/data").unwrap_or_default();
     DataPath::parse(raw)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_parameter", e.to_string()))
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "invalid_parameter", e.to_string()))
 }
 
 /// Evaluates the document at `path`: its rule or package path by the store, and any
@@ -1011,18 +1038,18 @@ async fn decide(app: &App, asked: Asked<'_>) -> Response {
 /// `{"input": …}` from a request body: `None` (input undefined) for an empty body, no
 /// `input` key or `"input": null`, as in OPA (whose request type reads a JSON null as a
 /// missing input).
-fn input_of(body: &[u8]) -> Result<Option<Value>, Response> {
+fn input_of(body: &[u8]) -> Result<Option<Value>, Refusal> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(mut request)) => Ok(request.remove("input").filter(|i| !i.is_null())),
-        Ok(_) => Err(error(
+        Ok(_) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "invalid_parameter",
             "the body must be a JSON object, {\"input\": ...}",
         )),
-        Err(err) => Err(error(
+        Err(err) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "invalid_parameter",
             format!("the body is not JSON: {err}"),
@@ -1040,16 +1067,16 @@ async fn post_data(
     let started = Instant::now();
     let (_, options) = match query_params(&uri) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let path = match document_path(&uri) {
         Ok(path) => path,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let parsing = Instant::now();
     let input = match request_body(&headers, body, app.max_body).and_then(|b| input_of(&b)) {
         Ok(input) => input,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let asked = Asked {
         path: &path,
@@ -1071,11 +1098,11 @@ async fn get_data(
     let started = Instant::now();
     let (params, options) = match query_params(&uri) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let path = match document_path(&uri) {
         Ok(path) => path,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let parsing = Instant::now();
     let input = match params.iter().find(|(k, _)| k == "input") {
@@ -1223,7 +1250,7 @@ impl Snapshot {
 async fn list_policies(State(app): State<Arc<App>>, uri: Uri) -> Response {
     let (_, options) = match query_params(&uri) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match app.snapshot() {
         Ok(snapshot) => {
@@ -1241,7 +1268,7 @@ async fn list_policies(State(app): State<Arc<App>>, uri: Uri) -> Response {
 async fn get_policy(State(app): State<Arc<App>>, uri: Uri) -> Response {
     let (_, options) = match query_params(&uri) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let raw = uri.path().strip_prefix("/v1/policies/").unwrap_or_default();
     let id = match portcullis::edge::decode_component(raw, "path", false) {
@@ -1302,11 +1329,11 @@ async fn post_query(
     let started = Instant::now();
     let (_, options) = match query_params(&uri) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let body = match request_body(&headers, body, app.max_body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let (query, input) = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(mut request)) => match request.remove("query") {
@@ -1352,7 +1379,7 @@ async fn get_query(
     let started = Instant::now();
     let (params, options) = match query_params(&uri) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let Some((_, query)) = params.iter().find(|(k, _)| k == "q") else {
         return error(

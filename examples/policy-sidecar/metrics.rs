@@ -55,7 +55,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Metrics {
     /// Counts one answered request.
-    pub(crate) fn request(&self, handler: &'static str, method: &str, code: u16, elapsed: Duration) {
+    pub(crate) fn request(
+        &self,
+        handler: &'static str,
+        method: &str,
+        code: u16,
+        elapsed: Duration,
+    ) {
         let histogram = lock(&self.requests)
             .entry((handler, method.to_owned(), code))
             .or_default()

@@ -231,7 +231,10 @@ pub(crate) fn nesting_depth(text: &str) -> usize {
 
 /// An OPA boolean query parameter: absent is false, present without a value is true,
 /// otherwise true only if one of its values is `true` (any case), as OPA reads them.
-pub(crate) fn bool_param<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>, name: &str) -> bool {
+pub(crate) fn bool_param<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    name: &str,
+) -> bool {
     let values: Vec<&str> = pairs
         .into_iter()
         .filter(|(key, _)| *key == name)

@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(path) = DataPath::parse(&text) {
                 assert!(path.segments.len() <= request::MAX_SEGMENTS);
                 assert!(path.segments.iter().all(|s| !s.is_empty()));
-                assert!(path.segments.iter().all(|s| !s.chars().any(char::is_control)));
+                assert!(
+                    path.segments
+                        .iter()
+                        .all(|s| !s.chars().any(char::is_control))
+                );
                 let rule = path.rule_path();
                 assert!(rule.split('/').filter(|s| !s.is_empty()).all(is_identifier));
                 assert_eq!(path.rule_len() + path.rest().len(), path.segments.len());

@@ -57,12 +57,21 @@ An OPA-compatible policy sidecar built on portcullis::policy (Rego on regorus).
 API (as OPA's):
   POST /v1/data/{path}   body {\"input\": ...}  ->  {\"result\": ..., \"decision_id\": ...}
                          (no \"result\" when the document is undefined; without \"input\",
-                         input is undefined and a \"warning\" says so)
+                         input is undefined and a \"warning\" says so). Path segments may be
+                         any key or an array index (percent-decoded); gzip bodies accepted.
   GET  /v1/data/{path}   optional ?input=<JSON> (without it, input is undefined)
+                         Both take ?pretty, ?metrics (timer_..._ns) and ?provenance.
+  POST /v1/query         {\"query\": \"...\", \"input\": ...} -> {\"result\": [bindings...]};
+  GET  /v1/query?q=...   [server] query_api = false turns both off (403)
+  GET  /v1/policies      {\"result\": [{\"id\", \"raw\"}]}; /v1/policies/{id} for one
   GET  /health           200 once serving; ?bundles: 200 only when every bundle is active
+  GET  /health/live      200 while the process answers
+  GET  /health/ready     200 once every bundle is active, else 500
+  GET  /metrics          Prometheus text: request latency per handler, decisions, bundles
   GET  /v1/status        active revision and last error per bundle
-Errors are {\"code\", \"message\"}: 400 invalid_parameter, 500 internal_error, 503
-unavailable (no active policy, or a decision that could not be logged).
+Errors are {\"code\", \"message\"}: 400 invalid_parameter, 403 forbidden, 404
+resource_not_found, 413/415 for bodies, 500 internal_error, 503 unavailable (no active
+policy, or a decision that could not be logged).
 
 Configuration (TOML; --print-config shows the built-in one):
   listen, data_dir (last known good bundles), spiffe_id, poll_seconds, max_body_bytes,
@@ -74,7 +83,10 @@ Configuration (TOML; --print-config shows the built-in one):
             mode = staged (default) | all_at_once: every host runs the newest revision (the
             candidate, else stable) as the old delivery did. The mode is re-read from the
             configuration file on every poll, so switching needs no restart.
-  [decision_log] url = sqlite://FILE | jsonl://DIR | postgres://..., mask = [\"input.path\"]
+  [server] query_api (default true)
+  [decision_log] url = sqlite://FILE | jsonl://DIR | postgres://..., mask = [\"/input/a\"]
+            (JSON pointers, or input.a.b), labels = {k = \"v\"}; records in OPA's layout,
+            masked by the bundles' data.system.log.mask policy too
   [keys.ID] algorithm = RS256|PS256|ES256|EdDSA|HS256|..., key_file = FILE (a PEM public
             key, or the HMAC secret), scope (optional)
   [bundles.signing] keyid (else the signature's kid), scope: the bundle must be signed as

@@ -198,6 +198,8 @@ pub(crate) struct App {
     pub(crate) audit: Option<Arc<AuditLog>>,
     /// Its signed checkpoints (`[audit] checkpoint_dir`), the last written at shutdown.
     pub(crate) checkpoints: Option<AuditCheckpoints>,
+    /// What keeps a fleet instance current (`[store]`); nothing for one instance.
+    pub(crate) _background: Background,
 }
 
 /// Keys that must survive restarts, kept in `data_dir/secrets.toml` (mode 0600).
@@ -209,6 +211,10 @@ struct Secrets {
     /// Seals enrolled TOTP secrets at rest (AES-256-GCM); added to older files on start.
     #[serde(default)]
     totp_key: Option<String>,
+    /// The key of `[audit] redact` HMACs, when the keys are shared by a fleet (`[store]`);
+    /// one instance keeps it in `data_dir/audit-redact.key` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_redact_key: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -237,23 +243,312 @@ impl Secrets {
                 Ok(secrets)
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let (_, token_key) = TokenKey::generate().map_err(|e| io(&e))?;
-                let mut receipt = [0u8; 32];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut receipt)
-                    .map_err(|_| io(&"the system random source failed"))?;
-                let session = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| io(&e))?;
-                let (_, totp_key) = TotpSecretKey::generate().map_err(|e| io(&e))?;
-                let secrets = Secrets {
-                    token_key,
-                    receipt_key: hex::encode(receipt),
-                    session_key: hex::encode(session.secret_material()),
-                    totp_key: Some(totp_key),
-                };
+                let secrets = Secrets::generate(false).map_err(|e| io(&e))?;
                 let text = toml::to_string(&secrets).map_err(|e| io(&e))?;
                 write_private(&path, &text).map_err(|e| io(&e))?;
                 Ok(secrets)
             }
             Err(err) => Err(io(&err)),
+        }
+    }
+}
+
+impl Secrets {
+    /// Fresh keys; with `redact_key`, the audit redaction key among them (a fleet's).
+    fn generate(redact_key: bool) -> Result<Secrets, String> {
+        let random = |bytes: &mut [u8]| {
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), bytes)
+                .map_err(|_| "the system random source failed".to_owned())
+        };
+        let (_, token_key) = TokenKey::generate().map_err(|e| e.to_string())?;
+        let mut receipt = [0u8; 32];
+        random(&mut receipt)?;
+        let session = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
+        let (_, totp_key) = TotpSecretKey::generate().map_err(|e| e.to_string())?;
+        let audit_redact_key = if redact_key {
+            let mut bytes = [0u8; 32];
+            random(&mut bytes)?;
+            Some(hex::encode(bytes))
+        } else {
+            None
+        };
+        Ok(Secrets {
+            token_key,
+            receipt_key: hex::encode(receipt),
+            session_key: hex::encode(session.secret_material()),
+            totp_key: Some(totp_key),
+            audit_redact_key,
+        })
+    }
+}
+
+/// Where the state lives: SQLite files in the data dir (one instance, the default), or the
+/// PostgreSQL `[store] url` names, shared by a fleet.
+#[derive(Debug)]
+enum Home {
+    /// `data_dir/deploy-gate.db` (the audit log where `[audit] url` says).
+    Local { db: String },
+    /// `[store] url`.
+    #[cfg(feature = "postgres")]
+    Shared {
+        url: String,
+        fleet: Box<crate::fleet::Fleet>,
+        timing: crate::fleet::Timing,
+        key: Box<crate::fleet::StoreKey>,
+    },
+}
+
+/// Tasks and connections that keep a fleet instance current: the `LISTEN` connections and
+/// the refreshers they wake. Stopped when dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Background {
+    #[cfg(feature = "postgres")]
+    token_changes: Option<portcullis::token::ChangeListener>,
+    #[cfg(feature = "postgres")]
+    acl_changes: Option<portcullis::acl::ChangeListener>,
+    #[cfg(feature = "postgres")]
+    tokens: Option<portcullis::token::TokenRefresher>,
+    #[cfg(feature = "postgres")]
+    acl: Option<portcullis::acl::AclRefresher>,
+}
+
+impl Home {
+    async fn open(config: &Config, dir: &Path) -> Result<Home, StartError> {
+        let Some(store) = &config.store else {
+            return Ok(Home::Local {
+                db: sqlite_url(dir, "deploy-gate.db"),
+            });
+        };
+        #[cfg(feature = "postgres")]
+        {
+            let fleet_error = |e: crate::fleet::FleetError| match e {
+                crate::fleet::FleetError::Config(message) => {
+                    StartError::Config(format!("[store] {message}"))
+                }
+                other => store_error("store")(&other),
+            };
+            let timing = crate::fleet::Timing::of(store).map_err(fleet_error)?;
+            let key = crate::fleet::StoreKey::load(store).map_err(fleet_error)?;
+            let fleet = crate::fleet::Fleet::connect(&store.url, timing.max_connections)
+                .await
+                .map_err(fleet_error)?;
+            Ok(Home::Shared {
+                url: store.url.clone(),
+                fleet: Box::new(fleet),
+                timing,
+                key: Box::new(key),
+            })
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = store;
+            Err(StartError::Config(
+                "[store] url needs deploy-gate built with `--features postgres`".into(),
+            ))
+        }
+    }
+
+    /// The keys: `data_dir/secrets.toml`, or sealed in the shared database.
+    async fn secrets(&mut self, dir: &Path) -> Result<Secrets, StartError> {
+        match self {
+            Home::Local { .. } => Secrets::load_or_create(dir),
+            #[cfg(feature = "postgres")]
+            Home::Shared { fleet, key, .. } => {
+                let err = store_error("store keys");
+                let generate =
+                    || toml::to_string(&Secrets::generate(true)?).map_err(|e| e.to_string());
+                let text = fleet.keys(key, generate).await.map_err(|e| err(&e))?;
+                toml::from_str(&text).map_err(|e| err(&e))
+            }
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    fn pool_size(&self) -> u32 {
+        match self {
+            Home::Local { .. } => 4,
+            Home::Shared { timing, .. } => timing.max_connections,
+        }
+    }
+
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(
+            unused_variables,
+            reason = "only a fleet listens for changes or shares keys"
+        )
+    )]
+    async fn token_store(
+        &self,
+        background: &mut Background,
+    ) -> Result<Arc<dyn portcullis::token::TokenStore>, StartError> {
+        let err = store_error("token store");
+        match self {
+            Home::Local { db } => Ok(Arc::new(
+                SqliteTokenStore::connect(db).await.map_err(|e| err(&e))?,
+            )),
+            #[cfg(feature = "postgres")]
+            Home::Shared { url, .. } => {
+                let store = portcullis::token::PostgresTokenStore::connect(url, self.pool_size())
+                    .await
+                    .map_err(|e| err(&e))?;
+                // Listening before the first load: nothing committed after it is missed.
+                background.token_changes = Some(store.listen().await.map_err(|e| err(&e))?);
+                Ok(Arc::new(store))
+            }
+        }
+    }
+
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(
+            unused_variables,
+            reason = "only a fleet listens for changes or shares keys"
+        )
+    )]
+    async fn acl_store(
+        &self,
+        background: &mut Background,
+    ) -> Result<Arc<dyn AclStore>, StartError> {
+        let err = store_error("role store");
+        match self {
+            Home::Local { db } => Ok(Arc::new(
+                SqliteAclStore::connect(db).await.map_err(|e| err(&e))?,
+            )),
+            #[cfg(feature = "postgres")]
+            Home::Shared { url, .. } => {
+                let store = portcullis::acl::PostgresAclStore::connect(url, self.pool_size())
+                    .await
+                    .map_err(|e| err(&e))?;
+                background.acl_changes = Some(store.listen().await.map_err(|e| err(&e))?);
+                Ok(Arc::new(store))
+            }
+        }
+    }
+
+    /// The approval store, as the approvals and as the TOTP factor's store (enrollments
+    /// and used steps), one database.
+    async fn approval_store(
+        &self,
+    ) -> Result<
+        (
+            Arc<dyn portcullis::approval::ApprovalStore>,
+            Arc<dyn TotpStore>,
+        ),
+        StartError,
+    > {
+        let err = store_error("approval store");
+        match self {
+            Home::Local { db } => {
+                let store = Arc::new(
+                    SqliteApprovalStore::connect(db)
+                        .await
+                        .map_err(|e| err(&e))?,
+                );
+                Ok((store.clone(), store))
+            }
+            #[cfg(feature = "postgres")]
+            Home::Shared { url, .. } => {
+                let store = Arc::new(
+                    portcullis::approval::PostgresApprovalStore::connect(url, self.pool_size())
+                        .await
+                        .map_err(|e| err(&e))?,
+                );
+                Ok((store.clone(), store))
+            }
+        }
+    }
+
+    async fn deploys(&self) -> Result<Deploys, StartError> {
+        match self {
+            Home::Local { db } => Deploys::open(db)
+                .await
+                .map_err(|e| store_error("deploy store")(&e)),
+            #[cfg(feature = "postgres")]
+            Home::Shared { fleet, .. } => Ok(Deploys::Postgres(fleet.deploys())),
+        }
+    }
+
+    /// The audit log's URL: `[audit] url`; with a `[store]`, the store's database unless
+    /// `[audit] url` names another PostgreSQL — a log in one instance's data dir would
+    /// split the fleet's record into one chain per instance.
+    fn audit_url(&self, audit: &crate::config::Audit) -> Result<String, StartError> {
+        match self {
+            Home::Local { .. } if audit.url.is_empty() => Err(StartError::Config(
+                "[audit] url is required (sqlite://FILE, jsonl://DIR or postgres://…)".into(),
+            )),
+            Home::Local { .. } => Ok(audit.url.clone()),
+            #[cfg(feature = "postgres")]
+            Home::Shared { url, .. } => {
+                if audit.url.is_empty() {
+                    Ok(url.clone())
+                } else if audit.url.starts_with("postgres://")
+                    || audit.url.starts_with("postgresql://")
+                {
+                    Ok(audit.url.clone())
+                } else {
+                    Err(StartError::Config(format!(
+                        "[audit] url = {:?} keeps the audit log on this instance while [store]                          shares everything else: leave [audit] url out (the log then goes to                          the store's database) or name a postgres:// URL",
+                        audit.url
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The key of `[audit] redact` HMACs when the fleet shares one.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(
+            unused_variables,
+            reason = "only a fleet listens for changes or shares keys"
+        )
+    )]
+    fn redact_key<'a>(&self, secrets: &'a Secrets) -> Option<&'a str> {
+        match self {
+            Home::Local { .. } => None,
+            #[cfg(feature = "postgres")]
+            Home::Shared { .. } => secrets.audit_redact_key.as_deref(),
+        }
+    }
+
+    /// Keeps roles and tokens current: a fleet reloads them on every change any instance
+    /// commits (`NOTIFY`), every `refresh_seconds` besides, and refuses them once they
+    /// have not been reloaded for `max_staleness_seconds`. One instance changes them only
+    /// itself and needs none of it.
+    fn refresh(&self, background: &mut Background, tokens: &Arc<Tokens>, acl: Option<&Arc<Acl>>) {
+        match self {
+            Home::Local { .. } => {
+                let _ = (background, tokens, acl);
+            }
+            #[cfg(feature = "postgres")]
+            Home::Shared { timing, .. } => {
+                if let Some(changes) = &background.token_changes {
+                    background.tokens = Some(tokens.spawn_notified_refresher(
+                        timing.refresh,
+                        timing.max_staleness,
+                        changes.wakeup(),
+                    ));
+                }
+                if let (Some(acl), Some(changes)) = (acl, &background.acl_changes) {
+                    background.acl = Some(acl.spawn_notified_refresher(
+                        timing.refresh,
+                        timing.max_staleness,
+                        changes.wakeup(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Started: the next instance may take its turn.
+    async fn started(&mut self) -> Result<(), StartError> {
+        match self {
+            Home::Local { .. } => Ok(()),
+            #[cfg(feature = "postgres")]
+            Home::Shared { fleet, .. } => {
+                fleet.started().await.map_err(|e| store_error("store")(&e))
+            }
         }
     }
 }
@@ -277,7 +572,9 @@ fn sqlite_url(dir: &Path, file: &str) -> String {
 /// its checkpoints when `checkpoint_dir` is set.
 async fn open_audit(
     config: &crate::config::Audit,
+    url: &str,
     dir: &Path,
+    shared_redact_key: Option<&str>,
 ) -> Result<(Arc<AuditLog>, Option<AuditCheckpoints>), StartError> {
     let err = store_error("audit log");
     let checkpoint_seconds = checkpoint_seconds(config)?;
@@ -293,7 +590,11 @@ async fn open_audit(
     }
     if !config.redact.is_empty() {
         let key = dir.join("audit-redact.key");
-        let material = match std::fs::read_to_string(&key) {
+        let material = match shared_redact_key
+            .map(str::to_owned)
+            .ok_or(())
+            .or_else(|()| std::fs::read_to_string(&key))
+        {
             Ok(hex_key) => hex::decode(hex_key.trim()).map_err(|e| err(&e))?,
             Err(_) => {
                 let mut bytes = [0u8; 32];
@@ -311,7 +612,7 @@ async fn open_audit(
         options.redactor =
             Some(portcullis::audit::Redactor::new(&material, paths).map_err(|e| err(&e))?);
     }
-    let log = match AuditLog::open(&config.url, dir, options).await {
+    let log = match AuditLog::open(url, dir, options).await {
         Ok(log) => Arc::new(log),
         Err(AuditError::Invalid(message)) => {
             return Err(StartError::Config(format!("[audit] url: {message}")));
@@ -319,7 +620,7 @@ async fn open_audit(
         // Its newest records were changed while the service was stopped: refuse to start
         // rather than chain new records onto them.
         Err(e @ AuditError::HeadNotVerified(_)) => {
-            let target = verify_target(&config.url, dir)
+            let target = verify_target(url, dir)
                 .map(|t| format!(" (portcullis-audit verify {t})"))
                 .unwrap_or_default();
             return Err(err(&format!("{e}{target}")));
@@ -614,8 +915,11 @@ fn second_factor(
 pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
     let dir = config.data_dir.as_path();
     std::fs::create_dir_all(dir).map_err(|e| store_error("data dir")(&e))?;
-    let secrets = Secrets::load_or_create(dir)?;
-    let db = sqlite_url(dir, "deploy-gate.db");
+    // [store]: SQLite in the data dir, or a PostgreSQL shared by a fleet (whose instances
+    // take turns from here to the end of start-up).
+    let mut home = Home::open(config, dir).await?;
+    let mut background = Background::default();
+    let secrets = home.secrets(dir).await?;
     let mut closed = Vec::new();
 
     let key = TokenKey::from_hex(&secrets.token_key).map_err(|e| store_error("token key")(&e))?;
@@ -623,11 +927,9 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
     if let Some(days) = config.authentication.as_ref().and_then(|a| a.token_days) {
         token_options.default_ttl = Duration::from_secs(days.saturating_mul(86_400));
     }
-    let token_store = SqliteTokenStore::connect(&db)
-        .await
-        .map_err(|e| store_error("token store")(&e))?;
+    let token_store = home.token_store(&mut background).await?;
     let tokens = Arc::new(
-        Tokens::open(Arc::new(token_store), key, token_options)
+        Tokens::open(token_store, key, token_options)
             .await
             .map_err(|e| StartError::Config(e.to_string()))?,
     );
@@ -684,11 +986,9 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
                 .clone()
                 .load()
                 .map_err(|e| StartError::Config(e.to_string()))?;
-            let store = SqliteAclStore::connect(&db)
-                .await
-                .map_err(|e| store_error("role store")(&e))?;
+            let store = home.acl_store(&mut background).await?;
             let acl = Arc::new(
-                Acl::open(Arc::new(store) as Arc<dyn AclStore>, loaded.policy)
+                Acl::open(store, loaded.policy)
                     .await
                     .map_err(|e| store_error("role store")(&e))?,
             );
@@ -729,11 +1029,7 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
     let mut totp = None;
     let approvals = match &config.approval {
         Some(approval) => {
-            let store = Arc::new(
-                SqliteApprovalStore::connect(&db)
-                    .await
-                    .map_err(|e| store_error("approval store")(&e))?,
-            );
+            let (store, totp_store) = home.approval_store().await?;
             if approval.factors.iter().any(|f| f == "totp") {
                 let key = secrets
                     .totp_key
@@ -744,7 +1040,7 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
                     })?;
                 totp = Some(Arc::new(totp_factor(
                     approval.totp.secrets_file.as_deref(),
-                    store.clone(),
+                    totp_store,
                     key,
                 )?));
             }
@@ -790,7 +1086,9 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
     // [audit]
     let (audit, checkpoints) = match &config.audit {
         Some(audit) => {
-            let (log, checkpoints) = open_audit(audit, dir).await?;
+            let url = home.audit_url(audit)?;
+            let (log, checkpoints) =
+                open_audit(audit, &url, dir, home.redact_key(&secrets)).await?;
             (Some(log), checkpoints)
         }
         None => {
@@ -815,9 +1113,9 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
         gate.build()
             .map_err(|e| StartError::Config(e.to_string()))?,
     );
-    let deploys = Deploys::open(&db)
-        .await
-        .map_err(|e| store_error("deploy store")(&e))?;
+    let deploys = home.deploys().await?;
+    home.refresh(&mut background, &tokens, acl.as_ref());
+    home.started().await?;
     let state = Arc::new(AppState {
         gate,
         acl,
@@ -840,6 +1138,7 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
         closed,
         audit,
         checkpoints,
+        _background: background,
     })
 }
 

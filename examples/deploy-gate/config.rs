@@ -71,6 +71,10 @@ pub(crate) struct Config {
     pub(crate) approval: Option<Approval>,
     /// The audit log; absent ⇒ every action is refused.
     pub(crate) audit: Option<Audit>,
+    /// Where the state lives: absent ⇒ SQLite files in `data_dir` (one instance); a
+    /// `postgres://` URL ⇒ every piece of state in PostgreSQL, shared by any number of
+    /// instances (see [`Store`]).
+    pub(crate) store: Option<Store>,
 }
 
 fn default_listen() -> String {
@@ -205,11 +209,43 @@ fn https() -> String {
     "https".into()
 }
 
+/// `[store]`: running several instances on one PostgreSQL. Its URL then holds roles,
+/// tokens, approvals and votes, TOTP enrollments and used steps, deploys, the audit log
+/// (unless `[audit] url` names another PostgreSQL) and the service's keys, sealed under
+/// `key_file` or `key_env`. Changes made by one instance reach the others through
+/// `LISTEN`/`NOTIFY`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    not(feature = "postgres"),
+    expect(dead_code, reason = "read only when built with the postgres feature")
+)]
+pub(crate) struct Store {
+    /// `postgres://user@host:port/db` (needs the `postgres` feature).
+    pub(crate) url: String,
+    /// A file holding the key (64 hex digits) that seals the keys kept in the database
+    /// (relative to the configuration file). Every instance needs the same one.
+    pub(crate) key_file: Option<PathBuf>,
+    /// Or: the environment variable holding that key.
+    pub(crate) key_env: Option<String>,
+    /// Connections per pool (default 8; each store has its own pool).
+    pub(crate) max_connections: Option<u32>,
+    /// Seconds between the periodic reloads of roles and tokens, the fallback behind the
+    /// notifications (default 30, 1 to 3,600).
+    pub(crate) refresh_seconds: Option<u64>,
+    /// Seconds without a successful reload after which roles and tokens are refused:
+    /// fail closed when the database is out of reach (default 60, at least twice
+    /// `refresh_seconds`, at most 86,400).
+    pub(crate) max_staleness_seconds: Option<u64>,
+}
+
 /// `[audit]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Audit {
-    /// `sqlite://FILE`, `jsonl://DIR` (relative to the data dir) or `postgres://…`.
+    /// `sqlite://FILE`, `jsonl://DIR` (relative to the data dir) or `postgres://…`. With a
+    /// `[store]`, absent means the store's database.
+    #[serde(default)]
     pub(crate) url: String,
     /// Seconds to wait for the log to acknowledge an intent (default 5).
     pub(crate) timeout_seconds: Option<u64>,
@@ -293,6 +329,9 @@ impl Config {
             .as_mut()
             .and_then(|a| a.totp.secrets_file.as_mut())
         {
+            *file = base.join(&*file);
+        }
+        if let Some(file) = config.store.as_mut().and_then(|s| s.key_file.as_mut()) {
             *file = base.join(&*file);
         }
         if let Some(audit) = config.audit.as_mut() {

@@ -26,7 +26,7 @@ pub(crate) enum DeployState {
 }
 
 impl DeployState {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeployState::PendingApproval => "pending_approval",
             DeployState::Accepted => "accepted",
@@ -79,9 +79,20 @@ pub(crate) struct Deploy {
     pub(crate) updated_at: u64,
 }
 
-/// The deploy table.
+/// The deploy table: in SQLite beside the other stores (one instance), or in PostgreSQL
+/// shared by a fleet (`[store] url`).
 #[derive(Debug, Clone)]
-pub(crate) struct Deploys {
+pub(crate) enum Deploys {
+    /// `data_dir/deploy-gate.db`.
+    Sqlite(SqliteDeploys),
+    /// `deploy_gate_deploys` in the `[store]` database.
+    #[cfg(feature = "postgres")]
+    Postgres(crate::fleet::PgDeploys),
+}
+
+/// The deploy table in SQLite.
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteDeploys {
     /// One connection: SQLite has one writer at a time, and writers queued here wait in
     /// order instead of sleeping in SQLite's busy handler.
     writer: SqlitePool,
@@ -173,17 +184,17 @@ pub(crate) fn now_ms() -> u64 {
 
 /// `dep_` + milliseconds (hex) + 64 random bits: ids sort by creation, so inserts append to
 /// the primary-key index instead of landing on random pages.
-fn new_id(now_ms: u64) -> Result<String, sqlx::Error> {
+pub(crate) fn new_id(now_ms: u64) -> Result<String, sqlx::Error> {
     let bytes: [u8; 8] =
         portcullis_core::unique_bytes().map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     Ok(format!("dep_{now_ms:012x}{}", hex::encode(bytes)))
 }
 
-fn to_i64(ms: u64) -> i64 {
+pub(crate) fn to_i64(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
-type Row = (
+pub(crate) type Row = (
     String,
     String,
     String,
@@ -197,9 +208,9 @@ type Row = (
     i64,
 );
 
-const COLUMNS: &str = "id, env, stage, build_id, description, state, operator, approval_id, detail, created_at, updated_at";
+pub(crate) const COLUMNS: &str = "id, env, stage, build_id, description, state, operator, approval_id, detail, created_at, updated_at";
 
-fn from_row(row: Row) -> Result<Deploy, sqlx::Error> {
+pub(crate) fn from_row(row: Row) -> Result<Deploy, sqlx::Error> {
     let (id, env, stage, build_id, description, state, operator, approval_id, detail, c, u) = row;
     Ok(Deploy {
         id,
@@ -236,8 +247,92 @@ pub(crate) struct NewDeploy<'a> {
 }
 
 impl Deploys {
-    /// Opens (creating) `url`.
+    /// Opens (creating) the SQLite database at `url`.
     pub(crate) async fn open(url: &str) -> Result<Self, sqlx::Error> {
+        SqliteDeploys::open(url).await.map(Deploys::Sqlite)
+    }
+
+    /// Records a new deploy.
+    pub(crate) async fn insert(&self, new: NewDeploy<'_>) -> Result<Deploy, sqlx::Error> {
+        match self {
+            Deploys::Sqlite(d) => d.insert(new).await,
+            #[cfg(feature = "postgres")]
+            Deploys::Postgres(d) => d.insert(new).await,
+        }
+    }
+
+    /// Moves a deploy out of `pending_approval`; `None` if it was not pending (another
+    /// request, here or on another instance, decided it first).
+    pub(crate) async fn settle(
+        &self,
+        id: &str,
+        state: DeployState,
+        detail: Option<&str>,
+    ) -> Result<Option<Deploy>, sqlx::Error> {
+        match self {
+            Deploys::Sqlite(d) => d.settle(id, state, detail).await,
+            #[cfg(feature = "postgres")]
+            Deploys::Postgres(d) => d.settle(id, state, detail).await,
+        }
+    }
+
+    /// One deploy.
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<Deploy>, sqlx::Error> {
+        match self {
+            Deploys::Sqlite(d) => d.get(id).await,
+            #[cfg(feature = "postgres")]
+            Deploys::Postgres(d) => d.get(id).await,
+        }
+    }
+
+    /// The deploy waiting for (or admitted with) `approval_id`.
+    pub(crate) async fn by_approval(
+        &self,
+        approval_id: &str,
+    ) -> Result<Option<Deploy>, sqlx::Error> {
+        match self {
+            Deploys::Sqlite(d) => d.by_approval(approval_id).await,
+            #[cfg(feature = "postgres")]
+            Deploys::Postgres(d) => d.by_approval(approval_id).await,
+        }
+    }
+
+    /// The newest deploys of a stage, newest first.
+    pub(crate) async fn list(
+        &self,
+        env: &str,
+        stage: &str,
+        limit: u32,
+    ) -> Result<Vec<Deploy>, sqlx::Error> {
+        match self {
+            Deploys::Sqlite(d) => d.list(env, stage, limit).await,
+            #[cfg(feature = "postgres")]
+            Deploys::Postgres(d) => d.list(env, stage, limit).await,
+        }
+    }
+}
+
+/// A new deploy's record, stamped now with a fresh id.
+pub(crate) fn new_deploy(new: NewDeploy<'_>) -> Result<Deploy, sqlx::Error> {
+    let now = now_ms();
+    Ok(Deploy {
+        id: new_id(now)?,
+        env: new.env.to_owned(),
+        stage: new.stage.to_owned(),
+        build_id: new.build_id.to_owned(),
+        description: new.description.to_owned(),
+        state: new.state,
+        operator: new.operator.to_owned(),
+        approval_id: new.approval_id.map(str::to_owned),
+        detail: None,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+impl SqliteDeploys {
+    /// Opens (creating) `url`.
+    async fn open(url: &str) -> Result<Self, sqlx::Error> {
         let options: SqliteConnectOptions = url
             .parse::<SqliteConnectOptions>()?
             .create_if_missing(true)
@@ -272,7 +367,7 @@ impl Deploys {
             checkpoints,
             CHECKPOINT_EVERY,
         ));
-        Ok(Deploys {
+        Ok(SqliteDeploys {
             writer,
             readers,
             inserts,
@@ -280,22 +375,8 @@ impl Deploys {
         })
     }
 
-    /// Records a new deploy.
-    pub(crate) async fn insert(&self, new: NewDeploy<'_>) -> Result<Deploy, sqlx::Error> {
-        let now = now_ms();
-        let deploy = Deploy {
-            id: new_id(now)?,
-            env: new.env.to_owned(),
-            stage: new.stage.to_owned(),
-            build_id: new.build_id.to_owned(),
-            description: new.description.to_owned(),
-            state: new.state,
-            operator: new.operator.to_owned(),
-            approval_id: new.approval_id.map(str::to_owned),
-            detail: None,
-            created_at: now,
-            updated_at: now,
-        };
+    async fn insert(&self, new: NewDeploy<'_>) -> Result<Deploy, sqlx::Error> {
+        let deploy = new_deploy(new)?;
         let (reply, answer) = oneshot::channel();
         let closed = || sqlx::Error::PoolClosed;
         // Handed over and back rather than cloned: the insert copies what it binds.
@@ -309,9 +390,7 @@ impl Deploys {
             .map_err(sqlx::Error::Protocol)
     }
 
-    /// Moves a deploy out of `pending_approval`; `None` if it was not pending (another
-    /// request decided it first).
-    pub(crate) async fn settle(
+    async fn settle(
         &self,
         id: &str,
         state: DeployState,
@@ -333,8 +412,7 @@ impl Deploys {
         self.get(id).await
     }
 
-    /// One deploy.
-    pub(crate) async fn get(&self, id: &str) -> Result<Option<Deploy>, sqlx::Error> {
+    async fn get(&self, id: &str) -> Result<Option<Deploy>, sqlx::Error> {
         let row: Option<Row> =
             sqlx::query_as(&format!("SELECT {COLUMNS} FROM deploys WHERE id = ?"))
                 .bind(id)
@@ -343,11 +421,7 @@ impl Deploys {
         row.map(from_row).transpose()
     }
 
-    /// The deploy waiting for (or admitted with) `approval_id`.
-    pub(crate) async fn by_approval(
-        &self,
-        approval_id: &str,
-    ) -> Result<Option<Deploy>, sqlx::Error> {
+    async fn by_approval(&self, approval_id: &str) -> Result<Option<Deploy>, sqlx::Error> {
         let row: Option<Row> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM deploys WHERE approval_id = ?"
         ))
@@ -357,13 +431,7 @@ impl Deploys {
         row.map(from_row).transpose()
     }
 
-    /// The newest deploys of a stage, newest first.
-    pub(crate) async fn list(
-        &self,
-        env: &str,
-        stage: &str,
-        limit: u32,
-    ) -> Result<Vec<Deploy>, sqlx::Error> {
+    async fn list(&self, env: &str, stage: &str, limit: u32) -> Result<Vec<Deploy>, sqlx::Error> {
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM deploys WHERE env = ? AND stage = ? ORDER BY created_at DESC, id DESC LIMIT ?"
         ))

@@ -19,6 +19,8 @@
 mod app;
 mod config;
 mod deploys;
+#[cfg(feature = "postgres")]
+mod fleet;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -35,6 +35,8 @@ use tokio::process::{Child, Command};
 mod checkpoints;
 #[path = "../common/mod.rs"]
 mod common;
+#[cfg(feature = "postgres")]
+mod fleet;
 mod hardening;
 mod totp;
 use common::example_binary;

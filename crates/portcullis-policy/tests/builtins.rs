@@ -196,6 +196,56 @@ fn regex_globs_match_intersects_two_globs() {
 }
 
 #[test]
+fn strings_replace_n_as_go_replacer_and_split_n() {
+    // One scan from the left; the first key in sorted order wins at each position;
+    // replaced text is not scanned again (regorus alone chains the replacements).
+    assert_eq!(
+        eval(
+            r#"[strings.replace_n({"a": "b", "b": "a"}, "abba"), strings.replace_n({"ab": "b", "b": "Y"}, "baaabbbba"), strings.replace_n({"a": "YY", "bba": "bX"}, "bbab")]"#
+        ),
+        json!(["baab", "YaabYYYa", "bXb"])
+    );
+    assert_eq!(
+        eval(
+            r#"[strings.replace_n({"": "X", "a": "Y"}, "ab"), strings.replace_n({"": "-", "é": "e"}, "aéb"), strings.replace_n({"": "X"}, "")]"#
+        ),
+        json!(["XYXbX", "-a-e-b-", "X"])
+    );
+    fails(
+        "strings.replace_n(input.v, \"a\")",
+        json!({"v": {"a": 1}}),
+        "strings.replace_n",
+    );
+
+    assert_eq!(
+        eval(
+            r#"[strings.split_n("a.b.c.d", ".", 2), strings.split_n("a;b;c;d", ";", -2), strings.split_n("a.b", ".", -5), strings.split_n("a.b.c", ".", 0), strings.split_n("abc", "", 2), strings.split_n("", ".", 2)]"#
+        ),
+        json!([
+            ["a", "b.c.d"],
+            ["c", "d"],
+            ["a", "b"],
+            [],
+            ["a", "bc"],
+            [""]
+        ])
+    );
+    fails(
+        "strings.split_n(\"a\", \".\", input.v)",
+        json!({"v": 1.5}),
+        "strings.split_n",
+    );
+}
+
+#[test]
+fn is_valid_is_false_for_non_strings() {
+    assert_eq!(
+        eval_in("[json.is_valid(input.n), yaml.is_valid(input.n), json.is_valid(input.s), json.is_valid(\"1e400\"), yaml.is_valid(\"a: [1\")]", &json!({"n": 1, "s": "{\"a\": [1]}"}), true).unwrap(),
+        Some(json!([false, false, true, true, false]))
+    );
+}
+
+#[test]
 fn crypto_hashes_and_hmacs() {
     assert_eq!(
         eval(r#"crypto.md5("abc")"#),

@@ -1,4 +1,5 @@
-//! `json.patch`: RFC 6902 patches applied to any value, as OPA does.
+//! `json.patch`: RFC 6902 patches applied to any value, as OPA does; `json.is_valid`, false
+//! (not an error) for a value that is not a string, as in OPA.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +16,15 @@ pub(super) fn patch(args: &Args<'_>) -> Result<Value, BuiltinError> {
     let target = args.get(0)?;
     let operations = args.array(1)?;
     Ok(apply(target, operations).unwrap_or(Value::Undefined))
+}
+
+/// `json.is_valid(x)`: whether `x` is a string holding one JSON value (numbers of any
+/// size, as Go's `json.Valid`).
+pub(super) fn is_valid(args: &Args<'_>) -> Result<Value, BuiltinError> {
+    Ok(Value::from(match args.get(0)? {
+        Value::String(s) => serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok(),
+        _ => false,
+    }))
 }
 
 /// Why one operation failed (the call is then undefined, so this is not shown).

@@ -15,6 +15,8 @@ mod jwt;
 mod net;
 mod output_args;
 mod sprintf;
+mod strings;
+mod yaml;
 
 use std::collections::BTreeMap;
 
@@ -150,12 +152,16 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("io.jwt.verify_rs256", 2, jwt::verify_rs256),
     ext("io.jwt.verify_rs384", 2, jwt::verify_rs384),
     ext("io.jwt.verify_rs512", 2, jwt::verify_rs512),
+    replaces("json.is_valid", 1, json::is_valid),
     ext("json.patch", 2, json::patch),
     ext("net.cidr_contains_matches", 2, net::cidr_contains_matches),
     ext("net.cidr_intersects", 2, net::cidr_intersects),
     ext("net.cidr_merge", 1, net::cidr_merge),
     ext("regex.globs_match", 2, globs::globs_match),
     replaces("sprintf", 2, sprintf::sprintf),
+    replaces("strings.replace_n", 2, strings::replace_n),
+    ext("strings.split_n", 3, strings::split_n),
+    replaces("yaml.is_valid", 1, yaml::is_valid),
 ];
 
 const fn ext(name: &'static str, arity: u8, call: Call) -> Extension {

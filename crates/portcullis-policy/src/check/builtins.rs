@@ -155,6 +155,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("strings.count", &[S, S]),
     ("strings.replace_n", &[OBJ, S]),
     ("strings.reverse", &[S]),
+    ("strings.split_n", &[S, S, N]),
     ("substring", &[S, N, N]),
     ("sum", &[COLL]),
     ("time.add_date", &[N, N, N, N]),

@@ -232,7 +232,7 @@ async fn logged_with_mask(mask: &str, input: serde_json::Value) -> (Fields, Stri
     let records = audit.query(&AuditQuery::all(10)).await.unwrap().records;
     assert_eq!(records.len(), 1);
     assert!(audit.verify(&[], &[]).await.unwrap().is_ok());
-    let event = &records[0].event;
+    let event = &records.first().unwrap().event;
     let text = serde_json::to_string(event).unwrap();
     let fields = event.fields.clone().into_iter().collect();
     (fields, text)

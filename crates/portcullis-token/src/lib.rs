@@ -8,14 +8,18 @@ mod chain;
 mod config;
 mod credential;
 mod error;
+#[cfg(feature = "postgres")]
+pub mod fleet;
 mod format;
 mod http;
 mod jws;
 mod jwt;
+mod keyring;
 #[cfg(feature = "mock")]
 pub mod mock;
 #[cfg(feature = "oidc")]
 mod opaque;
+mod sealing;
 mod session;
 pub mod store;
 mod tokens;
@@ -29,19 +33,23 @@ pub use config::{
 };
 pub use credential::{Credential, MAX_HEADER_LEN, Scheme, VerifiedPeer};
 pub use error::AuthError;
+#[cfg(feature = "postgres")]
+pub use fleet::{PostgresSessionKeys, PostgresSpentIds, SessionKeyPolicy};
 pub use format::{TOKEN_LEN, TokenKind, TokenSecret, decode_token};
 #[cfg(feature = "oidc")]
 pub use http::HttpClient;
 pub use http::HttpOptions;
 pub use jwt::{JwtRules, KeySet, MAX_JWT_LEN, MAX_KEYS, MAX_LEEWAY};
+pub use keyring::{RingKey, SessionKeyRing};
 #[cfg(feature = "oidc")]
 pub use opaque::{MAX_CACHE_TTL, OpaqueEndpoint, OpaqueRules, OpaqueVerifier};
+#[cfg(feature = "postgres")]
+pub use portcullis_sql::postgres::ChangeListener;
+pub use sealing::SealingKey;
 pub use session::{
     MAX_SESSION_TTL, PasswordLogin, SessionAlgorithm, SessionIssuer, SessionKey, SessionToken,
     session_rules,
 };
-#[cfg(feature = "postgres")]
-pub use portcullis_sql::postgres::ChangeListener;
 #[cfg(feature = "postgres")]
 pub use store::PostgresTokenStore;
 #[cfg(feature = "sqlite")]

@@ -15,7 +15,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, KeyPair};
 use serde_json::{Value, json};
 
-use crate::jwt::{JwtRules, KeySet};
+use crate::jwt::JwtRules;
+use crate::keyring::SessionKeyRing;
 use crate::{Algorithm, AuthError, JwtVerifier, jws};
 
 /// The signature algorithms a session key may use (a subset of [`Algorithm`]; more may be
@@ -161,6 +162,11 @@ impl SessionKey {
         })
     }
 
+    /// The key that verifies its signatures.
+    pub(crate) fn decoding_key(&self) -> &DecodingKey {
+        &self.decoding
+    }
+
     /// The secret material, to persist (PKCS#8 DER or the HMAC secret). Keep it secret.
     pub fn secret_material(&self) -> &[u8] {
         &self.secret
@@ -238,7 +244,7 @@ pub const MAX_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// ```
 #[derive(Debug, Clone)]
 pub struct SessionIssuer {
-    key: SessionKey,
+    keys: SessionKeyRing,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -256,6 +262,23 @@ impl SessionIssuer {
         issuer: impl Into<String>,
         audience: impl Into<String>,
     ) -> Result<Self, AuthError> {
+        Self::with_ring(SessionKeyRing::fixed(key), issuer, audience)
+    }
+
+    /// An issuer of one-hour sessions for `audience` whose keys rotate: it signs with the
+    /// ring's current key, and its [`verifier`](Self::verifier) accepts every key in the
+    /// ring, as the ring is at the time of each check. Hand the ring to a refresher (such as
+    /// `PostgresSessionKeys::spawn_refresher`, feature `postgres`) to share the keys between
+    /// instances and rotate them.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Config`] for an empty issuer or audience.
+    pub fn with_ring(
+        keys: SessionKeyRing,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> Result<Self, AuthError> {
         let (issuer, audience) = (issuer.into(), audience.into());
         if issuer.is_empty() || audience.is_empty() {
             return Err(AuthError::Config(
@@ -263,7 +286,7 @@ impl SessionIssuer {
             ));
         }
         Ok(SessionIssuer {
-            key,
+            keys,
             issuer,
             audience,
             ttl: Duration::from_secs(3600),
@@ -293,9 +316,14 @@ impl SessionIssuer {
         self
     }
 
-    /// The key.
-    pub fn key(&self) -> &SessionKey {
-        &self.key
+    /// The key signing now (for a ring with none signing now, its newest key).
+    pub fn key(&self) -> SessionKey {
+        self.keys.current_or_newest(self.clock.now())
+    }
+
+    /// The key ring (one fixed key for an issuer made with [`new`](Self::new)).
+    pub fn ring(&self) -> &SessionKeyRing {
+        &self.keys
     }
 
     /// Issues a session for `subject` with `groups`.
@@ -325,12 +353,12 @@ impl SessionIssuer {
             "iss": self.issuer, "sub": subject, "aud": self.audience, "groups": groups,
             "iat": now, "nbf": now, "exp": exp, "jti": hex::encode(jti),
         });
-        let token = jws::sign(
-            self.key.algorithm.into(),
-            &self.key.kid,
-            &claims,
-            &self.key.encoding,
-        )?;
+        let key = self.keys.signing_key(self.clock.now()).ok_or_else(|| {
+            AuthError::Crypto(
+                "no session key signs now: the key ring was not refreshed in time".into(),
+            )
+        })?;
+        let token = jws::sign(key.algorithm.into(), &key.kid, &claims, &key.encoding)?;
         Ok(SessionToken {
             token,
             expires_at: UNIX_EPOCH + Duration::from_secs(exp),
@@ -342,7 +370,7 @@ impl SessionIssuer {
         session_rules(
             &self.issuer,
             vec![self.audience.clone()],
-            self.key.algorithm,
+            self.keys.algorithm(),
             self.clock.clone(),
         )
     }
@@ -353,15 +381,7 @@ impl SessionIssuer {
     ///
     /// [`AuthError::Config`] (cannot happen for a valid issuer).
     pub fn verifier(&self) -> Result<JwtVerifier, AuthError> {
-        JwtVerifier::with_keys(
-            "session_jwt",
-            KeySet::single(
-                self.key.kid.clone(),
-                self.key.algorithm.into(),
-                self.key.decoding.clone(),
-            ),
-            self.rules(),
-        )
+        JwtVerifier::with_ring("session_jwt", self.keys.clone(), self.rules())
     }
 }
 

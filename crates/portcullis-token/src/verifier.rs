@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use portcullis_core::Principal;
 
 use crate::jwt::{self, JwtRules, KeySet};
+use crate::keyring::SessionKeyRing;
 use crate::{Algorithm, AuthError, Authenticator, Credential};
 
 #[cfg(feature = "oidc")]
@@ -16,6 +17,8 @@ pub use remote::{OidcOptions, ProviderMetadata, RemoteKeys};
 #[derive(Debug, Clone)]
 enum KeySource {
     Static(Arc<KeySet>),
+    /// A session issuer's rotating keys, read at each check.
+    Ring(SessionKeyRing),
     #[cfg(feature = "oidc")]
     Remote(Arc<RemoteKeys>),
 }
@@ -153,6 +156,22 @@ impl JwtVerifier {
         })
     }
 
+    /// A verifier of a session issuer's tokens whose keys rotate: each check uses the
+    /// ring's keys as they are at that moment.
+    pub(crate) fn with_ring(
+        name: impl Into<String>,
+        ring: SessionKeyRing,
+        rules: JwtRules,
+    ) -> Result<Self, AuthError> {
+        rules.validate(true)?;
+        Ok(JwtVerifier {
+            name: name.into(),
+            keys: KeySource::Ring(ring),
+            rules,
+            verified: None,
+        })
+    }
+
     /// A verifier for an OIDC provider: fetches `<issuer>/.well-known/openid-configuration`,
     /// checks that it names the same issuer, then loads the JWKS it points to.
     ///
@@ -213,7 +232,10 @@ impl JwtVerifier {
     /// as a use of that set, so the set is refreshed on its usual schedule
     /// ([`OidcOptions::max_age`]) even when every token is a hit. A token whose key was
     /// withdrawn is therefore refused from the first refresh that no longer lists the key,
-    /// not `max_age` later. A fixed key set ([`with_keys`](Self::with_keys)) cannot change.
+    /// not `max_age` later. The same holds for a session issuer's key ring
+    /// ([`SessionIssuer::with_ring`](crate::SessionIssuer::with_ring)): a key dropped from
+    /// the ring ends its tokens' hits at once. A fixed key set
+    /// ([`with_keys`](Self::with_keys)) cannot change.
     /// Worth it where the same short-lived token comes back many times a second (a session
     /// token on every request through a broker), and where signature checks (EdDSA, RSA)
     /// are a visible share of the CPU.
@@ -281,13 +303,10 @@ impl JwtVerifier {
 
     /// Whether a key with this id and algorithm is still in the key set (a provider's set
     /// refreshed first if it is due, as for any token).
-    #[cfg_attr(
-        not(feature = "oidc"),
-        expect(unused_variables, reason = "only a provider's key set changes")
-    )]
     async fn still_published(&self, kid: Option<&str>, alg: Algorithm) -> bool {
         match &self.keys {
             KeySource::Static(_) => true,
+            KeySource::Ring(ring) => ring.key_set().candidates(kid, alg).next().is_some(),
             #[cfg(feature = "oidc")]
             KeySource::Remote(remote) => remote
                 .current_for(kid, alg)
@@ -317,6 +336,7 @@ impl JwtVerifier {
         }
         let principal = match &self.keys {
             KeySource::Static(keys) => jwt::verify(token, keys, &self.rules)?,
+            KeySource::Ring(ring) => jwt::verify(token, &ring.key_set(), &self.rules)?,
             #[cfg(feature = "oidc")]
             KeySource::Remote(remote) => {
                 let kid = header.kid.as_deref();

@@ -346,9 +346,14 @@ impl KeySet {
         }
     }
 
-    /// One key with an id (a session issuer's own key).
-    pub(crate) fn single(kid: String, algorithm: Algorithm, key: DecodingKey) -> Self {
-        Self::one(Some(&kid), vec![algorithm], key)
+    /// Adds one key with an id (a key of a session key ring).
+    pub(crate) fn push_single(&mut self, kid: String, algorithm: Algorithm, key: DecodingKey) {
+        self.keys.push(VerifyKey {
+            kid: Some(kid),
+            any_kid: false,
+            algorithms: vec![algorithm],
+            key,
+        });
     }
 
     /// How many keys the set holds.

@@ -31,7 +31,7 @@ use portcullis::tls::identity::rustls::{
 };
 use portcullis::tls::identity::{
     BundleSet, ClientAuth, IdentitySource, Material, PeerIds, SpiffeAuthenticator, Svid,
-    TrustBundle, client_config, peer_spiffe_id, ring_provider, server_config,
+    TrustBundle, client_config, inspect_leaf, peer_spiffe_id, ring_provider, server_config,
 };
 use portcullis::tls::{ConnectionIdentity, TlsServer};
 use portcullis::token::AuthChain;
@@ -192,13 +192,10 @@ fn per_request(c: &mut Criterion) {
     .unwrap()
     .authenticate_peers(chain);
     let remote: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    let connection = ConnectionIdentity::establish(
-        &server,
-        Some("spiffe://prod.example/ci".parse().unwrap()),
-        remote,
-    )
-    .now_or_never()
-    .expect("the SPIFFE authenticator answers at once");
+    let client_leaf = inspect_leaf(&keys.client.cert_der).unwrap();
+    let connection = ConnectionIdentity::establish(&server, Some(client_leaf.clone()), remote)
+        .now_or_never()
+        .expect("the SPIFFE authenticator answers at once");
 
     let mut group = c.benchmark_group("identity_per_request");
     group.bench_function("extensions_from_the_connection", |b| {
@@ -224,13 +221,9 @@ fn per_request(c: &mut Criterion) {
     group.bench_function("per_connection_establish", |b| {
         b.iter(|| {
             black_box(
-                ConnectionIdentity::establish(
-                    &server,
-                    Some("spiffe://prod.example/ci".parse().unwrap()),
-                    remote,
-                )
-                .now_or_never()
-                .expect("ready"),
+                ConnectionIdentity::establish(&server, Some(client_leaf.clone()), remote)
+                    .now_or_never()
+                    .expect("ready"),
             )
         });
     });

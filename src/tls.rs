@@ -45,7 +45,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -56,8 +56,8 @@ use hyper_util::rt::TokioIo;
 use portcullis_core::Principal;
 use portcullis_identity::rustls::ServerConfig;
 use portcullis_identity::{
-    ClientAuth, Forwarded, IdentitySource, PeerIds, SpiffeId, TlsConfigError, XFCC_HEADER,
-    XfccError, XfccPolicy, client_config, peer_spiffe_id, server_config,
+    ClientAuth, Forwarded, IdentitySource, LeafInfo, PeerIds, SpiffeId, TlsConfigError,
+    XFCC_HEADER, XfccError, XfccPolicy, client_config, peer_svid, server_config,
 };
 use portcullis_token::{AuthError, Authenticator, VerifiedPeer};
 use tokio::net::TcpListener;
@@ -265,7 +265,7 @@ impl TlsServer {
                 return;
             }
         };
-        let peer = peer_spiffe_id(tls.get_ref().1.peer_certificates()).ok();
+        let peer = peer_svid(tls.get_ref().1.peer_certificates()).ok();
         let state = Arc::new(ConnectionIdentity::establish(&self, peer, remote).await);
         let service = hyper::service::service_fn(move |request| {
             let state = state.clone();
@@ -319,6 +319,7 @@ fn peer_refusal(reason: String) -> GateError {
 /// [`TlsServer::serve`] uses it; an accept loop of your own can too.
 pub struct ConnectionIdentity {
     peer: Option<PeerIdentity>,
+    valid_until: Option<SystemTime>,
     principal: Result<Option<Principal>, String>,
     remote: ConnectInfo<SocketAddr>,
     peers: Option<Arc<dyn Authenticator>>,
@@ -344,11 +345,13 @@ impl fmt::Debug for ConnectionIdentity {
 }
 
 impl ConnectionIdentity {
-    /// Works out a connection's identity once, after the handshake: `peer` is the SPIFFE ID
-    /// the TLS verifier accepted ([`portcullis_identity::peer_spiffe_id`]), `remote` the
-    /// client's address. A configured proxy gets no principal of its own: its requests carry
-    /// their clients' identities in XFCC.
-    pub async fn establish(server: &TlsServer, peer: Option<SpiffeId>, remote: SocketAddr) -> Self {
+    /// Works out a connection's identity once, after the handshake: `peer` is what
+    /// [`portcullis_identity::peer_svid`] read from the certificate the TLS verifier accepted,
+    /// `remote` the client's address. A configured proxy gets no principal of its own: its
+    /// requests carry their clients' identities in XFCC.
+    pub async fn establish(server: &TlsServer, peer: Option<LeafInfo>, remote: SocketAddr) -> Self {
+        let valid_until = peer.as_ref().map(|leaf| leaf.not_after);
+        let peer = peer.and_then(|leaf| leaf.spiffe_id);
         let is_proxy = peer.as_ref().is_some_and(|id| server.xfcc.is_proxy(id));
         let principal = match (&peer, &server.peers) {
             (Some(id), Some(chain)) if !is_proxy => authenticate(chain.as_ref(), id).await,
@@ -356,6 +359,7 @@ impl ConnectionIdentity {
         };
         ConnectionIdentity {
             peer: peer.map(|id| PeerIdentity::new(id, None)),
+            valid_until,
             principal,
             remote: ConnectInfo(remote),
             peers: server.peers.clone(),
@@ -380,7 +384,8 @@ impl ConnectionIdentity {
 
     /// Puts the caller's identity into `request`'s extensions — a [`PeerIdentity`] and the
     /// [`Principal`], plus axum's `ConnectInfo<SocketAddr>` — or says why the request is
-    /// refused: `x-forwarded-client-cert` from anyone but a configured proxy (401), a
+    /// refused: the client certificate expired since the handshake (401: reconnect with the
+    /// current SVID), `x-forwarded-client-cert` from anyone but a configured proxy (401), a
     /// malformed one (400), a peer the chain refused (401), a client certificate together
     /// with an `Authorization` header (400).
     ///
@@ -388,6 +393,13 @@ impl ConnectionIdentity {
     ///
     /// The [`GateError`] to answer with.
     pub async fn identify(&self, request: &mut Request<Body>) -> Result<(), GateError> {
+        if let Some(until) = self.valid_until
+            && SystemTime::now() > until
+        {
+            return Err(peer_refusal(
+                "the client certificate has expired since the connection was opened; reconnect with the current SVID".into(),
+            ));
+        }
         request.extensions_mut().insert(self.remote);
         let direct = self.peer.as_ref().map(PeerIdentity::spiffe_id);
         let judged = {

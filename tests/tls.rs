@@ -558,3 +558,60 @@ async fn curl_and_python_requests_with_openssl_certificates() {
 
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_does_not_outlive_its_client_certificate() {
+    use portcullis::tls::ConnectionIdentity;
+    use portcullis::tls::identity::LeafInfo;
+
+    let ca = Ca::root("prod.example");
+    let server = TlsServer::from_source(
+        &client_source(
+            &ca,
+            Some(&ca.leaf(Leaf::svid("spiffe://prod.example/deploy-gate"))),
+        ),
+        ClientAuth::Optional,
+        PeerIds::Any,
+    )
+    .unwrap()
+    .authenticate_peers(chain());
+    let remote: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let leaf = |not_after| LeafInfo {
+        spiffe_id: Some("spiffe://prod.example/ci".parse().unwrap()),
+        not_after,
+    };
+    let request = || {
+        axum::http::Request::get("/whoami")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+
+    let current = ConnectionIdentity::establish(
+        &server,
+        Some(leaf(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+        )),
+        remote,
+    )
+    .await;
+    let mut ok = request();
+    current.identify(&mut ok).await.unwrap();
+    assert_eq!(
+        ok.extensions().get::<Principal>().map(Principal::subject),
+        Some("spiffe://prod.example/ci")
+    );
+    assert!(ok.extensions().get::<PeerIdentity>().is_some());
+
+    let expired = ConnectionIdentity::establish(
+        &server,
+        Some(leaf(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1),
+        )),
+        remote,
+    )
+    .await;
+    let mut refused = request();
+    let err = expired.identify(&mut refused).await.unwrap_err();
+    assert_eq!(err.status(), 401, "{err}");
+    assert!(refused.extensions().get::<Principal>().is_none());
+}

@@ -23,7 +23,7 @@ pub use svid::{
 };
 pub use tls::{
     ClientAuth, PeerIds, SpiffeClientVerifier, SpiffeServerVerifier, SvidResolver, TlsConfigError,
-    client_config, peer_spiffe_id, server_config,
+    client_config, peer_spiffe_id, peer_svid, server_config,
 };
 pub use xfcc::{
     Forwarded, MAX_XFCC_ELEMENTS, MAX_XFCC_LEN, XFCC_HEADER, XfccElement, XfccError, XfccPolicy,

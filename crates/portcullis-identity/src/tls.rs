@@ -394,10 +394,20 @@ pub fn client_config(
 pub fn peer_spiffe_id(
     peer_certificates: Option<&[CertificateDer<'_>]>,
 ) -> Result<SpiffeId, SvidError> {
+    peer_svid(peer_certificates)?
+        .spiffe_id
+        .ok_or(SvidError::NoUriSan)
+}
+
+/// Like [`peer_spiffe_id`], with the leaf's end of validity too (a long-lived connection
+/// should not outlive the certificate it was opened with). `spiffe_id` is always `Some`.
+///
+/// # Errors
+///
+/// An [`SvidError`] if there is no certificate or its leaf has no single SPIFFE ID.
+pub fn peer_svid(peer_certificates: Option<&[CertificateDer<'_>]>) -> Result<LeafInfo, SvidError> {
     let leaf = peer_certificates
         .and_then(<[_]>::first)
         .ok_or(SvidError::EmptyChain)?;
-    crate::svid::inspect_leaf(leaf)?
-        .spiffe_id
-        .ok_or(SvidError::NoUriSan)
+    crate::svid::inspect_leaf(leaf)
 }

@@ -1,6 +1,7 @@
 //! The built-ins that read attacker-controlled text in new ways (`src/builtins/` of
 //! portcullis-policy, and regorus's `yaml.*` it enables): JWT decoding and verification
-//! (tokens and key material), YAML, JSON Patch paths and CIDRs, each given the same
+//! (tokens and key material), JWT signing (headers and JWKs), YAML, JSON Patch paths,
+//! CIDRs, `sprintf` formats, globs and replacement patterns, each given the same
 //! arbitrary string, in default and in strict built-in error mode. Never a panic: a bad
 //! string is undefined or, in strict mode, an evaluation error.
 #![no_main]
@@ -23,6 +24,11 @@ yaml_valid := yaml.is_valid(input.s)
 patch := json.patch({"a": [1, {"b": 2}]}, [{"op": "add", "path": input.s, "value": 1}])
 merge := net.cidr_merge([input.s, "10.0.0.0/8"])
 intersects := net.cidr_intersects(input.s, "10.0.0.0/8")
+encode_sign_raw := io.jwt.encode_sign_raw(input.s, "{}", input.s)
+encode_sign := io.jwt.encode_sign({"alg": "HS256"}, {}, object.union({"kty": "oct"}, {"k": input.s}))
+replace_n := strings.replace_n({"": "-", "a": "b", "ab": "c"}, input.s)
+globs := regex.globs_match(input.s, "a.*b+[c-e]")
+sprintf := sprintf(input.s, [1, 2.5, "s", [1], {"a": set()}])
 count_s := count(input.s)
 hashes := [crypto.md5(input.s), crypto.hmac.sha256(input.s, input.s)]
 "#;
@@ -68,6 +74,11 @@ fuzz_target!(|data: &[u8]| {
             "patch",
             "merge",
             "intersects",
+            "encode_sign_raw",
+            "encode_sign",
+            "replace_n",
+            "globs",
+            "sprintf",
             "count_s",
             "hashes",
         ] {

@@ -799,3 +799,154 @@ fn value_semantics_that_differ_from_opa_are_pinned() {
     assert_eq!(eval(r#"sort([{"a": 1}, {1}])"#), json!([[1], {"a": 1}]));
     assert_eq!(eval(r#"{"a": 1} < {1}"#), json!(false));
 }
+
+/// RFC 7515 appendix A.1: the HMAC key of the example.
+const RFC7515_A1_KEY: &str = r#"{"kty":"oct","k":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"}"#;
+
+#[test]
+fn jwt_encode_sign() {
+    // RFC 7515 A.1, byte for byte.
+    let input = json!({
+        "h": "{\"typ\":\"JWT\",\r\n \"alg\":\"HS256\"}",
+        "p": "{\"iss\":\"joe\",\r\n \"exp\":1300819380,\r\n \"http://example.com/is_root\":true}",
+        "k": RFC7515_A1_KEY,
+    });
+    assert_eq!(
+        eval_in(
+            "io.jwt.encode_sign_raw(input.h, input.p, input.k)",
+            &input,
+            false
+        )
+        .unwrap(),
+        Some(json!(
+            "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.\
+             eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.\
+             dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        ))
+    );
+    // Objects are serialized as Go's JSON (compact, sorted keys, HTML characters escaped).
+    let token = eval_in(
+        "io.jwt.encode_sign({\"alg\": \"HS256\", \"typ\": \"JWT\"}, {\"b\": \"<&>\", \"a\": 1}, json.unmarshal(input.k))",
+        &input,
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    let token = token.as_str().unwrap();
+    let payload = URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(1).unwrap())
+        .unwrap();
+    assert_eq!(payload, br#"{"a":1,"b":"\u003c\u0026\u003e"}"#);
+    let secret = URL_SAFE_NO_PAD
+        .decode("AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow")
+        .unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+    let (message, signature) = token.rsplit_once('.').unwrap();
+    ring::hmac::verify(
+        &key,
+        message.as_bytes(),
+        &URL_SAFE_NO_PAD.decode(signature).unwrap(),
+    )
+    .unwrap();
+
+    // EdDSA and ES256 with keys made here, checked by the verify built-ins.
+    let rng = SystemRandom::new();
+    let ed = signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let ed_pair = signature::Ed25519KeyPair::from_pkcs8(ed.as_ref()).unwrap();
+    let ed_jwk = json!({"kty": "OKP", "crv": "Ed25519", "d": b64(&ed.as_ref()[16..48]), "x": b64(ed_pair.public_key())});
+    let ec =
+        EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let ec_pair = EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        ec.as_ref(),
+        &rng,
+    )
+    .unwrap();
+    let point = ec_pair.public_key().as_ref().to_vec();
+    let ec_jwk = json!({"kty": "EC", "crv": "P-256", "d": b64(&ec.as_ref()[36..68]), "x": b64(&point[1..33]), "y": b64(&point[33..])});
+    let public = |jwk: &Value| {
+        let mut jwk = jwk.clone();
+        jwk.as_object_mut().unwrap().remove("d");
+        jwk.to_string()
+    };
+    let input = json!({"ed": ed_jwk, "ec": ec_jwk, "edp": public(&ed_jwk), "ecp": public(&ec_jwk)});
+    assert_eq!(
+        eval_in(
+            "[io.jwt.verify_eddsa(io.jwt.encode_sign({\"alg\": \"EdDSA\"}, {\"a\": 1}, input.ed), input.edp), \
+              io.jwt.verify_es256(io.jwt.encode_sign({\"alg\": \"ES256\"}, {\"a\": 1}, input.ec), input.ecp)]",
+            &input,
+            false
+        )
+        .unwrap(),
+        Some(json!([true, true]))
+    );
+    // Unknown algorithm, no alg, a payload that is not JSON for a JWT, a key of another kind.
+    for (header, payload) in [
+        (r#"{"alg":"dummy"}"#, "{}"),
+        ("{}", "{}"),
+        (r#"{"alg":"HS256"}"#, "not json"),
+        (r#"{"alg":"RS256"}"#, "{}"),
+    ] {
+        fails(
+            "io.jwt.encode_sign_raw(input.h, input.p, input.k)",
+            json!({"h": header, "p": payload, "k": RFC7515_A1_KEY}),
+            "io.jwt.encode_sign_raw",
+        );
+    }
+    // A plain-text payload may be anything.
+    assert!(
+        eval_in(
+            "io.jwt.encode_sign_raw(\"{\\\"alg\\\":\\\"HS256\\\",\\\"typ\\\":\\\"text/plain\\\"}\", \"e\", input.k)",
+            &json!({"k": RFC7515_A1_KEY}),
+            false
+        )
+        .unwrap()
+        .is_some()
+    );
+}
+
+/// RS256 signing with the RSA key of RFC 7515 appendix A.2 as a JWK; the expected token is
+/// the one of OPA's test case `jwtencodesign/test-jwtencodesign-0494.yaml` (Copyright The
+/// OPA Authors, Apache License 2.0; see `tests/opa-cases/NOTICE`), which regorus cannot
+/// compile itself (a source line longer than 1024 columns).
+#[test]
+fn jwt_encode_sign_rs256_as_opa() {
+    let jwk = json!({
+        "d": concat!("Eq5xpGnNCivDflJsRQBXHx1hdR1k6Ulwe2JZD50LpXyWPEAeP88vLNO97IjlA7_G", "Q5sLKMgvfTeXZx9SE-7YwVol2NXOoAJe46sui395IW_GO-pWJ1O0BkTGoVEn2bKV", "RUCgu-GjBVaYLU6f3l9kJfFNS3E0QbVdxzubSu3Mkqzjkn439X0M_V51gfpRLI9J", "YanrC4D4qAdGcopV_0ZHHzQlBjudU2QvXt4ehNYTCBr6XCLQUShb1juUO1ZdiYoF", "aFQT5Tw8bGUl_x_jTj3ccPDVZFD9pIuhLhBOneufuBiB4cS98l2SR_RQyGWSeWjn", "czT0QU91p1DhOVRuOopznQ"),
+        "dp": concat!("BwKfV3Akq5_MFZDFZCnW-wzl-CCo83WoZvnLQwCTeDv8uzluRSnm71I3QCLdhrqE", "2e9YkxvuxdBfpT_PI7Yz-FOKnu1R6HsJeDCjn12Sk3vmAktV2zb34MCdy7cpdTh_", "YVr7tss2u6vneTwrA86rZtu5Mbr1C1XsmvkxHQAdYo0"),
+        "dq": concat!("h_96-mK1R_7glhsum81dZxjTnYynPbZpHziZjeeHcXYsXaaMwkOlODsWa7I9xXDo", "RwbKgB719rrmI2oKr6N3Do9U0ajaHF-NKJnwgjMd2w9cjz3_-kyNlxAr2v4IKhGN", "pmM5iIgOS1VZnOZ68m6_pbLBSp3nssTdlqvd0tIiTHU"),
+        "e": "AQAB",
+        "kty": "RSA",
+        "n": concat!("ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp", "-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOW", "vG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUs", "LA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9k", "G4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2", "PAcDTW9gb54h4FRWyuXpoQ"),
+        "p": concat!("4BzEEOtIpmVdVEZNCqS7baC4crd0pqnRH_5IB3jw3bcxGn6QLvnEtfdUdiYrqBds", "s1l58BQ3KhooKeQTa9AB0Hw_Py5PJdTJNPY8cQn7ouZ2KKDcmnPGBY5t7yLc1QlQ", "5xHdwW1VhvKn-nXqhJTBgIPgtldC-KDV5z-y2XDwGUc"),
+        "q": concat!("uQPEfgmVtjL0Uyyx88GZFF1fOunH3-7cepKmtH4pxhtCoHqpWmT8YAmZxaewHgHA", "jLYsp1ZSe7zFYHj7C6ul7TjeLQeZD_YwD66t62wDmpe_HlB-TnBA-njbglfIsRLt", "XlnDzQkv5dTltRJ11BKBBypeeF6689rjcJIDEz9RWdc"),
+        "qi": concat!("IYd7DHOhrWvxkwPQsRM2tOgrjbcrfvtQJipd-DlcxyVuuM9sQLdgjVk2oy26F0Em", "pScGLq2MowX7fhd_QJQ3ydy5cY7YIBi87w93IKLEdfnbJtoOPLUW0ITrJReOgo1c", "q9SbsxYawBgfp_gh6A5603k2-ZQwVK0JKSHuLFkuQ3U"),
+    });
+    let claims = json!({"aud": ["bob", "saul"], "exp": 1300819380, "http://example.com/is_root": true, "iss": "joe", "privateParams": {"private_one": "one", "private_two": "two"}});
+    let public = json!({"kty": "RSA", "n": jwk["n"], "e": jwk["e"]}).to_string();
+    let input = json!({"k": jwk, "c": claims, "pub": public});
+    let token = eval_in(
+        "io.jwt.encode_sign({\"alg\": \"RS256\"}, input.c, input.k)",
+        &input,
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        token,
+        json!(concat!(
+            "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsiYm9iIiwic2F1bCJdLCJleHAiOjEzMDA4MTkzODAsImh0dHA",
+            "6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlLCJpc3MiOiJqb2UiLCJwcml2YXRlUGFyYW1zIjp7InB",
+            "yaXZhdGVfb25lIjoib25lIiwicHJpdmF0ZV90d28iOiJ0d28ifX0.kvCjo2z80h4YO3umCn3iayUXEnB",
+            "Ggw-Nk4-cYNPWagW4SAg34nZSonUt9Kpnc5h0s6LpJAnam1xuEezk-2VRPnu05foQdWTDKJAze-9vZ0w",
+            "r0L_KyXLZaW0vVfehdGpPgJj_FqVfgnc-hXdL0RADfrKjApsrO7oHpv-Ii3u7oKwauzq5oQ2AXt4cp6a",
+            "hu8VhOBGQiPXtV98Yw3U3NBetMX-I_qR6-UGsN6Z0pRO0bsdk1ANvMiHT6Y04x8nh4kzk5pfv71ACgnx",
+            "rs1zxwg7YfYzm2tQXGceu7fwI9sqO_jz2c8RvMsg4u8q0js58F-gR1SVjmTyipnXv0tAGzpZnhg"
+        ))
+    );
+    let input = json!({"t": token, "pub": public});
+    assert_eq!(
+        eval_in("io.jwt.verify_rs256(input.t, input.pub)", &input, false).unwrap(),
+        Some(json!(true))
+    );
+}

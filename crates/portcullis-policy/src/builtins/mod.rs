@@ -12,6 +12,7 @@ mod crypto;
 mod globs;
 mod json;
 mod jwt;
+mod jwt_sign;
 mod net;
 mod output_args;
 mod sprintf;
@@ -140,6 +141,8 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("crypto.sha256", 1, crypto::sha256),
     ext("io.jwt.decode", 1, jwt::decode),
     ext("io.jwt.decode_verify", 2, jwt::decode_verify),
+    ext("io.jwt.encode_sign", 3, jwt_sign::encode_sign),
+    ext("io.jwt.encode_sign_raw", 3, jwt_sign::encode_sign_raw),
     ext("io.jwt.verify_eddsa", 2, jwt::verify_eddsa),
     ext("io.jwt.verify_es256", 2, jwt::verify_es256),
     ext("io.jwt.verify_es384", 2, jwt::verify_es384),

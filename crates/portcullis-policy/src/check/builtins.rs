@@ -98,6 +98,8 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("intersection", &[SET]),
     ("io.jwt.decode", &[S]),
     ("io.jwt.decode_verify", &[S, OBJ]),
+    ("io.jwt.encode_sign", &[OBJ, OBJ, OBJ]),
+    ("io.jwt.encode_sign_raw", &[S, S, S]),
     ("io.jwt.verify_eddsa", &[S, S]),
     ("io.jwt.verify_es256", &[S, S]),
     ("io.jwt.verify_es384", &[S, S]),

@@ -26,7 +26,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -843,11 +843,35 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
+/// splitmix64's finalizer: a bijection of `u64` that scatters consecutive inputs.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A decision id in UUID form, unique within the process and unpredictable across
+/// processes: a counter scattered under two keys drawn once from the system's random source
+/// (a random draw per decision cost a system call each). Not a secret.
 fn new_decision_id() -> String {
-    let mut bytes = [0u8; 16];
-    // A decision id is not a secret; a failed random source still yields a usable id.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-    let hex = hex::encode(bytes);
+    static KEYS: OnceLock<(u64, u64)> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (k1, k2) = *KEYS.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+            // Still unique within the process: the counter alone is.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            bytes = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+        }
+        let (a, b) = bytes.split_at(8);
+        let word = |half: &[u8]| half.try_into().map_or(0, u64::from_le_bytes);
+        (word(a), word(b))
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // `mix` is a bijection, so the first half alone differs for every n.
+    let hex = format!("{:016x}{:016x}", mix(n.wrapping_add(k1)), mix(n ^ k2));
     format!(
         "{}-{}-{}-{}-{}",
         hex.get(0..8).unwrap_or_default(),
@@ -1613,4 +1637,24 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         .collect();
     Json(json!({"result": {"bundles": bundles, "revisions": app.store.revisions().as_ref()}}))
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_ids_are_uuid_shaped_and_unique() {
+        let ids: std::collections::BTreeSet<String> =
+            (0..10_000).map(|_| new_decision_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(10) {
+            let parts: Vec<usize> = id.split('-').map(str::len).collect();
+            assert_eq!(parts, [8, 4, 4, 4, 12], "{id}");
+            assert!(
+                id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+                "{id}"
+            );
+        }
+    }
 }

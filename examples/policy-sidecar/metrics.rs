@@ -37,7 +37,18 @@ impl Histogram {
 }
 
 /// Labels of a request series: handler, method, status code.
-type RequestKey = (&'static str, String, u16);
+type RequestKey = (&'static str, &'static str, u16);
+
+/// A method's name without allocating: the standard ones, else `other`.
+fn method_name(method: &str) -> &'static str {
+    const METHODS: [&str; 9] = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    METHODS
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("other")
+}
 
 /// Every metric the sidecar exports.
 #[derive(Default)]
@@ -63,7 +74,7 @@ impl Metrics {
         elapsed: Duration,
     ) {
         let histogram = lock(&self.requests)
-            .entry((handler, method.to_owned(), code))
+            .entry((handler, method_name(method), code))
             .or_default()
             .clone();
         histogram.observe(elapsed);
@@ -89,7 +100,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let requests: Vec<(RequestKey, Arc<Histogram>)> = lock(&self.requests)
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (*k, v.clone()))
             .collect();
         out.push_str("# HELP http_request_duration_seconds Time the server took to answer, by handler, method and status code.\n");
         out.push_str("# TYPE http_request_duration_seconds histogram\n");

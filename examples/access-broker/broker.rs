@@ -22,7 +22,7 @@ use portcullis::gate::{Admitted, Gate, GateError, GateRequest};
 use portcullis::http::{AuthenticateLayer, CorrelationId};
 use portcullis::token::{
     AuthChain, AuthConfig, ChainResources, MethodConfig, PasswordLogin, SessionAlgorithm,
-    SessionIssuer, SessionJwtMethod, SessionKey,
+    SessionIssuer, SessionJwtMethod, SessionKey, SessionKeyRing,
 };
 use portcullis::{AccessRequest, Action, Decision, Principal, Resource, ResourceKind, from_fn};
 use serde::Deserialize;
@@ -44,8 +44,10 @@ pub(crate) const PROXY: Action = Action::from_static("proxy");
 #[serde(deny_unknown_fields)]
 pub(crate) struct BrokerConfig {
     pub(crate) listen: String,
-    /// `sqlite://FILE`, `jsonl://DIR` or `postgres://…`.
-    pub(crate) audit_url: String,
+    /// `sqlite://FILE`, `jsonl://DIR` or `postgres://…`; with a `[store]`, absent means the
+    /// store's database.
+    #[serde(default)]
+    pub(crate) audit_url: Option<String>,
     #[serde(default = "default_body")]
     pub(crate) max_body_bytes: usize,
     /// How long a login lasts.
@@ -146,6 +148,44 @@ impl Grant {
     }
 }
 
+/// The keys broker tokens are signed with.
+enum ForwardKeys {
+    /// One key made at start (one broker: a restart rotates it).
+    Fixed {
+        key: EncodingKey,
+        kid: String,
+        jwks: Value,
+    },
+    /// Keys shared by every broker through the store database, rotating.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(dead_code, reason = "made only with the postgres feature")
+    )]
+    Shared(SessionKeyRing),
+}
+
+impl ForwardKeys {
+    fn jwks(&self) -> Value {
+        match self {
+            ForwardKeys::Fixed { jwks, .. } => jwks.clone(),
+            ForwardKeys::Shared(ring) => ring.public_jwks().unwrap_or_else(|| json!({"keys": []})),
+        }
+    }
+
+    fn sign(&self, claims: &BrokerClaims) -> Result<String, String> {
+        match self {
+            ForwardKeys::Fixed { key, kid, .. } => sign_broker_token(kid, claims, key),
+            ForwardKeys::Shared(ring) => {
+                let key = ring
+                    .signing_key(std::time::SystemTime::now())
+                    .ok_or("no broker-token key signs now: the store database is out of reach")?;
+                let encoding = EncodingKey::from_ed_der(key.secret_material());
+                sign_broker_token(key.kid(), claims, &encoding)
+            }
+        }
+    }
+}
+
 pub(crate) struct Broker {
     config: BrokerConfig,
     pub(crate) jobs: crate::bulk::Jobs,
@@ -153,10 +193,10 @@ pub(crate) struct Broker {
     pub(crate) audit: Arc<AuditLog>,
     login: PasswordLogin,
     session_ttl: Duration,
-    /// Signs the tokens region proxies accept; made at start, published as JWKS.
-    forward_key: EncodingKey,
-    forward_kid: String,
-    jwks: Value,
+    /// Signs the tokens region proxies accept, published as JWKS.
+    forward: ForwardKeys,
+    /// What keeps the shared keys fresh (fleet mode), kept for the broker's life.
+    _keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
     http: reqwest::Client,
     /// Seals the bodies kept for retry: the audit log holds them, its readers must not.
     pub(crate) sealer: crate::sealed::BodySealer,
@@ -199,6 +239,7 @@ async fn directory(config: &DirectoryConfig, base: &Path) -> Result<Arc<dyn Dire
 pub(crate) async fn router(
     config: BrokerConfig,
     base: &Path,
+    store: Option<&crate::fleet::StoreConfig>,
 ) -> Result<(Router, Arc<AuditLog>), String> {
     for (name, target) in &config.regions {
         if !valid_name(name) {
@@ -221,11 +262,9 @@ pub(crate) async fn router(
         return Err("session_minutes must be between 1 and 720".into());
     }
     let directory = directory(&config.directory, base).await?;
-    // Both keys are made at start: a restart signs everyone out and rotates the key region
-    // proxies trust (they fetch the new one from /.well-known/jwks.json).
-    let session_key = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
     let session_ttl = Duration::from_secs(config.session_minutes * 60);
-    let issuer = SessionIssuer::new(session_key, "access-broker", "access-broker")
+    let state = Stores::open(store, base, &config.retry_key_file, session_ttl).await?;
+    let issuer = SessionIssuer::with_ring(state.sessions, "access-broker", "access-broker")
         .and_then(|issuer| issuer.with_ttl(session_ttl))
         .map_err(|e| e.to_string())?;
     let chain = AuthChain::from_config(
@@ -245,15 +284,17 @@ pub(crate) async fn router(
     )
     .await
     .map_err(|e| e.to_string())?;
-    let forward = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
-    let jwks = forward
-        .public_jwks()
-        .ok_or("an EdDSA key has a public half")?;
     // Outcomes are recorded after the response, with nobody waiting: they ride along with
     // the next request's intent (one sync, and no intent queued behind an outcome).
-    let options = portcullis::audit::AuditOptions::default().with_outcome_linger(Duration::from_millis(5));
+    let options =
+        portcullis::audit::AuditOptions::default().with_outcome_linger(Duration::from_millis(5));
+    let audit_url = match (&config.audit_url, store) {
+        (Some(url), _) => url.clone(),
+        (None, Some(store)) => store.url.clone(),
+        (None, None) => return Err("[broker] needs audit_url (or a [store] to keep it in)".into()),
+    };
     let audit = Arc::new(
-        AuditLog::open(&config.audit_url, base, options)
+        AuditLog::open(&audit_url, base, options)
             .await
             .map_err(|e| format!("audit_url: {e}"))?,
     );
@@ -284,19 +325,17 @@ pub(crate) async fn router(
             .map_err(|e| e.to_string())?,
     );
     let http = forwarding_client(config.timeout_seconds)?;
-    let sealer = crate::sealed::BodySealer::load_or_create(&base.join(&config.retry_key_file))?;
     let broker = Arc::new(Broker {
-        forward_key: EncodingKey::from_ed_der(forward.secret_material()),
-        forward_kid: forward.kid().to_owned(),
-        jwks,
+        forward: state.forward,
+        _keep: state.keep,
         login: PasswordLogin::new(directory, issuer),
         session_ttl,
         gate: gate.clone(),
         audit,
         http,
-        sealer,
+        sealer: state.sealer,
         config,
-        jobs: crate::bulk::Jobs::default(),
+        jobs: state.jobs,
     });
     let max_body = broker.config.max_body_bytes;
     let proxied = Router::new()
@@ -326,6 +365,86 @@ pub(crate) async fn router(
             .layer(axum::middleware::from_fn(crate::wire::close_if_unread)),
         broker.audit.clone(),
     ))
+}
+
+/// Where the broker's state lives: made at start in this process (one broker), or shared
+/// through the store database (`[store]`).
+struct Stores {
+    sessions: SessionKeyRing,
+    forward: ForwardKeys,
+    sealer: crate::sealed::BodySealer,
+    jobs: crate::bulk::Jobs,
+    keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Stores {
+    async fn open(
+        store: Option<&crate::fleet::StoreConfig>,
+        base: &Path,
+        retry_key_file: &Path,
+        session_ttl: Duration,
+    ) -> Result<Stores, String> {
+        let Some(store) = store else {
+            // Both keys are made at start: a restart signs everyone out and rotates the key
+            // region proxies trust (they fetch the new one from /.well-known/jwks.json).
+            let session_key =
+                SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
+            let forward =
+                SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
+            let jwks = forward
+                .public_jwks()
+                .ok_or("an EdDSA key has a public half")?;
+            return Ok(Stores {
+                sessions: SessionKeyRing::fixed(session_key),
+                forward: ForwardKeys::Fixed {
+                    key: EncodingKey::from_ed_der(forward.secret_material()),
+                    kid: forward.kid().to_owned(),
+                    jwks,
+                },
+                sealer: crate::sealed::BodySealer::load_or_create(&base.join(retry_key_file))?,
+                jobs: crate::bulk::Jobs::default(),
+                keep: Vec::new(),
+            });
+        };
+        Self::shared(store, session_ttl).await
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn shared(
+        _store: &crate::fleet::StoreConfig,
+        _session_ttl: Duration,
+    ) -> Result<Stores, String> {
+        Err(crate::fleet::unsupported())
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn shared(
+        store: &crate::fleet::StoreConfig,
+        session_ttl: Duration,
+    ) -> Result<Stores, String> {
+        use crate::fleet;
+        let key = fleet::sealing_key(store)?;
+        let pool = fleet::connect(store).await?;
+        fleet::schema(&pool).await?;
+        let sessions =
+            fleet::shared_keys(&pool, store, &key, "access-broker/sessions", session_ttl).await?;
+        let forward = fleet::shared_keys(
+            &pool,
+            store,
+            &key,
+            "access-broker/broker-tokens",
+            Duration::from_secs(TOKEN_SECONDS),
+        )
+        .await?;
+        let retry = fleet::shared_secret(&pool, &key, "retry-bodies key").await?;
+        Ok(Stores {
+            sessions: sessions.ring.clone(),
+            forward: ForwardKeys::Shared(forward.ring.clone()),
+            sealer: crate::sealed::BodySealer::from_key(&retry)?,
+            jobs: crate::bulk::Jobs::Postgres(fleet::PgJobs::new(pool)?),
+            keep: vec![Box::new(sessions), Box::new(forward)],
+        })
+    }
 }
 
 type Shared = State<Arc<Broker>>;
@@ -366,7 +485,7 @@ fn static_file(text: &'static str, kind: &'static str) -> Response {
 }
 
 async fn jwks_document(State(broker): Shared) -> Json<Value> {
-    Json(broker.jwks.clone())
+    Json(broker.forward.jwks())
 }
 
 #[derive(Debug, Deserialize)]
@@ -668,7 +787,7 @@ pub(crate) async fn forward(
     // holds the thread. The token is only sent once the gate has admitted the request.
     let signing = async {
         tokio::task::yield_now().await;
-        sign_broker_token(&broker.forward_kid, &claims, &broker.forward_key)
+        broker.forward.sign(&claims)
     };
     // Authorized and durably recorded before anything is sent; refusals are audited by the
     // gate; an audit log that cannot record means 503 and nothing forwarded.

@@ -104,13 +104,110 @@ impl Job {
     }
 }
 
-/// The bulk jobs of this broker (in memory: a restart forgets them, not their audit).
+/// The bulk jobs: in this broker's memory (a restart forgets them, not their audit), or in
+/// the store database, shared by every broker (`[store]`, see [`crate::fleet::PgJobs`]).
+pub(crate) enum Jobs {
+    Memory(MemoryJobs),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::fleet::PgJobs),
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs::Memory(MemoryJobs::default())
+    }
+}
+
+/// The bulk jobs of this broker, in memory.
 #[derive(Default)]
-pub(crate) struct Jobs {
+pub(crate) struct MemoryJobs {
     jobs: Mutex<Vec<Arc<Job>>>,
 }
 
-impl Jobs {
+/// A job being run by this broker.
+#[derive(Clone)]
+enum Running {
+    Memory(Arc<Job>),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::fleet::PgJob),
+}
+
+impl Running {
+    fn id(&self) -> &str {
+        match self {
+            Running::Memory(job) => &job.id,
+            #[cfg(feature = "postgres")]
+            Running::Postgres(job) => &job.id,
+        }
+    }
+
+    /// Whether a cancel is known before waiting for a permit (in the database, the claim
+    /// of each id checks it).
+    fn cancelled(&self) -> bool {
+        match self {
+            Running::Memory(job) => job.cancelled.load(Ordering::SeqCst),
+            #[cfg(feature = "postgres")]
+            Running::Postgres(_) => false,
+        }
+    }
+
+    /// Counts the next id as started; false if it must not be sent.
+    async fn begin_item(&self) -> bool {
+        match self {
+            Running::Memory(job) => {
+                job.started.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+            #[cfg(feature = "postgres")]
+            Running::Postgres(job) => match job.begin_item().await {
+                Ok(go) => go,
+                Err(error) => {
+                    // Fail closed: nothing more is sent that cannot be recorded.
+                    tracing::warn!(job = %job.id, %error, "a bulk job stops: its next id cannot be claimed");
+                    false
+                }
+            },
+        }
+    }
+
+    async fn record(&self, result: ItemResult) {
+        match self {
+            Running::Memory(job) => {
+                if let Ok(mut results) = job.results.lock() {
+                    results.push(result);
+                }
+            }
+            #[cfg(feature = "postgres")]
+            Running::Postgres(job) => {
+                let recorded = job
+                    .record(
+                        &result.id,
+                        result.status,
+                        result.bytes,
+                        result.error.as_deref(),
+                    )
+                    .await;
+                if let Err(error) = recorded {
+                    tracing::warn!(job = %job.id, %error, "a bulk result could not be recorded (the audit log has it)");
+                }
+            }
+        }
+    }
+
+    async fn finish(&self) {
+        match self {
+            Running::Memory(job) => job.finished.store(true, Ordering::SeqCst),
+            #[cfg(feature = "postgres")]
+            Running::Postgres(job) => {
+                if let Err(error) = job.finish().await {
+                    tracing::warn!(job = %job.id, %error, "a bulk job's end could not be recorded");
+                }
+            }
+        }
+    }
+}
+
+impl MemoryJobs {
     fn find(&self, id: &str, who: &Principal, everyone: bool) -> Option<Arc<Job>> {
         let jobs = self.jobs.lock().ok()?;
         jobs.iter()
@@ -194,26 +291,57 @@ pub(crate) async fn start(
             "the system random source failed".to_owned(),
         );
     };
-    let job = Arc::new(Job {
-        id,
-        owner: who.subject().to_owned(),
-        request_id: correlation.0,
-        total: request.ids.len(),
-        started: AtomicUsize::new(0),
-        cancelled: AtomicBool::new(false),
-        finished: AtomicBool::new(false),
-        results: Mutex::new(Vec::new()),
-    });
-    broker.jobs.add(job.clone());
-    tokio::spawn(run(broker, who, job.clone(), request));
+    let total = request.ids.len();
+    let job = match &broker.jobs {
+        Jobs::Memory(jobs) => {
+            let job = Arc::new(Job {
+                id,
+                owner: who.subject().to_owned(),
+                request_id: correlation.0,
+                total,
+                started: AtomicUsize::new(0),
+                cancelled: AtomicBool::new(false),
+                finished: AtomicBool::new(false),
+                results: Mutex::new(Vec::new()),
+            });
+            jobs.add(job.clone());
+            Running::Memory(job)
+        }
+        #[cfg(feature = "postgres")]
+        Jobs::Postgres(jobs) => {
+            match jobs
+                .create(&id, who.subject(), &correlation.0, &request.ids)
+                .await
+            {
+                Ok(job) => Running::Postgres(job),
+                Err(e) => return unavailable(e),
+            }
+        }
+    };
+    let id = job.id().to_owned();
+    tokio::spawn(run(broker, who, job, request));
     (
         StatusCode::ACCEPTED,
-        Json(json!({ "id": job.id, "total": job.total })),
+        Json(json!({ "id": id, "total": total })),
     )
         .into_response()
 }
 
-async fn run(broker: Arc<Broker>, who: Principal, job: Arc<Job>, request: BulkRequest) {
+#[cfg(feature = "postgres")]
+fn unavailable(message: String) -> Response {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        message,
+    )
+}
+
+async fn run(broker: Arc<Broker>, who: Principal, job: Running, request: BulkRequest) {
+    #[cfg(feature = "postgres")]
+    let _alive = match &job {
+        Running::Postgres(job) => Some(job.heartbeat()),
+        Running::Memory(_) => None,
+    };
     let request = Arc::new(request);
     let permits = Arc::new(tokio::sync::Semaphore::new(request.concurrency));
     let mut pace = tokio::time::interval(Duration::from_secs(1) / request.rate_per_second);
@@ -221,13 +349,15 @@ async fn run(broker: Arc<Broker>, who: Principal, job: Arc<Job>, request: BulkRe
     let mut running = tokio::task::JoinSet::new();
     for (n, id) in request.ids.iter().enumerate() {
         pace.tick().await;
-        if job.cancelled.load(Ordering::SeqCst) {
+        if job.cancelled() {
             break;
         }
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        job.started.fetch_add(1, Ordering::SeqCst);
+        if !job.begin_item().await {
+            break;
+        }
         let (broker, who, job, request, id) = (
             broker.clone(),
             who.clone(),
@@ -236,21 +366,19 @@ async fn run(broker: Arc<Broker>, who: Principal, job: Arc<Job>, request: BulkRe
             id.clone(),
         );
         running.spawn(async move {
-            let result = one(&broker, &who, &job, &request, &id, n).await;
-            if let Ok(mut results) = job.results.lock() {
-                results.push(result);
-            }
+            let result = one(&broker, &who, job.id(), &request, &id, n).await;
+            job.record(result).await;
             drop(permit);
         });
     }
     while running.join_next().await.is_some() {}
-    job.finished.store(true, Ordering::SeqCst);
+    job.finish().await;
 }
 
 async fn one(
     broker: &Arc<Broker>,
     who: &Principal,
-    job: &Job,
+    job_id: &str,
     request: &BulkRequest,
     id: &str,
     n: usize,
@@ -277,7 +405,7 @@ async fn one(
         return failed(400, format!("{path} is not a valid request"));
     };
     let (parts, body) = built.into_parts();
-    let correlation = format!("{}-{n}", job.id);
+    let correlation = format!("{job_id}-{n}");
     let response = forward(broker.clone(), who.clone(), correlation, parts, body, None).await;
     let status = response.status().as_u16();
     match axum::body::to_bytes(response.into_body(), 16 << 20).await {
@@ -304,14 +432,27 @@ pub(crate) async fn status(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Response {
-    match broker.jobs.find(&id, &who, broker.sees_everyone(&who)) {
-        Some(job) => Json(job.view()).into_response(),
-        None => error_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no bulk job {id}"),
-        ),
+    let everyone = broker.sees_everyone(&who);
+    match &broker.jobs {
+        Jobs::Memory(jobs) => match jobs.find(&id, &who, everyone) {
+            Some(job) => Json(job.view()).into_response(),
+            None => not_found(&id),
+        },
+        #[cfg(feature = "postgres")]
+        Jobs::Postgres(jobs) => match jobs.view(&id, who.subject(), everyone).await {
+            Ok(Some(view)) => Json(view).into_response(),
+            Ok(None) => not_found(&id),
+            Err(e) => unavailable(e),
+        },
     }
+}
+
+fn not_found(id: &str) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no bulk job {id}"),
+    )
 }
 
 /// `POST /api/bulk/{id}/cancel`: no new ids are started; those under way finish.
@@ -320,15 +461,24 @@ pub(crate) async fn cancel(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Response {
-    match broker.jobs.find(&id, &who, broker.sees_everyone(&who)) {
-        Some(job) => {
-            job.cancelled.store(true, Ordering::SeqCst);
-            Json(job.view()).into_response()
-        }
-        None => error_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no bulk job {id}"),
-        ),
+    let everyone = broker.sees_everyone(&who);
+    match &broker.jobs {
+        Jobs::Memory(jobs) => match jobs.find(&id, &who, everyone) {
+            Some(job) => {
+                job.cancelled.store(true, Ordering::SeqCst);
+                Json(job.view()).into_response()
+            }
+            None => not_found(&id),
+        },
+        #[cfg(feature = "postgres")]
+        Jobs::Postgres(jobs) => match jobs.cancel(&id, who.subject(), everyone).await {
+            Ok(true) => match jobs.view(&id, who.subject(), everyone).await {
+                Ok(Some(view)) => Json(view).into_response(),
+                Ok(None) => not_found(&id),
+                Err(e) => unavailable(e),
+            },
+            Ok(false) => not_found(&id),
+            Err(e) => unavailable(e),
+        },
     }
 }

@@ -20,6 +20,7 @@ mod audit;
 mod broker;
 mod bulk;
 mod client;
+mod fleet;
 mod region;
 mod sealed;
 mod wire;
@@ -199,6 +200,9 @@ struct Config {
     broker: Option<broker::BrokerConfig>,
     #[serde(default)]
     region: Vec<region::RegionConfig>,
+    /// Where the state lives when several brokers and proxies run (PostgreSQL); absent:
+    /// in each process, the audit log where `audit_url` says.
+    store: Option<fleet::StoreConfig>,
 }
 
 /// An error as `{"error": code, "message": …}`.
@@ -320,22 +324,30 @@ async fn serve_broker(
 }
 
 async fn run_broker(config: &Path, listen: Option<String>) -> Result<(), String> {
-    let broker = read_config(config)?
-        .broker
-        .ok_or("the configuration has no [broker]")?;
-    let listen = listen.unwrap_or_else(|| broker.listen.clone());
     let base = config.parent().unwrap_or(Path::new("."));
-    serve_broker(broker::router(broker, base).await?, &listen).await
+    let read = read_config(config)?;
+    let store = read.store.map(|s| s.resolve(base));
+    let broker = read.broker.ok_or("the configuration has no [broker]")?;
+    let listen = listen.unwrap_or_else(|| broker.listen.clone());
+    serve_broker(broker::router(broker, base, store.as_ref()).await?, &listen).await
 }
 
 async fn run_region(config: &Path, name: &str, listen: Option<String>) -> Result<(), String> {
-    let region = read_config(config)?
+    let base = config.parent().unwrap_or(Path::new("."));
+    let read = read_config(config)?;
+    let store = read.store.map(|s| s.resolve(base));
+    let region = read
         .region
         .into_iter()
         .find(|r| r.name == name)
         .ok_or_else(|| format!("the configuration has no [[region]] named {name:?}"))?;
     let listen = listen.unwrap_or_else(|| region.listen.clone());
-    serve(region::router(region)?, &listen, "region proxy").await
+    serve(
+        region::router(region, store.as_ref()).await?,
+        &listen,
+        "region proxy",
+    )
+    .await
 }
 
 /// A demo service: answers what it was asked and by whom.
@@ -384,13 +396,13 @@ async fn demo(data_dir: &Path, audit_url: &str) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let config: Config = toml::from_str(DEMO_CONFIG).map_err(|e| format!("demo config: {e}"))?;
     let mut broker = config.broker.ok_or("the demo has a broker")?;
-    audit_url.clone_into(&mut broker.audit_url);
+    broker.audit_url = Some(audit_url.to_owned());
     let broker_listen = broker.listen.clone();
-    let broker = broker::router(broker, data_dir).await?;
+    let broker = broker::router(broker, data_dir, None).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for region in config.region {
         let listen = region.listen.clone();
-        let router = region::router(region)?;
+        let router = region::router(region, None).await?;
         tasks.spawn(async move { serve(router, &listen, "region proxy").await });
     }
     for (name, listen) in [("orders", "127.0.0.1:8311"), ("billing", "127.0.0.1:8312")] {

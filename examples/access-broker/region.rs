@@ -113,37 +113,91 @@ impl BrokerKeys {
 pub(crate) struct Region {
     config: RegionConfig,
     keys: BrokerKeys,
-    /// Token ids seen, with their expiry.
-    seen: Mutex<HashMap<String, u64>>,
-    /// When this proxy started (Unix seconds). The ids it has seen live in memory only, so
-    /// a token issued before it started may have been spent before a restart: refused.
-    started: u64,
+    spent: Spent,
     http: reqwest::Client,
 }
 
+/// The broker-token ids already used.
+enum Spent {
+    /// In this proxy's memory: token ids seen, with their expiry; and when this proxy
+    /// started (Unix seconds). The ids live in memory only, so a token issued before it
+    /// started may have been spent before a restart: refused.
+    Memory {
+        seen: Mutex<HashMap<String, u64>>,
+        started: u64,
+    },
+    /// In the store database, shared by every proxy of the region (`[store]`): an id spent
+    /// on one is refused by all, across restarts.
+    #[cfg(feature = "postgres")]
+    Shared(crate::fleet::SharedSpent),
+}
+
+/// Why a token's single use could not be established.
+enum NotFirst {
+    /// It was used before (or this proxy cannot remember more ids).
+    Used,
+    /// It was issued before this proxy started, which remembers ids in memory only.
+    BeforeStart,
+    /// The store database cannot say.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(dead_code, reason = "only the shared store can be out of reach")
+    )]
+    Unavailable(String),
+}
+
 impl Region {
-    /// Remembers `jti` until `exp`; false if it was already used (or memory is full).
-    fn first_use(&self, jti: &str, exp: u64) -> bool {
-        let Ok(mut seen) = self.seen.lock() else {
-            return false;
-        };
-        if seen.contains_key(jti) {
-            return false;
+    /// Spends `jti` (issued at `iat`, valid until `exp`): Ok the first time.
+    async fn spend(&self, jti: &str, iat: u64, exp: u64) -> Result<(), NotFirst> {
+        match &self.spent {
+            Spent::Memory { seen, started } => {
+                if iat < *started {
+                    return Err(NotFirst::BeforeStart);
+                }
+                if first_use(seen, jti, exp) {
+                    Ok(())
+                } else {
+                    Err(NotFirst::Used)
+                }
+            }
+            #[cfg(feature = "postgres")]
+            Spent::Shared(shared) => {
+                let until = std::time::UNIX_EPOCH + Duration::from_secs(exp);
+                match shared.ids.spend(jti, until).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(NotFirst::Used),
+                    Err(e) => Err(NotFirst::Unavailable(e.to_string())),
+                }
+            }
         }
-        let now = now_secs();
-        if seen.len() >= MAX_REMEMBERED / 2 {
-            seen.retain(|_, until| *until + 5 >= now);
-        }
-        if seen.len() >= MAX_REMEMBERED {
-            return false;
-        }
-        seen.insert(jti.to_owned(), exp);
-        true
     }
 }
 
-/// The region proxy's router.
-pub(crate) fn router(config: RegionConfig) -> Result<Router, String> {
+/// Remembers `jti` until `exp`; false if it was already used (or memory is full).
+fn first_use(seen: &Mutex<HashMap<String, u64>>, jti: &str, exp: u64) -> bool {
+    let Ok(mut seen) = seen.lock() else {
+        return false;
+    };
+    if seen.contains_key(jti) {
+        return false;
+    }
+    let now = now_secs();
+    if seen.len() >= MAX_REMEMBERED / 2 {
+        seen.retain(|_, until| *until + 5 >= now);
+    }
+    if seen.len() >= MAX_REMEMBERED {
+        return false;
+    }
+    seen.insert(jti.to_owned(), exp);
+    true
+}
+
+/// The region proxy's router; with a `[store]`, the spent token ids are shared with the
+/// region's other proxies.
+pub(crate) async fn router(
+    config: RegionConfig,
+    store: Option<&crate::fleet::StoreConfig>,
+) -> Result<Router, String> {
     if !valid_name(&config.name) {
         return Err(format!(
             "region name {:?} is not a-z, 0-9, - or _",
@@ -157,6 +211,19 @@ pub(crate) fn router(config: RegionConfig) -> Result<Router, String> {
         reqwest::Url::parse(url).map_err(|e| format!("service {name}: {url:?}: {e}"))?;
     }
     let http = forwarding_client(config.timeout_seconds)?;
+    let spent = match store {
+        None => Spent::Memory {
+            seen: Mutex::new(HashMap::new()),
+            started: now_secs(),
+        },
+        #[cfg(feature = "postgres")]
+        Some(store) => {
+            let pool = crate::fleet::connect(store).await?;
+            Spent::Shared(crate::fleet::spent_ids(pool, &config.name).await?)
+        }
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => return Err(crate::fleet::unsupported()),
+    };
     let region = Arc::new(Region {
         keys: BrokerKeys {
             url: config.broker_jwks_url.clone(),
@@ -165,8 +232,7 @@ pub(crate) fn router(config: RegionConfig) -> Result<Router, String> {
             last_fetch: tokio::sync::Mutex::new(None),
         },
         config,
-        seen: Mutex::new(HashMap::new()),
-        started: now_secs(),
+        spent,
         http,
     });
     Ok(Router::new()
@@ -260,14 +326,23 @@ async fn handle(State(region): State<Arc<Region>>, request: Request) -> Response
     if request_hash(&parts.method, &path_and_query, &body_hash(&body)) != claims.rh {
         return unauthorized("the request does not match the broker token");
     }
-    if claims.iat < region.started {
-        return unauthorized(
-            "the broker token was issued before this region proxy started, so its single use \
-             cannot be checked; ask the broker again",
-        );
-    }
-    if !region.first_use(&claims.jti, claims.exp) {
-        return unauthorized("the broker token was already used");
+    match region.spend(&claims.jti, claims.iat, claims.exp).await {
+        Ok(()) => {}
+        Err(NotFirst::BeforeStart) => {
+            return unauthorized(
+                "the broker token was issued before this region proxy started, so its single \
+                 use cannot be checked; ask the broker again",
+            );
+        }
+        Err(NotFirst::Used) => return unauthorized("the broker token was already used"),
+        Err(NotFirst::Unavailable(e)) => {
+            // Fail closed: a first use that cannot be proved is not accepted.
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "spent_ids_unavailable",
+                format!("the broker token's single use cannot be checked: {e}"),
+            );
+        }
     }
     let mut url = format!("{}/{rest}", base.trim_end_matches('/'));
     if let Some(query) = parts.uri.query() {

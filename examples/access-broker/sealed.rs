@@ -39,14 +39,18 @@ impl BodySealer {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(path)?,
             Err(e) => return Err(format!("{shown}: {e}")),
         };
+        Self::from_key(&bytes).map_err(|e| format!("{shown}: {e}"))
+    }
+
+    /// A sealer with this key (32 bytes): the one kept in the store database, in fleet mode.
+    pub(crate) fn from_key(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() != KEY_LEN {
             return Err(format!(
-                "{shown}: a retry key is {KEY_LEN} bytes, this file has {}",
+                "a retry key is {KEY_LEN} bytes, this one has {}",
                 bytes.len()
             ));
         }
-        let key = UnboundKey::new(&AES_256_GCM, &bytes)
-            .map_err(|_| format!("{shown}: not an AES-256 key"))?;
+        let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| "not an AES-256 key")?;
         Ok(BodySealer {
             key: LessSafeKey::new(key),
             random: SystemRandom::new(),

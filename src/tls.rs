@@ -272,8 +272,10 @@ impl TlsServer {
             let router = router.clone();
             async move { Ok::<_, Infallible>(state.handle(router, request).await) }
         });
-        let connection =
-            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
+        let connection = hyper::server::conn::http1::Builder::new()
+            // One flat buffer per response: head and body in one TLS record, not two.
+            .writev(false)
+            .serve_connection(TokioIo::new(tls), service);
         tokio::pin!(connection);
         tokio::select! {
             result = connection.as_mut() => {

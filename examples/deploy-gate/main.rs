@@ -69,6 +69,8 @@ CONFIGURATION
   no [audit] -> every action is 503. Without --config the built-in configuration is used
   (print it with --print-config): script, personal and session tokens; Teletraan's roles;
   one in-app or TOTP approval for stages named prod/production; audit to SQLite.
+  [store] url = \"postgres://…\" (built with --features postgres) moves every store, the audit
+  log and the keys to one PostgreSQL that several instances share.
 
 FIRST START
   The bootstrap admin (`bootstrap_admin` in [authorization], `admin` by default) gets ADMIN

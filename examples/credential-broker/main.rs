@@ -20,6 +20,7 @@
 )]
 
 mod client;
+mod fleet;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,7 +42,7 @@ use portcullis::gate::{Gate, GateError, GateRequest, RunError};
 use portcullis::http::{AuthenticateLayer, CorrelationId};
 use portcullis::token::{
     AuthChain, AuthConfig, ChainResources, MethodConfig, PasswordLogin, SessionAlgorithm,
-    SessionIssuer, SessionKey,
+    SessionIssuer, SessionKey, SessionKeyRing,
 };
 use portcullis::vend::{AwsSts, CredentialVendor, VendConfig, VendError, VendRequest, Vended};
 use portcullis::{AccessRequest, Action, Decision, PrincipalKind, Resource, ResourceKind, from_fn};
@@ -145,7 +146,9 @@ enum Mode {
 struct Config {
     #[serde(default = "default_listen")]
     listen: String,
-    audit_url: String,
+    /// Required unless `[store]` keeps the audit log.
+    #[serde(default)]
+    audit_url: Option<String>,
     #[serde(default = "five_minutes")]
     directory_cache_seconds: u64,
     /// How long a session from `/v1/login` lasts (1 to 720).
@@ -157,6 +160,9 @@ struct Config {
     directory: DirectoryConfig,
     vend: VendConfig,
     sts: StsConfig,
+    /// Several brokers on one PostgreSQL: the session keys (and, unless `audit_url` says
+    /// otherwise, the audit log) kept there.
+    store: Option<fleet::StoreConfig>,
 }
 
 fn default_listen() -> String {
@@ -196,6 +202,8 @@ struct App {
     login: PasswordLogin,
     /// How long a session from `/v1/login` lasts.
     session_ttl: Duration,
+    /// What keeps shared session keys fresh (fleet mode), kept for the broker's life.
+    _keep: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 type Shared = State<Arc<App>>;
@@ -249,16 +257,16 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
     let vendor = CredentialVendor::new(config.vend, directory.clone(), Arc::new(sts))
         .map_err(|e| e.to_string())?;
 
-    // Sessions are signed with a key made at start: a restart signs everyone out, which a
-    // broker of one-hour credentials can afford.
-    let key = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
     if !(1..=720).contains(&config.session_minutes) {
         return Err(format!(
             "session_minutes must be between 1 and 720, not {}",
             config.session_minutes
         ));
     }
-    let issuer = SessionIssuer::new(key, "credential-broker", "credential-broker")
+    let session_ttl = Duration::from_secs(config.session_minutes * 60);
+    let store = config.store.clone().map(|s| s.resolve(base));
+    let (keys, keep) = session_keys(store.as_ref(), session_ttl).await?;
+    let issuer = SessionIssuer::with_ring(keys, "credential-broker", "credential-broker")
         .and_then(|issuer| issuer.with_ttl(Duration::from_secs(config.session_minutes * 60)))
         .map_err(|e| e.to_string())?;
     let authentication = config.authentication.clone().unwrap_or(AuthConfig {
@@ -278,7 +286,12 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
     .await
     .map_err(|e| e.to_string())?;
 
-    let audit = AuditLog::open(&config.audit_url, base, Default::default())
+    let audit_url = match (&config.audit_url, &store) {
+        (Some(url), _) => url.clone(),
+        (None, Some(store)) => store.url.clone(),
+        (None, None) => return Err("audit_url is required (or a [store] to keep it in)".into()),
+    };
+    let audit = AuditLog::open(&audit_url, base, Default::default())
         .await
         .map_err(|e| e.to_string())?;
     // People and services may ask; the mapping decides what they get.
@@ -306,7 +319,8 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
         gate: gate.clone(),
         vendor,
         login: PasswordLogin::new(directory, issuer),
-        session_ttl: Duration::from_secs(config.session_minutes * 60),
+        session_ttl,
+        _keep: keep,
     });
     let api = Router::new()
         .route("/v1/credentials", post(credentials))
@@ -319,6 +333,28 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
         .with_state(app)
         .layer(portcullis::http::EdgeLayer::new());
     Ok((router, config.listen))
+}
+
+/// The session keys: one made at start (one broker: a restart signs everyone out, which a
+/// broker of one-hour credentials can afford), or keys shared and rotated through `[store]`.
+async fn session_keys(
+    store: Option<&fleet::StoreConfig>,
+    session_ttl: Duration,
+) -> Result<(SessionKeyRing, Option<Box<dyn std::any::Any + Send + Sync>>), String> {
+    let Some(store) = store else {
+        let key = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
+        return Ok((SessionKeyRing::fixed(key), None));
+    };
+    #[cfg(feature = "postgres")]
+    {
+        let shared = fleet::session_keys(store, session_ttl).await?;
+        Ok((shared.ring.clone(), Some(Box::new(shared))))
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (store, session_ttl);
+        Err("[store] needs PostgreSQL support: build with `--features postgres`".into())
+    }
 }
 
 /// A refusal as `{"error": code, "message": reason}`.
@@ -591,7 +627,11 @@ mod tests {
     #[test]
     fn the_readme_configurations_are_valid_and_the_first_run_needs_only_loopback() {
         let blocks = readme_toml();
-        assert_eq!(blocks.len(), 2, "the first run's and the reference");
+        assert_eq!(
+            blocks.len(),
+            3,
+            "the first run's, the reference and several instances'"
+        );
         let first = parse(&blocks[0]);
         assert!(
             first.authentication.is_none(),
@@ -629,5 +669,12 @@ mod tests {
         let ldap: portcullis::directory::LdapConfig =
             toml::from_str(&ldap).unwrap_or_else(|e| panic!("{e}\n{ldap}"));
         assert_eq!(ldap.pool_size, 4);
+        // Several instances: the store keeps the audit log and the session keys.
+        let fleet = parse(&blocks[2]);
+        assert!(fleet.audit_url.is_none());
+        let store = fleet.store.expect("[store]");
+        assert!(store.url.starts_with("postgres://"));
+        assert!(store.key_env.is_some() && store.key_file.is_none());
+        assert_eq!((store.refresh_seconds, store.key_rotation_hours), (30, 24));
     }
 }

@@ -1,0 +1,134 @@
+//! `[store] url = "postgres://…"`: several brokers on one PostgreSQL. The session keys
+//! move there (`portcullis-token`'s `PostgresSessionKeys`: shared, rotated, sealed under the
+//! store key), so a session from one broker works on every other and a restart signs nobody
+//! out; the audit log does too, unless `audit_url` names another. Nothing else a broker
+//! keeps outlives a request: vended credentials are cached per broker (a second broker
+//! asks STS once more), and group lookups are cached per broker as on one.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    not(feature = "postgres"),
+    expect(dead_code, reason = "read only when built with the postgres feature")
+)]
+pub(crate) struct StoreConfig {
+    /// `postgres://…`.
+    pub(crate) url: String,
+    /// A file holding the store key (64 hex digits) that seals the session keys in the
+    /// database; relative to the configuration file. Every broker needs the same one.
+    pub(crate) key_file: Option<PathBuf>,
+    /// Or the environment variable holding it.
+    pub(crate) key_env: Option<String>,
+    /// Connections in the pool (default 4).
+    #[serde(default = "default_connections")]
+    pub(crate) max_connections: u32,
+    /// Seconds between the periodic reloads of the keys behind the notifications
+    /// (default 30).
+    #[serde(default = "default_refresh")]
+    pub(crate) refresh_seconds: u64,
+    /// Hours one session key signs before the next takes over (default 24).
+    #[serde(default = "default_rotation")]
+    pub(crate) key_rotation_hours: u64,
+}
+
+fn default_connections() -> u32 {
+    4
+}
+fn default_refresh() -> u64 {
+    30
+}
+fn default_rotation() -> u64 {
+    24
+}
+
+impl StoreConfig {
+    /// Paths made relative to the configuration's folder.
+    pub(crate) fn resolve(mut self, base: &Path) -> Self {
+        if let Some(file) = self.key_file.as_mut() {
+            *file = base.join(&*file);
+        }
+        self
+    }
+}
+
+/// The session keys shared by every broker: the ring, and what keeps it fresh (kept for
+/// the broker's life).
+#[cfg(feature = "postgres")]
+pub(crate) struct SharedKeys {
+    pub(crate) ring: portcullis::token::SessionKeyRing,
+    _listener: portcullis::token::ChangeListener,
+    _refresher: portcullis::token::fleet::KeyRefresher,
+}
+
+/// Opens the session keys in `store` for sessions living up to `session_ttl`.
+#[cfg(feature = "postgres")]
+pub(crate) async fn session_keys(
+    store: &StoreConfig,
+    session_ttl: std::time::Duration,
+) -> Result<SharedKeys, String> {
+    use std::time::Duration;
+
+    use portcullis::token::{PostgresSessionKeys, SealingKey, SessionAlgorithm, SessionKeyPolicy};
+
+    if !(store.url.starts_with("postgres://") || store.url.starts_with("postgresql://")) {
+        return Err("[store] url must be postgres://…".into());
+    }
+    if !(1..=100).contains(&store.max_connections) {
+        return Err("[store] max_connections is 1 to 100".into());
+    }
+    if !(1..=3600).contains(&store.refresh_seconds) {
+        return Err("[store] refresh_seconds is 1 to 3600".into());
+    }
+    if !(1..=24 * 366).contains(&store.key_rotation_hours) {
+        return Err("[store] key_rotation_hours is 1 to 8784".into());
+    }
+    let key = match (&store.key_file, &store.key_env) {
+        (Some(file), None) => SealingKey::from_file(file),
+        (None, Some(name)) => SealingKey::from_env(name),
+        _ => {
+            return Err(
+                "[store] names exactly one of key_file and key_env: the key (64 hex \
+                        digits, `openssl rand -hex 32`) that seals the session keys in the \
+                        database, the same for every broker"
+                    .into(),
+            );
+        }
+    }
+    .map_err(|e| format!("[store] {e}"))?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(store.max_connections)
+        .connect(&store.url)
+        .await
+        .map_err(|e| format!("the store database: {e}"))?;
+    let rotation = Duration::from_secs(store.key_rotation_hours * 3600);
+    let ahead = Duration::from_secs((2 * store.refresh_seconds).max(600)).min(rotation / 4);
+    let policy = SessionKeyPolicy::new(SessionAlgorithm::EdDSA, session_ttl)
+        .with_rotate_every(rotation)
+        .with_publish_ahead(ahead);
+    let keys = PostgresSessionKeys::from_pool(pool, "credential-broker/sessions", key, policy)
+        .await
+        .map_err(|e| format!("session keys: {e}"))?;
+    let ring = keys
+        .ring()
+        .await
+        .map_err(|e| format!("session keys: {e}"))?;
+    let listener = keys
+        .listen()
+        .await
+        .map_err(|e| format!("session keys: {e}"))?;
+    let refresher = keys.spawn_refresher(
+        ring.clone(),
+        Duration::from_secs(store.refresh_seconds),
+        Some(listener.wakeup()),
+    );
+    Ok(SharedKeys {
+        ring,
+        _listener: listener,
+        _refresher: refresher,
+    })
+}

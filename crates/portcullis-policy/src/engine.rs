@@ -451,7 +451,7 @@ impl RegoEngine {
                     });
                 }
                 engine.set_rego_v0(v0);
-                let source = crate::builtins::rewrite_output_arguments(
+                let source = crate::builtins::rewrite_source(
                     without_redundant_keyword_imports(&policy.source),
                     v0,
                 );

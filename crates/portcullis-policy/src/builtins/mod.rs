@@ -14,7 +14,7 @@ mod json;
 mod jwt;
 mod jwt_sign;
 mod net;
-mod output_args;
+mod rewrite;
 mod sprintf;
 mod strings;
 mod yaml;
@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use regorus::Value;
 
-pub(crate) use output_args::rewrite_output_arguments;
+pub(crate) use rewrite::rewrite_source;
 
 /// Why a built-in call failed: the message OPA's error would carry.
 #[derive(Debug, thiserror::Error)]

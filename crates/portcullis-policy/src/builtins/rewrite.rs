@@ -1,11 +1,15 @@
-//! The output-argument form of calls to this crate's built-ins, which regorus supports
-//! only for its own: `io.jwt.decode(t, [h, p, s])` is OPA's `[h, p, s] = io.jwt.decode(t)`.
+//! Two rewrites of a Rego source, each guided by regorus's own parse of it (spans of the
+//! parsed expressions), for forms OPA accepts and regorus does not:
 //!
-//! A source is parsed (as regorus will parse it); each statement (or `not` statement)
-//! that calls a built-in of [`EXTENSIONS`](super::EXTENSIONS) which regorus lacks with one
-//! argument more than it takes is rewritten to that unification. The rewrite moves the
-//! call's own text only: other lines keep their numbers (line breaks inside the call are
-//! kept at its end), and only what follows it on its line moves, by a column or so.
+//! - the output-argument form of calls to this crate's built-ins, which regorus supports
+//!   only for its own: `io.jwt.decode(t, [h, p, s])` is OPA's `[h, p, s] = io.jwt.decode(t)`;
+//! - unary minus on anything but a number literal (`-x`, `-f(y)`, `2 * -x`), which regorus
+//!   refuses when evaluating: it becomes `(0 - x)`.
+//!
+//! The rewrites move text only within one expression: other lines keep their numbers (line
+//! breaks inside a rewritten call are kept at its end), and what follows it on its line
+//! moves by a few columns. A source that does not parse is left as it is (regorus then
+//! reports why); nested forms are rewritten over a few passes, outermost first.
 
 use std::borrow::Cow;
 
@@ -20,41 +24,66 @@ fn added_arity(name: &str) -> Option<usize> {
         .map(|e| usize::from(e.arity))
 }
 
-/// `source` with every output-argument call to an added built-in written as a
-/// unification; the source as it is when there is none, or when it does not parse (regorus
-/// then reports why).
-pub(crate) fn rewrite_output_arguments(source: Cow<'_, str>, v0: bool) -> Cow<'_, str> {
-    // A cheap look first: most policies call none of them.
-    if !super::EXTENSIONS
+/// The most passes over one source (each rewrites the outermost forms left).
+const MAX_PASSES: usize = 8;
+
+/// `source` with the output-argument calls of added built-ins written as unifications and
+/// unary minus on expressions written as subtractions from 0.
+pub(crate) fn rewrite_source(source: Cow<'_, str>, v0: bool) -> Cow<'_, str> {
+    // A cheap look first: most policies have neither form.
+    let calls_added = super::EXTENSIONS
         .iter()
-        .any(|e| !e.native && source.contains(e.name))
-    {
+        .any(|e| !e.native && source.contains(e.name));
+    if !calls_added && !may_negate_expression(&source) {
         return source;
     }
-    let Some(calls) = output_calls(&source, v0) else {
-        return source;
-    };
-    if calls.is_empty() {
-        return source;
-    }
-    let mut out = String::with_capacity(source.len() + 8 * calls.len());
-    let mut copied = 0;
-    for call in &calls {
-        let (Some(before), Some(new)) = (source.get(copied..call.start), call.rewrite(&source))
-        else {
-            return source;
+    let mut current = source;
+    for _ in 0..MAX_PASSES {
+        let Some(edits) = edits(&current, v0) else {
+            return current;
         };
-        out.push_str(before);
-        out.push_str(&new);
-        copied = call.end;
-    }
-    match source.get(copied..) {
-        Some(rest) => {
-            out.push_str(rest);
-            Cow::Owned(out)
+        if edits.is_empty() {
+            return current;
         }
-        None => source,
+        let Some(next) = apply(&current, &edits) else {
+            return current;
+        };
+        current = Cow::Owned(next);
     }
+    current
+}
+
+/// Whether `source` has a `-` followed (after spaces) by what may start an expression other
+/// than a number: a cheap filter (comments and strings count too) before parsing.
+fn may_negate_expression(source: &str) -> bool {
+    let bytes = source.as_bytes();
+    bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'-'
+            && bytes
+                .get(i + 1..)
+                .and_then(|rest| rest.iter().find(|c| **c != b' ' && **c != b'\t'))
+                .is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, b'_' | b'(' | b'[' | b'{'))
+    })
+}
+
+/// One replacement: a byte range of the source and its new text.
+struct Edit {
+    start: usize,
+    end: usize,
+    text: String,
+}
+
+/// `source` with `edits` (in order, not overlapping) applied.
+fn apply(source: &str, edits: &[Edit]) -> Option<String> {
+    let mut out = String::with_capacity(source.len() + 8 * edits.len());
+    let mut copied = 0;
+    for edit in edits {
+        out.push_str(source.get(copied..edit.start)?);
+        out.push_str(&edit.text);
+        copied = edit.end;
+    }
+    out.push_str(source.get(copied..)?);
+    Some(out)
 }
 
 /// One call to rewrite: byte ranges of the whole call, its name, its arguments but the
@@ -70,7 +99,7 @@ struct OutputCall {
 
 impl OutputCall {
     /// `out = f(args)`, then the call's line breaks that fell outside the moved text.
-    fn rewrite(&self, source: &str) -> Option<String> {
+    fn edit(&self, source: &str) -> Option<Edit> {
         let output = source.get(self.output.0..self.output.1)?;
         let name = source.get(self.start..self.name_end)?;
         let mut text = if self.inputs_end == self.name_end {
@@ -85,71 +114,86 @@ impl OutputCall {
             .count()
             .saturating_sub(text.matches('\n').count());
         text.push_str(&"\n".repeat(breaks));
-        Some(text)
+        Some(Edit {
+            start: self.start,
+            end: self.end,
+            text,
+        })
     }
 }
 
-/// The output-argument calls of `source`, in order and not nested in one another; `None`
-/// if it does not parse.
-fn output_calls(source: &str, v0: bool) -> Option<Vec<OutputCall>> {
+/// The edits of one pass over `source`: the outermost forms, in order and not overlapping;
+/// `None` if it does not parse.
+fn edits(source: &str, v0: bool) -> Option<Vec<Edit>> {
     let parsed = Source::from_contents("<rewrite>".to_owned(), source.to_owned()).ok()?;
     let mut parser = Parser::new(&parsed).ok()?;
     if !v0 {
         parser.enable_rego_v1().ok()?;
     }
     let module = parser.parse().ok()?;
-    let mut calls = Vec::new();
+    let mut found = Found {
+        source,
+        edits: Vec::new(),
+    };
+    let calls = &mut found;
     for rule in &module.policy {
         match rule.as_ref() {
             Rule::Spec { head, bodies, .. } => {
                 match head {
                     RuleHead::Compr { refr, assign, .. } | RuleHead::Func { refr, assign, .. } => {
-                        expr(refr, &mut calls);
+                        expr(refr, calls);
                         if let Some(assign) = assign {
-                            expr(&assign.value, &mut calls);
+                            expr(&assign.value, calls);
                         }
                     }
                     RuleHead::Set { refr, key, .. } => {
-                        expr(refr, &mut calls);
+                        expr(refr, calls);
                         if let Some(key) = key {
-                            expr(key, &mut calls);
+                            expr(key, calls);
                         }
                     }
                 }
                 for body in bodies {
                     if let Some(assign) = &body.assign {
-                        expr(&assign.value, &mut calls);
+                        expr(&assign.value, calls);
                     }
-                    query(&body.query, &mut calls);
+                    query(&body.query, calls);
                 }
             }
-            Rule::Default { value, .. } => expr(value, &mut calls),
+            Rule::Default { value, .. } => expr(value, calls),
         }
     }
-    calls.sort_by_key(|c| c.start);
-    let mut kept: Vec<OutputCall> = Vec::with_capacity(calls.len());
-    for call in calls {
-        if kept.last().is_none_or(|last| call.start >= last.end) {
-            kept.push(call);
+    let mut edits = found.edits;
+    edits.sort_by_key(|e| (e.start, std::cmp::Reverse(e.end)));
+    let mut kept: Vec<Edit> = Vec::with_capacity(edits.len());
+    for edit in edits {
+        if kept.last().is_none_or(|last| edit.start >= last.end) {
+            kept.push(edit);
         }
     }
     Some(kept)
 }
 
-fn query(query: &Query, calls: &mut Vec<OutputCall>) {
+/// The edits found so far in `source`.
+struct Found<'s> {
+    source: &'s str,
+    edits: Vec<Edit>,
+}
+
+fn query(query: &Query, calls: &mut Found<'_>) {
     for stmt in &query.stmts {
         statement(stmt, calls);
     }
 }
 
-fn statement(stmt: &LiteralStmt, calls: &mut Vec<OutputCall>) {
+fn statement(stmt: &LiteralStmt, calls: &mut Found<'_>) {
     for with in &stmt.with_mods {
         expr(&with.r#as, calls);
     }
     match &stmt.literal {
         Literal::Expr { expr: e, .. } | Literal::NotExpr { expr: e, .. } => {
-            if let Some(call) = output_call(e) {
-                calls.push(call);
+            if let Some(edit) = output_call(e).and_then(|call| call.edit(calls.source)) {
+                calls.edits.push(edit);
             }
             expr(e, calls);
         }
@@ -214,8 +258,64 @@ fn extent(e: &Expr) -> (usize, usize) {
     }
 }
 
+/// `-e` (at `start`) as `(0 - e)`, unless `e` is a number literal (regorus negates those
+/// itself). regorus parses the operand of unary minus as a whole arithmetic expression
+/// (`-x * 2` is `-(x * 2)`); `(0 - x * 2)` then reads with the usual precedence, as OPA
+/// reads `-x * 2`. Text between the operand's end and a closing parenthesis it was
+/// written in is not part of its span: the original `)` follows the new one.
+fn unary_minus(start: usize, operand: &Expr, source: &str) -> Option<Edit> {
+    if matches!(operand, Expr::Number { .. }) {
+        return None;
+    }
+    if source.get(start..=start)? != "-" {
+        return None;
+    }
+    let end = extent_end(operand);
+    let inner = source.get(start + 1..end)?;
+    Some(Edit {
+        start,
+        end,
+        text: format!("(0 - {})", inner.trim_start_matches([' ', '\t'])),
+    })
+}
+
+/// The end of the text of `e` (a string literal's span leaves out its closing quote).
+fn extent_end(e: &Expr) -> usize {
+    let own = extent(e).1;
+    let children: Vec<&Expr> = match e {
+        Expr::Array { items, .. } | Expr::Set { items, .. } => {
+            items.iter().map(AsRef::as_ref).collect()
+        }
+        Expr::Object { fields, .. } => fields
+            .iter()
+            .flat_map(|(_, k, v)| [k.as_ref(), v.as_ref()])
+            .collect(),
+        Expr::Call { fcn, params, .. } => std::iter::once(fcn.as_ref())
+            .chain(params.iter().map(AsRef::as_ref))
+            .collect(),
+        Expr::UnaryExpr { expr: inner, .. } | Expr::RefDot { refr: inner, .. } => vec![inner],
+        Expr::RefBrack { refr, index, .. } => vec![refr, index],
+        Expr::BinExpr { lhs, rhs, .. }
+        | Expr::BoolExpr { lhs, rhs, .. }
+        | Expr::ArithExpr { lhs, rhs, .. }
+        | Expr::AssignExpr { lhs, rhs, .. } => vec![lhs, rhs],
+        Expr::Membership {
+            key,
+            value,
+            collection,
+            ..
+        } => key
+            .iter()
+            .map(AsRef::as_ref)
+            .chain([value.as_ref(), collection.as_ref()])
+            .collect(),
+        _ => Vec::new(),
+    };
+    children.into_iter().map(extent_end).fold(own, usize::max)
+}
+
 /// Statements inside `e` (in comprehensions).
-fn expr(e: &Expr, calls: &mut Vec<OutputCall>) {
+fn expr(e: &Expr, calls: &mut Found<'_>) {
     match e {
         Expr::String { .. }
         | Expr::RawString { .. }
@@ -254,9 +354,15 @@ fn expr(e: &Expr, calls: &mut Vec<OutputCall>) {
                 expr(param, calls);
             }
         }
-        Expr::UnaryExpr { expr: inner, .. } | Expr::RefDot { refr: inner, .. } => {
+        Expr::UnaryExpr {
+            span, expr: inner, ..
+        } => {
+            if let Some(edit) = unary_minus(span.start as usize, inner, calls.source) {
+                calls.edits.push(edit);
+            }
             expr(inner, calls);
         }
+        Expr::RefDot { refr: inner, .. } => expr(inner, calls),
         Expr::RefBrack { refr, index, .. } => {
             expr(refr, calls);
             expr(index, calls);
@@ -288,7 +394,7 @@ mod tests {
     use super::*;
 
     fn rewrite(source: &str) -> String {
-        rewrite_output_arguments(Cow::Borrowed(source), false).into_owned()
+        rewrite_source(Cow::Borrowed(source), false).into_owned()
     }
 
     #[test]
@@ -307,6 +413,17 @@ mod tests {
                 "package p\nx := [m | some s in input; crypto.md5(s, m)]\ny if every s in input { crypto.sha1(s, _); crypto.sha256(s, \"x\") }"
             ),
             "package p\nx := [m | some s in input; m = crypto.md5(s)]\ny if every s in input { _ = crypto.sha1(s); \"x\" = crypto.sha256(s) }"
+        );
+        // Unary minus on anything but a number literal.
+        assert_eq!(
+            rewrite(
+                "package p\nx := [-input.a, 2 * -input.a, -f(1) + 1, -(input.a), - -input.a, -1, - 2]\nf(n) := n"
+            ),
+            "package p\nx := [(0 - input.a), 2 * (0 - input.a), (0 - f(1) + 1), (0 - (input.a)), (0 - (0 - input.a)), -1, - 2]\nf(n) := n"
+        );
+        assert_eq!(
+            rewrite("package p\nx := -input.s[\"a\"]\ny := 1"),
+            "package p\nx := (0 - input.s[\"a\"])\ny := 1"
         );
         for unchanged in [
             // The function form, natives (regorus handles theirs), other arities.

@@ -374,7 +374,7 @@ async fn two_brokers_and_two_region_proxies_share_sessions_spent_tokens_and_bulk
     // A restart of A signs nobody out.
     broker_a.kill().await.unwrap();
     broker_a.wait().await.unwrap();
-    let _broker_a = start(&["broker", "--config", &file_a], &dir).await;
+    let mut broker_a = start(&["broker", "--config", &file_a], &dir).await;
     let (status, answer) = call(
         &http,
         &a,
@@ -516,8 +516,73 @@ async fn two_brokers_and_two_region_proxies_share_sessions_spent_tokens_and_bulk
         "{report:?}"
     );
 
+    // The broker running a job dies (kill -9) mid-run: nothing resumes the job elsewhere;
+    // on B it reads as interrupted, saying what was never sent and what is in doubt.
+    let ids: Vec<String> = (0..20).map(|n| format!("d{n}")).collect();
+    let started = http
+        .post(format!("{a}/api/bulk"))
+        .bearer_auth(&alice)
+        .json(&json!({
+            "method": "POST", "path_template": "/proxy/eu/orders/deliveries/{id}",
+            "ids": ids, "concurrency": 1, "rate_per_second": 1,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let job_id = started.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deliveries = |hits: &Arc<Mutex<Vec<String>>>| {
+        hits.lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with("/deliveries/"))
+            .count()
+    };
+    eventually("an id of the second job has been sent", || {
+        let hits = hits.clone();
+        async move { deliveries(&hits) > 0 }
+    })
+    .await;
+    broker_a.kill().await.unwrap();
+    broker_a.wait().await.unwrap();
+    // The runner's heartbeat goes stale after 30 s: polled on B for up to 90 s.
+    let mut view = Value::Null;
+    for _ in 0..180 {
+        let path = format!("/api/bulk/{job_id}");
+        view = call(&http, &b, &alice, reqwest::Method::GET, &path, None)
+            .await
+            .1;
+        if view["state"] == "interrupted" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(view["state"], "interrupted", "{view}");
+    let (done, started) = (
+        view["done"].as_u64().unwrap(),
+        view["started"].as_u64().unwrap(),
+    );
+    let in_doubt = view["in_doubt"].as_array().unwrap().len() as u64;
+    let never_sent = view["never_sent"].as_array().unwrap();
+    assert_eq!(done + in_doubt, started, "{view}");
+    assert_eq!(started + never_sent.len() as u64, 20, "{view}");
+    assert!(
+        !never_sent.is_empty() && never_sent[0] == json!(format!("d{started}")),
+        "{view}"
+    );
+    let sent = deliveries(&hits) as u64;
+    assert!(done <= sent && sent <= started, "{sent} sent: {view}");
+    // Cancelling it now changes nothing: it is over.
+    let path = format!("/api/bulk/{job_id}/cancel");
+    let (status, after) = call(&http, &b, &alice, reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(after["state"], "interrupted");
+
     let _ = std::fs::remove_dir_all(&dir);
-    drop((_broker_a, _broker_b, _proxy_1, _proxy_2));
+    drop((_broker_b, _proxy_1, _proxy_2));
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .execute(&admin)
         .await

@@ -85,6 +85,9 @@ CONFIGURATION (TOML, one file for every mode)
   [broker] audit_groups = groups that see everyone's requests in the audit
   [[region]] name, listen, broker_jwks_url, max_body_bytes, timeout_seconds,
              [region.services] NAME = URL
+  [store]  url = postgres://... (a build with --features postgres), key_file | key_env,
+           max_connections, refresh_seconds, key_rotation_hours: several brokers and
+           proxies per region on one database (keys, bulk jobs, spent token ids, audit)
 
 Without a subcommand it runs the demo: the broker on 127.0.0.1:8300, region proxies eu
 (:8301) and us (:8302), and two demo services (orders in eu, billing in us); users alice

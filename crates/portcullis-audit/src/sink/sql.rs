@@ -16,7 +16,10 @@
 //! nothing is written. Then, and when no head is remembered, the batch is one transaction:
 //! (lock,) read the head and check its newest record as opening does, seal, insert, commit;
 //! that too is sealed again if a writer on the fast path took its sequence numbers first.
-//! Any error forgets the remembered head.
+//! Any error forgets the remembered head. After the first such conflict the log is known to
+//! be shared, and every later batch takes the locked transaction: with every writer under
+//! the lock, none can take the sequence numbers another sealed between reading the head and
+//! inserting, which let an unlocked writer starve a locked one.
 //!
 //! Batches go through one connection taken out of the pool and kept between them, so a
 //! batch is one trip to one warm connection; reads use the pool. Any error but a key
@@ -124,6 +127,11 @@ macro_rules! sql_backend {
             writer: tokio::sync::Mutex<Option<<$db as sqlx::Database>::Connection>>,
             /// The head this backend last wrote or read, if no error came since.
             known_head: std::sync::Mutex<Option<ChainHead>>,
+            /// Set once another writer took a sequence number this backend sealed for: the
+            /// log is shared, so every later batch takes the locked path. (A writer that
+            /// kept inserting on its remembered head without the lock would keep beating
+            /// the locked writer between its head read and its insert, until it gave up.)
+            shared: std::sync::atomic::AtomicBool,
             /// What runs beside the database for this backend (SQLite's WAL checkpointer),
             /// stopped when the backend is dropped.
             _beside: Option<Box<dyn std::fmt::Debug + Send + Sync>>,
@@ -149,6 +157,7 @@ macro_rules! sql_backend {
                     pool,
                     writer: tokio::sync::Mutex::new(None),
                     known_head: std::sync::Mutex::new(None),
+                    shared: std::sync::atomic::AtomicBool::new(false),
                     _beside: None,
                 }
             }
@@ -369,7 +378,8 @@ macro_rules! sql_backend {
         #[async_trait::async_trait]
         impl crate::AuditStorage for $backend {
             async fn append(&self, batch: &Batch) -> Result<Appended, AuditError> {
-                let mut head = self.remembered();
+                use std::sync::atomic::Ordering;
+                let mut head = self.remembered().filter(|_| !self.shared.load(Ordering::Relaxed));
                 // Forgotten until this write is known to have landed.
                 self.remember(None);
                 let mut attempt = 0;
@@ -383,6 +393,7 @@ macro_rules! sql_backend {
                         Err(Failure::Conflict(_)) if attempt < CONFLICT_RETRIES => {
                             attempt += 1;
                             head = None;
+                            self.shared.store(true, Ordering::Relaxed);
                         }
                         Err(Failure::Conflict(e)) => {
                             return Err(AuditError::Database(format!(

@@ -173,6 +173,12 @@ fn sprintf_formats_as_go_after_opa_conversion() {
     );
     fails("sprintf(input.v, [])", json!({"v": 1}), "sprintf");
     fails("sprintf(\"%d\", input.v)", json!({"v": 1}), "sprintf");
+    // A result past 16 MiB (widths of a million each) is refused, not built.
+    fails(
+        "sprintf(input.f, numbers.range(1, 40))",
+        json!({"f": "%999999d".repeat(40)}),
+        "longer than",
+    );
 }
 
 #[test]
@@ -192,6 +198,11 @@ fn regex_globs_match_intersects_two_globs() {
         "regex.globs_match(\"a\", input.v)",
         json!({"v": "*a"}),
         "regex.globs_match",
+    );
+    fails(
+        "regex.globs_match(input.v, input.v)",
+        json!({"v": "a".repeat(2000)}),
+        "too long",
     );
 }
 

@@ -165,8 +165,17 @@ fn intersect(a: &[Token], b: &[Token]) -> bool {
 pub(super) fn globs_match(args: &Args<'_>) -> Result<Value, BuiltinError> {
     let a = tokenize(args.string(0)?).map_err(|e| args.invalid(format!("glob 1: {e}")))?;
     let b = tokenize(args.string(1)?).map_err(|e| args.invalid(format!("glob 2: {e}")))?;
+    // The search visits up to twice (tokens of one + 1) × (tokens of the other + 1) states.
+    if (a.len() + 1).saturating_mul(b.len() + 1) > MAX_TOKEN_PAIRS {
+        return Err(args.invalid(format!(
+            "globs too long to intersect (more than {MAX_TOKEN_PAIRS} pairs of tokens)"
+        )));
+    }
     Ok(Value::from(intersect(&a, &b)))
 }
+
+/// The most pairs of tokens two globs may have (the search's memory grows with it).
+const MAX_TOKEN_PAIRS: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -198,8 +198,18 @@ impl Spec {
 pub(super) fn sprintf(args: &Args<'_>) -> Result<Value, BuiltinError> {
     let format = args.string(0)?;
     let values: Vec<Arg> = args.array(1)?.iter().map(Arg::from_value).collect();
-    Ok(Value::from(go_sprintf(format, &values)))
+    let text = go_sprintf(format, &values);
+    if text.len() > MAX_OUTPUT {
+        return Err(args.invalid(format!(
+            "the result would be longer than {MAX_OUTPUT} bytes"
+        )));
+    }
+    Ok(Value::from(text))
 }
+
+/// The longest result (widths and precisions can each ask for up to a million characters;
+/// the loop stops adding verbs' text past this).
+const MAX_OUTPUT: usize = 16 << 20;
 
 /// Go's `fmt.Sprintf(format, values...)`.
 fn go_sprintf(format: &str, values: &[Arg]) -> String {
@@ -209,6 +219,9 @@ fn go_sprintf(format: &str, values: &[Arg]) -> String {
     // An argument index (`[n]`) was used: extra arguments are then not reported.
     let mut reordered = false;
     while let Some(c) = chars.next() {
+        if out.len() > MAX_OUTPUT {
+            break;
+        }
         if c != '%' {
             out.push(c);
             continue;

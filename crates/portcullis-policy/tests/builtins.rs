@@ -227,6 +227,12 @@ fn strings_replace_n_as_go_replacer_and_split_n() {
         json!({"v": {"a": 1}}),
         "strings.replace_n",
     );
+    // An empty key's value at each of 5,001 positions of a 5,000-character text: past 16 MiB.
+    fails(
+        "strings.replace_n({\"\": input.v}, input.v)",
+        json!({"v": "x".repeat(5000)}),
+        "longer than",
+    );
 
     assert_eq!(
         eval(

@@ -1,9 +1,7 @@
 //! `json.patch`: RFC 6902 patches applied to any value, as OPA does; `json.is_valid`, false
 //! (not an error) for a value that is not a string, as in OPA.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use regorus::Value;
+use regorus::{Rc, Value};
 
 use super::{Args, BuiltinError};
 
@@ -31,6 +29,8 @@ pub(super) fn is_valid(args: &Args<'_>) -> Result<Value, BuiltinError> {
 type Failed = ();
 
 fn apply(target: &Value, operations: &[Value]) -> Result<Value, Failed> {
+    // Changed in place: members are shared with `target` until first written
+    // (copy-on-write), so each operation costs the length of its path, not the value's size.
     // `None`: the whole value was removed (only an `add` or `replace` of `""` brings it back).
     let mut value = Some(target.clone());
     for operation in operations {
@@ -42,43 +42,55 @@ fn apply(target: &Value, operations: &[Value]) -> Result<Value, Failed> {
             return Err(());
         };
         let path = parse_path(attribute("path")?)?;
-        let current = value.as_ref().ok_or(());
-        value = match op.as_ref() {
-            "add" => Some(add(current?, &path, attribute("value")?.clone())?),
-            "remove" => remove(current?, &path)?.0,
+        match op.as_ref() {
+            "add" => put(&mut value, &path, attribute("value")?.clone())?,
+            "remove" => {
+                take(&mut value, &path)?;
+            }
             "replace" => {
-                let (removed, _) = remove(current?, &path)?;
-                Some(add_to(removed, &path, attribute("value")?.clone())?)
+                take(&mut value, &path)?;
+                put(&mut value, &path, attribute("value")?.clone())?;
             }
             "move" => {
                 let from = parse_path(attribute("from")?)?;
-                let (removed, moved) = remove(current?, &from)?;
-                Some(add_to(removed, &path, moved)?)
+                let moved = take(&mut value, &from)?;
+                put(&mut value, &path, moved)?;
             }
             "copy" => {
                 let from = parse_path(attribute("from")?)?;
-                let copied = get(current?, &from).ok_or(())?.clone();
-                Some(add(current?, &path, copied)?)
+                let copied = get(value.as_ref().ok_or(())?, &from).ok_or(())?.clone();
+                put(&mut value, &path, copied)?;
             }
             "test" => {
-                if get(current?, &path) != Some(attribute("value")?) {
+                if get(value.as_ref().ok_or(())?, &path) != Some(attribute("value")?) {
                     return Err(());
                 }
-                value
             }
             _ => return Err(()),
-        };
+        }
     }
     value.ok_or(())
 }
 
-/// [`add`] to what may be the removed whole value (then only the whole path is possible).
-fn add_to(value: Option<Value>, path: &[Value], new: Value) -> Result<Value, Failed> {
-    match value {
-        Some(value) => add(&value, path, new),
-        None if path.is_empty() => Ok(new),
-        None => Err(()),
+/// Adds `new` at `path` of what may be the removed whole value (then only the whole path is
+/// possible).
+fn put(value: &mut Option<Value>, path: &[Value], new: Value) -> Result<(), Failed> {
+    match (value.as_mut(), path.is_empty()) {
+        (_, true) => {
+            *value = Some(new);
+            Ok(())
+        }
+        (Some(value), false) => add(value, path, new),
+        (None, false) => Err(()),
     }
+}
+
+/// Removes and returns the member at `path` (the whole value when it is empty).
+fn take(value: &mut Option<Value>, path: &[Value]) -> Result<Value, Failed> {
+    if path.is_empty() {
+        return value.take().ok_or(());
+    }
+    remove(value.as_mut().ok_or(())?, path)
 }
 
 /// A path: a JSON pointer (leading slashes dropped, then split on `/`, `~1` → `/`,
@@ -124,108 +136,78 @@ fn get<'v>(value: &'v Value, path: &[Value]) -> Option<&'v Value> {
     get(child, rest)
 }
 
-/// `value` with the member at `key` (which must exist) replaced by `f` of it.
-fn update(
-    value: &Value,
+/// `f` of the member at `key` (which must exist) of `value`, changed in place.
+fn with_child<R>(
+    value: &mut Value,
     key: &Value,
-    f: impl FnOnce(&Value) -> Result<Value, Failed>,
-) -> Result<Value, Failed> {
+    f: impl FnOnce(&mut Value) -> Result<R, Failed>,
+) -> Result<R, Failed> {
     match value {
-        Value::Object(map) => {
-            let child = f(map.get(key).ok_or(())?)?;
-            let mut map: BTreeMap<Value, Value> = (**map).clone();
-            map.insert(key.clone(), child);
-            Ok(Value::from(map))
+        Value::Object(map) => f(Rc::make_mut(map).get_mut(key).ok_or(())?),
+        Value::Array(items) => {
+            let items = Rc::make_mut(items);
+            let i = index(key, items.len())?;
+            f(items.get_mut(i).ok_or(())?)
         }
         Value::Set(set) => {
-            let child = f(set.get(key).ok_or(())?)?;
-            let mut set: BTreeSet<Value> = (**set).clone();
-            set.remove(key);
-            set.insert(child);
-            Ok(Value::from(set))
-        }
-        Value::Array(items) => {
-            let i = index(key, items.len())?;
-            let child = f(items.get(i).ok_or(())?)?;
-            let mut items = (**items).clone();
-            *items.get_mut(i).ok_or(())? = child;
-            Ok(Value::from(items))
+            // A set's member is its own key: taken out, changed, put back.
+            let set = Rc::make_mut(set);
+            let mut member = set.take(key).ok_or(())?;
+            let result = f(&mut member);
+            set.insert(member);
+            result
         }
         _ => Err(()),
     }
 }
 
-/// `value` with `new` added at `path`: an object's key set (replaced if present), a set's
-/// member added (its key must be the value), an array's item inserted (at most at the end).
-fn add(value: &Value, path: &[Value], new: Value) -> Result<Value, Failed> {
+/// Adds `new` at `path` (not empty) of `value`: an object's key set (replaced if present),
+/// a set's member added (its key must be the value), an array's item inserted (at most at
+/// the end).
+fn add(value: &mut Value, path: &[Value], new: Value) -> Result<(), Failed> {
     match path {
-        [] => Ok(new),
+        [] => Err(()),
         [key] => match value {
             Value::Object(map) => {
-                let mut map = (**map).clone();
-                map.insert(key.clone(), new);
-                Ok(Value::from(map))
+                Rc::make_mut(map).insert(key.clone(), new);
+                Ok(())
             }
             Value::Set(set) if *key == new => {
-                let mut set = (**set).clone();
-                set.insert(new);
-                Ok(Value::from(set))
+                Rc::make_mut(set).insert(new);
+                Ok(())
             }
             Value::Array(items) => {
+                let items = Rc::make_mut(items);
                 let i = index(key, items.len())?;
                 if i > items.len() {
                     return Err(());
                 }
-                let mut items = (**items).clone();
                 items.insert(i, new);
-                Ok(Value::from(items))
+                Ok(())
             }
             _ => Err(()),
         },
-        [key, rest @ ..] => update(value, key, |child| add(child, rest, new)),
+        [key, rest @ ..] => with_child(value, key, |child| add(child, rest, new)),
     }
 }
 
-/// `value` without the member at `path` (which must exist; `None` when the path is the
-/// whole value), and that member.
-fn remove(value: &Value, path: &[Value]) -> Result<(Option<Value>, Value), Failed> {
-    let (rest, removed) = remove_below(value, path)?;
-    Ok((rest, removed))
-}
-
-fn remove_below(value: &Value, path: &[Value]) -> Result<(Option<Value>, Value), Failed> {
+/// Removes and returns the member at `path` (not empty, and the member must exist).
+fn remove(value: &mut Value, path: &[Value]) -> Result<Value, Failed> {
     match path {
-        [] => Ok((None, value.clone())),
+        [] => Err(()),
         [key] => match value {
-            Value::Object(map) => {
-                let mut map = (**map).clone();
-                let removed = map.remove(key).ok_or(())?;
-                Ok((Some(Value::from(map)), removed))
-            }
-            Value::Set(set) => {
-                let mut set = (**set).clone();
-                let removed = set.take(key).ok_or(())?;
-                Ok((Some(Value::from(set)), removed))
-            }
+            Value::Object(map) => Rc::make_mut(map).remove(key).ok_or(()),
+            Value::Set(set) => Rc::make_mut(set).take(key).ok_or(()),
             Value::Array(items) => {
+                let items = Rc::make_mut(items);
                 let i = index(key, items.len())?;
                 if i >= items.len() {
                     return Err(());
                 }
-                let mut items = (**items).clone();
-                let removed = items.remove(i);
-                Ok((Some(Value::from(items)), removed))
+                Ok(items.remove(i))
             }
             _ => Err(()),
         },
-        [key, rest @ ..] => {
-            let mut removed = None;
-            let value = update(value, key, |child| {
-                let (child, gone) = remove_below(child, rest)?;
-                removed = Some(gone);
-                child.ok_or(())
-            })?;
-            Ok((Some(value), removed.ok_or(())?))
-        }
+        [key, rest @ ..] => with_child(value, key, |child| remove(child, rest)),
     }
 }

@@ -231,11 +231,20 @@ fn match_pairs<'v>(
     })
 }
 
+/// The most comparisons one `net.cidr_contains_matches` makes (each operand may hold
+/// every value an input may: their product is the cost).
+const MAX_PAIRS: usize = 1 << 22;
+
 /// `net.cidr_contains_matches(cidrs, cidrs_or_ips)`: the `[key1, key2]` pairs where the
 /// CIDR at `key1` of the first operand contains the address or CIDR at `key2` of the second.
 pub(super) fn cidr_contains_matches(args: &Args<'_>) -> Result<Value, BuiltinError> {
     let outers = match_pairs(args, args.get(0)?)?;
     let inners = match_pairs(args, args.get(1)?)?;
+    if outers.len().saturating_mul(inners.len()) > MAX_PAIRS {
+        return Err(args.invalid(format!(
+            "more than {MAX_PAIRS} pairs of CIDRs and addresses to compare"
+        )));
+    }
     let mut matches = BTreeSet::new();
     for (outer, key1) in &outers {
         for (inner, key2) in &inners {

@@ -37,6 +37,11 @@ pub(super) fn replace_n(args: &Args<'_>) -> Result<Value, BuiltinError> {
         let found = pairs
             .iter()
             .find(|(key, _)| rest.starts_with(key) && !(key.is_empty() && empty_matched));
+        if out.len() > MAX_OUTPUT {
+            return Err(args.invalid(format!(
+                "the result would be longer than {MAX_OUTPUT} bytes"
+            )));
+        }
         match found {
             Some((key, value)) => {
                 out.push_str(value);
@@ -61,6 +66,10 @@ pub(super) fn replace_n(args: &Args<'_>) -> Result<Value, BuiltinError> {
     }
     Ok(Value::from(out))
 }
+
+/// The longest result of `strings.replace_n` (an empty key inserts its value at every
+/// position).
+const MAX_OUTPUT: usize = 16 << 20;
 
 /// `strings.split_n(value, delimiter, n)`: `value` split at `delimiter` into at most `n`
 /// parts, the last holding the rest (`n` > 0, as Go's `strings.SplitN`); the last `-n`

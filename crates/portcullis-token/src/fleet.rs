@@ -6,14 +6,18 @@
 //!   last token it signed has expired; every key is sealed at rest under a [`SealingKey`]
 //!   kept outside the database. A restart signs nobody out, and every instance accepts the
 //!   others' sessions.
+//! - [`PostgresLoginAttempts`]: failed password logins counted for the service as a whole,
+//!   so the guessing limit of [`PasswordLogin`](crate::PasswordLogin) holds across instances.
 //! - [`PostgresSpentIds`]: single-use ids (a broker token's `jti`) spent by any instance: an
 //!   id spent on one instance is refused on every other, and across restarts.
 //!
 //! [`SealingKey`]: crate::SealingKey
 
+mod login_attempts;
 mod session_keys;
 mod spent;
 
+pub use login_attempts::PostgresLoginAttempts;
 pub use session_keys::{KeyRefresher, PostgresSessionKeys, SESSION_KEYS_CHANNEL, SessionKeyPolicy};
 pub use spent::{PostgresSpentIds, SPENT_ID_GRACE, SpentIdPurger};
 

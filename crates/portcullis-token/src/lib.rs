@@ -34,7 +34,7 @@ pub use config::{
 pub use credential::{Credential, MAX_HEADER_LEN, Scheme, VerifiedPeer};
 pub use error::AuthError;
 #[cfg(feature = "postgres")]
-pub use fleet::{PostgresSessionKeys, PostgresSpentIds, SessionKeyPolicy};
+pub use fleet::{PostgresLoginAttempts, PostgresSessionKeys, PostgresSpentIds, SessionKeyPolicy};
 pub use format::{TOKEN_LEN, TokenKind, TokenSecret, decode_token};
 #[cfg(feature = "oidc")]
 pub use http::HttpClient;
@@ -47,8 +47,8 @@ pub use opaque::{MAX_CACHE_TTL, OpaqueEndpoint, OpaqueRules, OpaqueVerifier};
 pub use portcullis_sql::postgres::ChangeListener;
 pub use sealing::SealingKey;
 pub use session::{
-    MAX_SESSION_TTL, PasswordLogin, SessionAlgorithm, SessionIssuer, SessionKey, SessionToken,
-    session_rules,
+    LoginAttempts, MAX_SESSION_TTL, PasswordLogin, SessionAlgorithm, SessionIssuer, SessionKey,
+    SessionToken, session_rules,
 };
 #[cfg(feature = "postgres")]
 pub use store::PostgresTokenStore;

@@ -413,7 +413,9 @@ pub fn session_rules(
 /// Guessing is limited: after five failed logins for a user name within five minutes, every
 /// login of that name is refused — a right one too — until the oldest failure is five
 /// minutes old ([`AuthError::TooManyAttempts`]; [`PasswordLogin::with_attempt_limit`]
-/// changes the numbers). The count is kept per process. Someone who knows a user name can
+/// changes the numbers). The count is kept per process, or — for several instances of a
+/// service — in a store they share ([`PasswordLogin::with_attempt_store`]). Someone who
+/// knows a user name can
 /// hold that user out this way; that is the price of not letting passwords be guessed.
 #[derive(Debug, Clone)]
 pub struct PasswordLogin {
@@ -422,6 +424,35 @@ pub struct PasswordLogin {
     limit: (usize, Duration),
     /// Per user name, when its recent failures came (Unix seconds), oldest first.
     failures: Arc<std::sync::Mutex<HashMap<String, VecDeque<u64>>>>,
+    /// Failures counted in a store every instance shares, instead of in this process.
+    shared: Option<Arc<dyn LoginAttempts>>,
+}
+
+/// Where [`PasswordLogin`] counts failed logins when several instances of a service must
+/// share one limit (the default counts in the process, so N instances would allow N times
+/// the guesses). With feature `postgres`: `fleet::PostgresLoginAttempts`.
+#[async_trait::async_trait]
+pub trait LoginAttempts: Send + Sync + fmt::Debug {
+    /// The times (Unix seconds) of `user`'s failed logins after `since`, newest first, at
+    /// most `max`.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Store`] if the store cannot answer: the login is then refused.
+    async fn recent_failures(
+        &self,
+        user: &str,
+        since: u64,
+        max: usize,
+    ) -> Result<Vec<u64>, AuthError>;
+
+    /// Counts a failed login of `user` at `at`; failures at or before `forget_before` may be
+    /// dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Store`] if it cannot be recorded.
+    async fn note_failure(&self, user: &str, at: u64, forget_before: u64) -> Result<(), AuthError>;
 }
 
 /// The most user names whose failures are remembered; beyond it, the oldest are forgotten
@@ -436,7 +467,17 @@ impl PasswordLogin {
             issuer,
             limit: (5, Duration::from_secs(300)),
             failures: Arc::default(),
+            shared: None,
         }
+    }
+
+    /// Counts failed logins in `store`, shared by every instance of the service, instead of
+    /// in this process: the limit then holds for the service as a whole. If the store cannot
+    /// answer, logins are refused ([`AuthError::Store`]).
+    #[must_use]
+    pub fn with_attempt_store(mut self, store: Arc<dyn LoginAttempts>) -> Self {
+        self.shared = Some(store);
+        self
     }
 
     /// Refuses every login of a user name that failed `max` times within `window` (default
@@ -478,6 +519,26 @@ impl PasswordLogin {
             .map(|oldest| (oldest + window).saturating_sub(now).max(1))
     }
 
+    /// Seconds left while `user` is over the limit, by the shared store.
+    async fn locked_out_shared(
+        &self,
+        shared: &dyn LoginAttempts,
+        user: &str,
+        now: u64,
+    ) -> Result<Option<u64>, AuthError> {
+        let (max, window) = (self.limit.0, self.limit.1.as_secs());
+        let recent = shared
+            .recent_failures(user, now.saturating_sub(window), max)
+            .await?;
+        if recent.len() < max {
+            return Ok(None);
+        }
+        // The oldest of the last `max` failures: the name is free once it is `window` old.
+        Ok(recent
+            .last()
+            .map(|oldest| (oldest + window).saturating_sub(now).max(1)))
+    }
+
     fn note_failure(&self, user: &str, now: u64) {
         let window = self.limit.1.as_secs();
         let mut failures = self.failures();
@@ -505,14 +566,26 @@ impl PasswordLogin {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if let Some(wait) = self.locked_out(user, now) {
+        let locked = match &self.shared {
+            None => self.locked_out(user, now),
+            Some(shared) => self.locked_out_shared(shared.as_ref(), user, now).await?,
+        };
+        if let Some(wait) = locked {
             tracing::warn!(user, "password login refused: too many recent failures");
             return Err(AuthError::TooManyAttempts(wait));
         }
         let found = match self.directory.authenticate(user, password).await {
             Ok(found) => found,
             Err(err @ DirectoryError::InvalidCredentials) => {
-                self.note_failure(user, now);
+                match &self.shared {
+                    None => self.note_failure(user, now),
+                    Some(shared) => {
+                        let forget = now.saturating_sub(self.limit.1.as_secs());
+                        if let Err(error) = shared.note_failure(user, now, forget).await {
+                            tracing::warn!(user, %error, "a failed login could not be counted");
+                        }
+                    }
+                }
                 return Err(err.into());
             }
             Err(err) => return Err(err.into()),

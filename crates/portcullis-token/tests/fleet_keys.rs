@@ -297,3 +297,64 @@ async fn an_id_is_spent_once_across_instances_and_purged_after_expiry() {
     assert!(!b.spend("jti-later", later).await.unwrap());
     drop_database(&admin, &name).await;
 }
+
+#[tokio::test]
+async fn failed_logins_count_across_instances() {
+    use portcullis_directory::{Password, PasswordHash, StaticDirectory};
+    use portcullis_token::{PasswordLogin, PostgresLoginAttempts};
+
+    let Some((url, admin, name)) = database("logins").await else {
+        return;
+    };
+    let hash =
+        PasswordHash::create_with_iterations(&Password::new("hunter2").unwrap(), 10_000).unwrap();
+    let directory: Arc<dyn portcullis_directory::Directory> = Arc::new(
+        StaticDirectory::from_toml(&format!(
+            "[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\
+             [[user]]\nname = \"bob\"\npassword_hash = \"{hash}\""
+        ))
+        .unwrap(),
+    );
+    let instance = || {
+        let (url, directory) = (url.clone(), directory.clone());
+        async move {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let attempts = PostgresLoginAttempts::from_pool(pool).await.unwrap();
+            let key = portcullis_token::SessionKey::generate(SessionAlgorithm::EdDSA).unwrap();
+            PasswordLogin::new(directory, SessionIssuer::new(key, "b", "b").unwrap())
+                .with_attempt_store(Arc::new(attempts))
+        }
+    };
+    let (a, b) = (instance().await, instance().await);
+    let (wrong, right) = (
+        Password::new("guess").unwrap(),
+        Password::new("hunter2").unwrap(),
+    );
+    // Three guesses on A, two on B: five for the service, so both refuse alice now.
+    for login in [&a, &a, &a, &b, &b] {
+        assert!(matches!(
+            login.login("alice", &wrong).await,
+            Err(AuthError::Directory(_))
+        ));
+    }
+    for login in [&a, &b] {
+        assert!(matches!(
+            login.login("alice", &right).await,
+            Err(AuthError::TooManyAttempts(295..=300))
+        ));
+    }
+    assert!(a.login("bob", &right).await.is_ok(), "another name is free");
+    // The names are not kept in clear.
+    let names: Vec<String> = sqlx::query_scalar("SELECT user_hash FROM portcullis_login_failures")
+        .fetch_all(&admin_of(&url).await)
+        .await
+        .unwrap();
+    assert_eq!(names.len(), 5);
+    assert!(names.iter().all(|n| n.len() == 64 && !n.contains("alice")));
+    // The store out of reach: logins are refused, not let through uncounted.
+    drop_database(&admin, &name).await;
+    assert!(matches!(
+        a.login("bob", &right).await,
+        Err(AuthError::Store(_))
+    ));
+}

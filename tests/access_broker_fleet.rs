@@ -371,6 +371,31 @@ async fn two_brokers_and_two_region_proxies_share_sessions_spent_tokens_and_bulk
         "nothing replayed reached the service"
     );
 
+    // Failed logins add up across brokers: three on A and two on B lock dave out of both.
+    let attempt = |base: String, password: &'static str| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .post(format!("{base}/login"))
+                .json(&json!({ "username": "dave", "password": password }))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+    for base in [&a, &a, &a, &b, &b] {
+        assert_eq!(
+            attempt(base.clone(), "guess").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    for base in [&a, &b] {
+        let (status, body) = attempt(base.clone(), "dave-password").await;
+        assert_ne!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("too many failed logins"), "{body}");
+    }
+
     // A restart of A signs nobody out.
     broker_a.kill().await.unwrap();
     broker_a.wait().await.unwrap();

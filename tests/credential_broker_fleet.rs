@@ -179,6 +179,28 @@ async fn a_session_from_one_broker_vends_on_another_and_survives_a_restart() {
         assert_eq!(vend(&http, base, forged.expose()).await.0, 401);
     }
 
+    // Failed logins add up across brokers: three on A and two on B lock dave out of both.
+    let attempt = |base: String, password: &'static str| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .post(format!("{base}/v1/login"))
+                .json(&json!({ "username": "dave", "password": password }))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    for base in [&a_base, &a_base, &a_base, &b_base, &b_base] {
+        assert_eq!(attempt(base.clone(), "guess").await.0, 401);
+    }
+    for base in [&a_base, &b_base] {
+        let (status, body) = attempt(base.clone(), "dave-password").await;
+        assert_ne!(status, 200, "{body}");
+        assert!(body.contains("too many failed logins"), "{body}");
+    }
+
     // Both brokers' vends, in one chain.
     let report = portcullis::audit::verify_database(&store_url, &[], &[])
         .await

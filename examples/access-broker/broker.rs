@@ -328,7 +328,10 @@ pub(crate) async fn router(
     let broker = Arc::new(Broker {
         forward: state.forward,
         _keep: state.keep,
-        login: PasswordLogin::new(directory, issuer),
+        login: match state.attempts {
+            Some(attempts) => PasswordLogin::new(directory, issuer).with_attempt_store(attempts),
+            None => PasswordLogin::new(directory, issuer),
+        },
         session_ttl,
         gate: gate.clone(),
         audit,
@@ -374,6 +377,8 @@ struct Stores {
     forward: ForwardKeys,
     sealer: crate::sealed::BodySealer,
     jobs: crate::bulk::Jobs,
+    /// Failed logins counted for every broker (fleet mode); `None`: in this process.
+    attempts: Option<Arc<dyn portcullis::token::LoginAttempts>>,
     keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
@@ -403,6 +408,7 @@ impl Stores {
                 },
                 sealer: crate::sealed::BodySealer::load_or_create(&base.join(retry_key_file))?,
                 jobs: crate::bulk::Jobs::default(),
+                attempts: None,
                 keep: Vec::new(),
             });
         };
@@ -437,11 +443,15 @@ impl Stores {
         )
         .await?;
         let retry = fleet::shared_secret(&pool, &key, "retry-bodies key").await?;
+        let attempts = portcullis::token::PostgresLoginAttempts::from_pool(pool.clone())
+            .await
+            .map_err(|e| format!("failed-login counts: {e}"))?;
         Ok(Stores {
             sessions: sessions.ring.clone(),
             forward: ForwardKeys::Shared(forward.ring.clone()),
             sealer: crate::sealed::BodySealer::from_key(&retry)?,
             jobs: crate::bulk::Jobs::Postgres(fleet::PgJobs::new(pool)?),
+            attempts: Some(Arc::new(attempts)),
             keep: vec![Box::new(sessions), Box::new(forward)],
         })
     }
@@ -514,7 +524,11 @@ async fn login(State(broker): Shared, body: Bytes) -> Response {
             "expires_in": broker.session_ttl.as_secs(),
         }))
         .into_response(),
-        // 401 for a wrong password or unknown user (alike), 503 if the directory is down.
+        // 401 for a wrong password or unknown user (alike), 503 if the directory or the
+        // failed-login store is down.
+        Err(err @ portcullis::token::AuthError::Store(_)) => {
+            GateError::AuthUnavailable(err).into_response()
+        }
         Err(err) => GateError::Unauthenticated(err).into_response(),
     }
 }

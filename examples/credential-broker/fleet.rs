@@ -3,7 +3,8 @@
 //! store key), so a session from one broker works on every other and a restart signs nobody
 //! out; the audit log does too, unless `audit_url` names another. Nothing else a broker
 //! keeps outlives a request: vended credentials are cached per broker (a second broker
-//! asks STS once more), and group lookups are cached per broker as on one.
+//! asks STS once more), and group lookups are cached per broker as on one. Failed logins
+//! are counted in the database too, so the guessing limit holds for all brokers at once.
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +62,8 @@ impl StoreConfig {
 #[cfg(feature = "postgres")]
 pub(crate) struct SharedKeys {
     pub(crate) ring: portcullis::token::SessionKeyRing,
+    /// Failed logins, counted for every broker.
+    pub(crate) attempts: std::sync::Arc<portcullis::token::PostgresLoginAttempts>,
     _listener: portcullis::token::ChangeListener,
     _refresher: portcullis::token::fleet::KeyRefresher,
 }
@@ -73,7 +76,9 @@ pub(crate) async fn session_keys(
 ) -> Result<SharedKeys, String> {
     use std::time::Duration;
 
-    use portcullis::token::{PostgresSessionKeys, SealingKey, SessionAlgorithm, SessionKeyPolicy};
+    use portcullis::token::{
+        PostgresLoginAttempts, PostgresSessionKeys, SealingKey, SessionAlgorithm, SessionKeyPolicy,
+    };
 
     if !(store.url.starts_with("postgres://") || store.url.starts_with("postgresql://")) {
         return Err("[store] url must be postgres://…".into());
@@ -110,6 +115,9 @@ pub(crate) async fn session_keys(
     let policy = SessionKeyPolicy::new(SessionAlgorithm::EdDSA, session_ttl)
         .with_rotate_every(rotation)
         .with_publish_ahead(ahead);
+    let attempts = PostgresLoginAttempts::from_pool(pool.clone())
+        .await
+        .map_err(|e| format!("failed-login counts: {e}"))?;
     let keys = PostgresSessionKeys::from_pool(pool, "credential-broker/sessions", key, policy)
         .await
         .map_err(|e| format!("session keys: {e}"))?;
@@ -128,6 +136,7 @@ pub(crate) async fn session_keys(
     );
     Ok(SharedKeys {
         ring,
+        attempts: std::sync::Arc::new(attempts),
         _listener: listener,
         _refresher: refresher,
     })

@@ -265,8 +265,8 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
     }
     let session_ttl = Duration::from_secs(config.session_minutes * 60);
     let store = config.store.clone().map(|s| s.resolve(base));
-    let (keys, keep) = session_keys(store.as_ref(), session_ttl).await?;
-    let issuer = SessionIssuer::with_ring(keys, "credential-broker", "credential-broker")
+    let sessions = session_keys(store.as_ref(), session_ttl).await?;
+    let issuer = SessionIssuer::with_ring(sessions.keys, "credential-broker", "credential-broker")
         .and_then(|issuer| issuer.with_ttl(Duration::from_secs(config.session_minutes * 60)))
         .map_err(|e| e.to_string())?;
     let authentication = config.authentication.clone().unwrap_or(AuthConfig {
@@ -318,9 +318,12 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
     let app = Arc::new(App {
         gate: gate.clone(),
         vendor,
-        login: PasswordLogin::new(directory, issuer),
+        login: match sessions.attempts {
+            Some(attempts) => PasswordLogin::new(directory, issuer).with_attempt_store(attempts),
+            None => PasswordLogin::new(directory, issuer),
+        },
         session_ttl,
-        _keep: keep,
+        _keep: sessions.keep,
     });
     let api = Router::new()
         .route("/v1/credentials", post(credentials))
@@ -335,20 +338,35 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
     Ok((router, config.listen))
 }
 
+/// The session keys, where failed logins are counted, and what keeps shared keys fresh.
+struct Sessions {
+    keys: SessionKeyRing,
+    attempts: Option<Arc<dyn portcullis::token::LoginAttempts>>,
+    keep: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
 /// The session keys: one made at start (one broker: a restart signs everyone out, which a
 /// broker of one-hour credentials can afford), or keys shared and rotated through `[store]`.
 async fn session_keys(
     store: Option<&fleet::StoreConfig>,
     session_ttl: Duration,
-) -> Result<(SessionKeyRing, Option<Box<dyn std::any::Any + Send + Sync>>), String> {
+) -> Result<Sessions, String> {
     let Some(store) = store else {
         let key = SessionKey::generate(SessionAlgorithm::EdDSA).map_err(|e| e.to_string())?;
-        return Ok((SessionKeyRing::fixed(key), None));
+        return Ok(Sessions {
+            keys: SessionKeyRing::fixed(key),
+            attempts: None,
+            keep: None,
+        });
     };
     #[cfg(feature = "postgres")]
     {
         let shared = fleet::session_keys(store, session_ttl).await?;
-        Ok((shared.ring.clone(), Some(Box::new(shared))))
+        Ok(Sessions {
+            keys: shared.ring.clone(),
+            attempts: Some(shared.attempts.clone()),
+            keep: Some(Box::new(shared)),
+        })
     }
     #[cfg(not(feature = "postgres"))]
     {
@@ -516,6 +534,11 @@ async fn login(State(app): Shared, Json(body): Json<LoginBody>) -> Response {
             "expires_in": app.session_ttl.as_secs(),
         }))
         .into_response(),
+        // 503 when the failed-login store cannot answer: the login is refused, not let
+        // through uncounted.
+        Err(err @ portcullis::token::AuthError::Store(_)) => {
+            gate_response(GateError::AuthUnavailable(err))
+        }
         Err(err) => gate_response(GateError::Unauthenticated(err)),
     }
 }

@@ -80,9 +80,9 @@ fn extensions_compile_like_native_builtins() {
         refused.to_string().contains("undefined function"),
         "{refused}"
     );
-    // jsonwebtoken has no ES512: refused, not answered wrongly.
+    // An io.jwt name OPA does not have either.
     let refused = compile(
-        "package t\nx := io.jwt.verify_es512(\"a.b.c\", \"k\")",
+        "package t\nx := io.jwt.verify_es999(\"a.b.c\", \"k\")",
         false,
     );
     assert!(refused.is_err());
@@ -984,5 +984,43 @@ fn jwt_encode_sign_rs256_as_opa() {
     assert_eq!(
         eval_in("io.jwt.verify_rs256(input.t, input.pub)", &input, false).unwrap(),
         Some(json!(true))
+    );
+}
+
+/// ES512 (jsonwebtoken lacks it; aws-lc-rs signs and verifies it): a P-521 key made here,
+/// as a private JWK to sign with and as a PEM public key and a JWK to verify with.
+#[test]
+fn jwt_es512() {
+    use aws_lc_rs::encoding::{AsBigEndian, AsDer, EcPrivateKeyBin, PublicKeyX509Der};
+    use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    let pair = EcdsaKeyPair::generate(&ECDSA_P521_SHA512_FIXED_SIGNING).unwrap();
+    let d: EcPrivateKeyBin<'_> = pair.private_key().as_be_bytes().unwrap();
+    let point = pair.public_key().as_ref().to_vec();
+    let spki: PublicKeyX509Der<'_> = pair.public_key().as_der().unwrap();
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        STANDARD.encode(spki.as_ref())
+    );
+    let public =
+        json!({"kty": "EC", "crv": "P-521", "x": b64(&point[1..67]), "y": b64(&point[67..])});
+    let mut private = public.clone();
+    private["d"] = json!(b64(d.as_ref()));
+    let input = json!({"k": private, "pem": pem, "jwk": public.to_string(), "other": fixture("bundle-signing-rsa-test-only.pub.pem")});
+    assert_eq!(
+        eval_in(
+            "[io.jwt.verify_es512(t, input.pem), io.jwt.verify_es512(t, input.jwk), \
+              io.jwt.verify_es512(t, input.other), io.jwt.verify_es384(t, input.pem), \
+              io.jwt.decode_verify(t, {\"cert\": input.pem, \"time\": 0})[0]] \
+             if t := io.jwt.encode_sign({\"alg\": \"ES512\"}, {\"a\": 1}, input.k)",
+            &input,
+            false
+        )
+        .unwrap(),
+        Some(json!([true, true, false, false, true]))
+    );
+    fails(
+        "io.jwt.encode_sign({\"alg\": \"ES512\"}, {}, input.k)",
+        json!({"k": {"kty": "oct", "k": "AA"}}),
+        "P-521",
     );
 }

@@ -1,11 +1,14 @@
 //! `io.jwt.encode_sign` and `io.jwt.encode_sign_raw`: a compact JWS signed with a private
 //! JWK (the first of a JWK set), through jsonwebtoken's aws-lc-rs provider named
 //! explicitly. Keys: `oct` (HS*), `RSA` with its CRT parameters (RS*, PS*), `EC` P-256 /
-//! P-384 (ES256 / ES384) and `OKP` Ed25519 (EdDSA).
+//! P-384 (ES256 / ES384) and `OKP` Ed25519 (EdDSA); `EC` P-521 (ES512, which jsonwebtoken
+//! lacks) with aws-lc-rs itself.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
+
+use super::jwt::Alg;
 use regorus::Value;
 
 use super::{Args, BuiltinError};
@@ -151,28 +154,64 @@ fn sign(args: &Args<'_>, header: &[u8], payload: &[u8], jwk: &str) -> Result<Val
     if !ALGORITHMS.contains(&alg) {
         return Err(args.invalid(format!("unknown JWS algorithm: {alg}")));
     }
-    let algorithm: Algorithm = alg
-        .parse()
-        .map_err(|_| args.invalid(format!("unsupported signature algorithm: {alg}")))?;
+    let algorithm = Alg::parse(alg)
+        .ok_or_else(|| args.invalid(format!("unsupported signature algorithm: {alg}")))?;
     let typ = parsed.get("typ").and_then(serde_json::Value::as_str);
     if typ.is_none_or(|t| t == "JWT")
         && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err()
     {
         return Err(args.invalid("type is JWT but payload is not JSON"));
     }
-    let key = signing_key(args, key, algorithm)?;
-    let signer = (jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.signer_factory)(&algorithm, &key)
-        .map_err(|e| args.invalid(format!("the key cannot sign {alg}: {e}")))?;
     let mut token = String::new();
     URL_SAFE_NO_PAD.encode_string(header, &mut token);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(payload, &mut token);
-    let signature = signer
-        .try_sign(token.as_bytes())
-        .map_err(|e| args.invalid(format!("signing failed: {e}")))?;
+    let signature = match algorithm {
+        Alg::Jwt(algorithm) => {
+            let key = signing_key(args, key, algorithm)?;
+            let signer =
+                (jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.signer_factory)(&algorithm, &key)
+                    .map_err(|e| args.invalid(format!("the key cannot sign {alg}: {e}")))?;
+            signer
+                .try_sign(token.as_bytes())
+                .map_err(|e| args.invalid(format!("signing failed: {e}")))?
+        }
+        Alg::Es512 => sign_es512(args, key, token.as_bytes())?,
+    };
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(signature, &mut token);
     Ok(Value::from(token))
+}
+
+/// An ES512 signature (ECDSA P-521, SHA-512, fixed-size `r || s`) by the `EC` JWK `jwk`,
+/// with aws-lc-rs itself: jsonwebtoken has no ES512.
+fn sign_es512(
+    args: &Args<'_>,
+    jwk: &serde_json::Value,
+    message: &[u8],
+) -> Result<Vec<u8>, BuiltinError> {
+    use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair};
+    if jwk.get("kty").and_then(serde_json::Value::as_str) != Some("EC")
+        || jwk.get("crv").and_then(serde_json::Value::as_str) != Some("P-521")
+    {
+        return Err(args.invalid("ES512 needs an EC JWK on curve P-521"));
+    }
+    let pad = |bytes: Vec<u8>| {
+        let mut padded = vec![0u8; 66usize.saturating_sub(bytes.len())];
+        padded.extend(bytes);
+        padded
+    };
+    let d = pad(member(args, jwk, "d")?);
+    let mut point = vec![0x04];
+    point.extend(pad(member(args, jwk, "x")?));
+    point.extend(pad(member(args, jwk, "y")?));
+    let pair =
+        EcdsaKeyPair::from_private_key_and_public_key(&ECDSA_P521_SHA512_FIXED_SIGNING, &d, &point)
+            .map_err(|e| args.invalid(format!("the JWK is not a P-521 key pair: {e}")))?;
+    let signature = pair
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), message)
+        .map_err(|e| args.invalid(format!("signing failed: {e}")))?;
+    Ok(signature.as_ref().to_vec())
 }
 
 /// JSON as Go's `json.Marshal` writes it: compact, object keys sorted, `<`, `>`, `&`,

@@ -146,6 +146,7 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("io.jwt.verify_eddsa", 2, jwt::verify_eddsa),
     ext("io.jwt.verify_es256", 2, jwt::verify_es256),
     ext("io.jwt.verify_es384", 2, jwt::verify_es384),
+    ext("io.jwt.verify_es512", 2, jwt::verify_es512),
     ext("io.jwt.verify_hs256", 2, jwt::verify_hs256),
     ext("io.jwt.verify_hs384", 2, jwt::verify_hs384),
     ext("io.jwt.verify_hs512", 2, jwt::verify_hs512),

@@ -396,6 +396,11 @@ impl Approvals {
         let decision = match (decision, &outcome) {
             (VoteDecision::Approve, FactorOutcome::Allow) => VoteDecision::Approve,
             (_, FactorOutcome::Allow | FactorOutcome::Deny) => VoteDecision::Deny,
+            (_, FactorOutcome::Unavailable(why)) => {
+                return Err(ApprovalError::Store(format!(
+                    "second factor `{factor}`: {why}"
+                )));
+            }
             (_, FactorOutcome::Timeout | FactorOutcome::Error(_)) => {
                 return Err(ApprovalError::FactorFailed {
                     factor: factor.to_owned(),

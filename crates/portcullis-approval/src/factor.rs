@@ -31,6 +31,10 @@ pub enum FactorOutcome {
     Timeout,
     /// The factor failed (network, provider error, malformed answer).
     Error(String),
+    /// The factor's store could not answer (a database down): nothing was checked, and the
+    /// vote is refused as [`ApprovalError::Store`](crate::ApprovalError::Store), so a
+    /// service can answer "unavailable" rather than "refused".
+    Unavailable(String),
 }
 
 impl fmt::Display for FactorOutcome {
@@ -40,6 +44,7 @@ impl fmt::Display for FactorOutcome {
             FactorOutcome::Deny => f.write_str("denied"),
             FactorOutcome::Timeout => f.write_str("timed out"),
             FactorOutcome::Error(e) => write!(f, "error: {e}"),
+            FactorOutcome::Unavailable(e) => write!(f, "unavailable: {e}"),
         }
     }
 }

@@ -30,9 +30,11 @@ pub use store::SqliteApprovalStore;
 pub use store::{
     ApprovalStore, MemoryApprovalStore, StoredTotpSecret, TotpEnrollmentState, TotpStore,
 };
+#[cfg(feature = "postgres")]
+pub use totp::PostgresTotpAttempts;
 pub use totp::{
-    SealedTotpSecret, TotpAlgorithm, TotpConfig, TotpEnrollment, TotpFactor, TotpSecret,
-    TotpSecretKey,
+    MemoryTotpAttempts, SealedTotpSecret, TotpAlgorithm, TotpAttempts, TotpConfig, TotpEnrollment,
+    TotpFactor, TotpSecret, TotpSecretKey,
 };
 
 /// The `async_trait` attribute this crate's traits are declared with, re-exported so an

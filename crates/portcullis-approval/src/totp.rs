@@ -5,6 +5,7 @@
 //! ([`TotpFactor::begin_enrollment`], [`TotpFactor::confirm_enrollment`]) and kept sealed
 //! under a [`TotpSecretKey`], or given in configuration ([`TotpFactor::enroll`]).
 
+mod attempts;
 mod enrollment;
 mod factor;
 mod key;
@@ -14,6 +15,9 @@ use std::time::Duration;
 
 use ring::hmac;
 
+#[cfg(feature = "postgres")]
+pub use attempts::PostgresTotpAttempts;
+pub use attempts::{MemoryTotpAttempts, TotpAttempts};
 pub use enrollment::{TotpEnrollment, otpauth_uri};
 pub use factor::TotpFactor;
 pub use key::{SealedTotpSecret, TotpSecretKey};

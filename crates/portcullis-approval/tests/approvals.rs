@@ -458,6 +458,38 @@ async fn factor_failures_record_nothing_and_factor_denials_count_as_denies() {
     }
 }
 
+/// A factor whose store cannot answer refuses the vote as a store error (a service answers
+/// 503), and records nothing.
+#[tokio::test]
+async fn an_unavailable_factor_refuses_the_vote_as_a_store_error() {
+    let store = Arc::new(MemoryApprovalStore::new());
+    let factor = Arc::new(Scripted(
+        FactorOutcome::Unavailable("database down".into()),
+        Default::default(),
+    ));
+    let a = approvals(store, 1, clock()).factor(factor);
+    let id = ask(
+        &a,
+        &user("alice", &[]),
+        Some(Approvers::Named(vec!["bob".into()])),
+    )
+    .await
+    .unwrap();
+    let result = a
+        .vote(
+            &id,
+            &user("bob", &["release-managers"]),
+            VoteDecision::Approve,
+            "scripted",
+            None,
+        )
+        .await;
+    assert!(matches!(result, Err(ApprovalError::Store(_))), "{result:?}");
+    let status = a.status(&id).await.unwrap();
+    assert!(status.votes.is_empty());
+    assert_eq!(status.state, RequestState::Pending);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     /// Whatever votes arrive in whatever order, the request is approved only with

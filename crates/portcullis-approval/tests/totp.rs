@@ -398,9 +398,10 @@ async fn store_failures_refuse_codes() {
         factor.check("bob", &code).await,
         Err(ApprovalError::Store(_))
     ));
+    // Refused as "unavailable", so a vote answers 503 rather than "refused".
     assert!(matches!(
         confirm(&factor, &code).await,
-        FactorOutcome::Error(_)
+        FactorOutcome::Unavailable(_)
     ));
     assert!(factor.begin_enrollment("erin", "Portcullis").await.is_err());
 

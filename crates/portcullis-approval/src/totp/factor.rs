@@ -1,14 +1,17 @@
 //! [`TotpFactor`]: checks typed codes against confirmed secrets, claims each code's step in a
 //! [`TotpStore`] so it is accepted once, and runs the enrollment of new secrets.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use portcullis_core::{Clock, SystemClock};
 
-use super::{TotpConfig, TotpEnrollment, TotpSecret, TotpSecretKey, hotp, otpauth_uri};
+use super::{
+    MemoryTotpAttempts, TotpAttempts, TotpConfig, TotpEnrollment, TotpSecret, TotpSecretKey, hotp,
+    otpauth_uri,
+};
 use crate::{
     ApprovalError, Confirmation, FactorOutcome, MemoryApprovalStore, SecondFactor,
     TotpEnrollmentState, TotpError, TotpStore,
@@ -33,8 +36,8 @@ pub struct TotpFactor {
     configured: HashMap<String, TotpSecret>,
     clock: Arc<dyn Clock>,
     limit: AttemptLimit,
-    /// Per user, when their recent wrong codes came (unix seconds), oldest first.
-    failures: Mutex<HashMap<String, VecDeque<u64>>>,
+    /// Where attempts are counted against the limit: this process, or a shared store.
+    attempts: Arc<dyn TotpAttempts>,
 }
 
 /// How many wrong codes a user may send in a window before every code is refused.
@@ -90,13 +93,14 @@ impl TotpFactor {
             configured: HashMap::new(),
             clock: Arc::new(SystemClock),
             limit: DEFAULT_LIMIT,
-            failures: Mutex::new(HashMap::new()),
+            attempts: Arc::new(MemoryTotpAttempts::new()),
         })
     }
 
     /// Refuses every code of a user who sent `max` wrong codes within
     /// `window`, until the oldest of them is `window` old (default: 5 in 5 minutes). Counted
-    /// per process: instances sharing a store each count their own.
+    /// per process, unless [`with_attempt_store`](Self::with_attempt_store) names a store
+    /// the instances of a service share.
     ///
     /// # Errors
     ///
@@ -122,37 +126,41 @@ impl TotpFactor {
             .map_or(0, |d| d.as_secs())
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<u64>>> {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Counts attempts against the limit in `store`, shared by every instance of the
+    /// service, instead of in this process: the limit then holds for the service as a
+    /// whole. If the store cannot answer, codes are refused ([`ApprovalError::Store`]).
+    #[must_use]
+    pub fn with_attempt_store(mut self, store: Arc<dyn TotpAttempts>) -> Self {
+        self.attempts = store;
+        self
     }
 
-    /// Refused while `user` is over the limit: how many seconds are left.
-    fn locked_out(&self, user: &str) -> Option<u64> {
+    /// Counts an attempt of `user` before their code is checked: its time, or why none may
+    /// be made ([`TotpError::TooManyAttempts`], or the store's error — refused either way).
+    async fn begin_attempt(&self, user: &str) -> Result<u64, ApprovalError> {
         let now = self.now_secs();
         let window = self.limit.window.as_secs();
-        let mut failures = self.failures();
-        let recent = failures.get_mut(user)?;
-        while recent.front().is_some_and(|at| at + window <= now) {
-            recent.pop_front();
+        match self
+            .attempts
+            .begin(user, now, self.limit.max, window)
+            .await?
+        {
+            None => Ok(now),
+            Some(wait) => {
+                tracing::warn!(user, "TOTP code refused: too many wrong codes lately");
+                Err(TotpError::TooManyAttempts(wait).into())
+            }
         }
-        if recent.len() < self.limit.max {
-            return None;
-        }
-        recent
-            .front()
-            .map(|oldest| (oldest + window).saturating_sub(now).max(1))
     }
 
-    fn note_failure(&self, user: &str) {
-        let now = self.now_secs();
-        let mut failures = self.failures();
-        let recent = failures.entry(user.to_owned()).or_default();
-        recent.push_back(now);
-        // Only the newest `max` matter.
-        while recent.len() > self.limit.max {
-            recent.pop_front();
+    /// Only wrong codes are guesses; the attempt of any other outcome (right, malformed,
+    /// replayed, a store error) is handed back.
+    async fn end_attempt(&self, user: &str, at: u64, outcome: &Result<(), ApprovalError>) {
+        if let Err(ApprovalError::Totp(TotpError::WrongCode)) = outcome {
+            return;
+        }
+        if let Err(error) = self.attempts.release(user, at).await {
+            tracing::warn!(user, %error, "a TOTP attempt could not be handed back; it counts until its window passes");
         }
     }
 
@@ -239,14 +247,9 @@ impl TotpFactor {
     /// secret, wrong, already used); [`ApprovalError::Store`] or [`ApprovalError::Crypto`]
     /// if the secret or the used steps cannot be read — the code is refused then too.
     pub async fn check(&self, user: &str, code: &str) -> Result<(), ApprovalError> {
-        if let Some(wait) = self.locked_out(user) {
-            return Err(TotpError::TooManyAttempts(wait).into());
-        }
+        let at = self.begin_attempt(user).await?;
         let checked = self.check_unlimited(user, code).await;
-        // Only wrong codes are guesses; a malformed or replayed one reveals nothing.
-        if let Err(ApprovalError::Totp(TotpError::WrongCode)) = &checked {
-            self.note_failure(user);
-        }
+        self.end_attempt(user, at, &checked).await;
         checked
     }
 
@@ -298,13 +301,9 @@ impl TotpFactor {
     /// [`TotpError::WrongCode`], [`TotpError::Replayed`]; [`ApprovalError::Store`] or
     /// [`ApprovalError::Crypto`].
     pub async fn confirm_enrollment(&self, user: &str, code: &str) -> Result<(), ApprovalError> {
-        if let Some(wait) = self.locked_out(user) {
-            return Err(TotpError::TooManyAttempts(wait).into());
-        }
+        let at = self.begin_attempt(user).await?;
         let confirmed = self.confirm_unlimited(user, code).await;
-        if let Err(ApprovalError::Totp(TotpError::WrongCode)) = &confirmed {
-            self.note_failure(user);
-        }
+        self.end_attempt(user, at, &confirmed).await;
         confirmed
     }
 
@@ -375,6 +374,10 @@ impl SecondFactor for TotpFactor {
         match self.check(user, code).await {
             Ok(()) => FactorOutcome::Allow,
             Err(ApprovalError::Totp(why)) => FactorOutcome::Error(why.to_string()),
+            Err(error @ ApprovalError::Store(_)) => {
+                tracing::warn!(user, %error, "TOTP store unavailable; the code is refused");
+                FactorOutcome::Unavailable(error.to_string())
+            }
             Err(error) => {
                 tracing::warn!(user, %error, "TOTP check failed; the code is refused");
                 FactorOutcome::Error(error.to_string())

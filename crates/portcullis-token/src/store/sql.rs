@@ -50,10 +50,27 @@ fn to_record(row: Row) -> Result<TokenRecord, AuthError> {
     })
 }
 
-fn conflict_or_store(err: sqlx::Error, id: &TokenId) -> AuthError {
+/// The unique indexes on active tokens' names (PostgreSQL, migration 3).
+const NAME_INDEXES: [&str; 2] = [
+    "portcullis_tokens_script_name",
+    "portcullis_tokens_personal_name",
+];
+
+fn conflict_or_store(err: sqlx::Error, record: &TokenRecord) -> AuthError {
     match &err {
+        sqlx::Error::Database(db)
+            if db.is_unique_violation()
+                && db.constraint().is_some_and(|c| NAME_INDEXES.contains(&c)) =>
+        {
+            // What `Tokens::issue` says when it sees the name taken itself.
+            AuthError::Conflict(format!(
+                "an active {} token named `{}` exists",
+                record.kind.as_str(),
+                record.name
+            ))
+        }
         sqlx::Error::Database(db) if db.is_unique_violation() => {
-            AuthError::Conflict(format!("token {id} exists"))
+            AuthError::Conflict(format!("token {} exists", record.id))
         }
         _ => AuthError::from(err),
     }
@@ -65,7 +82,8 @@ macro_rules! sql_token_store {
         $store:ident, $db:ty, $pool:ty,
         migrations: [$(($version:literal, $sql:expr)),* $(,)?],
         sql: $sqlmod:ident,
-        lock: $lock:expr
+        lock: $lock:expr,
+        unique_names: $unique_names:expr
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone)]
@@ -99,6 +117,33 @@ macro_rules! sql_token_store {
         #[async_trait::async_trait]
         impl crate::store::TokenStore for $store {
             async fn insert(&self, record: &TokenRecord) -> Result<(), AuthError> {
+                let mut tx = self.pool.begin_with(portcullis_sql::$sqlmod::BEGIN_WRITE).await?;
+                if $unique_names {
+                    // The index sees unrevoked rows only: a token of this name past its
+                    // expiry no longer holds the name, so it is marked revoked at its expiry.
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "UPDATE portcullis_tokens SET revoked_at = expires_at \
+                         WHERE revoked_at IS NULL AND expires_at <= ",
+                    );
+                    q.push_bind(to_secs(record.created_at))
+                        .push(" AND kind = ")
+                        .push_bind(record.kind.as_str())
+                        .push(" AND name = ")
+                        .push_bind(record.name.clone());
+                    match record.kind {
+                        TokenKind::Script => q
+                            .push(" AND COALESCE(scope_resource, '') = ")
+                            .push_bind(
+                                record
+                                    .scope
+                                    .as_ref()
+                                    .map(|s| s.resource.to_string())
+                                    .unwrap_or_default(),
+                            ),
+                        TokenKind::Personal => q.push(" AND owner = ").push_bind(record.owner.clone()),
+                    };
+                    q.build().execute(&mut *tx).await?;
+                }
                 let mut q = sqlx::QueryBuilder::<$db>::new(format!(
                     "INSERT INTO portcullis_tokens ({COLUMNS}) "
                 ));
@@ -116,9 +161,10 @@ macro_rules! sql_token_store {
                         .push_bind(r.revoked_at.map(to_secs));
                 });
                 q.build()
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
-                    .map_err(|e| conflict_or_store(e, &record.id))?;
+                    .map_err(|e| conflict_or_store(e, record))?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -187,7 +233,8 @@ mod sqlite {
         SqliteTokenStore, sqlx::Sqlite, sqlx::SqlitePool,
         migrations: [(1, include_str!("../../migrations/0001_tokens.sql"))],
         sql: sqlite,
-        lock: None
+        lock: None,
+        unique_names: false
     );
 
     impl SqliteTokenStore {
@@ -211,14 +258,19 @@ mod postgres {
     use super::*;
 
     sql_token_store!(
-        /// A [`TokenStore`](crate::TokenStore) in PostgreSQL, shared by a fleet.
+        /// A [`TokenStore`](crate::TokenStore) in PostgreSQL, shared by a fleet. The database
+        /// keeps names unique among active tokens (a unique index per kind), so instances
+        /// issuing one name at once cannot both succeed: the later insert fails with
+        /// [`AuthError::Conflict`], as the issuing instance's own check does.
         PostgresTokenStore, sqlx::Postgres, sqlx::PgPool,
         migrations: [
             (1, include_str!("../../migrations/0001_tokens.sql")),
             (2, include_str!("../../migrations/0002_postgres_notify.sql")),
+            (3, include_str!("../../migrations/0003_postgres_unique_names.sql")),
         ],
         sql: postgres,
-        lock: Some(7283901234567003_i64)
+        lock: Some(7283901234567003_i64),
+        unique_names: true
     );
 
     impl PostgresTokenStore {

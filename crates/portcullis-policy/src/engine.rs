@@ -435,9 +435,11 @@ impl RegoEngine {
         // groups.
         let mut modules: Vec<Module<'_>> = Vec::new();
         let mut data = Vec::new();
+        // Every source as regorus will read it (see `crate::builtins`), in bundle and file
+        // order, with whether it is Rego v0: metadata calls need all of them at once.
+        let mut prepared: Vec<(Cow<'_, str>, bool)> = Vec::new();
         for bundle in &bundles {
             for policy in bundle.policies() {
-                let name = format!("{}/{}", bundle.name(), policy.path);
                 let v0 = bundle.rego_version(&policy.path) == 0;
                 if let Some((line, column)) = crate::nesting::too_deep(&policy.source) {
                     return Err(PolicyError::Compile {
@@ -450,11 +452,22 @@ impl RegoEngine {
                         ),
                     });
                 }
-                engine.set_rego_v0(v0);
                 let source = crate::builtins::rewrite_source(
                     without_redundant_keyword_imports(&policy.source),
                     v0,
                 );
+                prepared.push((source, v0));
+            }
+        }
+        crate::builtins::resolve_metadata_calls(&mut prepared);
+        let mut prepared = prepared.into_iter();
+        for bundle in &bundles {
+            for policy in bundle.policies() {
+                let name = format!("{}/{}", bundle.name(), policy.path);
+                let Some((source, v0)) = prepared.next() else {
+                    break;
+                };
+                engine.set_rego_v0(v0);
                 let package = engine
                     .add_policy(name.clone(), source.clone().into_owned())
                     .map_err(|e| PolicyError::Compile {

@@ -1024,3 +1024,67 @@ fn jwt_es512() {
         "P-521",
     );
 }
+
+fn compile_files(files: &[(&str, &str)]) -> Result<RegoEngine, PolicyError> {
+    let bundle = Bundle::from_files(
+        "t",
+        files
+            .iter()
+            .map(|(path, rego)| ((*path).to_owned(), rego.as_bytes().to_vec()))
+            .collect::<Vec<_>>(),
+    )?;
+    RegoEngine::compile([&bundle], EvalLimits::default())
+}
+
+/// `rego.metadata.rule()` and `rego.metadata.chain()` from `# METADATA` blocks, across
+/// modules and scopes, as OPA answers them.
+#[test]
+fn rego_metadata_rule_and_chain() {
+    let engine = compile_files(&[
+        (
+            "t/a.rego",
+            "# METADATA\n# description: The suite\n# scope: package\npackage t\n\n\
+             # METADATA\n# scope: document\n# title: Doc\n# authors:\n# - Ann <ann@example.com>\n# - Bob\n\
+             p := \"foo\" if false\n\n\
+             # METADATA\n# title: Another\n# related_resources:\n# - https://example.com\n\
+             p := x if {\n\tx := rego.metadata.chain()\n}\n\n\
+             r := rego.metadata.rule()\n\n\
+             # METADATA\n# title: S\n# custom:\n#   level: 3\n\
+             s := rego.metadata.rule()\n",
+        ),
+        ("t/b.rego", "package t\n\nq := rego.metadata.chain()\n"),
+        (
+            "u.rego",
+            "# METADATA\n# scope: subpackages\n# title: All of t\npackage t.sub\n\nz := rego.metadata.chain()\n",
+        ),
+    ])
+    .unwrap();
+    let get = |path: &str| engine.evaluate(path, &json!({})).unwrap().result;
+    assert_eq!(
+        get("data.t.p"),
+        Some(json!([
+            {"path": ["t", "p"], "annotations": {"scope": "rule", "title": "Another", "related_resources": [{"ref": "https://example.com"}]}},
+            {"path": ["t", "p"], "annotations": {"scope": "document", "title": "Doc", "authors": [{"name": "Ann", "email": "ann@example.com"}, {"name": "Bob"}]}},
+            {"path": ["t"], "annotations": {"scope": "package", "description": "The suite"}},
+        ]))
+    );
+    assert_eq!(
+        get("data.t.q"),
+        Some(json!([
+            {"path": ["t", "q"]},
+            {"path": ["t"], "annotations": {"scope": "package", "description": "The suite"}},
+        ]))
+    );
+    assert_eq!(get("data.t.r"), Some(json!({})));
+    assert_eq!(
+        get("data.t.s"),
+        Some(json!({"scope": "rule", "title": "S", "custom": {"level": 3}}))
+    );
+    assert_eq!(
+        get("data.t.sub.z"),
+        Some(json!([
+            {"path": ["t", "sub", "z"]},
+            {"path": ["t", "sub"], "annotations": {"scope": "subpackages", "title": "All of t"}},
+        ]))
+    );
+}

@@ -13,6 +13,7 @@ mod globs;
 mod json;
 mod jwt;
 mod jwt_sign;
+mod metadata;
 mod net;
 mod rewrite;
 mod sprintf;
@@ -23,6 +24,7 @@ use std::collections::BTreeMap;
 
 use regorus::Value;
 
+pub(crate) use metadata::resolve_metadata_calls;
 pub(crate) use rewrite::rewrite_source;
 
 /// Why a built-in call failed: the message OPA's error would carry.

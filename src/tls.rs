@@ -52,7 +52,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, Response, header};
 use axum::response::IntoResponse as _;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use portcullis_core::Principal;
 use portcullis_identity::rustls::ServerConfig;
 use portcullis_identity::{
@@ -275,6 +275,8 @@ impl TlsServer {
         let connection = hyper::server::conn::http1::Builder::new()
             // One flat buffer per response: head and body in one TLS record, not two.
             .writev(false)
+            // A client must send each request's head within hyper's default 30 s.
+            .timer(TokioTimer::new())
             .serve_connection(TokioIo::new(tls), service);
         tokio::pin!(connection);
         tokio::select! {

@@ -459,6 +459,40 @@ impl Home {
         }
     }
 
+    /// Where failed password logins are counted: `None` in this process (one instance), or
+    /// the shared database, so a fleet allows a guesser the failures of one instance.
+    async fn login_attempts(
+        &self,
+    ) -> Result<Option<Arc<dyn portcullis::token::LoginAttempts>>, StartError> {
+        match self {
+            Home::Local { .. } => Ok(None),
+            #[cfg(feature = "postgres")]
+            Home::Shared { fleet, .. } => {
+                let attempts = portcullis::token::PostgresLoginAttempts::from_pool(fleet.pool())
+                    .await
+                    .map_err(|e| store_error("failed-login counts")(&e))?;
+                Ok(Some(Arc::new(attempts)))
+            }
+        }
+    }
+
+    /// Where attempts at TOTP codes are counted against the wrong-code limit: `None` in
+    /// this process (one instance), or the shared database.
+    async fn totp_attempts(
+        &self,
+    ) -> Result<Option<Arc<dyn portcullis::approval::TotpAttempts>>, StartError> {
+        match self {
+            Home::Local { .. } => Ok(None),
+            #[cfg(feature = "postgres")]
+            Home::Shared { fleet, .. } => {
+                let attempts = portcullis::approval::PostgresTotpAttempts::from_pool(fleet.pool())
+                    .await
+                    .map_err(|e| store_error("TOTP attempt counts")(&e))?;
+                Ok(Some(Arc::new(attempts)))
+            }
+        }
+    }
+
     async fn deploys(&self) -> Result<Deploys, StartError> {
         match self {
             Home::Local { db } => Deploys::open(db)
@@ -850,14 +884,19 @@ fn self_service() -> impl Authorizer + 'static {
 
 /// The TOTP factor: used steps and enrolled secrets in the approval store (so a code is
 /// never accepted twice, across restarts and instances), secrets sealed under `key`, plus
-/// any secrets from the configured file.
+/// any secrets from the configured file. Wrong codes are counted in `attempts` when the
+/// instances of a fleet share it, else in this process.
 fn totp_factor(
     path: Option<&Path>,
     store: Arc<dyn TotpStore>,
     key: TotpSecretKey,
+    attempts: Option<Arc<dyn portcullis::approval::TotpAttempts>>,
 ) -> Result<TotpFactor, StartError> {
     let mut factor = TotpFactor::with_store(TotpConfig::default(), store, key)
         .map_err(|e| StartError::Config(e.to_string()))?;
+    if let Some(attempts) = attempts {
+        factor = factor.with_attempt_store(attempts);
+    }
     if let Some(path) = path {
         let text = std::fs::read_to_string(path)
             .map_err(|e| StartError::Config(format!("{}: {e}", path.display())))?;
@@ -965,7 +1004,11 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
                     })?;
                     let directory = StaticDirectory::from_toml(&text)
                         .map_err(|e| StartError::Config(e.to_string()))?;
-                    Some(PasswordLogin::new(Arc::new(directory), issuer.clone()))
+                    let login = PasswordLogin::new(Arc::new(directory), issuer.clone());
+                    Some(match home.login_attempts().await? {
+                        Some(attempts) => login.with_attempt_store(attempts),
+                        None => login,
+                    })
                 }
                 None => None,
             };
@@ -1042,6 +1085,7 @@ pub(crate) async fn build(config: &Config) -> Result<App, StartError> {
                     approval.totp.secrets_file.as_deref(),
                     totp_store,
                     key,
+                    home.totp_attempts().await?,
                 )?));
             }
             let key =
@@ -2085,7 +2129,11 @@ async fn login(State(state): Shared, Json(body): Json<LoginBody>) -> ApiResult<J
     let session = login
         .login(&body.username, &password)
         .await
-        .map_err(|e| ApiError::Gate(GateError::Unauthenticated(e)))?;
+        .map_err(|e| match e {
+            // The failed-login count (fleet mode) cannot be read: refused, 503, not 401.
+            portcullis::token::AuthError::Store(_) => ApiError::Gate(GateError::AuthUnavailable(e)),
+            other => ApiError::Gate(GateError::Unauthenticated(other)),
+        })?;
     Ok(Json(
         json!({ "token": session.expose(), "token_type": "Bearer" }),
     ))

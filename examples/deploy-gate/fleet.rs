@@ -231,6 +231,11 @@ impl Fleet {
         Ok(text)
     }
 
+    /// The pool, for the stores that share it (failed-login and TOTP attempt counts).
+    pub(crate) fn pool(&self) -> PgPool {
+        self.pool.clone()
+    }
+
     /// The deploy table.
     pub(crate) fn deploys(&self) -> PgDeploys {
         PgDeploys {

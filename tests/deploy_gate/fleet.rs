@@ -272,6 +272,123 @@ async fn two_instances_share_approvals_totp_tokens_roles_and_one_audit_chain() {
     db.drop_it().await;
 }
 
+/// A six-digit code matching none of carol's codes from a minute before to a minute after
+/// now (the skew window accepts one step either side).
+fn totp_wrong() -> String {
+    let secret = TotpSecret::new(hex::decode(CAROL_TOTP).unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let near: Vec<String> = (0..5)
+        .map(|i| totp(&secret, &TotpConfig::default(), now + i * 30 - 60))
+        .collect();
+    (0..10u32)
+        .map(|d| d.to_string().repeat(6))
+        .find(|code| !near.contains(code))
+        .unwrap()
+}
+
+/// A password login with the wrong password: its status and body.
+async fn wrong_login(server: &Server, user: &str) -> (StatusCode, Value) {
+    let (status, body, _) = server
+        .call(
+            Method::POST,
+            "/v1/login",
+            None,
+            Some(json!({ "username": user, "password": "not-the-password" })),
+        )
+        .await;
+    (status, body)
+}
+
+/// The guessing limits hold for the fleet, not per instance: five wrong TOTP codes split
+/// three and two between the instances refuse the right code on both, and so do five failed
+/// logins split alike for the right password; counts that cannot be read refuse with 503.
+#[tokio::test]
+async fn guesses_split_across_two_instances_hit_one_limit() {
+    let admin_url = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
+    let db = Database::fresh(&admin_url).await;
+    let a = instance(&db).await;
+    let mut b = instance(&db).await;
+    b.admin.clone_from(&a.admin);
+    a.grant("user_roles", "checkout", "bob", "OPERATOR").await;
+    a.grant("user_roles", "checkout", "carol", "OPERATOR").await;
+    let (bob, carol) = (a.login("bob").await, b.login("carol").await);
+
+    // Wrong TOTP codes from carol, alternating A, B, A, B, A: each refused, none recorded.
+    let (status, body) = a.deploy(&bob, "prod", "&approver=carol").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let approval = body["approval"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/approvals/{approval}/approve");
+    let wrong = json!({ "factor": "totp", "code": totp_wrong() });
+    for (i, server) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+        let (status, body) = server.post(&path, &carol, Some(wrong.clone())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "wrong code {i}: {body}");
+        assert!(
+            body.to_string().contains("wrong code"),
+            "wrong code {i}: {body}"
+        );
+    }
+    // The right code is refused on both: the service, not each instance, saw five.
+    let right = json!({ "factor": "totp", "code": totp_now() });
+    for server in [&b, &a] {
+        let (status, body) = server.post(&path, &carol, Some(right.clone())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(
+            body.to_string().contains("too many wrong TOTP codes"),
+            "the right code after five wrong ones on two instances: {body}"
+        );
+    }
+    let (_, view) = a.get(&format!("/v1/approvals/{approval}"), &bob).await;
+    assert_eq!(view["state"], "pending", "{view}");
+
+    // Failed logins of dave, alternating alike: then his right password is refused on both.
+    for (i, server) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+        let (status, body) = wrong_login(server, "dave").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "failed login {i}: {body}");
+    }
+    for server in [&b, &a] {
+        let (status, body, _) = server
+            .call(
+                Method::POST,
+                "/v1/login",
+                None,
+                Some(json!({ "username": "dave", "password": "dave-pw" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(
+            body.to_string().contains("too many"),
+            "the right password after five failures on two instances: {body}"
+        );
+    }
+    // Another user is not held out.
+    b.login("bob").await;
+
+    // Counts that cannot be read refuse (503), never let a guess through unlimited.
+    let pool = db.pool().await;
+    sqlx::raw_sql("DROP TABLE portcullis_totp_attempts; DROP TABLE portcullis_login_failures")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (status, body) = b.post(&path, &carol, Some(right)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (status, body, _) = a
+        .call(
+            Method::POST,
+            "/v1/login",
+            None,
+            Some(json!({ "username": "bob", "password": "bob-pw" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    drop((a, b));
+    db.drop_it().await;
+}
+
 /// What a client saw for one deploy answered 2xx.
 #[derive(Debug)]
 struct Answered {

@@ -31,6 +31,9 @@ mod config;
 #[path = "../examples/deploy-gate/deploys.rs"]
 #[allow(dead_code, reason = "shared with the example binary")]
 mod deploys;
+#[cfg(feature = "postgres")]
+#[path = "../examples/deploy-gate/fleet.rs"]
+mod fleet;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

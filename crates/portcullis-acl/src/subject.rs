@@ -12,6 +12,7 @@ use crate::AclError;
 /// by its name, as the SQL stores do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SubjectKind {
     /// A group (team) of principals.
     Group,

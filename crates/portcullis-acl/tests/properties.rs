@@ -140,7 +140,8 @@ fn reference(bindings: &[RoleBinding], p: &Principal, action: &str, resource: &s
                 p.kind() == PrincipalKind::ScriptToken && p.subject() == b.subject.name()
             }
             portcullis_acl::SubjectKind::Group => p.in_group(b.subject.name()),
-            portcullis_acl::SubjectKind::Service => false,
+            // A kind this model does not know holds nothing here.
+            _ => false,
         };
         let role = b.role.as_str();
         holds

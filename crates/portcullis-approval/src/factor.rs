@@ -22,6 +22,7 @@ pub struct Prompt {
 
 /// The outcome of asking a second factor.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FactorOutcome {
     /// The approver confirmed.
     Allow,

@@ -72,6 +72,7 @@ pub trait ApprovalStore: Send + Sync + fmt::Debug {
 
 /// Whether an enrolled TOTP secret confirms anything yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TotpEnrollmentState {
     /// Generated and shown to the user, not yet confirmed with a code: approves nothing.
     Pending,

@@ -12,6 +12,7 @@ use crate::AuditError;
 /// What an event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     /// A decision to act, recorded before the action (write-ahead).
     Intent,
@@ -71,6 +72,7 @@ pub struct RequestSummary {
 /// How an action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OutcomeStatus {
     /// It did what was asked.
     Succeeded,

@@ -64,6 +64,7 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
 
 /// How many members of a [`FanOut`] must acknowledge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FanOutPolicy {
     /// Every member, or the record fails.
     All,

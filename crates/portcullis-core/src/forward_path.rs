@@ -5,6 +5,7 @@ pub const MAX_FORWARD_PATH: usize = 2048;
 
 /// Why a forwarded path was refused. Each message quotes the path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ForwardPathError {
     /// Longer than [`MAX_FORWARD_PATH`].
     #[error("path {path:?} refused: longer than {MAX_FORWARD_PATH} bytes")]

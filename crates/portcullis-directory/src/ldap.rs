@@ -27,6 +27,7 @@ const MAX_NESTING: usize = 8;
 /// How a user's groups are found.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum GroupMembership {
     /// Read an attribute of the user's entry holding group DNs (`memberOf`, kept by
     /// Active Directory and OpenLDAP's memberof overlay).

@@ -58,6 +58,7 @@ impl AuthConfig {
 /// One enabled method.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum MethodConfig {
     /// Server-issued script tokens (`pcs_…`); needs [`ChainResources::tokens`].
     ScriptToken,

@@ -10,6 +10,7 @@ pub const MAX_HEADER_LEN: usize = 16 * 1024;
 
 /// How the credential was presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Scheme {
     /// `Authorization: token <t>`, Teletraan style.
     Token,

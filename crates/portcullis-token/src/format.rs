@@ -11,6 +11,7 @@ use crate::AuthError;
 /// Which kind of server-issued token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TokenKind {
     /// Automation, created by an environment admin, scoped to a resource and role
     /// (Teletraan's script tokens). Authenticates as a `script_token` principal named after

@@ -16,6 +16,7 @@ use crate::{AuthError, Authenticator, Credential, HttpClient, HttpOptions};
 
 /// How the provider is asked.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum OpaqueEndpoint {
     /// RFC 7662: `POST endpoint` with `token=…`, client credentials by HTTP Basic.
     Introspection {

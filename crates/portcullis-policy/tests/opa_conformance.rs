@@ -494,6 +494,13 @@ fn opa_conformance_cases() {
         .parse()
         .unwrap();
     let mut problems = Vec::new();
+    // Issue 29 asks for at least 400 cases from at least 40 of OPA's categories.
+    if total < 400 || per_category.len() < 40 {
+        problems.push(format!(
+            "only {total} cases from {} categories are transcribed (at least 400 from 40)",
+            per_category.len()
+        ));
+    }
     if ratio < floor {
         problems.push(format!(
             "pass ratio {ratio:.4} ({passed}/{total}) is below the floor {floor}"

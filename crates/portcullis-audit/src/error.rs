@@ -72,6 +72,16 @@ pub enum AuditError {
     /// The database failed.
     #[error("audit database error: {0}")]
     Database(String),
+    /// The storage could not take the write now, for a reason that passes: the connection
+    /// was lost or terminated, no connection came free in time, the database answered a
+    /// serialization failure or deadlock, a SQLite database stayed locked, or other writers
+    /// kept taking the sequence numbers sealed for. Nothing is wrong with the events, and
+    /// a later attempt may succeed. A connection lost around a commit leaves unknown whether
+    /// the write landed ([`AuditStorage::holds`](crate::AuditStorage::holds) tells). The
+    /// log retries [submitted](crate::AuditSink::submit) events that failed this way; a
+    /// caller of `record` gets this error and decides.
+    #[error("the audit storage is unavailable for now: {0}")]
+    Unavailable(String),
     /// A stored record that does not decode.
     #[error("malformed audit record: {0}")]
     Malformed(String),
@@ -84,6 +94,14 @@ pub enum AuditError {
 }
 
 impl AuditError {
+    /// Whether a later attempt may succeed where this one failed
+    /// ([`Unavailable`](AuditError::Unavailable)): the log retries submitted events only
+    /// then. Every other error is permanent for the batch it failed.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AuditError::Unavailable(_))
+    }
+
     pub(crate) fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
         AuditError::Io {
             path: path.to_string(),
@@ -95,6 +113,46 @@ impl AuditError {
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::Error> for AuditError {
     fn from(err: sqlx::Error) -> Self {
-        AuditError::Database(err.to_string())
+        if transient(&err) {
+            AuditError::Unavailable(err.to_string())
+        } else {
+            AuditError::Database(err.to_string())
+        }
+    }
+}
+
+/// Whether `err` passes: the connection (lost, refused, terminated by the server), the pool
+/// (no connection free in time), or the database's concurrency control (PostgreSQL's
+/// serialization failures, deadlocks and shutdowns, SQLite's busy and locked).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => {
+            #[cfg(feature = "postgres")]
+            if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                let code = pg.code();
+                // 08: connection exception; 40001 serialization failure, 40P01 deadlock;
+                // 53300 too many connections; 55P03 lock not available; 57P01-57P03
+                // terminated by an administrator, crash or startup.
+                return code.starts_with("08")
+                    || matches!(
+                        code,
+                        "40001" | "40P01" | "53300" | "55P03" | "57P01" | "57P02" | "57P03"
+                    );
+            }
+            #[cfg(feature = "sqlite")]
+            if let Some(sqlite) = e.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                // The primary code of the extended one: SQLITE_BUSY (5), SQLITE_LOCKED (6).
+                return sqlx::error::DatabaseError::code(sqlite)
+                    .and_then(|code| code.parse::<i32>().ok())
+                    .is_some_and(|code| matches!(code & 0xff, 5 | 6));
+            }
+            false
+        }
+        _ => false,
     }
 }

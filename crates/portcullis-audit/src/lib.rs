@@ -26,7 +26,7 @@ pub use error::AuditError;
 pub use event::{Actor, AuditEvent, EventKind, Outcome, OutcomeStatus, RequestSummary};
 pub use forensic::verify_database;
 pub use guard::{Intent, IntentError, Recorded, WriteAhead};
-pub use log::{AuditLog, AuditOptions, VERIFY_ON_OPEN};
+pub use log::{AuditLog, AuditOptions, RETRY_QUEUE, VERIFY_ON_OPEN};
 pub use query::{
     AuditPage, AuditQuery, MAX_QUERY_LIMIT, MAX_SCOPE_CHILDREN, ResourceScope, SCOPE_SEPARATOR,
     WithOutcome,

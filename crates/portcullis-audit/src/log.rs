@@ -46,6 +46,14 @@ pub struct AuditOptions {
     /// many records, whatever the log's size. At least one is checked, whatever this says;
     /// `usize::MAX` checks the whole log (a JSONL log is then read into memory).
     pub verify_on_open: usize,
+    /// The most [submitted](AuditSink::submit) events kept for another attempt after their
+    /// batch failed for a transient reason ([`AuditError::is_transient`]: a lost
+    /// connection, a pool timeout, a deadlock). They are written again, in order, with the
+    /// next batch or after a backoff (50 ms doubling to 5 s), until they are written; when
+    /// the log closes, three more attempts are made. An event that finds this queue full,
+    /// or is still unwritten after those attempts, is logged as lost. Default
+    /// [`RETRY_QUEUE`] (65,536).
+    pub retry_queue: usize,
 }
 
 /// Setters, so that options built outside this crate keep compiling as fields are added
@@ -79,6 +87,13 @@ impl AuditOptions {
         self
     }
 
+    /// Sets [`retry_queue`](Self::retry_queue).
+    #[must_use]
+    pub fn with_retry_queue(mut self, retry_queue: usize) -> Self {
+        self.retry_queue = retry_queue;
+        self
+    }
+
     /// Sets [`verify_on_open`](Self::verify_on_open).
     #[must_use]
     pub fn with_verify_on_open(mut self, verify_on_open: usize) -> Self {
@@ -91,6 +106,10 @@ impl AuditOptions {
 /// ([`AuditOptions::verify_on_open`]).
 pub const VERIFY_ON_OPEN: usize = 64;
 
+/// How many submitted events a log keeps for another attempt by default
+/// ([`AuditOptions::retry_queue`]).
+pub const RETRY_QUEUE: usize = 64 * 1024;
+
 impl Default for AuditOptions {
     fn default() -> Self {
         AuditOptions {
@@ -99,6 +118,7 @@ impl Default for AuditOptions {
             redactor: None,
             outcome_linger: std::time::Duration::ZERO,
             verify_on_open: VERIFY_ON_OPEN,
+            retry_queue: RETRY_QUEUE,
         }
     }
 }
@@ -311,8 +331,11 @@ impl AuditLog {
         let writer = tokio::spawn(writer(
             storage.clone(),
             receiver,
-            options.max_batch.max(1),
-            options.outcome_linger,
+            WriterOptions {
+                max_batch: options.max_batch.max(1),
+                outcome_linger: options.outcome_linger,
+                retry_queue: options.retry_queue,
+            },
             submitted.clone(),
         ));
         AuditLog {
@@ -329,6 +352,9 @@ impl AuditLog {
 
     /// Writes what is queued, stops the writer and releases the log (the JSONL folder lock,
     /// the database pool). Dropping the log does the same, but in the background.
+    /// Submitted events still waiting for another attempt after a transient failure get
+    /// three more, a backoff apart (at most 5 s each);
+    /// those still unwritten are then logged as lost.
     ///
     /// # Errors
     ///
@@ -346,7 +372,8 @@ impl AuditLog {
     }
 
     /// Waits until every event queued before this call, [submitted](AuditSink::submit) ones
-    /// included, has been written (or has failed: a submitted event's failure is logged).
+    /// included, has been written (or has failed: a submitted event's failure is logged, or,
+    /// for a transient failure, the event waits for another attempt).
     /// A service that submits events flushes before it exits.
     ///
     /// Reads (`query`, `get`, `outcomes_of`, `head`, `verify`, `find_redacted`) flush
@@ -591,8 +618,10 @@ impl AuditSink for AuditLog {
     }
 
     /// Checks, redacts and serializes `event` now, and queues it for the writer: it goes
-    /// out with the next batch. Waits only for room in the queue. A write that fails later
-    /// is logged (`tracing`, target `portcullis_audit`), with the event's id.
+    /// out with the next batch. Waits only for room in the queue. A batch that fails for a
+    /// transient reason ([`AuditError::is_transient`]) is written again, in order and never
+    /// twice ([`AuditOptions::retry_queue`] says for how long); a write that fails for good,
+    /// or is given up, is logged (`tracing`, target `portcullis_audit`), with the event's id.
     async fn submit(&self, event: AuditEvent) -> Result<(), AuditError> {
         let outcome = event.kind == crate::EventKind::Outcome;
         let prepared = self.prepare(event)?;
@@ -623,23 +652,124 @@ impl AuditSink for AuditLog {
     }
 }
 
+/// The first wait before submitted events that failed for a transient reason are written
+/// again; it doubles after each failure, up to [`RETRY_MAX`], and starts over after a write
+/// succeeds. A batch of new events tries at once, taking the waiting events along.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The longest wait between attempts at submitted events that keep failing.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How many more attempts submitted events still waiting for a retry get once the log is
+/// closed (or dropped); after them they are logged as lost.
+const CLOSE_ATTEMPTS: u32 = 3;
+
+/// Submitted events waiting for another attempt after a transient failure
+/// ([`AuditError::is_transient`]), oldest first. Every event submitted after them waits
+/// behind them, so submitted events are written in the order they were submitted.
+struct Retry {
+    events: Vec<PreparedEvent>,
+    /// How many of the first `events` were in a batch whose failure leaves unknown whether
+    /// it landed (a connection lost around its commit): the storage is asked
+    /// ([`AuditStorage::holds`]) before they are written again.
+    unsure: usize,
+    /// The wait before the next attempt.
+    backoff: std::time::Duration,
+    /// The most events kept ([`AuditOptions::retry_queue`]).
+    cap: usize,
+}
+
+impl Retry {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Keeps `events` (submitted, in order, none of them written) after those waiting,
+    /// as far as the queue has room; logs the rest as lost. Returns how many were lost.
+    fn keep(&mut self, events: impl IntoIterator<Item = PreparedEvent>, error: &str) -> usize {
+        let mut lost = 0;
+        for event in events {
+            if self.events.len() < self.cap {
+                self.events.push(event);
+            } else {
+                lost += 1;
+                tracing::error!(
+                    target: "portcullis_audit",
+                    event = %event.id(),
+                    error = %error,
+                    "a submitted audit event could not be written, and the retry queue is full"
+                );
+            }
+        }
+        lost
+    }
+
+    /// Logs every waiting event as lost (`why`) and forgets them. Returns how many.
+    fn give_up(&mut self, why: &str) -> usize {
+        for event in &self.events {
+            tracing::error!(
+                target: "portcullis_audit",
+                event = %event.id(),
+                error = %why,
+                "a submitted audit event could not be written"
+            );
+        }
+        self.unsure = 0;
+        std::mem::take(&mut self.events).len()
+    }
+}
+
 /// The writer task: takes whatever is queued (up to `max_batch`), writes it as one batch, and
-/// answers every caller in it.
+/// answers every caller in it. Submitted events whose batch failed for a transient reason
+/// wait for the next batch, or for their backoff to pass; once the queue closes they get
+/// [`CLOSE_ATTEMPTS`] more attempts.
 async fn writer(
     storage: Arc<dyn AuditStorage>,
     mut jobs: mpsc::Receiver<Job>,
-    max_batch: usize,
-    outcome_linger: std::time::Duration,
+    options: WriterOptions,
     submitted: Arc<AtomicUsize>,
 ) {
+    let WriterOptions {
+        max_batch,
+        outcome_linger,
+        retry_queue,
+    } = options;
     let mut batch = Vec::with_capacity(max_batch);
-    while jobs.recv_many(&mut batch, max_batch).await > 0 {
+    let mut retry = Retry {
+        events: Vec::new(),
+        unsure: 0,
+        backoff: RETRY_FIRST,
+        cap: retry_queue,
+    };
+    let mut open = true;
+    let mut closing_attempts = 0;
+    loop {
+        if retry.is_empty() {
+            if !open || jobs.recv_many(&mut batch, max_batch).await == 0 {
+                break;
+            }
+        } else if open {
+            // New events, or the backoff's end, whichever comes first.
+            tokio::select! {
+                received = jobs.recv_many(&mut batch, max_batch) => open = received > 0,
+                () = tokio::time::sleep(retry.backoff) => {}
+            }
+        }
+        if !open && !retry.is_empty() {
+            if closing_attempts == CLOSE_ATTEMPTS {
+                let lost = retry.give_up("the audit log closed before the storage took it");
+                submitted.fetch_sub(lost, Ordering::AcqRel);
+                break;
+            }
+            closing_attempts += 1;
+            tokio::time::sleep(retry.backoff).await;
+        }
         // Callers answered by the previous batch are usually runnable right now, about to
         // queue their next event. Yielding once lets them do so, and they join this batch
         // instead of the next one: without it, a steady load splits into a batch of one
         // and a batch of the rest, paying two syncs where one would do. When nothing else
         // is runnable the yield returns at once, so an idle log adds no latency.
-        if batch.len() < max_batch {
+        if open && batch.len() < max_batch {
             tokio::task::yield_now().await;
             while batch.len() < max_batch {
                 match jobs.try_recv() {
@@ -650,6 +780,7 @@ async fn writer(
         }
         // Only outcomes: let them wait a little for an event to share the write with.
         if !outcome_linger.is_zero()
+            && retry.is_empty()
             && batch.len() < max_batch
             && batch.iter().all(Job::is_outcome)
             && let Ok(Some(job)) = tokio::time::timeout(outcome_linger, jobs.recv()).await
@@ -662,23 +793,73 @@ async fn writer(
                 }
             }
         }
-        write_batch(&*storage, &mut batch, &submitted).await;
+        write_batch(&*storage, &mut batch, &submitted, &mut retry).await;
     }
 }
 
-/// Who hears how a write went: a caller waiting for its receipt, or nobody (a submitted
-/// event, whose id is kept to log a failure).
-enum Answer {
-    Waiting(oneshot::Sender<Result<Receipt, AuditError>>),
-    Submitted(String),
+/// What the writer task is given.
+struct WriterOptions {
+    max_batch: usize,
+    outcome_linger: std::time::Duration,
+    retry_queue: usize,
 }
 
-/// Writes the events in `batch` (drained) as one append, answers their callers, logs the
-/// failure of submitted ones, then answers the flushes: everything before them is written.
-async fn write_batch(storage: &dyn AuditStorage, batch: &mut Vec<Job>, submitted: &AtomicUsize) {
-    let mut events = Vec::with_capacity(batch.len());
-    let mut answers = Vec::with_capacity(batch.len());
+/// Who hears how a write went: a caller waiting for its receipt, or nobody (a submitted
+/// event, whose failure is logged or retried).
+enum Answer {
+    Waiting(oneshot::Sender<Result<Receipt, AuditError>>),
+    Submitted,
+}
+
+/// Writes the events waiting for a retry and those in `batch` (drained) as one append,
+/// answers their callers, keeps the submitted ones for another attempt if it failed for a
+/// transient reason (logs them as lost if it failed for good), then answers the flushes:
+/// everything before them is written, has failed, or waits for another attempt.
+async fn write_batch(
+    storage: &dyn AuditStorage,
+    batch: &mut Vec<Job>,
+    submitted: &AtomicUsize,
+    retry: &mut Retry,
+) {
+    let mut events = Vec::with_capacity(batch.len() + retry.events.len());
+    let mut answers = Vec::with_capacity(events.capacity());
     let mut flushes = Vec::new();
+    // Submitted events that may have landed with a batch whose commit went unanswered.
+    if retry.unsure > 0
+        && let Some(first) = retry.events.first()
+    {
+        match storage.holds(first).await {
+            Ok(true) => {
+                let landed = retry.events.drain(..retry.unsure).count();
+                submitted.fetch_sub(landed, Ordering::AcqRel);
+                retry.unsure = 0;
+            }
+            Ok(false) => retry.unsure = 0,
+            Err(err) if err.is_transient() => {}
+            // Unknown for good: dropped (logged) rather than perhaps written twice.
+            Err(err) => {
+                let unsure: Vec<PreparedEvent> = retry.events.drain(..retry.unsure).collect();
+                retry.unsure = 0;
+                for event in &unsure {
+                    tracing::error!(
+                        target: "portcullis_audit",
+                        event = %event.id(),
+                        error = %err,
+                        "a submitted audit event may not have been written: whether its batch \
+                         landed cannot be read"
+                    );
+                }
+                submitted.fetch_sub(unsure.len(), Ordering::AcqRel);
+            }
+        }
+    }
+    // Still unknown: nothing queued after them may be written first, so this batch fails
+    // as theirs did.
+    let blocked = retry.unsure > 0;
+    for event in retry.events.drain(..) {
+        answers.push(Answer::Submitted);
+        events.push(event);
+    }
     for job in batch.drain(..) {
         match job {
             Job::Write {
@@ -686,7 +867,7 @@ async fn write_batch(storage: &dyn AuditStorage, batch: &mut Vec<Job>, submitted
             } => {
                 answers.push(match respond {
                     Some(respond) => Answer::Waiting(respond),
-                    None => Answer::Submitted(prepared.id().to_owned()),
+                    None => Answer::Submitted,
                 });
                 events.push(prepared);
             }
@@ -696,17 +877,25 @@ async fn write_batch(storage: &dyn AuditStorage, batch: &mut Vec<Job>, submitted
     if !events.is_empty() {
         let detached = answers
             .iter()
-            .filter(|a| matches!(a, Answer::Submitted(_)))
+            .filter(|a| matches!(a, Answer::Submitted))
             .count();
-        let events = Batch::new(events);
-        let appended = match storage.append(&events).await {
-            // Receipts the storage did not get by sealing this batch would name records
-            // that may not be these events.
-            Ok(appended) if !appended.is_of(&events) => Err(AuditError::Poisoned(format!(
-                "the audit storage answered an append with the receipts of another batch; \
-                 whether this one was written is unknown ({storage:?})"
-            ))),
-            other => other,
+        let appended = if blocked {
+            Err(AuditError::Unavailable(
+                "whether an earlier batch landed cannot be read yet".into(),
+            ))
+        } else {
+            let batch = Batch::new(events);
+            let appended = match storage.append(&batch).await {
+                // Receipts the storage did not get by sealing this batch would name records
+                // that may not be these events.
+                Ok(appended) if !appended.is_of(&batch) => Err(AuditError::Poisoned(format!(
+                    "the audit storage answered an append with the receipts of another \
+                     batch; whether this one was written is unknown ({storage:?})"
+                ))),
+                other => other,
+            };
+            events = batch.into_events();
+            appended
         };
         match appended {
             Ok(appended) => {
@@ -716,11 +905,15 @@ async fn write_batch(storage: &dyn AuditStorage, batch: &mut Vec<Job>, submitted
                         let _ = respond.send(Ok(receipt));
                     }
                 }
+                retry.backoff = RETRY_FIRST;
+                submitted.fetch_sub(detached, Ordering::AcqRel);
             }
             Err(err) => {
+                let transient = err.is_transient();
                 let message = err.to_string();
                 let mut err = Some(err);
-                for answer in answers {
+                let mut again = Vec::new();
+                for (answer, event) in answers.into_iter().zip(events) {
                     match answer {
                         Answer::Waiting(respond) => {
                             let answer = err
@@ -728,17 +921,40 @@ async fn write_batch(storage: &dyn AuditStorage, batch: &mut Vec<Job>, submitted
                                 .unwrap_or_else(|| AuditError::BatchFailed(message.clone()));
                             let _ = respond.send(Err(answer));
                         }
-                        Answer::Submitted(id) => tracing::error!(
+                        Answer::Submitted if transient => again.push(event),
+                        Answer::Submitted => tracing::error!(
                             target: "portcullis_audit",
-                            event = %id,
+                            event = %event.id(),
                             error = %message,
                             "a submitted audit event could not be written"
                         ),
                     }
                 }
+                if transient {
+                    if !again.is_empty() {
+                        tracing::warn!(
+                            target: "portcullis_audit",
+                            events = again.len(),
+                            error = %message,
+                            retry_in = ?retry.backoff,
+                            "submitted audit events could not be written yet; retrying"
+                        );
+                    }
+                    let kept_before = retry.events.len();
+                    let lost = retry.keep(again, &message);
+                    // Everything that was in this batch may have landed with it (unless it
+                    // never reached the storage); what waited behind an unknown batch did
+                    // not.
+                    if !blocked {
+                        retry.unsure = retry.events.len() - kept_before;
+                    }
+                    retry.backoff = (retry.backoff * 2).min(RETRY_MAX);
+                    submitted.fetch_sub(lost, Ordering::AcqRel);
+                } else {
+                    submitted.fetch_sub(detached, Ordering::AcqRel);
+                }
             }
         }
-        submitted.fetch_sub(detached, Ordering::AcqRel);
     }
     for done in flushes {
         let _ = done.send(());

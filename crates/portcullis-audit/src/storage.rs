@@ -80,6 +80,29 @@ pub trait AuditStorage: Send + Sync + fmt::Debug + 'static {
     /// A read failure.
     async fn scan(&self, after_seq: u64, limit: usize) -> Result<Vec<String>, AuditError>;
 
+    /// Whether `event` is stored: a record with its id whose event is this one. The log asks
+    /// before it appends again the [submitted](crate::AuditSink::submit) events of a batch
+    /// whose append failed with [`AuditError::Unavailable`]: a connection lost around a
+    /// commit leaves unknown whether the batch landed, and a batch is all or none, so its
+    /// first event answers for it. A storage that can return `Unavailable` after its write
+    /// may have landed must answer this truly, or those events are written twice. The
+    /// default reads the records whose line holds the id.
+    ///
+    /// # Errors
+    ///
+    /// A read failure.
+    async fn holds(&self, event: &PreparedEvent) -> Result<bool, AuditError> {
+        let wanted = prepared_value(event)?;
+        let needles = [as_written(event.id())?];
+        let mut found = false;
+        self.for_each_decoded_containing(0, &needles, &mut |decoded| {
+            found = decoded.event == wanted;
+            Ok(!found)
+        })
+        .await?;
+        Ok(found)
+    }
+
     /// Whether a record [`append`](Self::append) has returned for survives a crash
     /// (fsync'd, committed, acknowledged by a quorum). Default `false`.
     fn is_durable(&self) -> bool {
@@ -298,6 +321,11 @@ async fn verify_pages<S: AuditStorage + ?Sized>(
         }
         after = last;
     }
+}
+
+/// The event `prepared` holds, as a stored line's `event` decodes.
+pub(crate) fn prepared_value(prepared: &PreparedEvent) -> Result<serde_json::Value, AuditError> {
+    serde_json::from_str(prepared.json()).map_err(|e| AuditError::Malformed(e.to_string()))
 }
 
 /// `text` as a stored line holds it: a JSON string, quotes and escapes included.

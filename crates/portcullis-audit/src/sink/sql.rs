@@ -312,6 +312,26 @@ macro_rules! sql_backend {
                 Ok(appended)
             }
 
+            /// The first id of `batch`'s events that a stored record has.
+            async fn first_stored(&self, batch: &Batch) -> Result<Option<String>, AuditError> {
+                for chunk in batch.events().chunks(OUTCOMES_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT id FROM portcullis_audit_records WHERE id IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for event in chunk {
+                        list.push_bind(event.id());
+                    }
+                    q.push(") LIMIT 1");
+                    let found: Option<String> =
+                        q.build_query_scalar().fetch_optional(&self.pool).await?;
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                }
+                Ok(None)
+            }
+
             async fn migrate(&self) -> Result<(), AuditError> {
                 const MIGRATIONS: &[(i64, &str)] = &[$(($version, $sql)),*];
                 portcullis_sql::$sqlmod::migrate(&self.pool, "portcullis_audit_schema", $lock, MIGRATIONS).await?;
@@ -396,13 +416,32 @@ macro_rules! sql_backend {
                             self.shared.store(true, Ordering::Relaxed);
                         }
                         Err(Failure::Conflict(e)) => {
-                            return Err(AuditError::Database(format!(
+                            // An event id already stored conflicts on every attempt: that
+                            // batch is refused for good. Otherwise other writers kept winning,
+                            // which passes.
+                            if let Some(id) = self.first_stored(batch).await? {
+                                return Err(AuditError::Database(format!(
+                                    "an audit record with the id {id:?} is stored already: {e}"
+                                )));
+                            }
+                            return Err(AuditError::Unavailable(format!(
                                 "still conflicting with other writers after {CONFLICT_RETRIES} attempts: {e}"
                             )));
                         }
                         Err(Failure::Other(e)) => return Err(e),
                     }
                 }
+            }
+
+            /// The row with the event's id, by its index.
+            async fn holds(&self, event: &PreparedEvent) -> Result<bool, AuditError> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT line FROM portcullis_audit_records WHERE id = ",
+                );
+                q.push_bind(event.id().to_owned());
+                let line: Option<String> = q.build_query_scalar().fetch_optional(&self.pool).await?;
+                let Some(line) = line else { return Ok(false) };
+                Ok(decode(line.as_bytes())?.event == crate::storage::prepared_value(event)?)
             }
 
             /// Committed with full sync (SQLite) or by PostgreSQL's commit.

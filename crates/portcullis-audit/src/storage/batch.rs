@@ -10,7 +10,7 @@ use crate::{AuditError, Receipt, RecordIndex};
 
 /// One event of a [`Batch`]: checked (no control characters, within the size cap), redacted
 /// and serialized in canonical form by the log, before its batch reached the storage.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PreparedEvent {
     id: String,
     json: String,
@@ -69,6 +69,11 @@ impl Batch {
         Batch {
             events: Arc::new(events),
         }
+    }
+
+    /// The events back, for another attempt (copied if the storage kept a clone).
+    pub(crate) fn into_events(self) -> Vec<PreparedEvent> {
+        Arc::try_unwrap(self.events).unwrap_or_else(|shared| (*shared).clone())
     }
 
     /// How many events.

@@ -75,6 +75,9 @@ pub(crate) struct Config {
     /// `postgres://` URL ⇒ every piece of state in PostgreSQL, shared by any number of
     /// instances (see [`Store`]).
     pub(crate) store: Option<Store>,
+    /// Serving over TLS, with SPIFFE client certificates; absent ⇒ plain HTTP (keep it on
+    /// loopback).
+    pub(crate) tls: Option<crate::tls::TlsConfig>,
 }
 
 fn default_listen() -> String {
@@ -333,6 +336,9 @@ impl Config {
         }
         if let Some(file) = config.store.as_mut().and_then(|s| s.key_file.as_mut()) {
             *file = base.join(&*file);
+        }
+        if let Some(tls) = config.tls.as_mut() {
+            tls.resolve_paths(base);
         }
         if let Some(audit) = config.audit.as_mut() {
             for path in [&mut audit.checkpoint_dir, &mut audit.checkpoint_key]

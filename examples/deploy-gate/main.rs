@@ -21,6 +21,8 @@ mod config;
 mod deploys;
 #[cfg(feature = "postgres")]
 mod fleet;
+#[path = "../common/tls.rs"]
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -160,6 +162,13 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
+    // [tls] loads (and fails) before any store is opened.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::TlsConfig::open)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let app = app::build(&config).await.map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -177,12 +186,16 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let (Some(checkpoints), Some(audit)) = (&app.checkpoints, &config.audit) {
         println!("{}", checkpoints.banner(&audit.url, &config.data_dir));
     }
-    println!("LISTENING http://{address}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("LISTENING {scheme}://{address}");
     println!("data in {}", config.data_dir.display());
-    let served = axum::serve(listener, app.router)
-        .with_graceful_shutdown(portcullis::http::shutdown_signal())
-        .await
-        .map_err(|e| e.to_string());
+    let served = match tls {
+        Some(tls) => serve_tls(&tls, listener, app.router).await,
+        None => axum::serve(listener, app.router)
+            .with_graceful_shutdown(portcullis::http::shutdown_signal())
+            .await
+            .map_err(|e| e.to_string()),
+    };
     // Outcomes are written after their answers: write what is still queued before exiting,
     // then sign the head it ends in.
     if let Some(audit) = &app.audit {
@@ -194,6 +207,34 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
     }
     served
+}
+
+/// Serves `router` over TLS per `[tls]`, with the identity files watched for rotation.
+#[cfg(feature = "tls")]
+async fn serve_tls(
+    tls: &tls::Tls,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) -> Result<(), String> {
+    let watch = tls.watch();
+    let served = tls
+        .server()
+        .map_err(|e| e.to_string())?
+        .serve(listener, router, portcullis::http::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string());
+    watch.abort();
+    served
+}
+
+/// Without the `tls` feature there is no [`tls::Tls`] to serve.
+#[cfg(not(feature = "tls"))]
+async fn serve_tls(
+    tls: &tls::Tls,
+    _listener: tokio::net::TcpListener,
+    _router: axum::Router,
+) -> Result<(), String> {
+    match *tls {}
 }
 
 fn main() -> ExitCode {

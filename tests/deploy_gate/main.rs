@@ -38,6 +38,8 @@ mod common;
 #[cfg(feature = "postgres")]
 mod fleet;
 mod hardening;
+#[cfg(feature = "tls")]
+mod tls;
 mod totp;
 use common::example_binary;
 

@@ -1,0 +1,257 @@
+//! `[tls]` for the reference binaries (each includes this file with `#[path]`): serve over
+//! rustls with the workload's certificate — a SPIFFE X.509-SVID, rotated without restart —
+//! with client certificates off, optional or required, and turn each verified client SPIFFE
+//! ID into a service principal (subject = the ID, groups from patterns) for the auth chain.
+//!
+//! ```toml
+//! [tls]
+//! cert = "svid.pem"                  # chain, leaf first (relative to the config file)
+//! key = "svid_key.pem"
+//! client_certs = "optional"          # off | optional | required (default off)
+//! reload_seconds = 5                 # how often the files are checked for rotation
+//! [tls.trust_domains]                # one bundle per trust domain: PEM or SPIFFE JSON
+//! "prod.example" = "bundle.pem"
+//! [[tls.groups]]                     # groups for client SPIFFE IDs
+//! pattern = "spiffe://prod.example/ci/*"
+//! group = "ci"
+//! ```
+//!
+//! Built without the `tls` feature, a configuration with `[tls]` is refused at start (never
+//! served in plain HTTP instead).
+#![allow(
+    dead_code,
+    reason = "shared by the examples; each uses a subset (the sidecar reads its own SVID, the \
+              access broker also dials out)"
+)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The seconds between checks of the identity files when `reload_seconds` is not set.
+pub(crate) const DEFAULT_RELOAD_SECONDS: u64 = 5;
+
+/// The longest `reload_seconds` accepted: an hour.
+pub(crate) const MAX_RELOAD_SECONDS: u64 = 3_600;
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    /// The certificate chain this service presents (PEM, leaf first): its X.509-SVID as the
+    /// SPIRE agent or spiffe-helper writes it, or any server certificate.
+    pub(crate) cert: PathBuf,
+    /// Its private key (PEM).
+    pub(crate) key: PathBuf,
+    /// Whether clients are asked for a certificate.
+    #[serde(default)]
+    pub(crate) client_certs: ClientCerts,
+    /// The trust bundle of each SPIFFE trust domain whose SVIDs are accepted (PEM, or the
+    /// SPIFFE bundle JSON). A client SVID verifies to its own domain's bundle only.
+    #[serde(default)]
+    pub(crate) trust_domains: BTreeMap<String, PathBuf>,
+    /// Groups for verified client SPIFFE IDs, so roles bind to a group of services.
+    #[serde(default)]
+    pub(crate) groups: Vec<SpiffeGroup>,
+    /// Seconds between checks of the files for rotation (default 5, 1 to 3,600).
+    pub(crate) reload_seconds: Option<u64>,
+}
+
+/// `client_certs`: `off`, `optional` or `required`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ClientCerts {
+    /// Plain server TLS; callers authenticate with tokens.
+    #[default]
+    Off,
+    /// Asked for: a verified SVID authenticates the caller, a caller without one uses a
+    /// token. A certificate that does not verify fails the handshake.
+    Optional,
+    /// Only callers with a verified SVID connect.
+    Required,
+}
+
+/// `[[tls.groups]]`: members of `pattern` (an exact SPIFFE ID, or `spiffe://TD/prefix/*`) get
+/// `group`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SpiffeGroup {
+    /// The SPIFFE IDs.
+    pub(crate) pattern: String,
+    /// The group they get.
+    pub(crate) group: String,
+}
+
+/// Why `[tls]` cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TlsSetupError {
+    /// The binary was built without the `tls` feature.
+    #[error("[tls] is configured but this binary was built without the `tls` feature")]
+    NotBuilt,
+    /// A setting is wrong.
+    #[error("[tls] {0}")]
+    Invalid(String),
+    /// The certificate, key or a bundle did not load.
+    #[cfg(feature = "tls")]
+    #[error("[tls] {0}")]
+    Files(#[from] portcullis::tls::identity::SourceError),
+    /// rustls refused the configuration.
+    #[cfg(feature = "tls")]
+    #[error("[tls] {0}")]
+    Config(#[from] portcullis::tls::identity::TlsConfigError),
+}
+
+impl TlsConfig {
+    /// Resolves the file names against `base`, the configuration file's folder.
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        for path in [&mut self.cert, &mut self.key]
+            .into_iter()
+            .chain(self.trust_domains.values_mut())
+        {
+            *path = base.join(&*path);
+        }
+    }
+
+    /// Loads the files and checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsSetupError`]: an unreadable or malformed file, a bad trust domain or pattern,
+    /// client certificates without a bundle, or a binary built without `tls`.
+    #[cfg(not(feature = "tls"))]
+    pub(crate) fn open(&self) -> Result<Tls, TlsSetupError> {
+        Err(TlsSetupError::NotBuilt)
+    }
+
+    /// Loads the files and checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsSetupError`]: an unreadable or malformed file, a bad trust domain or pattern,
+    /// client certificates without a bundle, or a binary built without `tls`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn open(&self) -> Result<Tls, TlsSetupError> {
+        use portcullis::tls::identity::{
+            FileSource, IdentityFiles, SpiffeAuthenticator, TrustDomain, ring_provider,
+        };
+        let reload = self.reload_seconds.unwrap_or(DEFAULT_RELOAD_SECONDS);
+        if !(1..=MAX_RELOAD_SECONDS).contains(&reload) {
+            return Err(TlsSetupError::Invalid(format!(
+                "reload_seconds must be 1 to {MAX_RELOAD_SECONDS}, not {reload}"
+            )));
+        }
+        if self.client_certs != ClientCerts::Off && self.trust_domains.is_empty() {
+            return Err(TlsSetupError::Invalid(
+                "client_certs needs [tls.trust_domains]: the bundles client SVIDs verify to".into(),
+            ));
+        }
+        if self.client_certs == ClientCerts::Off && !self.groups.is_empty() {
+            return Err(TlsSetupError::Invalid(
+                "[[tls.groups]] needs client_certs = \"optional\" or \"required\"".into(),
+            ));
+        }
+        let mut files = IdentityFiles::new().svid(&self.cert, &self.key);
+        let mut domains = Vec::new();
+        for (name, path) in &self.trust_domains {
+            let domain: TrustDomain = name
+                .parse()
+                .map_err(|e| TlsSetupError::Invalid(format!("trust domain {name:?}: {e}")))?;
+            domains.push(domain.clone());
+            files = files.bundle(domain, path);
+        }
+        let mut spiffe = SpiffeAuthenticator::new().trust_domains(domains);
+        for SpiffeGroup { pattern, group } in &self.groups {
+            spiffe = spiffe
+                .group(pattern, group.clone())
+                .map_err(|e| TlsSetupError::Invalid(format!("groups: {e}")))?;
+        }
+        let files = std::sync::Arc::new(FileSource::load(files, ring_provider())?);
+        let tls = Tls {
+            files,
+            client_certs: self.client_certs,
+            spiffe: std::sync::Arc::new(portcullis::token::AuthChain::new(vec![
+                std::sync::Arc::new(spiffe),
+            ])),
+            reload: std::time::Duration::from_secs(reload),
+        };
+        // Fail at start, not at the first handshake.
+        tls.server()?;
+        Ok(tls)
+    }
+}
+
+/// `[tls]` loaded: the identity files (watched for rotation once [`Tls::watch`] runs) and the
+/// chain that makes principals of verified client SVIDs.
+#[cfg(feature = "tls")]
+pub(crate) struct Tls {
+    files: std::sync::Arc<portcullis::tls::identity::FileSource>,
+    client_certs: ClientCerts,
+    spiffe: std::sync::Arc<portcullis::token::AuthChain>,
+    reload: std::time::Duration,
+}
+
+/// `[tls]` cannot be loaded without the `tls` feature; [`TlsConfig::open`] says so.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug)]
+pub(crate) enum Tls {}
+
+#[cfg(feature = "tls")]
+impl Tls {
+    /// Checks the files every `reload_seconds` on the current runtime: a rotated SVID or
+    /// bundle is used for new handshakes without a restart; a broken file keeps the old one.
+    pub(crate) fn watch(&self) -> tokio::task::JoinHandle<()> {
+        self.files.watch(self.reload)
+    }
+
+    /// The server: this service's certificate, client SVIDs per `client_certs` (any ID
+    /// whose SVID verifies; what it may do is the roles' business), each one made a
+    /// principal once per connection.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsSetupError::Config`] if rustls refuses the configuration.
+    pub(crate) fn server(&self) -> Result<portcullis::tls::TlsServer, TlsSetupError> {
+        self.server_for(portcullis::tls::identity::PeerIds::Any)
+    }
+
+    /// As [`Tls::server`], admitting only the client IDs `clients` accepts (at the
+    /// handshake).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsSetupError::Config`] if rustls refuses the configuration.
+    pub(crate) fn server_for(
+        &self,
+        clients: portcullis::tls::identity::PeerIds,
+    ) -> Result<portcullis::tls::TlsServer, TlsSetupError> {
+        use portcullis::tls::identity::ClientAuth;
+        let client_auth = match self.client_certs {
+            ClientCerts::Off => ClientAuth::Off,
+            ClientCerts::Optional => ClientAuth::Optional,
+            ClientCerts::Required => ClientAuth::Required,
+        };
+        let server =
+            portcullis::tls::TlsServer::from_source(self.files.source(), client_auth, clients)?;
+        Ok(if client_auth == ClientAuth::Off {
+            server
+        } else {
+            server.authenticate_peers(self.spiffe.clone())
+        })
+    }
+
+    /// The identity material (for a client that presents this service's SVID).
+    pub(crate) fn source(&self) -> &std::sync::Arc<portcullis::tls::identity::IdentitySource> {
+        self.files.source()
+    }
+
+    /// The SPIFFE ID of this service's current SVID, if its certificate has one.
+    pub(crate) fn spiffe_id(&self) -> Option<portcullis::tls::identity::SpiffeId> {
+        self.files
+            .source()
+            .current()
+            .svid
+            .as_ref()
+            .and_then(|svid| svid.spiffe_id().cloned())
+    }
+}

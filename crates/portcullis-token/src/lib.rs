@@ -47,8 +47,8 @@ pub use opaque::{MAX_CACHE_TTL, OpaqueEndpoint, OpaqueRules, OpaqueVerifier};
 pub use portcullis_sql::postgres::ChangeListener;
 pub use sealing::SealingKey;
 pub use session::{
-    LoginAttempts, MAX_SESSION_TTL, PasswordLogin, SessionAlgorithm, SessionIssuer, SessionKey,
-    SessionToken, session_rules,
+    LoginAttempts, MAX_SESSION_TTL, MemoryLoginAttempts, PasswordLogin, SessionAlgorithm,
+    SessionIssuer, SessionKey, SessionToken, session_rules,
 };
 #[cfg(feature = "postgres")]
 pub use store::PostgresTokenStore;

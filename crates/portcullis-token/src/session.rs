@@ -413,51 +413,143 @@ pub fn session_rules(
 /// Guessing is limited: after five failed logins for a user name within five minutes, every
 /// login of that name is refused — a right one too — until the oldest failure is five
 /// minutes old ([`AuthError::TooManyAttempts`]; [`PasswordLogin::with_attempt_limit`]
-/// changes the numbers). The count is kept per process, or — for several instances of a
-/// service — in a store they share ([`PasswordLogin::with_attempt_store`]). Someone who
-/// knows a user name can
-/// hold that user out this way; that is the price of not letting passwords be guessed.
+/// changes the numbers). An attempt is counted *before* its password is checked, in one
+/// atomic step with the check against the limit, and handed back only when the password was
+/// right (or the directory could not say): so the limit holds however many guesses arrive at
+/// once — of any number of concurrent logins of one name, at most five passwords are
+/// checked. The count is kept per process, or — for several instances of a service — in a
+/// store they share ([`PasswordLogin::with_attempt_store`]). Someone who knows a user name
+/// can hold that user out this way; that is the price of not letting passwords be guessed.
 #[derive(Debug, Clone)]
 pub struct PasswordLogin {
     directory: Arc<dyn Directory>,
     issuer: SessionIssuer,
     limit: (usize, Duration),
-    /// Per user name, when its recent failures came (Unix seconds), oldest first.
-    failures: Arc<std::sync::Mutex<HashMap<String, VecDeque<u64>>>>,
-    /// Failures counted in a store every instance shares, instead of in this process.
-    shared: Option<Arc<dyn LoginAttempts>>,
+    /// Where attempts are counted: this process ([`MemoryLoginAttempts`]) by default.
+    attempts: Arc<dyn LoginAttempts>,
 }
 
-/// Where [`PasswordLogin`] counts failed logins when several instances of a service must
-/// share one limit (the default counts in the process, so N instances would allow N times
-/// the guesses). With feature `postgres`: `fleet::PostgresLoginAttempts`.
+/// Where [`PasswordLogin`] counts login attempts against its limit, per user name, within a
+/// sliding window. [`MemoryLoginAttempts`] counts in the process (the default); when several
+/// instances of a service must share one limit (else N instances allow N times the guesses),
+/// with feature `postgres`: `fleet::PostgresLoginAttempts`. Async, object safe.
+///
+/// An attempt is counted *before* its password is checked ([`begin`](Self::begin)), in one
+/// atomic step with the check against the limit, and handed back
+/// ([`release`](Self::release)) when the login turns out not to be a wrong guess. So the
+/// limit holds however many logins arrive at once, on however many instances: of `max + k`
+/// concurrent wrong passwords for one name, at most `max` are checked.
 #[async_trait::async_trait]
 pub trait LoginAttempts: Send + Sync + fmt::Debug {
-    /// The times (Unix seconds) of `user`'s failed logins after `since`, newest first, at
-    /// most `max`.
-    ///
-    /// # Errors
-    ///
-    /// [`AuthError::Store`] if the store cannot answer: the login is then refused.
-    async fn recent_failures(
-        &self,
-        user: &str,
-        since: u64,
-        max: usize,
-    ) -> Result<Vec<u64>, AuthError>;
-
-    /// Counts a failed login of `user` at `at`; failures at or before `forget_before` may be
+    /// Counts an attempt of `user` at `now` (Unix seconds) iff fewer than `max` are counted
+    /// after `now - window`, as one atomic operation: `Ok(None)` if it was counted (the
+    /// password may be checked), `Ok(Some(seconds))` if the name is over the limit and for
+    /// how long still. Attempts at or before `now - window` no longer count and may be
     /// dropped.
     ///
     /// # Errors
     ///
-    /// [`AuthError::Store`] if it cannot be recorded.
-    async fn note_failure(&self, user: &str, at: u64, forget_before: u64) -> Result<(), AuthError>;
+    /// [`AuthError::Store`] if the store cannot answer (in bounded time): the login is then
+    /// refused.
+    async fn begin(
+        &self,
+        user: &str,
+        now: u64,
+        max: usize,
+        window: u64,
+    ) -> Result<Option<u64>, AuthError>;
+
+    /// Takes back one attempt of `user` counted at `at` by [`begin`](Self::begin): its
+    /// password was right, or the directory could not check it — not a guess that failed.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Store`]; the attempt then keeps counting until the window passes.
+    async fn release(&self, user: &str, at: u64) -> Result<(), AuthError>;
 }
 
-/// The most user names whose failures are remembered; beyond it, the oldest are forgotten
-/// first, so a flood of invented names cannot grow memory without bound.
+/// Seconds until `user` may try again: the `max`th newest attempt leaves the window then.
+/// `recent` is oldest first and holds at least `max` attempts.
+pub(crate) fn attempt_wait(recent: &[u64], max: usize, now: u64, window: u64) -> Option<u64> {
+    let index = recent.len().checked_sub(max)?;
+    recent
+        .get(index)
+        .map(|oldest| oldest.saturating_add(window).saturating_sub(now).max(1))
+}
+
+/// The most user names whose attempts are remembered in memory; beyond it, those whose
+/// newest attempt is oldest are forgotten first, so a flood of invented names cannot grow
+/// memory without bound.
 const MAX_TRACKED_USERS: usize = 100_000;
+
+/// [`LoginAttempts`] in this process (the default of [`PasswordLogin`]): each instance of a
+/// service counts its own. Counting and the check against the limit happen under one lock.
+#[derive(Debug, Default)]
+pub struct MemoryLoginAttempts {
+    /// Per user name, when its counted attempts came (Unix seconds), oldest first.
+    attempts: std::sync::Mutex<HashMap<String, VecDeque<u64>>>,
+}
+
+impl MemoryLoginAttempts {
+    /// No attempts counted yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn attempts(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<u64>>> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl LoginAttempts for MemoryLoginAttempts {
+    async fn begin(
+        &self,
+        user: &str,
+        now: u64,
+        max: usize,
+        window: u64,
+    ) -> Result<Option<u64>, AuthError> {
+        let mut all = self.attempts();
+        if all.len() >= MAX_TRACKED_USERS && !all.contains_key(user) {
+            all.retain(|_, times| times.back().is_some_and(|at| at + window > now));
+            if all.len() >= MAX_TRACKED_USERS {
+                let stalest = all
+                    .iter()
+                    .min_by_key(|(_, times)| times.back().copied().unwrap_or(0))
+                    .map(|(name, _)| name.clone());
+                if let Some(name) = stalest {
+                    all.remove(&name);
+                }
+            }
+        }
+        let recent = all.entry(user.to_owned()).or_default();
+        while recent.front().is_some_and(|at| at + window <= now) {
+            recent.pop_front();
+        }
+        if recent.len() >= max {
+            let times: Vec<u64> = recent.iter().copied().collect();
+            return Ok(Some(attempt_wait(&times, max, now, window).unwrap_or(1)));
+        }
+        recent.push_back(now);
+        Ok(None)
+    }
+
+    async fn release(&self, user: &str, at: u64) -> Result<(), AuthError> {
+        let mut all = self.attempts();
+        if let Some(recent) = all.get_mut(user)
+            && let Some(index) = recent.iter().rposition(|t| *t == at)
+        {
+            recent.remove(index);
+            if recent.is_empty() {
+                all.remove(user);
+            }
+        }
+        Ok(())
+    }
+}
 
 impl PasswordLogin {
     /// Logs in against `directory`, issuing with `issuer`.
@@ -466,17 +558,16 @@ impl PasswordLogin {
             directory,
             issuer,
             limit: (5, Duration::from_secs(300)),
-            failures: Arc::default(),
-            shared: None,
+            attempts: Arc::new(MemoryLoginAttempts::new()),
         }
     }
 
-    /// Counts failed logins in `store`, shared by every instance of the service, instead of
+    /// Counts login attempts in `store`, shared by every instance of the service, instead of
     /// in this process: the limit then holds for the service as a whole. If the store cannot
     /// answer, logins are refused ([`AuthError::Store`]).
     #[must_use]
     pub fn with_attempt_store(mut self, store: Arc<dyn LoginAttempts>) -> Self {
-        self.shared = Some(store);
+        self.attempts = store;
         self
     }
 
@@ -497,99 +588,36 @@ impl PasswordLogin {
         Ok(self)
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<u64>>> {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Seconds left while `user` is over the limit.
-    fn locked_out(&self, user: &str, now: u64) -> Option<u64> {
-        let (max, window) = (self.limit.0, self.limit.1.as_secs());
-        let mut failures = self.failures();
-        let recent = failures.get_mut(user)?;
-        while recent.front().is_some_and(|at| at + window <= now) {
-            recent.pop_front();
-        }
-        if recent.len() < max {
-            return None;
-        }
-        recent
-            .front()
-            .map(|oldest| (oldest + window).saturating_sub(now).max(1))
-    }
-
-    /// Seconds left while `user` is over the limit, by the shared store.
-    async fn locked_out_shared(
-        &self,
-        shared: &dyn LoginAttempts,
-        user: &str,
-        now: u64,
-    ) -> Result<Option<u64>, AuthError> {
-        let (max, window) = (self.limit.0, self.limit.1.as_secs());
-        let recent = shared
-            .recent_failures(user, now.saturating_sub(window), max)
-            .await?;
-        if recent.len() < max {
-            return Ok(None);
-        }
-        // The oldest of the last `max` failures: the name is free once it is `window` old.
-        Ok(recent
-            .last()
-            .map(|oldest| (oldest + window).saturating_sub(now).max(1)))
-    }
-
-    fn note_failure(&self, user: &str, now: u64) {
-        let window = self.limit.1.as_secs();
-        let mut failures = self.failures();
-        if failures.len() >= MAX_TRACKED_USERS && !failures.contains_key(user) {
-            failures.retain(|_, at| at.back().is_some_and(|last| last + window > now));
-            if failures.len() >= MAX_TRACKED_USERS {
-                return;
-            }
-        }
-        let recent = failures.entry(user.to_owned()).or_default();
-        recent.push_back(now);
-        while recent.len() > self.limit.0 {
-            recent.pop_front();
-        }
-    }
-
     /// Checks `password` for `user` and issues a session with the user's groups.
     ///
     /// # Errors
     ///
-    /// [`AuthError::TooManyAttempts`] while the user name is over the attempt limit;
+    /// [`AuthError::TooManyAttempts`] while the user name is over the attempt limit (counting
+    /// this attempt's own reservation, made before the password is checked);
+    /// [`AuthError::Store`] when the attempt store cannot count it (refused);
     /// [`AuthError::Directory`] for a wrong password or unknown user (the same error), or
     /// when the directory is down; [`AuthError::Crypto`] if signing fails.
     pub async fn login(&self, user: &str, password: &Password) -> Result<SessionToken, AuthError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let locked = match &self.shared {
-            None => self.locked_out(user, now),
-            Some(shared) => self.locked_out_shared(shared.as_ref(), user, now).await?,
-        };
-        if let Some(wait) = locked {
+        let (max, window) = (self.limit.0, self.limit.1.as_secs());
+        if let Some(wait) = self.attempts.begin(user, now, max, window).await? {
             tracing::warn!(user, "password login refused: too many recent failures");
             return Err(AuthError::TooManyAttempts(wait));
         }
-        let found = match self.directory.authenticate(user, password).await {
-            Ok(found) => found,
-            Err(err @ DirectoryError::InvalidCredentials) => {
-                match &self.shared {
-                    None => self.note_failure(user, now),
-                    Some(shared) => {
-                        let forget = now.saturating_sub(self.limit.1.as_secs());
-                        if let Err(error) = shared.note_failure(user, now, forget).await {
-                            tracing::warn!(user, %error, "a failed login could not be counted");
-                        }
-                    }
-                }
-                return Err(err.into());
+        let checked = self.directory.authenticate(user, password).await;
+        if !matches!(checked, Err(DirectoryError::InvalidCredentials)) {
+            // Only a wrong password (or unknown name) is a guess; hand the attempt back.
+            if let Err(error) = self.attempts.release(user, now).await {
+                tracing::warn!(
+                    user,
+                    %error,
+                    "a login attempt could not be handed back; it counts until its window passes"
+                );
             }
-            Err(err) => return Err(err.into()),
-        };
+        }
+        let found = checked?;
         tracing::info!(user = %found.name, "password login");
         self.issuer.issue(&found.name, &found.groups)
     }

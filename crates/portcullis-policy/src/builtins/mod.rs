@@ -8,6 +8,7 @@
 
 mod aggregates;
 mod arrays;
+mod aws;
 mod crypto;
 mod globs;
 mod json;
@@ -163,6 +164,7 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("net.cidr_contains_matches", 2, net::cidr_contains_matches),
     ext("net.cidr_intersects", 2, net::cidr_intersects),
     ext("net.cidr_merge", 1, net::cidr_merge),
+    ext("providers.aws.sign_req", 3, aws::sign_req),
     ext("regex.globs_match", 2, globs::globs_match),
     replaces("sprintf", 2, sprintf::sprintf),
     replaces("strings.replace_n", 2, strings::replace_n),

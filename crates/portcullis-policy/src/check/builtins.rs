@@ -143,6 +143,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("object.union", &[OBJ, OBJ]),
     ("object.union_n", &[ARR]),
     ("product", &[COLL]),
+    ("providers.aws.sign_req", &[OBJ, OBJ, N]),
     ("regex.find_n", &[S, S, N]),
     ("regex.globs_match", &[S, S]),
     ("regex.match", &[S, S]),

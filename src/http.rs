@@ -132,6 +132,27 @@ fn random_id() -> String {
     format!("req-{millis:012x}{}", hex::encode(bytes))
 }
 
+/// What an answer says of `err`: its own text, except for a failure on the service's side
+/// (5xx: a store, the audit log or an identity provider out of reach), whose text may carry a
+/// database's or a provider's internals (`null value in column …`, host names). Those answers
+/// say only what is unavailable; the detail goes to the log.
+fn public_message(err: &GateError) -> String {
+    use portcullis_approval::ApprovalError;
+    let general = match err {
+        GateError::AuthUnavailable(_) => "authentication is unavailable; try again later",
+        GateError::AuditUnavailable(_) => "audit log unavailable, nothing was done",
+        GateError::Approval(ApprovalError::Store(_)) => {
+            "the approval store is unavailable; nothing was changed"
+        }
+        GateError::Approval(_) if err.status() >= 500 => {
+            "approvals are unavailable (a failure on the service's side); nothing was changed"
+        }
+        _ => return err.to_string(),
+    };
+    tracing::error!(code = err.code(), error = %err, "{general}");
+    general.to_owned()
+}
+
 impl IntoResponse for GateError {
     fn into_response(self) -> Response {
         let status =
@@ -140,7 +161,7 @@ impl IntoResponse for GateError {
             GateError::ApprovalPending(id) => {
                 json!({ "error": self.code(), "message": self.to_string(), "approval_id": id })
             }
-            _ => json!({ "error": self.code(), "message": self.to_string() }),
+            _ => json!({ "error": self.code(), "message": public_message(&self) }),
         };
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {

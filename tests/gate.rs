@@ -744,3 +744,45 @@ async fn the_gate_takes_any_authenticator() {
     let missing = gate.authenticate(None).await.unwrap_err();
     assert_eq!(missing.status(), 401, "no credential, no anonymous default");
 }
+
+/// The outside finding (issue 34): a 503 from the approval store carried PostgreSQL's text
+/// (`null value in column "zz" …`). Failures on the service's side now say what is
+/// unavailable and no more; the detail is only logged. Other refusals keep their reasons.
+#[tokio::test]
+async fn store_failures_answer_without_database_internals() {
+    use axum::response::IntoResponse as _;
+
+    let leak = r#"null value in column "zz" of relation "portcullis_approvals" violates not-null constraint"#;
+    for (err, code) in [
+        (
+            GateError::Approval(portcullis::approval::ApprovalError::Store(leak.into())),
+            "approval_error",
+        ),
+        (
+            GateError::AuthUnavailable(portcullis::token::AuthError::Store(leak.into())),
+            "authentication_unavailable",
+        ),
+        (
+            GateError::AuditUnavailable(leak.into()),
+            "audit_unavailable",
+        ),
+    ] {
+        let response = err.into_response();
+        assert_eq!(response.status(), 503);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], code);
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("unavailable"), "{message}");
+        for internal in ["zz", "null value", "portcullis_approvals", "constraint"] {
+            assert!(!message.contains(internal), "{message}");
+        }
+    }
+    let refused = GateError::Forbidden("scoped to env:checkout".into()).into_response();
+    let body = axum::body::to_bytes(refused.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("scoped to env:checkout"));
+}

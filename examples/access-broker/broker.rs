@@ -241,6 +241,8 @@ pub(crate) async fn router(
     base: &Path,
     store: Option<&crate::fleet::StoreConfig>,
 ) -> Result<(Router, Arc<AuditLog>), String> {
+    // First: a local audit log beside a [store] is refused before anything is opened.
+    let audit_url = crate::fleet::audit_url(config.audit_url.as_deref(), store)?;
     for (name, target) in &config.regions {
         if !valid_name(name) {
             return Err(format!("region name {name:?} is not a-z, 0-9, - or _"));
@@ -288,11 +290,6 @@ pub(crate) async fn router(
     // the next request's intent (one sync, and no intent queued behind an outcome).
     let options =
         portcullis::audit::AuditOptions::default().with_outcome_linger(Duration::from_millis(5));
-    let audit_url = match (&config.audit_url, store) {
-        (Some(url), _) => url.clone(),
-        (None, Some(store)) => store.url.clone(),
-        (None, None) => return Err("[broker] needs audit_url (or a [store] to keep it in)".into()),
-    };
     let audit = Arc::new(
         AuditLog::open(&audit_url, base, options)
             .await

@@ -47,6 +47,31 @@ fn default_rotation() -> u64 {
     24
 }
 
+/// The audit log's URL: `audit_url`; with a `[store]`, the store's database unless
+/// `audit_url` names another PostgreSQL. A log kept on this instance (`sqlite://`,
+/// `jsonl://`) beside a `[store]` is refused: every instance would write a hash chain of its
+/// own, and requests would never reach the shared one.
+pub(crate) fn audit_url(
+    audit_url: Option<&str>,
+    store: Option<&StoreConfig>,
+) -> Result<String, String> {
+    match (audit_url, store) {
+        (Some(url), None) => Ok(url.to_owned()),
+        (None, Some(store)) => Ok(store.url.clone()),
+        (Some(url), Some(_))
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") =>
+        {
+            Ok(url.to_owned())
+        }
+        (Some(url), Some(_)) => Err(format!(
+            "audit_url = {url:?} keeps the audit log on this instance while [store] shares \
+             everything else: it would split the audit log into one chain per instance. Leave \
+             audit_url out (the log then goes to the store's database) or name a postgres:// URL"
+        )),
+        (None, None) => Err("audit_url is required (or a [store] to keep the audit log in)".into()),
+    }
+}
+
 impl StoreConfig {
     /// Paths made relative to the configuration's folder.
     pub(crate) fn resolve(mut self, base: &Path) -> Self {
@@ -140,4 +165,36 @@ pub(crate) async fn session_keys(
         _listener: listener,
         _refresher: refresher,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StoreConfig, audit_url};
+
+    fn store() -> StoreConfig {
+        toml::from_str("url = \"postgres://broker@db/broker\"\nkey_env = \"KEY\"").unwrap()
+    }
+
+    /// The outside finding (issue 34): with a `[store]`, a local audit log started, and its
+    /// requests never reached the shared chain.
+    #[test]
+    fn a_local_audit_log_beside_a_store_is_refused() {
+        let store = store();
+        for local in ["sqlite://audit-local.db", "jsonl://audit", "audit.db"] {
+            let err = audit_url(Some(local), Some(&store)).unwrap_err();
+            assert!(
+                err.contains("one chain per instance") && err.contains(local),
+                "{err}"
+            );
+        }
+        assert_eq!(audit_url(None, Some(&store)).unwrap(), store.url);
+        for shared in ["postgres://audit@db/audit", "postgresql://audit@db/audit"] {
+            assert_eq!(audit_url(Some(shared), Some(&store)).unwrap(), shared);
+        }
+        assert_eq!(
+            audit_url(Some("sqlite://audit.db"), None).unwrap(),
+            "sqlite://audit.db"
+        );
+        assert!(audit_url(None, None).is_err());
+    }
 }

@@ -265,6 +265,8 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
     }
     let session_ttl = Duration::from_secs(config.session_minutes * 60);
     let store = config.store.clone().map(|s| s.resolve(base));
+    // Before the store is reached: a local audit log beside it is refused.
+    let audit_url = fleet::audit_url(config.audit_url.as_deref(), store.as_ref())?;
     let sessions = session_keys(store.as_ref(), session_ttl).await?;
     let issuer = SessionIssuer::with_ring(sessions.keys, "credential-broker", "credential-broker")
         .and_then(|issuer| issuer.with_ttl(Duration::from_secs(config.session_minutes * 60)))
@@ -286,11 +288,6 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
     .await
     .map_err(|e| e.to_string())?;
 
-    let audit_url = match (&config.audit_url, &store) {
-        (Some(url), _) => url.clone(),
-        (None, Some(store)) => store.url.clone(),
-        (None, None) => return Err("audit_url is required (or a [store] to keep it in)".into()),
-    };
     let audit = AuditLog::open(&audit_url, base, Default::default())
         .await
         .map_err(|e| e.to_string())?;

@@ -19,10 +19,8 @@
 mod metrics;
 mod request;
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -741,19 +739,8 @@ struct App {
 
 /// The policies and data of the active bundles, read back from the store's copies.
 struct Snapshot {
-    /// Process-unique: the key of each thread's compiled query engine.
-    generation: u64,
     revisions: BTreeMap<String, String>,
     bundles: Vec<Bundle>,
-}
-
-/// Numbers snapshots.
-static GENERATION: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// This thread's engine for ad-hoc queries, compiled from one snapshot (a regorus
-    /// engine is not shared between threads).
-    static QUERY_ENGINE: RefCell<Option<(u64, regorus::Engine)>> = const { RefCell::new(None) };
 }
 
 /// The longest ad-hoc query accepted, in bytes.
@@ -1195,7 +1182,6 @@ impl App {
             bundles.push(bundle);
         }
         let snapshot = Arc::new(Snapshot {
-            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             revisions: (*revisions).clone(),
             bundles,
         });
@@ -1214,71 +1200,6 @@ impl Snapshot {
                     "raw": policy.source,
                 })
             })
-        })
-    }
-
-    /// Compiles the engine ad-hoc queries run on, with the store's limits.
-    fn compile(&self, limits: &EvalLimits) -> Result<regorus::Engine, String> {
-        let mut engine = regorus::Engine::new();
-        engine.set_strict_builtin_errors(limits.strict_builtin_errors);
-        if let (Some(limit), Some(interval)) = (limits.time_limit, NonZeroU32::new(256)) {
-            engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-                limit,
-                check_interval: interval,
-            });
-        }
-        for bundle in &self.bundles {
-            for policy in bundle.policies() {
-                engine.set_rego_v0(bundle.rego_version(&policy.path) == 0);
-                engine
-                    .add_policy(
-                        format!("{}/{}", bundle.name(), policy.path),
-                        policy.source.clone(),
-                    )
-                    .map_err(|e| format!("{}/{}: {e}", bundle.name(), policy.path))?;
-            }
-            let data = regorus::Value::from(Value::Object(bundle.data().clone()));
-            engine
-                .add_data(data)
-                .map_err(|e| format!("bundle {} data: {e}", bundle.name()))?;
-        }
-        engine.set_rego_v0(false);
-        Ok(engine)
-    }
-
-    /// Runs `query` with `input` on this thread's engine for this snapshot: the rows of
-    /// bindings, or why it failed (`Err(None)`: the engine did not compile).
-    fn query(
-        &self,
-        limits: &EvalLimits,
-        query: &str,
-        input: Option<&Value>,
-    ) -> Result<Result<Vec<Value>, String>, String> {
-        QUERY_ENGINE.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.as_ref().is_none_or(|(g, _)| *g != self.generation) {
-                *slot = Some((self.generation, self.compile(limits)?));
-            }
-            let Some((_, engine)) = slot.as_mut() else {
-                return Err("no query engine".to_owned());
-            };
-            engine.set_input(match input {
-                Some(input) => regorus::Value::from(input.clone()),
-                None => regorus::Value::Undefined,
-            });
-            let results = match engine.eval_query(query.to_owned(), false) {
-                Ok(results) => results,
-                Err(err) => return Ok(Err(err.to_string())),
-            };
-            let mut rows = Vec::with_capacity(results.result.len());
-            for row in results.result {
-                match serde_json::to_value(&row.bindings) {
-                    Ok(Value::Object(bindings)) => rows.push(Value::Object(bindings)),
-                    Ok(_) => rows.push(json!({})),
-                    Err(err) => return Ok(Err(format!("a binding is not JSON: {err}"))),
-                }
-            }
-            Ok(Ok(rows))
         })
     }
 }
@@ -1475,29 +1396,18 @@ async fn ad_hoc(app: &App, asked: AdHoc<'_>) -> Response {
     {
         return error(StatusCode::BAD_REQUEST, "invalid_parameter", message);
     }
-    if app.store.current().is_none() {
+    // The active engine itself: the same built-ins, rewrites and limits as decisions.
+    let Some(engine) = app.store.current() else {
         return evaluation_error(&PolicyError::NoPolicy);
-    }
-    let snapshot = match app.snapshot() {
-        Ok(snapshot) => snapshot,
-        Err(message) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
     };
     let evaluating = Instant::now();
-    let rows = match snapshot.query(&app.limits, asked.query, asked.input) {
-        Ok(rows) => rows,
-        Err(message) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message),
-    };
+    let rows = engine.query(asked.query, asked.input);
     let eval_time = evaluating.elapsed();
-    let outcome = match rows {
-        Ok(rows) => Ok(Evaluation {
-            result: (!rows.is_empty()).then_some(Value::Array(rows)),
-            revisions: Arc::new(snapshot.revisions.clone()),
-        }),
-        Err(message) => Err(PolicyError::Eval {
-            path: "the query".to_owned(),
-            message,
-        }),
-    };
+    let outcome = rows.map(|rows| Evaluation {
+        result: (!rows.is_empty())
+            .then(|| Value::Array(rows.into_iter().map(Value::Object).collect())),
+        revisions: engine.revisions().clone(),
+    });
     let decision_id = new_decision_id();
     if let Some(log) = &app.decision_log {
         let mut entry = DecisionEntry::query(asked.query, asked.input, &outcome)
@@ -1530,7 +1440,7 @@ async fn ad_hoc(app: &App, asked: AdHoc<'_>) -> Response {
                 );
             }
             if asked.options.provenance {
-                body.insert("provenance".into(), provenance(&snapshot.revisions));
+                body.insert("provenance".into(), provenance(engine.revisions()));
             }
             answer(StatusCode::OK, &Value::Object(body), asked.options.pretty)
         }

@@ -577,6 +577,72 @@ impl RegoEngine {
         &self.revisions
     }
 
+    /// Runs an ad-hoc Rego `query` (`x := data.authz.allow; y := input.user`) against this
+    /// set, as OPA's `POST /v1/query` does: one object of variable bindings per result
+    /// row, none when the query is undefined. It runs on the same compiled engine as
+    /// decisions — the added built-ins, the source rewrites and the [`EvalLimits`] (input
+    /// size, time limit, strict built-in errors) included. `input: None` leaves `input`
+    /// undefined.
+    ///
+    /// ```
+    /// use portcullis_policy::{Bundle, EvalLimits, RegoEngine};
+    /// use serde_json::json;
+    /// let bundle = Bundle::from_files("authz", [
+    ///     ("policy.rego".to_owned(), b"package authz\nadmins := {\"alice\"}\n".to_vec()),
+    /// ])?;
+    /// let engine = RegoEngine::compile([&bundle], EvalLimits::default())?;
+    /// let rows = engine.query("some name in data.authz.admins", None)?;
+    /// assert_eq!(rows, [json!({"name": "alice"}).as_object().cloned().unwrap()]);
+    /// // A false expression is no row, as in OPA: the query is undefined.
+    /// assert!(engine.query("input.x == 1", Some(&json!({"x": 2})))?.is_empty());
+    /// assert!(engine.query("1 > 2", None)?.is_empty());
+    /// assert_eq!(engine.query("input.x == 2", Some(&json!({"x": 2})))?.len(), 1);
+    /// # Ok::<(), portcullis_policy::PolicyError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Input`] for an input over the limits; [`PolicyError::Eval`] when the
+    /// query does not parse or its evaluation fails.
+    pub fn query(
+        &self,
+        query: &str,
+        input: Option<&Value>,
+    ) -> Result<Vec<serde_json::Map<String, Value>>, PolicyError> {
+        let input = match input {
+            Some(input) => {
+                check_input(input, &self.limits)?;
+                regorus::Value::from(input.clone())
+            }
+            None => regorus::Value::Undefined,
+        };
+        let failed = |message: String| PolicyError::Eval {
+            path: "query".to_owned(),
+            message,
+        };
+        let results = self.with_local(None, |engine| {
+            engine.set_input(input);
+            engine.eval_query(query.to_owned(), false)
+        });
+        let results = results.map_err(|e| failed(e.to_string()))?;
+        let mut rows = Vec::with_capacity(results.result.len());
+        // A row holds only if every expression in it does: regorus reports `1 > 2` as a
+        // row whose expression is `false`, where OPA has no row (the query is undefined).
+        let holds = |row: &regorus::QueryResult| {
+            row.expressions.iter().all(|e| {
+                !matches!(e.value, regorus::Value::Bool(false) | regorus::Value::Undefined)
+            })
+        };
+        for row in results.result.into_iter().filter(holds) {
+            match serde_json::to_value(&row.bindings) {
+                Ok(Value::Object(bindings)) => rows.push(bindings),
+                Ok(_) => rows.push(serde_json::Map::new()),
+                Err(err) => return Err(failed(format!("a binding is not JSON: {err}"))),
+            }
+        }
+        Ok(rows)
+    }
+
     /// The group that holds every package `path` (`data.a.b`) may reach, or `None` for
     /// the whole set: the path reaches no package, or packages of several groups.
     fn group_of(&self, path: &str) -> Option<usize> {

@@ -171,8 +171,9 @@ impl TlsConfig {
             files,
             client_certs: self.client_certs,
             spiffe: std::sync::Arc::new(portcullis::token::AuthChain::new(vec![
-                std::sync::Arc::new(spiffe),
+                std::sync::Arc::new(spiffe.clone()),
             ])),
+            authenticator: spiffe,
             reload: std::time::Duration::from_secs(reload),
         };
         // Fail at start, not at the first handshake.
@@ -188,6 +189,7 @@ pub(crate) struct Tls {
     files: std::sync::Arc<portcullis::tls::identity::FileSource>,
     client_certs: ClientCerts,
     spiffe: std::sync::Arc<portcullis::token::AuthChain>,
+    authenticator: portcullis::tls::identity::SpiffeAuthenticator,
     reload: std::time::Duration,
 }
 
@@ -195,6 +197,34 @@ pub(crate) struct Tls {
 #[cfg(not(feature = "tls"))]
 #[derive(Debug)]
 pub(crate) enum Tls {}
+
+#[cfg(not(feature = "tls"))]
+impl Tls {
+    /// See the `tls` build.
+    pub(crate) fn groups_of(&self, _subject: &str) -> Option<Vec<String>> {
+        match *self {}
+    }
+}
+
+/// Whether `subject` is written as a SPIFFE ID (`spiffe:` in any case): the subject of a
+/// service that authenticated with its SVID, never a name to look up elsewhere.
+pub(crate) fn is_spiffe_subject(subject: &str) -> bool {
+    subject
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("spiffe:"))
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("files", &self.files)
+            .field("client_certs", &self.client_certs)
+            .field("authenticator", &self.authenticator)
+            .field("reload", &self.reload)
+            .finish_non_exhaustive()
+    }
+}
 
 #[cfg(feature = "tls")]
 impl Tls {
@@ -243,6 +273,15 @@ impl Tls {
     /// The identity material (for a client that presents this service's SVID).
     pub(crate) fn source(&self) -> &std::sync::Arc<portcullis::tls::identity::IdentitySource> {
         self.files.source()
+    }
+
+    /// The groups `[[tls.groups]]` give the SPIFFE ID `subject` (the same as the principal
+    /// its SVID authenticates as); `None` if it is not a valid SPIFFE ID of an accepted trust
+    /// domain.
+    pub(crate) fn groups_of(&self, subject: &str) -> Option<Vec<String>> {
+        let id: portcullis::tls::identity::SpiffeId = subject.parse().ok()?;
+        let principal = self.authenticator.principal(&id).ok()?;
+        Some(principal.groups().map(str::to_owned).collect())
     }
 
     /// The SPIFFE ID of this service's current SVID, if its certificate has one.

@@ -21,6 +21,9 @@
 
 mod client;
 mod fleet;
+mod svid;
+#[path = "../common/tls.rs"]
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -163,6 +166,9 @@ struct Config {
     /// Several brokers on one PostgreSQL: the session keys (and, unless `audit_url` says
     /// otherwise, the audit log) kept there.
     store: Option<fleet::StoreConfig>,
+    /// Serving over TLS; with client certificates, services authenticate by SVID and are
+    /// vended credentials by their SPIFFE ID's `[[tls.groups]]`. Absent: plain HTTP.
+    tls: Option<tls::TlsConfig>,
 }
 
 fn default_listen() -> String {
@@ -212,7 +218,11 @@ fn env(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))
 }
 
-async fn build(config: Config, base: &Path) -> Result<(Router, String), String> {
+async fn build(
+    config: Config,
+    base: &Path,
+    tls: Option<Arc<tls::Tls>>,
+) -> Result<(Router, String), String> {
     config.vend.validate().map_err(|e| e.to_string())?;
     let directory: Arc<dyn Directory> = match (&config.directory.users_file, &config.directory.ldap)
     {
@@ -254,7 +264,8 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
         sts = sts.endpoint_url(url);
     }
     let sts = AwsSts::new(aws_sdk_sts::Client::from_conf(sts.build()));
-    let vendor = CredentialVendor::new(config.vend, directory.clone(), Arc::new(sts))
+    let groups = Arc::new(svid::ServiceGroups::new(directory.clone(), tls));
+    let vendor = CredentialVendor::new(config.vend, groups, Arc::new(sts))
         .map_err(|e| e.to_string())?;
 
     if !(1..=720).contains(&config.session_minutes) {
@@ -293,7 +304,12 @@ async fn build(config: Config, base: &Path) -> Result<(Router, String), String> 
         .map_err(|e| e.to_string())?;
     // People and services may ask; the mapping decides what they get.
     let anyone_mapped = from_fn("vend-by-mapping", |r: &AccessRequest<'_>| {
-        if r.action == &VEND
+        if r.principal.kind() == PrincipalKind::User && tls::is_spiffe_subject(r.principal.subject())
+        {
+            // Only an SVID makes a SPIFFE ID's principal: a user named like one (an OIDC
+            // `sub`, say) must not get a service's groups.
+            Decision::deny("a user name that is a SPIFFE ID")
+        } else if r.action == &VEND
             && matches!(
                 r.principal.kind(),
                 PrincipalKind::User | PrincipalKind::Service
@@ -546,19 +562,63 @@ async fn serve(cli: &Cli) -> Result<(), String> {
         .as_ref()
         .ok_or("serve needs --config FILE (see --help for its sections)")?;
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut config: Config =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let (router, listen) = build(config, base).await?;
+    let tls = match config.tls.as_mut() {
+        Some(section) => {
+            section.resolve_paths(base);
+            Some(Arc::new(section.open().map_err(|e| e.to_string())?))
+        }
+        None => None,
+    };
+    let (router, listen) = build(config, base, tls.clone()).await?;
     let listen = cli.listen.clone().unwrap_or(listen);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("LISTENING http://{address}");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(portcullis::http::shutdown_signal())
+    match tls {
+        Some(tls) => {
+            println!("LISTENING https://{address}");
+            serve_tls(&tls, listener, router).await
+        }
+        None => {
+            println!("LISTENING http://{address}");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(portcullis::http::shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Serves `router` over TLS per `[tls]`, with the identity files watched for rotation.
+#[cfg(feature = "tls")]
+async fn serve_tls(
+    tls: &tls::Tls,
+    listener: tokio::net::TcpListener,
+    router: Router,
+) -> Result<(), String> {
+    let watch = tls.watch();
+    let served = tls
+        .server()
+        .map_err(|e| e.to_string())?
+        .serve(listener, router, portcullis::http::shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    watch.abort();
+    served
+}
+
+/// Without the `tls` feature there is no [`tls::Tls`] to serve.
+#[cfg(not(feature = "tls"))]
+async fn serve_tls(
+    tls: &tls::Tls,
+    _listener: tokio::net::TcpListener,
+    _router: Router,
+) -> Result<(), String> {
+    match *tls {}
 }
 
 fn main() -> ExitCode {

@@ -24,6 +24,14 @@
 //! Batches go through one connection taken out of the pool and kept between them, so a
 //! batch is one trip to one warm connection; reads use the pool. Any error but a key
 //! conflict drops that connection, and the next batch takes a new one.
+//!
+//! A lost or terminated connection, a pool timeout, a serialization failure, deadlock or
+//! locked database, and conflicts that outlast `CONFLICT_RETRIES` are
+//! [`AuditError::Unavailable`]: the log writes the submitted events of such a batch again.
+//! A commit whose answer was lost may have landed; `holds` reads the batch's first event by
+//! its id (the head the next write reads would not tell whose records it ends in), and the
+//! log writes the batch again only if it is not there. Conflicts that outlast the retries
+//! because an event's id is stored already are refused for good ([`AuditError::Database`]).
 
 use crate::chain::{ChainHead, decode};
 use crate::storage::effect_name;

@@ -11,6 +11,8 @@ mod check;
 mod decision_log;
 mod engine;
 mod error;
+#[cfg(feature = "mock")]
+pub mod mock;
 mod nesting;
 mod rollout;
 mod signing;

@@ -33,10 +33,24 @@ pub trait BundleSource: Send + 'static {
     async fn fetch(&mut self) -> Result<Fetched, PolicyError>;
     /// The last fetched bundle is now active: later fetches may report it unchanged.
     fn activated(&mut self);
+    /// Whether polls back off after failures ([`PollOptions::pause_for`]). Default `true`:
+    /// a remote server is spared while it fails. A folder answers `false`: reading it
+    /// costs little, and a fix written there must serve within the poll interval.
+    fn backs_off(&self) -> bool {
+        true
+    }
 }
 
 /// A bundle in a folder, reloaded when any file in it changes (path, size or modification
 /// time), as an editor or `rsync` leaves it.
+///
+/// A folder that is missing, is not a folder, or holds no bundle is a fetch error, refused
+/// as a broken bundle is: the active revision keeps serving, and nothing is activated
+/// (or kept as last known good) from it. A folder holds a bundle when it has a top-level
+/// `.manifest` (a manifest alone is a deliberately empty bundle, as OPA accepts) or at
+/// least one policy (`*.rego`) or data (`data.json`) file; other files (a `README`) do
+/// not count. An emptied folder (`mv bundle bundle.bak; mkdir bundle`) is therefore a
+/// mistake to report, not a revision that serves no policy.
 #[derive(Debug)]
 pub struct DirSource {
     name: String,
@@ -81,6 +95,33 @@ fn read(
     }
 }
 
+/// Refuses a folder's `files` that hold no bundle: no `.manifest` at the top and no policy
+/// or data file anywhere (see [`DirSource`]).
+fn check_holds_bundle(
+    name: &str,
+    dir: &Path,
+    files: &[(String, Vec<u8>)],
+) -> Result<(), PolicyError> {
+    let holds = files.iter().any(|(path, _)| {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        path == ".manifest"
+            || file.ends_with(".rego")
+            || matches!(file, "data.json" | "data.yaml" | "data.yml")
+    });
+    if holds {
+        Ok(())
+    } else {
+        Err(PolicyError::bundle(
+            name,
+            format!(
+                "{} holds no bundle (no .manifest, *.rego or data.json file); \
+                 an empty folder is refused, not served as an empty revision",
+                dir.display()
+            ),
+        ))
+    }
+}
+
 /// A fingerprint of every file under `dir`: relative path, size, modification time.
 fn fingerprint(dir: &Path) -> std::io::Result<u64> {
     fn walk(dir: &Path, hasher: &mut DefaultHasher) -> std::io::Result<()> {
@@ -119,11 +160,18 @@ impl BundleSource for DirSource {
         let active = self.active;
         let verifier = self.verifier.clone();
         let (print, bundle) = tokio::task::spawn_blocking(move || {
+            if !dir.is_dir() {
+                return Err(PolicyError::bundle(
+                    &name,
+                    format!("{} is missing or not a folder", dir.display()),
+                ));
+            }
             let print = fingerprint(&dir).map_err(|e| PolicyError::io(dir.display(), e))?;
             if Some(print) == active {
                 return Ok((print, None));
             }
             let files = Bundle::files_from_dir(&name, &dir, &limits)?;
+            check_holds_bundle(&name, &dir, &files)?;
             read(&name, files, verifier.as_deref()).map(|b| (print, Some(b)))
         })
         .await
@@ -134,6 +182,10 @@ impl BundleSource for DirSource {
 
     fn activated(&mut self) {
         self.active = self.fetched;
+    }
+
+    fn backs_off(&self) -> bool {
+        false
     }
 }
 
@@ -307,6 +359,17 @@ impl PollOptions {
     }
 }
 
+impl PollOptions {
+    /// The (jittered) pause before polling `source` again after `failures` failures in a
+    /// row: [`jittered_pause`](PollOptions::jittered_pause), except that a source that
+    /// does not [back off](BundleSource::backs_off) (a folder) is polled every `interval`
+    /// however often it failed.
+    #[must_use]
+    pub fn pause_for(&self, source: &dyn BundleSource, failures: u32) -> Duration {
+        self.jittered_pause(if source.backs_off() { failures } else { 0 })
+    }
+}
+
 /// Polls `source` once: fetch, and if there is a new bundle, validate and activate it.
 /// Failures are recorded in the store's status; the active revision keeps serving.
 ///
@@ -337,7 +400,8 @@ pub async fn poll_once(
 }
 
 /// Polls `source` in a background task until the handle is aborted (or the runtime stops),
-/// activating each new bundle it yields.
+/// activating each new bundle it yields; after failures it waits as
+/// [`PollOptions::pause_for`] says.
 pub fn spawn_poller(
     store: Arc<PolicyStore>,
     mut source: impl BundleSource,
@@ -350,7 +414,114 @@ pub fn spawn_poller(
                 Ok(_) => failures = 0,
                 Err(_) => failures = failures.saturating_add(1),
             }
-            tokio::time::sleep(options.jittered_pause(failures)).await;
+            tokio::time::sleep(options.pause_for(&source, failures)).await;
         }
     })
+}
+
+#[cfg(test)]
+#[expect(
+    clippy::unwrap_used,
+    reason = "tests: a failed expectation is the failure being tested for"
+)]
+mod tests {
+    use super::*;
+    use crate::EvalLimits;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-source-unit-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn write_bundle(dir: &Path, revision: &str) {
+        std::fs::create_dir_all(dir.join("app")).unwrap();
+        std::fs::write(
+            dir.join(".manifest"),
+            format!(r#"{{"revision": "{revision}", "roots": ["app"]}}"#),
+        )
+        .unwrap();
+        std::fs::write(dir.join("app/policy.rego"), "package app\nallow := true\n").unwrap();
+    }
+
+    fn revision(store: &PolicyStore) -> Option<String> {
+        store.revisions().get("app").cloned()
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_emptied_folder_is_refused_and_the_good_revision_keeps_serving() {
+        let root = scratch("empty");
+        let dir = root.join("bundle");
+        let store = Arc::new(PolicyStore::in_memory(EvalLimits::default()));
+
+        // Missing at start: an error, nothing active (every decision fails closed).
+        let mut source = DirSource::new("app", &dir, BundleLimits::default());
+        assert!(matches!(
+            poll_once(&store, &mut source).await,
+            Err(PolicyError::Bundle { .. })
+        ));
+        assert_eq!(revision(&store), None);
+        // Empty, or holding only files that are not a bundle's: refused the same way.
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(matches!(
+            poll_once(&store, &mut source).await,
+            Err(PolicyError::Bundle { .. })
+        ));
+        std::fs::write(dir.join("README"), "notes").unwrap();
+        let err = poll_once(&store, &mut source).await.unwrap_err();
+        assert!(err.to_string().contains("holds no bundle"), "{err}");
+        assert_eq!(revision(&store), None);
+
+        write_bundle(&dir, "r1");
+        assert!(poll_once(&store, &mut source).await.unwrap());
+        assert_eq!(revision(&store).as_deref(), Some("r1"));
+
+        // `mv bundle bundle.bak; mkdir bundle`: refused, r1 keeps serving.
+        std::fs::rename(&dir, root.join("bundle.bak")).unwrap();
+        assert!(poll_once(&store, &mut source).await.is_err());
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(poll_once(&store, &mut source).await.is_err());
+        assert_eq!(revision(&store).as_deref(), Some("r1"));
+        assert!(
+            store.status()[0].last_error.is_some(),
+            "the refusal is in the status"
+        );
+
+        // A manifest alone is a deliberately empty bundle: accepted.
+        std::fs::write(
+            dir.join(".manifest"),
+            r#"{"revision": "r2", "roots": ["app"]}"#,
+        )
+        .unwrap();
+        assert!(poll_once(&store, &mut source).await.unwrap());
+        assert_eq!(revision(&store).as_deref(), Some("r2"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_folder_is_polled_every_interval_however_often_it_failed() {
+        let options = PollOptions {
+            interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            jitter_percent: 0,
+        };
+        let folder = DirSource::new("app", "/nonexistent", BundleLimits::default());
+        let server = HttpSource::new(
+            "app",
+            "http://127.0.0.1:9/bundle.tar.gz",
+            Duration::from_secs(1),
+            BundleLimits::default(),
+        )
+        .unwrap();
+        for failures in [0, 1, 8, 30] {
+            assert_eq!(options.pause_for(&folder, failures), Duration::from_secs(1));
+        }
+        assert_eq!(options.pause_for(&server, 2), Duration::from_secs(4));
+        assert_eq!(options.pause_for(&server, 8), Duration::from_secs(256));
+        assert_eq!(options.pause_for(&server, 30), Duration::from_secs(300));
+    }
 }

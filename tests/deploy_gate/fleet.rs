@@ -368,7 +368,7 @@ async fn guesses_split_across_two_instances_hit_one_limit() {
 
     // Counts that cannot be read refuse (503), never let a guess through unlimited.
     let pool = db.pool().await;
-    sqlx::raw_sql("DROP TABLE portcullis_totp_attempts; DROP TABLE portcullis_login_failures")
+    sqlx::raw_sql("DROP TABLE portcullis_totp_attempts; DROP TABLE portcullis_login_attempts")
         .execute(&pool)
         .await
         .unwrap();

@@ -1,9 +1,10 @@
 //! The built-ins that read attacker-controlled text in new ways (`src/builtins/` of
 //! portcullis-policy, and regorus's `yaml.*` it enables): JWT decoding and verification
 //! (tokens and key material), JWT signing (headers and JWKs), YAML, JSON Patch paths,
-//! CIDRs, `sprintf` formats, globs and replacement patterns, each given the same
-//! arbitrary string, in default and in strict built-in error mode. Never a panic: a bad
-//! string is undefined or, in strict mode, an evaluation error.
+//! CIDRs, `sprintf` formats, globs and replacement patterns, AWS request signing (the URL,
+//! headers, body and credentials), each given the same arbitrary string, in default and in
+//! strict built-in error mode. Never a panic: a bad string is undefined or, in strict mode,
+//! an evaluation error.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -31,6 +32,10 @@ globs := regex.globs_match(input.s, "a.*b+[c-e]")
 sprintf := sprintf(input.s, [1, 2.5, "s", [1], {"a": set()}])
 count_s := count(input.s)
 hashes := [crypto.md5(input.s), crypto.hmac.sha256(input.s, input.s)]
+aws_config := {"aws_access_key": input.s, "aws_secret_access_key": input.s, "aws_service": "s3", "aws_region": input.s, "aws_session_token": input.s}
+aws_url := providers.aws.sign_req({"method": input.s, "url": input.s}, aws_config, 0)
+aws_headers := providers.aws.sign_req({"method": "GET", "url": "https://h/", "headers": {input.s: input.s, "Host": "h"}, "raw_body": input.s}, aws_config, -1)
+aws_body := providers.aws.sign_req({"method": "PUT", "url": concat("", ["https://", input.s, "/", input.s]), "body": {input.s: [input.s, 1.5]}}, aws_config, 9223372036854775807)
 "#;
 
 fn engines() -> &'static [RegoEngine] {
@@ -81,6 +86,9 @@ fuzz_target!(|data: &[u8]| {
             "sprintf",
             "count_s",
             "hashes",
+            "aws_url",
+            "aws_headers",
+            "aws_body",
         ] {
             let _ = engine.evaluate(&format!("data.f.{rule}"), &input);
         }

@@ -14,6 +14,7 @@ mod globs;
 mod json;
 mod jwt;
 mod jwt_sign;
+mod limits;
 mod metadata;
 mod net;
 mod rewrite;
@@ -133,6 +134,7 @@ pub(crate) struct Extension {
 /// Every built-in this crate adds, by name.
 pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("array.flatten", 1, arrays::flatten),
+    replaces("concat", 2, limits::concat),
     replaces("count", 1, aggregates::count),
     ext("crypto.hmac.equal", 2, crypto::hmac_equal),
     ext("crypto.hmac.md5", 2, crypto::hmac_md5),
@@ -164,8 +166,11 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("net.cidr_contains_matches", 2, net::cidr_contains_matches),
     ext("net.cidr_intersects", 2, net::cidr_intersects),
     ext("net.cidr_merge", 1, net::cidr_merge),
+    replaces("numbers.range", 2, limits::range),
+    replaces("numbers.range_step", 3, limits::range_step),
     ext("providers.aws.sign_req", 3, aws::sign_req),
     ext("regex.globs_match", 2, globs::globs_match),
+    replaces("replace", 3, limits::replace),
     replaces("sprintf", 2, sprintf::sprintf),
     replaces("strings.replace_n", 2, strings::replace_n),
     ext("strings.split_n", 3, strings::split_n),

@@ -239,8 +239,26 @@ type Slot = Mutex<Option<ldap3::Ldap>>;
 /// escaped (RFC 4514), so `*`, `)(`, `\` or NUL in a name match nothing but themselves.
 pub struct LdapDirectory {
     config: Arc<LdapConfig>,
+    /// The TLS client configuration for `ldaps://` and StartTLS, on ring, built once.
+    tls: Arc<rustls::ClientConfig>,
     pool: Vec<Slot>,
     next: AtomicUsize,
+}
+
+/// rustls on ring with the system's root certificates, passed to ldap3 explicitly: ldap3's
+/// own configuration asks rustls for the process-level provider, which panics when the
+/// final graph enables a second one (aws-lc-rs, which the AWS SDK's client brings).
+fn tls_config() -> Result<rustls::ClientConfig, DirectoryError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    // Certificates the store cannot parse are skipped, as ldap3 does.
+    let _ = roots.add_parsable_certificates(native.certs);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DirectoryError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 impl fmt::Debug for LdapDirectory {
@@ -262,6 +280,7 @@ impl LdapDirectory {
         let pool = (0..config.pool_size).map(|_| Mutex::new(None)).collect();
         Ok(LdapDirectory {
             config: Arc::new(config),
+            tls: Arc::new(tls_config()?),
             pool,
             next: AtomicUsize::new(0),
         })
@@ -275,7 +294,8 @@ impl LdapDirectory {
     async fn connect(&self) -> Result<ldap3::Ldap, DirectoryError> {
         let settings = LdapConnSettings::new()
             .set_conn_timeout(Duration::from_secs(self.config.connect_timeout_seconds))
-            .set_starttls(self.config.starttls);
+            .set_starttls(self.config.starttls)
+            .set_config(self.tls.clone());
         let (conn, ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
             .await
             .map_err(|e| unavailable(&e))?;

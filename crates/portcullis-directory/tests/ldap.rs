@@ -355,3 +355,35 @@ async fn the_cache_answers_within_its_ttl_and_only_then() {
         ["deployers", "platform"]
     );
 }
+
+/// `ldaps://` in a graph where rustls has two providers (this test's dev-dependencies turn
+/// on aws-lc-rs beside ring, as the AWS SDK's client does in an embedder's graph): ldap3's
+/// own TLS configuration asked rustls for the process-level provider and panicked; the
+/// directory hands it one on ring, so a server that drops the connection is just unavailable.
+#[tokio::test]
+async fn ldaps_works_when_the_graph_has_two_rustls_providers() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let config = LdapConfig::from_toml(&format!(
+        r#"
+        url = "ldaps://127.0.0.1:{port}"
+        user_base = "ou=people,dc=example,dc=org"
+        connect_timeout_seconds = 2
+        groups = {{ type = "member_of" }}
+        "#
+    ))
+    .unwrap();
+    let directory = LdapDirectory::new(config).unwrap();
+    let password = Password::new("secret").unwrap();
+    let err = directory
+        .authenticate("alice", &password)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DirectoryError::Unavailable(_)), "{err}");
+    server.abort();
+}

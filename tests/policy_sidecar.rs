@@ -1201,3 +1201,224 @@ async fn the_query_api_can_be_switched_off_and_ready_waits_for_every_bundle() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_missing_or_emptied_bundle_folder_is_refused_and_never_served() {
+    let dir = scratch("emptied");
+    let bundle = dir.join("bundle");
+    let config = write_config(&dir, "[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n");
+    let admin = r#"{"input": {"user": "admin"}}"#;
+
+    // Missing at a fresh start: refused, every decision fails closed, not ready.
+    let sidecar = Sidecar::start(&config).await;
+    let app = sidecar
+        .app_status_once(|app| last_error_has(app, "missing"))
+        .await;
+    assert!(last_error_has(&app, "missing"), "{app}");
+    assert_eq!(sidecar.post("/v1/data/app/allow", admin).await.0, 503);
+    assert_eq!(sidecar.get("/health/ready").await.0, 500);
+    // Empty, or holding only a README: refused the same way.
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("README"), "the bundle goes here").unwrap();
+    let app = sidecar
+        .app_status_once(|app| last_error_has(app, "holds no bundle"))
+        .await;
+    assert!(last_error_has(&app, "holds no bundle"), "{app}");
+    assert_eq!(app["active_revision"], Value::Null, "{app}");
+    assert_eq!(sidecar.post("/v1/data/app/allow", admin).await.0, 503);
+    assert_eq!(sidecar.get("/health/ready").await.0, 500);
+
+    // A good revision, then `mv bundle bundle.bak; mkdir bundle`: r1 keeps serving.
+    write_bundle(&bundle, "r1", "input.user == \"admin\"");
+    sidecar
+        .until("/v1/data/app/allow", json!({"user": "admin"}), json!(true))
+        .await;
+    std::fs::rename(&bundle, dir.join("bundle.bak")).unwrap();
+    std::fs::create_dir_all(&bundle).unwrap();
+    let app = sidecar
+        .app_status_once(|app| last_error_has(app, "holds no bundle"))
+        .await;
+    assert!(last_error_has(&app, "holds no bundle"), "{app}");
+    assert_eq!(app["active_revision"], json!("r1"), "{app}");
+    let (status, answer) = sidecar.post("/v1/data/app/revision", "{}").await;
+    assert_eq!((status, &answer["result"]), (200, &json!("r1")), "{answer}");
+    assert_eq!(sidecar.get("/health/ready").await.0, 200);
+    drop(sidecar);
+
+    // The kept copy is still r1: a restart beside the empty folder serves it.
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/allow", json!({"user": "admin"}), json!(true))
+        .await;
+    let (_, answer) = sidecar.post("/v1/data/app/revision", "{}").await;
+    assert_eq!(answer["result"], json!("r1"), "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_builtin_that_would_build_a_huge_value_is_refused_at_once() {
+    let dir = scratch("huge");
+    write_bundle(&dir.join("bundle"), "h1", "input.user == \"admin\"");
+    let config = write_config(&dir, "[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n");
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/allow", json!({"user": "admin"}), json!(true))
+        .await;
+    // Above the cap of 1,000,000 elements: a built-in error, so undefined (no result).
+    for query in [
+        "x := count(numbers.range(1, 400000000))",
+        "x := count(numbers.range(1, 2000000))",
+    ] {
+        let (status, answer) = sidecar
+            .post("/v1/query", &json!({ "query": query }).to_string())
+            .await;
+        assert_eq!(status, 200, "{query}: {answer}");
+        assert_eq!(answer.get("result"), None, "{query}: {answer}");
+    }
+    // In a comprehension the refused call is undefined, so it iterates over nothing.
+    let (_, answer) = sidecar
+        .post(
+            "/v1/query",
+            r#"{"query": "x := count([y | some y in numbers.range(1, 100000000)])"}"#,
+        )
+        .await;
+    assert_eq!(answer["result"], json!([{"x": 0}]), "{answer}");
+    let (_, answer) = sidecar
+        .post(
+            "/v1/query",
+            r#"{"query": "x := count(numbers.range(1, 1000000))"}"#,
+        )
+        .await;
+    assert_eq!(answer["result"], json!([{"x": 1_000_000}]), "{answer}");
+    // A false expression gives no row, so no result.
+    let (status, answer) = sidecar.post("/v1/query", r#"{"query": "1 > 2"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer.get("result"), None, "{answer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn inputs_up_to_the_body_cap_are_logged_and_an_unloggable_one_is_a_413() {
+    let dir = scratch("biginput");
+    let bundle = dir.join("bundle");
+    write_bundle(&bundle, "b1", "input.user == \"admin\"");
+    std::fs::write(
+        bundle.join("app/echo.rego"),
+        "package app\nechoed := [input.s, input.s, input.s]\n",
+    )
+    .unwrap();
+    let config = dir.join("sidecar.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"data\"\npoll_seconds = 1\nmax_body_bytes = 262144\n\
+         [[bundles]]\nname = \"app\"\ndir = \"bundle\"\n\n\
+         [decision_log]\nurl = \"jsonl://decisions\"\n",
+    )
+    .unwrap();
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/allow", json!({"user": "admin"}), json!(true))
+        .await;
+    // 200 KB of input, far above the audit log's default 64 KiB cap per record.
+    let big = "x".repeat(200_000);
+    let body = json!({"input": {"user": "admin", "s": big}}).to_string();
+    let (status, answer) = sidecar.post("/v1/data/app/allow", &body).await;
+    assert_eq!((status, &answer["result"]), (200, &json!(true)), "{answer}");
+    // Three copies of it in the result: a record above the cap, refused for good.
+    let (status, answer) = sidecar.post("/v1/data/app/echoed", &body).await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["code"], json!("invalid_parameter"), "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("too large for the decision log")),
+        "{answer}"
+    );
+    assert_eq!(sidecar.get("/health/ready").await.0, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sets or clears the immutable attribute of every file in `dir`; false if `chattr` is
+/// not available or not permitted (not root, a file system without attributes).
+fn chattr(dir: &Path, flag: &str) -> bool {
+    std::fs::read_dir(dir).unwrap().all(|entry| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(entry.unwrap().path())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+#[tokio::test]
+async fn a_decision_log_that_refuses_every_write_fails_the_health_checks() {
+    let dir = scratch("poisoned");
+    write_bundle(&dir.join("bundle"), "p1", "input.user == \"admin\"");
+    let config = write_config(
+        &dir,
+        "[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n\n[decision_log]\nurl = \"jsonl://decisions\"\n",
+    );
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/allow", json!({"user": "admin"}), json!(true))
+        .await;
+    for path in ["/health", "/health/ready", "/health?bundles"] {
+        assert_eq!(sidecar.get(path).await.0, 200, "{path}");
+    }
+    // An immutable log file: the write fails and cannot be undone, so the log refuses
+    // every later write.
+    if !chattr(&dir.join("decisions"), "+i") {
+        eprintln!("skipped: chattr +i needs root and a file system with attributes");
+        return;
+    }
+    let (status, answer) = sidecar
+        .post("/v1/data/app/allow", r#"{"input": {"user": "admin"}}"#)
+        .await;
+    assert!(chattr(&dir.join("decisions"), "-i"));
+    assert_eq!(status, 503, "{answer}");
+    for path in ["/health", "/health/ready", "/health?bundles"] {
+        let (status, answer) = sidecar.get(path).await;
+        assert_eq!(status, 500, "{path}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("decision log refuses writes")),
+            "{path}: {answer}"
+        );
+    }
+    assert_eq!(sidecar.get("/health/live").await.0, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_root_document_and_framework_errors_answer_as_opa() {
+    let dir = scratch("root");
+    write_bundle(&dir.join("bundle"), "t1", "input.user == \"admin\"");
+    let config = write_config(&dir, "[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n");
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/allow", json!({"user": "admin"}), json!(true))
+        .await;
+    for path in ["/v1/data", "/v1/data/"] {
+        let (status, answer) = sidecar.get(path).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        assert_eq!(
+            answer["result"]["app"]["revision"],
+            json!("t1"),
+            "{path}: {answer}"
+        );
+    }
+    let (status, answer) = sidecar.get("/v1/nothing/here").await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (404, Some("resource_not_found")),
+        "{answer}"
+    );
+    let (status, answer) = sidecar.get("/v1/data/app/%ZZ").await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("invalid_parameter")),
+        "{answer}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,8 +18,6 @@
 
 mod metrics;
 mod request;
-#[path = "../common/tls.rs"]
-mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
-use portcullis::audit::AuditLog;
+use portcullis::audit::{AuditLog, AuditOptions};
 use portcullis::policy::{
     Algorithm, Bundle, BundleLimits, BundleSource, BundleVerifier, DecisionEntry, DecisionLog,
     DirSource, EvalLimits, Evaluation, Fetched, HttpSource, PolicyEngine, PolicyError, PolicyStore,
@@ -70,7 +68,8 @@ API (as OPA's):
   GET  /metrics          Prometheus text: request latency per handler, decisions, bundles
   GET  /v1/status        active revision and last error per bundle
 Errors are {\"code\", \"message\"}: 400 invalid_parameter, 403 forbidden, 404
-resource_not_found, 413/415 for bodies, 500 internal_error, 503 unavailable (no active
+resource_not_found, 413/415 for bodies (413 too for a decision too large to log), 500
+internal_error, 503 unavailable (no active
 policy, or a decision that could not be logged).
 
 Configuration (TOML; --print-config shows the built-in one):
@@ -151,9 +150,6 @@ struct Config {
     strict_builtin_errors: bool,
     #[serde(default)]
     server: ServerConfig,
-    /// Serving over TLS with this workload's SVID, whose SPIFFE ID then is `spiffe_id`.
-    /// Absent: plain HTTP.
-    tls: Option<tls::TlsConfig>,
 }
 
 /// `[server]`: which parts of OPA's API answer.
@@ -300,16 +296,6 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
-    let tls = match config.tls.as_mut() {
-        Some(section) => {
-            section.resolve_paths(&base);
-            Some(section.open().map_err(|e| e.to_string())?)
-        }
-        None => None,
-    };
-    if let Some(tls) = &tls {
-        config.spiffe_id = svid_spiffe_id(tls, config.spiffe_id.take())?;
-    }
     check(&config)?;
     let data_dir = resolve(&base, &config.data_dir);
     let mut verifiers = BTreeMap::new();
@@ -343,11 +329,17 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         None => None,
     };
+    let mut audit_log = None;
     let decision_log = match &config.decision_log {
         Some(log) => {
-            let sink = AuditLog::open(&log.url, &base, Default::default())
-                .await
-                .map_err(|e| format!("[decision_log] {e}"))?;
+            let options = AuditOptions::default()
+                .with_max_event_bytes(decision_event_cap(config.max_body_bytes));
+            let sink = Arc::new(
+                AuditLog::open(&log.url, &base, options)
+                    .await
+                    .map_err(|e| format!("[decision_log] {e}"))?,
+            );
+            audit_log = Some(sink.clone());
             let actor = Principal::builder(
                 PrincipalKind::Service,
                 config.spiffe_id.as_deref().unwrap_or("policy-sidecar"),
@@ -367,7 +359,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             ]);
             labels.extend(log.labels.clone());
             Some(Arc::new(
-                DecisionLog::new(Arc::new(sink), actor)
+                DecisionLog::new(sink, actor)
                     .mask(&log.mask)
                     .map_err(|e| format!("[decision_log] mask: {e}"))?
                     .labels(labels)
@@ -402,6 +394,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let state = Arc::new(App {
         store: store.clone(),
         decision_log,
+        audit_log,
         bundles: config.bundles.iter().map(|b| b.name.clone()).collect(),
         metrics: metrics.clone(),
         query_api: config.server.query_api,
@@ -412,6 +405,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     });
     let app = Router::new()
         .route("/v1/data", get(get_data).post(post_data))
+        .route("/v1/data/", get(get_data).post(post_data))
         .route("/v1/data/{*path}", get(get_data).post(post_data))
         .route("/v1/query", get(get_query).post(post_query))
         .route("/v1/policies", get(list_policies))
@@ -426,15 +420,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         .with_state(state)
         // Every error answer in OPA's shape, `{"code": …, "message": …}`, the framework's
         // own (unknown route, wrong method, body too large) included.
-        .layer(portcullis::edge::EdgeLayer::new().with_code_field("code"));
+        .layer(portcullis::edge::EdgeLayer::new().with_code_field("code"))
+        // ...with OPA's codes: the framework's own say `bad_request`, `not_found`.
+        .layer(middleware::map_response(opa_codes));
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    if let Some(tls) = tls {
-        println!("LISTENING https://{address}");
-        return serve_tls(&tls, listener, app).await;
-    }
     println!("LISTENING http://{address}");
     axum::serve(
         listener,
@@ -447,58 +439,61 @@ async fn run(cli: Cli) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-/// The sidecar's `spiffe_id` when it has an SVID: the SVID's. A configured `spiffe_id` that
-/// differs stops the start (which one would the rollout and the decision log believe?); a
-/// certificate without a SPIFFE ID leaves the configured one.
-#[cfg(feature = "tls")]
-fn svid_spiffe_id(tls: &tls::Tls, configured: Option<String>) -> Result<Option<String>, String> {
-    let Some(id) = tls.spiffe_id() else {
-        return Ok(configured);
-    };
-    match configured {
-        Some(configured) if configured != id.as_str() => Err(format!(
-            "spiffe_id = {configured:?} but the [tls] SVID is {id}: remove spiffe_id (the SVID's \
-             is used) or fix it"
-        )),
-        _ => Ok(Some(id.to_string())),
+/// The decision log's cap on one record ([`AuditOptions::max_event_bytes`]): twice the
+/// largest body accepted (the input, and a result as large again) plus 64 KiB for the
+/// rest of the record. A record still larger is refused with a 413.
+fn decision_event_cap(max_body_bytes: usize) -> usize {
+    max_body_bytes.saturating_mul(2).saturating_add(64 << 10)
+}
+
+/// The answer when a decision (or query) could not be logged: 413 if its record is too
+/// large for the decision log (asking again cannot help), otherwise 503.
+fn unlogged(err: &PolicyError, what: &str) -> Response {
+    match err {
+        PolicyError::Input(_) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_parameter",
+            format!("the {what} could not be logged, so it is not given: {err}"),
+        ),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "internal_error",
+            format!("the {what} could not be logged, so it is not given: {err}"),
+        ),
     }
 }
 
-/// Without the `tls` feature there is no [`tls::Tls`].
-#[cfg(not(feature = "tls"))]
-fn svid_spiffe_id(tls: &tls::Tls, _configured: Option<String>) -> Result<Option<String>, String> {
-    match *tls {}
-}
-
-/// Serves `router` over TLS per `[tls]` until Ctrl-C, with the identity files watched for
-/// rotation.
-#[cfg(feature = "tls")]
-async fn serve_tls(
-    tls: &tls::Tls,
-    listener: tokio::net::TcpListener,
-    router: Router,
-) -> Result<(), String> {
-    let watch = tls.watch();
-    let served = tls
-        .server()
-        .map_err(|e| e.to_string())?
-        .serve(listener, router, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string());
-    watch.abort();
-    served
-}
-
-/// Without the `tls` feature there is no [`tls::Tls`] to serve.
-#[cfg(not(feature = "tls"))]
-async fn serve_tls(
-    tls: &tls::Tls,
-    _listener: tokio::net::TcpListener,
-    _router: Router,
-) -> Result<(), String> {
-    match *tls {}
+/// Rewrites the codes of the framework's own error answers (unknown route, malformed
+/// path, body too large) to OPA's: `bad_request` → `invalid_parameter`, `not_found` →
+/// `resource_not_found`, `payload_too_large` and `unsupported_media_type` →
+/// `invalid_parameter`.
+async fn opa_codes(response: Response) -> Response {
+    if !(response.status().is_client_error() || response.status().is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+        return error(
+            parts.status,
+            "internal_error",
+            "the error answer was unreadable",
+        );
+    };
+    let mut value: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(_) => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    let renamed = match value.get("code").and_then(Value::as_str) {
+        Some("bad_request" | "payload_too_large" | "unsupported_media_type") => "invalid_parameter",
+        Some("not_found") => "resource_not_found",
+        _ => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("code".into(), json!(renamed));
+    }
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(value.to_string()))
 }
 
 fn check(config: &Config) -> Result<(), String> {
@@ -728,7 +723,13 @@ impl Follower {
                     failures + 1
                 }
             };
-            tokio::time::sleep(options.jittered_pause(failures)).await;
+            // A folder is polled every interval however often it failed (a fix serves
+            // within poll_seconds); a bundle server is backed off.
+            let pause = match &self.source {
+                Some((_, source)) => options.pause_for(source.as_ref(), failures),
+                None => options.jittered_pause(failures),
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -782,6 +783,10 @@ impl BundleSource for ExpectRevision {
     fn activated(&mut self) {
         self.inner.activated();
     }
+
+    fn backs_off(&self) -> bool {
+        self.inner.backs_off()
+    }
 }
 
 fn revision_mismatch(bundle: &Bundle, want: &str) -> PolicyError {
@@ -797,6 +802,8 @@ fn revision_mismatch(bundle: &Bundle, want: &str) -> PolicyError {
 struct App {
     store: Arc<PolicyStore>,
     decision_log: Option<Arc<DecisionLog>>,
+    /// The decision log's storage, asked by the health checks whether it still writes.
+    audit_log: Option<Arc<AuditLog>>,
     bundles: Vec<String>,
     metrics: Arc<Metrics>,
     /// Whether `/v1/query` answers (`[server] query_api`).
@@ -1094,11 +1101,7 @@ async fn decide(app: &App, asked: Asked<'_>) -> Response {
         }
         if let Err(err) = log.log(&entry).await {
             app.metrics.decision("unlogged");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "internal_error",
-                format!("the decision could not be logged, so it is not given: {err}"),
-            );
+            return unlogged(&err, "decision");
         }
     }
     app.metrics.decision(outcome_label(&outcome));
@@ -1490,11 +1493,7 @@ async fn ad_hoc(app: &App, asked: AdHoc<'_>) -> Response {
             entry = entry.requested_by(who);
         }
         if let Err(err) = log.log(&entry).await {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "internal_error",
-                format!("the query could not be logged, so it is not answered: {err}"),
-            );
+            return unlogged(&err, "query answer");
         }
     }
     match outcome {
@@ -1526,8 +1525,18 @@ async fn ad_hoc(app: &App, asked: AdHoc<'_>) -> Response {
     }
 }
 
-/// The bundles not active yet, if any.
+/// Why the sidecar cannot give decisions, if it cannot: a decision log that refuses every
+/// write (an earlier write could not be undone: restart it), or bundles not active yet.
 fn not_ready(app: &App) -> Option<Response> {
+    if let Some(reason) = app.audit_log.as_ref().and_then(|log| log.poisoned()) {
+        return Some(
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": format!("the decision log refuses writes: {reason}")})),
+            )
+                .into_response(),
+        );
+    }
     let active = app.store.revisions();
     let missing: Vec<&String> = app
         .bundles
@@ -1547,6 +1556,13 @@ async fn health(
     State(app): State<Arc<App>>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
+    if let Some(reason) = app.audit_log.as_ref().and_then(|log| log.poisoned()) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": format!("the decision log refuses writes: {reason}")})),
+        )
+            .into_response();
+    }
     if query.contains_key("bundles")
         && let Some(response) = not_ready(&app)
     {
@@ -1560,7 +1576,8 @@ async fn health_live() -> Response {
     Json(json!({})).into_response()
 }
 
-/// `/health/ready`: 200 once every configured bundle is active, else 500.
+/// `/health/ready`: 200 once every configured bundle is active and the decision log
+/// writes, else 500.
 async fn health_ready(State(app): State<Arc<App>>) -> Response {
     not_ready(&app).unwrap_or_else(|| Json(json!({})).into_response())
 }

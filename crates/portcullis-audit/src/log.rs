@@ -350,6 +350,15 @@ impl AuditLog {
         }
     }
 
+    /// Why the log refuses every write, if it does: its storage reported an earlier write
+    /// that could not be undone ([`AuditError::Poisoned`], [`AuditStorage::poisoned`]); only
+    /// reopening the log clears it. Cheap (no I/O): for health checks, which should fail
+    /// while it answers `Some`.
+    #[must_use]
+    pub fn poisoned(&self) -> Option<String> {
+        self.storage.poisoned()
+    }
+
     /// Writes what is queued, stops the writer and releases the log (the JSONL folder lock,
     /// the database pool). Dropping the log does the same, but in the background.
     /// Submitted events still waiting for another attempt after a transient failure get

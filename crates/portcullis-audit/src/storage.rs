@@ -109,6 +109,12 @@ pub trait AuditStorage: Send + Sync + fmt::Debug + 'static {
         false
     }
 
+    /// Why the storage refuses every append ([`AuditError::Poisoned`]: an earlier write
+    /// could not be undone), if it does; cheap, for health checks. Default `None`.
+    fn poisoned(&self) -> Option<String> {
+        None
+    }
+
     /// Whether [`append`](Self::append) reads each event's [`RecordIndex`]. If so, the log
     /// computes it as it prepares each event, on the caller's task, rather than on its one
     /// writer. Default `false` ([`PreparedEvent::index`] still works, computed on use).

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{SecondsFormat, Utc};
-use portcullis_audit::{AuditEvent, AuditSink, EventKind, Receipt};
+use portcullis_audit::{AuditError, AuditEvent, AuditSink, EventKind, Receipt};
 use portcullis_core::{Action, Decision, Principal, Resource, ResourceKind};
 use serde_json::{Map, Value, json};
 
@@ -299,9 +299,11 @@ impl DecisionLog {
     ///
     /// # Errors
     ///
-    /// [`PolicyError::DecisionLog`] if the event cannot be built (an oversized input) or
-    /// the sink does not acknowledge it: the caller should not act on a decision it could
-    /// not record.
+    /// [`PolicyError::Input`] if the record is larger than the sink accepts
+    /// ([`AuditError::TooLarge`]: an oversized input or result, refused every time);
+    /// [`PolicyError::DecisionLog`] if the event cannot be built otherwise or the sink does
+    /// not acknowledge it. Either way the caller should not act on a decision it could not
+    /// record.
     pub async fn log(&self, entry: &DecisionEntry<'_>) -> Result<Receipt, PolicyError> {
         let failed = PolicyError::DecisionLog;
         let (path, rule) = match entry.query {
@@ -380,10 +382,13 @@ impl DecisionLog {
             escape_controls(&mut value);
             event = event.with_field(name, value);
         }
-        self.sink
-            .record(event)
-            .await
-            .map_err(|e| failed(format!("not recorded: {e}")))
+        self.sink.record(event).await.map_err(|e| match e {
+            // The record itself is too large: no retry can help, the request must shrink.
+            AuditError::TooLarge { .. } => PolicyError::Input(format!(
+                "the decision's log record is too large for the decision log: {e}"
+            )),
+            e => failed(format!("not recorded: {e}")),
+        })
     }
 
     /// Applies the static masks, then the mask policy, listing what was touched.

@@ -318,7 +318,11 @@ impl PolicyStore {
     /// known): the active revision keeps serving, and [`status`](PolicyStore::status)
     /// shows the error. Bundle sources call this for failures before activation.
     pub fn record_failure(&self, name: &str, revision: Option<String>, error: &PolicyError) {
-        tracing::warn!(bundle = %name, revision = ?revision, error = %error, "policy bundle not activated; the previous revision keeps serving");
+        if self.revisions().contains_key(name) {
+            tracing::warn!(bundle = %name, revision = ?revision, error = %error, "policy bundle not activated; the previous revision keeps serving");
+        } else {
+            tracing::warn!(bundle = %name, revision = ?revision, error = %error, "policy bundle not activated; no revision of it is active, so decisions fail closed");
+        }
         let mut status = lock(&self.status);
         let entry = status
             .entry(name.to_owned())

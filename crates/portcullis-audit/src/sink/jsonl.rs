@@ -312,6 +312,11 @@ impl JsonlBackend {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Why appends are refused, if an earlier write could not be undone.
+    fn poisoned_reason(&self) -> Option<String> {
+        self.lock().poisoned.clone()
+    }
+
     fn append_blocking(&self, batch: &Batch) -> Result<Appended, AuditError> {
         let mut state = self.lock();
         if let Some(reason) = &state.poisoned {
@@ -512,6 +517,10 @@ impl AuditStorage for JsonlBackend {
     /// Appended and fsync'd per batch.
     fn is_durable(&self) -> bool {
         true
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.poisoned_reason()
     }
 
     async fn head(&self) -> Result<ChainHead, AuditError> {

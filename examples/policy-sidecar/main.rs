@@ -18,6 +18,8 @@
 
 mod metrics;
 mod request;
+#[path = "../common/tls.rs"]
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -150,6 +152,9 @@ struct Config {
     strict_builtin_errors: bool,
     #[serde(default)]
     server: ServerConfig,
+    /// Serving over TLS with this workload's SVID, whose SPIFFE ID then is `spiffe_id`.
+    /// Absent: plain HTTP.
+    tls: Option<tls::TlsConfig>,
 }
 
 /// `[server]`: which parts of OPA's API answer.
@@ -296,6 +301,16 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
+    let tls = match config.tls.as_mut() {
+        Some(section) => {
+            section.resolve_paths(&base);
+            Some(section.open().map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    if let Some(tls) = &tls {
+        config.spiffe_id = svid_spiffe_id(tls, config.spiffe_id.take())?;
+    }
     check(&config)?;
     let data_dir = resolve(&base, &config.data_dir);
     let mut verifiers = BTreeMap::new();
@@ -427,6 +442,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         .await
         .map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    if let Some(tls) = tls {
+        println!("LISTENING https://{address}");
+        return serve_tls(&tls, listener, app).await;
+    }
     println!("LISTENING http://{address}");
     axum::serve(
         listener,
@@ -437,6 +456,60 @@ async fn run(cli: Cli) -> Result<(), String> {
     })
     .await
     .map_err(|e| e.to_string())
+}
+
+/// The sidecar's `spiffe_id` when it has an SVID: the SVID's. A configured `spiffe_id` that
+/// differs stops the start (which one would the rollout and the decision log believe?); a
+/// certificate without a SPIFFE ID leaves the configured one.
+#[cfg(feature = "tls")]
+fn svid_spiffe_id(tls: &tls::Tls, configured: Option<String>) -> Result<Option<String>, String> {
+    let Some(id) = tls.spiffe_id() else {
+        return Ok(configured);
+    };
+    match configured {
+        Some(configured) if configured != id.as_str() => Err(format!(
+            "spiffe_id = {configured:?} but the [tls] SVID is {id}: remove spiffe_id (the SVID's \
+             is used) or fix it"
+        )),
+        _ => Ok(Some(id.to_string())),
+    }
+}
+
+/// Without the `tls` feature there is no [`tls::Tls`].
+#[cfg(not(feature = "tls"))]
+fn svid_spiffe_id(tls: &tls::Tls, _configured: Option<String>) -> Result<Option<String>, String> {
+    match *tls {}
+}
+
+/// Serves `router` over TLS per `[tls]` until Ctrl-C, with the identity files watched for
+/// rotation.
+#[cfg(feature = "tls")]
+async fn serve_tls(
+    tls: &tls::Tls,
+    listener: tokio::net::TcpListener,
+    router: Router,
+) -> Result<(), String> {
+    let watch = tls.watch();
+    let served = tls
+        .server()
+        .map_err(|e| e.to_string())?
+        .serve(listener, router, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string());
+    watch.abort();
+    served
+}
+
+/// Without the `tls` feature there is no [`tls::Tls`] to serve.
+#[cfg(not(feature = "tls"))]
+async fn serve_tls(
+    tls: &tls::Tls,
+    _listener: tokio::net::TcpListener,
+    _router: Router,
+) -> Result<(), String> {
+    match *tls {}
 }
 
 /// The decision log's cap on one record ([`AuditOptions::max_event_bytes`]): twice the

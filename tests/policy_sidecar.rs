@@ -1422,3 +1422,44 @@ async fn the_root_document_and_framework_errors_answer_as_opa() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_parse_error_names_the_file_in_the_bundle_line_and_column() {
+    let dir = scratch("parse");
+    let bundle = dir.join("bundle");
+    write_bundle(&bundle, "p1", "input.user == \"admin\"");
+    let config = write_config(&dir, "[[bundles]]\nname = \"app\"\ndir = \"bundle\"\n");
+    let sidecar = Sidecar::start(&config).await;
+    sidecar
+        .until("/v1/data/app/revision", json!({}), json!("p1"))
+        .await;
+    for (revision, manifest) in [
+        (
+            "p2",
+            r#"{"revision": "p2", "roots": ["app"], "rego_version": 0}"#,
+        ),
+        ("p3", r#"{"revision": "p3", "roots": ["app"]}"#),
+    ] {
+        write_files(
+            &bundle,
+            &[
+                (".manifest", manifest),
+                ("app/extra.rego", "package app\nextra { input.user == ]\n"),
+            ],
+        );
+        let app = sidecar
+            .app_status_once(|app| app["failed_revision"] == revision)
+            .await;
+        let error = app["last_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("app/extra.rego:2:") && error.contains(": rego_parse_error: "),
+            "{app}"
+        );
+        assert!(
+            !error.contains("app/app/") && !error.contains("-->"),
+            "{app}"
+        );
+        assert_eq!(app["active_revision"], "p1", "{app}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -92,6 +92,60 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A compile error as OPA words it: regorus's parser reports `\n--> BUNDLE/PATH:L:C\n`,
+/// the source line, a caret and `error: MESSAGE`; this gives
+/// `PATH:L:C: rego_parse_error: MESSAGE` (`rego_compile_error` for an error found once all
+/// policies are read), the path inside the bundle. Other errors are left as they are.
+fn located(err: PolicyError) -> PolicyError {
+    let PolicyError::Compile {
+        bundle,
+        file,
+        message,
+    } = err
+    else {
+        return err;
+    };
+    let parsed = message.split_once("--> ").and_then(|(_, rest)| {
+        let (place, rest) = rest.split_once('\n')?;
+        let mut parts = place.rsplitn(3, ':');
+        let (column, line, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let text = rest.lines().rev().find_map(|l| {
+            l.split_once(": ")
+                .filter(|(kind, _)| !kind.contains([' ', '|']))
+                .map(|(_, text)| text)
+        })?;
+        Some((
+            path.to_owned(),
+            line.to_owned(),
+            column.to_owned(),
+            text.to_owned(),
+        ))
+    });
+    let Some((path, line, column, text)) = parsed else {
+        return PolicyError::Compile {
+            bundle,
+            file,
+            message,
+        };
+    };
+    // regorus knows each module as `BUNDLE/PATH`; OPA names the path inside the bundle.
+    let path = bundle
+        .split(',')
+        .find_map(|name| path.strip_prefix(&format!("{name}/")))
+        .unwrap_or(&path)
+        .to_owned();
+    let kind = if file.starts_with('<') {
+        "rego_compile_error"
+    } else {
+        "rego_parse_error"
+    };
+    PolicyError::Compile {
+        bundle,
+        file: path.clone(),
+        message: format!("{path}:{line}:{column}: {kind}: {text}"),
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The data behind these locks is replaced whole, never left half-updated.
     mutex
@@ -137,7 +191,8 @@ impl PolicyStore {
             ..PolicyStore::in_memory(limits)
         };
         if !bundles.is_empty() {
-            let engine = RegoEngine::compile(bundles.values().map(AsRef::as_ref), limits)?;
+            let engine = RegoEngine::compile(bundles.values().map(AsRef::as_ref), limits)
+                .map_err(located)?;
             store.start_with(engine, bundles);
         }
         Ok(store)
@@ -195,7 +250,7 @@ impl PolicyStore {
         if loaded.is_empty() {
             return Ok(store);
         }
-        match RegoEngine::compile(loaded.values().map(AsRef::as_ref), limits) {
+        match RegoEngine::compile(loaded.values().map(AsRef::as_ref), limits).map_err(located) {
             Ok(engine) => store.start_with(engine, loaded),
             Err(err) => {
                 for (name, bundle) in &loaded {
@@ -244,7 +299,10 @@ impl PolicyStore {
         let bundle = Arc::new(bundle);
         candidate.insert(name.clone(), bundle.clone());
         let compiled = overlap_with_others(&bundle, &bundles)
-            .and_then(|()| RegoEngine::compile(candidate.values().map(AsRef::as_ref), self.limits))
+            .and_then(|()| {
+                RegoEngine::compile(candidate.values().map(AsRef::as_ref), self.limits)
+                    .map_err(located)
+            })
             .and_then(|engine| {
                 self.persist(&bundle)?;
                 Ok(engine)
@@ -295,10 +353,10 @@ impl PolicyStore {
         let engine = if candidate.is_empty() {
             None
         } else {
-            Some(Arc::new(RegoEngine::compile(
-                candidate.values().map(AsRef::as_ref),
-                self.limits,
-            )?))
+            Some(Arc::new(
+                RegoEngine::compile(candidate.values().map(AsRef::as_ref), self.limits)
+                    .map_err(located)?,
+            ))
         };
         if let Some(dir) = &self.state_dir {
             let path = dir.join(format!("{name}{BUNDLE_SUFFIX}"));

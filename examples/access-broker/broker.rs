@@ -69,6 +69,9 @@ pub(crate) struct BrokerConfig {
     /// in the audit log for retry; relative to the configuration's folder.
     #[serde(default = "default_retry_key")]
     pub(crate) retry_key_file: PathBuf,
+    /// Serving over TLS with the broker's SVID, which it also presents to region proxies
+    /// that have a `spiffe_id`. Absent: plain HTTP.
+    pub(crate) tls: Option<crate::tls::TlsConfig>,
 }
 
 fn default_retry_key() -> PathBuf {
@@ -105,6 +108,9 @@ fn default_cache() -> u64 {
 pub(crate) struct RegionTarget {
     /// The region proxy's base URL (scheme, host, port; no path).
     pub(crate) url: String,
+    /// The proxy's SPIFFE ID: it is called over mutual TLS (`https://`, the broker's SVID
+    /// from `[broker.tls]`) and accepted only with this ID.
+    pub(crate) spiffe_id: Option<String>,
 }
 
 /// One grant: these users and groups may send these methods to these services.
@@ -198,6 +204,8 @@ pub(crate) struct Broker {
     /// What keeps the shared keys fresh (fleet mode), kept for the broker's life.
     _keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
     http: reqwest::Client,
+    /// Regions called over mutual TLS: their clients, each accepting only its proxy's ID.
+    region_http: BTreeMap<String, reqwest::Client>,
     /// Seals the bodies kept for retry: the audit log holds them, its readers must not.
     pub(crate) sealer: crate::sealed::BodySealer,
 }
@@ -240,6 +248,7 @@ pub(crate) async fn router(
     config: BrokerConfig,
     base: &Path,
     store: Option<&crate::fleet::StoreConfig>,
+    tls: Option<&crate::tls::Tls>,
 ) -> Result<(Router, Arc<AuditLog>), String> {
     // First: a local audit log beside a [store] is refused before anything is opened.
     let audit_url = crate::fleet::audit_url(config.audit_url.as_deref(), store)?;
@@ -322,6 +331,8 @@ pub(crate) async fn router(
             .map_err(|e| e.to_string())?,
     );
     let http = forwarding_client(config.timeout_seconds)?;
+    let region_http =
+        crate::mtls::region_clients(tls, &config.regions, config.timeout_seconds)?;
     let broker = Arc::new(Broker {
         forward: state.forward,
         _keep: state.keep,
@@ -333,6 +344,7 @@ pub(crate) async fn router(
         gate: gate.clone(),
         audit,
         http,
+        region_http,
         sealer: state.sealer,
         config,
         jobs: state.jobs,
@@ -825,7 +837,9 @@ pub(crate) async fn forward(
         }
     }
     let sent = broker
-        .http
+        .region_http
+        .get(target.region)
+        .unwrap_or(&broker.http)
         .request(parts.method, url)
         .headers(headers)
         .body(body)

@@ -21,8 +21,11 @@ mod broker;
 mod bulk;
 mod client;
 mod fleet;
+mod mtls;
 mod region;
 mod sealed;
+#[path = "../common/tls.rs"]
+mod tls;
 mod wire;
 
 use std::path::{Path, PathBuf};
@@ -313,13 +316,91 @@ async fn serve(router: axum::Router, listen: &str, what: &str) -> Result<(), Str
         .map_err(|e| e.to_string())
 }
 
+/// Serves `router` over TLS with `server` (the identity files watched for rotation), or
+/// in plain HTTP without.
+async fn serve_with(
+    router: axum::Router,
+    listen: &str,
+    what: &str,
+    tls: Option<(&tls::Tls, Peers)>,
+) -> Result<(), String> {
+    let Some((tls, peers)) = tls else {
+        return serve(router, listen, what).await;
+    };
+    serve_tls(router, listen, what, tls, peers).await
+}
+
+/// Which clients a TLS server admits.
+#[derive(Debug, Clone)]
+#[cfg_attr(
+    not(feature = "tls"),
+    expect(dead_code, reason = "served only when built with the tls feature")
+)]
+enum Peers {
+    /// Any client whose SVID verifies (or none, with optional client certificates).
+    Any,
+    /// Only this SPIFFE ID (a region proxy admitting the broker).
+    Exactly(String),
+}
+
+#[cfg(feature = "tls")]
+async fn serve_tls(
+    router: axum::Router,
+    listen: &str,
+    what: &str,
+    tls: &tls::Tls,
+    peers: Peers,
+) -> Result<(), String> {
+    let server = match peers {
+        Peers::Any => tls.server(),
+        Peers::Exactly(id) => tls.server_for(mtls::peer(&id)?),
+    }
+    .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("{what}: cannot listen on {listen}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("LISTENING https://{address}");
+    let watch = tls.watch();
+    let served = server
+        .serve(listener, router, portcullis::http::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string());
+    watch.abort();
+    served
+}
+
+#[cfg(not(feature = "tls"))]
+async fn serve_tls(
+    _router: axum::Router,
+    _listen: &str,
+    _what: &str,
+    tls: &tls::Tls,
+    _peers: Peers,
+) -> Result<(), String> {
+    match *tls {}
+}
+
+/// `[broker.tls]` or `[region.tls]`, loaded (paths relative to the configuration's folder).
+fn open_tls(section: Option<&mut tls::TlsConfig>, base: &Path) -> Result<Option<tls::Tls>, String> {
+    match section {
+        Some(section) => {
+            section.resolve_paths(base);
+            section.open().map(Some).map_err(|e| e.to_string())
+        }
+        None => Ok(None),
+    }
+}
+
 /// Serves the broker, then writes the audit events still queued (outcomes are submitted
 /// after their responses, without waiting).
 async fn serve_broker(
     (router, audit): (axum::Router, std::sync::Arc<portcullis::audit::AuditLog>),
     listen: &str,
+    tls: Option<&tls::Tls>,
 ) -> Result<(), String> {
-    let served = serve(router, listen, "broker").await;
+    let tls = tls.map(|tls| (tls, Peers::Any));
+    let served = serve_with(router, listen, "broker", tls).await;
     if let Err(err) = audit.flush().await {
         tracing::error!(error = %err, "the audit log could not be flushed at shutdown");
     }
@@ -330,27 +411,44 @@ async fn run_broker(config: &Path, listen: Option<String>) -> Result<(), String>
     let base = config.parent().unwrap_or(Path::new("."));
     let read = read_config(config)?;
     let store = read.store.map(|s| s.resolve(base));
-    let broker = read.broker.ok_or("the configuration has no [broker]")?;
+    let mut broker = read.broker.ok_or("the configuration has no [broker]")?;
     let listen = listen.unwrap_or_else(|| broker.listen.clone());
-    serve_broker(broker::router(broker, base, store.as_ref()).await?, &listen).await
+    let tls = open_tls(broker.tls.as_mut(), base)?;
+    serve_broker(
+        broker::router(broker, base, store.as_ref(), tls.as_ref()).await?,
+        &listen,
+        tls.as_ref(),
+    )
+    .await
 }
 
 async fn run_region(config: &Path, name: &str, listen: Option<String>) -> Result<(), String> {
     let base = config.parent().unwrap_or(Path::new("."));
     let read = read_config(config)?;
     let store = read.store.map(|s| s.resolve(base));
-    let region = read
+    let mut region = read
         .region
         .into_iter()
         .find(|r| r.name == name)
         .ok_or_else(|| format!("the configuration has no [[region]] named {name:?}"))?;
     let listen = listen.unwrap_or_else(|| region.listen.clone());
-    serve(
-        region::router(region, store.as_ref()).await?,
-        &listen,
-        "region proxy",
-    )
-    .await
+    if region
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_certs != tls::ClientCerts::Required)
+    {
+        return Err(format!(
+            "region {name}: [region.tls] needs client_certs = \"required\" (only the broker connects)"
+        ));
+    }
+    let tls = open_tls(region.tls.as_mut(), base)?;
+    let peers = region
+        .broker_spiffe_id
+        .clone()
+        .map(Peers::Exactly);
+    let router = region::router(region, store.as_ref(), tls.as_ref()).await?;
+    // region::router refused [region.tls] without broker_spiffe_id and the other way round.
+    serve_with(router, &listen, "region proxy", tls.as_ref().zip(peers)).await
 }
 
 /// A demo service: answers what it was asked and by whom.
@@ -401,18 +499,18 @@ async fn demo(data_dir: &Path, audit_url: &str) -> Result<(), String> {
     let mut broker = config.broker.ok_or("the demo has a broker")?;
     broker.audit_url = Some(audit_url.to_owned());
     let broker_listen = broker.listen.clone();
-    let broker = broker::router(broker, data_dir, None).await?;
+    let broker = broker::router(broker, data_dir, None, None).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for region in config.region {
         let listen = region.listen.clone();
-        let router = region::router(region, None).await?;
+        let router = region::router(region, None, None).await?;
         tasks.spawn(async move { serve(router, &listen, "region proxy").await });
     }
     for (name, listen) in [("orders", "127.0.0.1:8311"), ("billing", "127.0.0.1:8312")] {
         tasks.spawn(async move { serve(demo_service(name), listen, name).await });
     }
     let listen = broker_listen.clone();
-    tasks.spawn(async move { serve_broker(broker, &listen).await });
+    tasks.spawn(async move { serve_broker(broker, &listen, None).await });
     println!(
         "access-broker demo: broker http://{broker_listen}\n  TOKEN=$(curl -s -X POST http://{broker_listen}/login -d '{{\"username\":\"alice\",\"password\":\"alice-password\"}}' | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')\n  curl -H \"Authorization: Bearer $TOKEN\" http://{broker_listen}/proxy/eu/orders/orders/42"
     );

@@ -37,6 +37,11 @@ pub(crate) struct RegionConfig {
     pub(crate) max_body_bytes: usize,
     #[serde(default = "default_timeout")]
     pub(crate) timeout_seconds: u64,
+    /// Serving over mutual TLS with the proxy's SVID; `client_certs` must be `required`.
+    pub(crate) tls: Option<crate::tls::TlsConfig>,
+    /// With `[region.tls]`: the broker's SPIFFE ID, the only client admitted (at the
+    /// handshake, before the broker token is looked at).
+    pub(crate) broker_spiffe_id: Option<String>,
 }
 
 fn default_body() -> usize {
@@ -197,6 +202,7 @@ fn first_use(seen: &Mutex<HashMap<String, u64>>, jti: &str, exp: u64) -> bool {
 pub(crate) async fn router(
     config: RegionConfig,
     store: Option<&crate::fleet::StoreConfig>,
+    tls: Option<&crate::tls::Tls>,
 ) -> Result<Router, String> {
     if !valid_name(&config.name) {
         return Err(format!(
@@ -211,6 +217,12 @@ pub(crate) async fn router(
         reqwest::Url::parse(url).map_err(|e| format!("service {name}: {url:?}: {e}"))?;
     }
     let http = forwarding_client(config.timeout_seconds)?;
+    let keys_http = crate::mtls::broker_keys_client(
+        tls,
+        config.broker_spiffe_id.as_deref(),
+        config.timeout_seconds,
+    )?
+    .unwrap_or_else(|| http.clone());
     let spent = match store {
         None => Spent::Memory {
             seen: Mutex::new(HashMap::new()),
@@ -227,7 +239,7 @@ pub(crate) async fn router(
     let region = Arc::new(Region {
         keys: BrokerKeys {
             url: config.broker_jwks_url.clone(),
-            http: http.clone(),
+            http: keys_http,
             keys: RwLock::new(HashMap::new()),
             last_fetch: tokio::sync::Mutex::new(None),
         },

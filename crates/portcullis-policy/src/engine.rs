@@ -455,7 +455,12 @@ impl RegoEngine {
                 let source = crate::builtins::rewrite_source(
                     without_redundant_keyword_imports(&policy.source),
                     v0,
-                );
+                )
+                .map_err(|e| PolicyError::Compile {
+                    bundle: bundle.name().to_owned(),
+                    file: policy.path.clone(),
+                    message: e.to_string(),
+                })?;
                 prepared.push((source, v0));
             }
         }

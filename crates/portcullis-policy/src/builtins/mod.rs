@@ -20,6 +20,7 @@ mod net;
 mod rewrite;
 mod sprintf;
 mod strings;
+mod template;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use regorus::Value;
 
 pub(crate) use metadata::resolve_metadata_calls;
 pub(crate) use rewrite::rewrite_source;
+pub(crate) use template::TemplateError;
 
 /// Why a built-in call failed: the message OPA's error would carry.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,9 @@ pub(crate) enum BuiltinError {
     /// An argument of the right type that the built-in cannot use.
     #[error("{name}: {message}")]
     Invalid { name: &'static str, message: String },
+    /// An error OPA raises even without strict built-in errors (it halts evaluation).
+    #[error("{0}")]
+    Halt(String),
 }
 
 /// One call: the built-in's name and its arguments (never undefined: regorus answers
@@ -144,6 +149,7 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("crypto.md5", 1, crypto::md5),
     ext("crypto.sha1", 1, crypto::sha1),
     ext("crypto.sha256", 1, crypto::sha256),
+    ext(template::NAME, 1, template::template_string),
     ext("io.jwt.decode", 1, jwt::decode),
     ext("io.jwt.decode_verify", 2, jwt::decode_verify),
     ext("io.jwt.encode_sign", 3, jwt_sign::encode_sign),
@@ -222,7 +228,7 @@ pub(crate) fn register(engine: &mut regorus::Engine, strict: bool) -> Result<(),
                         values: &values,
                     }) {
                         Ok(value) => Ok(value),
-                        Err(e) if strict => Err(e.into()),
+                        Err(e) if strict || matches!(e, BuiltinError::Halt(_)) => Err(e.into()),
                         Err(_) => Ok(Value::Undefined),
                     }
                 }),

@@ -1,5 +1,7 @@
-//! Two rewrites of a Rego source, each guided by regorus's own parse of it (spans of the
-//! parsed expressions), for forms OPA accepts and regorus does not:
+//! Rewrites of a Rego source for forms OPA accepts and regorus does not. First, template
+//! strings (`$"…{x}…"`), which regorus cannot even lex, become calls of
+//! `internal.template_string` (see [`super::template`]). Then two rewrites, each guided by
+//! regorus's own parse of the source (spans of the parsed expressions):
 //!
 //! - the output-argument form of calls to this crate's built-ins, which regorus supports
 //!   only for its own: `io.jwt.decode(t, [h, p, s])` is OPA's `[h, p, s] = io.jwt.decode(t)`;
@@ -27,9 +29,26 @@ fn added_arity(name: &str) -> Option<usize> {
 /// The most passes over one source (each rewrites the outermost forms left).
 const MAX_PASSES: usize = 8;
 
-/// `source` with the output-argument calls of added built-ins written as unifications and
-/// unary minus on expressions written as subtractions from 0.
-pub(crate) fn rewrite_source(source: Cow<'_, str>, v0: bool) -> Cow<'_, str> {
+/// `source` with template strings written as calls, the output-argument calls of added
+/// built-ins written as unifications and unary minus on expressions written as
+/// subtractions from 0.
+///
+/// # Errors
+///
+/// A template string that cannot be rewritten as OPA reads it (the module is refused).
+pub(crate) fn rewrite_source(
+    source: Cow<'_, str>,
+    v0: bool,
+) -> Result<Cow<'_, str>, super::TemplateError> {
+    let source = match super::template::rewrite_templates(&source)? {
+        Some(rewritten) => Cow::Owned(rewritten),
+        None => source,
+    };
+    Ok(rewrite_parsed(source, v0))
+}
+
+/// The rewrites guided by regorus's parse of `source`.
+fn rewrite_parsed(source: Cow<'_, str>, v0: bool) -> Cow<'_, str> {
     // A cheap look first: most policies have neither form.
     let calls_added = super::EXTENSIONS
         .iter()
@@ -394,7 +413,9 @@ mod tests {
     use super::*;
 
     fn rewrite(source: &str) -> String {
-        rewrite_source(Cow::Borrowed(source), false).into_owned()
+        rewrite_source(Cow::Borrowed(source), false)
+            .map(Cow::into_owned)
+            .unwrap_or_default()
     }
 
     #[test]

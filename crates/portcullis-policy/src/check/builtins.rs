@@ -58,6 +58,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("abs", &[N]),
     ("array.concat", &[ARR, ARR]),
     ("array.flatten", &[ARR]),
+    ("internal.template_string", &[ARR]),
     ("array.reverse", &[ARR]),
     ("array.slice", &[ARR, N, N]),
     ("base64.decode", &[S]),

@@ -265,8 +265,8 @@ async fn build(
     }
     let sts = AwsSts::new(aws_sdk_sts::Client::from_conf(sts.build()));
     let groups = Arc::new(svid::ServiceGroups::new(directory.clone(), tls));
-    let vendor = CredentialVendor::new(config.vend, groups, Arc::new(sts))
-        .map_err(|e| e.to_string())?;
+    let vendor =
+        CredentialVendor::new(config.vend, groups, Arc::new(sts)).map_err(|e| e.to_string())?;
 
     if !(1..=720).contains(&config.session_minutes) {
         return Err(format!(
@@ -304,7 +304,8 @@ async fn build(
         .map_err(|e| e.to_string())?;
     // People and services may ask; the mapping decides what they get.
     let anyone_mapped = from_fn("vend-by-mapping", |r: &AccessRequest<'_>| {
-        if r.principal.kind() == PrincipalKind::User && tls::is_spiffe_subject(r.principal.subject())
+        if r.principal.kind() == PrincipalKind::User
+            && tls::is_spiffe_subject(r.principal.subject())
         {
             // Only an SVID makes a SPIFFE ID's principal: a user named like one (an OIDC
             // `sub`, say) must not get a service's groups.

@@ -29,11 +29,11 @@ pub use config::{
 pub use error::AclError;
 pub use hierarchy::{Hierarchy, ParentRule};
 pub use policy::{AclPolicy, AclPolicyBuilder};
+#[cfg(feature = "postgres")]
+pub use portcullis_sql::postgres::ChangeListener;
 pub use reverse::{Holding, Permission};
 pub use role::{Role, RoleName, Roles};
 pub use snapshot::{AclSnapshot, EffectiveRole};
-#[cfg(feature = "postgres")]
-pub use portcullis_sql::postgres::ChangeListener;
 #[cfg(feature = "postgres")]
 pub use store::PostgresAclStore;
 #[cfg(feature = "sqlite")]

@@ -13,10 +13,10 @@ mod memory;
 mod sql;
 
 pub use memory::MemoryAclStore;
-#[cfg(feature = "postgres")]
-pub use sql::{CHANGE_CHANNEL, PostgresAclStore};
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteAclStore;
+#[cfg(feature = "postgres")]
+pub use sql::{CHANGE_CHANNEL, PostgresAclStore};
 
 /// The largest page a store returns.
 pub const MAX_PAGE_LIMIT: u32 = 1000;

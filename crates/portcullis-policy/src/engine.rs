@@ -635,7 +635,10 @@ impl RegoEngine {
         // row whose expression is `false`, where OPA has no row (the query is undefined).
         let holds = |row: &regorus::QueryResult| {
             row.expressions.iter().all(|e| {
-                !matches!(e.value, regorus::Value::Bool(false) | regorus::Value::Undefined)
+                !matches!(
+                    e.value,
+                    regorus::Value::Bool(false) | regorus::Value::Undefined
+                )
             })
         };
         for row in results.result.into_iter().filter(holds) {

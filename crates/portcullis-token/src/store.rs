@@ -12,10 +12,10 @@ use crate::{AuthError, TokenKind};
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
-#[cfg(feature = "postgres")]
-pub use sql::{CHANGE_CHANNEL, PostgresTokenStore};
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteTokenStore;
+#[cfg(feature = "postgres")]
+pub use sql::{CHANGE_CHANNEL, PostgresTokenStore};
 
 /// The id of an issued token (`tok_` + 32 hex digits): shown in listings and used to revoke,
 /// never enough to authenticate (Vault calls this an accessor).

@@ -349,7 +349,11 @@ async fn failed_logins_count_across_instances() {
         .fetch_all(&admin_of(&url).await)
         .await
         .unwrap();
-    assert_eq!(names.len(), 2, "alice's five failures; bob's right login handed back");
+    assert_eq!(
+        names.len(),
+        2,
+        "alice's five failures; bob's right login handed back"
+    );
     assert!(names.iter().all(|n| n.len() == 64 && !n.contains("alice")));
     // The store out of reach: logins are refused, not let through uncounted.
     drop_database(&admin, &name).await;

@@ -34,6 +34,8 @@ mod deploys;
 #[cfg(feature = "postgres")]
 #[path = "../examples/deploy-gate/fleet.rs"]
 mod fleet;
+#[path = "../examples/common/tls.rs"]
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

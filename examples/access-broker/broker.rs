@@ -331,8 +331,7 @@ pub(crate) async fn router(
             .map_err(|e| e.to_string())?,
     );
     let http = forwarding_client(config.timeout_seconds)?;
-    let region_http =
-        crate::mtls::region_clients(tls, &config.regions, config.timeout_seconds)?;
+    let region_http = crate::mtls::region_clients(tls, &config.regions, config.timeout_seconds)?;
     let broker = Arc::new(Broker {
         forward: state.forward,
         _keep: state.keep,

@@ -442,10 +442,7 @@ async fn run_region(config: &Path, name: &str, listen: Option<String>) -> Result
         ));
     }
     let tls = open_tls(region.tls.as_mut(), base)?;
-    let peers = region
-        .broker_spiffe_id
-        .clone()
-        .map(Peers::Exactly);
+    let peers = region.broker_spiffe_id.clone().map(Peers::Exactly);
     let router = region::router(region, store.as_ref(), tls.as_ref()).await?;
     // region::router refused [region.tls] without broker_spiffe_id and the other way round.
     serve_with(router, &listen, "region proxy", tls.as_ref().zip(peers)).await

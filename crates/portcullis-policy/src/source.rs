@@ -420,10 +420,6 @@ pub fn spawn_poller(
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::unwrap_used,
-    reason = "tests: a failed expectation is the failure being tested for"
-)]
 mod tests {
     use super::*;
     use crate::EvalLimits;

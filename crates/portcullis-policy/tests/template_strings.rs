@@ -1,7 +1,6 @@
 //! OPA 1.x template strings (`$"…{expr}…"`, raw `` $`…{expr}…` ``): rewritten into calls of
 //! `internal.template_string` before regorus parses a module (`src/builtins/template.rs`).
 #![expect(
-    clippy::unwrap_used,
     clippy::panic,
     reason = "tests: helpers outside #[test] functions fail the test they serve"
 )]

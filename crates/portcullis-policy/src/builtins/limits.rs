@@ -141,10 +141,6 @@ fn too_long(args: &Args<'_>, size: usize) -> BuiltinError {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::unwrap_used,
-    reason = "tests: a failed expectation is the failure being tested for"
-)]
 mod tests {
     use super::*;
 

@@ -10,8 +10,27 @@
 #   other-bundle.pem, other-client.pem/.key: a second trust domain, other.example
 # Every leaf .pem is the chain leaf + intermediate, as SPIFFE helpers write svid.pem.
 # Used by tests/tls.rs; run by hand: scripts/tests/identity-certs.sh /tmp/certs
+# Without DIR (as scripts/test runs every scripts/tests/*.sh) it checks itself: the set is
+# made in a temporary folder and openssl verifies that the good leaves chain to the bundle
+# and that the expired leaf and the other trust domain's leaf do not.
 set -euo pipefail
-dir=${1:?usage: identity-certs.sh DIR}
+if [[ $# -eq 0 ]]; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  "$0" "$tmp" >/dev/null
+  for leaf in server client proxy; do
+    openssl verify -CAfile "$tmp/bundle.pem" -untrusted "$tmp/inter.pem" "$tmp/$leaf.leaf.pem" >/dev/null
+  done
+  if openssl verify -CAfile "$tmp/bundle.pem" -untrusted "$tmp/inter.pem" "$tmp/expired.leaf.pem" >/dev/null 2>&1; then
+    echo "identity-certs.sh: the expired leaf verifies" >&2; exit 1
+  fi
+  if openssl verify -CAfile "$tmp/bundle.pem" "$tmp/other-client.leaf.pem" >/dev/null 2>&1; then
+    echo "identity-certs.sh: other.example's leaf verifies against prod.example's bundle" >&2; exit 1
+  fi
+  echo "identity-certs.sh: certificate set verified"
+  exit 0
+fi
+dir=$1
 mkdir -p "$dir"
 cd "$dir"
 

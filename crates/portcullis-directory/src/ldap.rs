@@ -215,6 +215,30 @@ fn check_name(name: &str) -> Result<(), DirectoryError> {
     Ok(())
 }
 
+/// How the directory spells `typed` in `entry`'s `attribute` (see `LdapDirectory::user_of`).
+fn canonical_name(entry: &SearchEntry, attribute: &str, typed: &str) -> String {
+    // Attribute names are case-insensitive too: the server may answer "UID" for "uid".
+    let values: Vec<&String> = entry
+        .attrs
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(attribute))
+        .flat_map(|(_, values)| values)
+        .collect();
+    if let Some(exact) = values.iter().find(|v| v.as_str() == typed) {
+        return (*exact).clone();
+    }
+    let folded = typed.to_lowercase();
+    if let Some(value) = values.iter().find(|v| v.to_lowercase() == folded) {
+        return (*value).clone();
+    }
+    match values.as_slice() {
+        [only] => (*only).clone(),
+        // No value to take (the server withheld the attribute): the entry was matched by
+        // its name, so the typed spelling is the one the directory accepted.
+        _ => typed.to_owned(),
+    }
+}
+
 fn unavailable(err: &LdapError) -> DirectoryError {
     DirectoryError::Unavailable(err.to_string())
 }
@@ -442,9 +466,17 @@ impl LdapDirectory {
         Ok(names)
     }
 
+    /// The user of `entry`, named as the directory spells it.
+    ///
+    /// LDAP matches `uid` (and most naming attributes) without regard to case, so the entry
+    /// found for "ALICE" is alice's. Naming the user as typed would make each spelling a
+    /// principal of its own — with its own roles, its own failed-login count and, under
+    /// four-eyes, a second person to approve one's own request. The name is the entry's
+    /// value of `user_attribute` that matches the typed one (exactly, else ignoring case),
+    /// or its only value.
     fn user_of(&self, entry: &SearchEntry, name: &str, groups: Vec<String>) -> DirectoryUser {
         DirectoryUser {
-            name: name.to_owned(),
+            name: canonical_name(entry, &self.config.user_attribute, name),
             display_name: entry
                 .attrs
                 .get(&self.config.display_name_attribute)
@@ -579,7 +611,41 @@ impl Directory for LdapDirectory {
 
 #[cfg(test)]
 mod tests {
-    use super::rdn_value;
+    use super::{SearchEntry, canonical_name, rdn_value};
+
+    fn entry(attribute: &str, values: &[&str]) -> SearchEntry {
+        SearchEntry {
+            dn: "uid=x,ou=people,dc=x".into(),
+            attrs: [(
+                attribute.to_owned(),
+                values.iter().map(|v| (*v).to_owned()).collect(),
+            )]
+            .into(),
+            bin_attrs: std::collections::HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn names_are_spelled_as_the_directory_spells_them() {
+        assert_eq!(
+            canonical_name(&entry("uid", &["alice"]), "uid", "ALICE"),
+            "alice"
+        );
+        assert_eq!(
+            canonical_name(&entry("UID", &["alice"]), "uid", "Alice"),
+            "alice"
+        );
+        // Several names: the one that was typed, exactly or else ignoring case.
+        let two = entry("uid", &["Alice", "alice.anders"]);
+        assert_eq!(canonical_name(&two, "uid", "ALICE.ANDERS"), "alice.anders");
+        assert_eq!(canonical_name(&two, "uid", "Alice"), "Alice");
+        assert_eq!(canonical_name(&entry("uid", &["Ærø"]), "uid", "æRØ"), "Ærø");
+        // Withheld attribute: the spelling the directory matched.
+        assert_eq!(
+            canonical_name(&entry("cn", &["Alice"]), "uid", "alice"),
+            "alice"
+        );
+    }
 
     #[test]
     fn rdn_values() {

@@ -93,6 +93,36 @@ async fn logs_people_in_with_their_groups() {
     }
 }
 
+/// LDAP matches `uid` without regard to case, so "ALICE" binds as alice. The user is then
+/// named as the directory spells it: a second spelling must never become a second principal
+/// (it would approve its own deploys under four-eyes, and hold roles of its own).
+#[tokio::test]
+async fn a_name_in_other_case_is_the_directory_spelling() {
+    let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");
+    let ldap = directory(search());
+    for typed in ["ALICE", "Alice", "aLiCe"] {
+        let user = ldap
+            .authenticate(typed, &pw("alice-password"))
+            .await
+            .unwrap();
+        assert_eq!(user.name, "alice", "{typed}");
+        assert_eq!(user.groups, ["deployers", "platform"]);
+    }
+    let mut templated = config(&env("PORTCULLIS_TEST_LDAP_URL"), search());
+    templated.user_dn_template = Some(format!(
+        "uid={{user}},ou=people,{}",
+        env("PORTCULLIS_TEST_LDAP_BASE")
+    ));
+    let templated = LdapDirectory::new(templated).unwrap();
+    let user = templated
+        .authenticate("ALICE", &pw("alice-password"))
+        .await
+        .unwrap();
+    assert_eq!(user.name, "alice");
+    let bot = ldap.service_account("DEPLOY-BOT").await.unwrap().unwrap();
+    assert_eq!(bot.name, "deploy-bot");
+}
+
 #[tokio::test]
 async fn nested_groups_are_followed_when_asked() {
     let _ = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_LDAP_URL");

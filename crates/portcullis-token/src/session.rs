@@ -572,7 +572,8 @@ impl PasswordLogin {
     }
 
     /// Refuses every login of a user name that failed `max` times within `window` (default
-    /// five in five minutes).
+    /// five in five minutes). Names are counted ignoring case ("Bob" and "bob" share one
+    /// count), as directories such as LDAP match them.
     ///
     /// # Errors
     ///
@@ -602,14 +603,17 @@ impl PasswordLogin {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let (max, window) = (self.limit.0, self.limit.1.as_secs());
-        if let Some(wait) = self.attempts.begin(user, now, max, window).await? {
+        // Counted under the name folded to lower case: directories such as LDAP match user
+        // names ignoring case, and each spelling must not bring guesses of its own.
+        let counted = user.to_lowercase();
+        if let Some(wait) = self.attempts.begin(&counted, now, max, window).await? {
             tracing::warn!(user, "password login refused: too many recent failures");
             return Err(AuthError::TooManyAttempts(wait));
         }
         let checked = self.directory.authenticate(user, password).await;
         if !matches!(checked, Err(DirectoryError::InvalidCredentials)) {
             // Only a wrong password (or unknown name) is a guess; hand the attempt back.
-            if let Err(error) = self.attempts.release(user, now).await {
+            if let Err(error) = self.attempts.release(&counted, now).await {
                 tracing::warn!(
                     user,
                     %error,

@@ -403,7 +403,8 @@ async fn password_guessing_is_limited_per_user_name() {
         PasswordHash::create_with_iterations(&Password::new("hunter2").unwrap(), 10_000).unwrap();
     let directory = StaticDirectory::from_toml(&format!(
         "[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\
-         [[user]]\nname = \"bob\"\npassword_hash = \"{hash}\""
+         [[user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\n\
+         [[user]]\nname = \"carol\"\npassword_hash = \"{hash}\""
     ))
     .unwrap();
     let issuer = SessionIssuer::new(
@@ -428,8 +429,24 @@ async fn password_guessing_is_limited_per_user_name() {
         login.login("alice", &right).await,
         Err(AuthError::TooManyAttempts(295..=300))
     ));
+    // Another spelling of the name is the same name (LDAP matches uid ignoring case), so
+    // "ALICE" gets no guesses of its own.
+    assert!(matches!(
+        login.login("ALICE", &wrong).await,
+        Err(AuthError::TooManyAttempts(_))
+    ));
+    for guess in ["Bob", "BOB", "bOb", "boB", "BOb"] {
+        assert!(matches!(
+            login.login(guess, &wrong).await,
+            Err(AuthError::Directory(_))
+        ));
+    }
+    assert!(matches!(
+        login.login("bob", &right).await,
+        Err(AuthError::TooManyAttempts(_))
+    ));
     // Another name is not held out; a clone shares the count.
-    assert!(login.login("bob", &right).await.is_ok());
+    assert!(login.login("carol", &right).await.is_ok());
     assert!(matches!(
         login.clone().login("alice", &right).await,
         Err(AuthError::TooManyAttempts(_))

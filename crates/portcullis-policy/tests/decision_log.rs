@@ -160,13 +160,14 @@ async fn a_decision_that_cannot_be_recorded_is_an_error() {
     let sink: Arc<dyn AuditSink> = Arc::new(audit);
     let log = DecisionLog::new(sink, sidecar());
     let store = store();
-    // An input over the audit log's event size cap.
+    // An input over the audit log's event size cap: refused as the caller's input (it is
+    // refused every time, so a 413 for the sidecar), and nothing is recorded.
     let huge = json!({"user": "x".repeat(100 * 1024)});
     let outcome = store.evaluate("app/allow", &huge);
     assert!(matches!(
         log.record("data.app.allow", Some(&huge), &outcome, None)
             .await,
-        Err(PolicyError::DecisionLog(_))
+        Err(PolicyError::Input(_))
     ));
     assert!(
         DecisionLog::new(

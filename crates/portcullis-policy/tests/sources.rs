@@ -81,10 +81,12 @@ async fn a_folder_is_reloaded_when_it_changes_and_a_bad_edit_is_refused() {
     assert_eq!(status.failed_revision.as_deref(), Some("r3"));
     // A missing folder is an error too, not an empty policy.
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(matches!(
-        poll_once(&store, &mut source).await,
-        Err(PolicyError::Io { .. })
-    ));
+    match poll_once(&store, &mut source).await {
+        Err(err @ PolicyError::Bundle { .. }) => {
+            assert!(err.to_string().contains("missing or not a folder"), "{err}");
+        }
+        other => panic!("a missing folder: {other:?}"),
+    }
     let decision = store
         .evaluate("app/allow", &json!({"user": "alice"}))
         .unwrap();

@@ -33,7 +33,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 mod common;
-use common::{env, example_binary};
+use common::{drop_database, env, example_binary, fresh_database};
 
 fn binary() -> PathBuf {
     example_binary("access-broker", "--all-features")
@@ -256,18 +256,7 @@ async fn two_brokers_and_two_region_proxies_share_sessions_spent_tokens_and_bulk
         "PORTCULLIS_TEST_POSTGRES_URL",
         "PORTCULLIS_TEST_LDAP_URL"
     );
-    let name = format!("access_broker_fleet_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base_url, _) = admin_url.rsplit_once('/').unwrap();
-    let store_url = format!("{base_url}/{name}");
+    let store_url = fresh_database(&admin_url, "access_broker_fleet").await;
 
     let dir = std::env::temp_dir().join(format!("access-broker-fleet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -608,8 +597,5 @@ async fn two_brokers_and_two_region_proxies_share_sessions_spent_tokens_and_bulk
 
     let _ = std::fs::remove_dir_all(&dir);
     drop((_broker_b, _proxy_1, _proxy_2));
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    drop_database(&admin_url, &store_url).await;
 }

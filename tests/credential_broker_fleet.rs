@@ -28,7 +28,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 mod common;
-use common::{env, example_binary};
+use common::{drop_database, env, example_binary, fresh_database};
 
 fn binary() -> PathBuf {
     example_binary("credential-broker", "--all-features")
@@ -117,18 +117,7 @@ async fn a_session_from_one_broker_vends_on_another_and_survives_a_restart() {
         "PORTCULLIS_TEST_LDAP_URL",
         "PORTCULLIS_TEST_MOTO_URL"
     );
-    let name = format!("credential_broker_fleet_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base_url, _) = admin_url.rsplit_once('/').unwrap();
-    let store_url = format!("{base_url}/{name}");
+    let store_url = fresh_database(&admin_url, "credential_broker_fleet").await;
     let dir = std::env::temp_dir().join(format!("credential-broker-fleet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -219,8 +208,5 @@ async fn a_session_from_one_broker_vends_on_another_and_survives_a_restart() {
 
     let _ = std::fs::remove_dir_all(&dir);
     drop((_a, _b));
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    drop_database(&admin_url, &store_url).await;
 }

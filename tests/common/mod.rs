@@ -31,3 +31,33 @@ pub(crate) fn example_binary(name: &str, features: &str) -> PathBuf {
     );
     path
 }
+
+/// A new, empty PostgreSQL database named `{tag}_{pid}` on the server of `admin_url` (the
+/// `PORTCULLIS_TEST_POSTGRES_URL` of `scripts/with-services`), dropped first if a previous
+/// run left it; its URL.
+pub(crate) async fn fresh_database(admin_url: &str, tag: &str) -> String {
+    let name = format!("{tag}_{}", std::process::id());
+    let admin = sqlx::PgPool::connect(admin_url).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (server, _) = admin_url.rsplit_once('/').unwrap();
+    format!("{server}/{name}")
+}
+
+/// Drops the database at `url` (made by [`fresh_database`]) on the server of `admin_url`.
+pub(crate) async fn drop_database(admin_url: &str, url: &str) {
+    let (_, name) = url.rsplit_once('/').unwrap();
+    let admin = sqlx::PgPool::connect(admin_url).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+}

@@ -326,6 +326,9 @@ pub enum TlsConfigError {
 
 /// A rustls server configuration presenting the current SVID and checking client SVIDs per
 /// `client_auth`, on `source`'s provider (never the process default). ALPN is `http/1.1`.
+/// When clients are verified, sessions are never resumed (no session cache, no tickets):
+/// a resumption skips the client certificate, so a client would outlive the rotation of
+/// the bundle that admitted it.
 ///
 /// # Errors
 ///
@@ -357,6 +360,13 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(Arc::new(SvidResolver::new(source.clone())));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if client_auth != ClientAuth::Off {
+        // A resumed session skips the client certificate: a client admitted once would stay
+        // admitted after its CA left the bundle or its ID left `accepted_clients`, for as
+        // long as its ticket lives. Every connection shows (and has verified) its SVID.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(config)
 }
 

@@ -567,3 +567,69 @@ async fn verified_peers_become_service_principals_in_the_chain() {
             .is_err()
     );
 }
+
+/// Moves TLS records between `c` and `s` until both finished the handshake and every
+/// record after it (TLS 1.3 session tickets) arrived.
+fn pump(s: &mut ServerConnection, c: &mut ClientConnection) -> Result<(), String> {
+    for _ in 0..10 {
+        let mut buf = Vec::new();
+        c.write_tls(&mut buf).map_err(|e| e.to_string())?;
+        s.read_tls(&mut &buf[..]).map_err(|e| e.to_string())?;
+        s.process_new_packets()
+            .map_err(|e| format!("server: {e}"))?;
+        let mut buf = Vec::new();
+        s.write_tls(&mut buf).map_err(|e| e.to_string())?;
+        c.read_tls(&mut &buf[..]).map_err(|e| e.to_string())?;
+        c.process_new_packets()
+            .map_err(|e| format!("client: {e}"))?;
+        if !s.is_handshaking() && !c.is_handshaking() && !s.wants_write() && !c.wants_write() {
+            return Ok(());
+        }
+    }
+    Err("handshake did not finish".into())
+}
+
+/// A resumed session skips the client certificate, so a client admitted once would stay
+/// admitted after its CA left the bundle (or its ID left the accepted ones). A server that
+/// verifies clients therefore never resumes: every connection shows its SVID again.
+#[test]
+fn a_server_that_verifies_clients_never_resumes_a_session() {
+    use rustls::HandshakeKind;
+
+    let ca = Ca::root("prod.example");
+    let server = source_for(
+        &ca,
+        Some(&ca.leaf(Leaf::svid("spiffe://prod.example/deploy-gate"))),
+        &[],
+    );
+    let client = source_for(
+        &ca,
+        Some(&ca.leaf(Leaf::svid("spiffe://prod.example/ci"))),
+        &[],
+    );
+    for auth in [ClientAuth::Required, ClientAuth::Optional] {
+        let server_cfg = Arc::new(server_config(&server, auth, PeerIds::Any).unwrap());
+        let mut client_cfg = client_config(&client, PeerIds::Any).unwrap();
+        // The client would resume if it could (its cache is shared by both connections).
+        client_cfg.resumption = rustls::client::Resumption::in_memory_sessions(16);
+        let client_cfg = Arc::new(client_cfg);
+        for round in 0..2 {
+            let mut s = ServerConnection::new(server_cfg.clone()).unwrap();
+            let mut c = ClientConnection::new(
+                client_cfg.clone(),
+                ServerName::try_from("localhost").unwrap(),
+            )
+            .unwrap();
+            pump(&mut s, &mut c).unwrap();
+            assert_eq!(
+                s.handshake_kind(),
+                Some(HandshakeKind::Full),
+                "{auth:?} round {round}"
+            );
+            assert_eq!(
+                peer_spiffe_id(s.peer_certificates()).unwrap().as_str(),
+                "spiffe://prod.example/ci"
+            );
+        }
+    }
+}

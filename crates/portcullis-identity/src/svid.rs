@@ -53,6 +53,15 @@ pub enum SvidError {
     /// The leaf is a CA certificate (basic constraints `CA:TRUE`).
     #[error("the leaf certificate is a CA certificate (CA:TRUE)")]
     LeafIsCa,
+    /// The leaf's SPIFFE ID is its trust domain's own (no path): that names the trust
+    /// domain, never a workload.
+    #[error(
+        "an X.509-SVID leaf names a workload; spiffe://DOMAIN without a path names the trust domain"
+    )]
+    NoPath,
+    /// The leaf's key usage extension is not marked critical.
+    #[error("an X.509-SVID leaf's key usage extension is critical; this one's is not")]
+    KeyUsageNotCritical,
     /// The leaf has no key usage extension.
     #[error("an X.509-SVID leaf has a key usage extension; this one has none")]
     NoKeyUsage,
@@ -92,7 +101,8 @@ pub struct LeafInfo {
 }
 
 /// Checks a leaf to the X.509-SVID rules except the chain: exactly one URI SAN that is a
-/// SPIFFE ID, not a CA, key usage with `digitalSignature` and without `keyCertSign`/`cRLSign`.
+/// SPIFFE ID with a path, not a CA, a critical key usage with `digitalSignature` and without
+/// `keyCertSign`/`cRLSign`.
 ///
 /// # Errors
 ///
@@ -136,6 +146,9 @@ fn inspect(der: &[u8], svid: bool) -> Result<LeafInfo, SvidError> {
         [one] => Some(SpiffeId::parse(one).map_err(SvidError::NotSpiffe)?),
         many => return Err(SvidError::MultipleUriSans(many.len())),
     };
+    if spiffe_id.as_ref().is_some_and(|id| id.path().is_empty()) {
+        return Err(SvidError::NoPath);
+    }
     if let Some(constraints) = cert.basic_constraints().map_err(malformed)?
         && constraints.value.ca
     {
@@ -146,6 +159,9 @@ fn inspect(der: &[u8], svid: bool) -> Result<LeafInfo, SvidError> {
         let Some(usage) = usage else {
             return Err(SvidError::NoKeyUsage);
         };
+        if !usage.critical {
+            return Err(SvidError::KeyUsageNotCritical);
+        }
         if !usage.value.digital_signature() {
             return Err(SvidError::NoDigitalSignature);
         }

@@ -164,6 +164,22 @@ fn leaves_that_break_the_svid_rules() {
             |e| *e == SvidError::NoUriSan,
         ),
         (
+            "the trust domain's own ID",
+            Leaf {
+                uris: vec!["spiffe://prod.example".into()],
+                ..Leaf::svid(id)
+            },
+            |e| *e == SvidError::NoPath,
+        ),
+        (
+            "key usage not critical",
+            Leaf {
+                key_usage_critical: false,
+                ..Leaf::svid(id)
+            },
+            |e| *e == SvidError::KeyUsageNotCritical,
+        ),
+        (
             "no key usage",
             Leaf {
                 key_usages: vec![],

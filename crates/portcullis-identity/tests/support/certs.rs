@@ -94,6 +94,9 @@ pub struct Leaf {
     pub dns: Vec<String>,
     pub ca: bool,
     pub key_usages: Vec<KeyUsagePurpose>,
+    /// Whether the key usage extension is marked critical (the X.509-SVID spec says MUST);
+    /// `false` writes `digitalSignature` alone, not critical.
+    pub key_usage_critical: bool,
     pub expired: bool,
 }
 
@@ -109,6 +112,7 @@ impl Leaf {
                 KeyUsagePurpose::DigitalSignature,
                 KeyUsagePurpose::KeyEncipherment,
             ],
+            key_usage_critical: true,
             expired: false,
         }
     }
@@ -138,7 +142,17 @@ impl Leaf {
         } else {
             IsCa::ExplicitNoCa
         };
-        params.key_usages = self.key_usages.clone();
+        if self.key_usage_critical {
+            params.key_usages = self.key_usages.clone();
+        } else {
+            // id-ce-keyUsage, BIT STRING with digitalSignature only; rcgen's own is critical.
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &[2, 5, 29, 15],
+                    vec![0x03, 0x02, 0x07, 0x80],
+                ));
+        }
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,

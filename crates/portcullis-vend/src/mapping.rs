@@ -286,7 +286,7 @@ impl VendConfig {
 }
 
 /// `RoleSessionName` (and `SourceIdentity`) for `user`: the name itself when it is already a
-/// valid one (2–64 of `[\w+=,.@-]`); otherwise its allowed characters (others become `-`,
+/// valid one (2–64 of `[\w+=,.@-]`) that does not end like a made-up one; otherwise its allowed characters (others become `-`,
 /// at most 47) followed by `.` and 16 hex digits of the SHA-256 of the whole name, so two
 /// different users never share a session name (`o'brien` and `o-brien`, `jürgen` and
 /// `j-rgen`, two long names with one prefix) and CloudTrail can tell them apart.
@@ -300,7 +300,11 @@ pub fn session_name(user: &str) -> Result<String, VendError> {
             "the user name is empty".into(),
         ));
     }
-    if is_valid_session_name(user) {
+    // A valid name is its own session name, unless it ends as a made-up one does (`.` and
+    // 16 hex digits): then a person could name themselves after someone's made-up name
+    // (`spiffe---prod.example-ci.d2d3df1bd553d60e` after `spiffe://prod.example/ci`) and
+    // get the same session. Made-up names always end so and given ones never do.
+    if is_valid_session_name(user) && !ends_like_a_digest(user) {
         return Ok(user.to_owned());
     }
     let mut name: String = user
@@ -318,6 +322,17 @@ pub fn session_name(user: &str) -> Result<String, VendError> {
     name.push('.');
     name.push_str(&hex::encode(digest.as_ref().get(..8).unwrap_or_default()));
     Ok(name)
+}
+
+/// Whether `name` ends in `.` and 16 lower-case hex digits, as [`session_name`] ends the names
+/// it makes up.
+fn ends_like_a_digest(name: &str) -> bool {
+    name.len() >= 17
+        && name.as_bytes().get(name.len() - 17) == Some(&b'.')
+        && name
+            .bytes()
+            .skip(name.len() - 16)
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Whether `name` is a valid `RoleSessionName` / `SourceIdentity` (2–64 of `[\w+=,.@-]`).
@@ -366,6 +381,9 @@ mod tests {
         assert!(session_name("*)(uid=*").unwrap().starts_with("---uid=-."));
         assert!(session_name("").is_err());
         // The outside finding: different users shared a session name.
+        let made_up = session_name("spiffe://prod.example/ci").unwrap();
+        assert_ne!(session_name(&made_up).unwrap(), made_up);
+        assert_eq!(session_name("build.2024").unwrap(), "build.2024");
         for (a, b) in [
             ("o'brien", "o-brien"),
             ("x", "x-u"),

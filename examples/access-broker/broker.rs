@@ -131,6 +131,13 @@ pub(crate) struct Grant {
 
 impl Grant {
     fn covers(&self, who: &Principal, method: &str, region: &str, service: &str) -> bool {
+        // Only an SVID makes a SPIFFE ID's principal: a person whose user name is written as
+        // one (a directory entry, an OIDC `sub`) must not take a service's grants.
+        if who.kind() == portcullis::PrincipalKind::User
+            && crate::tls::is_spiffe_subject(who.subject())
+        {
+            return false;
+        }
         let person = self.users.iter().any(|u| u == who.subject())
             || who
                 .groups()
@@ -903,5 +910,38 @@ impl Broker {
             .grants
             .iter()
             .any(|g| g.covers(who, method, region, service))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis::{AuthMethod, Principal, PrincipalKind};
+
+    use super::Grant;
+
+    #[test]
+    fn a_person_named_like_a_spiffe_id_is_not_the_service() {
+        let grant = Grant {
+            users: vec!["spiffe://prod.example/ci".into()],
+            groups: vec!["ci".into()],
+            region: "*".into(),
+            service: "*".into(),
+            methods: vec!["*".into()],
+        };
+        let service = Principal::builder(
+            PrincipalKind::Service,
+            "spiffe://prod.example/ci",
+            AuthMethod::SCRIPT_TOKEN,
+        )
+        .build()
+        .unwrap();
+        assert!(grant.covers(&service, "GET", "us", "billing"));
+        for name in ["spiffe://prod.example/ci", "SPIFFE://prod.example/ci"] {
+            let person = Principal::builder(PrincipalKind::User, name, AuthMethod::PASSWORD)
+                .groups(["ci"])
+                .build()
+                .unwrap();
+            assert!(!grant.covers(&person, "GET", "us", "billing"), "{name}");
+        }
     }
 }

@@ -309,6 +309,7 @@ async fn serve(router: axum::Router, listen: &str, what: &str) -> Result<(), Str
             tracing::debug!(%error, "TCP_NODELAY could not be set");
         }
     });
+    tls::warn_if_plain_and_exposed(&address, what);
     println!("LISTENING http://{address}");
     axum::serve(listener, router)
         .with_graceful_shutdown(portcullis::http::shutdown_signal())

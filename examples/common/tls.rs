@@ -294,3 +294,38 @@ impl Tls {
             .and_then(|svid| svid.spiffe_id().cloned())
     }
 }
+
+/// Logs a warning when plain HTTP is served on an address other than loopback: passwords,
+/// tokens and (for the brokers) credentials would cross the network in clear. Starting is
+/// still allowed (a TLS-terminating proxy on the same host may front it), but never silently.
+pub(crate) fn warn_if_plain_and_exposed(address: &std::net::SocketAddr, what: &str) {
+    if exposed(address) {
+        tracing::warn!(
+            %address,
+            "{what} serves plain HTTP on a non-loopback address: passwords, tokens and \
+             answers cross the network in clear; configure [tls] or listen on 127.0.0.1"
+        );
+    }
+}
+
+fn exposed(address: &std::net::SocketAddr) -> bool {
+    !address.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod exposure_tests {
+    #[test]
+    fn only_loopback_is_quiet() {
+        for (address, exposed) in [
+            ("127.0.0.1:8080", false),
+            ("[::1]:8080", false),
+            ("127.0.0.2:1", false),
+            ("0.0.0.0:8080", true),
+            ("[::]:8080", true),
+            ("10.1.2.3:443", true),
+        ] {
+            let address: std::net::SocketAddr = address.parse().unwrap();
+            assert_eq!(super::exposed(&address), exposed, "{address}");
+        }
+    }
+}

@@ -585,6 +585,7 @@ async fn serve(cli: &Cli) -> Result<(), String> {
             serve_tls(&tls, listener, router).await
         }
         None => {
+            tls::warn_if_plain_and_exposed(&address, "credential-broker");
             println!("LISTENING http://{address}");
             axum::serve(listener, router)
                 .with_graceful_shutdown(portcullis::http::shutdown_signal())

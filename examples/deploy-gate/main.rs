@@ -187,6 +187,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         println!("{}", checkpoints.banner(&audit.url, &config.data_dir));
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() {
+        tls::warn_if_plain_and_exposed(&address, "deploy-gate");
+    }
     println!("LISTENING {scheme}://{address}");
     println!("data in {}", config.data_dir.display());
     let served = match tls {

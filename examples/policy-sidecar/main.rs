@@ -446,6 +446,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         println!("LISTENING https://{address}");
         return serve_tls(&tls, listener, app).await;
     }
+    tls::warn_if_plain_and_exposed(&address, "policy-sidecar");
     println!("LISTENING http://{address}");
     axum::serve(
         listener,

@@ -15,6 +15,7 @@ mod json;
 mod jwt;
 mod jwt_sign;
 mod limits;
+mod long_strings;
 mod metadata;
 mod net;
 mod rewrite;
@@ -27,6 +28,7 @@ use std::collections::BTreeMap;
 
 use regorus::Value;
 
+pub(crate) use long_strings::is_hoisted as is_hoisted_long_string;
 pub(crate) use metadata::resolve_metadata_calls;
 pub(crate) use rewrite::rewrite_source;
 pub(crate) use template::TemplateError;

@@ -40,6 +40,7 @@ aws_body := providers.aws.sign_req({"method": "PUT", "url": concat("", ["https:/
 x509_certs := [crypto.x509.parse_certificates(input.s), crypto.x509.parse_certificates(base64.encode(input.s))]
 x509_pem := crypto.x509.parse_certificates(concat("", ["-----BEGIN CERTIFICATE-----\n", base64.encode(input.s), "\n-----END CERTIFICATE-----\n"]))
 x509_csr := crypto.x509.parse_certificate_request(base64.encode(input.s))
+x509_verify := [crypto.x509.parse_and_verify_certificates(input.s), crypto.x509.parse_and_verify_certificates_with_options(base64.encode(input.s), {"DNSName": input.s, "KeyUsages": ["KeyUsageAny"], "CurrentTime": 0})]
 x509_keypair := crypto.x509.parse_keypair(base64.encode(input.s), base64.encode(input.s))
 x509_rsa_key := crypto.x509.parse_rsa_private_key(concat("", ["-----BEGIN RSA PRIVATE KEY-----\n", base64.encode(input.s), "\n-----END RSA PRIVATE KEY-----\n"]))
 x509_keys := [crypto.parse_private_keys(input.s), crypto.parse_private_keys(concat("", ["-----BEGIN PRIVATE KEY-----\n", base64.encode(input.s), "\n-----END PRIVATE KEY-----\n-----BEGIN EC PRIVATE KEY-----\n", base64.encode(input.s), "\n-----END EC PRIVATE KEY-----\n"]))]
@@ -99,6 +100,7 @@ fuzz_target!(|data: &[u8]| {
             "x509_certs",
             "x509_pem",
             "x509_csr",
+            "x509_verify",
             "x509_keypair",
             "x509_rsa_key",
             "x509_keys",

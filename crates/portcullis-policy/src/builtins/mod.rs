@@ -154,6 +154,16 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("crypto.sha1", 1, crypto::sha1),
     ext("crypto.sha256", 1, crypto::sha256),
     ext(
+        "crypto.x509.parse_and_verify_certificates",
+        1,
+        x509::parse_and_verify_certificates,
+    ),
+    ext(
+        "crypto.x509.parse_and_verify_certificates_with_options",
+        2,
+        x509::parse_and_verify_certificates_with_options,
+    ),
+    ext(
         "crypto.x509.parse_certificate_request",
         1,
         x509::parse_certificate_request,

@@ -5,6 +5,9 @@
 //! byte strings as standard base64, big integers as numbers, times as RFC 3339, absent
 //! lists as `null`.
 //!
+//! `parse_and_verify_certificates` verifies a chain (root first) with rustls-webpki, from
+//! the leaf to the root, where OPA uses Go's `x509.Verify`.
+//!
 //! Inputs are PEM, or base64 of PEM or DER, as OPA reads them; at most [`MAX_INPUT`]
 //! bytes. A private key is returned only where OPA returns it (`parse_keypair`,
 //! `parse_rsa_private_key`, `parse_private_keys`); the types holding key material here
@@ -16,6 +19,7 @@ use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use regorus::Value;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
@@ -622,6 +626,272 @@ fn extension(extension: &X509Extension<'_>) -> Value {
     ])
 }
 
+/// `[false, []]`: what OPA answers for a chain it cannot parse or verify.
+fn unverified() -> Value {
+    Value::from(vec![Value::from(false), Value::new_array()])
+}
+
+/// The DER of the extended key usages OPA's options name (`KeyUsageServerAuth`…), by
+/// name; `None` for `KeyUsageAny`.
+fn usage_oid(name: &str) -> Option<Option<&'static [u8]>> {
+    const ID_KP: [u8; 7] = [0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03];
+    const fn kp(n: u8) -> [u8; 8] {
+        let [a, b, c, d, e, f, g] = ID_KP;
+        [a, b, c, d, e, f, g, n]
+    }
+    const SERVER: [u8; 8] = kp(1);
+    const CLIENT: [u8; 8] = kp(2);
+    const CODE: [u8; 8] = kp(3);
+    const EMAIL: [u8; 8] = kp(4);
+    const IPSEC_END: [u8; 8] = kp(5);
+    const IPSEC_TUNNEL: [u8; 8] = kp(6);
+    const IPSEC_USER: [u8; 8] = kp(7);
+    const TIME: [u8; 8] = kp(8);
+    const OCSP: [u8; 8] = kp(9);
+    const MS_SGC: [u8; 10] = [0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x0a, 0x03, 0x03];
+    const NS_SGC: [u8; 9] = [0x60, 0x86, 0x48, 0x01, 0x86, 0xf8, 0x42, 0x04, 0x01];
+    const MS_CODE: [u8; 10] = [0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x01, 0x16];
+    const MS_KERNEL: [u8; 10] = [0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x3d, 0x01, 0x01];
+    Some(match name {
+        "KeyUsageAny" => None,
+        "KeyUsageServerAuth" => Some(&SERVER),
+        "KeyUsageClientAuth" => Some(&CLIENT),
+        "KeyUsageCodeSigning" => Some(&CODE),
+        "KeyUsageEmailProtection" => Some(&EMAIL),
+        "KeyUsageIPSECEndSystem" => Some(&IPSEC_END),
+        "KeyUsageIPSECTunnel" => Some(&IPSEC_TUNNEL),
+        "KeyUsageIPSECUser" => Some(&IPSEC_USER),
+        "KeyUsageTimeStamping" => Some(&TIME),
+        "KeyUsageOCSPSigning" => Some(&OCSP),
+        "KeyUsageMicrosoftServerGatedCrypto" => Some(&MS_SGC),
+        "KeyUsageNetscapeServerGatedCrypto" => Some(&NS_SGC),
+        "KeyUsageMicrosoftCommercialCodeSigning" => Some(&MS_CODE),
+        "KeyUsageMicrosoftKernelCodeSigning" => Some(&MS_KERNEL),
+        _ => return None,
+    })
+}
+
+/// The extended key usages a chain must allow, as Go's `VerifyOptions.KeyUsages`: a
+/// certificate without the extension, or with `anyExtendedKeyUsage`, allows all; an empty
+/// list means server authentication.
+struct Usages {
+    any: bool,
+    oids: Vec<&'static [u8]>,
+}
+
+impl webpki::ExtendedKeyUsageValidator for Usages {
+    fn validate(&self, iter: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        const ANY: [u8; 4] = [0x55, 0x1d, 0x25, 0x00];
+        let mut present = Vec::new();
+        for id in iter {
+            let id = id?;
+            if self.any
+                || id == webpki::KeyPurposeId::new(&ANY)
+                || self
+                    .oids
+                    .iter()
+                    .any(|oid| id == webpki::KeyPurposeId::new(oid))
+            {
+                return Ok(());
+            }
+            present.push(id.to_decoded_oid());
+        }
+        if present.is_empty() {
+            return Ok(());
+        }
+        let required = self.oids.first().copied().unwrap_or_default();
+        Err(webpki::Error::RequiredEkuNotFoundContext(
+            webpki::RequiredEkuNotFoundContext {
+                required: webpki::KeyUsage::required(required),
+                present,
+            },
+        ))
+    }
+}
+
+/// OPA's verification options (`DNSName`, `CurrentTime` in nanoseconds,
+/// `MaxConstraintComparisons`, `KeyUsages`).
+struct VerifyOptions {
+    dns_name: Option<String>,
+    time: Option<UnixTime>,
+    usages: Usages,
+}
+
+impl VerifyOptions {
+    fn new() -> Self {
+        Self {
+            dns_name: None,
+            time: None,
+            usages: Usages {
+                any: false,
+                oids: Vec::new(),
+            },
+        }
+    }
+}
+
+/// The options object of `parse_and_verify_certificates_with_options`, refused as OPA
+/// refuses it.
+fn verify_options(
+    args: &Args<'_>,
+    options: &BTreeMap<Value, Value>,
+) -> Result<VerifyOptions, BuiltinError> {
+    let mut parsed = VerifyOptions::new();
+    for (key, value) in options {
+        let Value::String(key) = key else { continue };
+        match key.as_ref() {
+            "DNSName" => match value {
+                Value::String(name) => parsed.dns_name = Some(name.trim_matches('"').to_owned()),
+                _ => return Err(args.invalid("'DNSName' should be a string")),
+            },
+            "CurrentTime" => match value {
+                Value::Number(_) => {
+                    let nanos = value.as_i64().map_err(|_| {
+                        args.invalid("'CurrentTime' should be a valid int64 number")
+                    })?;
+                    let seconds = u64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(0);
+                    parsed.time = Some(UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                        seconds,
+                    )));
+                }
+                _ => return Err(args.invalid("'CurrentTime' should be a number")),
+            },
+            "MaxConstraintComparisons" => match value {
+                Value::Number(_) if value.as_i64().is_ok() => {}
+                Value::Number(_) => {
+                    return Err(args.invalid("'MaxConstraintComparisons' should be a valid number"));
+                }
+                _ => return Err(args.invalid("'MaxConstraintComparisons' should be a number")),
+            },
+            "KeyUsages" => {
+                let items: Vec<&Value> = match value {
+                    Value::Array(items) => items.iter().collect(),
+                    Value::Set(items) => items.iter().collect(),
+                    _ => return Err(args.invalid("'KeyUsages' should be an Array or Set")),
+                };
+                let mut invalid = Vec::new();
+                for item in items {
+                    let Value::String(name) = item else { continue };
+                    let name = name.trim_matches('"');
+                    match usage_oid(name) {
+                        Some(None) => parsed.usages.any = true,
+                        Some(Some(oid)) => parsed.usages.oids.push(oid),
+                        None => invalid.push(name.to_owned()),
+                    }
+                }
+                if !invalid.is_empty() {
+                    return Err(args.invalid(format!(
+                        "invalid entries for 'KeyUsages' found: [{}]",
+                        invalid.join(" ")
+                    )));
+                }
+            }
+            _ => return Err(args.invalid("invalid key option")),
+        }
+    }
+    Ok(parsed)
+}
+
+/// The chain of `text` (root first, leaf last) verified from the leaf to the root as
+/// OPA verifies it: `[true, chain]` (leaf first) or `[false, []]`.
+fn verify_chain(args: &Args<'_>, text: &str, options: &VerifyOptions, extended: bool) -> Value {
+    let Ok(der) = certificate_ders(args, text) else {
+        return unverified();
+    };
+    let Ok(certs) = parse_der_certificates(args, &der) else {
+        return unverified();
+    };
+    let ders: Vec<CertificateDer<'_>> = certs
+        .iter()
+        .map(|c| CertificateDer::from(c.as_raw()))
+        .collect();
+    let (Some((leaf, rest)), true) = (ders.split_last(), ders.len() >= 2) else {
+        return unverified();
+    };
+    let Some((root, intermediates)) = rest.split_first() else {
+        return unverified();
+    };
+    let (Ok(anchor), Ok(end_entity)) = (
+        webpki::anchor_from_trusted_cert(root),
+        webpki::EndEntityCert::try_from(leaf),
+    ) else {
+        return unverified();
+    };
+    let default_usages;
+    let usages = if options.usages.any || !options.usages.oids.is_empty() {
+        &options.usages
+    } else {
+        default_usages = Usages {
+            any: false,
+            oids: usage_oid("KeyUsageServerAuth")
+                .flatten()
+                .into_iter()
+                .collect(),
+        };
+        &default_usages
+    };
+    let anchors = [anchor];
+    let Ok(path) = end_entity.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        intermediates,
+        options.time.unwrap_or_else(UnixTime::now),
+        usages,
+        None,
+        None,
+    ) else {
+        return unverified();
+    };
+    if let Some(name) = &options.dns_name {
+        let valid = ServerName::try_from(name.as_str())
+            .is_ok_and(|name| end_entity.verify_is_valid_for_subject_name(&name).is_ok());
+        if !valid {
+            return unverified();
+        }
+    }
+    // Leaf, the intermediates the path went through, root.
+    let mut chain = vec![leaf.clone()];
+    chain.extend(path.intermediate_certificates().map(webpki::Cert::der));
+    chain.push(root.clone());
+    let value = |der: CertificateDer<'_>| {
+        let cert = certs.iter().find(|c| c.as_raw() == der.as_ref())?;
+        let mut value = certificate(cert);
+        if !extended && let Ok(map) = value.as_object_mut() {
+            map.remove(&Value::from("URIStrings"));
+        }
+        Some(value)
+    };
+    match chain.into_iter().map(value).collect::<Option<Vec<_>>>() {
+        Some(chain) => Value::from(vec![Value::from(true), Value::from(chain)]),
+        None => unverified(),
+    }
+}
+
+/// `crypto.x509.parse_and_verify_certificates(certs)`: `[true, chain]` when the
+/// certificates (root first, leaf last) verify, at the current time, for server
+/// authentication; `[false, []]` otherwise.
+pub(super) fn parse_and_verify_certificates(args: &Args<'_>) -> Result<Value, BuiltinError> {
+    let text = input(args, 0)?;
+    Ok(verify_chain(args, text, &VerifyOptions::new(), true))
+}
+
+/// `crypto.x509.parse_and_verify_certificates_with_options(certs, options)`: as
+/// `parse_and_verify_certificates`, with OPA's options.
+pub(super) fn parse_and_verify_certificates_with_options(
+    args: &Args<'_>,
+) -> Result<Value, BuiltinError> {
+    let text = input(args, 0)?;
+    let options = args.object(1)?;
+    // Certificates that do not parse are `[false, []]` before the options are read.
+    let parses =
+        certificate_ders(args, text).is_ok_and(|der| parse_der_certificates(args, &der).is_ok());
+    if !parses {
+        return Ok(unverified());
+    }
+    let options = verify_options(args, options)?;
+    Ok(verify_chain(args, text, &options, false))
+}
+
 /// The components of an RSA private key (PKCS #1), as big-endian bytes.
 struct RsaKey {
     n: BigUint,
@@ -969,6 +1239,8 @@ mod tests {
     const ED_KEY: &str = include_str!("../../tests/fixtures/x509/ed-test-only.key.pem");
     const RSA_CERT: &str = include_str!("../../tests/fixtures/x509/rsa-test-only.crt.pem");
     const RSA_KEY: &str = include_str!("../../tests/fixtures/x509/rsa-test-only.key.pem");
+    /// Signed by `RSA_CERT` (a CA), for `leaf.example`, server authentication only.
+    const LEAF: &str = include_str!("../../tests/fixtures/x509/leaf-test-only.crt.pem");
 
     fn call(
         name: &'static str,
@@ -1230,5 +1502,112 @@ mod tests {
         assert_eq!(keys_of(Value::from("")).unwrap(), Value::Null);
         assert_eq!(keys_of(Value::from("no keys")).unwrap(), Value::new_array());
         assert_eq!(keys_of(b64(EC_KEY)).unwrap()[0], keys[1]);
+    }
+
+    #[test]
+    fn chains_verify_root_first_as_opa_verifies_them() {
+        let verify = |certs: String| {
+            call(
+                "crypto.x509.parse_and_verify_certificates",
+                parse_and_verify_certificates,
+                &[Value::from(certs)],
+            )
+            .unwrap()
+        };
+        let verified = verify(format!("{RSA_CERT}{LEAF}"));
+        assert_eq!(verified[0], Value::from(true));
+        let chain = verified[1].as_array().unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(
+            chain[0]["Subject"]["CommonName"],
+            Value::from("leaf.example")
+        );
+        assert_eq!(
+            chain[1]["Subject"]["CommonName"],
+            Value::from("rsa.example")
+        );
+        assert!(
+            chain[0]
+                .as_object()
+                .unwrap()
+                .contains_key(&Value::from("URIStrings"))
+        );
+        assert_eq!(
+            verify(STANDARD.encode(format!("{RSA_CERT}{LEAF}")))[0],
+            Value::from(true)
+        );
+        let no = unverified();
+        // Leaf first, one certificate, a leaf its root did not sign, garbage.
+        assert_eq!(verify(format!("{LEAF}{RSA_CERT}")), no);
+        assert_eq!(verify(LEAF.to_owned()), no);
+        assert_eq!(verify(format!("{EC_CERT}{LEAF}")), no);
+        assert_eq!(verify("garbage!".to_owned()), no);
+        assert!(
+            call(
+                "crypto.x509.parse_and_verify_certificates",
+                parse_and_verify_certificates,
+                &[Value::from(1)]
+            )
+            .is_err()
+        );
+
+        let with = |options: Value| {
+            call(
+                "crypto.x509.parse_and_verify_certificates_with_options",
+                parse_and_verify_certificates_with_options,
+                &[Value::from(format!("{RSA_CERT}{LEAF}")), options],
+            )
+        };
+        let options = |json: &str| Value::from_json_str(json).unwrap();
+        let ok = with(options(r#"{"DNSName": "leaf.example", "KeyUsages": ["KeyUsageServerAuth"], "MaxConstraintComparisons": 10}"#)).unwrap();
+        assert_eq!(ok[0], Value::from(true));
+        assert!(
+            !ok[1][0]
+                .as_object()
+                .unwrap()
+                .contains_key(&Value::from("URIStrings"))
+        );
+        for refused in [
+            r#"{"DNSName": "other.example"}"#,
+            r#"{"KeyUsages": ["KeyUsageClientAuth"]}"#,
+            // 2100-01-01, after the certificates expire; 2000-01-01, before.
+            r#"{"CurrentTime": 4102444800000000000}"#,
+            r#"{"CurrentTime": 946684800000000000}"#,
+        ] {
+            assert_eq!(with(options(refused)).unwrap(), no, "{refused}");
+        }
+        assert_eq!(
+            with(options(r#"{"KeyUsages": ["KeyUsageAny"]}"#)).unwrap()[0],
+            Value::from(true)
+        );
+        for (bad, error) in [
+            (r#"{"DNSName": 1}"#, "'DNSName' should be a string"),
+            (
+                r#"{"CurrentTime": "now"}"#,
+                "'CurrentTime' should be a number",
+            ),
+            (
+                r#"{"KeyUsages": "any"}"#,
+                "'KeyUsages' should be an Array or Set",
+            ),
+            (
+                r#"{"KeyUsages": ["KeyUsageNope"]}"#,
+                "invalid entries for 'KeyUsages' found: [KeyUsageNope]",
+            ),
+            (r#"{"Nope": 1}"#, "invalid key option"),
+        ] {
+            let err = with(options(bad)).unwrap_err().to_string();
+            assert!(err.contains(error), "{err}");
+        }
+        // Certificates that do not parse: no verification, whatever the options.
+        assert_eq!(
+            call(
+                "crypto.x509.parse_and_verify_certificates_with_options",
+                parse_and_verify_certificates_with_options,
+                &[Value::from("garbage!"), options(r#"{"Nope": 1}"#)],
+            )
+            .unwrap(),
+            no
+        );
     }
 }

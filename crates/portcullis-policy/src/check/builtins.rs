@@ -85,6 +85,11 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("crypto.parse_private_keys", &[S]),
     ("crypto.sha1", &[S]),
     ("crypto.sha256", &[S]),
+    ("crypto.x509.parse_and_verify_certificates", &[S]),
+    (
+        "crypto.x509.parse_and_verify_certificates_with_options",
+        &[S, OBJ],
+    ),
     ("crypto.x509.parse_certificate_request", &[S]),
     ("crypto.x509.parse_certificates", &[S]),
     ("crypto.x509.parse_keypair", &[S, S]),

@@ -6,6 +6,7 @@
     reason = "tests: helpers outside #[test] functions fail the test they serve"
 )]
 
+use base64::Engine as _;
 use portcullis_policy::{Bundle, EvalLimits, PolicyEngine, PolicyError, RegoEngine};
 use serde_json::{Value, json};
 
@@ -64,6 +65,14 @@ fn a_pem_on_one_line_compiles_and_reads() {
     let mut keys: Vec<&String> = package.as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(keys, ["certs", "line", "names", "same"]);
+    // A raw string on one line: base64 of the chain.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(chain());
+    let raw = format!("package r\n\nn := count(crypto.x509.parse_certificates(`{b64}`))\n");
+    let engine = compile_files(&[("r/r.rego", &raw)], false).unwrap();
+    assert_eq!(
+        eval(&engine, "data.r.n", &json!({})).unwrap(),
+        Some(json!(2))
+    );
     // Two modules of one package with the same literal: no conflict.
     let other = format!("package t\n\nalso := {pem}\n");
     let engine = compile_files(&[("t/t.rego", &rego), ("t/u.rego", &other)], false).unwrap();

@@ -3,8 +3,8 @@
 //! setting) where OPA has no limit: a PEM certificate, a key or a JWT written as one
 //! string literal is common in policies and in OPA's own test cases.
 //!
-//! [`hoist_long_strings`] moves each string literal of more than [`MIN_HOISTED`] bytes on a
-//! line wider than [`MAX_LINE`] into a function of one ignored argument defined at the end
+//! [`hoist_long_strings`] moves each string literal (double-quoted, or raw on one line) of
+//! more than [`MIN_HOISTED`] bytes on a line wider than [`MAX_LINE`] into a function of one ignored argument defined at the end
 //! of the module, whose value is the same string built by `concat` from pieces of at most
 //! [`PIECE`] bytes, one per line; the literal becomes a call of it
 //! (`__portcullis_long_string_<hash>__(0)`). Its name comes from a hash of the module and
@@ -74,11 +74,20 @@ pub(crate) fn hoist_long_strings(source: &str) -> Option<String> {
         let _ = write!(out, "{name}(0)");
         copied = end;
         if defined.insert(name.clone()) {
+            let content = text
+                .get(1..text.len().saturating_sub(1))
+                .unwrap_or_default();
+            // A raw string's text, escaped as a string literal's.
+            let escaped = if text.starts_with('`') {
+                serde_json::to_string(content).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let content = escaped
+                .get(1..escaped.len().saturating_sub(1))
+                .unwrap_or(content);
             let _ = write!(functions, "\n{name}(_) := concat(\"\", [");
-            for piece in pieces(
-                text.get(1..text.len().saturating_sub(1))
-                    .unwrap_or_default(),
-            ) {
+            for piece in pieces(content) {
                 let _ = write!(functions, "\n\"{piece}\",");
             }
             functions.push_str("\n])\n");
@@ -125,8 +134,8 @@ fn function_name(source: &str, literal: &str) -> String {
     format!("{PREFIX}{hash}__")
 }
 
-/// The byte ranges (quotes included) of the complete double-quoted string literals of
-/// `source`, outside comments and raw strings, in order.
+/// The byte ranges (quotes included) of the complete string literals of `source` outside
+/// comments, double-quoted or raw (those on one line), in order.
 fn string_literals(source: &str) -> Vec<(usize, usize)> {
     let bytes = source.as_bytes();
     let mut found = Vec::new();
@@ -137,7 +146,13 @@ fn string_literals(source: &str) -> Vec<(usize, usize)> {
                 i = next_of(bytes, i + 1, b"\n");
             }
             b'`' => {
-                i = next_of(bytes, i + 1, b"`").saturating_add(1);
+                let end = next_of(bytes, i + 1, b"`").saturating_add(1);
+                // A raw string on one line (one spanning lines is regorus's to read).
+                if end <= bytes.len() && !bytes.get(i..end).is_some_and(|raw| raw.contains(&b'\n'))
+                {
+                    found.push((i, end));
+                }
+                i = end;
             }
             b'"' => {
                 let mut j = i + 1;
@@ -237,6 +252,11 @@ mod tests {
             .collect();
         assert_eq!(joined, long);
         // The same literal twice: one function.
+        // A raw string on one line, its backslashes and quotes escaped in the pieces.
+        let raw = format!("package p\nx := `{}\\\"\t`\n", "R".repeat(1100));
+        let out = hoist_long_strings(&raw).unwrap();
+        assert!(out.contains("\\\\\\\"\\t\","), "{out}");
+        assert!(out.lines().all(|l| width(l) <= MAX_LINE), "{out}");
         let twice = format!("package p\nx := [\"{long}\", \"{long}\"]\n");
         let out = hoist_long_strings(&twice).unwrap();
         let name = function_name(&twice, &format!("\"{long}\""));
@@ -249,7 +269,7 @@ mod tests {
         let long = "B".repeat(1100);
         for source in [
             format!("package p\ndefault x := \"{long}\"\n"),
-            format!("package p\nx := `{long}`\n"),
+            format!("package p\nx := `\n{long}`\n"),
             format!("package p\nx := 1 # \"{long}\"\n"),
         ] {
             assert_eq!(hoist_long_strings(&source), None, "{source}");

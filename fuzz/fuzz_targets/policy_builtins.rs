@@ -2,7 +2,8 @@
 //! portcullis-policy, and regorus's `yaml.*` it enables): JWT decoding and verification
 //! (tokens and key material), JWT signing (headers and JWKs), YAML, JSON Patch paths,
 //! CIDRs, `sprintf` formats, globs and replacement patterns, AWS request signing (the URL,
-//! headers, body and credentials), each given the same arbitrary string, in default and in
+//! headers, body and credentials), X.509 certificates, requests and private keys (as PEM,
+//! base64 and DER), each given the same arbitrary string, in default and in
 //! strict built-in error mode. Never a panic: a bad string is undefined or, in strict mode,
 //! an evaluation error.
 #![no_main]
@@ -36,6 +37,13 @@ aws_config := {"aws_access_key": input.s, "aws_secret_access_key": input.s, "aws
 aws_url := providers.aws.sign_req({"method": input.s, "url": input.s}, aws_config, 0)
 aws_headers := providers.aws.sign_req({"method": "GET", "url": "https://h/", "headers": {input.s: input.s, "Host": "h"}, "raw_body": input.s}, aws_config, -1)
 aws_body := providers.aws.sign_req({"method": "PUT", "url": concat("", ["https://", input.s, "/", input.s]), "body": {input.s: [input.s, 1.5]}}, aws_config, 9223372036854775807)
+x509_certs := [crypto.x509.parse_certificates(input.s), crypto.x509.parse_certificates(base64.encode(input.s))]
+x509_pem := crypto.x509.parse_certificates(concat("", ["-----BEGIN CERTIFICATE-----\n", base64.encode(input.s), "\n-----END CERTIFICATE-----\n"]))
+x509_csr := crypto.x509.parse_certificate_request(base64.encode(input.s))
+x509_verify := [crypto.x509.parse_and_verify_certificates(input.s), crypto.x509.parse_and_verify_certificates_with_options(base64.encode(input.s), {"DNSName": input.s, "KeyUsages": ["KeyUsageAny"], "CurrentTime": 0})]
+x509_keypair := crypto.x509.parse_keypair(base64.encode(input.s), base64.encode(input.s))
+x509_rsa_key := crypto.x509.parse_rsa_private_key(concat("", ["-----BEGIN RSA PRIVATE KEY-----\n", base64.encode(input.s), "\n-----END RSA PRIVATE KEY-----\n"]))
+x509_keys := [crypto.parse_private_keys(input.s), crypto.parse_private_keys(concat("", ["-----BEGIN PRIVATE KEY-----\n", base64.encode(input.s), "\n-----END PRIVATE KEY-----\n-----BEGIN EC PRIVATE KEY-----\n", base64.encode(input.s), "\n-----END EC PRIVATE KEY-----\n"]))]
 "#;
 
 fn engines() -> &'static [RegoEngine] {
@@ -89,6 +97,13 @@ fuzz_target!(|data: &[u8]| {
             "aws_url",
             "aws_headers",
             "aws_body",
+            "x509_certs",
+            "x509_pem",
+            "x509_csr",
+            "x509_verify",
+            "x509_keypair",
+            "x509_rsa_key",
+            "x509_keys",
         ] {
             let _ = engine.evaluate(&format!("data.f.{rule}"), &input);
         }

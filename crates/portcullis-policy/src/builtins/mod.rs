@@ -15,18 +15,21 @@ mod json;
 mod jwt;
 mod jwt_sign;
 mod limits;
+mod long_strings;
 mod metadata;
 mod net;
 mod rewrite;
 mod sprintf;
 mod strings;
 mod template;
+mod x509;
 mod yaml;
 
 use std::collections::BTreeMap;
 
 use regorus::Value;
 
+pub(crate) use long_strings::is_hoisted as is_hoisted_long_string;
 pub(crate) use metadata::resolve_metadata_calls;
 pub(crate) use rewrite::rewrite_source;
 pub(crate) use template::TemplateError;
@@ -147,8 +150,35 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("crypto.hmac.sha256", 2, crypto::hmac_sha256),
     ext("crypto.hmac.sha512", 2, crypto::hmac_sha512),
     ext("crypto.md5", 1, crypto::md5),
+    ext("crypto.parse_private_keys", 1, x509::parse_private_keys),
     ext("crypto.sha1", 1, crypto::sha1),
     ext("crypto.sha256", 1, crypto::sha256),
+    ext(
+        "crypto.x509.parse_and_verify_certificates",
+        1,
+        x509::parse_and_verify_certificates,
+    ),
+    ext(
+        "crypto.x509.parse_and_verify_certificates_with_options",
+        2,
+        x509::parse_and_verify_certificates_with_options,
+    ),
+    ext(
+        "crypto.x509.parse_certificate_request",
+        1,
+        x509::parse_certificate_request,
+    ),
+    ext(
+        "crypto.x509.parse_certificates",
+        1,
+        x509::parse_certificates,
+    ),
+    ext("crypto.x509.parse_keypair", 2, x509::parse_keypair),
+    ext(
+        "crypto.x509.parse_rsa_private_key",
+        1,
+        x509::parse_rsa_private_key,
+    ),
     ext(template::NAME, 1, template::template_string),
     ext("io.jwt.decode", 1, jwt::decode),
     ext("io.jwt.decode_verify", 2, jwt::decode_verify),

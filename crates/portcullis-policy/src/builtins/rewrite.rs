@@ -1,6 +1,8 @@
 //! Rewrites of a Rego source for forms OPA accepts and regorus does not. First, template
 //! strings (`$"…{x}…"`), which regorus cannot even lex, become calls of
-//! `internal.template_string` (see [`super::template`]). Then two rewrites, each guided by
+//! `internal.template_string` (see [`super::template`]), and string literals too long for
+//! its lexer's line width become calls of functions at the module's end (see
+//! [`super::long_strings`]). Then two rewrites, each guided by
 //! regorus's own parse of the source (spans of the parsed expressions):
 //!
 //! - the output-argument form of calls to this crate's built-ins, which regorus supports
@@ -42,6 +44,10 @@ pub(crate) fn rewrite_source(
 ) -> Result<Cow<'_, str>, super::TemplateError> {
     let source = match super::template::rewrite_templates(&source)? {
         Some(rewritten) => Cow::Owned(rewritten),
+        None => source,
+    };
+    let source = match super::long_strings::hoist_long_strings(&source) {
+        Some(hoisted) => Cow::Owned(hoisted),
         None => source,
     };
     Ok(rewrite_parsed(source, v0))

@@ -715,6 +715,13 @@ fn const_type(expr: &Expr) -> Option<Ty> {
         Expr::Set { .. } | Expr::SetCompr { .. } => Some(SET),
         Expr::Object { .. } | Expr::ObjectCompr { .. } => Some(OBJECT),
         Expr::UnaryExpr { expr, .. } => const_type(expr).filter(|t| *t == NUMBER),
+        // A string literal too long for regorus's lexer, hoisted by the source rewrite.
+        Expr::Call { fcn, .. }
+            if regorus::utils::get_path_string(fcn, None)
+                .is_ok_and(|name| crate::builtins::is_hoisted_long_string(&name)) =>
+        {
+            Some(STRING)
+        }
         Expr::ArithExpr { op, lhs, rhs, .. } => match (const_type(lhs), const_type(rhs)) {
             (Some(NUMBER), Some(NUMBER)) => Some(NUMBER),
             (Some(SET), Some(SET)) if *op == ArithOp::Sub => Some(SET),

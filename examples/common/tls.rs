@@ -166,7 +166,9 @@ impl TlsConfig {
                 .group(pattern, group.clone())
                 .map_err(|e| TlsSetupError::Invalid(format!("groups: {e}")))?;
         }
-        let files = std::sync::Arc::new(FileSource::load(files, ring_provider())?);
+        // The binaries read their SPIFFE ID once (rollout scope, log labels, the ID peers
+        // expect): a rotated SVID naming another workload is refused, the old one kept.
+        let files = std::sync::Arc::new(FileSource::load(files, ring_provider())?.pin_spiffe_id());
         let tls = Tls {
             files,
             client_certs: self.client_certs,

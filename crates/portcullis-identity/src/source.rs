@@ -59,6 +59,15 @@ pub enum SourceError {
     /// The leaf breaks the X.509-SVID rules.
     #[error("the SVID leaf certificate: {0}")]
     Svid(#[from] SvidError),
+    /// A rotated SVID names another workload than the pinned one
+    /// ([`FileSource::pin_spiffe_id`]).
+    #[error("the rotated SVID is {found}, but this workload is {pinned}: refused")]
+    SpiffeIdChanged {
+        /// The SPIFFE ID pinned at start.
+        pinned: String,
+        /// The one the new SVID names (or `none`).
+        found: String,
+    },
     /// A trust bundle file.
     #[error("trust bundle {path}: {source}")]
     Bundle {
@@ -296,6 +305,7 @@ pub struct FileSource {
     files: IdentityFiles,
     source: Arc<IdentitySource>,
     seen: Mutex<Seen>,
+    pinned: Option<SpiffeId>,
 }
 
 #[derive(Default, PartialEq, Eq)]
@@ -318,7 +328,21 @@ impl FileSource {
             source: IdentitySource::fixed(material, provider),
             files,
             seen: Mutex::new(Seen { stamps, digest }),
+            pinned: None,
         })
+    }
+
+    /// Pins the SPIFFE ID of the SVID loaded now: a rotated SVID that names another workload
+    /// (or none) is refused like a broken file ([`SourceError::SpiffeIdChanged`]) and the
+    /// old material stays in force. For a service whose ID was read once at start (its
+    /// rollout scope, its log labels, the ID its peers expect), where a silent change of
+    /// identity would leave those out of step. Without an SVID there is nothing to pin.
+    #[must_use]
+    pub fn pin_spiffe_id(mut self) -> Self {
+        self.pinned = self
+            .source
+            .with_current(|m| m.svid.as_ref().and_then(|s| s.spiffe_id().cloned()));
+        self
     }
 
     /// The source verifiers and resolvers read.
@@ -334,6 +358,15 @@ impl FileSource {
     pub fn reload(&self) -> Result<bool, SourceError> {
         let stamps = stamps(&self.files);
         let (material, digest) = read_material(&self.files, self.source.provider())?;
+        if let Some(pinned) = &self.pinned {
+            let found = material.svid.as_ref().and_then(Svid::spiffe_id);
+            if found != Some(pinned) {
+                return Err(SourceError::SpiffeIdChanged {
+                    pinned: pinned.to_string(),
+                    found: found.map_or_else(|| "none".to_owned(), ToString::to_string),
+                });
+            }
+        }
         let mut seen = self
             .seen
             .lock()

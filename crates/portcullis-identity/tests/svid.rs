@@ -336,6 +336,25 @@ fn files_rotate_and_a_broken_file_keeps_the_old_material() {
     assert!(source.reload().is_err());
     assert!(!source.source().current().bundles.is_empty());
 
+    // Pinned: a rotation within the same ID is taken, one to another ID is refused.
+    std::fs::write(dir.0.join("bundle.pem"), ca.pem()).unwrap();
+    let pinned = FileSource::load(files.clone(), ring_provider())
+        .unwrap()
+        .pin_spiffe_id();
+    write_svid(&dir, &ca.leaf(Leaf::svid("spiffe://prod.example/v3")));
+    assert!(pinned.reload().unwrap());
+    write_svid(&dir, &ca.leaf(Leaf::svid("spiffe://prod.example/other")));
+    let err = pinned.reload().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            portcullis_identity::SourceError::SpiffeIdChanged { .. }
+        ),
+        "{err}"
+    );
+    assert!(!pinned.poll());
+    assert_eq!(id(&pinned), "spiffe://prod.example/v3");
+
     // A missing file at start is an error, not an empty identity.
     std::fs::remove_file(dir.0.join("svid_key.pem")).unwrap();
     assert!(FileSource::load(files, ring_provider()).is_err());

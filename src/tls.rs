@@ -44,7 +44,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -55,9 +55,11 @@ use axum::response::IntoResponse as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use portcullis_core::Principal;
 use portcullis_identity::rustls::ServerConfig;
+use portcullis_identity::rustls::pki_types::{CertificateDer, UnixTime};
 use portcullis_identity::{
-    ClientAuth, Forwarded, IdentitySource, LeafInfo, PeerIds, SpiffeId, TlsConfigError,
-    XFCC_HEADER, XfccError, XfccPolicy, client_config, peer_svid, server_config,
+    ClientAuth, Forwarded, IdentitySource, LeafInfo, Material, PeerIds, SpiffeId, SvidUsage,
+    TlsConfigError, XFCC_HEADER, XfccError, XfccPolicy, client_config, peer_svid, server_config,
+    verify_svid,
 };
 use portcullis_token::{AuthError, Authenticator, VerifiedPeer};
 use tokio::net::TcpListener;
@@ -121,6 +123,9 @@ impl fmt::Debug for PeerIdentity {
 #[derive(Clone)]
 pub struct TlsServer {
     config: Arc<ServerConfig>,
+    /// With [`TlsServer::from_source`]: whose rotations open connections are re-checked
+    /// against.
+    source: Option<Arc<IdentitySource>>,
     peers: Option<Arc<dyn Authenticator>>,
     xfcc: Arc<XfccPolicy>,
     handshake_timeout: Duration,
@@ -142,6 +147,7 @@ impl TlsServer {
     pub fn new(config: ServerConfig) -> Self {
         TlsServer {
             config: Arc::new(config),
+            source: None,
             peers: None,
             xfcc: Arc::new(XfccPolicy::new()),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -149,7 +155,10 @@ impl TlsServer {
     }
 
     /// Serves the SVID of `source`, with client certificates per `client_auth`, admitting
-    /// only the client IDs `accepted_clients` accepts.
+    /// only the client IDs `accepted_clients` accepts. When `source`'s bundles rotate, each
+    /// open connection's client chain is verified again against the new ones at its next
+    /// request (refused with 401 if it no longer verifies), so a rotated-out CA loses its
+    /// kept-alive connections too.
     ///
     /// # Errors
     ///
@@ -159,11 +168,9 @@ impl TlsServer {
         client_auth: ClientAuth,
         accepted_clients: PeerIds,
     ) -> Result<Self, TlsConfigError> {
-        Ok(TlsServer::new(server_config(
-            source,
-            client_auth,
-            accepted_clients,
-        )?))
+        let mut server = TlsServer::new(server_config(source, client_auth, accepted_clients)?);
+        server.source = Some(source.clone());
+        Ok(server)
     }
 
     /// Makes a [`Principal`] of each verified peer with `chain`'s
@@ -265,8 +272,17 @@ impl TlsServer {
                 return;
             }
         };
-        let peer = peer_svid(tls.get_ref().1.peer_certificates()).ok();
-        let state = Arc::new(ConnectionIdentity::establish(&self, peer, remote).await);
+        let presented = tls.get_ref().1.peer_certificates();
+        let peer = peer_svid(presented).ok();
+        let mut state = ConnectionIdentity::establish(&self, peer, remote).await;
+        if let (Some(source), Some(chain)) = (&self.source, presented) {
+            state.recheck = Some(Recheck {
+                verified: Mutex::new(source.current()),
+                source: source.clone(),
+                chain: chain.to_vec(),
+            });
+        }
+        let state = Arc::new(state);
         let service = hyper::service::service_fn(move |request| {
             let state = state.clone();
             let router = router.clone();
@@ -291,6 +307,41 @@ impl TlsServer {
         connection.as_mut().graceful_shutdown();
         if let Err(err) = connection.await {
             tracing::debug!(%remote, error = %err, "connection ended with an error");
+        }
+    }
+}
+
+/// A connection's client chain and the identity material it was last verified against.
+struct Recheck {
+    source: Arc<IdentitySource>,
+    chain: Vec<CertificateDer<'static>>,
+    verified: Mutex<Arc<Material>>,
+}
+
+impl Recheck {
+    /// Verifies the chain again if the material rotated since the last verification (one
+    /// pointer comparison otherwise).
+    fn still_verifies(&self) -> Result<(), GateError> {
+        let current = self.source.current();
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if Arc::ptr_eq(&current, &verified) {
+            return Ok(());
+        }
+        let algorithms = self.source.provider().signature_verification_algorithms.all;
+        match verify_svid(
+            &self.chain,
+            &current.bundles,
+            SvidUsage::Client,
+            UnixTime::now(),
+            algorithms,
+        ) {
+            Ok(_) => {
+                *verified = current;
+                Ok(())
+            }
+            Err(err) => Err(peer_refusal(format!(
+                "the trust bundles changed since the connection was opened and the client certificate no longer verifies ({err}); reconnect with a current SVID"
+            ))),
         }
     }
 }
@@ -323,6 +374,7 @@ fn peer_refusal(reason: String) -> GateError {
 /// [`TlsServer::serve`] uses it; an accept loop of your own can too.
 pub struct ConnectionIdentity {
     peer: Option<PeerIdentity>,
+    recheck: Option<Recheck>,
     valid_until: Option<SystemTime>,
     principal: Result<Option<Principal>, String>,
     remote: ConnectInfo<SocketAddr>,
@@ -363,6 +415,7 @@ impl ConnectionIdentity {
         };
         ConnectionIdentity {
             peer: peer.map(|id| PeerIdentity::new(id, None)),
+            recheck: None,
             valid_until,
             principal,
             remote: ConnectInfo(remote),
@@ -389,7 +442,7 @@ impl ConnectionIdentity {
     /// Puts the caller's identity into `request`'s extensions — a [`PeerIdentity`] and the
     /// [`Principal`], plus axum's `ConnectInfo<SocketAddr>` — or says why the request is
     /// refused: the client certificate expired since the handshake (401: reconnect with the
-    /// current SVID), `x-forwarded-client-cert` from anyone but a configured proxy (401), a
+    /// current SVID), or no longer verifies against rotated trust bundles (401), `x-forwarded-client-cert` from anyone but a configured proxy (401), a
     /// malformed one (400), a peer the chain refused (401), a client certificate together
     /// with an `Authorization` header (400).
     ///
@@ -403,6 +456,9 @@ impl ConnectionIdentity {
             return Err(peer_refusal(
                 "the client certificate has expired since the connection was opened; reconnect with the current SVID".into(),
             ));
+        }
+        if let Some(recheck) = &self.recheck {
+            recheck.still_verifies()?;
         }
         request.extensions_mut().insert(self.remote);
         let direct = self.peer.as_ref().map(PeerIdentity::spiffe_id);

@@ -615,3 +615,52 @@ async fn a_connection_does_not_outlive_its_client_certificate() {
     assert_eq!(err.status(), 401, "{err}");
     assert!(refused.extensions().get::<Principal>().is_none());
 }
+
+/// A keep-alive connection was admitted under the bundle in force at its handshake. Once the
+/// bundle rotates, each request on it re-verifies the client's chain against the new bundle:
+/// a client whose CA left is refused on the open connection too, not only at reconnect.
+#[tokio::test]
+async fn an_open_connection_is_refused_once_its_ca_leaves_the_bundle() {
+    let ca = Ca::root("prod.example");
+    let next = Ca::root("prod.example");
+    let dir = TempDir::new("bundle-rotation");
+    let server_leaf = ca.leaf(Leaf::svid("spiffe://prod.example/deploy-gate"));
+    std::fs::write(dir.0.join("svid.pem"), &server_leaf.cert_pem).unwrap();
+    std::fs::write(dir.0.join("svid_key.pem"), &server_leaf.key_pem).unwrap();
+    std::fs::write(dir.0.join("bundle.pem"), ca.pem()).unwrap();
+    let files = FileSource::load(
+        IdentityFiles::new()
+            .svid(dir.0.join("svid.pem"), dir.0.join("svid_key.pem"))
+            .bundle("prod.example".parse().unwrap(), dir.0.join("bundle.pem")),
+        ring_provider(),
+    )
+    .unwrap();
+    let server = TlsServer::from_source(files.source(), ClientAuth::Optional, PeerIds::Any)
+        .unwrap()
+        .authenticate_peers(chain());
+    let running = start(server).await;
+    let ci = client_source(&ca, Some(&ca.leaf(Leaf::svid("spiffe://prod.example/ci"))));
+    // One client, one pooled connection for every request below.
+    let http = reqwest_client(&ci, expect("spiffe://prod.example/deploy-gate"))
+        .unwrap()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/whoami", running.addr.port());
+    let whoami = || async {
+        let response = http.get(&url).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    assert_eq!(whoami().await.0, 200);
+    // The same bundle written again (a new file, same CA): still admitted.
+    std::fs::write(dir.0.join("bundle.pem"), format!("{}\n", ca.pem())).unwrap();
+    assert!(files.reload().unwrap());
+    assert_eq!(whoami().await.0, 200);
+    // The CA is rotated out: the open connection's next request is refused.
+    std::fs::write(dir.0.join("bundle.pem"), next.pem()).unwrap();
+    assert!(files.reload().unwrap());
+    let (status, body) = whoami().await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no longer verifies"), "{body}");
+    running.stop().await;
+}

@@ -2,7 +2,8 @@
 //! portcullis-policy, and regorus's `yaml.*` it enables): JWT decoding and verification
 //! (tokens and key material), JWT signing (headers and JWKs), YAML, JSON Patch paths,
 //! CIDRs, `sprintf` formats, globs and replacement patterns, AWS request signing (the URL,
-//! headers, body and credentials), each given the same arbitrary string, in default and in
+//! headers, body and credentials), GraphQL queries, schemas and AST objects (`graphql.*`),
+//! each given the same arbitrary string, in default and in
 //! strict built-in error mode. Never a panic: a bad string is undefined or, in strict mode,
 //! an evaluation error.
 #![no_main]
@@ -36,6 +37,14 @@ aws_config := {"aws_access_key": input.s, "aws_secret_access_key": input.s, "aws
 aws_url := providers.aws.sign_req({"method": input.s, "url": input.s}, aws_config, 0)
 aws_headers := providers.aws.sign_req({"method": "GET", "url": "https://h/", "headers": {input.s: input.s, "Host": "h"}, "raw_body": input.s}, aws_config, -1)
 aws_body := providers.aws.sign_req({"method": "PUT", "url": concat("", ["https://", input.s, "/", input.s]), "body": {input.s: [input.s, 1.5]}}, aws_config, 9223372036854775807)
+gql_query := graphql.parse_query(input.s)
+gql_schema := graphql.parse_schema(input.s)
+gql_valid := graphql.is_valid(input.s, input.s)
+gql_schema_valid := graphql.schema_is_valid(input.s)
+gql_verify := graphql.parse_and_verify(input.s, "type Query { a(b: [Int!] = [1], e: E): String @deprecated } enum E { X }")
+gql_parse := graphql.parse("query($v: Int) { a(b: [$v]) }", input.s)
+gql_objects := graphql.parse_and_verify(graphql.parse_query(input.s), graphql.parse_schema(input.s))
+gql_object := graphql.is_valid({"Operations": [{"Operation": input.s, "Name": input.s, "SelectionSet": [{"Alias": input.s, "Name": input.s, "Arguments": [{"Name": input.s, "Value": {"Kind": count(input.s) % 10, "Raw": input.s, "Children": [{"Name": input.s, "Value": {"Kind": 3, "Raw": input.s}}]}}]}]}]}, {"Definitions": [{"Kind": "OBJECT", "Name": "Query", "Fields": [{"Name": input.s, "Type": {"NamedType": input.s}}]}]})
 "#;
 
 fn engines() -> &'static [RegoEngine] {
@@ -89,6 +98,14 @@ fuzz_target!(|data: &[u8]| {
             "aws_url",
             "aws_headers",
             "aws_body",
+            "gql_query",
+            "gql_schema",
+            "gql_valid",
+            "gql_schema_valid",
+            "gql_verify",
+            "gql_parse",
+            "gql_objects",
+            "gql_object",
         ] {
             let _ = engine.evaluate(&format!("data.f.{rule}"), &input);
         }

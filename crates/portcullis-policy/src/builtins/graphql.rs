@@ -39,8 +39,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use apollo_compiler::ast;
+use apollo_compiler::diagnostic::Diagnostic;
 use apollo_compiler::parser::Parser;
-use apollo_compiler::validation::{DiagnosticList, Valid};
+use apollo_compiler::validation::{DiagnosticData, DiagnosticList, Valid};
 use apollo_compiler::{Name, Node, Schema};
 use regorus::Value;
 
@@ -226,13 +227,21 @@ fn bad<T>(message: impl Into<String>) -> Res<T> {
 
 /// The first diagnostic of `errors` as `<message> <context> at location L:C`.
 fn first_error(errors: &DiagnosticList, context: &str) -> Bad {
-    let Some(diagnostic) = errors.iter().next() else {
-        return Bad(format!("invalid {context}"));
-    };
+    errors.iter().next().map_or_else(
+        || Bad(format!("invalid {context}")),
+        |d| describe(&d, context),
+    )
+}
+
+/// `diagnostic` as `<message> <context> at location L:C`: graphql-js's wording where
+/// apollo-compiler has it (gqlparser's is graphql-js's too), without its closing period
+/// (OPA trims it).
+fn describe(diagnostic: &Diagnostic<'_, DiagnosticData>, context: &str) -> Bad {
     let message = diagnostic
         .error
         .unstable_compat_message()
         .unwrap_or_else(|| diagnostic.error.to_string());
+    let message = message.trim_end().trim_end_matches('.');
     match diagnostic.line_column_range() {
         Some(range) => Bad(format!(
             "{message} {context} at location {}:{}",
@@ -1631,19 +1640,7 @@ fn build_schema(document: &ast::Document) -> Res<Valid<Schema>> {
                 .find(|d| !is_missing_query_type(d.error.unstable_error_name()));
             match other {
                 None => Ok(Valid::assume_valid(e.partial)),
-                Some(d) => {
-                    let message = d
-                        .error
-                        .unstable_compat_message()
-                        .unwrap_or_else(|| d.error.to_string());
-                    match d.line_column_range() {
-                        Some(r) => bad(format!(
-                            "{message} in GraphQL schema at location {}:{}",
-                            r.start.line, r.start.column
-                        )),
-                        None => bad(format!("{message} in GraphQL schema")),
-                    }
-                }
+                Some(d) => Err(describe(&d, "in GraphQL schema")),
             }
         }
     }
@@ -2009,7 +2006,21 @@ mod tests {
             &["{ villain }".into(), SCHEMA.into()],
         )
         .unwrap_err();
-        assert!(err.to_string().contains("in GraphQL query string"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "graphql.parse: Cannot query field \"villain\" on type \"Query\" in GraphQL query string at location 1:3"
+        );
+        let err = call(
+            "graphql.parse",
+            parse,
+            &["{ a }".into(), "type Query { a: B }".into()],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("in GraphQL schema at location 1:17"),
+            "{err}"
+        );
         let unverified = call(
             "graphql.parse_and_verify",
             parse_and_verify,

@@ -3,7 +3,8 @@
 //! (tokens and key material), JWT signing (headers and JWKs), YAML, JSON Patch paths,
 //! CIDRs, `sprintf` formats, globs and replacement patterns, AWS request signing (the URL,
 //! headers, body and credentials), X.509 certificates, requests and private keys (as PEM,
-//! base64 and DER), each given the same arbitrary string, in default and in
+//! base64 and DER), GraphQL queries, schemas and AST objects (`graphql.*`), each given the
+//! same arbitrary string, in default and in
 //! strict built-in error mode. Never a panic: a bad string is undefined or, in strict mode,
 //! an evaluation error.
 #![no_main]
@@ -44,6 +45,14 @@ x509_verify := [crypto.x509.parse_and_verify_certificates(input.s), crypto.x509.
 x509_keypair := crypto.x509.parse_keypair(base64.encode(input.s), base64.encode(input.s))
 x509_rsa_key := crypto.x509.parse_rsa_private_key(concat("", ["-----BEGIN RSA PRIVATE KEY-----\n", base64.encode(input.s), "\n-----END RSA PRIVATE KEY-----\n"]))
 x509_keys := [crypto.parse_private_keys(input.s), crypto.parse_private_keys(concat("", ["-----BEGIN PRIVATE KEY-----\n", base64.encode(input.s), "\n-----END PRIVATE KEY-----\n-----BEGIN EC PRIVATE KEY-----\n", base64.encode(input.s), "\n-----END EC PRIVATE KEY-----\n"]))]
+gql_query := graphql.parse_query(input.s)
+gql_schema := graphql.parse_schema(input.s)
+gql_valid := graphql.is_valid(input.s, input.s)
+gql_schema_valid := graphql.schema_is_valid(input.s)
+gql_verify := graphql.parse_and_verify(input.s, "type Query { a(b: [Int!] = [1], e: E): String @deprecated } enum E { X }")
+gql_parse := graphql.parse("query($v: Int) { a(b: [$v]) }", input.s)
+gql_objects := graphql.parse_and_verify(graphql.parse_query(input.s), graphql.parse_schema(input.s))
+gql_object := graphql.is_valid({"Operations": [{"Operation": input.s, "Name": input.s, "SelectionSet": [{"Alias": input.s, "Name": input.s, "Arguments": [{"Name": input.s, "Value": {"Kind": count(input.s) % 10, "Raw": input.s, "Children": [{"Name": input.s, "Value": {"Kind": 3, "Raw": input.s}}]}}]}]}]}, {"Definitions": [{"Kind": "OBJECT", "Name": "Query", "Fields": [{"Name": input.s, "Type": {"NamedType": input.s}}]}]})
 "#;
 
 fn engines() -> &'static [RegoEngine] {
@@ -104,6 +113,14 @@ fuzz_target!(|data: &[u8]| {
             "x509_keypair",
             "x509_rsa_key",
             "x509_keys",
+            "gql_query",
+            "gql_schema",
+            "gql_valid",
+            "gql_schema_valid",
+            "gql_verify",
+            "gql_parse",
+            "gql_objects",
+            "gql_object",
         ] {
             let _ = engine.evaluate(&format!("data.f.{rule}"), &input);
         }

@@ -11,6 +11,7 @@ mod arrays;
 mod aws;
 mod crypto;
 mod globs;
+mod graphql;
 mod json;
 mod jwt;
 mod jwt_sign;
@@ -179,6 +180,12 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
         1,
         x509::parse_rsa_private_key,
     ),
+    ext("graphql.is_valid", 2, graphql::is_valid),
+    ext("graphql.parse", 2, graphql::parse),
+    ext("graphql.parse_and_verify", 2, graphql::parse_and_verify),
+    ext("graphql.parse_query", 1, graphql::parse_query),
+    ext("graphql.parse_schema", 1, graphql::parse_schema),
+    ext("graphql.schema_is_valid", 1, graphql::schema_is_valid),
     ext(template::NAME, 1, template::template_string),
     ext("io.jwt.decode", 1, jwt::decode),
     ext("io.jwt.decode_verify", 2, jwt::decode_verify),

@@ -2,8 +2,8 @@
 //! portcullis-policy, and regorus's `yaml.*` it enables): JWT decoding and verification
 //! (tokens and key material), JWT signing (headers and JWKs), YAML, JSON Patch paths,
 //! CIDRs, `sprintf` formats, globs and replacement patterns, AWS request signing (the URL,
-//! headers, body and credentials), each given the same arbitrary string, in default and in
-//! strict built-in error mode. Never a panic: a bad string is undefined or, in strict mode,
+//! headers, body and credentials), JSON Schema (documents and schemas), each given the
+//! same arbitrary string, in default and in strict built-in error mode. Never a panic: a bad string is undefined or, in strict mode,
 //! an evaluation error.
 #![no_main]
 
@@ -35,6 +35,9 @@ hashes := [crypto.md5(input.s), crypto.hmac.sha256(input.s, input.s)]
 aws_config := {"aws_access_key": input.s, "aws_secret_access_key": input.s, "aws_service": "s3", "aws_region": input.s, "aws_session_token": input.s}
 aws_url := providers.aws.sign_req({"method": input.s, "url": input.s}, aws_config, 0)
 aws_headers := providers.aws.sign_req({"method": "GET", "url": "https://h/", "headers": {input.s: input.s, "Host": "h"}, "raw_body": input.s}, aws_config, -1)
+schema_doc := json.match_schema(input.s, {"type": "object", "properties": {"a": {"pattern": "^a+$", "format": "email"}}, "required": ["a"]})
+schema_self := json.match_schema({"a": ["x", 1.5]}, input.s)
+schema_verify := json.verify_schema(input.s)
 aws_body := providers.aws.sign_req({"method": "PUT", "url": concat("", ["https://", input.s, "/", input.s]), "body": {input.s: [input.s, 1.5]}}, aws_config, 9223372036854775807)
 "#;
 
@@ -77,6 +80,9 @@ fuzz_target!(|data: &[u8]| {
             "yaml",
             "yaml_valid",
             "patch",
+            "schema_doc",
+            "schema_self",
+            "schema_verify",
             "merge",
             "intersects",
             "encode_sign_raw",

@@ -12,6 +12,7 @@ mod aws;
 mod crypto;
 mod globs;
 mod json;
+mod jsonschema;
 mod jwt;
 mod jwt_sign;
 mod limits;
@@ -168,7 +169,9 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("io.jwt.verify_rs384", 2, jwt::verify_rs384),
     ext("io.jwt.verify_rs512", 2, jwt::verify_rs512),
     replaces("json.is_valid", 1, json::is_valid),
+    ext("json.match_schema", 2, jsonschema::match_schema),
     ext("json.patch", 2, json::patch),
+    ext("json.verify_schema", 1, jsonschema::verify_schema),
     ext("net.cidr_contains_matches", 2, net::cidr_contains_matches),
     ext("net.cidr_intersects", 2, net::cidr_intersects),
     ext("net.cidr_merge", 1, net::cidr_merge),

@@ -11,6 +11,7 @@ mod arrays;
 mod aws;
 mod crypto;
 mod globs;
+mod http;
 mod json;
 mod jsonschema;
 mod jwt;
@@ -22,6 +23,7 @@ mod rewrite;
 mod sprintf;
 mod strings;
 mod template;
+mod with_mock;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -150,6 +152,7 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("crypto.md5", 1, crypto::md5),
     ext("crypto.sha1", 1, crypto::sha1),
     ext("crypto.sha256", 1, crypto::sha256),
+    replaces("http.send", 1, http::send),
     ext(template::NAME, 1, template::template_string),
     ext("io.jwt.decode", 1, jwt::decode),
     ext("io.jwt.decode_verify", 2, jwt::decode_verify),

@@ -1,12 +1,14 @@
 //! Rewrites of a Rego source for forms OPA accepts and regorus does not. First, template
 //! strings (`$"…{x}…"`), which regorus cannot even lex, become calls of
-//! `internal.template_string` (see [`super::template`]). Then two rewrites, each guided by
+//! `internal.template_string` (see [`super::template`]). Then three rewrites, each guided by
 //! regorus's own parse of the source (spans of the parsed expressions):
 //!
 //! - the output-argument form of calls to this crate's built-ins, which regorus supports
 //!   only for its own: `io.jwt.decode(t, [h, p, s])` is OPA's `[h, p, s] = io.jwt.decode(t)`;
 //! - unary minus on anything but a number literal (`-x`, `-f(y)`, `2 * -x`), which regorus
-//!   refuses when evaluating: it becomes `(0 - x)`.
+//!   refuses when evaluating: it becomes `(0 - x)`;
+//! - `with f as g` where `g` names a built-in, which regorus's compiler refuses: `g`
+//!   becomes a wrapper appended to the module (see [`super::with_mock`]).
 //!
 //! The rewrites move text only within one expression: other lines keep their numbers (line
 //! breaks inside a rewritten call are kept at its end), and what follows it on its line
@@ -14,6 +16,7 @@
 //! reports why); nested forms are rewritten over a few passes, outermost first.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 
 use regorus::unstable::{Expr, Literal, LiteralStmt, Parser, Query, Rule, RuleHead, Source};
 
@@ -53,7 +56,7 @@ fn rewrite_parsed(source: Cow<'_, str>, v0: bool) -> Cow<'_, str> {
     let calls_added = super::EXTENSIONS
         .iter()
         .any(|e| !e.native && source.contains(e.name));
-    if !calls_added && !may_negate_expression(&source) {
+    if !calls_added && !may_negate_expression(&source) && !may_mock_with_builtin(&source) {
         return source;
     }
     let mut current = source;
@@ -83,6 +86,11 @@ fn may_negate_expression(source: &str) -> bool {
                 .and_then(|rest| rest.iter().find(|c| **c != b' ' && **c != b'\t'))
                 .is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, b'_' | b'(' | b'[' | b'{'))
     })
+}
+
+/// Whether `source` may have a `with … as …` (a cheap filter before parsing).
+fn may_mock_with_builtin(source: &str) -> bool {
+    source.contains("with ") && source.contains(" as ")
 }
 
 /// One replacement: a byte range of the source and its new text.
@@ -153,6 +161,8 @@ fn edits(source: &str, v0: bool) -> Option<Vec<Edit>> {
     let mut found = Found {
         source,
         edits: Vec::new(),
+        shadowed: super::with_mock::shadowing_names(&module),
+        wrappers: BTreeMap::new(),
     };
     let calls = &mut found;
     for rule in &module.policy {
@@ -183,6 +193,14 @@ fn edits(source: &str, v0: bool) -> Option<Vec<Edit>> {
         }
     }
     let mut edits = found.edits;
+    let wrappers = super::with_mock::definitions(source, &found.wrappers);
+    if !wrappers.is_empty() {
+        edits.push(Edit {
+            start: source.len(),
+            end: source.len(),
+            text: wrappers,
+        });
+    }
     edits.sort_by_key(|e| (e.start, std::cmp::Reverse(e.end)));
     let mut kept: Vec<Edit> = Vec::with_capacity(edits.len());
     for edit in edits {
@@ -197,6 +215,10 @@ fn edits(source: &str, v0: bool) -> Option<Vec<Edit>> {
 struct Found<'s> {
     source: &'s str,
     edits: Vec<Edit>,
+    /// The names the module defines or imports (see [`super::with_mock`]).
+    shadowed: HashSet<String>,
+    /// The built-ins named after `with … as`, to wrap (name → arity).
+    wrappers: BTreeMap<String, usize>,
 }
 
 fn query(query: &Query, calls: &mut Found<'_>) {
@@ -207,7 +229,18 @@ fn query(query: &Query, calls: &mut Found<'_>) {
 
 fn statement(stmt: &LiteralStmt, calls: &mut Found<'_>) {
     for with in &stmt.with_mods {
-        expr(&with.r#as, calls);
+        // `with f as some.builtin`: the wrapper's name instead (see [`super::with_mock`]).
+        if let Some((name, arity)) = super::with_mock::builtin_replacement(with, &calls.shadowed) {
+            let (start, end) = extent(&with.r#as);
+            calls.edits.push(Edit {
+                start,
+                end,
+                text: super::with_mock::wrapper_name(&name),
+            });
+            calls.wrappers.insert(name, arity);
+        } else {
+            expr(&with.r#as, calls);
+        }
     }
     match &stmt.literal {
         Literal::Expr { expr: e, .. } | Literal::NotExpr { expr: e, .. } => {
@@ -446,7 +479,16 @@ mod tests {
             rewrite("package p\nx := -input.s[\"a\"]\ny := 1"),
             "package p\nx := (0 - input.s[\"a\"])\ny := 1"
         );
+        // `with … as` a built-in: a wrapper of it, appended.
+        assert_eq!(
+            rewrite("package p\nx := y if y = count([1]) with count as object.union_n"),
+            "package p\nx := y if y = count([1]) with count as __portcullis_with_object__union_n\n\
+             __portcullis_with_object__union_n(__portcullis_with_a0) := object.union_n(__portcullis_with_a0)\n"
+        );
         for unchanged in [
+            // A replacement of data or input, or by the policy's own function.
+            "package p\nx := input.a with input.a as count",
+            "package p\nx := f(1) with f as g\nf(_) := 1\ng(_) := 2",
             // The function form, natives (regorus handles theirs), other arities.
             "package p\nx := io.jwt.decode(input.t)",
             "package p\nx if count(input, n)",

@@ -93,6 +93,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("graph.reachable_paths", &[OBJ, COLL]),
     ("hex.decode", &[S]),
     ("hex.encode", &[S]),
+    ("http.send", &[OBJ]),
     ("indexof", &[S, S]),
     ("indexof_n", &[S, S]),
     ("internal.template_string", &[ARR]),
@@ -231,6 +232,11 @@ impl Builtins {
 /// Asks regorus: its `get_extra_arg` answers for a call with one argument more than the
 /// built-in takes (the output-argument form), so the call whose extra argument it finds
 /// gives the arity.
+/// How many arguments built-in `name` takes, whether regorus or this crate provides it.
+pub(crate) fn builtin_arity(name: &str) -> Option<usize> {
+    crate::builtins::arity(name).or_else(|| probe_arity(name))
+}
+
 fn probe_arity(name: &str) -> Option<usize> {
     let source = Source::from_contents("<builtin>".to_owned(), name.to_owned()).ok()?;
     let span = Span {

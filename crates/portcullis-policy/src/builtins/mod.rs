@@ -10,6 +10,7 @@ mod aggregates;
 mod arrays;
 mod aws;
 mod crypto;
+mod dns;
 mod globs;
 mod http;
 mod json;
@@ -19,6 +20,7 @@ mod jwt_sign;
 mod limits;
 mod metadata;
 mod net;
+mod not_body;
 mod rewrite;
 mod sprintf;
 mod strings;
@@ -178,6 +180,7 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("net.cidr_contains_matches", 2, net::cidr_contains_matches),
     ext("net.cidr_intersects", 2, net::cidr_intersects),
     ext("net.cidr_merge", 1, net::cidr_merge),
+    ext("net.lookup_ip_addr", 1, dns::lookup_ip_addr),
     replaces("numbers.range", 2, limits::range),
     replaces("numbers.range_step", 3, limits::range_step),
     ext("providers.aws.sign_req", 3, aws::sign_req),

@@ -1,6 +1,7 @@
 //! Rewrites of a Rego source for forms OPA accepts and regorus does not. First, template
 //! strings (`$"…{x}…"`), which regorus cannot even lex, become calls of
-//! `internal.template_string` (see [`super::template`]). Then three rewrites, each guided by
+//! `internal.template_string` (see [`super::template`]), and the negated bodies of `rego.v2`
+//! (`not { … }`) become comprehensions (see [`super::not_body`]). Then three rewrites, each guided by
 //! regorus's own parse of the source (spans of the parsed expressions):
 //!
 //! - the output-argument form of calls to this crate's built-ins, which regorus supports
@@ -44,6 +45,10 @@ pub(crate) fn rewrite_source(
     v0: bool,
 ) -> Result<Cow<'_, str>, super::TemplateError> {
     let source = match super::template::rewrite_templates(&source)? {
+        Some(rewritten) => Cow::Owned(rewritten),
+        None => source,
+    };
+    let source = match super::not_body::rewrite_not_bodies(&source) {
         Some(rewritten) => Cow::Owned(rewritten),
         None => source,
     };

@@ -139,6 +139,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("net.cidr_expand", &[S]),
     ("net.cidr_intersects", &[S, S]),
     ("net.cidr_merge", &[COLL]),
+    ("net.lookup_ip_addr", &[S]),
     ("numbers.range", &[N, N]),
     ("numbers.range_step", &[N, N, N]),
     ("object.get", &[OBJ, A, A]),

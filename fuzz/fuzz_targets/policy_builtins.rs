@@ -2,9 +2,9 @@
 //! portcullis-policy, and regorus's `yaml.*` it enables): JWT decoding and verification
 //! (tokens and key material), JWT signing (headers and JWKs), YAML, JSON Patch paths,
 //! CIDRs, `sprintf` formats, globs and replacement patterns, AWS request signing (the URL,
-//! headers, body and credentials), JSON Schema (documents and schemas), each given the
-//! same arbitrary string, in default and in strict built-in error mode. Never a panic: a bad string is undefined or, in strict mode,
-//! an evaluation error.
+//! headers, body and credentials), JSON Schema (documents and schemas), Go templates, each
+//! given the same arbitrary string, in default and in strict built-in error mode. Never a
+//! panic: a bad string is undefined or, in strict mode, an evaluation error.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -38,6 +38,7 @@ aws_headers := providers.aws.sign_req({"method": "GET", "url": "https://h/", "he
 schema_doc := json.match_schema(input.s, {"type": "object", "properties": {"a": {"pattern": "^a+$", "format": "email"}}, "required": ["a"]})
 schema_self := json.match_schema({"a": ["x", 1.5]}, input.s)
 schema_verify := json.verify_schema(input.s)
+template := strings.render_template(input.s, {"a": [1, "b", {"c": null}], "s": input.s})
 aws_body := providers.aws.sign_req({"method": "PUT", "url": concat("", ["https://", input.s, "/", input.s]), "body": {input.s: [input.s, 1.5]}}, aws_config, 9223372036854775807)
 "#;
 
@@ -83,6 +84,7 @@ fuzz_target!(|data: &[u8]| {
             "schema_doc",
             "schema_self",
             "schema_verify",
+            "template",
             "merge",
             "intersects",
             "encode_sign_raw",

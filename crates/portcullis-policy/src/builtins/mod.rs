@@ -12,6 +12,7 @@ mod aws;
 mod crypto;
 mod dns;
 mod globs;
+mod go_template;
 mod http;
 mod json;
 mod jsonschema;
@@ -187,6 +188,7 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("regex.globs_match", 2, globs::globs_match),
     replaces("replace", 3, limits::replace),
     replaces("sprintf", 2, sprintf::sprintf),
+    ext("strings.render_template", 2, go_template::render_template),
     replaces("strings.replace_n", 2, strings::replace_n),
     ext("strings.split_n", 3, strings::split_n),
     replaces("yaml.is_valid", 1, yaml::is_valid),

@@ -162,6 +162,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("sprintf", &[S, ARR]),
     ("startswith", &[S, S]),
     ("strings.count", &[S, S]),
+    ("strings.render_template", &[S, OBJ]),
     ("strings.replace_n", &[OBJ, S]),
     ("strings.reverse", &[S]),
     ("strings.split_n", &[S, S, N]),

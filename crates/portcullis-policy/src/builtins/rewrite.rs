@@ -371,6 +371,72 @@ fn extent_end(e: &Expr) -> usize {
     children.into_iter().map(extent_end).fold(own, usize::max)
 }
 
+/// Whether `e` calls `internal.template_string` (a template string), outside
+/// comprehensions.
+fn has_template(e: &Expr) -> bool {
+    match e {
+        Expr::Call { fcn, params, .. } => {
+            regorus::utils::get_path_string(fcn, None).is_ok_and(|n| n == super::template::NAME)
+                || params.iter().any(|p| has_template(p))
+        }
+        Expr::Array { items, .. } | Expr::Set { items, .. } => {
+            items.iter().any(|i| has_template(i))
+        }
+        Expr::Object { fields, .. } => fields
+            .iter()
+            .any(|(_, k, v)| has_template(k) || has_template(v)),
+        Expr::UnaryExpr { expr: inner, .. } | Expr::RefDot { refr: inner, .. } => {
+            has_template(inner)
+        }
+        Expr::RefBrack { refr, index, .. } => has_template(refr) || has_template(index),
+        Expr::BinExpr { lhs, rhs, .. }
+        | Expr::BoolExpr { lhs, rhs, .. }
+        | Expr::ArithExpr { lhs, rhs, .. } => has_template(lhs) || has_template(rhs),
+        _ => false,
+    }
+}
+
+/// `{K: V | Q}` whose key or value has a template string as
+/// `{__portcullis_kN: __portcullis_vN | Q; __portcullis_kN := K; __portcullis_vN := V}`:
+/// regorus cannot schedule the comprehensions a template becomes in the head of an object
+/// comprehension when they read the body's variables; in the body it can. The call's line
+/// breaks that fell outside the moved text are kept at its end.
+fn templated_object_comprehension(
+    span: &regorus::unstable::Span,
+    key: &Expr,
+    value: &Expr,
+    q: &Query,
+    source: &str,
+) -> Option<Edit> {
+    if !has_template(key) && !has_template(value) {
+        return None;
+    }
+    let (start, end) = (span.start as usize, span.end as usize);
+    let original = source.get(start..end)?;
+    if !original.starts_with('{') || !original.ends_with('}') {
+        return None;
+    }
+    let key_text = source.get(extent(key).0..extent_end(key))?;
+    let value_text = source.get(extent(value).0..extent_end(value))?;
+    // The query's span starts at the `|`.
+    let query_text = source.get(q.span.start as usize..end - 1)?.trim_end();
+    let query_text = query_text
+        .strip_prefix('|')
+        .unwrap_or(query_text)
+        .trim_start();
+    let (k, v) = (
+        format!("__portcullis_k{start}"),
+        format!("__portcullis_v{start}"),
+    );
+    let mut text = format!("{{{k}: {v} | {query_text}; {k} := {key_text}; {v} := {value_text}}}");
+    let breaks = original
+        .matches('\n')
+        .count()
+        .saturating_sub(text.matches('\n').count());
+    text.push_str(&"\n".repeat(breaks));
+    Some(Edit { start, end, text })
+}
+
 /// Statements inside `e` (in comprehensions).
 fn expr(e: &Expr, calls: &mut Found<'_>) {
     match e {
@@ -396,11 +462,15 @@ fn expr(e: &Expr, calls: &mut Found<'_>) {
             query(q, calls);
         }
         Expr::ObjectCompr {
+            span,
             key,
             value,
             query: q,
             ..
         } => {
+            if let Some(edit) = templated_object_comprehension(span, key, value, q, calls.source) {
+                calls.edits.push(edit);
+            }
             expr(key, calls);
             expr(value, calls);
             query(q, calls);
@@ -489,6 +559,11 @@ mod tests {
             rewrite("package p\nx := y if y = count([1]) with count as object.union_n"),
             "package p\nx := y if y = count([1]) with count as __portcullis_with_object__union_n\n\
              __portcullis_with_object__union_n(__portcullis_with_a0) := object.union_n(__portcullis_with_a0)\n"
+        );
+        // A template string in an object comprehension's head: moved into its body.
+        assert_eq!(
+            rewrite("package p\nx := {internal.template_string([k]): 1 | some k in input}"),
+            "package p\nx := {__portcullis_k15: __portcullis_v15 | some k in input; __portcullis_k15 := internal.template_string([k]); __portcullis_v15 := 1}"
         );
         for unchanged in [
             // A replacement of data or input, or by the policy's own function.

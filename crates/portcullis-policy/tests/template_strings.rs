@@ -139,3 +139,13 @@ fn templates_in_an_object_comprehension_head_read_its_body() {
         json!({"a": "1!"})
     );
 }
+
+#[test]
+fn templates_among_function_arguments_read_the_body() {
+    // Compared at the end of each body by the rewrite, once the body has bound `x`.
+    let module = "x := [f(\"foo bar\"), f(\"no bar\"), count([1 | f(\"x\")])]\nf($\"{y} {input.y}\") := 42 if {\n  y = \"foo\"\n} else := 7 if {\n  y := \"no\"\n}";
+    assert_eq!(
+        eval_with(module, &json!({"y": "bar"}), false).unwrap(),
+        Some(json!([42, 7, 0]))
+    );
+}

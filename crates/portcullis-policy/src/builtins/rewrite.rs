@@ -173,6 +173,9 @@ fn edits(source: &str, v0: bool) -> Option<Vec<Edit>> {
     for rule in &module.policy {
         match rule.as_ref() {
             Rule::Spec { head, bodies, .. } => {
+                if let RuleHead::Func { args, .. } = head {
+                    templated_arguments(args, bodies, calls);
+                }
                 match head {
                     RuleHead::Compr { refr, assign, .. } | RuleHead::Func { refr, assign, .. } => {
                         expr(refr, calls);
@@ -437,6 +440,72 @@ fn templated_object_comprehension(
     Some(Edit { start, end, text })
 }
 
+/// A function's head arguments with a template string (`f($"{x}") := … if { x = … }`),
+/// which regorus cannot schedule there: each becomes a fresh variable, compared with the
+/// template at the end of every body (`f(a) := … if { x = …; a == $"{x}" }`), where the
+/// body's variables are bound as OPA binds them. A function without a body is left as it
+/// is.
+fn templated_arguments(
+    args: &[regorus::unstable::Ref<Expr>],
+    bodies: &[regorus::unstable::RuleBody],
+    calls: &mut Found<'_>,
+) {
+    let source = calls.source;
+    if bodies.is_empty() {
+        return;
+    }
+    for arg in args {
+        if !has_template(arg) {
+            continue;
+        }
+        let (start, end) = (extent(arg).0, extent_end(arg));
+        let Some(template) = source.get(start..end) else {
+            continue;
+        };
+        let name = format!("__portcullis_f{start}");
+        let mut edits = vec![Edit {
+            start,
+            end,
+            text: name.clone(),
+        }];
+        for body in bodies {
+            let Some(last) = body.query.stmts.last() else {
+                return;
+            };
+            if matches!(last.literal, Literal::Every { .. }) {
+                return;
+            }
+            let at = statement_end(last);
+            // Only a body written in braces, its last statement's end before the `}`.
+            let rest = source.get(at..).unwrap_or_default().trim_start();
+            if !rest.starts_with('}') {
+                return;
+            }
+            edits.push(Edit {
+                start: at,
+                end: at,
+                text: format!("; {name} == {template}"),
+            });
+        }
+        calls.edits.extend(edits);
+    }
+}
+
+/// The end of the text of a statement (its expression and `with` modifiers).
+fn statement_end(stmt: &LiteralStmt) -> usize {
+    let own = match &stmt.literal {
+        Literal::Expr { expr: e, .. } | Literal::NotExpr { expr: e, .. } => extent_end(e),
+        Literal::SomeIn {
+            value, collection, ..
+        } => extent_end(value).max(extent_end(collection)),
+        Literal::Every { span, .. } | Literal::SomeVars { span, .. } => span.end as usize,
+    };
+    stmt.with_mods
+        .iter()
+        .map(|w| extent_end(&w.r#as))
+        .fold(own, usize::max)
+}
+
 /// Statements inside `e` (in comprehensions).
 fn expr(e: &Expr, calls: &mut Found<'_>) {
     match e {
@@ -559,6 +628,14 @@ mod tests {
             rewrite("package p\nx := y if y = count([1]) with count as object.union_n"),
             "package p\nx := y if y = count([1]) with count as __portcullis_with_object__union_n\n\
              __portcullis_with_object__union_n(__portcullis_with_a0) := object.union_n(__portcullis_with_a0)\n"
+        );
+        // A template string among a function's head arguments: compared at the end of
+        // each body.
+        assert_eq!(
+            rewrite(
+                "package p\nf(internal.template_string([x])) := 1 if { x = \"a\" } else := 2 if { true }"
+            ),
+            "package p\nf(__portcullis_f12) := 1 if { x = \"a\"; __portcullis_f12 == internal.template_string([x]) } else := 2 if { true; __portcullis_f12 == internal.template_string([x]) }"
         );
         // A template string in an object comprehension's head: moved into its body.
         assert_eq!(

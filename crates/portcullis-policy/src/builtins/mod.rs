@@ -26,6 +26,7 @@ mod rewrite;
 mod sprintf;
 mod strings;
 mod template;
+mod units;
 mod with_mock;
 mod yaml;
 
@@ -157,6 +158,7 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("crypto.sha256", 1, crypto::sha256),
     replaces("http.send", 1, http::send),
     ext(template::NAME, 1, template::template_string),
+    ext(units::NAME, 1, units::parse_bytes_check),
     ext("io.jwt.decode", 1, jwt::decode),
     ext("io.jwt.decode_verify", 2, jwt::decode_verify),
     ext("io.jwt.encode_sign", 3, jwt_sign::encode_sign),

@@ -61,7 +61,11 @@ fn rewrite_parsed(source: Cow<'_, str>, v0: bool) -> Cow<'_, str> {
     let calls_added = super::EXTENSIONS
         .iter()
         .any(|e| !e.native && source.contains(e.name));
-    if !calls_added && !may_negate_expression(&source) && !may_mock_with_builtin(&source) {
+    if !calls_added
+        && !may_negate_expression(&source)
+        && !may_mock_with_builtin(&source)
+        && !source.contains("units.parse_bytes")
+    {
         return source;
     }
     let mut current = source;
@@ -506,6 +510,46 @@ fn statement_end(stmt: &LiteralStmt) -> usize {
         .fold(own, usize::max)
 }
 
+/// `units.parse_bytes(x)` as `units.parse_bytes(internal.units_parse_bytes_check(x))`: the
+/// check OPA makes that regorus's own lacks (see [`super::units`]).
+fn checked_parse_bytes(
+    fcn: &Expr,
+    params: &[regorus::unstable::Ref<Expr>],
+    source: &str,
+) -> Option<Edit> {
+    if regorus::utils::get_path_string(fcn, None).ok()? != "units.parse_bytes" {
+        return None;
+    }
+    let first = params.first()?;
+    // A constant that is not a string: left as it is, for the check's type error.
+    if matches!(
+        first.as_ref(),
+        Expr::Number { .. }
+            | Expr::Bool { .. }
+            | Expr::Null { .. }
+            | Expr::Array { .. }
+            | Expr::Set { .. }
+            | Expr::Object { .. }
+            | Expr::ArrayCompr { .. }
+            | Expr::SetCompr { .. }
+            | Expr::ObjectCompr { .. }
+    ) {
+        return None;
+    }
+    if let Expr::Call { fcn: inner, .. } = first.as_ref()
+        && regorus::utils::get_path_string(inner, None).is_ok_and(|n| n == super::units::NAME)
+    {
+        return None;
+    }
+    let (start, end) = (extent(first).0, extent_end(first));
+    let text = source.get(start..end)?;
+    Some(Edit {
+        start,
+        end,
+        text: format!("{}({text})", super::units::NAME),
+    })
+}
+
 /// Statements inside `e` (in comprehensions).
 fn expr(e: &Expr, calls: &mut Found<'_>) {
     match e {
@@ -545,6 +589,9 @@ fn expr(e: &Expr, calls: &mut Found<'_>) {
             query(q, calls);
         }
         Expr::Call { fcn, params, .. } => {
+            if let Some(edit) = checked_parse_bytes(fcn, params, calls.source) {
+                calls.edits.push(edit);
+            }
             expr(fcn, calls);
             for param in params {
                 expr(param, calls);
@@ -636,6 +683,11 @@ mod tests {
                 "package p\nf(internal.template_string([x])) := 1 if { x = \"a\" } else := 2 if { true }"
             ),
             "package p\nf(__portcullis_f12) := 1 if { x = \"a\"; __portcullis_f12 == internal.template_string([x]) } else := 2 if { true; __portcullis_f12 == internal.template_string([x]) }"
+        );
+        // units.parse_bytes's argument checked first (but a constant of another type).
+        assert_eq!(
+            rewrite("package p\nx := units.parse_bytes(input.s)\ny := units.parse_bytes(1)"),
+            "package p\nx := units.parse_bytes(internal.units_parse_bytes_check(input.s))\ny := units.parse_bytes(1)"
         );
         // A template string in an object comprehension's head: moved into its body.
         assert_eq!(

@@ -97,6 +97,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("indexof", &[S, S]),
     ("indexof_n", &[S, S]),
     ("internal.template_string", &[ARR]),
+    ("internal.units_parse_bytes_check", &[A]),
     ("intersection", &[SET]),
     ("io.jwt.decode", &[S]),
     ("io.jwt.decode_verify", &[S, OBJ]),

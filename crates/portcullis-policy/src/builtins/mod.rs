@@ -23,6 +23,7 @@ mod metadata;
 mod net;
 mod not_body;
 mod rewrite;
+mod runtime;
 mod sprintf;
 mod strings;
 mod template;
@@ -186,6 +187,7 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("net.lookup_ip_addr", 1, dns::lookup_ip_addr),
     replaces("numbers.range", 2, limits::range),
     replaces("numbers.range_step", 3, limits::range_step),
+    replaces("opa.runtime", 0, runtime::runtime),
     ext("providers.aws.sign_req", 3, aws::sign_req),
     ext("regex.globs_match", 2, globs::globs_match),
     replaces("replace", 3, limits::replace),

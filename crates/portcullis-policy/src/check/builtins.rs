@@ -148,6 +148,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("object.remove", &[OBJ, ARRAY | SET | OBJECT]),
     ("object.union", &[OBJ, OBJ]),
     ("object.union_n", &[ARR]),
+    ("opa.runtime", &[]),
     ("product", &[COLL]),
     ("providers.aws.sign_req", &[OBJ, OBJ, N]),
     ("regex.find_n", &[S, S, N]),

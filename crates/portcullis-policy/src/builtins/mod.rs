@@ -36,8 +36,9 @@ use std::collections::BTreeMap;
 use regorus::Value;
 
 pub(crate) use metadata::resolve_metadata_calls;
-pub(crate) use rewrite::rewrite_source;
+pub(crate) use rewrite::rewrite_source_mocking;
 pub(crate) use template::TemplateError;
+pub(crate) use with_mock::mocked_extensions;
 
 /// Why a built-in call failed: the message OPA's error would carry.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! Rewrites of a Rego source for forms OPA accepts and regorus does not. First, template
 //! strings (`$"…{x}…"`), which regorus cannot even lex, become calls of
 //! `internal.template_string` (see [`super::template`]), and the negated bodies of `rego.v2`
-//! (`not { … }`) become comprehensions (see [`super::not_body`]). Then three rewrites, each guided by
+//! (`not { … }`) become comprehensions (see [`super::not_body`]). Then rewrites, each guided by
 //! regorus's own parse of the source (spans of the parsed expressions):
 //!
 //! - the output-argument form of calls to this crate's built-ins, which regorus supports
@@ -9,7 +9,12 @@
 //! - unary minus on anything but a number literal (`-x`, `-f(y)`, `2 * -x`), which regorus
 //!   refuses when evaluating: it becomes `(0 - x)`;
 //! - `with f as g` where `g` names a built-in, which regorus's compiler refuses: `g`
-//!   becomes a wrapper appended to the module (see [`super::with_mock`]).
+//!   becomes a wrapper appended to the module (see [`super::with_mock`]); an added
+//!   built-in that some module of the set replaces with `with` is called through a
+//!   wrapper of each module, which regorus's `with` can replace;
+//! - `units.parse_bytes(x)`: `x` checked first as OPA checks it (see [`super::units`]);
+//! - template strings in the head of an object comprehension or among a function's
+//!   arguments, moved into the body.
 //!
 //! The rewrites move text only within one expression: other lines keep their numbers (line
 //! breaks inside a rewritten call are kept at its end), and what follows it on its line
@@ -33,17 +38,27 @@ fn added_arity(name: &str) -> Option<usize> {
 /// The most passes over one source (each rewrites the outermost forms left).
 const MAX_PASSES: usize = 8;
 
-/// `source` with template strings written as calls, the output-argument calls of added
-/// built-ins written as unifications and unary minus on expressions written as
-/// subtractions from 0.
+/// [`rewrite_source_mocking`] with no extension replaced by `with` in the set.
+#[cfg(test)]
+fn rewrite_source(source: Cow<'_, str>, v0: bool) -> Result<Cow<'_, str>, super::TemplateError> {
+    rewrite_source_mocking(source, v0, &[])
+}
+
+/// `source` with the rewrites of this module: template strings written as calls, negated
+/// bodies as comprehensions, the output-argument calls of added built-ins as
+/// unifications, unary minus on expressions as subtractions from 0, and so on; the calls
+/// of the extensions in `mocked` (which some module of the set replaces with `with`, see
+/// [`super::with_mock::mocked_extensions`]) call a wrapper of this module instead, which
+/// `with` can replace.
 ///
 /// # Errors
 ///
 /// A template string that cannot be rewritten as OPA reads it (the module is refused).
-pub(crate) fn rewrite_source(
-    source: Cow<'_, str>,
+pub(crate) fn rewrite_source_mocking<'s>(
+    source: Cow<'s, str>,
     v0: bool,
-) -> Result<Cow<'_, str>, super::TemplateError> {
+    mocked: &[&'static str],
+) -> Result<Cow<'s, str>, super::TemplateError> {
     let source = match super::template::rewrite_templates(&source)? {
         Some(rewritten) => Cow::Owned(rewritten),
         None => source,
@@ -52,11 +67,11 @@ pub(crate) fn rewrite_source(
         Some(rewritten) => Cow::Owned(rewritten),
         None => source,
     };
-    Ok(rewrite_parsed(source, v0))
+    Ok(rewrite_parsed(source, v0, mocked))
 }
 
 /// The rewrites guided by regorus's parse of `source`.
-fn rewrite_parsed(source: Cow<'_, str>, v0: bool) -> Cow<'_, str> {
+fn rewrite_parsed<'s>(source: Cow<'s, str>, v0: bool, mocked: &[&'static str]) -> Cow<'s, str> {
     // A cheap look first: most policies have neither form.
     let calls_added = super::EXTENSIONS
         .iter()
@@ -70,7 +85,7 @@ fn rewrite_parsed(source: Cow<'_, str>, v0: bool) -> Cow<'_, str> {
     }
     let mut current = source;
     for _ in 0..MAX_PASSES {
-        let Some(edits) = edits(&current, v0) else {
+        let Some(edits) = edits(&current, v0, mocked) else {
             return current;
         };
         if edits.is_empty() {
@@ -160,7 +175,7 @@ impl OutputCall {
 
 /// The edits of one pass over `source`: the outermost forms, in order and not overlapping;
 /// `None` if it does not parse.
-fn edits(source: &str, v0: bool) -> Option<Vec<Edit>> {
+fn edits(source: &str, v0: bool, mocked: &[&'static str]) -> Option<Vec<Edit>> {
     let parsed = Source::from_contents("<rewrite>".to_owned(), source.to_owned()).ok()?;
     let mut parser = Parser::new(&parsed).ok()?;
     if !v0 {
@@ -172,9 +187,14 @@ fn edits(source: &str, v0: bool) -> Option<Vec<Edit>> {
         edits: Vec::new(),
         shadowed: super::with_mock::shadowing_names(&module),
         wrappers: BTreeMap::new(),
+        mocked,
+        mockable: BTreeMap::new(),
     };
     let calls = &mut found;
     for rule in &module.policy {
+        if is_mockable_wrapper(rule) {
+            continue;
+        }
         match rule.as_ref() {
             Rule::Spec { head, bodies, .. } => {
                 if let RuleHead::Func { args, .. } = head {
@@ -205,7 +225,11 @@ fn edits(source: &str, v0: bool) -> Option<Vec<Edit>> {
         }
     }
     let mut edits = found.edits;
-    let wrappers = super::with_mock::definitions(source, &found.wrappers);
+    let mut wrappers = super::with_mock::definitions(source, &found.wrappers);
+    wrappers.push_str(&super::with_mock::mockable_definitions(
+        source,
+        &found.mockable,
+    ));
     if !wrappers.is_empty() {
         edits.push(Edit {
             start: source.len(),
@@ -231,6 +255,40 @@ struct Found<'s> {
     shadowed: HashSet<String>,
     /// The built-ins named after `with … as`, to wrap (name → arity).
     wrappers: BTreeMap<String, usize>,
+    /// The extensions some module of the set replaces with `with`.
+    mocked: &'s [&'static str],
+    /// Those called or replaced here, to wrap (name → arity).
+    mockable: BTreeMap<String, usize>,
+}
+
+/// Whether `rule` is a wrapper of a mocked extension (added by an earlier pass), whose
+/// call of the extension stays as it is.
+fn is_mockable_wrapper(rule: &Rule) -> bool {
+    let refr = match rule {
+        Rule::Spec { head, .. } => match head {
+            RuleHead::Compr { refr, .. }
+            | RuleHead::Set { refr, .. }
+            | RuleHead::Func { refr, .. } => refr,
+        },
+        Rule::Default { refr, .. } => refr,
+    };
+    regorus::utils::get_path_string(refr, None)
+        .is_ok_and(|path| path.starts_with(super::with_mock::MOCKABLE_PREFIX))
+}
+
+/// If `e` names an extension some module replaces with `with`: the edit naming its
+/// wrapper instead (recorded to be defined).
+fn mockable(e: &Expr, calls: &mut Found<'_>) -> Option<Edit> {
+    let name = regorus::utils::get_path_string(e, None).ok()?;
+    let known = *calls.mocked.iter().find(|m| **m == name)?;
+    let arity = added_arity(known)?;
+    calls.mockable.insert(known.to_owned(), arity);
+    let (start, end) = extent(e);
+    Some(Edit {
+        start,
+        end,
+        text: super::with_mock::mockable_name(known),
+    })
 }
 
 fn query(query: &Query, calls: &mut Found<'_>) {
@@ -241,6 +299,9 @@ fn query(query: &Query, calls: &mut Found<'_>) {
 
 fn statement(stmt: &LiteralStmt, calls: &mut Found<'_>) {
     for with in &stmt.with_mods {
+        if let Some(edit) = mockable(&with.refr, calls) {
+            calls.edits.push(edit);
+        }
         // `with f as some.builtin`: the wrapper's name instead (see [`super::with_mock`]).
         if let Some((name, arity)) = super::with_mock::builtin_replacement(with, &calls.shadowed) {
             let (start, end) = extent(&with.r#as);
@@ -590,6 +651,9 @@ fn expr(e: &Expr, calls: &mut Found<'_>) {
         }
         Expr::Call { fcn, params, .. } => {
             if let Some(edit) = checked_parse_bytes(fcn, params, calls.source) {
+                calls.edits.push(edit);
+            }
+            if let Some(edit) = mockable(fcn, calls) {
                 calls.edits.push(edit);
             }
             expr(fcn, calls);

@@ -79,6 +79,56 @@ pub(super) fn shadowing_names(module: &Module) -> HashSet<String> {
 /// The definitions of `wrappers` (built-in name → arity) that `source` lacks, each on a
 /// line of its own, to append to it.
 pub(super) fn definitions(source: &str, wrappers: &BTreeMap<String, usize>) -> String {
+    definitions_named(source, wrappers, wrapper_name)
+}
+
+/// The prefix of the wrappers of mocked extensions.
+pub(super) const MOCKABLE_PREFIX: &str = "__portcullis_mockable_";
+
+/// The wrapper's name for the extension `name` that some module replaces with `with`
+/// (`io.jwt.decode_verify` → `__portcullis_mockable_io__jwt__decode_verify`).
+pub(super) fn mockable_name(name: &str) -> String {
+    format!("{MOCKABLE_PREFIX}{}", name.replace('.', "__"))
+}
+
+/// The definitions of the mockable wrappers of extensions (name → arity) that `source`
+/// lacks.
+pub(super) fn mockable_definitions(source: &str, wrappers: &BTreeMap<String, usize>) -> String {
+    definitions_named(source, wrappers, mockable_name)
+}
+
+/// The extensions this crate adds (regorus lacks them) that a source replaces with `with`
+/// (`with io.jwt.decode_verify as mock`). regorus's `with` takes only its own built-ins and
+/// the policy's functions: in every module of the set, calls of these are rewritten to
+/// call a wrapper function of the module instead, and `with` replaces the wrapper.
+pub(crate) fn mocked_extensions<'a>(sources: impl Iterator<Item = &'a str>) -> Vec<&'static str> {
+    let mut mocked: Vec<&'static str> = Vec::new();
+    for source in sources {
+        for extension in super::EXTENSIONS {
+            let name = extension.name;
+            if extension.native || name.starts_with("internal.") || mocked.contains(&name) {
+                continue;
+            }
+            let replaced = source.match_indices(name).any(|(at, _)| {
+                let before = source.get(..at).unwrap_or_default().trim_end();
+                let after = source.get(at + name.len()..).unwrap_or_default();
+                before.ends_with("with")
+                    && after.starts_with([' ', '\t', '\n', '\r'])
+                    && after.trim_start().starts_with("as")
+            });
+            if replaced {
+                mocked.push(name);
+            }
+        }
+    }
+    mocked
+}
+
+fn definitions_named(
+    source: &str,
+    wrappers: &BTreeMap<String, usize>,
+    wrapper_name: fn(&str) -> String,
+) -> String {
     let mut text = String::new();
     for (name, arity) in wrappers {
         let wrapper = wrapper_name(name);
@@ -115,5 +165,24 @@ mod tests {
         );
         // Already there (an earlier pass): not added twice.
         assert_eq!(definitions(&format!("package p\n{text}"), &wrappers), "");
+        let mut mocked = BTreeMap::new();
+        mocked.insert("io.jwt.decode".to_owned(), 1);
+        assert_eq!(
+            mockable_definitions("package p\n", &mocked),
+            "\n__portcullis_mockable_io__jwt__decode(__portcullis_with_a0) := io.jwt.decode(__portcullis_with_a0)\n"
+        );
+    }
+
+    #[test]
+    fn extensions_named_after_with_are_found() {
+        let sources = [
+            "package a\nx := io.jwt.decode(t)",
+            "package b\ntest_x if a.x with io.jwt.decode\n  as m with count as f",
+        ];
+        assert_eq!(
+            mocked_extensions(sources.into_iter()),
+            vec!["io.jwt.decode"]
+        );
+        assert!(mocked_extensions(["package a\nx := io.jwt.decode(t)"].into_iter()).is_empty());
     }
 }

@@ -3,10 +3,10 @@
 //! (tokens and key material), JWT signing (headers and JWKs), YAML, JSON Patch paths,
 //! CIDRs, `sprintf` formats, globs and replacement patterns, AWS request signing (the URL,
 //! headers, body and credentials), X.509 certificates, requests and private keys (as PEM,
-//! base64 and DER), GraphQL queries, schemas and AST objects (`graphql.*`), each given the
-//! same arbitrary string, in default and in
-//! strict built-in error mode. Never a panic: a bad string is undefined or, in strict mode,
-//! an evaluation error.
+//! base64 and DER), GraphQL queries, schemas and AST objects (`graphql.*`), JSON Schema
+//! (documents and schemas), Go templates, each given the same arbitrary string, in default
+//! and in strict built-in error mode. Never a panic: a bad string is undefined or, in strict
+//! mode, an evaluation error.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -37,6 +37,10 @@ hashes := [crypto.md5(input.s), crypto.hmac.sha256(input.s, input.s)]
 aws_config := {"aws_access_key": input.s, "aws_secret_access_key": input.s, "aws_service": "s3", "aws_region": input.s, "aws_session_token": input.s}
 aws_url := providers.aws.sign_req({"method": input.s, "url": input.s}, aws_config, 0)
 aws_headers := providers.aws.sign_req({"method": "GET", "url": "https://h/", "headers": {input.s: input.s, "Host": "h"}, "raw_body": input.s}, aws_config, -1)
+schema_doc := json.match_schema(input.s, {"type": "object", "properties": {"a": {"pattern": "^a+$", "format": "email"}}, "required": ["a"]})
+schema_self := json.match_schema({"a": ["x", 1.5]}, input.s)
+schema_verify := json.verify_schema(input.s)
+template := strings.render_template(input.s, {"a": [1, "b", {"c": null}], "s": input.s})
 aws_body := providers.aws.sign_req({"method": "PUT", "url": concat("", ["https://", input.s, "/", input.s]), "body": {input.s: [input.s, 1.5]}}, aws_config, 9223372036854775807)
 x509_certs := [crypto.x509.parse_certificates(input.s), crypto.x509.parse_certificates(base64.encode(input.s))]
 x509_pem := crypto.x509.parse_certificates(concat("", ["-----BEGIN CERTIFICATE-----\n", base64.encode(input.s), "\n-----END CERTIFICATE-----\n"]))
@@ -94,6 +98,10 @@ fuzz_target!(|data: &[u8]| {
             "yaml",
             "yaml_valid",
             "patch",
+            "schema_doc",
+            "schema_self",
+            "schema_verify",
+            "template",
             "merge",
             "intersects",
             "encode_sign_raw",

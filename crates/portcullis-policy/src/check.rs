@@ -23,6 +23,8 @@ mod body;
 mod builtins;
 mod rules;
 
+pub(crate) use builtins::builtin_arity;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 

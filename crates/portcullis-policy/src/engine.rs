@@ -438,6 +438,13 @@ impl RegoEngine {
         // Every source as regorus will read it (see `crate::builtins`), in bundle and file
         // order, with whether it is Rego v0: metadata calls need all of them at once.
         let mut prepared: Vec<(Cow<'_, str>, bool)> = Vec::new();
+        // Extensions some module replaces with `with`: made replaceable in every module.
+        let mocked = crate::builtins::mocked_extensions(
+            bundles
+                .iter()
+                .flat_map(|bundle| bundle.policies())
+                .map(|policy| policy.source.as_ref()),
+        );
         for bundle in &bundles {
             for policy in bundle.policies() {
                 let v0 = bundle.rego_version(&policy.path) == 0;
@@ -452,9 +459,10 @@ impl RegoEngine {
                         ),
                     });
                 }
-                let source = crate::builtins::rewrite_source(
+                let source = crate::builtins::rewrite_source_mocking(
                     without_redundant_keyword_imports(&policy.source),
                     v0,
+                    &mocked,
                 )
                 .map_err(|e| PolicyError::Compile {
                     bundle: bundle.name().to_owned(),

@@ -126,17 +126,108 @@ fn extensions_take_output_arguments() {
     assert!(refused.to_string().contains("t/t.rego:3:6"), "{refused}");
 }
 
-/// Pinned regorus limitation (README, "Differences from OPA"): its `with` does not know
-/// extensions (it looks for a rule of that name), so an added built-in cannot be mocked.
+/// An added built-in replaced with `with`, by a value or a function, also where another
+/// module calls it: its calls in every module of the set go through a wrapper function
+/// that regorus's `with` can replace (it knows only its own built-ins and functions).
 #[test]
-fn extensions_cannot_be_replaced_with_with() {
+fn extensions_can_be_replaced_with_with() {
     let engine = compile(
         "package t\nx := y if y := crypto.md5(\"a\") with crypto.md5 as \"mocked\"",
         false,
     )
     .unwrap();
-    let failed = engine.evaluate("data.t.x", &json!({})).unwrap_err();
-    assert!(failed.to_string().contains("undefined rule"), "{failed}");
+    let result = engine.evaluate("data.t.x", &json!({})).unwrap().result;
+    assert_eq!(result, Some(json!("mocked")));
+    let files = vec![
+        (
+            "a/a.rego".to_owned(),
+            b"package a\nimport rego.v1\nh := crypto.sha256(input.s)\nplain := crypto.sha256(\"x\")".to_vec(),
+        ),
+        (
+            "b/b.rego".to_owned(),
+            b"package b\nimport rego.v1\nfake(s) := concat(\"-\", [s, s])\nmocked := y if y := data.a.h with crypto.sha256 as fake with input.s as \"q\"".to_vec(),
+        ),
+    ];
+    let bundle = Bundle::from_files("t", files).unwrap();
+    let engine = RegoEngine::compile([&bundle], EvalLimits::default()).unwrap();
+    let eval = |path: &str| engine.evaluate(path, &json!({})).unwrap().result;
+    assert_eq!(eval("data.b.mocked"), Some(json!("q-q")));
+    assert_eq!(
+        eval("data.a.plain"),
+        Some(json!(
+            "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+        ))
+    );
+}
+
+/// `with f as some.builtin`: rewritten to name a wrapper of the built-in (regorus's
+/// compiler would read the built-in's name as an unbound variable).
+#[test]
+fn builtins_replace_functions_and_builtins_with_with() {
+    let value = |module: &str| {
+        let engine = compile(&format!("package t\n{module}\n"), true).unwrap();
+        engine.evaluate("data.t.x", &json!({})).unwrap().result
+    };
+    assert_eq!(
+        value(r#"x := y if y = count([{}, {"a": 3}]) with count as object.union_n"#),
+        Some(json!({"a": 3}))
+    );
+    assert_eq!(
+        value(r#"x := y if y = object.union_n([{}, {"a": 3}]) with object.union_n as count"#),
+        Some(json!(2))
+    );
+    // A function replaced, also in its output-argument form.
+    assert_eq!(
+        value("f(_) := 7\nx := y if y = f([1]) with f as count"),
+        Some(json!(1))
+    );
+    assert_eq!(
+        value("f(_) := 7\nx if f([1], 1) with f as count"),
+        Some(json!(true))
+    );
+    // Arity 0: the built-in's value replaces.
+    assert_eq!(
+        value("x := y if y = time.now_ns() with time.now_ns as count([1, 2])"),
+        Some(json!(2))
+    );
+    // The policy's own `count` wins over the built-in's name.
+    assert_eq!(
+        value("import rego.v1\nx := y if y = g(1) with g as h\ng(_) := 1\nh(_) := 2"),
+        Some(json!(2))
+    );
+}
+
+/// `http.send` makes no request: mocked with `with` in tests, an evaluation error when
+/// reached (even without strict built-in errors, as a failed request halts OPA).
+#[test]
+fn http_send_is_mockable_and_never_sends() {
+    let module = "package t\nmock(req) := {\"status_code\": 200, \"body\": req.body}\n\
+                  get := http.send({\"method\": \"GET\", \"url\": \"http://127.0.0.1:9/\", \"body\": 1})\n\
+                  mocked := y if y := get with http.send as mock";
+    let engine = compile(module, false).unwrap();
+    assert_eq!(
+        engine.evaluate("data.t.mocked", &json!({})).unwrap().result,
+        Some(json!({"status_code": 200, "body": 1}))
+    );
+    let failed = engine.evaluate("data.t.get", &json!({})).unwrap_err();
+    assert!(
+        failed.to_string().contains("no network requests"),
+        "{failed}"
+    );
+    fails_always(
+        r#"http.send({"method": "get"})"#,
+        "missing required request parameters(s)",
+    );
+}
+
+/// `expr` fails evaluation with `message` with and without strict built-in errors.
+fn fails_always(expr: &str, message: &str) {
+    for strict in [false, true] {
+        match eval_in(expr, &json!({}), strict) {
+            Err(PolicyError::Eval { message: got, .. }) => assert!(got.contains(message), "{got}"),
+            other => panic!("{expr}: should fail, got {other:?}"),
+        }
+    }
 }
 
 #[test]

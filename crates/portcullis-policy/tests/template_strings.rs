@@ -125,3 +125,27 @@ fn lines_keep_their_numbers() {
     let text = err.to_string();
     assert!(text.contains(":5:"), "{text}");
 }
+
+#[test]
+fn templates_in_an_object_comprehension_head_read_its_body() {
+    // Moved into the comprehension's body by the rewrite (regorus cannot schedule them in
+    // the head).
+    assert_eq!(
+        eval("a := [\"foo\", \"bar\"]\nx := {$\"<{k}>\": $`<{v}>` | some k, v in a}"),
+        json!({"<0>": "<foo>", "<1>": "<bar>"})
+    );
+    assert_eq!(
+        eval("x := {k: $\"{v}!\" |\n  some k, v in {\"a\": 1}\n}\ny := 2"),
+        json!({"a": "1!"})
+    );
+}
+
+#[test]
+fn templates_among_function_arguments_read_the_body() {
+    // Compared at the end of each body by the rewrite, once the body has bound `x`.
+    let module = "x := [f(\"foo bar\"), f(\"no bar\"), count([1 | f(\"x\")])]\nf($\"{y} {input.y}\") := 42 if {\n  y = \"foo\"\n} else := 7 if {\n  y := \"no\"\n}";
+    assert_eq!(
+        eval_with(module, &json!({"y": "bar"}), false).unwrap(),
+        Some(json!([42, 7, 0]))
+    );
+}

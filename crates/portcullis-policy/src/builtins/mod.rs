@@ -10,19 +10,27 @@ mod aggregates;
 mod arrays;
 mod aws;
 mod crypto;
+mod dns;
 mod globs;
+mod go_template;
 mod graphql;
+mod http;
 mod json;
+mod jsonschema;
 mod jwt;
 mod jwt_sign;
 mod limits;
 mod long_strings;
 mod metadata;
 mod net;
+mod not_body;
 mod rewrite;
+mod runtime;
 mod sprintf;
 mod strings;
 mod template;
+mod units;
+mod with_mock;
 mod x509;
 mod yaml;
 
@@ -32,8 +40,9 @@ use regorus::Value;
 
 pub(crate) use long_strings::is_hoisted as is_hoisted_long_string;
 pub(crate) use metadata::resolve_metadata_calls;
-pub(crate) use rewrite::rewrite_source;
+pub(crate) use rewrite::rewrite_source_mocking;
 pub(crate) use template::TemplateError;
+pub(crate) use with_mock::mocked_extensions;
 
 /// Why a built-in call failed: the message OPA's error would carry.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +195,9 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("graphql.parse_query", 1, graphql::parse_query),
     ext("graphql.parse_schema", 1, graphql::parse_schema),
     ext("graphql.schema_is_valid", 1, graphql::schema_is_valid),
+    replaces("http.send", 1, http::send),
     ext(template::NAME, 1, template::template_string),
+    ext(units::NAME, 1, units::parse_bytes_check),
     ext("io.jwt.decode", 1, jwt::decode),
     ext("io.jwt.decode_verify", 2, jwt::decode_verify),
     ext("io.jwt.encode_sign", 3, jwt_sign::encode_sign),
@@ -205,16 +216,21 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
     ext("io.jwt.verify_rs384", 2, jwt::verify_rs384),
     ext("io.jwt.verify_rs512", 2, jwt::verify_rs512),
     replaces("json.is_valid", 1, json::is_valid),
+    ext("json.match_schema", 2, jsonschema::match_schema),
     ext("json.patch", 2, json::patch),
+    ext("json.verify_schema", 1, jsonschema::verify_schema),
     ext("net.cidr_contains_matches", 2, net::cidr_contains_matches),
     ext("net.cidr_intersects", 2, net::cidr_intersects),
     ext("net.cidr_merge", 1, net::cidr_merge),
+    ext("net.lookup_ip_addr", 1, dns::lookup_ip_addr),
     replaces("numbers.range", 2, limits::range),
     replaces("numbers.range_step", 3, limits::range_step),
+    replaces("opa.runtime", 0, runtime::runtime),
     ext("providers.aws.sign_req", 3, aws::sign_req),
     ext("regex.globs_match", 2, globs::globs_match),
     replaces("replace", 3, limits::replace),
     replaces("sprintf", 2, sprintf::sprintf),
+    ext("strings.render_template", 2, go_template::render_template),
     replaces("strings.replace_n", 2, strings::replace_n),
     ext("strings.split_n", 3, strings::split_n),
     replaces("yaml.is_valid", 1, yaml::is_valid),

@@ -109,9 +109,11 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("graphql.schema_is_valid", &[S | OBJ]),
     ("hex.decode", &[S]),
     ("hex.encode", &[S]),
+    ("http.send", &[OBJ]),
     ("indexof", &[S, S]),
     ("indexof_n", &[S, S]),
     ("internal.template_string", &[ARR]),
+    ("internal.units_parse_bytes_check", &[A]),
     ("intersection", &[SET]),
     ("io.jwt.decode", &[S]),
     ("io.jwt.decode_verify", &[S, OBJ]),
@@ -139,8 +141,10 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("is_string", &[A]),
     ("json.is_valid", &[S]),
     ("json.marshal", &[A]),
+    ("json.match_schema", &[S | OBJ, S | OBJ]),
     ("json.patch", &[A, ARR]),
     ("json.unmarshal", &[S]),
+    ("json.verify_schema", &[S | OBJ]),
     ("lower", &[S]),
     ("max", &[COLL]),
     ("min", &[COLL]),
@@ -152,6 +156,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("net.cidr_expand", &[S]),
     ("net.cidr_intersects", &[S, S]),
     ("net.cidr_merge", &[COLL]),
+    ("net.lookup_ip_addr", &[S]),
     ("numbers.range", &[N, N]),
     ("numbers.range_step", &[N, N, N]),
     ("object.get", &[OBJ, A, A]),
@@ -159,6 +164,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("object.remove", &[OBJ, ARRAY | SET | OBJECT]),
     ("object.union", &[OBJ, OBJ]),
     ("object.union_n", &[ARR]),
+    ("opa.runtime", &[]),
     ("product", &[COLL]),
     ("providers.aws.sign_req", &[OBJ, OBJ, N]),
     ("regex.find_n", &[S, S, N]),
@@ -174,6 +180,7 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("sprintf", &[S, ARR]),
     ("startswith", &[S, S]),
     ("strings.count", &[S, S]),
+    ("strings.render_template", &[S, OBJ]),
     ("strings.replace_n", &[OBJ, S]),
     ("strings.reverse", &[S]),
     ("strings.split_n", &[S, S, N]),
@@ -245,6 +252,11 @@ impl Builtins {
 /// Asks regorus: its `get_extra_arg` answers for a call with one argument more than the
 /// built-in takes (the output-argument form), so the call whose extra argument it finds
 /// gives the arity.
+/// How many arguments built-in `name` takes, whether regorus or this crate provides it.
+pub(crate) fn builtin_arity(name: &str) -> Option<usize> {
+    crate::builtins::arity(name).or_else(|| probe_arity(name))
+}
+
 fn probe_arity(name: &str) -> Option<usize> {
     let source = Source::from_contents("<builtin>".to_owned(), name.to_owned()).ok()?;
     let span = Span {

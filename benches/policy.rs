@@ -135,10 +135,7 @@ fn single(c: &mut Criterion) {
         ("time_limit", Some(Duration::from_secs(1))),
         ("no_limit", None),
     ] {
-        let store = store(EvalLimits {
-            time_limit,
-            ..EvalLimits::default()
-        });
+        let store = store(EvalLimits::default().with_time_limit(time_limit));
         let mut bare = regorus::Engine::new();
         if let Some(limit) = time_limit {
             bare.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {

@@ -317,10 +317,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     for bundle in &config.bundles {
         verifiers.insert(bundle.name.clone(), verifier(&config, bundle, &base)?);
     }
-    let limits = EvalLimits {
-        strict_builtin_errors: config.strict_builtin_errors,
-        ..EvalLimits::default()
-    };
+    let limits = EvalLimits::default().with_strict_builtin_errors(config.strict_builtin_errors);
     // Only configured bundles load from the last known good copies, each verified again
     // when it must be signed; a copy that does not is refused (see /v1/status).
     let stored = config.bundles.iter().map(|b| {
@@ -384,11 +381,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         None => None,
     };
-    let options = PollOptions {
-        interval: Duration::from_secs(config.poll_seconds.max(1)),
-        max_backoff: Duration::from_secs(300),
-        jitter_percent: 10,
-    };
+    let options = PollOptions::default()
+        .with_interval(Duration::from_secs(config.poll_seconds.max(1)))
+        .with_max_backoff(Duration::from_secs(300))
+        .with_jitter_percent(10);
     let metrics = Arc::new(Metrics::default());
     for bundle in &config.bundles {
         let follower = Follower {

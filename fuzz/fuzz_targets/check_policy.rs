@@ -30,10 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(bundle) = Bundle::from_files("fuzz", files) else {
         return;
     };
-    let limits = EvalLimits {
-        time_limit: Some(std::time::Duration::from_millis(20)),
-        ..EvalLimits::default()
-    };
+    let limits = EvalLimits::default().with_time_limit(Some(std::time::Duration::from_millis(20)));
     if let Err(PolicyError::Check { errors, .. }) = RegoEngine::compile([&bundle], limits) {
         let lines = source.lines().count().max(1);
         for error in errors {

@@ -14,8 +14,14 @@ const SECRET: &[u8] = b"fuzzing secret, thirty-two bytes or more";
 
 fn files(data: &[u8]) -> Vec<(String, Vec<u8>)> {
     vec![
-        (".manifest".to_owned(), br#"{"revision": "1", "roots": ["a"]}"#.to_vec()),
-        ("a/p.rego".to_owned(), b"package a\nallow := true\n".to_vec()),
+        (
+            ".manifest".to_owned(),
+            br#"{"revision": "1", "roots": ["a"]}"#.to_vec(),
+        ),
+        (
+            "a/p.rego".to_owned(),
+            b"package a\nallow := true\n".to_vec(),
+        ),
         ("a/data.json".to_owned(), data.to_vec()),
     ]
 }
@@ -33,11 +39,10 @@ fuzz_target!(|data: &[u8]| {
     };
     match mode % 5 {
         0 => {
-            let limits = BundleLimits {
-                max_files: 64,
-                max_file_bytes: 64 << 10,
-                max_total_bytes: 256 << 10,
-            };
+            let limits = BundleLimits::default()
+                .with_max_files(64)
+                .with_max_file_bytes(64 << 10)
+                .with_max_total_bytes(256 << 10);
             if let Ok(bundle) = Bundle::from_tar_gz("fuzz", rest, &limits) {
                 let again = bundle.to_tar_gz().expect("writing to memory");
                 let back = Bundle::from_tar_gz("fuzz", &again, &BundleLimits::default())
@@ -48,16 +53,21 @@ fuzz_target!(|data: &[u8]| {
         1 => {
             if let Ok(manifest) = Manifest::parse("fuzz", rest) {
                 // "" owns everything; any other root is a path of non-empty segments.
-                assert!(manifest
-                    .roots
-                    .iter()
-                    .all(|root| root.is_empty() || root.split('/').all(|s| !s.is_empty())));
+                assert!(
+                    manifest
+                        .roots
+                        .iter()
+                        .all(|root| root.is_empty() || root.split('/').all(|s| !s.is_empty()))
+                );
             }
         }
         3 => {
             let mut files = files(b"{}");
             files.push((SIGNATURES_FILE.to_owned(), rest.to_vec()));
-            assert!(verifier().verify("fuzz", &files).is_err(), "a forged signature verified");
+            assert!(
+                verifier().verify("fuzz", &files).is_err(),
+                "a forged signature verified"
+            );
         }
         4 => {
             let signer = BundleSigner::hmac(Algorithm::HS256, SECRET)

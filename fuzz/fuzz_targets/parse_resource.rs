@@ -15,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(resource) = serde_json::from_slice::<Resource>(data) {
-        assert_eq!(resource.to_string().parse::<Resource>().ok(), Some(resource));
+        assert_eq!(
+            resource.to_string().parse::<Resource>().ok(),
+            Some(resource)
+        );
     }
 });

@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(binding) = text.parse::<RoleBinding>() {
-        assert_eq!(binding.to_string().parse::<RoleBinding>().ok(), Some(binding));
+        assert_eq!(
+            binding.to_string().parse::<RoleBinding>().ok(),
+            Some(binding)
+        );
     }
     if let Ok(subject) = text.parse::<Subject>() {
         assert_eq!(subject.to_string().parse::<Subject>().ok(), Some(subject));

@@ -69,11 +69,9 @@ fn engines() -> &'static [RegoEngine] {
         [false, true]
             .into_iter()
             .filter_map(|strict| {
-                let limits = EvalLimits {
-                    strict_builtin_errors: strict,
-                    time_limit: Some(std::time::Duration::from_millis(200)),
-                    ..EvalLimits::default()
-                };
+                let limits = EvalLimits::default()
+                    .with_strict_builtin_errors(strict)
+                    .with_time_limit(Some(std::time::Duration::from_millis(200)));
                 RegoEngine::compile([&bundle], limits).ok()
             })
             .collect()

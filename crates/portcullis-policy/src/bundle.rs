@@ -16,6 +16,7 @@ use crate::{BundleVerifier, PolicyError};
 /// Caps on what a bundle may hold, checked while reading (a tarball is never unpacked
 /// beyond them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BundleLimits {
     /// Files in the bundle. Default 10,000.
     pub max_files: usize,
@@ -32,6 +33,31 @@ impl Default for BundleLimits {
             max_file_bytes: 16 << 20,
             max_total_bytes: 64 << 20,
         }
+    }
+}
+
+/// Builders: the struct is `#[non_exhaustive]`, so it can gain limits without breaking
+/// callers; start from `BundleLimits::default()`.
+impl BundleLimits {
+    /// Sets [`max_files`](Self::max_files).
+    #[must_use]
+    pub fn with_max_files(mut self, max_files: usize) -> Self {
+        self.max_files = max_files;
+        self
+    }
+
+    /// Sets [`max_file_bytes`](Self::max_file_bytes).
+    #[must_use]
+    pub fn with_max_file_bytes(mut self, max_file_bytes: u64) -> Self {
+        self.max_file_bytes = max_file_bytes;
+        self
+    }
+
+    /// Sets [`max_total_bytes`](Self::max_total_bytes).
+    #[must_use]
+    pub fn with_max_total_bytes(mut self, max_total_bytes: u64) -> Self {
+        self.max_total_bytes = max_total_bytes;
+        self
     }
 }
 

@@ -52,6 +52,7 @@ pub struct Evaluation {
 
 /// Limits on one evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EvalLimits {
     /// How deeply the input may nest. Default 64.
     pub max_input_depth: usize,
@@ -77,6 +78,38 @@ impl Default for EvalLimits {
             time_limit: Some(Duration::from_secs(1)),
             strict_builtin_errors: false,
         }
+    }
+}
+
+/// Builders: the struct is `#[non_exhaustive]`, so it can gain limits without breaking
+/// callers; start from `EvalLimits::default()`.
+impl EvalLimits {
+    /// Sets [`max_input_depth`](Self::max_input_depth).
+    #[must_use]
+    pub fn with_max_input_depth(mut self, max_input_depth: usize) -> Self {
+        self.max_input_depth = max_input_depth;
+        self
+    }
+
+    /// Sets [`max_input_values`](Self::max_input_values).
+    #[must_use]
+    pub fn with_max_input_values(mut self, max_input_values: usize) -> Self {
+        self.max_input_values = max_input_values;
+        self
+    }
+
+    /// Sets [`time_limit`](Self::time_limit).
+    #[must_use]
+    pub fn with_time_limit(mut self, time_limit: Option<Duration>) -> Self {
+        self.time_limit = time_limit;
+        self
+    }
+
+    /// Sets [`strict_builtin_errors`](Self::strict_builtin_errors).
+    #[must_use]
+    pub fn with_strict_builtin_errors(mut self, strict_builtin_errors: bool) -> Self {
+        self.strict_builtin_errors = strict_builtin_errors;
+        self
     }
 }
 

@@ -306,6 +306,7 @@ impl BundleSource for HttpSource {
 
 /// How a [`spawn_poller`] task polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PollOptions {
     /// Between two polls that went well. Default 10 s.
     pub interval: Duration,
@@ -324,6 +325,31 @@ impl Default for PollOptions {
             max_backoff: Duration::from_secs(300),
             jitter_percent: 10,
         }
+    }
+}
+
+/// Builders: the struct is `#[non_exhaustive]`, so it can gain limits without breaking
+/// callers; start from `PollOptions::default()`.
+impl PollOptions {
+    /// Sets [`interval`](Self::interval).
+    #[must_use]
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Sets [`max_backoff`](Self::max_backoff).
+    #[must_use]
+    pub fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// Sets [`jitter_percent`](Self::jitter_percent).
+    #[must_use]
+    pub fn with_jitter_percent(mut self, jitter_percent: u8) -> Self {
+        self.jitter_percent = jitter_percent;
+        self
     }
 }
 

@@ -148,10 +148,7 @@ fn anything_unexpected_denies() {
         decision.reason()
     );
     // With strict built-in errors it is an evaluation error, which denies.
-    let strict = store_with(EvalLimits {
-        strict_builtin_errors: true,
-        ..EvalLimits::default()
-    });
+    let strict = store_with(EvalLimits::default().with_strict_builtin_errors(true));
     let broken = RegoAuthorizer::new(strict, "deploy/broken").unwrap();
     let decision = broken.check(&alice, &Action::DEPLOY, &staging);
     assert_eq!(decision.effect(), Effect::Deny, "{}", decision.reason());

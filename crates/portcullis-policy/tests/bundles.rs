@@ -428,11 +428,10 @@ fn tarball(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
 
 #[test]
 fn hostile_tarballs_are_refused() {
-    let limits = BundleLimits {
-        max_files: 3,
-        max_file_bytes: 1024,
-        max_total_bytes: 2048,
-    };
+    let limits = BundleLimits::default()
+        .with_max_files(3)
+        .with_max_file_bytes(1024)
+        .with_max_total_bytes(2048);
     let regular = tar::EntryType::Regular;
     let ok = tarball(&[("p.rego", regular, b"package p\nx := 1")]);
     assert!(Bundle::from_tar_gz("b", &ok, &limits).is_ok());
@@ -518,12 +517,10 @@ fn the_last_good_set_survives_a_restart() {
 
 #[test]
 fn input_and_evaluation_time_are_capped() {
-    let limits = EvalLimits {
-        max_input_depth: 8,
-        max_input_values: 100,
-        time_limit: Some(Duration::from_millis(50)),
-        ..EvalLimits::default()
-    };
+    let limits = EvalLimits::default()
+        .with_max_input_depth(8)
+        .with_max_input_values(100)
+        .with_time_limit(Some(Duration::from_millis(50)));
     let store = PolicyStore::in_memory(limits);
     let mut files = rbac("r1");
     files.push(file(

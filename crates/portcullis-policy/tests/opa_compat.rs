@@ -209,13 +209,7 @@ fn a_builtin_error_leaves_its_rule_undefined_unless_strict() {
     assert_eq!(package, json!({"allow": true}));
     assert!(store.evaluate("", &input).unwrap().result.is_some());
 
-    let strict = store_with(
-        EvalLimits {
-            strict_builtin_errors: true,
-            ..EvalLimits::default()
-        },
-        rego,
-    );
+    let strict = store_with(EvalLimits::default().with_strict_builtin_errors(true), rego);
     for rule in ["authz/bad_regex", "authz/divided", "authz"] {
         assert!(
             matches!(strict.evaluate(rule, &input), Err(PolicyError::Eval { .. })),

@@ -224,11 +224,9 @@ fn answer(case: &Case) -> Result<Answer, String> {
             (None, None) => None,
         };
     let bundle = Bundle::from_files("opa", files).map_err(|e| format!("bundle refused: {e}"))?;
-    let limits = EvalLimits {
-        strict_builtin_errors: case.strict_error,
-        time_limit: Some(Duration::from_secs(5)),
-        ..EvalLimits::default()
-    };
+    let limits = EvalLimits::default()
+        .with_strict_builtin_errors(case.strict_error)
+        .with_time_limit(Some(Duration::from_secs(5)));
     let engine = match RegoEngine::compile([&bundle], limits) {
         Ok(engine) => engine,
         Err(e) => return Ok(Answer::CompileError(e)),

@@ -98,11 +98,10 @@ async fn a_poller_hot_reloads_in_the_background() {
     let dir = scratch("poller");
     write_bundle(&dir, "p1", &rego("p1"));
     let store = store();
-    let options = PollOptions {
-        interval: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(100),
-        jitter_percent: 10,
-    };
+    let options = PollOptions::default()
+        .with_interval(Duration::from_millis(20))
+        .with_max_backoff(Duration::from_millis(100))
+        .with_jitter_percent(10);
     let poller = spawn_poller(
         store.clone(),
         DirSource::new("app", &dir, BundleLimits::default()),
@@ -134,11 +133,10 @@ async fn a_poller_hot_reloads_in_the_background() {
 
 #[test]
 fn backoff_doubles_up_to_its_cap() {
-    let options = PollOptions {
-        interval: Duration::from_secs(10),
-        max_backoff: Duration::from_secs(60),
-        jitter_percent: 10,
-    };
+    let options = PollOptions::default()
+        .with_interval(Duration::from_secs(10))
+        .with_max_backoff(Duration::from_secs(60))
+        .with_jitter_percent(10);
     let pauses: Vec<u64> = (0..6).map(|f| options.pause(f).as_secs()).collect();
     assert_eq!(pauses, [10, 20, 40, 60, 60, 60]);
     assert_eq!(options.pause(u32::MAX).as_secs(), 60);
@@ -154,10 +152,7 @@ fn backoff_doubles_up_to_its_cap() {
         jittered.iter().any(|d| *d != jittered[0]),
         "no jitter at all"
     );
-    let none = PollOptions {
-        jitter_percent: 0,
-        ..options
-    };
+    let none = options.with_jitter_percent(0);
     assert_eq!(none.jittered_pause(1), Duration::from_secs(20));
 }
 
@@ -280,10 +275,7 @@ async fn a_hanging_failing_or_oversized_url_is_an_error_not_an_outage() {
     .unwrap();
     poll_once(&store, &mut good).await.unwrap();
 
-    let small = BundleLimits {
-        max_total_bytes: 1024,
-        ..BundleLimits::default()
-    };
+    let small = BundleLimits::default().with_max_total_bytes(1024);
     let cases = [
         ("/hang", Duration::from_millis(300), BundleLimits::default()),
         ("/error", Duration::from_secs(5), BundleLimits::default()),

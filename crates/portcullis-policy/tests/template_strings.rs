@@ -12,10 +12,7 @@ fn compile(rego: &str, strict: bool) -> Result<RegoEngine, PolicyError> {
     let bundle = Bundle::from_files("t", vec![("t/t.rego".to_owned(), rego.as_bytes().to_vec())])?;
     RegoEngine::compile(
         [&bundle],
-        EvalLimits {
-            strict_builtin_errors: strict,
-            ..EvalLimits::default()
-        },
+        EvalLimits::default().with_strict_builtin_errors(strict),
     )
 }
 

@@ -27,10 +27,7 @@ fn compile_files(files: &[(&str, &str)], strict: bool) -> Result<RegoEngine, Pol
     let bundle = Bundle::from_files("t", files)?;
     RegoEngine::compile(
         [&bundle],
-        EvalLimits {
-            strict_builtin_errors: strict,
-            ..EvalLimits::default()
-        },
+        EvalLimits::default().with_strict_builtin_errors(strict),
     )
 }
 

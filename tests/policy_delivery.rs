@@ -166,7 +166,11 @@ impl Answer {
 
 impl Server {
     async fn start(config: &Path) -> Server {
-        let mut child = Command::new(binary())
+        Server::start_binary(&binary(), config).await
+    }
+
+    async fn start_binary(binary: &Path, config: &Path) -> Server {
+        let mut child = Command::new(binary)
             .arg("--config")
             .arg(config)
             .arg("--listen")
@@ -184,10 +188,10 @@ impl Server {
                     return url.to_owned();
                 }
             }
-            panic!("policy-delivery exited before listening");
+            panic!("{} exited before listening", binary.display());
         })
         .await
-        .expect("policy-delivery did not start within 60 s");
+        .expect("the service did not start within 60 s");
         Server {
             child,
             base,
@@ -534,5 +538,176 @@ async fn revisions_are_validated_staged_per_host_and_survive_a_restart() {
     assert_eq!(last["actor"], "user:alice");
     assert!(last["message"].as_str().unwrap().contains("bad canary"));
     server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A bundle allowing alice, and carol too when `carol` is set (its test passes either way).
+fn bundle_for(revision: &str, carol: bool) -> Vec<u8> {
+    let extra = if carol {
+        "\nallow if input.user == \"carol\"\n"
+    } else {
+        ""
+    };
+    let policy = format!(
+        "package authz\n\ndefault allow := false\n\nallow if input.user == \"alice\"\n{extra}\n\
+         test_alice if allow with input as {{\"user\": \"alice\"}}\n"
+    );
+    let files = vec![
+        (
+            ".manifest".to_owned(),
+            format!(r#"{{"revision":"{revision}","roots":["authz"]}}"#).into_bytes(),
+        ),
+        ("authz.rego".to_owned(), policy.into_bytes()),
+    ];
+    Bundle::from_files("authz", files)
+        .unwrap()
+        .to_tar_gz()
+        .unwrap()
+}
+
+/// A policy-sidecar in `dir` polling the delivery server at `base` every second with
+/// `token`.
+async fn start_sidecar(dir: &Path, base: &str, token: &str) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("host.token"), format!("{token}\n")).unwrap();
+    let config = dir.join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            data_dir = "data"
+            poll_seconds = 1
+            [[bundles]]
+            name = "authz"
+            url = "{base}/bundles/authz"
+            token_file = "host.token"
+            "#
+        ),
+    )
+    .unwrap();
+    Server::start_binary(
+        &example_binary("policy-sidecar", "--features policy"),
+        &config,
+    )
+    .await
+}
+
+impl Server {
+    /// The revision of bundle `authz` this sidecar serves.
+    async fn active(&self) -> Option<String> {
+        let status = self
+            .send(reqwest::Method::GET, "/v1/status", None, &[], Vec::new())
+            .await
+            .json();
+        status["result"]["revisions"]["authz"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    async fn until_active(&self, want: &str) {
+        for _ in 0..200 {
+            if self.active().await.as_deref() == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the sidecar never served {want}; it serves {:?}",
+            self.active().await
+        );
+    }
+
+    /// What this sidecar answers for `data.authz.allow` with `user`.
+    async fn allows(&self, user: &str) -> Value {
+        let answer = self
+            .send(
+                reqwest::Method::POST,
+                "/v1/data/authz/allow",
+                None,
+                &[("content-type", "application/json")],
+                json!({"input": {"user": user}}).to_string().into_bytes(),
+            )
+            .await;
+        answer.json()["result"].clone()
+    }
+}
+
+#[tokio::test]
+async fn sidecars_follow_the_pipeline_for_their_own_identity() {
+    let dir = scratch("sidecars");
+    let config = write_config(&dir);
+    let server = Server::start(&config).await;
+    let first = bundle_for("r1", false);
+    assert_eq!(server.publish(Some(CI_TOKEN), first).await.status, 201);
+    for _ in 0..2 {
+        assert_eq!(
+            server
+                .operate(ALICE_TOKEN, "promote", json!({}))
+                .await
+                .status,
+            200
+        );
+    }
+    let canary = start_sidecar(&dir.join("canary"), &server.base, CANARY_TOKEN).await;
+    let prod = start_sidecar(&dir.join("prod"), &server.base, PROD_TOKEN).await;
+    canary.until_active("r1").await;
+    prod.until_active("r1").await;
+    assert_eq!(prod.allows("carol").await, json!(false));
+
+    // A new revision reaches the canary only.
+    let second = bundle_for("r2", true);
+    let r2 = sha256(&second);
+    assert_eq!(server.publish(Some(CI_TOKEN), second).await.status, 201);
+    canary.until_active("r2").await;
+    assert_eq!(canary.allows("carol").await, json!(true));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        prod.active().await.as_deref(),
+        Some("r1"),
+        "production polled and kept r1"
+    );
+    assert_eq!(prod.allows("carol").await, json!(false));
+
+    // The server's access records: production never downloaded r2.
+    {
+        let url = format!("sqlite://{}", dir.join("data/pipeline.db").display());
+        let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let fetched: Vec<(String, String)> =
+            sqlx::query_as("SELECT spiffe_id, revision FROM delivery_fetches ORDER BY id")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+        db.close().await;
+        assert!(
+            fetched.contains(&(CANARY.to_owned(), r2.clone())),
+            "{fetched:?}"
+        );
+        assert!(
+            !fetched
+                .iter()
+                .any(|(host, revision)| host == PROD && *revision == r2),
+            "{fetched:?}"
+        );
+    }
+
+    // Promoted, production follows.
+    assert_eq!(
+        server
+            .operate(ALICE_TOKEN, "promote", json!({}))
+            .await
+            .status,
+        200
+    );
+    prod.until_active("r2").await;
+    assert_eq!(prod.allows("carol").await, json!(true));
+
+    // The delivery server gone, both sidecars keep serving what they have.
+    server.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(canary.allows("carol").await, json!(true));
+    assert_eq!(prod.allows("carol").await, json!(true));
+    assert_eq!(prod.active().await.as_deref(), Some("r2"));
+    canary.stop().await;
+    prod.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

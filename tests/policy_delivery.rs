@@ -711,3 +711,32 @@ async fn sidecars_follow_the_pipeline_for_their_own_identity() {
     prod.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_shipped_sample_bundle_and_configuration_are_valid() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policy-delivery");
+    let tarball = Bundle::from_dir("authz", sample.join("bundle"), &Default::default())
+        .unwrap()
+        .to_tar_gz()
+        .unwrap();
+    let dir = scratch("sample");
+    let server = Server::start(&write_config(&dir)).await;
+    let published = server.publish(Some(CI_TOKEN), tarball).await;
+    assert_eq!(published.status, 201, "{:?}", published.json());
+    assert_eq!(published.json()["bundle_revision"], "demo-1");
+    server.stop().await;
+    // The sample configuration parses and its pipelines load (its data goes to scratch).
+    let text = std::fs::read_to_string(sample.join("delivery.toml"))
+        .unwrap()
+        .replace(
+            "../../target/policy-delivery-data",
+            &dir.join("sample").display().to_string(),
+        );
+    std::fs::copy(sample.join("pipelines.toml"), dir.join("pipelines.toml")).unwrap();
+    std::fs::write(dir.join("sample.toml"), text).unwrap();
+    let server = Server::start(&dir.join("sample.toml")).await;
+    let view = server.artifact("demo-alice").await;
+    assert_eq!(view.status, 200, "{:?}", view.json());
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -36,6 +36,10 @@ pub use portcullis_approval as approval;
 #[cfg(feature = "vend")]
 pub use portcullis_vend as vend;
 
+/// The server side of staged policy delivery: immutable, content-addressed revisions
+/// validated before they exist, pipeline state and history (crate `portcullis-delivery`).
+#[cfg(feature = "delivery")]
+pub use portcullis_delivery as delivery;
 /// Rego policy on regorus: OPA-layout bundles validated (compile, roots, `test_*` rules)
 /// before an atomic activation, last known good kept on disk (crate `portcullis-policy`).
 #[cfg(feature = "policy")]

@@ -78,7 +78,8 @@ Configuration (TOML; --print-config shows the built-in one):
   listen, data_dir (last known good bundles), spiffe_id, poll_seconds, max_body_bytes,
   strict_builtin_errors (default false: a built-in's error makes its expression undefined,
   as OPA's default; true: it fails the decision with a 500)
-  [[bundles]] name, dir = FOLDER | url = http://.../bundle.tar.gz, artifact (for rollout);
+  [[bundles]] name, dir = FOLDER | url = http://.../bundle.tar.gz, artifact (for rollout),
+              token_file = FILE (a bearer token sent to url, e.g. a policy-delivery host token);
               with a rollout, `{revision}` in dir/url is replaced by this host's revision
   [rollout] config = FILE (the pipelines), state = FILE (written by the delivery service),
             mode = staged (default) | all_at_once: every host runs the newest revision (the
@@ -215,6 +216,10 @@ struct BundleConfig {
     url: Option<String>,
     artifact: Option<String>,
     signing: Option<SigningConfig>,
+    /// A file holding the bearer token sent with every request to `url` (OPA's
+    /// `credentials.bearer`): the host token a policy-delivery server binds to this
+    /// host's SPIFFE ID.
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -312,6 +317,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         config.spiffe_id = svid_spiffe_id(tls, config.spiffe_id.take())?;
     }
     check(&config)?;
+    for bundle in &config.bundles {
+        if let Some(path) = &bundle.token_file {
+            read_token(&resolve(&base, path))
+                .map_err(|e| format!("bundle {}: token_file: {e}", bundle.name))?;
+        }
+    }
     let data_dir = resolve(&base, &config.data_dir);
     let mut verifiers = BTreeMap::new();
     for bundle in &config.bundles {
@@ -577,6 +588,12 @@ fn check(config: &Config) -> Result<(), String> {
                 bundle.name
             ));
         }
+        if bundle.token_file.is_some() && bundle.url.is_none() {
+            return Err(format!(
+                "bundle {}: token_file is sent to a url; a dir needs none",
+                bundle.name
+            ));
+        }
         if config.rollout.is_some() && (bundle.artifact.is_none() || config.spiffe_id.is_none()) {
             return Err(format!(
                 "bundle {}: with a [rollout], every bundle names its artifact and spiffe_id is set",
@@ -585,6 +602,20 @@ fn check(config: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The bearer token in the file at `path` (surrounding whitespace trimmed).
+fn read_token(path: &Path) -> Result<String, PolicyError> {
+    let io = |source: std::io::Error| PolicyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(io(std::io::Error::other("the token file is empty")));
+    }
+    Ok(token.to_owned())
 }
 
 /// The verifier for `bundle` when it must be signed: every configured key, and the
@@ -731,7 +762,11 @@ impl Follower {
             let limits = BundleLimits::default();
             let inner: Box<dyn BundleSource> = match (self.bundle.url.is_some(), &self.verifier) {
                 (true, verifier) => {
-                    let source = HttpSource::new(name, location, Duration::from_secs(30), limits)?;
+                    let mut source =
+                        HttpSource::new(name, location, Duration::from_secs(30), limits)?;
+                    if let Some(path) = &self.bundle.token_file {
+                        source = source.bearer_token(read_token(&resolve(&self.base, path))?);
+                    }
                     Box::new(match verifier {
                         Some(verifier) => source.verify_with(verifier.clone()),
                         None => source,

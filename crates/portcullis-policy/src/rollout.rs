@@ -137,6 +137,10 @@ pub struct ArtifactState {
     pub candidate: Option<Candidate>,
     /// What happened last, for operators.
     pub last_event: Option<String>,
+    /// Held by an operator ([`Rollout::pause`]): neither [`Rollout::tick`] nor
+    /// [`Rollout::promote`] moves the candidate on, while a breach still rolls it back.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Something [`Rollout::tick`] or an operation did.
@@ -486,11 +490,12 @@ impl Rollout {
         clock: Arc<dyn Clock>,
         path: impl AsRef<Path>,
     ) -> Result<Rollout, PolicyError> {
-        let mut rollout = Rollout::new(config, clock)?;
         let path = path.as_ref();
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(rollout),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Rollout::new(config, clock);
+            }
             Err(e) => return Err(PolicyError::io(path.display(), e)),
         };
         let saved: BTreeMap<String, ArtifactState> =
@@ -498,6 +503,22 @@ impl Rollout {
                 artifact: "<state>".to_owned(),
                 message: format!("{}: {e}", path.display()),
             })?;
+        Rollout::restore(config, clock, saved)
+    }
+
+    /// As [`new`](Rollout::new), resuming `saved` states (e.g. read from a database);
+    /// artifacts without one start without a revision.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Rollout::new); [`PolicyError::Rollout`] if a state is not one of this
+    /// configuration (an unknown artifact, a step beyond its pipeline).
+    pub fn restore(
+        config: &RolloutConfig,
+        clock: Arc<dyn Clock>,
+        saved: BTreeMap<String, ArtifactState>,
+    ) -> Result<Rollout, PolicyError> {
+        let mut rollout = Rollout::new(config, clock)?;
         for (name, state) in saved {
             let Some(artifact) = rollout.artifacts.get(&name) else {
                 return Err(PolicyError::Rollout {
@@ -547,6 +568,58 @@ impl Rollout {
     #[must_use]
     pub fn state(&self, artifact: &str) -> Option<&ArtifactState> {
         self.state.get(artifact)
+    }
+
+    /// Every artifact's state, by name (what [`save`](Rollout::save) writes).
+    #[must_use]
+    pub fn states(&self) -> &BTreeMap<String, ArtifactState> {
+        &self.state
+    }
+
+    /// The step names of `artifact`'s pipeline, first to last.
+    #[must_use]
+    pub fn steps(&self, artifact: &str) -> Option<Vec<&str>> {
+        self.artifacts
+            .get(artifact)
+            .map(|a| a.steps.iter().map(|s| s.name.as_str()).collect())
+    }
+
+    /// Holds `artifact`'s rollout: until [`unpause`](Rollout::unpause), its candidate is
+    /// neither promoted by [`tick`](Rollout::tick) nor by [`promote`](Rollout::promote);
+    /// a breach of its limits still rolls it back, and a new candidate may be proposed.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Rollout`] for an unknown artifact or one already paused.
+    pub fn pause(&mut self, artifact: &str, reason: &str) -> Result<(), PolicyError> {
+        let (_, state) = self.parts(artifact)?;
+        if state.paused {
+            return Err(PolicyError::Rollout {
+                artifact: artifact.to_owned(),
+                message: "already paused".to_owned(),
+            });
+        }
+        state.paused = true;
+        state.last_event = Some(format!("paused: {reason}"));
+        Ok(())
+    }
+
+    /// Lets a paused rollout of `artifact` move on again.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Rollout`] for an unknown artifact or one not paused.
+    pub fn unpause(&mut self, artifact: &str) -> Result<(), PolicyError> {
+        let (_, state) = self.parts(artifact)?;
+        if !state.paused {
+            return Err(PolicyError::Rollout {
+                artifact: artifact.to_owned(),
+                message: "not paused".to_owned(),
+            });
+        }
+        state.paused = false;
+        state.last_event = Some("resumed".to_owned());
+        Ok(())
     }
 
     fn parts(&mut self, artifact: &str) -> Result<(&Artifact, &mut ArtifactState), PolicyError> {
@@ -638,6 +711,12 @@ impl Rollout {
                 message: format!("not promoted: {event}"),
             });
         }
+        if state.paused {
+            return Err(PolicyError::Rollout {
+                artifact: name,
+                message: "paused: resume it first".to_owned(),
+            });
+        }
         if let Some(wait) = not_ready(&candidate, step, now) {
             return Err(PolicyError::Rollout {
                 artifact: name,
@@ -684,7 +763,9 @@ impl Rollout {
                 events.push(roll_back(name, state, &reason));
                 continue;
             }
-            let automatic = !step.manual && step.window.as_ref().is_none_or(|w| w.contains(now));
+            let automatic = !state.paused
+                && !step.manual
+                && step.window.as_ref().is_none_or(|w| w.contains(now));
             if automatic && not_ready(&candidate, step, now).is_none() {
                 events.push(advance(name, config, state, candidate, now));
             }

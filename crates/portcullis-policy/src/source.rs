@@ -198,8 +198,18 @@ pub struct HttpSource {
     client: reqwest::Client,
     limits: BundleLimits,
     verifier: Option<Arc<BundleVerifier>>,
+    bearer: Option<BearerToken>,
     active_etag: Option<String>,
     fetched_etag: Option<String>,
+}
+
+/// A bearer token, never shown by `Debug`.
+struct BearerToken(String);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
 }
 
 impl HttpSource {
@@ -227,9 +237,19 @@ impl HttpSource {
             client,
             limits,
             verifier: None,
+            bearer: None,
             active_etag: None,
             fetched_etag: None,
         })
+    }
+
+    /// Sends `token` as `Authorization: Bearer <token>` with every request (OPA's
+    /// `credentials.bearer`), e.g. the host token a delivery service binds to this host's
+    /// SPIFFE ID. It is never logged.
+    #[must_use]
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer = Some(BearerToken(token.into()));
+        self
     }
 
     /// Requires every bundle downloaded to be signed and accepted by `verifier`
@@ -250,6 +270,9 @@ impl BundleSource for HttpSource {
     async fn fetch(&mut self) -> Result<Fetched, PolicyError> {
         let failed = |message: String| PolicyError::bundle(&self.name, message);
         let mut request = self.client.get(&self.url);
+        if let Some(BearerToken(token)) = &self.bearer {
+            request = request.bearer_auth(token);
+        }
         if let Some(etag) = &self.active_etag {
             request = request.header(reqwest::header::IF_NONE_MATCH, etag);
         }

@@ -367,3 +367,77 @@ fn the_state_survives_a_restart() {
     assert_eq!(fresh.state("authz").unwrap().candidate, None);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_paused_rollout_holds_but_still_rolls_back_on_a_breach() {
+    let (mut rollout, clock) = start(r#"{ mode = "always" }"#);
+    rollout.propose("authz", "p1").unwrap();
+    rollout.report("authz", "p1", healthy(500)).unwrap();
+    rollout.pause("authz", "incident 42").unwrap();
+    assert!(rollout.pause("authz", "twice").is_err(), "already paused");
+    clock.advance(Duration::from_secs(601));
+    assert!(rollout.tick().is_empty(), "paused: not promoted by tick");
+    let refused = rollout.promote("authz").unwrap_err().to_string();
+    assert!(refused.contains("paused"), "{refused}");
+    assert_eq!(rollout.revision_for("authz", PROD), None);
+
+    rollout.unpause("authz").unwrap();
+    assert!(rollout.unpause("authz").is_err(), "not paused any more");
+    assert!(matches!(
+        &rollout.tick()[..],
+        [RolloutEvent::Promoted { step, .. }] if step == "production"
+    ));
+
+    // Paused again, a breach still withdraws the candidate.
+    rollout.pause("authz", "hold").unwrap();
+    rollout
+        .report(
+            "authz",
+            "p1",
+            Metrics {
+                decisions: 1000,
+                denies: 900,
+                errors: 0,
+            },
+        )
+        .unwrap();
+    assert!(rollout.tick().is_empty(), "production has no deny limit");
+    rollout.propose("authz", "p2").unwrap();
+    rollout
+        .report(
+            "authz",
+            "p2",
+            Metrics {
+                decisions: 1000,
+                denies: 900,
+                errors: 0,
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        &rollout.tick()[..],
+        [RolloutEvent::RolledBack { revision, .. }] if revision == "p2"
+    ));
+    assert!(rollout.state("authz").unwrap().paused);
+    assert!(rollout.pause("nope", "x").is_err());
+}
+
+#[test]
+fn a_rollout_restores_from_saved_states() {
+    let (mut rollout, clock) = start(r#"{ mode = "manual" }"#);
+    rollout.propose("authz", "q1").unwrap();
+    rollout.pause("authz", "why not").unwrap();
+    let saved = rollout.states().clone();
+    let restored = Rollout::restore(
+        &config(r#"{ mode = "manual" }"#),
+        clock.clone(),
+        saved.clone(),
+    )
+    .unwrap();
+    assert_eq!(restored.states(), rollout.states());
+    assert_eq!(restored.revision_for("authz", CANARY), Some("q1"));
+    assert_eq!(restored.steps("authz"), Some(vec!["canary", "production"]));
+    let mut other = config(r#"{ mode = "manual" }"#);
+    other.artifacts[0].name = "other".into();
+    assert!(Rollout::restore(&other, clock, saved).is_err());
+}

@@ -210,6 +210,20 @@ async fn start(server: Server) -> String {
             get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
         )
         .route("/huge", get(|| async { vec![0_u8; 3 << 20] }))
+        .route(
+            "/private/bundle.tar.gz",
+            get(|state: State<Server>, headers: HeaderMap| async move {
+                let authorized = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    == Some("Bearer host-secret");
+                if authorized {
+                    serve_bundle(state, headers).await
+                } else {
+                    StatusCode::UNAUTHORIZED.into_response()
+                }
+            }),
+        )
         .with_state(server);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -404,4 +418,24 @@ async fn a_verifying_http_source_refuses_a_tampered_tarball() {
     ));
     assert_eq!(active(&store).as_deref(), Some("t1"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_http_source_sends_its_bearer_token_and_never_shows_it() {
+    let server = Server::default();
+    server.publish("b1", &rego("b1"));
+    let base = start(server).await;
+    let store = store();
+    let url = format!("{base}/private/bundle.tar.gz");
+    let timeout = Duration::from_secs(5);
+    let mut anonymous =
+        HttpSource::new("app", url.clone(), timeout, BundleLimits::default()).unwrap();
+    let refused = poll_once(&store, &mut anonymous).await.unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    let mut source = HttpSource::new("app", url, timeout, BundleLimits::default())
+        .unwrap()
+        .bearer_token("host-secret");
+    assert!(!format!("{source:?}").contains("host-secret"));
+    assert!(poll_once(&store, &mut source).await.unwrap());
+    assert_eq!(active(&store).as_deref(), Some("b1"));
 }

@@ -1,0 +1,84 @@
+//! [`DeliveryError`]: everything that can go wrong publishing, storing or rolling out a
+//! revision.
+
+use portcullis_policy::PolicyError;
+
+/// A delivery failure. None of them leaves a half-written revision or a pipeline state
+/// that differs from what is stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The uploaded bundle failed the validation a sidecar makes before activating one
+    /// (layout, signature, compile, roots, a `test_*` rule); it was not stored.
+    #[error("revision refused: {0}")]
+    Refused(#[source] PolicyError),
+    /// A revision with this content already exists: revisions are immutable.
+    #[error("artifact {artifact:?}: revision {revision} already exists (revisions are immutable)")]
+    Exists {
+        /// The artifact.
+        artifact: String,
+        /// The revision (the tarball's SHA-256).
+        revision: String,
+    },
+    /// No artifact of that name is configured.
+    #[error("artifact {0:?} is not configured")]
+    UnknownArtifact(String),
+    /// A name, revision id or configuration is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The artifact store has no such revision.
+    #[error("artifact {artifact:?}: no revision {revision} in the artifact store")]
+    NotFound {
+        /// The artifact.
+        artifact: String,
+        /// The revision.
+        revision: String,
+    },
+    /// A stored revision's content no longer hashes to its id: it was changed on disk.
+    #[error(
+        "artifact {artifact:?}: revision {revision} in the artifact store hashes to {actual}: \
+         it was changed after it was stored; restore it or publish again"
+    )]
+    Corrupt {
+        /// The artifact.
+        artifact: String,
+        /// The revision asked for.
+        revision: String,
+        /// What the stored content hashes to.
+        actual: String,
+    },
+    /// The artifact store could not be read or written.
+    #[error("artifact store: {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pipeline store failed.
+    #[error("pipeline store: {0}")]
+    Store(String),
+    /// The rollout refused the operation (no candidate, not ready, paused, …).
+    #[error("{0}")]
+    Rollout(#[source] PolicyError),
+    /// A host's status report is not OPA's status shape or exceeds a limit.
+    #[error("status report: {0}")]
+    Status(String),
+}
+
+impl DeliveryError {
+    pub(crate) fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
+        DeliveryError::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<sqlx::Error> for DeliveryError {
+    fn from(err: sqlx::Error) -> Self {
+        DeliveryError::Store(err.to_string())
+    }
+}

@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` on nightly: badges name the feature each item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod artifact;
+mod error;
+mod pipeline;
+mod revision;
+mod status;
+mod store;
+mod validate;
+
+pub use artifact::{ArtifactStore, FolderStore, MemoryStore};
+pub use error::DeliveryError;
+pub use pipeline::{Pipeline, Published, SCHEDULER, now_ms};
+pub use revision::{MAX_NAME, RevisionId, check_artifact_name};
+pub use status::{BundleReport, MAX_BUNDLES, MAX_FIELD, MAX_STATUS_BYTES, StatusReport};
+#[cfg(feature = "sqlite")]
+pub use store::SqlitePipelineStore;
+pub use store::{Change, EventRecord, FetchRecord, HostStatus, PipelineStore, RevisionRecord};
+pub use validate::{Validated, Validator};

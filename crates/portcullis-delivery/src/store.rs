@@ -1,0 +1,165 @@
+//! Where pipeline state and history live: [`PipelineStore`], with the SQLite
+//! implementation behind the `sqlite` feature.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use portcullis_policy::ArtifactState;
+
+use crate::{DeliveryError, RevisionId};
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqlitePipelineStore;
+
+/// A published revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionRecord {
+    /// The artifact.
+    pub artifact: String,
+    /// The revision (its tarball's SHA-256).
+    pub revision: RevisionId,
+    /// The revision its manifest names (what hosts report as active).
+    pub bundle_revision: String,
+    /// The tarball's size in bytes.
+    pub size: u64,
+    /// Who published it.
+    pub published_by: String,
+    /// When (ms since the epoch).
+    pub published_at_ms: u64,
+}
+
+/// Something that happened to an artifact's pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Its place in the history (assigned by the store; 0 before).
+    pub id: i64,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// The artifact.
+    pub artifact: String,
+    /// The revision concerned, if one is.
+    pub revision: Option<String>,
+    /// What was done: `publish`, `promote`, `rollback`, `pause`, `resume`, `tick`.
+    pub kind: String,
+    /// Who did it (`scheduler` for [`tick`](crate::Pipeline::tick)).
+    pub actor: String,
+    /// What happened, as the rollout describes it.
+    pub message: String,
+}
+
+/// What a host last reported about one bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    /// The host's SPIFFE ID (from its authenticated credential, never from the report).
+    pub spiffe_id: String,
+    /// The bundle.
+    pub bundle: String,
+    /// The revision it has active.
+    pub active_revision: Option<String>,
+    /// Its last error, if any.
+    pub error: Option<String>,
+    /// When it reported (ms since the epoch).
+    pub reported_at_ms: u64,
+}
+
+/// A bundle a host downloaded (not a 304).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRecord {
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// The host's SPIFFE ID.
+    pub spiffe_id: String,
+    /// The artifact.
+    pub artifact: String,
+    /// The revision served.
+    pub revision: String,
+}
+
+/// Changes written together, in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// Artifacts' new states.
+    pub states: Vec<(String, ArtifactState)>,
+    /// Events to append.
+    pub events: Vec<EventRecord>,
+    /// A revision to record as published.
+    pub revision: Option<RevisionRecord>,
+}
+
+/// Pipeline state and history. Every method is durable before it returns.
+#[async_trait]
+pub trait PipelineStore: Send + Sync + std::fmt::Debug {
+    /// Every artifact's saved state.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] if it cannot be read or a state does not parse.
+    async fn load_states(&self) -> Result<BTreeMap<String, ArtifactState>, DeliveryError>;
+
+    /// Writes `change` atomically: all of it or nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Exists`] if its revision is already recorded;
+    /// [`DeliveryError::Store`].
+    async fn commit(&self, change: Change) -> Result<(), DeliveryError>;
+
+    /// Whether `revision` of `artifact` was published.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn has_revision(
+        &self,
+        artifact: &str,
+        revision: &RevisionId,
+    ) -> Result<bool, DeliveryError>;
+
+    /// The published revisions of `artifact`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn revisions(&self, artifact: &str) -> Result<Vec<RevisionRecord>, DeliveryError>;
+
+    /// The newest `limit` events (of `artifact`, or of all), oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn events(
+        &self,
+        artifact: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, DeliveryError>;
+
+    /// Replaces what these hosts last reported about these bundles.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn record_status(&self, statuses: &[HostStatus]) -> Result<(), DeliveryError>;
+
+    /// What every host last reported, by SPIFFE ID then bundle.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn host_statuses(&self) -> Result<Vec<HostStatus>, DeliveryError>;
+
+    /// Records a download.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn record_fetch(&self, fetch: &FetchRecord) -> Result<(), DeliveryError>;
+
+    /// Every download of `artifact`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn fetches(&self, artifact: &str) -> Result<Vec<FetchRecord>, DeliveryError>;
+}

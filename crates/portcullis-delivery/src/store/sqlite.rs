@@ -1,0 +1,304 @@
+//! [`SqlitePipelineStore`]: pipeline state and history in one SQLite file.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use portcullis_policy::ArtifactState;
+use sqlx::{Row, SqlitePool};
+
+use super::{Change, EventRecord, FetchRecord, HostStatus, PipelineStore, RevisionRecord};
+use crate::{DeliveryError, RevisionId};
+
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE delivery_revisions (
+        artifact TEXT NOT NULL,
+        revision TEXT NOT NULL,
+        bundle_revision TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        published_by TEXT NOT NULL,
+        published_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (artifact, revision)
+    );
+    CREATE TABLE delivery_states (
+        artifact TEXT PRIMARY KEY,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE delivery_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms BIGINT NOT NULL,
+        artifact TEXT NOT NULL,
+        revision TEXT,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX delivery_events_artifact ON delivery_events (artifact, id);
+    CREATE TABLE delivery_host_status (
+        spiffe_id TEXT NOT NULL,
+        bundle TEXT NOT NULL,
+        active_revision TEXT,
+        error TEXT,
+        reported_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (spiffe_id, bundle)
+    );
+    CREATE TABLE delivery_fetches (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms BIGINT NOT NULL,
+        spiffe_id TEXT NOT NULL,
+        artifact TEXT NOT NULL,
+        revision TEXT NOT NULL
+    );
+    CREATE INDEX delivery_fetches_artifact ON delivery_fetches (artifact, id);",
+)];
+
+/// Pipeline state and history in SQLite (`sqlite://FILE` or `sqlite::memory:`).
+#[derive(Debug, Clone)]
+pub struct SqlitePipelineStore {
+    pool: SqlitePool,
+}
+
+fn to_db(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn from_db(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
+}
+
+impl SqlitePipelineStore {
+    /// Opens (creating and migrating) the database at `url`.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] if it cannot be opened or migrated.
+    pub async fn open(url: &str) -> Result<SqlitePipelineStore, DeliveryError> {
+        let pool = portcullis_sql::sqlite::pool(url, |options| options).await?;
+        portcullis_sql::sqlite::migrate(&pool, "delivery_schema", None, MIGRATIONS).await?;
+        Ok(SqlitePipelineStore { pool })
+    }
+}
+
+#[async_trait]
+impl PipelineStore for SqlitePipelineStore {
+    async fn load_states(&self) -> Result<BTreeMap<String, ArtifactState>, DeliveryError> {
+        let rows = sqlx::query("SELECT artifact, state FROM delivery_states")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut states = BTreeMap::new();
+        for row in rows {
+            let artifact: String = row.try_get("artifact")?;
+            let text: String = row.try_get("state")?;
+            let state: ArtifactState = serde_json::from_str(&text).map_err(|e| {
+                DeliveryError::Store(format!(
+                    "the saved state of {artifact:?} does not parse: {e}"
+                ))
+            })?;
+            states.insert(artifact, state);
+        }
+        Ok(states)
+    }
+
+    async fn commit(&self, change: Change) -> Result<(), DeliveryError> {
+        let mut tx = self
+            .pool
+            .begin_with(portcullis_sql::sqlite::BEGIN_WRITE)
+            .await?;
+        if let Some(r) = &change.revision {
+            let inserted = sqlx::query(
+                "INSERT INTO delivery_revisions (artifact, revision, bundle_revision, size, \
+                 published_by, published_at_ms) VALUES (?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&r.artifact)
+            .bind(r.revision.as_str())
+            .bind(&r.bundle_revision)
+            .bind(to_db(r.size))
+            .bind(&r.published_by)
+            .bind(to_db(r.published_at_ms))
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                return Err(DeliveryError::Exists {
+                    artifact: r.artifact.clone(),
+                    revision: r.revision.to_string(),
+                });
+            }
+        }
+        for (artifact, state) in &change.states {
+            let text = serde_json::to_string(state)
+                .map_err(|e| DeliveryError::Store(format!("state of {artifact:?}: {e}")))?;
+            sqlx::query(
+                "INSERT INTO delivery_states (artifact, state) VALUES (?, ?) \
+                 ON CONFLICT (artifact) DO UPDATE SET state = excluded.state",
+            )
+            .bind(artifact)
+            .bind(text)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for e in &change.events {
+            sqlx::query(
+                "INSERT INTO delivery_events (at_ms, artifact, revision, kind, actor, message) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(to_db(e.at_ms))
+            .bind(&e.artifact)
+            .bind(&e.revision)
+            .bind(&e.kind)
+            .bind(&e.actor)
+            .bind(&e.message)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn has_revision(
+        &self,
+        artifact: &str,
+        revision: &RevisionId,
+    ) -> Result<bool, DeliveryError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM delivery_revisions WHERE artifact = ? AND revision = ?",
+        )
+        .bind(artifact)
+        .bind(revision.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    async fn revisions(&self, artifact: &str) -> Result<Vec<RevisionRecord>, DeliveryError> {
+        let rows = sqlx::query(
+            "SELECT revision, bundle_revision, size, published_by, published_at_ms \
+             FROM delivery_revisions WHERE artifact = ? ORDER BY published_at_ms, revision",
+        )
+        .bind(artifact)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let revision: String = row.try_get("revision")?;
+                Ok(RevisionRecord {
+                    artifact: artifact.to_owned(),
+                    revision: revision.parse()?,
+                    bundle_revision: row.try_get("bundle_revision")?,
+                    size: from_db(row.try_get("size")?),
+                    published_by: row.try_get("published_by")?,
+                    published_at_ms: from_db(row.try_get("published_at_ms")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn events(
+        &self,
+        artifact: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, DeliveryError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, artifact, revision, kind, actor, message FROM delivery_events \
+             WHERE ?1 IS NULL OR artifact = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(artifact)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = rows
+            .into_iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    id: row.try_get("id")?,
+                    at_ms: from_db(row.try_get("at_ms")?),
+                    artifact: row.try_get("artifact")?,
+                    revision: row.try_get("revision")?,
+                    kind: row.try_get("kind")?,
+                    actor: row.try_get("actor")?,
+                    message: row.try_get("message")?,
+                })
+            })
+            .collect::<Result<Vec<_>, DeliveryError>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
+    async fn record_status(&self, statuses: &[HostStatus]) -> Result<(), DeliveryError> {
+        let mut tx = self
+            .pool
+            .begin_with(portcullis_sql::sqlite::BEGIN_WRITE)
+            .await?;
+        for s in statuses {
+            sqlx::query(
+                "INSERT INTO delivery_host_status (spiffe_id, bundle, active_revision, error, \
+                 reported_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT (spiffe_id, bundle) DO UPDATE \
+                 SET active_revision = excluded.active_revision, error = excluded.error, \
+                 reported_at_ms = excluded.reported_at_ms",
+            )
+            .bind(&s.spiffe_id)
+            .bind(&s.bundle)
+            .bind(&s.active_revision)
+            .bind(&s.error)
+            .bind(to_db(s.reported_at_ms))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn host_statuses(&self) -> Result<Vec<HostStatus>, DeliveryError> {
+        let rows = sqlx::query(
+            "SELECT spiffe_id, bundle, active_revision, error, reported_at_ms \
+             FROM delivery_host_status ORDER BY spiffe_id, bundle",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(HostStatus {
+                    spiffe_id: row.try_get("spiffe_id")?,
+                    bundle: row.try_get("bundle")?,
+                    active_revision: row.try_get("active_revision")?,
+                    error: row.try_get("error")?,
+                    reported_at_ms: from_db(row.try_get("reported_at_ms")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn record_fetch(&self, fetch: &FetchRecord) -> Result<(), DeliveryError> {
+        sqlx::query(
+            "INSERT INTO delivery_fetches (at_ms, spiffe_id, artifact, revision) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(to_db(fetch.at_ms))
+        .bind(&fetch.spiffe_id)
+        .bind(&fetch.artifact)
+        .bind(&fetch.revision)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fetches(&self, artifact: &str) -> Result<Vec<FetchRecord>, DeliveryError> {
+        let rows = sqlx::query(
+            "SELECT at_ms, spiffe_id, artifact, revision FROM delivery_fetches \
+             WHERE artifact = ? ORDER BY id",
+        )
+        .bind(artifact)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(FetchRecord {
+                    at_ms: from_db(row.try_get("at_ms")?),
+                    spiffe_id: row.try_get("spiffe_id")?,
+                    artifact: row.try_get("artifact")?,
+                    revision: row.try_get("revision")?,
+                })
+            })
+            .collect()
+    }
+}

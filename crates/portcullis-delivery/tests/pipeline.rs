@@ -1,0 +1,260 @@
+//! The pipeline over a real SQLite file and a folder store: publish (validated, immutable),
+//! per-host revisions, promotion, pause, rollback, and everything surviving a reopen.
+#![expect(
+    clippy::unwrap_used,
+    reason = "tests: a failed expectation is the failure being tested for"
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use portcullis_core::ManualClock;
+use portcullis_delivery::{DeliveryError, FolderStore, Pipeline, SqlitePipelineStore, Validator};
+use portcullis_policy::{Bundle, PolicyError, RolloutConfig, RolloutEvent};
+
+const CANARY: &str = "spiffe://example.org/canary/host-1";
+const PROD: &str = "spiffe://example.org/prod/host-2";
+
+fn config(promotion: &str) -> RolloutConfig {
+    toml::from_str(&format!(
+        r#"
+        [[artifacts]]
+        name = "authz"
+        bundles = ["authz"]
+        [[artifacts.steps]]
+        name = "canary"
+        scopes = ["spiffe://example.org/canary/**"]
+        promotion = {promotion}
+        soak_seconds = 60
+        [[artifacts.steps]]
+        name = "production"
+        scopes = ["spiffe://example.org/**"]
+        promotion = {promotion}
+        "#
+    ))
+    .unwrap()
+}
+
+fn bundle(revision: &str, test_user: &str) -> Vec<u8> {
+    let policy = format!(
+        "package authz\n\nallow if input.user == \"alice\"\n\n\
+         test_alice if allow with input as {{\"user\": \"{test_user}\"}}\n"
+    );
+    let files = vec![
+        (
+            ".manifest".to_owned(),
+            format!(r#"{{"revision":"{revision}","roots":["authz"]}}"#).into_bytes(),
+        ),
+        ("authz.rego".to_owned(), policy.into_bytes()),
+    ];
+    Bundle::from_files("authz", files)
+        .unwrap()
+        .to_tar_gz()
+        .unwrap()
+}
+
+struct Fixture {
+    dir: PathBuf,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-delivery-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Fixture {
+            dir,
+            clock: Arc::new(ManualClock::new(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            )),
+        }
+    }
+
+    async fn open(&self, promotion: &str) -> Pipeline {
+        let url = format!("sqlite://{}", self.dir.join("pipeline.db").display());
+        Pipeline::open(
+            config(promotion),
+            self.clock.clone(),
+            Arc::new(SqlitePipelineStore::open(&url).await.unwrap()),
+            Arc::new(FolderStore::open(self.dir.join("artifacts")).unwrap()),
+            Validator::default(),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn publish_promote_and_reopen() {
+    let fx = Fixture::new("flow");
+    let manual = r#"{ mode = "manual" }"#;
+    let pipeline = fx.open(manual).await;
+
+    let first = pipeline
+        .publish("authz", bundle("r1", "alice"), "user:ci")
+        .await
+        .unwrap();
+    assert_eq!(first.bundle_revision, "r1");
+    assert_eq!(
+        pipeline.revision_for("authz", CANARY).await,
+        Some(first.revision.clone())
+    );
+    assert_eq!(pipeline.revision_for("authz", PROD).await, None);
+    // The same tarball again is refused: revisions are immutable.
+    assert!(matches!(
+        pipeline
+            .publish("authz", bundle("r1", "alice"), "user:ci")
+            .await,
+        Err(DeliveryError::Exists { .. })
+    ));
+    // A failing test_* rule is refused with the reason, and nothing changes.
+    let refused = pipeline
+        .publish("authz", bundle("bad", "bob"), "user:ci")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            DeliveryError::Refused(PolicyError::TestFailed { .. })
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("test_alice"), "{refused}");
+    assert!(matches!(
+        pipeline
+            .publish("nope", bundle("r1", "alice"), "user:ci")
+            .await,
+        Err(DeliveryError::UnknownArtifact(_))
+    ));
+
+    // Not before the soak time.
+    assert!(pipeline.promote("authz", "user:op").await.is_err());
+    fx.clock.advance(Duration::from_secs(61));
+    pipeline.pause("authz", "user:op", "looking").await.unwrap();
+    let paused = pipeline.promote("authz", "user:op").await.unwrap_err();
+    assert!(paused.to_string().contains("paused"), "{paused}");
+    pipeline.resume("authz", "user:op").await.unwrap();
+    assert!(matches!(
+        pipeline.promote("authz", "user:op").await.unwrap(),
+        RolloutEvent::Promoted { .. }
+    ));
+    assert_eq!(
+        pipeline.revision_for("authz", PROD).await,
+        Some(first.revision.clone())
+    );
+    assert!(matches!(
+        pipeline.promote("authz", "user:op").await.unwrap(),
+        RolloutEvent::Completed { .. }
+    ));
+
+    // A second revision reaches the canary only; then it is rolled back.
+    let second = pipeline
+        .publish("authz", bundle("r2", "alice"), "user:ci")
+        .await
+        .unwrap();
+    assert_eq!(
+        pipeline.revision_for("authz", CANARY).await,
+        Some(second.revision.clone())
+    );
+    assert_eq!(
+        pipeline.revision_for("authz", PROD).await,
+        Some(first.revision.clone())
+    );
+    drop(pipeline);
+
+    // Everything survives a reopen.
+    let pipeline = fx.open(manual).await;
+    assert_eq!(
+        pipeline.revision_for("authz", CANARY).await,
+        Some(second.revision.clone())
+    );
+    assert_eq!(
+        pipeline.revision_for("authz", PROD).await,
+        Some(first.revision.clone())
+    );
+    pipeline
+        .rollback("authz", "user:op", "wrong")
+        .await
+        .unwrap();
+    assert_eq!(
+        pipeline.revision_for("authz", CANARY).await,
+        Some(first.revision.clone())
+    );
+    assert_eq!(
+        pipeline.tarball("authz", &second.revision).await.unwrap(),
+        bundle("r2", "alice"),
+        "a rolled-back revision stays stored"
+    );
+    let store = pipeline.store();
+    let revisions = store.revisions("authz").await.unwrap();
+    assert_eq!(revisions.len(), 2);
+    assert_eq!(revisions[0].published_by, "user:ci");
+    let events = store.events(Some("authz"), 100).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "publish", "publish", "pause", "resume", "promote", "promote", "publish", "publish",
+            "rollback"
+        ]
+    );
+    assert!(
+        events
+            .last()
+            .unwrap()
+            .message
+            .contains("rolled back: wrong")
+    );
+    assert_eq!(events.last().unwrap().actor, "user:op");
+}
+
+#[tokio::test]
+async fn the_scheduler_promotes_automatic_steps() {
+    let fx = Fixture::new("tick");
+    let pipeline = fx.open(r#"{ mode = "always" }"#).await;
+    let published = pipeline
+        .publish("authz", bundle("t1", "alice"), "user:ci")
+        .await
+        .unwrap();
+    assert!(pipeline.tick().await.unwrap().is_empty(), "soaking");
+    fx.clock.advance(Duration::from_secs(61));
+    let events = pipeline.tick().await.unwrap();
+    assert!(
+        matches!(&events[..], [RolloutEvent::Promoted { .. }]),
+        "{events:?}"
+    );
+    assert_eq!(
+        pipeline.revision_for("authz", PROD).await,
+        Some(published.revision)
+    );
+    let last = pipeline.store().events(None, 1).await.unwrap();
+    assert_eq!(last[0].actor, "scheduler");
+    assert_eq!(last[0].kind, "tick");
+}
+
+#[tokio::test]
+async fn artifacts_of_several_bundles_are_refused_for_now() {
+    let fx = Fixture::new("multi");
+    let mut config = config(r#"{ mode = "manual" }"#);
+    config.artifacts[0].bundles.push("other".into());
+    let url = format!("sqlite://{}", fx.dir.join("p.db").display());
+    let err = Pipeline::open(
+        config,
+        fx.clock.clone(),
+        Arc::new(SqlitePipelineStore::open(&url).await.unwrap()),
+        Arc::new(FolderStore::open(fx.dir.join("a")).unwrap()),
+        Validator::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("exactly one bundle"), "{err}");
+}

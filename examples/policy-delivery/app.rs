@@ -1,0 +1,445 @@
+//! The HTTP API: publishing, OPA's bundle and status endpoints for hosts, and operators'
+//! promote / pause / resume / rollback, plus the scheduler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use portcullis::delivery::{
+    DeliveryError, FetchRecord, HostStatus, MAX_STATUS_BYTES, Pipeline, RevisionId, StatusReport,
+    check_artifact_name, now_ms,
+};
+use portcullis::gate::{CHALLENGE, Gate, GateError, GateRequest, RunError};
+use portcullis::token::AuthError;
+use portcullis::{Action, Principal, Resource};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::tokens::TokenTable;
+use crate::{PAUSE, PROMOTE, PUBLISH, RESUME, ROLLBACK};
+
+/// The service's state.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) gate: Gate,
+    /// Host token digests → the host's SPIFFE ID.
+    pub(crate) hosts: TokenTable<String>,
+    pub(crate) max_bundle_bytes: usize,
+}
+
+/// The routes.
+pub(crate) fn router(app: Arc<App>) -> Router {
+    let bundle_limit = app.max_bundle_bytes;
+    Router::new()
+        .route(
+            "/v1/artifacts/{name}/revisions",
+            post(publish).layer(DefaultBodyLimit::max(bundle_limit)),
+        )
+        .route("/v1/artifacts/{name}", get(artifact))
+        .route("/v1/artifacts/{name}/{operation}", post(operate))
+        .route("/bundles/{name}", get(bundle))
+        .route(
+            "/status",
+            post(status).layer(DefaultBodyLimit::max(MAX_STATUS_BYTES)),
+        )
+        .route("/health", get(|| async { Json(json!({})) }))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(app)
+}
+
+/// Runs [`Pipeline::tick`] every `every`: automatic promotions and rollbacks.
+pub(crate) async fn scheduler(app: Arc<App>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match app.pipeline.tick().await {
+            Ok(events) => {
+                for event in events {
+                    tracing::info!(%event, "scheduler");
+                }
+            }
+            Err(error) => tracing::error!(%error, "the scheduler could not record its changes"),
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"code": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn gate_error(err: &GateError) -> Response {
+    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = error(status, err.code(), err.to_string());
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(CHALLENGE),
+        );
+    }
+    response
+}
+
+fn unauthenticated(err: &AuthError) -> Response {
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        format!("a host token is required: {err}"),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"policy-delivery\""),
+    );
+    response
+}
+
+fn delivery_error(err: &DeliveryError) -> Response {
+    let (status, code) = match err {
+        DeliveryError::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bundle_refused"),
+        DeliveryError::Exists { .. } => (StatusCode::CONFLICT, "revision_exists"),
+        DeliveryError::UnknownArtifact(_) | DeliveryError::NotFound { .. } => {
+            (StatusCode::NOT_FOUND, "resource_not_found")
+        }
+        DeliveryError::Invalid(_) | DeliveryError::Status(_) => {
+            (StatusCode::BAD_REQUEST, "invalid_parameter")
+        }
+        DeliveryError::Rollout(_) => (StatusCode::CONFLICT, "rollout_refused"),
+        _ => {
+            tracing::error!(error = %err, "delivery failure");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+        }
+    };
+    error(status, code, err.to_string())
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+}
+
+/// The artifact `name` as a resource, if it is configured.
+fn artifact_resource(app: &App, name: &str) -> Result<Resource, DeliveryError> {
+    check_artifact_name(name)?;
+    if app.pipeline.bundle_of(name).is_none() {
+        return Err(DeliveryError::UnknownArtifact(name.to_owned()));
+    }
+    format!("artifact:{name}")
+        .parse()
+        .map_err(|e| DeliveryError::Invalid(format!("{e}")))
+}
+
+async fn principal(app: &App, headers: &HeaderMap) -> Result<Principal, GateError> {
+    app.gate.authenticate(authorization(headers)).await
+}
+
+/// `POST /v1/artifacts/{name}/revisions`: a bundle tarball, from a PUBLISHER of the artifact.
+async fn publish(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let principal = match principal(&app, &headers).await {
+        Ok(p) => p,
+        Err(err) => return gate_error(&err),
+    };
+    let resource = match artifact_resource(&app, &name) {
+        Ok(r) => r,
+        Err(err) => return delivery_error(&err),
+    };
+    let revision = RevisionId::of(&body);
+    let request = GateRequest::new(PUBLISH, resource)
+        .http("POST", format!("/v1/artifacts/{name}/revisions"))
+        .param("revision", revision.to_string())
+        .param("bytes", body.len());
+    let actor = principal.to_string();
+    let published = app
+        .gate
+        .run(&principal, &request, |_| {
+            app.pipeline.publish(&name, body.to_vec(), &actor)
+        })
+        .await;
+    match published {
+        Ok(p) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "artifact": name,
+                "revision": p.revision.to_string(),
+                "bundle_revision": p.bundle_revision,
+            })),
+        )
+            .into_response(),
+        Err(RunError::Refused(err)) => gate_error(&err),
+        Err(RunError::Action(err)) => delivery_error(&err),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperationBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /v1/artifacts/{name}/{promote|pause|resume|rollback}`, body `{"reason": "…"}`
+/// (optional), from an OPERATOR of the artifact; recorded in the audit log before it acts.
+async fn operate(
+    State(app): State<Arc<App>>,
+    Path((name, operation)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let action: Action = match operation.as_str() {
+        "promote" => PROMOTE,
+        "pause" => PAUSE,
+        "resume" => RESUME,
+        "rollback" => ROLLBACK,
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "resource_not_found",
+                "operations are promote, pause, resume and rollback",
+            );
+        }
+    };
+    let principal = match principal(&app, &headers).await {
+        Ok(p) => p,
+        Err(err) => return gate_error(&err),
+    };
+    let resource = match artifact_resource(&app, &name) {
+        Ok(r) => r,
+        Err(err) => return delivery_error(&err),
+    };
+    let parsed: OperationBody = if body.is_empty() {
+        OperationBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    format!("the body is {{\"reason\": \"…\"}} or empty: {e}"),
+                );
+            }
+        }
+    };
+    let reason = parsed
+        .reason
+        .unwrap_or_else(|| format!("{operation} by an operator"));
+    let request = GateRequest::new(action, resource)
+        .http("POST", format!("/v1/artifacts/{name}/{operation}"))
+        .param("reason", reason.clone());
+    let actor = principal.to_string();
+    let pipeline = &app.pipeline;
+    let done = app
+        .gate
+        .run(&principal, &request, |_| async {
+            match operation.as_str() {
+                "promote" => pipeline.promote(&name, &actor).await.map(|e| e.to_string()),
+                "pause" => pipeline
+                    .pause(&name, &actor, &reason)
+                    .await
+                    .map(|()| format!("paused: {reason}")),
+                "resume" => pipeline
+                    .resume(&name, &actor)
+                    .await
+                    .map(|()| "resumed".to_owned()),
+                _ => pipeline
+                    .rollback(&name, &actor, &reason)
+                    .await
+                    .map(|e| e.to_string()),
+            }
+        })
+        .await;
+    match done {
+        Ok(event) => Json(json!({
+            "artifact": name,
+            "event": event,
+            "state": pipeline.state(&name).await,
+        }))
+        .into_response(),
+        Err(RunError::Refused(err)) => gate_error(&err),
+        Err(RunError::Action(err)) => delivery_error(&err),
+    }
+}
+
+/// `GET /v1/artifacts/{name}`: the pipeline, its revisions, events and hosts' reports, for
+/// a READER of the artifact.
+async fn artifact(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let principal = match principal(&app, &headers).await {
+        Ok(p) => p,
+        Err(err) => return gate_error(&err),
+    };
+    let resource = match artifact_resource(&app, &name) {
+        Ok(r) => r,
+        Err(err) => return delivery_error(&err),
+    };
+    let request = GateRequest::new(Action::READ, resource);
+    if let Err(err) = app.gate.enforce(&principal, &request).await {
+        return gate_error(&err);
+    }
+    let pipeline = &app.pipeline;
+    let bundle = pipeline.bundle_of(&name).unwrap_or_default().to_owned();
+    let store = pipeline.store();
+    let (revisions, events, hosts) = match (
+        store.revisions(&name).await,
+        store.events(Some(&name), 200).await,
+        store.host_statuses().await,
+    ) {
+        (Ok(r), Ok(e), Ok(h)) => (r, e, h),
+        (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => return delivery_error(&err),
+    };
+    let revisions: Vec<Value> = revisions
+        .iter()
+        .map(|r| {
+            json!({
+                "revision": r.revision.to_string(),
+                "bundle_revision": r.bundle_revision,
+                "size": r.size,
+                "published_by": r.published_by,
+                "published_at_ms": r.published_at_ms,
+            })
+        })
+        .collect();
+    let events: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id, "at_ms": e.at_ms, "revision": e.revision, "kind": e.kind,
+                "actor": e.actor, "message": e.message,
+            })
+        })
+        .collect();
+    let hosts: Vec<Value> = hosts
+        .iter()
+        .filter(|h| h.bundle == bundle)
+        .map(|h| {
+            json!({
+                "spiffe_id": h.spiffe_id, "active_revision": h.active_revision,
+                "error": h.error, "reported_at_ms": h.reported_at_ms,
+            })
+        })
+        .collect();
+    Json(json!({
+        "artifact": name,
+        "bundle": bundle,
+        "steps": pipeline.config().artifacts.iter().find(|a| a.name == name).map(|a| &a.steps),
+        "state": pipeline.state(&name).await,
+        "revisions": revisions,
+        "events": events,
+        "hosts": hosts,
+    }))
+    .into_response()
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`).
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == etag || tag == "*")
+}
+
+/// `GET /bundles/{name}` (OPA's bundle service protocol): the revision the pipeline assigns
+/// to the calling host, identified by its token, with an `ETag`; 304 when `If-None-Match`
+/// names it.
+async fn bundle(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let host = match app.hosts.by_header(authorization(&headers)) {
+        Ok(host) => host.clone(),
+        Err(err) => return unauthenticated(&err),
+    };
+    let Some(artifact) = app.pipeline.artifact_of(&name).map(str::to_owned) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "resource_not_found",
+            format!("no artifact serves bundle {name:?}"),
+        );
+    };
+    let Some(revision) = app.pipeline.revision_for(&artifact, &host).await else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "resource_not_found",
+            format!("artifact {artifact:?} has no revision for {host} yet"),
+        );
+    };
+    let etag = format!("\"{revision}\"");
+    if none_match(&headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let tarball = match app.pipeline.tarball(&artifact, &revision).await {
+        Ok(t) => t,
+        Err(err) => return delivery_error(&err),
+    };
+    let fetch = FetchRecord {
+        at_ms: now_ms(),
+        spiffe_id: host,
+        artifact,
+        revision: revision.to_string(),
+    };
+    if let Err(err) = app.pipeline.store().record_fetch(&fetch).await {
+        // The access record is how operators see who runs what: no record, no bundle.
+        return delivery_error(&err);
+    }
+    (
+        StatusCode::OK,
+        [
+            (header::ETAG, etag),
+            (header::CONTENT_TYPE, "application/gzip".to_owned()),
+        ],
+        Body::from(tarball),
+    )
+        .into_response()
+}
+
+/// `POST /status` (OPA's status API): what the calling host has active, recorded under the
+/// SPIFFE ID its token is bound to (never one the report claims).
+async fn status(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let host = match app.hosts.by_header(authorization(&headers)) {
+        Ok(host) => host.clone(),
+        Err(err) => return unauthenticated(&err),
+    };
+    let report = match StatusReport::parse(&body) {
+        Ok(report) => report,
+        Err(err) => return delivery_error(&err),
+    };
+    let at = now_ms();
+    let statuses: Vec<HostStatus> = report
+        .bundles
+        .into_iter()
+        .filter(|b| app.pipeline.artifact_of(&b.name).is_some())
+        .map(|b| HostStatus {
+            spiffe_id: host.clone(),
+            bundle: b.name,
+            active_revision: b.active_revision,
+            error: b.error,
+            reported_at_ms: at,
+        })
+        .collect();
+    match app.pipeline.store().record_status(&statuses).await {
+        Ok(()) => Json(json!({})).into_response(),
+        Err(err) => delivery_error(&err),
+    }
+}

@@ -1,0 +1,428 @@
+//! The policy delivery service: CI publishes bundle revisions of an artifact, validated as
+//! a sidecar would validate them before any host can fetch one; hosts (policy sidecars or
+//! stock OPA agents) fetch, with OPA's bundle service protocol, the revision the pipeline
+//! assigns to their SPIFFE ID, and report their status; operators promote, pause, resume
+//! and roll back, authorized per artifact by ACL roles and recorded in the audit log before
+//! anything changes; a scheduler promotes automatic steps and rolls back breaches.
+//!
+//! ```sh
+//! cargo run --example policy-delivery --features delivery -- --config examples/policy-delivery/delivery.toml
+//! ```
+//!
+//! See `examples/policy-delivery/README.md`.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line service prints its banner, tokens and errors"
+)]
+
+mod app;
+mod tokens;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use portcullis::acl::{Acl, AclPolicy, MemoryAclStore, RoleBinding, Roles};
+use portcullis::audit::{AuditLog, AuditOptions};
+use portcullis::delivery::{FolderStore, Pipeline, SqlitePipelineStore, Validator};
+use portcullis::gate::Gate;
+use portcullis::policy::{
+    Algorithm, BundleLimits, BundleVerifier, EvalLimits, RolloutConfig, SpiffePattern,
+    VerificationKey,
+};
+use portcullis::token::AuthChain;
+use portcullis::{Action, AuthMethod, Principal, PrincipalKind, ResourceKind, SystemClock};
+use serde::Deserialize;
+
+use crate::tokens::{CONFIG_TOKEN, PrincipalTokens, TokenDigest, TokenTable};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "policy-delivery",
+    version,
+    about = "Stages policy bundles across a fleet: publish, validate, serve per host, promote."
+)]
+struct Cli {
+    /// The configuration file (TOML).
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen here instead of the configured address (e.g. 127.0.0.1:0 for any port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, default_value = "info")]
+    log_level: tracing::Level,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prints a new random token and the `token_sha256` to configure for it.
+    NewToken,
+    /// Reads a token from standard input and prints its `token_sha256`.
+    HashToken,
+}
+
+/// The configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_listen")]
+    listen: String,
+    /// `pipeline.db` and `artifacts/` live here.
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    /// The pipelines (the same file format as the sidecar's `[rollout] config`).
+    pipelines: PathBuf,
+    /// How often the scheduler runs `tick`.
+    #[serde(default = "default_tick")]
+    tick_seconds: u64,
+    /// The largest bundle tarball accepted.
+    #[serde(default = "default_bundle_bytes")]
+    max_bundle_bytes: usize,
+    audit: AuditConfig,
+    /// Hosts: a token each, bound to the host's SPIFFE ID.
+    #[serde(default)]
+    hosts: Vec<HostConfig>,
+    /// Publishers and operators.
+    #[serde(default)]
+    principals: Vec<PrincipalConfig>,
+    #[serde(default)]
+    acl: AclSection,
+    /// Keys bundle signatures are verified with (as the sidecar's `[keys.ID]`).
+    #[serde(default)]
+    keys: BTreeMap<String, KeyConfig>,
+    /// Bundles that must be signed, by name (as the sidecar's `[bundles.signing]`).
+    #[serde(default)]
+    signing: BTreeMap<String, SigningConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditConfig {
+    /// `sqlite://FILE`, `jsonl://DIR` or `postgres://…` (relative to the configuration).
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostConfig {
+    spiffe_id: String,
+    token_sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalConfig {
+    name: String,
+    #[serde(default = "default_kind")]
+    kind: String,
+    token_sha256: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AclSection {
+    /// `SUBJECT RESOURCE ROLE` lines, e.g. `user:ci artifact:authz PUBLISHER`.
+    #[serde(default)]
+    bindings: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyConfig {
+    algorithm: String,
+    key_file: PathBuf,
+    scope: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningConfig {
+    keyid: Option<String>,
+    scope: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8282".into()
+}
+fn default_data_dir() -> PathBuf {
+    "policy-delivery-data".into()
+}
+fn default_tick() -> u64 {
+    10
+}
+fn default_bundle_bytes() -> usize {
+    8 << 20
+}
+fn default_kind() -> String {
+    "user".into()
+}
+
+/// The actions on `artifact:NAME` and the role each needs (Teletraan's tiers).
+pub(crate) const PUBLISH: Action = Action::from_static("publish");
+pub(crate) const PROMOTE: Action = Action::from_static("promote");
+pub(crate) const PAUSE: Action = Action::from_static("pause");
+pub(crate) const RESUME: Action = Action::from_static("resume");
+pub(crate) const ROLLBACK: Action = Action::from_static("rollback");
+
+fn acl_policy() -> Result<AclPolicy, String> {
+    let artifact: ResourceKind = "artifact".parse().map_err(|e| format!("{e}"))?;
+    let mut builder = AclPolicy::builder(Roles::teletraan());
+    for (action, role) in [
+        (Action::READ, "READER"),
+        (PUBLISH, "PUBLISHER"),
+        (PROMOTE, "OPERATOR"),
+        (PAUSE, "OPERATOR"),
+        (RESUME, "OPERATOR"),
+        (ROLLBACK, "OPERATOR"),
+    ] {
+        builder = builder
+            .require_on(artifact.clone(), action, role)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(builder.build())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::NewToken) => {
+            return match tokens::new_token() {
+                Ok(token) => {
+                    println!("token        = {token}");
+                    println!("token_sha256 = \"{}\"", TokenDigest::of(&token).to_hex());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("policy-delivery: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::HashToken) => {
+            let mut token = String::new();
+            if let Err(err) = std::io::stdin().read_to_string(&mut token) {
+                eprintln!("policy-delivery: standard input: {err}");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", TokenDigest::of(token.trim()).to_hex());
+            return ExitCode::SUCCESS;
+        }
+        None => {}
+    }
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("policy-delivery: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("policy-delivery: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves `path` against the configuration file's folder.
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn host_table(config: &Config) -> Result<TokenTable<String>, String> {
+    let mut entries = Vec::new();
+    for host in &config.hosts {
+        let pattern: Result<SpiffePattern, _> = host.spiffe_id.parse();
+        if pattern.is_err() || host.spiffe_id.contains('*') {
+            return Err(format!(
+                "[[hosts]] spiffe_id {:?} is not a SPIFFE ID (spiffe://<trust domain>/<path>)",
+                host.spiffe_id
+            ));
+        }
+        let digest = TokenDigest::parse(&host.token_sha256)
+            .map_err(|e| format!("[[hosts]] {}: {e}", host.spiffe_id))?;
+        entries.push((digest, host.spiffe_id.clone()));
+    }
+    TokenTable::new(entries).map_err(|e| format!("[[hosts]]: {e}"))
+}
+
+fn principal_table(config: &Config) -> Result<TokenTable<Principal>, String> {
+    let mut entries = Vec::new();
+    for p in &config.principals {
+        let kind = match p.kind.as_str() {
+            "user" => PrincipalKind::User,
+            "service" => PrincipalKind::Service,
+            other => {
+                return Err(format!(
+                    "[[principals]] {}: kind is user or service, not {other:?}",
+                    p.name
+                ));
+            }
+        };
+        let method: AuthMethod = CONFIG_TOKEN;
+        let principal = Principal::builder(kind, &p.name, method)
+            .build()
+            .map_err(|e| format!("[[principals]] {}: {e}", p.name))?;
+        let digest = TokenDigest::parse(&p.token_sha256)
+            .map_err(|e| format!("[[principals]] {}: {e}", p.name))?;
+        entries.push((digest, principal));
+    }
+    TokenTable::new(entries).map_err(|e| format!("[[principals]]: {e}"))
+}
+
+fn validator(config: &Config, base: &Path) -> Result<Validator, String> {
+    // The sidecar's limits: what it would refuse, the server refuses first.
+    let mut validator = Validator::new(BundleLimits::default(), EvalLimits::default());
+    for (bundle, signing) in &config.signing {
+        if config.keys.is_empty() {
+            return Err(format!("[signing.{bundle}] needs at least one [keys.ID]"));
+        }
+        let mut verifier = BundleVerifier::new();
+        for (id, key) in &config.keys {
+            let algorithm: Algorithm = key
+                .algorithm
+                .parse()
+                .map_err(|_| format!("[keys.{id}]: unknown algorithm {:?}", key.algorithm))?;
+            let path = resolve(base, &key.key_file);
+            let material =
+                std::fs::read(&path).map_err(|e| format!("[keys.{id}] {}: {e}", path.display()))?;
+            let mut material = if algorithm.is_hmac() {
+                VerificationKey::hmac(algorithm, material.trim_ascii())
+            } else {
+                VerificationKey::from_pem(algorithm, &material)
+            }
+            .map_err(|e| format!("[keys.{id}]: {e}"))?;
+            if let Some(scope) = &key.scope {
+                material = material.with_scope(scope);
+            }
+            verifier = verifier.key(id, material);
+        }
+        if let Some(id) = &signing.keyid {
+            if !config.keys.contains_key(id) {
+                return Err(format!(
+                    "[signing.{bundle}] keyid {id:?} is not a configured [keys.ID]"
+                ));
+            }
+            verifier = verifier.key_id(id);
+        }
+        if let Some(scope) = &signing.scope {
+            verifier = verifier.scope(scope);
+        }
+        validator = validator.require_signature(bundle, Arc::new(verifier));
+    }
+    Ok(validator)
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let Some(path) = &cli.config else {
+        return Err("--config FILE is required (see examples/policy-delivery/README.md)".into());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut config: Config = toml::from_str(&text).map_err(|e| format!("configuration: {e}"))?;
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    let pipelines_path = resolve(&base, &config.pipelines);
+    let pipelines: RolloutConfig = toml::from_str(
+        &std::fs::read_to_string(&pipelines_path)
+            .map_err(|e| format!("{}: {e}", pipelines_path.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", pipelines_path.display()))?;
+    let hosts = host_table(&config)?;
+    let principals = principal_table(&config)?;
+    let validator = validator(&config, &base)?;
+
+    let data_dir = resolve(&base, &config.data_dir);
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let store = SqlitePipelineStore::open(&format!(
+        "sqlite://{}",
+        data_dir.join("pipeline.db").display()
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    let artifacts = FolderStore::open(data_dir.join("artifacts")).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::open(
+        pipelines,
+        Arc::new(SystemClock),
+        Arc::new(store),
+        Arc::new(artifacts),
+        validator,
+    )
+    .await
+    .map_err(|e| format!("{}: {e}", pipelines_path.display()))?;
+
+    let bindings = config
+        .acl
+        .bindings
+        .iter()
+        .map(|line| {
+            line.parse::<RoleBinding>()
+                .map_err(|e| format!("[acl] bindings {line:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let acl_store = MemoryAclStore::with_bindings(bindings).map_err(|e| format!("[acl] {e}"))?;
+    let acl = Acl::open(Arc::new(acl_store), acl_policy()?)
+        .await
+        .map_err(|e| format!("[acl] {e}"))?;
+    let audit = Arc::new(
+        AuditLog::open(&config.audit.url, &base, AuditOptions::default())
+            .await
+            .map_err(|e| format!("[audit] {e}"))?,
+    );
+    let gate = Gate::builder()
+        .authenticator(Arc::new(AuthChain::new(vec![Arc::new(PrincipalTokens(
+            principals,
+        ))])))
+        .authorizer(Arc::new(acl.authorizer()))
+        .audit(audit.clone())
+        .build()
+        .map_err(|e| format!("[audit] {e}"))?;
+
+    let app = Arc::new(app::App {
+        pipeline,
+        gate,
+        hosts,
+        max_bundle_bytes: config.max_bundle_bytes,
+    });
+    tokio::spawn(app::scheduler(
+        app.clone(),
+        Duration::from_secs(config.tick_seconds.max(1)),
+    ));
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("LISTENING http://{address}");
+    let served = axum::serve(listener, app::router(app))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string());
+    if let Err(err) = audit.flush().await {
+        tracing::error!(error = %err, "the audit log could not be flushed at shutdown");
+    }
+    served
+}

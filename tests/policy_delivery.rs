@@ -1,0 +1,742 @@
+//! End-to-end tests of `examples/policy-delivery`: the binary started on 127.0.0.1 and
+//! driven over HTTP as CI, operators and hosts (OPA's bundle service and status protocols)
+//! drive it — publishing validated revisions, per-host revisions with ETags, promotion
+//! authorized by ACL roles and audited before it acts, and state surviving a restart.
+#![cfg(all(
+    feature = "delivery",
+    feature = "gate",
+    feature = "acl",
+    feature = "audit",
+    feature = "sqlite"
+))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests: a failed expectation is the failure being tested for"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use portcullis::audit::{AuditLog, AuditQuery};
+use portcullis::policy::Bundle;
+use ring::digest::{SHA256, digest};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+mod common;
+use common::example_binary;
+
+const CANARY: &str = "spiffe://example.org/canary/host-1";
+const PROD: &str = "spiffe://example.org/prod/host-2";
+const CANARY_TOKEN: &str = "pcd_canary-host-token-for-tests-only-0001";
+const PROD_TOKEN: &str = "pcd_prod-host-token-for-tests-only-00002";
+const CI_TOKEN: &str = "pcd_ci-publisher-token-for-tests-only-003";
+const ALICE_TOKEN: &str = "pcd_alice-operator-token-for-tests-only-4";
+const BOB_TOKEN: &str = "pcd_bob-reader-token-for-tests-only-00005";
+
+fn binary() -> PathBuf {
+    example_binary("policy-delivery", "--features delivery")
+}
+
+fn sha256(text: &[u8]) -> String {
+    hex::encode(digest(&SHA256, text))
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("policy-delivery-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A delivery server's configuration in `dir`: two hosts, a publisher, an operator and a
+/// reader, and a two-step manual pipeline for artifact `authz` (bundle `authz`).
+fn write_config(dir: &Path) -> PathBuf {
+    std::fs::write(
+        dir.join("pipelines.toml"),
+        r#"
+        [[artifacts]]
+        name = "authz"
+        bundles = ["authz"]
+
+        [[artifacts.steps]]
+        name = "canary"
+        scopes = ["spiffe://example.org/canary/**"]
+        promotion = { mode = "manual" }
+
+        [[artifacts.steps]]
+        name = "production"
+        scopes = ["spiffe://example.org/**"]
+        promotion = { mode = "manual" }
+        "#,
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+        data_dir = "data"
+        pipelines = "pipelines.toml"
+        tick_seconds = 1
+
+        [audit]
+        url = "sqlite://{audit}"
+
+        [[hosts]]
+        spiffe_id = "{CANARY}"
+        token_sha256 = "{canary}"
+
+        [[hosts]]
+        spiffe_id = "{PROD}"
+        token_sha256 = "{prod}"
+
+        [[principals]]
+        name = "ci"
+        kind = "service"
+        token_sha256 = "{ci}"
+
+        [[principals]]
+        name = "alice"
+        token_sha256 = "{alice}"
+
+        [[principals]]
+        name = "bob"
+        token_sha256 = "{bob}"
+
+        [acl]
+        bindings = [
+            "service:ci artifact:authz PUBLISHER",
+            "user:alice artifact:authz OPERATOR",
+            "user:bob artifact:authz READER",
+        ]
+        "#,
+        audit = dir.join("audit.db").display(),
+        canary = sha256(CANARY_TOKEN.as_bytes()),
+        prod = sha256(PROD_TOKEN.as_bytes()),
+        ci = sha256(CI_TOKEN.as_bytes()),
+        alice = sha256(ALICE_TOKEN.as_bytes()),
+        bob = sha256(BOB_TOKEN.as_bytes()),
+    );
+    let path = dir.join("delivery.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// A bundle tarball: `allow` for alice, and a `test_*` rule expecting `allowed_user` to be
+/// allowed (so any other user makes the test fail).
+fn bundle(revision: &str, allowed_user: &str) -> Vec<u8> {
+    let policy = format!(
+        "package authz\n\nallow if input.user == \"alice\"\n\n\
+         test_allows_{allowed_user} if allow with input as {{\"user\": \"{allowed_user}\"}}\n"
+    );
+    let files = vec![
+        (
+            ".manifest".to_owned(),
+            format!(r#"{{"revision":"{revision}","roots":["authz"]}}"#).into_bytes(),
+        ),
+        ("authz.rego".to_owned(), policy.into_bytes()),
+    ];
+    Bundle::from_files("authz", files)
+        .unwrap()
+        .to_tar_gz()
+        .unwrap()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+struct Answer {
+    status: u16,
+    etag: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl Server {
+    async fn start(config: &Path) -> Server {
+        Server::start_binary(&binary(), config).await
+    }
+
+    async fn start_binary(binary: &Path, config: &Path) -> Server {
+        let mut child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--log-level")
+            .arg("warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("LISTENING ") {
+                    return url.to_owned();
+                }
+            }
+            panic!("{} exited before listening", binary.display());
+        })
+        .await
+        .expect("the service did not start within 60 s");
+        Server {
+            child,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn stop(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.body(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let etag = response
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = response.bytes().await.unwrap().to_vec();
+        Answer { status, etag, body }
+    }
+
+    async fn publish(&self, token: Option<&str>, tarball: Vec<u8>) -> Answer {
+        self.send(
+            reqwest::Method::POST,
+            "/v1/artifacts/authz/revisions",
+            token,
+            &[("content-type", "application/gzip")],
+            tarball,
+        )
+        .await
+    }
+
+    async fn operate(&self, token: &str, operation: &str, body: Value) -> Answer {
+        self.send(
+            reqwest::Method::POST,
+            &format!("/v1/artifacts/authz/{operation}"),
+            Some(token),
+            &[("content-type", "application/json")],
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    /// `GET /bundles/authz` as the host holding `token`.
+    async fn fetch(&self, token: &str, if_none_match: Option<&str>) -> Answer {
+        let headers: Vec<(&str, &str)> = if_none_match
+            .map(|tag| vec![("if-none-match", tag)])
+            .unwrap_or_default();
+        self.send(
+            reqwest::Method::GET,
+            "/bundles/authz",
+            Some(token),
+            &headers,
+            Vec::new(),
+        )
+        .await
+    }
+
+    async fn artifact(&self, token: &str) -> Answer {
+        self.send(
+            reqwest::Method::GET,
+            "/v1/artifacts/authz",
+            Some(token),
+            &[],
+            Vec::new(),
+        )
+        .await
+    }
+}
+
+fn etag(revision: &str) -> String {
+    format!("\"{revision}\"")
+}
+
+#[tokio::test]
+async fn revisions_are_validated_staged_per_host_and_survive_a_restart() {
+    let dir = scratch("flow");
+    let config = write_config(&dir);
+    let server = Server::start(&config).await;
+
+    // Only an authenticated PUBLISHER of the artifact publishes.
+    let first = bundle("r1", "alice");
+    assert_eq!(server.publish(None, first.clone()).await.status, 401);
+    assert_eq!(
+        server
+            .publish(Some("pcd_unknown"), first.clone())
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        server.publish(Some(BOB_TOKEN), first.clone()).await.status,
+        403
+    );
+
+    // A revision whose test_* rule fails is refused at upload, saying why.
+    let refused = server
+        .publish(Some(CI_TOKEN), bundle("bad", "mallory"))
+        .await;
+    assert_eq!(refused.status, 422, "{:?}", refused.json());
+    let message = refused.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("test_allows_mallory"), "{message}");
+    assert_eq!(refused.json()["code"], "bundle_refused");
+    // Nothing exists for any host.
+    assert_eq!(server.fetch(CANARY_TOKEN, None).await.status, 404);
+
+    // A good revision: its id is the tarball's SHA-256; only the canary gets it.
+    let published = server.publish(Some(CI_TOKEN), first.clone()).await;
+    assert_eq!(published.status, 201, "{:?}", published.json());
+    let r1 = sha256(&first);
+    assert_eq!(published.json()["revision"], r1.as_str());
+    assert_eq!(published.json()["bundle_revision"], "r1");
+    let got = server.fetch(CANARY_TOKEN, None).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.etag.as_deref(), Some(etag(&r1).as_str()));
+    assert_eq!(got.body, first, "the tarball exactly as published");
+    assert_eq!(
+        server.fetch(PROD_TOKEN, None).await.status,
+        404,
+        "production has no revision before the candidate reaches it"
+    );
+    // The same tarball again is refused: revisions are immutable.
+    assert_eq!(
+        server.publish(Some(CI_TOKEN), first.clone()).await.status,
+        409
+    );
+
+    // Promotion takes an OPERATOR: not the publisher, not a reader.
+    assert_eq!(
+        server.operate(CI_TOKEN, "promote", json!({})).await.status,
+        403
+    );
+    assert_eq!(
+        server.operate(BOB_TOKEN, "promote", json!({})).await.status,
+        403
+    );
+    let promoted = server.operate(ALICE_TOKEN, "promote", json!({})).await;
+    assert_eq!(promoted.status, 200, "{:?}", promoted.json());
+    assert_eq!(server.fetch(PROD_TOKEN, None).await.etag, Some(etag(&r1)));
+    let completed = server.operate(ALICE_TOKEN, "promote", json!({})).await;
+    assert!(
+        completed.json()["event"]
+            .as_str()
+            .unwrap()
+            .contains("completed"),
+        "{:?}",
+        completed.json()
+    );
+    assert_eq!(completed.json()["state"]["stable"], r1.as_str());
+
+    // A second revision reaches the canary; production keeps r1, and polls with r1's ETag
+    // answer 304 there and the new revision at the canary.
+    let second = bundle("r2", "alice");
+    assert_eq!(
+        server.publish(Some(CI_TOKEN), second.clone()).await.status,
+        201
+    );
+    let r2 = sha256(&second);
+    let prod_poll = server.fetch(PROD_TOKEN, Some(&etag(&r1))).await;
+    assert_eq!(prod_poll.status, 304);
+    assert!(prod_poll.body.is_empty());
+    let canary_poll = server.fetch(CANARY_TOKEN, Some(&etag(&r1))).await;
+    assert_eq!(canary_poll.status, 200);
+    assert_eq!(canary_poll.etag, Some(etag(&r2)));
+    assert_eq!(canary_poll.body, second);
+    assert_eq!(
+        server.fetch(CANARY_TOKEN, Some(&etag(&r2))).await.status,
+        304
+    );
+
+    // Another host's token cannot fetch as the canary: identity is the token's, and a
+    // claimed identity in a header or a status report changes nothing.
+    let spoofed = server
+        .send(
+            reqwest::Method::GET,
+            "/bundles/authz",
+            Some(PROD_TOKEN),
+            &[
+                ("x-spiffe-id", CANARY),
+                ("x-forwarded-client-cert", &format!("URI={CANARY}")),
+            ],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(spoofed.etag, Some(etag(&r1)));
+    assert_eq!(server.fetch("pcd_not-a-host", None).await.status, 401);
+    assert_eq!(
+        server
+            .send(
+                reqwest::Method::GET,
+                "/bundles/authz",
+                None,
+                &[],
+                Vec::new()
+            )
+            .await
+            .status,
+        401
+    );
+    // A publisher's token is not a host token.
+    assert_eq!(server.fetch(CI_TOKEN, None).await.status, 401);
+
+    // Hosts report with OPA's status API; the report is filed under the token's host.
+    let report = json!({
+        "labels": {"id": CANARY, "version": "1.0"},
+        "bundles": {"authz": {"name": "authz", "active_revision": "r2"}},
+    });
+    let status = server
+        .send(
+            reqwest::Method::POST,
+            "/status",
+            Some(PROD_TOKEN),
+            &[("content-type", "application/json")],
+            report.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status.status, 200);
+    assert_eq!(
+        server
+            .send(reqwest::Method::POST, "/status", None, &[], b"{}".to_vec())
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        server
+            .send(
+                reqwest::Method::POST,
+                "/status",
+                Some(PROD_TOKEN),
+                &[],
+                b"[1]".to_vec()
+            )
+            .await
+            .status,
+        400
+    );
+    let view = server.artifact(BOB_TOKEN).await;
+    assert_eq!(view.status, 200);
+    let view = view.json();
+    assert_eq!(view["hosts"].as_array().unwrap().len(), 1, "{view}");
+    assert_eq!(view["hosts"][0]["spiffe_id"], PROD);
+    assert_eq!(view["hosts"][0]["active_revision"], "r2");
+    assert_eq!(server.artifact(CANARY_TOKEN).await.status, 401);
+
+    // Pause holds the candidate; resume lets it go on.
+    assert_eq!(
+        server
+            .operate(
+                ALICE_TOKEN,
+                "pause",
+                json!({"reason": "watching the canary"})
+            )
+            .await
+            .status,
+        200
+    );
+    let held = server.operate(ALICE_TOKEN, "promote", json!({})).await;
+    assert_eq!(held.status, 409);
+    assert!(held.json()["message"].as_str().unwrap().contains("paused"));
+    assert_eq!(server.fetch(PROD_TOKEN, None).await.etag, Some(etag(&r1)));
+    let view = server.artifact(BOB_TOKEN).await.json();
+    let events_before = view["events"].as_array().unwrap().len();
+    server.stop().await;
+
+    // Every operator action was recorded in the audit log before it acted, refusals too.
+    {
+        let log = AuditLog::sqlite(
+            &format!("sqlite://{}", dir.join("audit.db").display()),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let mut query = AuditQuery::all(100);
+        query.resource = Some("artifact:authz".parse().unwrap());
+        let records = log.query(&query).await.unwrap().records;
+        let actions: Vec<String> = records
+            .iter()
+            .map(|r| format!("{} {}", r.event.actor.subject, r.event.action))
+            .collect();
+        for want in ["ci publish", "alice promote", "alice pause", "bob publish"] {
+            assert!(
+                actions.iter().any(|a| a == want),
+                "{want} missing from {actions:?}"
+            );
+        }
+        log.close().await.unwrap();
+    }
+
+    // After a restart: the same state, revisions, ETags and history.
+    let server = Server::start(&config).await;
+    assert_eq!(
+        server.fetch(CANARY_TOKEN, Some(&etag(&r2))).await.status,
+        304
+    );
+    assert_eq!(server.fetch(PROD_TOKEN, Some(&etag(&r1))).await.status, 304);
+    let view = server.artifact(BOB_TOKEN).await.json();
+    assert_eq!(view["state"]["paused"], true, "{view}");
+    assert_eq!(view["events"].as_array().unwrap().len(), events_before);
+    assert_eq!(view["revisions"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        server.publish(Some(CI_TOKEN), second.clone()).await.status,
+        409
+    );
+    assert_eq!(
+        server
+            .operate(ALICE_TOKEN, "resume", json!({}))
+            .await
+            .status,
+        200
+    );
+    let promoted = server.operate(ALICE_TOKEN, "promote", json!({})).await;
+    assert_eq!(promoted.status, 200, "{:?}", promoted.json());
+    assert_eq!(
+        server.fetch(PROD_TOKEN, Some(&etag(&r1))).await.etag,
+        Some(etag(&r2))
+    );
+
+    // Rolled back, every host returns to the stable revision.
+    let rolled = server
+        .operate(ALICE_TOKEN, "rollback", json!({"reason": "bad canary"}))
+        .await;
+    assert_eq!(rolled.status, 200, "{:?}", rolled.json());
+    assert_eq!(server.fetch(CANARY_TOKEN, None).await.etag, Some(etag(&r1)));
+    assert_eq!(server.fetch(PROD_TOKEN, None).await.etag, Some(etag(&r1)));
+    let events = server.artifact(BOB_TOKEN).await.json()["events"].clone();
+    let last = events.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "rollback");
+    assert_eq!(last["actor"], "user:alice");
+    assert!(last["message"].as_str().unwrap().contains("bad canary"));
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A bundle allowing alice, and carol too when `carol` is set (its test passes either way).
+fn bundle_for(revision: &str, carol: bool) -> Vec<u8> {
+    let extra = if carol {
+        "\nallow if input.user == \"carol\"\n"
+    } else {
+        ""
+    };
+    let policy = format!(
+        "package authz\n\ndefault allow := false\n\nallow if input.user == \"alice\"\n{extra}\n\
+         test_alice if allow with input as {{\"user\": \"alice\"}}\n"
+    );
+    let files = vec![
+        (
+            ".manifest".to_owned(),
+            format!(r#"{{"revision":"{revision}","roots":["authz"]}}"#).into_bytes(),
+        ),
+        ("authz.rego".to_owned(), policy.into_bytes()),
+    ];
+    Bundle::from_files("authz", files)
+        .unwrap()
+        .to_tar_gz()
+        .unwrap()
+}
+
+/// A policy-sidecar in `dir` polling the delivery server at `base` every second with
+/// `token`.
+async fn start_sidecar(dir: &Path, base: &str, token: &str) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("host.token"), format!("{token}\n")).unwrap();
+    let config = dir.join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            data_dir = "data"
+            poll_seconds = 1
+            [[bundles]]
+            name = "authz"
+            url = "{base}/bundles/authz"
+            token_file = "host.token"
+            "#
+        ),
+    )
+    .unwrap();
+    Server::start_binary(
+        &example_binary("policy-sidecar", "--features policy"),
+        &config,
+    )
+    .await
+}
+
+impl Server {
+    /// The revision of bundle `authz` this sidecar serves.
+    async fn active(&self) -> Option<String> {
+        let status = self
+            .send(reqwest::Method::GET, "/v1/status", None, &[], Vec::new())
+            .await
+            .json();
+        status["result"]["revisions"]["authz"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    async fn until_active(&self, want: &str) {
+        for _ in 0..200 {
+            if self.active().await.as_deref() == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the sidecar never served {want}; it serves {:?}",
+            self.active().await
+        );
+    }
+
+    /// What this sidecar answers for `data.authz.allow` with `user`.
+    async fn allows(&self, user: &str) -> Value {
+        let answer = self
+            .send(
+                reqwest::Method::POST,
+                "/v1/data/authz/allow",
+                None,
+                &[("content-type", "application/json")],
+                json!({"input": {"user": user}}).to_string().into_bytes(),
+            )
+            .await;
+        answer.json()["result"].clone()
+    }
+}
+
+#[tokio::test]
+async fn sidecars_follow_the_pipeline_for_their_own_identity() {
+    let dir = scratch("sidecars");
+    let config = write_config(&dir);
+    let server = Server::start(&config).await;
+    let first = bundle_for("r1", false);
+    assert_eq!(server.publish(Some(CI_TOKEN), first).await.status, 201);
+    for _ in 0..2 {
+        assert_eq!(
+            server
+                .operate(ALICE_TOKEN, "promote", json!({}))
+                .await
+                .status,
+            200
+        );
+    }
+    let canary = start_sidecar(&dir.join("canary"), &server.base, CANARY_TOKEN).await;
+    let prod = start_sidecar(&dir.join("prod"), &server.base, PROD_TOKEN).await;
+    canary.until_active("r1").await;
+    prod.until_active("r1").await;
+    assert_eq!(prod.allows("carol").await, json!(false));
+
+    // A new revision reaches the canary only.
+    let second = bundle_for("r2", true);
+    let r2 = sha256(&second);
+    assert_eq!(server.publish(Some(CI_TOKEN), second).await.status, 201);
+    canary.until_active("r2").await;
+    assert_eq!(canary.allows("carol").await, json!(true));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        prod.active().await.as_deref(),
+        Some("r1"),
+        "production polled and kept r1"
+    );
+    assert_eq!(prod.allows("carol").await, json!(false));
+
+    // The server's access records: production never downloaded r2.
+    {
+        let url = format!("sqlite://{}", dir.join("data/pipeline.db").display());
+        let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let fetched: Vec<(String, String)> =
+            sqlx::query_as("SELECT spiffe_id, revision FROM delivery_fetches ORDER BY id")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+        db.close().await;
+        assert!(
+            fetched.contains(&(CANARY.to_owned(), r2.clone())),
+            "{fetched:?}"
+        );
+        assert!(
+            !fetched
+                .iter()
+                .any(|(host, revision)| host == PROD && *revision == r2),
+            "{fetched:?}"
+        );
+    }
+
+    // Promoted, production follows.
+    assert_eq!(
+        server
+            .operate(ALICE_TOKEN, "promote", json!({}))
+            .await
+            .status,
+        200
+    );
+    prod.until_active("r2").await;
+    assert_eq!(prod.allows("carol").await, json!(true));
+
+    // The delivery server gone, both sidecars keep serving what they have.
+    server.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(canary.allows("carol").await, json!(true));
+    assert_eq!(prod.allows("carol").await, json!(true));
+    assert_eq!(prod.active().await.as_deref(), Some("r2"));
+    canary.stop().await;
+    prod.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_shipped_sample_bundle_and_configuration_are_valid() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policy-delivery");
+    let tarball = Bundle::from_dir("authz", sample.join("bundle"), &Default::default())
+        .unwrap()
+        .to_tar_gz()
+        .unwrap();
+    let dir = scratch("sample");
+    let server = Server::start(&write_config(&dir)).await;
+    let published = server.publish(Some(CI_TOKEN), tarball).await;
+    assert_eq!(published.status, 201, "{:?}", published.json());
+    assert_eq!(published.json()["bundle_revision"], "demo-1");
+    server.stop().await;
+    // The sample configuration parses and its pipelines load (its data goes to scratch).
+    let text = std::fs::read_to_string(sample.join("delivery.toml"))
+        .unwrap()
+        .replace(
+            "../../target/policy-delivery-data",
+            &dir.join("sample").display().to_string(),
+        );
+    std::fs::copy(sample.join("pipelines.toml"), dir.join("pipelines.toml")).unwrap();
+    std::fs::write(dir.join("sample.toml"), text).unwrap();
+    let server = Server::start(&dir.join("sample.toml")).await;
+    let view = server.artifact("demo-alice").await;
+    assert_eq!(view.status, 200, "{:?}", view.json());
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,7 +21,12 @@ fuzz_target!(|data: &[u8]| {
                 for bundle in &report.bundles {
                     assert!(bundle.name.len() <= MAX_FIELD);
                     assert!(bundle.error.as_ref().is_none_or(|e| e.len() <= MAX_FIELD));
-                    assert!(bundle.active_revision.as_ref().is_none_or(|r| !r.is_empty()));
+                    assert!(
+                        bundle
+                            .active_revision
+                            .as_ref()
+                            .is_none_or(|r| !r.is_empty())
+                    );
                 }
             }
         }
@@ -36,12 +41,12 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            let limits = BundleLimits {
-                max_files: 64,
-                max_file_bytes: 64 << 10,
-                max_total_bytes: 256 << 10,
-            };
-            if let Ok(valid) = Validator::new(limits, EvalLimits::default()).validate("fuzz", rest) {
+            let limits = BundleLimits::default()
+                .with_max_files(64)
+                .with_max_file_bytes(64 << 10)
+                .with_max_total_bytes(256 << 10);
+            if let Ok(valid) = Validator::new(limits, EvalLimits::default()).validate("fuzz", rest)
+            {
                 let again = valid.bundle.to_tar_gz().expect("writing to memory");
                 Bundle::from_tar_gz("fuzz", &again, &BundleLimits::default())
                     .expect("a validated bundle loads again");

@@ -1,5 +1,6 @@
 //! The pipeline over a real SQLite file and a folder store: publish (validated, immutable),
 //! per-host revisions, promotion, pause, rollback, and everything surviving a reopen.
+#![cfg(feature = "sqlite")]
 #![expect(
     clippy::unwrap_used,
     reason = "tests: a failed expectation is the failure being tested for"

@@ -74,6 +74,21 @@ fn write_config(dir: &Path) -> PathBuf {
         name = "production"
         scopes = ["spiffe://example.org/**"]
         promotion = { mode = "manual" }
+
+        [[artifacts]]
+        name = "gate"
+        bundles = ["gate"]
+
+        [[artifacts.steps]]
+        name = "canary"
+        scopes = ["spiffe://example.org/canary/**"]
+        promotion = { mode = "always" }
+        thresholds = { max_deny_rate = 0.5, min_decisions = 10 }
+
+        [[artifacts.steps]]
+        name = "production"
+        scopes = ["spiffe://example.org/**"]
+        promotion = { mode = "always" }
         "#,
     )
     .unwrap();
@@ -110,6 +125,8 @@ fn write_config(dir: &Path) -> PathBuf {
         [acl]
         bindings = [
             "service:ci artifact:authz PUBLISHER",
+            "service:ci artifact:gate PUBLISHER",
+            "user:bob artifact:gate READER",
             "user:alice artifact:authz OPERATOR",
             "user:bob artifact:authz READER",
         ]
@@ -737,6 +754,164 @@ async fn the_shipped_sample_bundle_and_configuration_are_valid() {
     let server = Server::start(&dir.join("sample.toml")).await;
     let view = server.artifact("demo-alice").await;
     assert_eq!(view.status, 200, "{:?}", view.json());
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `n` OPA decision events for bundle `gate` at manifest revision `revision`, `allowed` of
+/// them allowed, gzipped as OPA uploads them.
+fn decision_log(revision: &str, allowed: usize, n: usize) -> Vec<u8> {
+    use std::io::Write;
+    let events: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "decision_id": format!("d{i}"),
+                "path": "authz/allow",
+                "bundles": {"gate": {"revision": revision}},
+                "result": i < allowed,
+            })
+        })
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(Value::Array(events).to_string().as_bytes())
+        .unwrap();
+    gz.finish().unwrap()
+}
+
+impl Server {
+    async fn upload_logs(&self, token: &str, body: Vec<u8>) -> Answer {
+        self.send(
+            reqwest::Method::POST,
+            "/logs",
+            Some(token),
+            &[
+                ("content-encoding", "gzip"),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await
+    }
+
+    async fn gate_state(&self) -> Value {
+        self.send(
+            reqwest::Method::GET,
+            "/v1/artifacts/gate",
+            Some(BOB_TOKEN),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .json()
+    }
+
+    async fn until_gate(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..100 {
+            let view = self.gate_state().await;
+            if done(&view) {
+                return view;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what} never happened: {}", self.gate_state().await);
+    }
+
+    async fn fetch_gate(&self, token: &str) -> Option<String> {
+        self.send(
+            reqwest::Method::GET,
+            "/bundles/gate",
+            Some(token),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .etag
+    }
+}
+
+#[tokio::test]
+async fn the_canary_deny_rate_rolls_a_bad_revision_back_automatically() {
+    let dir = scratch("rollback");
+    let server = Server::start(&write_config(&dir)).await;
+    let good = bundle_for("g1", false);
+    let g1 = sha256(&good);
+    assert_eq!(
+        server
+            .send(
+                reqwest::Method::POST,
+                "/v1/artifacts/gate/revisions",
+                Some(CI_TOKEN),
+                &[],
+                good
+            )
+            .await
+            .status,
+        201
+    );
+    // Healthy decisions from the canary: the scheduler promotes it through both steps.
+    let counted = server
+        .upload_logs(CANARY_TOKEN, decision_log("g1", 9, 10))
+        .await;
+    assert_eq!(counted.json()["counted"], 10, "{:?}", counted.json());
+    server
+        .until_gate("g1 completing", |v| v["state"]["stable"] == g1.as_str())
+        .await;
+    assert_eq!(server.fetch_gate(PROD_TOKEN).await, Some(etag(&g1)));
+
+    // A revision that passes its tests but denies: production's reports about it do not
+    // count (it is not assigned there), the canary's breach the deny limit, and the
+    // scheduler rolls it back.
+    let bad = bundle_for("b2", false);
+    let b2 = sha256(&bad);
+    assert_eq!(
+        server
+            .send(
+                reqwest::Method::POST,
+                "/v1/artifacts/gate/revisions",
+                Some(CI_TOKEN),
+                &[],
+                bad
+            )
+            .await
+            .status,
+        201
+    );
+    assert_eq!(server.fetch_gate(CANARY_TOKEN).await, Some(etag(&b2)));
+    let ignored = server
+        .upload_logs(PROD_TOKEN, decision_log("b2", 0, 40))
+        .await;
+    assert_eq!(ignored.json()["counted"], 0);
+    assert_eq!(
+        server
+            .upload_logs(PROD_TOKEN, b"not gzip".to_vec())
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        server
+            .upload_logs("pcd_nobody", decision_log("b2", 0, 40))
+            .await
+            .status,
+        401
+    );
+    let counted = server
+        .upload_logs(CANARY_TOKEN, decision_log("b2", 2, 20))
+        .await;
+    assert_eq!(counted.json()["counted"], 20);
+    let view = server
+        .until_gate("the automatic rollback", |v| {
+            v["state"]["candidate"].is_null()
+        })
+        .await;
+    let last = view["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"], "scheduler", "{view}");
+    assert!(
+        last["message"].as_str().unwrap().contains("deny rate"),
+        "{last}"
+    );
+    assert_eq!(server.fetch_gate(CANARY_TOKEN).await, Some(etag(&g1)));
+    assert_eq!(server.fetch_gate(PROD_TOKEN).await, Some(etag(&g1)));
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

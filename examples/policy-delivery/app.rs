@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis::delivery::{
-    DeliveryError, FetchRecord, HostStatus, MAX_STATUS_BYTES, Pipeline, RevisionId, StatusReport,
-    check_artifact_name, now_ms,
+    DecisionCounts, DeliveryError, FetchRecord, HostStatus, MAX_LOG_BYTES, MAX_STATUS_BYTES,
+    Pipeline, RevisionId, StatusReport, check_artifact_name, now_ms,
 };
 use portcullis::gate::{CHALLENGE, Gate, GateError, GateRequest, RunError};
 use portcullis::token::AuthError;
@@ -47,6 +47,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route(
             "/status",
             post(status).layer(DefaultBodyLimit::max(MAX_STATUS_BYTES)),
+        )
+        .route(
+            "/logs",
+            post(logs).layer(DefaultBodyLimit::max(MAX_LOG_BYTES)),
         )
         .route("/health", get(|| async { Json(json!({})) }))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -440,6 +444,28 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
         .collect();
     match app.pipeline.store().record_status(&statuses).await {
         Ok(()) => Json(json!({})).into_response(),
+        Err(err) => delivery_error(&err),
+    }
+}
+
+/// `POST /logs` (OPA's decision log upload, gzip or plain JSON): the calling host's decisions
+/// counted for the candidates assigned to it, which the scheduler judges against the step's
+/// thresholds.
+async fn logs(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let host = match app.hosts.by_header(authorization(&headers)) {
+        Ok(host) => host.clone(),
+        Err(err) => return unauthenticated(&err),
+    };
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let counts = match DecisionCounts::parse(&body, gzip) {
+        Ok(counts) => counts,
+        Err(err) => return delivery_error(&err),
+    };
+    match app.pipeline.report(&host, &counts).await {
+        Ok(counted) => Json(json!({"counted": counted})).into_response(),
         Err(err) => delivery_error(&err),
     }
 }

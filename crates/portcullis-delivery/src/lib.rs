@@ -4,6 +4,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod artifact;
+mod decisions;
 mod error;
 mod pipeline;
 mod revision;
@@ -12,6 +13,7 @@ mod store;
 mod validate;
 
 pub use artifact::{ArtifactStore, FolderStore, MemoryStore};
+pub use decisions::{DecisionCounts, MAX_EVENTS, MAX_LOG_BYTES};
 pub use error::DeliveryError;
 pub use pipeline::{Pipeline, Published, SCHEDULER, now_ms};
 pub use revision::{MAX_NAME, RevisionId, check_artifact_name};

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use portcullis_core::ManualClock;
-use portcullis_delivery::{DeliveryError, FolderStore, Pipeline, SqlitePipelineStore, Validator};
-use portcullis_policy::{Bundle, PolicyError, RolloutConfig, RolloutEvent};
+use portcullis_delivery::{
+    DecisionCounts, DeliveryError, FolderStore, Pipeline, SqlitePipelineStore, Validator,
+};
+use portcullis_policy::{Bundle, PolicyError, RolloutConfig, RolloutEvent, Thresholds};
 
 const CANARY: &str = "spiffe://example.org/canary/host-1";
 const PROD: &str = "spiffe://example.org/prod/host-2";
@@ -74,9 +76,13 @@ impl Fixture {
     }
 
     async fn open(&self, promotion: &str) -> Pipeline {
+        self.open_with(config(promotion)).await
+    }
+
+    async fn open_with(&self, config: RolloutConfig) -> Pipeline {
         let url = format!("sqlite://{}", self.dir.join("pipeline.db").display());
         Pipeline::open(
-            config(promotion),
+            config,
             self.clock.clone(),
             Arc::new(SqlitePipelineStore::open(&url).await.unwrap()),
             Arc::new(FolderStore::open(self.dir.join("artifacts")).unwrap()),
@@ -257,4 +263,117 @@ async fn artifacts_of_several_bundles_are_refused_for_now() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("exactly one bundle"), "{err}");
+}
+
+fn decisions(revision: &str, allowed: usize, denied: usize) -> DecisionCounts {
+    let mut events = Vec::new();
+    for i in 0..allowed + denied {
+        events.push(serde_json::json!({
+            "decision_id": i.to_string(),
+            "bundles": {"authz": {"revision": revision}},
+            "result": i < allowed,
+        }));
+    }
+    DecisionCounts::parse(
+        serde_json::Value::Array(events).to_string().as_bytes(),
+        false,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn decision_counts_from_assigned_hosts_roll_a_bad_candidate_back() {
+    let fx = Fixture::new("report");
+    let mut config = config(r#"{ mode = "always" }"#);
+    config.artifacts[0].steps[0].thresholds = Thresholds {
+        max_deny_rate: Some(0.5),
+        max_error_rate: None,
+        min_decisions: 10,
+    };
+    config.artifacts[0].steps[0].soak_seconds = 0;
+    let pipeline = fx.open_with(config.clone()).await;
+    let good = pipeline
+        .publish("authz", bundle("g1", "alice"), "user:ci")
+        .await
+        .unwrap();
+    // Too few decisions: not promoted yet.
+    assert!(pipeline.tick().await.unwrap().is_empty());
+    assert_eq!(
+        pipeline
+            .report(CANARY, &decisions("g1", 9, 1))
+            .await
+            .unwrap(),
+        10
+    );
+    assert!(matches!(
+        &pipeline.tick().await.unwrap()[..],
+        [RolloutEvent::Promoted { .. }]
+    ));
+    assert_eq!(
+        pipeline.revision_for("authz", PROD).await,
+        Some(good.revision.clone())
+    );
+    fx.clock.advance(Duration::from_secs(1));
+    assert!(matches!(
+        &pipeline.tick().await.unwrap()[..],
+        [RolloutEvent::Completed { .. }]
+    ));
+
+    let bad = pipeline
+        .publish("authz", bundle("b2", "alice"), "user:ci")
+        .await
+        .unwrap();
+    // Production is not assigned the candidate: its counts do not count; nor do counts
+    // for another manifest revision.
+    assert_eq!(
+        pipeline
+            .report(PROD, &decisions("b2", 0, 50))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        pipeline
+            .report(CANARY, &decisions("g1", 0, 50))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        pipeline
+            .state("authz")
+            .await
+            .unwrap()
+            .candidate
+            .unwrap()
+            .metrics
+            .decisions,
+        0
+    );
+    assert_eq!(
+        pipeline
+            .report(CANARY, &decisions("b2", 2, 18))
+            .await
+            .unwrap(),
+        20
+    );
+    drop(pipeline);
+    // The counts were persisted: after a reopen the breach still rolls it back.
+    let pipeline = fx.open_with(config).await;
+    let events = pipeline.tick().await.unwrap();
+    assert!(
+        matches!(&events[..], [RolloutEvent::RolledBack { revision, reason, .. }]
+            if *revision == bad.revision.to_string() && reason.contains("deny rate")),
+        "{events:?}"
+    );
+    assert_eq!(
+        pipeline.revision_for("authz", CANARY).await,
+        Some(good.revision)
+    );
+    let history = pipeline.store().events(Some("authz"), 100).await.unwrap();
+    assert!(
+        history.iter().all(|e| e.kind != "report"),
+        "counts are not events"
+    );
+    assert_eq!(history.last().unwrap().actor, "scheduler");
 }

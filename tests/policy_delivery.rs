@@ -37,6 +37,7 @@ const CANARY_TOKEN: &str = "pcd_canary-host-token-for-tests-only-0001";
 const PROD_TOKEN: &str = "pcd_prod-host-token-for-tests-only-00002";
 const CI_TOKEN: &str = "pcd_ci-publisher-token-for-tests-only-003";
 const ALICE_TOKEN: &str = "pcd_alice-operator-token-for-tests-only-4";
+const RELEASE_KEY: &str = "a release signing secret, thirty-two bytes or more";
 const BOB_TOKEN: &str = "pcd_bob-reader-token-for-tests-only-00005";
 
 fn binary() -> PathBuf {
@@ -72,6 +73,15 @@ fn write_config(dir: &Path) -> PathBuf {
 
         [[artifacts.steps]]
         name = "production"
+        scopes = ["spiffe://example.org/**"]
+        promotion = { mode = "manual" }
+
+        [[artifacts]]
+        name = "signed"
+        bundles = ["signed"]
+
+        [[artifacts.steps]]
+        name = "everywhere"
         scopes = ["spiffe://example.org/**"]
         promotion = { mode = "manual" }
 
@@ -122,10 +132,18 @@ fn write_config(dir: &Path) -> PathBuf {
         name = "bob"
         token_sha256 = "{bob}"
 
+        [keys.release]
+        algorithm = "HS256"
+        key_file = "release.key"
+
+        [signing.signed]
+        keyid = "release"
+
         [acl]
         bindings = [
             "service:ci artifact:authz PUBLISHER",
             "service:ci artifact:gate PUBLISHER",
+            "service:ci artifact:signed PUBLISHER",
             "user:bob artifact:gate READER",
             "user:alice artifact:authz OPERATOR",
             "user:bob artifact:authz READER",
@@ -138,6 +156,7 @@ fn write_config(dir: &Path) -> PathBuf {
         alice = sha256(ALICE_TOKEN.as_bytes()),
         bob = sha256(BOB_TOKEN.as_bytes()),
     );
+    std::fs::write(dir.join("release.key"), RELEASE_KEY).unwrap();
     let path = dir.join("delivery.toml");
     std::fs::write(&path, config).unwrap();
     path
@@ -912,6 +931,116 @@ async fn the_canary_deny_rate_rolls_a_bad_revision_back_automatically() {
     );
     assert_eq!(server.fetch_gate(CANARY_TOKEN).await, Some(etag(&g1)));
     assert_eq!(server.fetch_gate(PROD_TOKEN).await, Some(etag(&g1)));
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `policy-delivery publish ARGS…`: (success, stdout, stderr).
+async fn run_publish(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(binary())
+        .arg("publish")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn ci_publishes_folders_signed_or_not_with_the_publish_command() {
+    let dir = scratch("publish");
+    let server = Server::start(&write_config(&dir)).await;
+    std::fs::write(dir.join("ci.token"), format!("{CI_TOKEN}\n")).unwrap();
+    std::fs::write(
+        dir.join("wrong.key"),
+        "another secret, also thirty-two bytes long",
+    )
+    .unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policy-delivery/bundle");
+    let token = dir.join("ci.token").display().to_string();
+    let folder = sample.display().to_string();
+    let base = server.base.clone();
+    let publish = |artifact: &'static str, extra: Vec<String>| {
+        let mut args: Vec<String> = [
+            "--server",
+            &base,
+            "--artifact",
+            artifact,
+            "--dir",
+            &folder,
+            "--token-file",
+            &token,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra);
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_publish(&refs).await
+        }
+    };
+
+    let (ok, out, err) = publish("authz", vec![]).await;
+    assert!(ok, "{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["bundle_revision"], "demo-1");
+    let revision = answer["revision"].as_str().unwrap().to_owned();
+    let fetched = server.fetch(CANARY_TOKEN, None).await;
+    assert_eq!(fetched.etag, Some(etag(&revision)));
+    assert_eq!(sha256(&fetched.body), revision);
+    // The same folder packs to the same bytes: the revision exists already.
+    let (ok, _, err) = publish("authz", vec![]).await;
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+
+    // A folder whose test fails is refused by the server, which says why.
+    let failing = dir.join("failing");
+    std::fs::create_dir_all(&failing).unwrap();
+    std::fs::write(
+        failing.join("p.rego"),
+        "package authz\n\ntest_never if false\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run_publish(&[
+        "--server",
+        &base,
+        "--artifact",
+        "authz",
+        "--dir",
+        &failing.display().to_string(),
+        "--token-file",
+        &token,
+    ])
+    .await;
+    assert!(!ok);
+    assert!(err.contains("test_never"), "{err}");
+
+    // An artifact whose bundle must be signed: unsigned or signed with the wrong key is
+    // refused; signed with the release key it is published.
+    let (ok, _, err) = publish("signed", vec![]).await;
+    assert!(!ok);
+    assert!(err.contains("signature"), "{err}");
+    let signed = |key: &str| {
+        vec![
+            "--signing-key".to_owned(),
+            dir.join(key).display().to_string(),
+            "--signing-alg".to_owned(),
+            "HS256".to_owned(),
+            "--key-id".to_owned(),
+            "release".to_owned(),
+        ]
+    };
+    let (ok, _, err) = publish("signed", signed("wrong.key")).await;
+    assert!(!ok);
+    assert!(err.contains("signature"), "{err}");
+    let (ok, out, err) = publish("signed", signed("release.key")).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("demo-1"), "{out}");
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1044,3 +1044,27 @@ async fn ci_publishes_folders_signed_or_not_with_the_publish_command() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_token_shared_by_a_host_and_a_principal_stops_the_start() {
+    let dir = scratch("shared");
+    let config = write_config(&dir);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[principals]]\nname = \"sneaky\"\ntoken_sha256 = \"{}\"\n",
+        sha256(CANARY_TOKEN.as_bytes())
+    ));
+    std::fs::write(&config, text).unwrap();
+    let output = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("both a host's and a principal's"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -377,6 +377,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     .map_err(|e| format!("{}: {e}", pipelines_path.display()))?;
     let hosts = host_table(&config)?;
     let principals = principal_table(&config)?;
+    if let Some(shared) = hosts.digests().find(|d| principals.contains(d)) {
+        return Err(format!(
+            "token_sha256 {} is both a host's and a principal's: give each its own token",
+            shared.to_hex()
+        ));
+    }
     let validator = validator(&config, &base)?;
 
     let data_dir = resolve(&base, &config.data_dir);

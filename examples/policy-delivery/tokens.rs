@@ -72,6 +72,16 @@ impl<T> TokenTable<T> {
         Ok(TokenTable { entries })
     }
 
+    /// Whether `digest` is one of this table's.
+    pub(crate) fn contains(&self, digest: &TokenDigest) -> bool {
+        self.entries.iter().any(|(d, _)| d == digest)
+    }
+
+    /// The digests, for checks across tables.
+    pub(crate) fn digests(&self) -> impl Iterator<Item = &TokenDigest> {
+        self.entries.iter().map(|(d, _)| d)
+    }
+
     /// What `token` stands for, if it is configured.
     pub(crate) fn find(&self, token: &str) -> Option<&T> {
         let presented = TokenDigest::of(token);

@@ -35,6 +35,8 @@ const CANARY: &str = "spiffe://example.org/canary/host-1";
 const PROD: &str = "spiffe://example.org/prod/host-2";
 const CANARY_TOKEN: &str = "pcd_canary-host-token-for-tests-only-0001";
 const PROD_TOKEN: &str = "pcd_prod-host-token-for-tests-only-00002";
+const PROD2: &str = "spiffe://example.org/prod/host-3";
+const PROD2_TOKEN: &str = "pcd_prod2-host-token-for-tests-only-0006";
 const CI_TOKEN: &str = "pcd_ci-publisher-token-for-tests-only-003";
 const ALICE_TOKEN: &str = "pcd_alice-operator-token-for-tests-only-4";
 const RELEASE_KEY: &str = "a release signing secret, thirty-two bytes or more";
@@ -119,6 +121,10 @@ fn write_config(dir: &Path) -> PathBuf {
         spiffe_id = "{PROD}"
         token_sha256 = "{prod}"
 
+        [[hosts]]
+        spiffe_id = "{PROD2}"
+        token_sha256 = "{prod2}"
+
         [[principals]]
         name = "ci"
         kind = "service"
@@ -152,6 +158,7 @@ fn write_config(dir: &Path) -> PathBuf {
         audit = dir.join("audit.db").display(),
         canary = sha256(CANARY_TOKEN.as_bytes()),
         prod = sha256(PROD_TOKEN.as_bytes()),
+        prod2 = sha256(PROD2_TOKEN.as_bytes()),
         ci = sha256(CI_TOKEN.as_bytes()),
         alice = sha256(ALICE_TOKEN.as_bytes()),
         bob = sha256(BOB_TOKEN.as_bytes()),
@@ -1066,5 +1073,192 @@ async fn a_token_shared_by_a_host_and_a_principal_stops_the_start() {
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("both a host's and a principal's"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A bundle for artifact `gate`: allowing alice, or (`deny_all`) nobody — its test passes
+/// either way.
+fn gate_bundle(revision: &str, deny_all: bool) -> Vec<u8> {
+    let policy = if deny_all {
+        "package gate\n\ndefault allow := false\n\n\
+         test_denies_strangers if not allow with input as {\"user\": \"mallory\"}\n"
+    } else {
+        "package gate\n\ndefault allow := false\n\nallow if input.user == \"alice\"\n\n\
+         test_denies_strangers if not allow with input as {\"user\": \"mallory\"}\n"
+    };
+    let files = vec![
+        (
+            ".manifest".to_owned(),
+            format!(r#"{{"revision":"{revision}","roots":["gate"]}}"#).into_bytes(),
+        ),
+        ("gate.rego".to_owned(), policy.as_bytes().to_vec()),
+    ];
+    Bundle::from_files("gate", files)
+        .unwrap()
+        .to_tar_gz()
+        .unwrap()
+}
+
+/// A policy-sidecar following bundle `gate` and reporting to the server every second.
+async fn start_reporting_sidecar(dir: &Path, base: &str, token: &str) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("host.token"), format!("{token}\n")).unwrap();
+    let config = dir.join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            data_dir = "data"
+            poll_seconds = 1
+            [[bundles]]
+            name = "gate"
+            url = "{base}/bundles/gate"
+            token_file = "host.token"
+            [delivery]
+            url = "{base}"
+            token_file = "host.token"
+            report_seconds = 1
+            "#
+        ),
+    )
+    .unwrap();
+    Server::start_binary(
+        &example_binary("policy-sidecar", "--features policy"),
+        &config,
+    )
+    .await
+}
+
+impl Server {
+    async fn gate_active(&self) -> Option<String> {
+        let status = self
+            .send(reqwest::Method::GET, "/v1/status", None, &[], Vec::new())
+            .await
+            .json();
+        status["result"]["revisions"]["gate"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    async fn until_gate_active(&self, want: &str) {
+        for _ in 0..200 {
+            if self.gate_active().await.as_deref() == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the sidecar never served {want}; it serves {:?}",
+            self.gate_active().await
+        );
+    }
+
+    async fn decide_gate(&self, user: &str) -> Value {
+        self.send(
+            reqwest::Method::POST,
+            "/v1/data/gate/allow",
+            None,
+            &[("content-type", "application/json")],
+            json!({"input": {"user": user}}).to_string().into_bytes(),
+        )
+        .await
+        .json()["result"]
+            .clone()
+    }
+}
+
+#[tokio::test]
+async fn three_sidecars_a_deny_everything_revision_is_rolled_back_from_the_canary_alone() {
+    let dir = scratch("fleet");
+    let server = Server::start(&write_config(&dir)).await;
+    let publish = |tarball: Vec<u8>| {
+        server.send(
+            reqwest::Method::POST,
+            "/v1/artifacts/gate/revisions",
+            Some(CI_TOKEN),
+            &[],
+            tarball,
+        )
+    };
+    assert_eq!(publish(gate_bundle("g1", false)).await.status, 201);
+    let canary = start_reporting_sidecar(&dir.join("canary"), &server.base, CANARY_TOKEN).await;
+    let prod = start_reporting_sidecar(&dir.join("prod"), &server.base, PROD_TOKEN).await;
+    let prod2 = start_reporting_sidecar(&dir.join("prod2"), &server.base, PROD2_TOKEN).await;
+    canary.until_gate_active("g1").await;
+    // The canary's healthy decisions, reported by the sidecar, let the scheduler promote
+    // g1 through both steps: all three serve it.
+    for _ in 0..10 {
+        assert_eq!(canary.decide_gate("alice").await, json!(true));
+    }
+    prod.until_gate_active("g1").await;
+    prod2.until_gate_active("g1").await;
+    server
+        .until_gate("g1 completing", |v| v["state"]["stable"].is_string())
+        .await;
+
+    // A revision that passes its tests but denies everyone: only the canary serves it; its
+    // deny rate breaches the limit and the scheduler rolls it back on its own.
+    let bad = gate_bundle("b2", true);
+    let b2 = sha256(&bad);
+    assert_eq!(publish(bad).await.status, 201);
+    canary.until_gate_active("b2").await;
+    for _ in 0..20 {
+        assert_eq!(canary.decide_gate("alice").await, json!(false));
+    }
+    let view = server
+        .until_gate("the automatic rollback", |v| {
+            v["state"]["candidate"].is_null()
+        })
+        .await;
+    let last = view["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"], "scheduler", "{view}");
+    assert!(
+        last["message"].as_str().unwrap().contains("deny rate"),
+        "{last}"
+    );
+    canary.until_gate_active("g1").await;
+    assert_eq!(canary.decide_gate("alice").await, json!(true));
+    assert_eq!(prod.gate_active().await.as_deref(), Some("g1"));
+    assert_eq!(prod2.gate_active().await.as_deref(), Some("g1"));
+    // The hosts' status reports reached the server under their own identities.
+    let hosts = view["hosts"].as_array().unwrap();
+    for host in [CANARY, PROD, PROD2] {
+        assert!(
+            hosts.iter().any(|h| h["spiffe_id"] == host),
+            "{host}: {hosts:?}"
+        );
+    }
+
+    // The production sidecars never downloaded b2 (the server's access records).
+    server.stop().await;
+    {
+        let url = format!("sqlite://{}", dir.join("data/pipeline.db").display());
+        let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let fetched: Vec<(String, String)> = sqlx::query_as(
+            "SELECT spiffe_id, revision FROM delivery_fetches WHERE artifact = 'gate'",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        db.close().await;
+        assert!(
+            fetched.contains(&(CANARY.to_owned(), b2.clone())),
+            "{fetched:?}"
+        );
+        assert!(
+            !fetched
+                .iter()
+                .any(|(host, revision)| host != CANARY && *revision == b2),
+            "{fetched:?}"
+        );
+    }
+    // With the server gone, every sidecar keeps its last good revision.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for sidecar in [&canary, &prod, &prod2] {
+        assert_eq!(sidecar.decide_gate("alice").await, json!(true));
+    }
+    canary.stop().await;
+    prod.stop().await;
+    prod2.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

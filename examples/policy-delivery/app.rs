@@ -52,6 +52,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             "/logs",
             post(logs).layer(DefaultBodyLimit::max(MAX_LOG_BYTES)),
         )
+        .route(
+            "/v1/decision-counts",
+            post(decision_counts).layer(DefaultBodyLimit::max(MAX_STATUS_BYTES)),
+        )
         .route("/health", get(|| async { Json(json!({})) }))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(app)
@@ -460,11 +464,25 @@ async fn logs(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-    let counts = match DecisionCounts::parse(&body, gzip) {
+    count(&app, &host, DecisionCounts::parse(&body, gzip)).await
+}
+
+/// `POST /v1/decision-counts`: the compact counters report policy-sidecar sends, counted
+/// as `POST /logs` counts.
+async fn decision_counts(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let host = match app.hosts.by_header(authorization(&headers)) {
+        Ok(host) => host.clone(),
+        Err(err) => return unauthenticated(&err),
+    };
+    count(&app, &host, DecisionCounts::parse_compact(&body)).await
+}
+
+async fn count(app: &App, host: &str, counts: Result<DecisionCounts, DeliveryError>) -> Response {
+    let counts = match counts {
         Ok(counts) => counts,
         Err(err) => return delivery_error(&err),
     };
-    match app.pipeline.report(&host, &counts).await {
+    match app.pipeline.report(host, &counts).await {
         Ok(counted) => Json(json!({"counted": counted})).into_response(),
         Err(err) => delivery_error(&err),
     }

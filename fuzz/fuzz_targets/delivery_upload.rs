@@ -1,9 +1,9 @@
 //! The delivery service's untrusted inputs: a host's OPA status report (the first byte 0),
-//! a revision id or artifact name from a URL (1), an uploaded bundle tarball (2), or a
-//! host's decision log upload, plain (3) or gzipped (4). Never a panic; an accepted report
-//! stays within its limits; an accepted id is what it parsed; an accepted upload is a bundle
-//! that loads again from its own tarball; counted decisions are at least their denials and
-//! errors together.
+//! a revision id or artifact name from a URL (1), an uploaded bundle tarball (2), a host's
+//! decision log upload, plain (3) or gzipped (4), or its compact counters report (5). Never
+//! a panic; an accepted report stays within its limits; an accepted id is what it parsed;
+//! an accepted upload is a bundle that loads again from its own tarball; counted decisions
+//! are at least their denials and errors together.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 5 {
+    match mode % 6 {
         0 => {
             if let Ok(report) = StatusReport::parse(rest) {
                 assert!(report.bundles.len() <= MAX_BUNDLES);
@@ -38,7 +38,14 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         3 | 4 => {
-            if let Ok(counts) = DecisionCounts::parse(rest, mode % 5 == 4) {
+            if let Ok(counts) = DecisionCounts::parse(rest, mode % 6 == 4) {
+                for m in counts.counts.values() {
+                    assert!(m.denies.saturating_add(m.errors) <= m.decisions);
+                }
+            }
+        }
+        5 => {
+            if let Ok(counts) = DecisionCounts::parse_compact(rest) {
                 for m in counts.counts.values() {
                     assert!(m.denies.saturating_add(m.errors) <= m.decisions);
                 }

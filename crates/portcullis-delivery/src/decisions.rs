@@ -33,6 +33,24 @@ struct Event {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Compact {
+    bundles: Vec<CompactBundle>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompactBundle {
+    name: String,
+    revision: String,
+    decisions: u64,
+    #[serde(default)]
+    denies: u64,
+    #[serde(default)]
+    errors: u64,
+}
+
+#[derive(Deserialize)]
 struct EventBundle {
     #[serde(default)]
     revision: Option<String>,
@@ -98,6 +116,42 @@ impl DecisionCounts {
     }
 }
 
+impl DecisionCounts {
+    /// Reads a compact counters report, as policy-sidecar sends it:
+    /// `{"bundles": [{"name", "revision", "decisions", "denies", "errors"}]}` — counts
+    /// since its last report, per bundle revision it answered with.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Status`] for a body over [`MAX_LOG_BYTES`], JSON of another shape,
+    /// more than [`MAX_EVENTS`] entries, or denials and errors outnumbering decisions.
+    pub fn parse_compact(body: &[u8]) -> Result<DecisionCounts, DeliveryError> {
+        let bad = |m: String| DeliveryError::Status(format!("decision counts: {m}"));
+        if body.len() > MAX_LOG_BYTES {
+            return Err(bad(format!("larger than {MAX_LOG_BYTES} bytes")));
+        }
+        let compact: Compact =
+            serde_json::from_slice(body).map_err(|e| bad(format!("not the shape: {e}")))?;
+        if compact.bundles.len() > MAX_EVENTS {
+            return Err(bad(format!("more than {MAX_EVENTS} entries")));
+        }
+        let mut counts: BTreeMap<(String, String), Metrics> = BTreeMap::new();
+        for b in compact.bundles {
+            if b.denies.saturating_add(b.errors) > b.decisions {
+                return Err(bad(format!(
+                    "{} {}: more denials and errors than decisions",
+                    b.name, b.revision
+                )));
+            }
+            let m = counts.entry((b.name, b.revision)).or_default();
+            m.decisions = m.decisions.saturating_add(b.decisions);
+            m.denies = m.denies.saturating_add(b.denies);
+            m.errors = m.errors.saturating_add(b.errors);
+        }
+        Ok(DecisionCounts { counts })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -129,6 +183,25 @@ mod tests {
         let r1 = counts.counts[&("authz".to_owned(), "r1".to_owned())];
         assert_eq!((r1.decisions, r1.denies, r1.errors), (1, 0, 0));
         assert_eq!(counts.counts.len(), 2);
+    }
+
+    #[test]
+    fn compact_reports_are_counted() {
+        let counts = DecisionCounts::parse_compact(
+            br#"{"bundles":[{"name":"authz","revision":"r2","decisions":10,"denies":3,"errors":1},
+                            {"name":"authz","revision":"r2","decisions":5}]}"#,
+        )
+        .unwrap();
+        let r2 = counts.counts[&("authz".to_owned(), "r2".to_owned())];
+        assert_eq!((r2.decisions, r2.denies, r2.errors), (15, 3, 1));
+        for bad in [
+            &br#"{"bundles":[{"name":"a","revision":"r","decisions":1,"denies":2}]}"#[..],
+            br#"{"bundles":[{"name":"a","revision":"r"}]}"#,
+            br#"{"bundles":[],"extra":1}"#,
+            b"[]",
+        ] {
+            assert!(DecisionCounts::parse_compact(bad).is_err());
+        }
     }
 
     #[test]

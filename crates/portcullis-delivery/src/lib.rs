@@ -20,5 +20,8 @@ pub use revision::{MAX_NAME, RevisionId, check_artifact_name};
 pub use status::{BundleReport, MAX_BUNDLES, MAX_FIELD, MAX_STATUS_BYTES, StatusReport};
 #[cfg(feature = "sqlite")]
 pub use store::SqlitePipelineStore;
-pub use store::{Change, EventRecord, FetchRecord, HostStatus, PipelineStore, RevisionRecord};
+pub use store::{
+    Change, EventRecord, FetchRecord, HostStatus, MemoryPipelineStore, PipelineStore,
+    RevisionRecord,
+};
 pub use validate::{Validated, Validator};

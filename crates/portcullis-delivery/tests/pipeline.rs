@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use portcullis_core::ManualClock;
 use portcullis_delivery::{
-    DecisionCounts, DeliveryError, FolderStore, Pipeline, SqlitePipelineStore, Validator,
+    Change, DecisionCounts, DeliveryError, EventRecord, FetchRecord, FolderStore, HostStatus,
+    MemoryPipelineStore, Pipeline, PipelineStore, RevisionId, RevisionRecord, SqlitePipelineStore,
+    Validator,
 };
 use portcullis_policy::{Bundle, PolicyError, RolloutConfig, RolloutEvent, Thresholds};
 
@@ -376,4 +378,87 @@ async fn decision_counts_from_assigned_hosts_roll_a_bad_candidate_back() {
         "counts are not events"
     );
     assert_eq!(history.last().unwrap().actor, "scheduler");
+}
+
+/// What every pipeline store must do, whichever it is.
+async fn store_contract(store: &dyn PipelineStore) {
+    assert!(store.load_states().await.unwrap().is_empty());
+    let revision = RevisionId::of(b"tarball");
+    let record = RevisionRecord {
+        artifact: "authz".into(),
+        revision: revision.clone(),
+        bundle_revision: "r1".into(),
+        size: 7,
+        published_by: "user:ci".into(),
+        published_at_ms: 5,
+    };
+    let event = |message: &str| EventRecord {
+        id: 0,
+        at_ms: 6,
+        artifact: "authz".into(),
+        revision: Some(revision.to_string()),
+        kind: "publish".into(),
+        actor: "user:ci".into(),
+        message: message.into(),
+    };
+    let state = portcullis_policy::ArtifactState {
+        stable: Some("x".into()),
+        ..Default::default()
+    };
+    store
+        .commit(Change {
+            states: vec![("authz".into(), state.clone())],
+            events: vec![event("one"), event("two")],
+            revision: Some(record.clone()),
+        })
+        .await
+        .unwrap();
+    // A revision recorded twice is refused, and nothing of that change is written.
+    let again = store
+        .commit(Change {
+            states: vec![("authz".into(), Default::default())],
+            events: vec![event("three")],
+            revision: Some(record.clone()),
+        })
+        .await;
+    assert!(
+        matches!(again, Err(DeliveryError::Exists { .. })),
+        "{again:?}"
+    );
+    assert_eq!(store.load_states().await.unwrap()["authz"], state);
+    assert!(store.has_revision("authz", &revision).await.unwrap());
+    assert!(!store.has_revision("other", &revision).await.unwrap());
+    assert_eq!(store.revisions("authz").await.unwrap(), [record]);
+    let events = store.events(Some("authz"), 10).await.unwrap();
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, ["one", "two"]);
+    assert!(events[0].id < events[1].id);
+    assert_eq!(store.events(None, 1).await.unwrap()[0].message, "two");
+    assert!(store.events(Some("other"), 10).await.unwrap().is_empty());
+
+    let status = |revision: &str| HostStatus {
+        spiffe_id: CANARY.into(),
+        bundle: "authz".into(),
+        active_revision: Some(revision.into()),
+        error: None,
+        reported_at_ms: 9,
+    };
+    store.record_status(&[status("r1")]).await.unwrap();
+    store.record_status(&[status("r2")]).await.unwrap();
+    assert_eq!(store.host_statuses().await.unwrap(), [status("r2")]);
+    let fetch = FetchRecord {
+        at_ms: 10,
+        spiffe_id: CANARY.into(),
+        artifact: "authz".into(),
+        revision: revision.to_string(),
+    };
+    store.record_fetch(&fetch).await.unwrap();
+    assert_eq!(store.fetches("authz").await.unwrap(), [fetch]);
+    assert!(store.fetches("other").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_memory_and_sqlite_stores_keep_the_same_contract() {
+    store_contract(&MemoryPipelineStore::new()).await;
+    store_contract(&SqlitePipelineStore::open("sqlite::memory:").await.unwrap()).await;
 }

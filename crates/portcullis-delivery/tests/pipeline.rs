@@ -2,6 +2,7 @@
 //! per-host revisions, promotion, pause, rollback, and everything surviving a reopen.
 #![expect(
     clippy::unwrap_used,
+    clippy::indexing_slicing,
     reason = "tests: a failed expectation is the failure being tested for"
 )]
 

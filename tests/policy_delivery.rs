@@ -1262,3 +1262,62 @@ async fn three_sidecars_a_deny_everything_revision_is_rolled_back_from_the_canar
     prod2.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn uploads_are_capped_per_endpoint() {
+    let dir = scratch("limits");
+    let server = Server::start(&write_config(&dir)).await;
+    // A bundle larger than the 64 KiB general cap but within max_bundle_bytes (8 MiB).
+    let big: Vec<u8> = {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, bytes: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            builder.append_data(&mut header, path, bytes).unwrap();
+        };
+        add(".manifest", br#"{"revision":"big","roots":["authz"]}"#);
+        add(
+            "authz.rego",
+            b"package authz\n\nallow if input.user == \"alice\"\n",
+        );
+        let data = json!({"authz": {"padding": "x".repeat(300_000)}}).to_string();
+        add("data.json", data.as_bytes());
+        gz.write_all(&builder.into_inner().unwrap()).unwrap();
+        gz.finish().unwrap()
+    };
+    assert!(big.len() > 200_000);
+    let published = server.publish(Some(CI_TOKEN), big).await;
+    assert_eq!(published.status, 201, "{:?}", published.json());
+    assert_eq!(
+        server
+            .publish(Some(CI_TOKEN), vec![0; 9 << 20])
+            .await
+            .status,
+        413
+    );
+    let status = server
+        .send(
+            reqwest::Method::POST,
+            "/status",
+            Some(CANARY_TOKEN),
+            &[],
+            vec![b' '; 300 * 1024],
+        )
+        .await;
+    assert_eq!(status.status, 413);
+    let operation = server
+        .send(
+            reqwest::Method::POST,
+            "/v1/artifacts/authz/pause",
+            Some(ALICE_TOKEN),
+            &[],
+            vec![b' '; 100 * 1024],
+        )
+        .await;
+    assert_eq!(operation.status, 413);
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -494,6 +494,35 @@ async fn revisions_are_validated_staged_per_host_and_survive_a_restart() {
     assert_eq!(view["hosts"][0]["spiffe_id"], PROD);
     assert_eq!(view["hosts"][0]["active_revision"], "r2");
     assert_eq!(server.artifact(CANARY_TOKEN).await.status, 401);
+    // The listing shows what the caller may read: bob reads authz and gate, not signed.
+    let listing = server
+        .send(
+            reqwest::Method::GET,
+            "/v1/artifacts",
+            Some(BOB_TOKEN),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .json();
+    let names: Vec<&str> = listing["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["artifact"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["authz", "gate"], "{listing}");
+    assert_eq!(
+        listing["artifacts"][0]["state"]["candidate"]["revision"],
+        r2.as_str()
+    );
+    assert_eq!(
+        server
+            .send(reqwest::Method::GET, "/v1/artifacts", None, &[], Vec::new())
+            .await
+            .status,
+        401
+    );
 
     // Pause holds the candidate; resume lets it go on.
     assert_eq!(

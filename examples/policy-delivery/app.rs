@@ -16,7 +16,7 @@ use portcullis::delivery::{
 };
 use portcullis::gate::{CHALLENGE, Gate, GateError, GateRequest, RunError};
 use portcullis::token::AuthError;
-use portcullis::{Action, Principal, Resource};
+use portcullis::{AccessRequest, Action, Principal, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -41,6 +41,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             "/v1/artifacts/{name}/revisions",
             post(publish).layer(DefaultBodyLimit::max(bundle_limit)),
         )
+        .route("/v1/artifacts", get(artifacts))
         .route("/v1/artifacts/{name}", get(artifact))
         .route("/v1/artifacts/{name}/{operation}", post(operate))
         .route("/bundles/{name}", get(bundle))
@@ -281,6 +282,35 @@ async fn operate(
         Err(RunError::Refused(err)) => gate_error(&err),
         Err(RunError::Action(err)) => delivery_error(&err),
     }
+}
+
+/// `GET /v1/artifacts`: every artifact the caller may read, with its bundle, steps and
+/// state (an empty list, not a refusal, when it may read none).
+async fn artifacts(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let principal = match principal(&app, &headers).await {
+        Ok(p) => p,
+        Err(err) => return gate_error(&err),
+    };
+    let mut listed = Vec::new();
+    for artifact in &app.pipeline.config().artifacts {
+        let Ok(resource) = artifact_resource(&app, &artifact.name) else {
+            continue;
+        };
+        let readable = app
+            .gate
+            .authorizer()
+            .authorize(&AccessRequest::new(&principal, &Action::READ, &resource))
+            .is_allowed();
+        if readable {
+            listed.push(json!({
+                "artifact": artifact.name,
+                "bundle": app.pipeline.bundle_of(&artifact.name),
+                "steps": artifact.steps.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                "state": app.pipeline.state(&artifact.name).await,
+            }));
+        }
+    }
+    Json(json!({ "artifacts": listed })).into_response()
 }
 
 /// `GET /v1/artifacts/{name}`: the pipeline, its revisions, events and hosts' reports, for

@@ -10,13 +10,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use portcullis::audit::{AuditEvent, AuditLog, AuditSink, EventKind};
 use portcullis::delivery::{
     DecisionCounts, DeliveryError, FetchRecord, HostStatus, MAX_LOG_BYTES, MAX_STATUS_BYTES,
     Pipeline, RevisionId, StatusReport, check_artifact_name, now_ms,
 };
 use portcullis::gate::{CHALLENGE, Gate, GateError, GateRequest, RunError};
+use portcullis::policy::RolloutEvent;
 use portcullis::token::AuthError;
-use portcullis::{AccessRequest, Action, Principal, Resource};
+use portcullis::{AccessRequest, Action, AuthMethod, Decision, Principal, PrincipalKind, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,6 +33,8 @@ pub(crate) struct App {
     /// Host token digests → the host's SPIFFE ID.
     pub(crate) hosts: TokenTable<String>,
     pub(crate) max_bundle_bytes: usize,
+    /// The audit log, for the scheduler's own changes (operators' go through the gate).
+    pub(crate) audit: Arc<AuditLog>,
 }
 
 /// The routes.
@@ -72,11 +76,47 @@ pub(crate) async fn scheduler(app: Arc<App>, every: Duration) {
             Ok(events) => {
                 for event in events {
                     tracing::info!(%event, "scheduler");
+                    if let Err(error) = audit_scheduler(&app.audit, &event).await {
+                        tracing::error!(%error, %event, "the scheduler's change is in the pipeline history but not in the audit log");
+                    }
                 }
             }
             Err(error) => tracing::error!(%error, "the scheduler could not record its changes"),
         }
     }
+}
+
+/// Records a change the scheduler made (already persisted with the pipeline's history) in
+/// the audit log, next to the operators' changes, as `service:scheduler`'s.
+async fn audit_scheduler(audit: &AuditLog, event: &RolloutEvent) -> Result<(), String> {
+    let (action, artifact, revision) = match event {
+        RolloutEvent::Promoted {
+            artifact, revision, ..
+        }
+        | RolloutEvent::Completed { artifact, revision } => (PROMOTE, artifact, revision),
+        RolloutEvent::RolledBack {
+            artifact, revision, ..
+        } => (ROLLBACK, artifact, revision),
+    };
+    let scheduler = Principal::builder(
+        PrincipalKind::Service,
+        portcullis::delivery::SCHEDULER,
+        AuthMethod::from_static("internal"),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let resource: Resource = format!("artifact:{artifact}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let mut record = AuditEvent::new(EventKind::Decision, &scheduler, action, resource)
+        .map_err(|e| e.to_string())?;
+    record.decision = Some(Decision::allow(event.to_string()));
+    record.fields.insert("revision".into(), json!(revision));
+    audit
+        .record(record)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {

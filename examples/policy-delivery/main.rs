@@ -436,6 +436,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         gate,
         hosts,
         max_bundle_bytes: config.max_bundle_bytes,
+        audit: audit.clone(),
     });
     tokio::spawn(app::scheduler(
         app.clone(),

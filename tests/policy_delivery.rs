@@ -35,8 +35,11 @@ const CANARY: &str = "spiffe://example.org/canary/host-1";
 const PROD: &str = "spiffe://example.org/prod/host-2";
 const CANARY_TOKEN: &str = "pcd_canary-host-token-for-tests-only-0001";
 const PROD_TOKEN: &str = "pcd_prod-host-token-for-tests-only-00002";
+const PROD2: &str = "spiffe://example.org/prod/host-3";
+const PROD2_TOKEN: &str = "pcd_prod2-host-token-for-tests-only-0006";
 const CI_TOKEN: &str = "pcd_ci-publisher-token-for-tests-only-003";
 const ALICE_TOKEN: &str = "pcd_alice-operator-token-for-tests-only-4";
+const RELEASE_KEY: &str = "a release signing secret, thirty-two bytes or more";
 const BOB_TOKEN: &str = "pcd_bob-reader-token-for-tests-only-00005";
 
 fn binary() -> PathBuf {
@@ -74,6 +77,30 @@ fn write_config(dir: &Path) -> PathBuf {
         name = "production"
         scopes = ["spiffe://example.org/**"]
         promotion = { mode = "manual" }
+
+        [[artifacts]]
+        name = "signed"
+        bundles = ["signed"]
+
+        [[artifacts.steps]]
+        name = "everywhere"
+        scopes = ["spiffe://example.org/**"]
+        promotion = { mode = "manual" }
+
+        [[artifacts]]
+        name = "gate"
+        bundles = ["gate"]
+
+        [[artifacts.steps]]
+        name = "canary"
+        scopes = ["spiffe://example.org/canary/**"]
+        promotion = { mode = "always" }
+        thresholds = { max_deny_rate = 0.5, min_decisions = 10 }
+
+        [[artifacts.steps]]
+        name = "production"
+        scopes = ["spiffe://example.org/**"]
+        promotion = { mode = "always" }
         "#,
     )
     .unwrap();
@@ -94,6 +121,10 @@ fn write_config(dir: &Path) -> PathBuf {
         spiffe_id = "{PROD}"
         token_sha256 = "{prod}"
 
+        [[hosts]]
+        spiffe_id = "{PROD2}"
+        token_sha256 = "{prod2}"
+
         [[principals]]
         name = "ci"
         kind = "service"
@@ -107,9 +138,19 @@ fn write_config(dir: &Path) -> PathBuf {
         name = "bob"
         token_sha256 = "{bob}"
 
+        [keys.release]
+        algorithm = "HS256"
+        key_file = "release.key"
+
+        [signing.signed]
+        keyid = "release"
+
         [acl]
         bindings = [
             "service:ci artifact:authz PUBLISHER",
+            "service:ci artifact:gate PUBLISHER",
+            "service:ci artifact:signed PUBLISHER",
+            "user:bob artifact:gate READER",
             "user:alice artifact:authz OPERATOR",
             "user:bob artifact:authz READER",
         ]
@@ -117,10 +158,12 @@ fn write_config(dir: &Path) -> PathBuf {
         audit = dir.join("audit.db").display(),
         canary = sha256(CANARY_TOKEN.as_bytes()),
         prod = sha256(PROD_TOKEN.as_bytes()),
+        prod2 = sha256(PROD2_TOKEN.as_bytes()),
         ci = sha256(CI_TOKEN.as_bytes()),
         alice = sha256(ALICE_TOKEN.as_bytes()),
         bob = sha256(BOB_TOKEN.as_bytes()),
     );
+    std::fs::write(dir.join("release.key"), RELEASE_KEY).unwrap();
     let path = dir.join("delivery.toml");
     std::fs::write(&path, config).unwrap();
     path
@@ -451,6 +494,35 @@ async fn revisions_are_validated_staged_per_host_and_survive_a_restart() {
     assert_eq!(view["hosts"][0]["spiffe_id"], PROD);
     assert_eq!(view["hosts"][0]["active_revision"], "r2");
     assert_eq!(server.artifact(CANARY_TOKEN).await.status, 401);
+    // The listing shows what the caller may read: bob reads authz and gate, not signed.
+    let listing = server
+        .send(
+            reqwest::Method::GET,
+            "/v1/artifacts",
+            Some(BOB_TOKEN),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .json();
+    let names: Vec<&str> = listing["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["artifact"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["authz", "gate"], "{listing}");
+    assert_eq!(
+        listing["artifacts"][0]["state"]["candidate"]["revision"],
+        r2.as_str()
+    );
+    assert_eq!(
+        server
+            .send(reqwest::Method::GET, "/v1/artifacts", None, &[], Vec::new())
+            .await
+            .status,
+        401
+    );
 
     // Pause holds the candidate; resume lets it go on.
     assert_eq!(
@@ -737,6 +809,569 @@ async fn the_shipped_sample_bundle_and_configuration_are_valid() {
     let server = Server::start(&dir.join("sample.toml")).await;
     let view = server.artifact("demo-alice").await;
     assert_eq!(view.status, 200, "{:?}", view.json());
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `n` OPA decision events for bundle `gate` at manifest revision `revision`, `allowed` of
+/// them allowed, gzipped as OPA uploads them.
+fn decision_log(revision: &str, allowed: usize, n: usize) -> Vec<u8> {
+    use std::io::Write;
+    let events: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "decision_id": format!("d{i}"),
+                "path": "authz/allow",
+                "bundles": {"gate": {"revision": revision}},
+                "result": i < allowed,
+            })
+        })
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(Value::Array(events).to_string().as_bytes())
+        .unwrap();
+    gz.finish().unwrap()
+}
+
+impl Server {
+    async fn upload_logs(&self, token: &str, body: Vec<u8>) -> Answer {
+        self.send(
+            reqwest::Method::POST,
+            "/logs",
+            Some(token),
+            &[
+                ("content-encoding", "gzip"),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await
+    }
+
+    async fn gate_state(&self) -> Value {
+        self.send(
+            reqwest::Method::GET,
+            "/v1/artifacts/gate",
+            Some(BOB_TOKEN),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .json()
+    }
+
+    async fn until_gate(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..100 {
+            let view = self.gate_state().await;
+            if done(&view) {
+                return view;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what} never happened: {}", self.gate_state().await);
+    }
+
+    async fn fetch_gate(&self, token: &str) -> Option<String> {
+        self.send(
+            reqwest::Method::GET,
+            "/bundles/gate",
+            Some(token),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .etag
+    }
+}
+
+#[tokio::test]
+async fn the_canary_deny_rate_rolls_a_bad_revision_back_automatically() {
+    let dir = scratch("rollback");
+    let server = Server::start(&write_config(&dir)).await;
+    let good = bundle_for("g1", false);
+    let g1 = sha256(&good);
+    assert_eq!(
+        server
+            .send(
+                reqwest::Method::POST,
+                "/v1/artifacts/gate/revisions",
+                Some(CI_TOKEN),
+                &[],
+                good
+            )
+            .await
+            .status,
+        201
+    );
+    // Healthy decisions from the canary: the scheduler promotes it through both steps.
+    let counted = server
+        .upload_logs(CANARY_TOKEN, decision_log("g1", 9, 10))
+        .await;
+    assert_eq!(counted.json()["counted"], 10, "{:?}", counted.json());
+    server
+        .until_gate("g1 completing", |v| v["state"]["stable"] == g1.as_str())
+        .await;
+    assert_eq!(server.fetch_gate(PROD_TOKEN).await, Some(etag(&g1)));
+
+    // A revision that passes its tests but denies: production's reports about it do not
+    // count (it is not assigned there), the canary's breach the deny limit, and the
+    // scheduler rolls it back.
+    let bad = bundle_for("b2", false);
+    let b2 = sha256(&bad);
+    assert_eq!(
+        server
+            .send(
+                reqwest::Method::POST,
+                "/v1/artifacts/gate/revisions",
+                Some(CI_TOKEN),
+                &[],
+                bad
+            )
+            .await
+            .status,
+        201
+    );
+    assert_eq!(server.fetch_gate(CANARY_TOKEN).await, Some(etag(&b2)));
+    let ignored = server
+        .upload_logs(PROD_TOKEN, decision_log("b2", 0, 40))
+        .await;
+    assert_eq!(ignored.json()["counted"], 0);
+    assert_eq!(
+        server
+            .upload_logs(PROD_TOKEN, b"not gzip".to_vec())
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        server
+            .upload_logs("pcd_nobody", decision_log("b2", 0, 40))
+            .await
+            .status,
+        401
+    );
+    let counted = server
+        .upload_logs(CANARY_TOKEN, decision_log("b2", 2, 20))
+        .await;
+    assert_eq!(counted.json()["counted"], 20);
+    let view = server
+        .until_gate("the automatic rollback", |v| {
+            v["state"]["candidate"].is_null()
+        })
+        .await;
+    let last = view["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"], "scheduler", "{view}");
+    assert!(
+        last["message"].as_str().unwrap().contains("deny rate"),
+        "{last}"
+    );
+    assert_eq!(server.fetch_gate(CANARY_TOKEN).await, Some(etag(&g1)));
+    assert_eq!(server.fetch_gate(PROD_TOKEN).await, Some(etag(&g1)));
+    server.stop().await;
+    // The scheduler's changes are in the audit log too, next to the operators'.
+    let log = AuditLog::sqlite(
+        &format!("sqlite://{}", dir.join("audit.db").display()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut query = AuditQuery::all(100);
+    query.resource = Some("artifact:gate".parse().unwrap());
+    let records = log.query(&query).await.unwrap().records;
+    let rollback = records
+        .iter()
+        .find(|r| r.event.actor.subject == "scheduler" && r.event.action.to_string() == "rollback")
+        .unwrap_or_else(|| panic!("no scheduler rollback in {records:?}"));
+    assert_eq!(rollback.event.fields["revision"], b2.as_str());
+    assert!(
+        rollback
+            .event
+            .decision
+            .as_ref()
+            .unwrap()
+            .reason()
+            .contains("deny rate"),
+        "{rollback:?}"
+    );
+    log.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `policy-delivery publish ARGS…`: (success, stdout, stderr).
+async fn run_publish(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(binary())
+        .arg("publish")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn ci_publishes_folders_signed_or_not_with_the_publish_command() {
+    let dir = scratch("publish");
+    let server = Server::start(&write_config(&dir)).await;
+    std::fs::write(dir.join("ci.token"), format!("{CI_TOKEN}\n")).unwrap();
+    std::fs::write(
+        dir.join("wrong.key"),
+        "another secret, also thirty-two bytes long",
+    )
+    .unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policy-delivery/bundle");
+    let token = dir.join("ci.token").display().to_string();
+    let folder = sample.display().to_string();
+    let base = server.base.clone();
+    let publish = |artifact: &'static str, extra: Vec<String>| {
+        let mut args: Vec<String> = [
+            "--server",
+            &base,
+            "--artifact",
+            artifact,
+            "--dir",
+            &folder,
+            "--token-file",
+            &token,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra);
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_publish(&refs).await
+        }
+    };
+
+    let (ok, out, err) = publish("authz", vec![]).await;
+    assert!(ok, "{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["bundle_revision"], "demo-1");
+    let revision = answer["revision"].as_str().unwrap().to_owned();
+    let fetched = server.fetch(CANARY_TOKEN, None).await;
+    assert_eq!(fetched.etag, Some(etag(&revision)));
+    assert_eq!(sha256(&fetched.body), revision);
+    // The same folder packs to the same bytes: the revision exists already.
+    let (ok, _, err) = publish("authz", vec![]).await;
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+
+    // A folder whose test fails is refused by the server, which says why.
+    let failing = dir.join("failing");
+    std::fs::create_dir_all(&failing).unwrap();
+    std::fs::write(
+        failing.join("p.rego"),
+        "package authz\n\ntest_never if false\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run_publish(&[
+        "--server",
+        &base,
+        "--artifact",
+        "authz",
+        "--dir",
+        &failing.display().to_string(),
+        "--token-file",
+        &token,
+    ])
+    .await;
+    assert!(!ok);
+    assert!(err.contains("test_never"), "{err}");
+
+    // An artifact whose bundle must be signed: unsigned or signed with the wrong key is
+    // refused; signed with the release key it is published.
+    let (ok, _, err) = publish("signed", vec![]).await;
+    assert!(!ok);
+    assert!(err.contains("signature"), "{err}");
+    let signed = |key: &str| {
+        vec![
+            "--signing-key".to_owned(),
+            dir.join(key).display().to_string(),
+            "--signing-alg".to_owned(),
+            "HS256".to_owned(),
+            "--key-id".to_owned(),
+            "release".to_owned(),
+        ]
+    };
+    let (ok, _, err) = publish("signed", signed("wrong.key")).await;
+    assert!(!ok);
+    assert!(err.contains("signature"), "{err}");
+    let (ok, out, err) = publish("signed", signed("release.key")).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("demo-1"), "{out}");
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_token_shared_by_a_host_and_a_principal_stops_the_start() {
+    let dir = scratch("shared");
+    let config = write_config(&dir);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[principals]]\nname = \"sneaky\"\ntoken_sha256 = \"{}\"\n",
+        sha256(CANARY_TOKEN.as_bytes())
+    ));
+    std::fs::write(&config, text).unwrap();
+    let output = Command::new(binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("both a host's and a principal's"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A bundle for artifact `gate`: allowing alice, or (`deny_all`) nobody — its test passes
+/// either way.
+fn gate_bundle(revision: &str, deny_all: bool) -> Vec<u8> {
+    let policy = if deny_all {
+        "package gate\n\ndefault allow := false\n\n\
+         test_denies_strangers if not allow with input as {\"user\": \"mallory\"}\n"
+    } else {
+        "package gate\n\ndefault allow := false\n\nallow if input.user == \"alice\"\n\n\
+         test_denies_strangers if not allow with input as {\"user\": \"mallory\"}\n"
+    };
+    let files = vec![
+        (
+            ".manifest".to_owned(),
+            format!(r#"{{"revision":"{revision}","roots":["gate"]}}"#).into_bytes(),
+        ),
+        ("gate.rego".to_owned(), policy.as_bytes().to_vec()),
+    ];
+    Bundle::from_files("gate", files)
+        .unwrap()
+        .to_tar_gz()
+        .unwrap()
+}
+
+/// A policy-sidecar following bundle `gate` and reporting to the server every second.
+async fn start_reporting_sidecar(dir: &Path, base: &str, token: &str) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("host.token"), format!("{token}\n")).unwrap();
+    let config = dir.join("sidecar.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            data_dir = "data"
+            poll_seconds = 1
+            [[bundles]]
+            name = "gate"
+            url = "{base}/bundles/gate"
+            token_file = "host.token"
+            [delivery]
+            url = "{base}"
+            token_file = "host.token"
+            report_seconds = 1
+            "#
+        ),
+    )
+    .unwrap();
+    Server::start_binary(
+        &example_binary("policy-sidecar", "--features policy"),
+        &config,
+    )
+    .await
+}
+
+impl Server {
+    async fn gate_active(&self) -> Option<String> {
+        let status = self
+            .send(reqwest::Method::GET, "/v1/status", None, &[], Vec::new())
+            .await
+            .json();
+        status["result"]["revisions"]["gate"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    async fn until_gate_active(&self, want: &str) {
+        for _ in 0..200 {
+            if self.gate_active().await.as_deref() == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the sidecar never served {want}; it serves {:?}",
+            self.gate_active().await
+        );
+    }
+
+    async fn decide_gate(&self, user: &str) -> Value {
+        self.send(
+            reqwest::Method::POST,
+            "/v1/data/gate/allow",
+            None,
+            &[("content-type", "application/json")],
+            json!({"input": {"user": user}}).to_string().into_bytes(),
+        )
+        .await
+        .json()["result"]
+            .clone()
+    }
+}
+
+#[tokio::test]
+async fn three_sidecars_a_deny_everything_revision_is_rolled_back_from_the_canary_alone() {
+    let dir = scratch("fleet");
+    let server = Server::start(&write_config(&dir)).await;
+    let publish = |tarball: Vec<u8>| {
+        server.send(
+            reqwest::Method::POST,
+            "/v1/artifacts/gate/revisions",
+            Some(CI_TOKEN),
+            &[],
+            tarball,
+        )
+    };
+    assert_eq!(publish(gate_bundle("g1", false)).await.status, 201);
+    let canary = start_reporting_sidecar(&dir.join("canary"), &server.base, CANARY_TOKEN).await;
+    let prod = start_reporting_sidecar(&dir.join("prod"), &server.base, PROD_TOKEN).await;
+    let prod2 = start_reporting_sidecar(&dir.join("prod2"), &server.base, PROD2_TOKEN).await;
+    canary.until_gate_active("g1").await;
+    // The canary's healthy decisions, reported by the sidecar, let the scheduler promote
+    // g1 through both steps: all three serve it.
+    for _ in 0..10 {
+        assert_eq!(canary.decide_gate("alice").await, json!(true));
+    }
+    prod.until_gate_active("g1").await;
+    prod2.until_gate_active("g1").await;
+    server
+        .until_gate("g1 completing", |v| v["state"]["stable"].is_string())
+        .await;
+
+    // A revision that passes its tests but denies everyone: only the canary serves it; its
+    // deny rate breaches the limit and the scheduler rolls it back on its own.
+    let bad = gate_bundle("b2", true);
+    let b2 = sha256(&bad);
+    assert_eq!(publish(bad).await.status, 201);
+    canary.until_gate_active("b2").await;
+    for _ in 0..20 {
+        assert_eq!(canary.decide_gate("alice").await, json!(false));
+    }
+    let view = server
+        .until_gate("the automatic rollback", |v| {
+            v["state"]["candidate"].is_null()
+        })
+        .await;
+    let last = view["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"], "scheduler", "{view}");
+    assert!(
+        last["message"].as_str().unwrap().contains("deny rate"),
+        "{last}"
+    );
+    canary.until_gate_active("g1").await;
+    assert_eq!(canary.decide_gate("alice").await, json!(true));
+    assert_eq!(prod.gate_active().await.as_deref(), Some("g1"));
+    assert_eq!(prod2.gate_active().await.as_deref(), Some("g1"));
+    // The hosts' status reports reached the server under their own identities.
+    let hosts = view["hosts"].as_array().unwrap();
+    for host in [CANARY, PROD, PROD2] {
+        assert!(
+            hosts.iter().any(|h| h["spiffe_id"] == host),
+            "{host}: {hosts:?}"
+        );
+    }
+
+    // The production sidecars never downloaded b2 (the server's access records).
+    server.stop().await;
+    {
+        let url = format!("sqlite://{}", dir.join("data/pipeline.db").display());
+        let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let fetched: Vec<(String, String)> = sqlx::query_as(
+            "SELECT spiffe_id, revision FROM delivery_fetches WHERE artifact = 'gate'",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        db.close().await;
+        assert!(
+            fetched.contains(&(CANARY.to_owned(), b2.clone())),
+            "{fetched:?}"
+        );
+        assert!(
+            !fetched
+                .iter()
+                .any(|(host, revision)| host != CANARY && *revision == b2),
+            "{fetched:?}"
+        );
+    }
+    // With the server gone, every sidecar keeps its last good revision.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for sidecar in [&canary, &prod, &prod2] {
+        assert_eq!(sidecar.decide_gate("alice").await, json!(true));
+    }
+    canary.stop().await;
+    prod.stop().await;
+    prod2.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn uploads_are_capped_per_endpoint() {
+    let dir = scratch("limits");
+    let server = Server::start(&write_config(&dir)).await;
+    // A bundle larger than the 64 KiB general cap but within max_bundle_bytes (8 MiB).
+    let big: Vec<u8> = {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, bytes: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            builder.append_data(&mut header, path, bytes).unwrap();
+        };
+        add(".manifest", br#"{"revision":"big","roots":["authz"]}"#);
+        add(
+            "authz.rego",
+            b"package authz\n\nallow if input.user == \"alice\"\n",
+        );
+        let data = json!({"authz": {"padding": "x".repeat(300_000)}}).to_string();
+        add("data.json", data.as_bytes());
+        gz.write_all(&builder.into_inner().unwrap()).unwrap();
+        gz.finish().unwrap()
+    };
+    assert!(big.len() > 200_000);
+    let published = server.publish(Some(CI_TOKEN), big).await;
+    assert_eq!(published.status, 201, "{:?}", published.json());
+    // Oversized bodies: a 413, or — when the server answers before the client has sent
+    // everything — the connection closed under the upload; either way nothing is taken.
+    let too_large = |path: &'static str, token: &'static str, size: usize| {
+        let url = format!("{}{path}", server.base);
+        let http = server.http.clone();
+        async move {
+            match http
+                .post(url)
+                .bearer_auth(token)
+                .body(vec![b' '; size])
+                .send()
+                .await
+            {
+                Ok(response) => response.status().as_u16() == 413,
+                Err(err) => err.is_request(),
+            }
+        }
+    };
+    assert!(too_large("/v1/artifacts/authz/revisions", CI_TOKEN, 9 << 20).await);
+    assert!(too_large("/status", CANARY_TOKEN, 300 * 1024).await);
+    assert!(too_large("/v1/artifacts/authz/pause", ALICE_TOKEN, 100 * 1024).await);
+    // Still serving, and nothing of those was taken.
+    let view = server.artifact(BOB_TOKEN).await.json();
+    assert_eq!(view["revisions"].as_array().unwrap().len(), 1, "{view}");
+    assert_eq!(view["state"]["paused"], false);
+    assert!(view["hosts"].as_array().unwrap().is_empty());
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,13 +10,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use portcullis::audit::{AuditEvent, AuditLog, AuditSink, EventKind};
 use portcullis::delivery::{
-    DeliveryError, FetchRecord, HostStatus, MAX_STATUS_BYTES, Pipeline, RevisionId, StatusReport,
-    check_artifact_name, now_ms,
+    DecisionCounts, DeliveryError, FetchRecord, HostStatus, MAX_LOG_BYTES, MAX_STATUS_BYTES,
+    Pipeline, RevisionId, StatusReport, check_artifact_name, now_ms,
 };
 use portcullis::gate::{CHALLENGE, Gate, GateError, GateRequest, RunError};
+use portcullis::policy::RolloutEvent;
 use portcullis::token::AuthError;
-use portcullis::{Action, Principal, Resource};
+use portcullis::{AccessRequest, Action, AuthMethod, Decision, Principal, PrincipalKind, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,6 +33,8 @@ pub(crate) struct App {
     /// Host token digests → the host's SPIFFE ID.
     pub(crate) hosts: TokenTable<String>,
     pub(crate) max_bundle_bytes: usize,
+    /// The audit log, for the scheduler's own changes (operators' go through the gate).
+    pub(crate) audit: Arc<AuditLog>,
 }
 
 /// The routes.
@@ -41,12 +45,21 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             "/v1/artifacts/{name}/revisions",
             post(publish).layer(DefaultBodyLimit::max(bundle_limit)),
         )
+        .route("/v1/artifacts", get(artifacts))
         .route("/v1/artifacts/{name}", get(artifact))
         .route("/v1/artifacts/{name}/{operation}", post(operate))
         .route("/bundles/{name}", get(bundle))
         .route(
             "/status",
             post(status).layer(DefaultBodyLimit::max(MAX_STATUS_BYTES)),
+        )
+        .route(
+            "/logs",
+            post(logs).layer(DefaultBodyLimit::max(MAX_LOG_BYTES)),
+        )
+        .route(
+            "/v1/decision-counts",
+            post(decision_counts).layer(DefaultBodyLimit::max(MAX_STATUS_BYTES)),
         )
         .route("/health", get(|| async { Json(json!({})) }))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -63,11 +76,47 @@ pub(crate) async fn scheduler(app: Arc<App>, every: Duration) {
             Ok(events) => {
                 for event in events {
                     tracing::info!(%event, "scheduler");
+                    if let Err(error) = audit_scheduler(&app.audit, &event).await {
+                        tracing::error!(%error, %event, "the scheduler's change is in the pipeline history but not in the audit log");
+                    }
                 }
             }
             Err(error) => tracing::error!(%error, "the scheduler could not record its changes"),
         }
     }
+}
+
+/// Records a change the scheduler made (already persisted with the pipeline's history) in
+/// the audit log, next to the operators' changes, as `service:scheduler`'s.
+async fn audit_scheduler(audit: &AuditLog, event: &RolloutEvent) -> Result<(), String> {
+    let (action, artifact, revision) = match event {
+        RolloutEvent::Promoted {
+            artifact, revision, ..
+        }
+        | RolloutEvent::Completed { artifact, revision } => (PROMOTE, artifact, revision),
+        RolloutEvent::RolledBack {
+            artifact, revision, ..
+        } => (ROLLBACK, artifact, revision),
+    };
+    let scheduler = Principal::builder(
+        PrincipalKind::Service,
+        portcullis::delivery::SCHEDULER,
+        AuthMethod::from_static("internal"),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let resource: Resource = format!("artifact:{artifact}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let mut record = AuditEvent::new(EventKind::Decision, &scheduler, action, resource)
+        .map_err(|e| e.to_string())?;
+    record.decision = Some(Decision::allow(event.to_string()));
+    record.fields.insert("revision".into(), json!(revision));
+    audit
+        .record(record)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -275,6 +324,35 @@ async fn operate(
     }
 }
 
+/// `GET /v1/artifacts`: every artifact the caller may read, with its bundle, steps and
+/// state (an empty list, not a refusal, when it may read none).
+async fn artifacts(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let principal = match principal(&app, &headers).await {
+        Ok(p) => p,
+        Err(err) => return gate_error(&err),
+    };
+    let mut listed = Vec::new();
+    for artifact in &app.pipeline.config().artifacts {
+        let Ok(resource) = artifact_resource(&app, &artifact.name) else {
+            continue;
+        };
+        let readable = app
+            .gate
+            .authorizer()
+            .authorize(&AccessRequest::new(&principal, &Action::READ, &resource))
+            .is_allowed();
+        if readable {
+            listed.push(json!({
+                "artifact": artifact.name,
+                "bundle": app.pipeline.bundle_of(&artifact.name),
+                "steps": artifact.steps.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                "state": app.pipeline.state(&artifact.name).await,
+            }));
+        }
+    }
+    Json(json!({ "artifacts": listed })).into_response()
+}
+
 /// `GET /v1/artifacts/{name}`: the pipeline, its revisions, events and hosts' reports, for
 /// a READER of the artifact.
 async fn artifact(
@@ -440,6 +518,42 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
         .collect();
     match app.pipeline.store().record_status(&statuses).await {
         Ok(()) => Json(json!({})).into_response(),
+        Err(err) => delivery_error(&err),
+    }
+}
+
+/// `POST /logs` (OPA's decision log upload, gzip or plain JSON): the calling host's decisions
+/// counted for the candidates assigned to it, which the scheduler judges against the step's
+/// thresholds.
+async fn logs(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let host = match app.hosts.by_header(authorization(&headers)) {
+        Ok(host) => host.clone(),
+        Err(err) => return unauthenticated(&err),
+    };
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    count(&app, &host, DecisionCounts::parse(&body, gzip)).await
+}
+
+/// `POST /v1/decision-counts`: the compact counters report policy-sidecar sends, counted
+/// as `POST /logs` counts.
+async fn decision_counts(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let host = match app.hosts.by_header(authorization(&headers)) {
+        Ok(host) => host.clone(),
+        Err(err) => return unauthenticated(&err),
+    };
+    count(&app, &host, DecisionCounts::parse_compact(&body)).await
+}
+
+async fn count(app: &App, host: &str, counts: Result<DecisionCounts, DeliveryError>) -> Response {
+    let counts = match counts {
+        Ok(counts) => counts,
+        Err(err) => return delivery_error(&err),
+    };
+    match app.pipeline.report(host, &counts).await {
+        Ok(counted) => Json(json!({"counted": counted})).into_response(),
         Err(err) => delivery_error(&err),
     }
 }

@@ -17,6 +17,7 @@
 )]
 
 mod app;
+mod publish;
 mod tokens;
 
 use std::collections::BTreeMap;
@@ -67,6 +68,8 @@ enum Command {
     NewToken,
     /// Reads a token from standard input and prints its `token_sha256`.
     HashToken,
+    /// Packs a bundle folder (optionally signing it) and uploads it as a new revision.
+    Publish(publish::PublishArgs),
 }
 
 /// The configuration file.
@@ -202,6 +205,28 @@ fn main() -> ExitCode {
                 }
                 Err(err) => {
                     eprintln!("policy-delivery: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Publish(args)) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("policy-delivery: cannot start the runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            return match runtime.block_on(publish::publish(args)) {
+                Ok(answer) => {
+                    println!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("policy-delivery publish: {err}");
                     ExitCode::FAILURE
                 }
             };
@@ -352,6 +377,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     .map_err(|e| format!("{}: {e}", pipelines_path.display()))?;
     let hosts = host_table(&config)?;
     let principals = principal_table(&config)?;
+    if let Some(shared) = hosts.digests().find(|d| principals.contains(d)) {
+        return Err(format!(
+            "token_sha256 {} is both a host's and a principal's: give each its own token",
+            shared.to_hex()
+        ));
+    }
     let validator = validator(&config, &base)?;
 
     let data_dir = resolve(&base, &config.data_dir);
@@ -405,6 +436,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         gate,
         hosts,
         max_bundle_bytes: config.max_bundle_bytes,
+        audit: audit.clone(),
     });
     tokio::spawn(app::scheduler(
         app.clone(),

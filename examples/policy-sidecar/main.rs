@@ -17,6 +17,7 @@
 )]
 
 mod metrics;
+mod report;
 mod request;
 #[path = "../common/tls.rs"]
 mod tls;
@@ -86,6 +87,9 @@ Configuration (TOML; --print-config shows the built-in one):
             candidate, else stable) as the old delivery did. The mode is re-read from the
             configuration file on every poll, so switching needs no restart.
   [server] query_api (default true)
+  [delivery] url = http://delivery:8282, token_file = FILE, report_seconds (default 10):
+            report bundles' active revisions (POST /status) and decision counts per
+            bundle revision (POST /v1/decision-counts) to a policy-delivery server
   [decision_log] url = sqlite://FILE | jsonl://DIR | postgres://..., mask = [\"/input/a\"]
             (JSON pointers, or input.a.b), labels = {k = \"v\"}; records in OPA's layout,
             masked by the bundles' data.system.log.mask policy too
@@ -145,6 +149,8 @@ struct Config {
     bundles: Vec<BundleConfig>,
     rollout: Option<RolloutFiles>,
     decision_log: Option<DecisionLogConfig>,
+    /// Report status and decision counts to a policy-delivery server.
+    delivery: Option<report::DeliveryConfig>,
     #[serde(default)]
     keys: BTreeMap<String, KeyConfig>,
     /// A built-in's error fails the decision (OPA's strict mode) instead of leaving its
@@ -413,8 +419,25 @@ async fn run(cli: Cli) -> Result<(), String> {
         };
         tokio::spawn(follower.run(store.clone(), options));
     }
+    let decisions = match &config.delivery {
+        Some(delivery) => {
+            let token = read_token(&resolve(&base, &delivery.token_file))
+                .map_err(|e| format!("[delivery] token_file: {e}"))?;
+            let counter = Arc::new(report::DecisionCounter::default());
+            tokio::spawn(report::run(
+                delivery.clone(),
+                token,
+                counter.clone(),
+                store.clone(),
+                config.spiffe_id.clone(),
+            ));
+            Some(counter)
+        }
+        None => None,
+    };
     let state = Arc::new(App {
         store: store.clone(),
+        decisions,
         decision_log,
         audit_log,
         bundles: config.bundles.iter().map(|b| b.name.clone()).collect(),
@@ -906,6 +929,8 @@ fn revision_mismatch(bundle: &Bundle, want: &str) -> PolicyError {
 
 struct App {
     store: Arc<PolicyStore>,
+    /// Decision counts for a policy-delivery server (`[delivery]`).
+    decisions: Option<Arc<report::DecisionCounter>>,
     decision_log: Option<Arc<DecisionLog>>,
     /// The decision log's storage, asked by the health checks whether it still writes.
     audit_log: Option<Arc<AuditLog>>,
@@ -1210,6 +1235,9 @@ async fn decide(app: &App, asked: Asked<'_>) -> Response {
         }
     }
     app.metrics.decision(outcome_label(&outcome));
+    if let Some(counter) = &app.decisions {
+        counter.record(&outcome, &app.store);
+    }
     match outcome {
         Ok(evaluation) => {
             let mut body = serde_json::Map::new();

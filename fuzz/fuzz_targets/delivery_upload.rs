@@ -1,12 +1,14 @@
 //! The delivery service's untrusted inputs: a host's OPA status report (the first byte 0),
-//! a revision id or artifact name from a URL (1), or an uploaded bundle tarball (2). Never
+//! a revision id or artifact name from a URL (1), an uploaded bundle tarball (2), a host's
+//! decision log upload, plain (3) or gzipped (4), or its compact counters report (5). Never
 //! a panic; an accepted report stays within its limits; an accepted id is what it parsed;
-//! an accepted upload is a bundle that loads again from its own tarball.
+//! an accepted upload is a bundle that loads again from its own tarball; counted decisions
+//! are at least their denials and errors together.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use portcullis_delivery::{
-    MAX_BUNDLES, MAX_FIELD, RevisionId, StatusReport, Validator, check_artifact_name,
+    DecisionCounts, MAX_BUNDLES, MAX_FIELD, RevisionId, StatusReport, Validator, check_artifact_name,
 };
 use portcullis_policy::{Bundle, BundleLimits, EvalLimits};
 
@@ -14,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 3 {
+    match mode % 6 {
         0 => {
             if let Ok(report) = StatusReport::parse(rest) {
                 assert!(report.bundles.len() <= MAX_BUNDLES);
@@ -37,6 +39,20 @@ fuzz_target!(|data: &[u8]| {
                 }
                 if check_artifact_name(text).is_ok() {
                     assert!(!text.contains('/') && !text.starts_with('.'));
+                }
+            }
+        }
+        3 | 4 => {
+            if let Ok(counts) = DecisionCounts::parse(rest, mode % 6 == 4) {
+                for m in counts.counts.values() {
+                    assert!(m.denies.saturating_add(m.errors) <= m.decisions);
+                }
+            }
+        }
+        5 => {
+            if let Ok(counts) = DecisionCounts::parse_compact(rest) {
+                for m in counts.counts.values() {
+                    assert!(m.denies.saturating_add(m.errors) <= m.decisions);
                 }
             }
         }

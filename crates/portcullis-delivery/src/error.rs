@@ -62,8 +62,9 @@ pub enum DeliveryError {
     /// The rollout refused the operation (no candidate, not ready, paused, …).
     #[error("{0}")]
     Rollout(#[source] PolicyError),
-    /// A host's status report is not OPA's status shape or exceeds a limit.
-    #[error("status report: {0}")]
+    /// A host's status report or decision log upload is not OPA's shape or exceeds a
+    /// limit.
+    #[error("host report: {0}")]
     Status(String),
 }
 

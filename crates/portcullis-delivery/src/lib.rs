@@ -4,6 +4,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod artifact;
+mod decisions;
 mod error;
 mod pipeline;
 mod revision;
@@ -12,11 +13,15 @@ mod store;
 mod validate;
 
 pub use artifact::{ArtifactStore, FolderStore, MemoryStore};
+pub use decisions::{DecisionCounts, MAX_EVENTS, MAX_LOG_BYTES};
 pub use error::DeliveryError;
 pub use pipeline::{Pipeline, Published, SCHEDULER, now_ms};
 pub use revision::{MAX_NAME, RevisionId, check_artifact_name};
 pub use status::{BundleReport, MAX_BUNDLES, MAX_FIELD, MAX_STATUS_BYTES, StatusReport};
 #[cfg(feature = "sqlite")]
 pub use store::SqlitePipelineStore;
-pub use store::{Change, EventRecord, FetchRecord, HostStatus, PipelineStore, RevisionRecord};
+pub use store::{
+    Change, EventRecord, FetchRecord, HostStatus, MemoryPipelineStore, PipelineStore,
+    RevisionRecord,
+};
 pub use validate::{Validated, Validator};

@@ -9,9 +9,14 @@ use portcullis_core::Clock;
 use portcullis_policy::{ArtifactState, PolicyError, Rollout, RolloutConfig, RolloutEvent};
 use tokio::sync::RwLock;
 
+use crate::DecisionCounts;
+
 use crate::revision::check_artifact_name;
 use crate::store::{Change, EventRecord, PipelineStore, RevisionRecord};
 use crate::{ArtifactStore, DeliveryError, RevisionId, Validator};
+
+/// The kind of change decision counts make: persisted, never an event.
+const REPORT: &str = "report";
 
 /// The actor recorded for [`Pipeline::tick`]'s events.
 pub const SCHEDULER: &str = "scheduler";
@@ -40,6 +45,8 @@ pub struct Pipeline {
     store: Arc<dyn PipelineStore>,
     artifacts: Arc<dyn ArtifactStore>,
     validator: Arc<Validator>,
+    /// (artifact, revision) → the revision its manifest names (what hosts report).
+    bundle_revisions: std::sync::RwLock<BTreeMap<(String, String), String>>,
     /// Artifact → its bundle, and bundle → its artifact.
     bundle_of: BTreeMap<String, String>,
     artifact_of: BTreeMap<String, String>,
@@ -96,6 +103,15 @@ impl Pipeline {
             }
             bundle_of.insert(artifact.name.clone(), bundle.clone());
         }
+        let mut bundle_revisions = BTreeMap::new();
+        for artifact in &config.artifacts {
+            for r in store.revisions(&artifact.name).await? {
+                bundle_revisions.insert(
+                    (artifact.name.clone(), r.revision.to_string()),
+                    r.bundle_revision,
+                );
+            }
+        }
         let saved = store.load_states().await?;
         let rollout =
             Rollout::restore(&config, clock.clone(), saved).map_err(DeliveryError::Rollout)?;
@@ -106,6 +122,7 @@ impl Pipeline {
             store,
             artifacts,
             validator: Arc::new(validator),
+            bundle_revisions: std::sync::RwLock::new(bundle_revisions),
             bundle_of,
             artifact_of,
         })
@@ -188,6 +205,10 @@ impl Pipeline {
             rollout.propose(artifact, &id)
         })
         .await?;
+        self.bundle_revisions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((artifact.to_owned(), id), bundle_revision.clone());
         Ok(Published {
             revision,
             bundle_revision,
@@ -259,6 +280,51 @@ impl Pipeline {
         self.change("tick", SCHEDULER, None, |r| Ok(r.tick())).await
     }
 
+    /// Adds the decision counts host `spiffe_id` uploaded to the candidates they concern:
+    /// only counts for a bundle revision that is its artifact's candidate, from a host the
+    /// candidate is assigned to, count (a host outside the candidate's steps cannot move
+    /// its rates). Returns how many decisions counted. The counts are persisted with the
+    /// state; no event is recorded for them.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] if they cannot be persisted (nothing counts then).
+    pub async fn report(
+        &self,
+        spiffe_id: &str,
+        counts: &DecisionCounts,
+    ) -> Result<u64, DeliveryError> {
+        let manifest_revisions = self
+            .bundle_revisions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        self.change(REPORT, spiffe_id, None, |rollout| {
+            let mut counted = 0_u64;
+            for ((bundle, named), metrics) in &counts.counts {
+                let Some(artifact) = self.artifact_of.get(bundle) else {
+                    continue;
+                };
+                let Some(candidate) = rollout
+                    .state(artifact)
+                    .and_then(|s| s.candidate.as_ref())
+                    .map(|c| c.revision.clone())
+                else {
+                    continue;
+                };
+                let assigned = rollout.revision_for(artifact, spiffe_id) == Some(&candidate);
+                let same =
+                    manifest_revisions.get(&(artifact.clone(), candidate.clone())) == Some(named);
+                if assigned && same {
+                    rollout.report(artifact, &candidate, *metrics)?;
+                    counted = counted.saturating_add(metrics.decisions);
+                }
+            }
+            Ok(counted)
+        })
+        .await
+    }
+
     /// The revision `artifact` assigns to the host `spiffe_id` now.
     pub async fn revision_for(&self, artifact: &str, spiffe_id: &str) -> Option<RevisionId> {
         let rollout = self.rollout.read().await;
@@ -322,7 +388,7 @@ impl Pipeline {
                 ),
             });
         }
-        for (name, state) in &changed {
+        for (name, state) in changed.iter().filter(|_| kind != REPORT) {
             events.push(EventRecord {
                 id: 0,
                 at_ms,
@@ -347,7 +413,9 @@ impl Pipeline {
                 .map_err(DeliveryError::Rollout)?;
             return Err(err);
         }
-        tracing::info!(kind, actor, "pipeline changed");
+        if kind != REPORT {
+            tracing::info!(kind, actor, "pipeline changed");
+        }
         result.map_err(DeliveryError::Rollout)
     }
 }

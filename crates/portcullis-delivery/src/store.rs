@@ -1,5 +1,5 @@
-//! Where pipeline state and history live: [`PipelineStore`], with the SQLite
-//! implementation behind the `sqlite` feature.
+//! Where pipeline state and history live: [`PipelineStore`], kept in memory
+//! ([`MemoryPipelineStore`]) or in SQLite (behind the `sqlite` feature).
 
 use std::collections::BTreeMap;
 
@@ -8,8 +8,10 @@ use portcullis_policy::ArtifactState;
 
 use crate::{DeliveryError, RevisionId};
 
+mod memory;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+pub use memory::MemoryPipelineStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqlitePipelineStore;
 

@@ -3,6 +3,7 @@
 #![cfg(feature = "sqlite")]
 #![expect(
     clippy::unwrap_used,
+    clippy::indexing_slicing,
     reason = "tests: a failed expectation is the failure being tested for"
 )]
 
@@ -11,8 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use portcullis_core::ManualClock;
-use portcullis_delivery::{DeliveryError, FolderStore, Pipeline, SqlitePipelineStore, Validator};
-use portcullis_policy::{Bundle, PolicyError, RolloutConfig, RolloutEvent};
+use portcullis_delivery::{
+    Change, DecisionCounts, DeliveryError, EventRecord, FetchRecord, FolderStore, HostStatus,
+    MemoryPipelineStore, Pipeline, PipelineStore, RevisionId, RevisionRecord, SqlitePipelineStore,
+    Validator,
+};
+use portcullis_policy::{Bundle, PolicyError, RolloutConfig, RolloutEvent, Thresholds};
 
 const CANARY: &str = "spiffe://example.org/canary/host-1";
 const PROD: &str = "spiffe://example.org/prod/host-2";
@@ -75,9 +80,13 @@ impl Fixture {
     }
 
     async fn open(&self, promotion: &str) -> Pipeline {
+        self.open_with(config(promotion)).await
+    }
+
+    async fn open_with(&self, config: RolloutConfig) -> Pipeline {
         let url = format!("sqlite://{}", self.dir.join("pipeline.db").display());
         Pipeline::open(
-            config(promotion),
+            config,
             self.clock.clone(),
             Arc::new(SqlitePipelineStore::open(&url).await.unwrap()),
             Arc::new(FolderStore::open(self.dir.join("artifacts")).unwrap()),
@@ -258,4 +267,200 @@ async fn artifacts_of_several_bundles_are_refused_for_now() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("exactly one bundle"), "{err}");
+}
+
+fn decisions(revision: &str, allowed: usize, denied: usize) -> DecisionCounts {
+    let mut events = Vec::new();
+    for i in 0..allowed + denied {
+        events.push(serde_json::json!({
+            "decision_id": i.to_string(),
+            "bundles": {"authz": {"revision": revision}},
+            "result": i < allowed,
+        }));
+    }
+    DecisionCounts::parse(
+        serde_json::Value::Array(events).to_string().as_bytes(),
+        false,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn decision_counts_from_assigned_hosts_roll_a_bad_candidate_back() {
+    let fx = Fixture::new("report");
+    let mut config = config(r#"{ mode = "always" }"#);
+    config.artifacts[0].steps[0].thresholds = Thresholds {
+        max_deny_rate: Some(0.5),
+        max_error_rate: None,
+        min_decisions: 10,
+    };
+    config.artifacts[0].steps[0].soak_seconds = 0;
+    let pipeline = fx.open_with(config.clone()).await;
+    let good = pipeline
+        .publish("authz", bundle("g1", "alice"), "user:ci")
+        .await
+        .unwrap();
+    // Too few decisions: not promoted yet.
+    assert!(pipeline.tick().await.unwrap().is_empty());
+    assert_eq!(
+        pipeline
+            .report(CANARY, &decisions("g1", 9, 1))
+            .await
+            .unwrap(),
+        10
+    );
+    assert!(matches!(
+        &pipeline.tick().await.unwrap()[..],
+        [RolloutEvent::Promoted { .. }]
+    ));
+    assert_eq!(
+        pipeline.revision_for("authz", PROD).await,
+        Some(good.revision.clone())
+    );
+    fx.clock.advance(Duration::from_secs(1));
+    assert!(matches!(
+        &pipeline.tick().await.unwrap()[..],
+        [RolloutEvent::Completed { .. }]
+    ));
+
+    let bad = pipeline
+        .publish("authz", bundle("b2", "alice"), "user:ci")
+        .await
+        .unwrap();
+    // Production is not assigned the candidate: its counts do not count; nor do counts
+    // for another manifest revision.
+    assert_eq!(
+        pipeline
+            .report(PROD, &decisions("b2", 0, 50))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        pipeline
+            .report(CANARY, &decisions("g1", 0, 50))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        pipeline
+            .state("authz")
+            .await
+            .unwrap()
+            .candidate
+            .unwrap()
+            .metrics
+            .decisions,
+        0
+    );
+    assert_eq!(
+        pipeline
+            .report(CANARY, &decisions("b2", 2, 18))
+            .await
+            .unwrap(),
+        20
+    );
+    drop(pipeline);
+    // The counts were persisted: after a reopen the breach still rolls it back.
+    let pipeline = fx.open_with(config).await;
+    let events = pipeline.tick().await.unwrap();
+    assert!(
+        matches!(&events[..], [RolloutEvent::RolledBack { revision, reason, .. }]
+            if *revision == bad.revision.to_string() && reason.contains("deny rate")),
+        "{events:?}"
+    );
+    assert_eq!(
+        pipeline.revision_for("authz", CANARY).await,
+        Some(good.revision)
+    );
+    let history = pipeline.store().events(Some("authz"), 100).await.unwrap();
+    assert!(
+        history.iter().all(|e| e.kind != "report"),
+        "counts are not events"
+    );
+    assert_eq!(history.last().unwrap().actor, "scheduler");
+}
+
+/// What every pipeline store must do, whichever it is.
+async fn store_contract(store: &dyn PipelineStore) {
+    assert!(store.load_states().await.unwrap().is_empty());
+    let revision = RevisionId::of(b"tarball");
+    let record = RevisionRecord {
+        artifact: "authz".into(),
+        revision: revision.clone(),
+        bundle_revision: "r1".into(),
+        size: 7,
+        published_by: "user:ci".into(),
+        published_at_ms: 5,
+    };
+    let event = |message: &str| EventRecord {
+        id: 0,
+        at_ms: 6,
+        artifact: "authz".into(),
+        revision: Some(revision.to_string()),
+        kind: "publish".into(),
+        actor: "user:ci".into(),
+        message: message.into(),
+    };
+    let state = portcullis_policy::ArtifactState {
+        stable: Some("x".into()),
+        ..Default::default()
+    };
+    store
+        .commit(Change {
+            states: vec![("authz".into(), state.clone())],
+            events: vec![event("one"), event("two")],
+            revision: Some(record.clone()),
+        })
+        .await
+        .unwrap();
+    // A revision recorded twice is refused, and nothing of that change is written.
+    let again = store
+        .commit(Change {
+            states: vec![("authz".into(), Default::default())],
+            events: vec![event("three")],
+            revision: Some(record.clone()),
+        })
+        .await;
+    assert!(
+        matches!(again, Err(DeliveryError::Exists { .. })),
+        "{again:?}"
+    );
+    assert_eq!(store.load_states().await.unwrap()["authz"], state);
+    assert!(store.has_revision("authz", &revision).await.unwrap());
+    assert!(!store.has_revision("other", &revision).await.unwrap());
+    assert_eq!(store.revisions("authz").await.unwrap(), [record]);
+    let events = store.events(Some("authz"), 10).await.unwrap();
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, ["one", "two"]);
+    assert!(events[0].id < events[1].id);
+    assert_eq!(store.events(None, 1).await.unwrap()[0].message, "two");
+    assert!(store.events(Some("other"), 10).await.unwrap().is_empty());
+
+    let status = |revision: &str| HostStatus {
+        spiffe_id: CANARY.into(),
+        bundle: "authz".into(),
+        active_revision: Some(revision.into()),
+        error: None,
+        reported_at_ms: 9,
+    };
+    store.record_status(&[status("r1")]).await.unwrap();
+    store.record_status(&[status("r2")]).await.unwrap();
+    assert_eq!(store.host_statuses().await.unwrap(), [status("r2")]);
+    let fetch = FetchRecord {
+        at_ms: 10,
+        spiffe_id: CANARY.into(),
+        artifact: "authz".into(),
+        revision: revision.to_string(),
+    };
+    store.record_fetch(&fetch).await.unwrap();
+    assert_eq!(store.fetches("authz").await.unwrap(), [fetch]);
+    assert!(store.fetches("other").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_memory_and_sqlite_stores_keep_the_same_contract() {
+    store_contract(&MemoryPipelineStore::new()).await;
+    store_contract(&SqlitePipelineStore::open("sqlite::memory:").await.unwrap()).await;
 }

@@ -169,6 +169,16 @@ impl TlsConfig {
         // The binaries read their SPIFFE ID once (rollout scope, log labels, the ID peers
         // expect): a rotated SVID naming another workload is refused, the old one kept.
         let files = std::sync::Arc::new(FileSource::load(files, ring_provider())?.pin_spiffe_id());
+        // An expired SVID still loads (a SPIFFE helper may be about to rotate it), but every
+        // peer will refuse it: say so at start rather than at the first failed handshake.
+        if let Some(svid) = files.source().current().svid.as_ref()
+            && svid.not_after() < std::time::SystemTime::now()
+        {
+            tracing::warn!(
+                spiffe_id = ?svid.spiffe_id().map(ToString::to_string),
+                "the SVID in [tls] cert has expired; peers will refuse it until it is rotated"
+            );
+        }
         let tls = Tls {
             files,
             client_certs: self.client_certs,

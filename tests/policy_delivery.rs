@@ -18,18 +18,16 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use portcullis::audit::{AuditLog, AuditQuery};
 use portcullis::policy::Bundle;
 use ring::digest::{SHA256, digest};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 mod common;
-use common::example_binary;
+use common::{example_binary, spawn_listening};
 
 const CANARY: &str = "spiffe://example.org/canary/host-1";
 const PROD: &str = "spiffe://example.org/prod/host-2";
@@ -213,28 +211,7 @@ impl Server {
     }
 
     async fn start_binary(binary: &Path, config: &Path) -> Server {
-        let mut child = Command::new(binary)
-            .arg("--config")
-            .arg(config)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--log-level")
-            .arg("warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(url) = line.strip_prefix("LISTENING ") {
-                    return url.to_owned();
-                }
-            }
-            panic!("{} exited before listening", binary.display());
-        })
-        .await
-        .expect("the service did not start within 60 s");
+        let (child, base) = spawn_listening(binary, config).await;
         Server {
             child,
             base,

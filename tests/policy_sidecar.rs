@@ -16,7 +16,6 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,11 +23,10 @@ use portcullis::ManualClock;
 use portcullis::audit::{AuditLog, AuditQuery};
 use portcullis::policy::{Rollout, RolloutConfig};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 mod common;
-use common::example_binary;
+use common::{example_binary, spawn_listening};
 
 fn binary() -> PathBuf {
     example_binary("policy-sidecar", "--features policy")
@@ -54,28 +52,7 @@ struct Sidecar {
 
 impl Sidecar {
     async fn start(config: &Path) -> Sidecar {
-        let mut child = Command::new(binary())
-            .arg("--config")
-            .arg(config)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--log-level")
-            .arg("warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(url) = line.strip_prefix("LISTENING ") {
-                    return url.to_owned();
-                }
-            }
-            panic!("policy-sidecar exited before listening");
-        })
-        .await
-        .expect("policy-sidecar did not start within 60 s");
+        let (child, base) = spawn_listening(&binary(), config).await;
         Sidecar {
             _child: child,
             base,

@@ -17,16 +17,14 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use portcullis::audit::{AuditLog, AuditQuery};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 mod common;
-use common::{drop_database, example_binary, fresh_database};
+use common::{drop_database, example_binary, fresh_database, spawn_listening};
 
 fn binary() -> PathBuf {
     example_binary("policy-sidecar", "--features policy,postgres")
@@ -34,29 +32,7 @@ fn binary() -> PathBuf {
 
 /// One sidecar process and its base URL.
 async fn start(config: &Path) -> (Child, String) {
-    let mut child = Command::new(binary())
-        .arg("--config")
-        .arg(config)
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--log-level")
-        .arg("warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("LISTENING ") {
-                return url.to_owned();
-            }
-        }
-        panic!("policy-sidecar exited before listening");
-    })
-    .await
-    .expect("policy-sidecar did not start within 60 s");
-    (child, base)
+    spawn_listening(&binary(), config).await
 }
 
 /// A sidecar's config in `dir` (its own data_dir: the last-known-good copy is per host).

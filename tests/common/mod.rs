@@ -61,3 +61,35 @@ pub(crate) async fn drop_database(admin_url: &str, url: &str) {
         .unwrap();
     admin.close().await;
 }
+
+/// Starts `binary --config CONFIG --listen 127.0.0.1:0 --log-level warn` (stdout piped, killed
+/// when dropped) and waits up to 60 s for its `LISTENING <url>` line: the child and the URL.
+pub(crate) async fn spawn_listening(
+    binary: &std::path::Path,
+    config: &std::path::Path,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--log-level")
+        .arg("warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("LISTENING ") {
+                return url.to_owned();
+            }
+        }
+        panic!("{} exited before listening", binary.display());
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} did not start within 60 s", binary.display()));
+    (child, url)
+}

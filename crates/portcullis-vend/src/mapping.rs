@@ -324,15 +324,15 @@ pub fn session_name(user: &str) -> Result<String, VendError> {
     Ok(name)
 }
 
-/// Whether `name` ends in `.` and 16 lower-case hex digits, as [`session_name`] ends the names
-/// it makes up.
+/// Whether `name` ends in `.` and 16 hex digits (in either case: some consumers compare
+/// session names ignoring case), as [`session_name`] ends the names it makes up.
 fn ends_like_a_digest(name: &str) -> bool {
     name.len() >= 17
         && name.as_bytes().get(name.len() - 17) == Some(&b'.')
         && name
             .bytes()
             .skip(name.len() - 16)
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            .all(|b| b.is_ascii_hexdigit())
 }
 
 /// Whether `name` is a valid `RoleSessionName` / `SourceIdentity` (2–64 of `[\w+=,.@-]`).
@@ -384,6 +384,10 @@ mod tests {
         let made_up = session_name("spiffe://prod.example/ci").unwrap();
         assert_ne!(session_name(&made_up).unwrap(), made_up);
         assert_eq!(session_name("build.2024").unwrap(), "build.2024");
+        let shouted = made_up
+            .to_uppercase()
+            .replace("SPIFFE---PROD.EXAMPLE-CI", "spiffe---prod.example-ci");
+        assert_ne!(session_name(&shouted).unwrap(), shouted);
         for (a, b) in [
             ("o'brien", "o-brien"),
             ("x", "x-u"),

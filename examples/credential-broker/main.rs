@@ -71,6 +71,9 @@ struct Cli {
     /// Overrides `listen`.
     #[arg(long, value_name = "ADDR", global = true)]
     listen: Option<String>,
+    /// Log level (to stderr): error, warn, info, debug or trace.
+    #[arg(long, default_value = "info", value_name = "LEVEL", global = true)]
+    log_level: tracing::Level,
 }
 
 const LONG_ABOUT: &str = "\
@@ -637,6 +640,13 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Without a subscriber every warning (plain HTTP off loopback, a refused SVID rotation,
+    // a failed reload) was silently dropped.
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

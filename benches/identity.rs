@@ -34,8 +34,8 @@ use portcullis::tls::identity::rustls::{
 };
 use portcullis::tls::identity::{
     BundleSet, ClientAuth, IdentitySource, Material, PeerIds, SpiffeAuthenticator,
-    SpiffeClientVerifier, Svid, TrustBundle, client_config, inspect_leaf, peer_spiffe_id,
-    ring_provider, server_config,
+    SpiffeClientVerifier, Svid, TrustBundle, client_config, crypto_provider, inspect_leaf,
+    peer_spiffe_id, server_config,
 };
 use portcullis::tls::{ConnectionIdentity, TlsServer};
 use portcullis::token::AuthChain;
@@ -64,7 +64,7 @@ fn no_resumption_server(config: &mut ServerConfig) {
 }
 
 fn plain_configs(keys: &Keys) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let provider = ring_provider();
+    let provider = crypto_provider();
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from(keys.ca.der())).unwrap();
     let roots = Arc::new(roots);
@@ -89,7 +89,7 @@ fn plain_configs(keys: &Keys) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
 }
 
 fn source(keys: &Keys, leaf: &Issued) -> Arc<IdentitySource> {
-    let provider = ring_provider();
+    let provider = crypto_provider();
     let svid = Svid::from_der(chain(leaf, &keys.ca), key(leaf), &provider).unwrap();
     let bundles = BundleSet::new().with(
         TrustBundle::from_der(
@@ -164,7 +164,7 @@ fn handshakes(c: &mut Criterion) {
     let client_chain = chain(&keys.client, &keys.ca);
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from(keys.ca.der())).unwrap();
-    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ring_provider())
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
         .build()
         .unwrap();
     let spiffe_verifier =

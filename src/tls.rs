@@ -14,7 +14,7 @@
 //! use std::sync::Arc;
 //! use axum::{Extension, Router, routing::get};
 //! use portcullis::tls::identity::{
-//!     ClientAuth, FileSource, IdentityFiles, PeerIds, SpiffeAuthenticator, ring_provider,
+//!     ClientAuth, FileSource, IdentityFiles, PeerIds, SpiffeAuthenticator, crypto_provider,
 //! };
 //! use portcullis::tls::{PeerIdentity, TlsServer};
 //! use portcullis::token::AuthChain;
@@ -23,7 +23,7 @@
 //! let files = IdentityFiles::new()
 //!     .svid("/run/spiffe/svid.pem", "/run/spiffe/svid_key.pem")
 //!     .bundle("prod.example".parse()?, "/run/spiffe/bundle.pem");
-//! let files = Arc::new(FileSource::load(files, ring_provider())?);
+//! let files = Arc::new(FileSource::load(files, crypto_provider())?);
 //! let _watch = files.watch(std::time::Duration::from_secs(5));
 //! let chain = Arc::new(AuthChain::new(vec![Arc::new(
 //!     SpiffeAuthenticator::new().group("spiffe://prod.example/ci/*", "ci")?,

@@ -20,9 +20,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aws_lc_rs::digest::{SHA256, digest};
 use portcullis::audit::{AuditLog, AuditQuery};
 use portcullis::policy::Bundle;
-use ring::digest::{SHA256, digest};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 

@@ -29,7 +29,7 @@ use portcullis::tls::identity::rustls::pki_types::pem::PemObject as _;
 use portcullis::tls::identity::{
     BundleSet, ClientAuth, FileSource, IdentityFiles, IdentitySource, Material, PeerIds,
     SpiffeAuthenticator, SpiffeIdPattern, Svid, SvidError, SvidUsage, TrustBundle, XfccPolicy,
-    ring_provider, verify_svid,
+    crypto_provider, verify_svid,
 };
 use portcullis::tls::{PeerIdentity, TlsServer, reqwest_client};
 use portcullis::token::{AuthChain, AuthError, Authenticator, Credential};
@@ -140,7 +140,7 @@ impl Drop for TempDir {
 }
 
 fn client_source(ca: &Ca, leaf: Option<&Issued>) -> Arc<IdentitySource> {
-    let provider = ring_provider();
+    let provider = crypto_provider();
     let svid = leaf
         .map(|l| Svid::from_pem(l.cert_pem.as_bytes(), l.key_pem.as_bytes(), &provider).unwrap());
     let bundles = BundleSet::new()
@@ -188,7 +188,7 @@ async fn reqwest_clients_with_svids_tokens_xfcc_and_a_rotated_server_svid() {
         IdentityFiles::new()
             .svid(dir.0.join("svid.pem"), dir.0.join("svid_key.pem"))
             .bundle("prod.example".parse().unwrap(), dir.0.join("bundle.pem")),
-        ring_provider(),
+        crypto_provider(),
     )
     .unwrap();
     let proxy_policy =
@@ -365,7 +365,7 @@ fn openssl_made_svids_verify_as_the_spec_says() {
     let federated = prod
         .clone()
         .with(bundle("other-bundle.pem", "other.example"));
-    let provider = ring_provider();
+    let provider = crypto_provider();
     let check = |file: &str, bundles: &BundleSet| {
         verify_svid(
             &chain_of(&dir.0.join(file)),
@@ -465,7 +465,7 @@ async fn curl_and_python_requests_with_openssl_certificates() {
         IdentityFiles::new()
             .svid(dir.0.join("server.pem"), dir.0.join("server.key"))
             .bundle("prod.example".parse().unwrap(), dir.0.join("bundle.pem")),
-        ring_provider(),
+        crypto_provider(),
     )
     .unwrap();
     let server = TlsServer::from_source(files.source(), ClientAuth::Optional, PeerIds::Any)
@@ -632,7 +632,7 @@ async fn an_open_connection_is_refused_once_its_ca_leaves_the_bundle() {
         IdentityFiles::new()
             .svid(dir.0.join("svid.pem"), dir.0.join("svid_key.pem"))
             .bundle("prod.example".parse().unwrap(), dir.0.join("bundle.pem")),
-        ring_provider(),
+        crypto_provider(),
     )
     .unwrap();
     let server = TlsServer::from_source(files.source(), ClientAuth::Optional, PeerIds::Any)

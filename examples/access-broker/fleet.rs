@@ -219,7 +219,7 @@ CREATE TABLE IF NOT EXISTS access_broker_bulk_results (
     ) -> Result<Vec<u8>, String> {
         let context = format!("access-broker secret v1\0{name}");
         let mut fresh = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut fresh)
             .map_err(|_| "the system random source failed".to_owned())?;
         let sealed = key
             .seal(context.as_bytes(), &fresh)

@@ -5,9 +5,9 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// Bound into every sealed body, so nothing sealed for another purpose opens as one.
 const PURPOSE: &[u8] = b"access-broker retry body v1";

@@ -1,12 +1,12 @@
 //! What the broker and the region proxies agree on: the forwarded path's shape, which
 //! headers cross, the request hash and the broker token's claims.
 
+use aws_lc_rs::digest::{SHA256, digest};
 use axum::http::{HeaderMap, HeaderName, Method, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::crypto::CryptoProvider;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
-use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 
 /// The header carrying the broker's token from the broker to a region proxy. A request

@@ -133,7 +133,7 @@ impl TlsConfig {
     #[cfg(feature = "tls")]
     pub(crate) fn open(&self) -> Result<Tls, TlsSetupError> {
         use portcullis::tls::identity::{
-            FileSource, IdentityFiles, SpiffeAuthenticator, TrustDomain, ring_provider,
+            FileSource, IdentityFiles, SpiffeAuthenticator, TrustDomain, crypto_provider,
         };
         let reload = self.reload_seconds.unwrap_or(DEFAULT_RELOAD_SECONDS);
         if !(1..=MAX_RELOAD_SECONDS).contains(&reload) {
@@ -168,7 +168,8 @@ impl TlsConfig {
         }
         // The binaries read their SPIFFE ID once (rollout scope, log labels, the ID peers
         // expect): a rotated SVID naming another workload is refused, the old one kept.
-        let files = std::sync::Arc::new(FileSource::load(files, ring_provider())?.pin_spiffe_id());
+        let files =
+            std::sync::Arc::new(FileSource::load(files, crypto_provider())?.pin_spiffe_id());
         // An expired SVID still loads (a SPIFFE helper may be about to rotate it), but every
         // peer will refuse it: say so at start rather than at the first failed handshake.
         if let Some(svid) = files.source().current().svid.as_ref()

@@ -257,7 +257,7 @@ impl Secrets {
     /// Fresh keys; with `redact_key`, the audit redaction key among them (a fleet's).
     fn generate(redact_key: bool) -> Result<Secrets, String> {
         let random = |bytes: &mut [u8]| {
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), bytes)
+            aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), bytes)
                 .map_err(|_| "the system random source failed".to_owned())
         };
         let (_, token_key) = TokenKey::generate().map_err(|e| e.to_string())?;
@@ -632,8 +632,11 @@ async fn open_audit(
             Ok(hex_key) => hex::decode(hex_key.trim()).map_err(|e| err(&e))?,
             Err(_) => {
                 let mut bytes = [0u8; 32];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-                    .map_err(|_| err(&"the system random source failed"))?;
+                aws_lc_rs::rand::SecureRandom::fill(
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    &mut bytes,
+                )
+                .map_err(|_| err(&"the system random source failed"))?;
                 write_private(&key, &hex::encode(bytes)).map_err(|e| err(&e))?;
                 bytes.to_vec()
             }

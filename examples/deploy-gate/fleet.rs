@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -85,7 +85,7 @@ impl StoreKey {
 
     fn seal(&self, plain: &str) -> Result<Vec<u8>, FleetError> {
         let mut nonce = [0u8; NONCE_LEN];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut nonce)
             .map_err(|_| FleetError::Sealed)?;
         let mut data = plain.as_bytes().to_vec();
         self.0

@@ -4,9 +4,9 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use aws_lc_rs::digest::{SHA256, digest};
 use portcullis::token::{AuthError, Authenticator, Credential};
 use portcullis::{AuthMethod, Principal};
-use ring::digest::{SHA256, digest};
 use subtle::ConstantTimeEq;
 
 /// How principals authenticated with a configured token appear in audit records.
@@ -122,10 +122,10 @@ impl Authenticator for PrincipalTokens {
 
 /// A new random token (`pcd_` and 43 base64url characters: 256 bits).
 pub(crate) fn new_token() -> Result<String, String> {
+    use aws_lc_rs::rand::SecureRandom;
     use base64::Engine;
-    use ring::rand::SecureRandom;
     let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new()
+    aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| "the system random source failed".to_owned())?;
     Ok(format!(

@@ -1055,7 +1055,9 @@ fn new_decision_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let (k1, k2) = *KEYS.get_or_init(|| {
         let mut bytes = [0u8; 16];
-        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        if aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes)
+            .is_err()
+        {
             // Still unique within the process: the counter alone is.
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

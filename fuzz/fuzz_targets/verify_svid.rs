@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use portcullis_identity::rustls::pki_types::{CertificateDer, UnixTime};
 use portcullis_identity::{
     BundleSet, SvidUsage, TrustBundle, TrustDomain, inspect_leaf, inspect_serving_cert,
-    ring_provider, verify_svid,
+    crypto_provider, verify_svid,
 };
 
 fn pieces(mut data: &[u8]) -> Vec<&[u8]> {
@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         bundles.insert(bundle);
     }
     let chain: Vec<CertificateDer<'_>> = chain.iter().map(|c| CertificateDer::from(*c)).collect();
-    let provider = ring_provider();
+    let provider = crypto_provider();
     for usage in [SvidUsage::Client, SvidUsage::Server] {
         if let Ok(info) = verify_svid(
             &chain,

@@ -5,10 +5,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use aws_lc_rs::hmac;
 use portcullis_core::{
     Action, Authorizer, Clock, Field, Principal, PrincipalKind, Resource, SystemClock,
 };
-use ring::hmac;
 use serde_json::Value;
 
 use crate::model::unix;
@@ -115,7 +115,10 @@ pub fn params_hash(params: &Value) -> String {
     }
     let mut text = String::new();
     canonical(params, &mut text);
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()))
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        text.as_bytes(),
+    ))
 }
 
 impl Approvals {
@@ -252,7 +255,7 @@ impl Approvals {
         };
         let now = self.clock.now();
         let mut id = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut id)
             .map_err(|_| ApprovalError::Crypto("the system random source failed".into()))?;
         let request = ApprovalRequest {
             id: format!("apr_{}", hex::encode(id)),

@@ -12,9 +12,9 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_lc_rs::hmac;
 use base64::Engine as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use ring::hmac;
 use serde_json::Value;
 use tokio::time::Instant;
 

@@ -13,7 +13,7 @@ mod key;
 use std::fmt;
 use std::time::Duration;
 
-use ring::hmac;
+use aws_lc_rs::hmac;
 
 #[cfg(feature = "postgres")]
 pub use attempts::PostgresTotpAttempts;
@@ -175,7 +175,7 @@ impl TotpSecret {
     /// [`ApprovalError::Crypto`] if the random source fails.
     pub fn generate_for(algorithm: TotpAlgorithm) -> Result<Self, ApprovalError> {
         let mut bytes = vec![0u8; algorithm.secret_len()];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes)
             .map_err(|_| ApprovalError::Crypto("the system random source failed".into()))?;
         Ok(TotpSecret(bytes))
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_lc_rs::hmac;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -22,7 +23,6 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use portcullis_approval::duo::decode_response;
 use portcullis_approval::{DuoClient, DuoConfig, DuoSignature, FactorOutcome, Prompt};
-use ring::hmac;
 use serde_json::{Value, json};
 
 const IKEY: &str = "DIXXXXXXXXXXXXXXXXXX";

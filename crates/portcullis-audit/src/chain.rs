@@ -6,7 +6,7 @@
 //! `prev` is the previous record's `hash` (64 zeros for the first). Sequence numbers start at
 //! 1 and have no gaps, across rotated files too.
 
-use ring::digest::{SHA256, digest};
+use aws_lc_rs::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::AuditError;
@@ -92,7 +92,7 @@ impl CheckpointSigner {
     ///
     /// [`AuditError::Crypto`] if the system random source fails.
     pub fn generate() -> Result<(Self, Vec<u8>), AuditError> {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
             .map_err(|_| AuditError::Crypto("could not generate an Ed25519 key".into()))?;
         let signer = CheckpointSigner::from_pkcs8(pkcs8.as_ref())?;
         Ok((signer, pkcs8.as_ref().to_vec()))

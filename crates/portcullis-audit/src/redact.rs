@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use ring::hmac;
+use aws_lc_rs::hmac;
 use serde_json::Value;
 
 use crate::AuditError;

@@ -123,7 +123,7 @@ async fn the_readme_recipe_verifies_a_real_log() {
                 &line[..at]
             )
         );
-        let digest = ring::digest::digest(&ring::digest::SHA256, cut.as_bytes());
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cut.as_bytes());
         assert_eq!(hex::encode(digest.as_ref()), hash);
         prev = hash.to_owned();
     }
@@ -196,7 +196,7 @@ proptest! {
         let object = value.as_object_mut().unwrap();
         object.remove("hash");
         let canonical = serde_json::to_vec(&object).unwrap();
-        let hash = ring::digest::digest(&ring::digest::SHA256, &canonical);
+        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical);
         object.insert("hash".into(), hex::encode(hash.as_ref()).into());
         tampered[line] = serde_json::to_vec(&value).unwrap();
         let first_error = verify_lines(tampered.iter().map(Vec::as_slice), &[], &[]).unwrap_err();

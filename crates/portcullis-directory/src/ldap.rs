@@ -263,21 +263,22 @@ type Slot = Mutex<Option<ldap3::Ldap>>;
 /// escaped (RFC 4514), so `*`, `)(`, `\` or NUL in a name match nothing but themselves.
 pub struct LdapDirectory {
     config: Arc<LdapConfig>,
-    /// The TLS client configuration for `ldaps://` and StartTLS, on ring, built once.
+    /// The TLS client configuration for `ldaps://` and StartTLS, on aws-lc-rs, built once.
     tls: Arc<rustls::ClientConfig>,
     pool: Vec<Slot>,
     next: AtomicUsize,
 }
 
-/// rustls on ring with the system's root certificates, passed to ldap3 explicitly: ldap3's
-/// own configuration asks rustls for the process-level provider, which panics when the
-/// final graph enables a second one (aws-lc-rs, which the AWS SDK's client brings).
+/// rustls on aws-lc-rs (the workspace's one crypto stack) with the system's root
+/// certificates, passed to ldap3 explicitly: ldap3's own configuration asks rustls for the
+/// process-level provider, which panics when the final graph enables a second one (ring,
+/// which an embedder's other dependencies may bring).
 fn tls_config() -> Result<rustls::ClientConfig, DirectoryError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     // Certificates the store cannot parse are skipped, as ldap3 does.
     let _ = roots.add_parsable_certificates(native.certs);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| DirectoryError::Config(format!("TLS: {e}")))?

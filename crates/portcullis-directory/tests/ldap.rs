@@ -387,9 +387,10 @@ async fn the_cache_answers_within_its_ttl_and_only_then() {
 }
 
 /// `ldaps://` in a graph where rustls has two providers (this test's dev-dependencies turn
-/// on aws-lc-rs beside ring, as the AWS SDK's client does in an embedder's graph): ldap3's
-/// own TLS configuration asked rustls for the process-level provider and panicked; the
-/// directory hands it one on ring, so a server that drops the connection is just unavailable.
+/// on ring beside the workspace's aws-lc-rs, as an embedder's other dependencies may): ldap3's
+/// own TLS configuration asks rustls for the process-level provider and would panic; the
+/// directory hands it one on aws-lc-rs, so a server that drops the connection is just
+/// unavailable.
 #[tokio::test]
 async fn ldaps_works_when_the_graph_has_two_rustls_providers() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -33,8 +33,10 @@ pub use xfcc::{
 /// The re-exported rustls, so callers build on the same version.
 pub use rustls;
 
-/// The crypto provider this workspace's rustls runs on (`ring`), as a value to pass
-/// explicitly. Nothing here installs or reads a process-level default provider.
-pub fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The crypto provider every TLS configuration of this workspace runs on (aws-lc-rs, the
+/// stack its JWTs, digests and HMACs use too), as a value to pass explicitly. Nothing here
+/// installs or reads a process-level default provider, so a second provider in the final
+/// graph (ring, from an embedder's other dependencies) changes nothing.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }

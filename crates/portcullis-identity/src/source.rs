@@ -473,7 +473,7 @@ fn read_material(
     files: &IdentityFiles,
     provider: &CryptoProvider,
 ) -> Result<(Material, Vec<u8>), SourceError> {
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let svid = match &files.svid {
         None => None,
         Some((chain_path, key_path)) => {

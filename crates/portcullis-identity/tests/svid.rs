@@ -1,5 +1,5 @@
 //! X.509-SVID verification, bundles, file rotation and rustls handshakes, with certificates
-//! made by rcgen on ring. (The openssl-made certificates are checked by
+//! made by rcgen on aws-lc-rs. (The openssl-made certificates are checked by
 //! `scripts/tests/identity-openssl.sh` and the root `tests/tls.rs`.)
 #![allow(
     clippy::unwrap_used,
@@ -21,7 +21,7 @@ use portcullis_identity::rustls::{ClientConnection, ServerConnection};
 use portcullis_identity::{
     BundleError, BundleSet, ClientAuth, FileSource, IdentityFiles, IdentitySource, Material,
     PeerIds, SpiffeAuthenticator, SpiffeId, Svid, SvidError, SvidUsage, TrustBundle, TrustDomain,
-    client_config, peer_spiffe_id, ring_provider, server_config, verify_svid,
+    client_config, crypto_provider, peer_spiffe_id, server_config, verify_svid,
 };
 use portcullis_token::{AuthChain, VerifiedPeer};
 use rcgen::KeyUsagePurpose;
@@ -46,7 +46,7 @@ fn check(chain: &[&[u8]], bundles: &BundleSet) -> Result<SpiffeId, SvidError> {
         bundles,
         SvidUsage::Client,
         UnixTime::now(),
-        ring_provider().signature_verification_algorithms.all,
+        crypto_provider().signature_verification_algorithms.all,
     )
     .map(|info| info.spiffe_id.unwrap())
 }
@@ -72,7 +72,7 @@ fn ca_intermediate_leaf_verifies_to_its_own_domain_bundle() {
             &bundles,
             SvidUsage::Server,
             UnixTime::now(),
-            ring_provider().signature_verification_algorithms.all
+            crypto_provider().signature_verification_algorithms.all
         )
         .is_ok()
     );
@@ -299,7 +299,7 @@ fn files_rotate_and_a_broken_file_keeps_the_old_material() {
     let files = IdentityFiles::new()
         .svid(dir.0.join("svid.pem"), dir.0.join("svid_key.pem"))
         .bundle(td("prod.example"), dir.0.join("bundle.pem"));
-    let source = FileSource::load(files.clone(), ring_provider()).unwrap();
+    let source = FileSource::load(files.clone(), crypto_provider()).unwrap();
     let id = |s: &FileSource| {
         s.source()
             .current()
@@ -338,7 +338,7 @@ fn files_rotate_and_a_broken_file_keeps_the_old_material() {
 
     // Pinned: a rotation within the same ID is taken, one to another ID is refused.
     std::fs::write(dir.0.join("bundle.pem"), ca.pem()).unwrap();
-    let pinned = FileSource::load(files.clone(), ring_provider())
+    let pinned = FileSource::load(files.clone(), crypto_provider())
         .unwrap()
         .pin_spiffe_id();
     write_svid(&dir, &ca.leaf(Leaf::svid("spiffe://prod.example/v3")));
@@ -357,7 +357,7 @@ fn files_rotate_and_a_broken_file_keeps_the_old_material() {
 
     // A missing file at start is an error, not an empty identity.
     std::fs::remove_file(dir.0.join("svid_key.pem")).unwrap();
-    assert!(FileSource::load(files, ring_provider()).is_err());
+    assert!(FileSource::load(files, crypto_provider()).is_err());
 }
 
 #[tokio::test]
@@ -369,7 +369,7 @@ async fn watch_picks_up_a_rotated_svid() {
     let files = IdentityFiles::new()
         .svid(dir.0.join("svid.pem"), dir.0.join("svid_key.pem"))
         .bundle(td("prod.example"), dir.0.join("bundle.pem"));
-    let source = Arc::new(FileSource::load(files, ring_provider()).unwrap());
+    let source = Arc::new(FileSource::load(files, crypto_provider()).unwrap());
     let task = source.watch(std::time::Duration::from_millis(20));
     // Files written within the same mtime tick as the first load still differ in size.
     write_svid(
@@ -397,7 +397,7 @@ async fn watch_picks_up_a_rotated_svid() {
 }
 
 fn source_for(ca: &Ca, leaf: Option<&Issued>, domains: &[(&str, &Ca)]) -> Arc<IdentitySource> {
-    let provider = ring_provider();
+    let provider = crypto_provider();
     let svid = leaf.map(|l| {
         Svid::from_der(
             vec![der(&l.cert_der)],

@@ -515,10 +515,10 @@ fn structured(path: &str) -> bool {
 /// The digest of one file as OPA computes it.
 fn digest(algorithm: &str, path: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
     let algorithm = match algorithm {
-        "SHA-256" => &ring::digest::SHA256,
-        "SHA-384" => &ring::digest::SHA384,
-        "SHA-512" => &ring::digest::SHA512,
-        "SHA-512-256" => &ring::digest::SHA512_256,
+        "SHA-256" => &aws_lc_rs::digest::SHA256,
+        "SHA-384" => &aws_lc_rs::digest::SHA384,
+        "SHA-512" => &aws_lc_rs::digest::SHA512,
+        "SHA-512-256" => &aws_lc_rs::digest::SHA512_256,
         other => {
             return Err(format!(
                 "hash algorithm {other:?} is not accepted (SHA-256, SHA-384, SHA-512, SHA-512-256)"
@@ -535,7 +535,9 @@ fn digest(algorithm: &str, path: &str, bytes: &[u8]) -> Result<Vec<u8>, String> 
     } else {
         bytes
     };
-    Ok(ring::digest::digest(algorithm, bytes).as_ref().to_vec())
+    Ok(aws_lc_rs::digest::digest(algorithm, bytes)
+        .as_ref()
+        .to_vec())
 }
 
 /// Writes `value` as OPA hashes it: object keys sorted, no whitespace, strings escaped as

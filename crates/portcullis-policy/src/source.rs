@@ -391,11 +391,15 @@ impl PollOptions {
     /// `pause × (1 ± jitter_percent / 100)`.
     #[must_use]
     pub fn jittered_pause(&self, failures: u32) -> Duration {
-        use ring::rand::SecureRandom as _;
+        use aws_lc_rs::rand::SecureRandom as _;
         let pause = self.pause(failures);
         let percent = u32::from(self.jitter_percent.min(50));
         let mut bytes = [0_u8; 4];
-        if percent == 0 || ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        if percent == 0
+            || aws_lc_rs::rand::SystemRandom::new()
+                .fill(&mut bytes)
+                .is_err()
+        {
             return pause;
         }
         // A uniform draw in [-percent, +percent] hundredths of the pause, in 1/100 steps

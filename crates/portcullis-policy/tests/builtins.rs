@@ -7,12 +7,12 @@
     reason = "tests: helpers outside #[test] functions fail the test they serve"
 )]
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::EncodingKey;
 use portcullis_policy::{Bundle, EvalLimits, PolicyEngine, PolicyError, RegoEngine};
-use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 
 fn compile(rego: &str, strict: bool) -> Result<RegoEngine, PolicyError> {
@@ -604,8 +604,8 @@ fn jws(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> S
 }
 
 fn hs256(secret: &str) -> impl FnOnce(&[u8]) -> Vec<u8> {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    move |message| ring::hmac::sign(&key, message).as_ref().to_vec()
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    move |message| aws_lc_rs::hmac::sign(&key, message).as_ref().to_vec()
 }
 
 /// Signs with jsonwebtoken's aws-lc-rs provider, named explicitly.
@@ -713,12 +713,9 @@ fn jwt_verify_hmac_rsa_eddsa_ecdsa() {
     let rng = SystemRandom::new();
     let pkcs8 =
         EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(
-        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-        pkcs8.as_ref(),
-        &rng,
-    )
-    .unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+            .unwrap();
     let point = pair.public_key().as_ref().to_vec();
     let mut spki = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
     spki.extend_from_slice(&point);
@@ -964,9 +961,9 @@ fn jwt_encode_sign() {
     let secret = URL_SAFE_NO_PAD
         .decode("AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow")
         .unwrap();
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
     let (message, signature) = token.rsplit_once('.').unwrap();
-    ring::hmac::verify(
+    aws_lc_rs::hmac::verify(
         &key,
         message.as_bytes(),
         &URL_SAFE_NO_PAD.decode(signature).unwrap(),
@@ -980,12 +977,8 @@ fn jwt_encode_sign() {
     let ed_jwk = json!({"kty": "OKP", "crv": "Ed25519", "d": b64(&ed.as_ref()[16..48]), "x": b64(ed_pair.public_key())});
     let ec =
         EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let ec_pair = EcdsaKeyPair::from_pkcs8(
-        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-        ec.as_ref(),
-        &rng,
-    )
-    .unwrap();
+    let ec_pair =
+        EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, ec.as_ref()).unwrap();
     let point = ec_pair.public_key().as_ref().to_vec();
     let ec_jwk = json!({"kty": "EC", "crv": "P-256", "d": b64(&ec.as_ref()[36..68]), "x": b64(&point[1..33]), "y": b64(&point[33..])});
     let public = |jwk: &Value| {

@@ -428,6 +428,10 @@ fn opa_conformance_cases() {
     let mut per_category: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut failures: BTreeMap<(String, String), String> = BTreeMap::new();
     for (category, file) in case_files() {
+        // OPA's graphql.* built-ins are this crate's default feature `graphql`.
+        if cfg!(not(feature = "graphql")) && category.starts_with("graphql") {
+            continue;
+        }
         let text = std::fs::read_to_string(cases_dir().join(&file)).unwrap();
         let parsed: CaseFile =
             serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 use crate::AuthError;
 

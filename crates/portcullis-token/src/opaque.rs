@@ -246,7 +246,7 @@ impl OpaqueVerifier {
         if self.rules.cache_ttl.is_zero() {
             return self.ask(token).await.map(|c| c.principal);
         }
-        let key: Key = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        let key: Key = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
             .as_ref()
             .try_into()
             .map_err(|_| AuthError::Crypto("SHA-256 is not 32 bytes".into()))?;

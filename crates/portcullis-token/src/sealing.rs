@@ -4,9 +4,10 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 use crate::AuthError;
 
@@ -31,7 +32,7 @@ const MIN_SEALED: usize = 1 + NONCE_LEN + 16;
 /// # Ok::<(), portcullis_token::AuthError>(())
 /// ```
 #[derive(Clone)]
-pub struct SealingKey(LessSafeKey);
+pub struct SealingKey(Arc<LessSafeKey>);
 
 impl SealingKey {
     /// A key from exactly 32 bytes.
@@ -48,7 +49,7 @@ impl SealingKey {
         }
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| AuthError::Crypto("AES-256-GCM refused the key".into()))?;
-        Ok(SealingKey(LessSafeKey::new(key)))
+        Ok(SealingKey(Arc::new(LessSafeKey::new(key))))
     }
 
     /// A key from 64 hex digits (surrounding whitespace ignored), as kept in an environment

@@ -6,13 +6,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, KeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use portcullis_core::{AuthMethod, Clock, PrincipalKind, SystemClock};
 use portcullis_directory::{Directory, DirectoryError, Password};
-use ring::rand::SystemRandom;
-use ring::signature::{self, KeyPair};
 use serde_json::{Value, json};
 
 use crate::jwt::JwtRules;
@@ -53,12 +53,12 @@ pub struct SessionKey {
     public_jwk: Option<Value>,
 }
 
-fn crypto(what: &str) -> impl Fn(ring::error::KeyRejected) -> AuthError + '_ {
+fn crypto(what: &str) -> impl Fn(aws_lc_rs::error::KeyRejected) -> AuthError + '_ {
     move |e| AuthError::Crypto(format!("{what}: {e}"))
 }
 
 fn kid_of(public: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, public);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public);
     hex::encode(digest.as_ref().get(..8).unwrap_or_default())
 }
 
@@ -84,7 +84,7 @@ impl SessionKey {
             .to_vec(),
             SessionAlgorithm::HS256 => {
                 let mut secret = vec![0u8; 32];
-                ring::rand::SecureRandom::fill(&rng, &mut secret)
+                aws_lc_rs::rand::SecureRandom::fill(&rng, &mut secret)
                     .map_err(|_| AuthError::Crypto("the system random source failed".into()))?;
                 secret
             }
@@ -113,7 +113,6 @@ impl SessionKey {
                 let pair = signature::EcdsaKeyPair::from_pkcs8(
                     &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
                     material,
-                    &SystemRandom::new(),
                 )
                 .map_err(crypto("P-256 PKCS#8 key"))?;
                 let public = pair.public_key().as_ref();
@@ -133,8 +132,8 @@ impl SessionKey {
                         "an HS256 session secret needs at least 32 bytes".into(),
                     ));
                 }
-                let tag = ring::hmac::sign(
-                    &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, material),
+                let tag = aws_lc_rs::hmac::sign(
+                    &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, material),
                     b"portcullis session key id",
                 );
                 (
@@ -347,7 +346,7 @@ impl SessionIssuer {
             .map_or(0, |d| d.as_secs());
         let exp = now + self.ttl.as_secs();
         let mut jti = [0u8; 16];
-        ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut jti)
+        aws_lc_rs::rand::SecureRandom::fill(&SystemRandom::new(), &mut jti)
             .map_err(|_| AuthError::Crypto("the system random source failed".into()))?;
         let claims = json!({
             "iss": self.issuer, "sub": subject, "aud": self.audience, "groups": groups,

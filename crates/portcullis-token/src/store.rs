@@ -30,7 +30,7 @@ impl TokenId {
     /// [`AuthError::Crypto`] if the random source fails.
     pub fn generate() -> Result<Self, AuthError> {
         let mut bytes = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes)
             .map_err(|_| AuthError::Crypto("the system random source failed".into()))?;
         Ok(TokenId(format!("tok_{}", hex::encode(bytes))))
     }

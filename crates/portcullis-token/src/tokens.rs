@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use aws_lc_rs::hmac;
 use portcullis_core::{AuthMethod, Clock, Field, Principal, PrincipalKind, SystemClock};
-use ring::hmac;
 use serde_json::Value;
 
 use crate::store::{TokenHash, TokenId, TokenRecord, TokenScope, TokenStore, from_secs, to_secs};
@@ -52,7 +52,7 @@ impl TokenKey {
     /// [`AuthError::Crypto`] if the random source fails.
     pub fn generate() -> Result<(Self, String), AuthError> {
         let mut bytes = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes)
             .map_err(|_| AuthError::Crypto("the system random source failed".into()))?;
         Ok((Self::from_bytes(&bytes)?, hex::encode(bytes)))
     }

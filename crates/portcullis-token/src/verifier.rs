@@ -74,7 +74,9 @@ impl std::fmt::Debug for VerifiedCache {
 impl VerifiedCache {
     fn key(token: &str) -> [u8; 32] {
         let mut key = [0; 32];
-        key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+        key.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+        );
         key
     }
 

@@ -26,21 +26,22 @@ static POISONED: CryptoProvider = CryptoProvider {
     key_utils: KeyUtils::new_unimplemented(),
 };
 
-/// An RS256 token signed with ring, not jsonwebtoken (whose default is poisoned here).
+/// An RS256 token signed with aws-lc-rs directly, not jsonwebtoken (whose default is poisoned here).
 fn rs256(claims: &serde_json::Value) -> String {
-    let pair =
-        ring::signature::RsaKeyPair::from_der(include_bytes!("fixtures/rsa2048-test-only.der"))
-            .unwrap();
+    let pair = aws_lc_rs::signature::RsaKeyPair::from_der(include_bytes!(
+        "fixtures/rsa2048-test-only.der"
+    ))
+    .unwrap();
     let header = json!({"alg": "RS256", "typ": "JWT"});
     let message = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let mut signature = vec![0; pair.public().modulus_len()];
+    let mut signature = vec![0; pair.public_modulus_len()];
     pair.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
         message.as_bytes(),
         &mut signature,
     )

@@ -318,7 +318,7 @@ pub fn session_name(user: &str) -> Result<String, VendError> {
         })
         .take(47)
         .collect();
-    let digest = ring::digest::digest(&ring::digest::SHA256, user.as_bytes());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user.as_bytes());
     name.push('.');
     name.push_str(&hex::encode(digest.as_ref().get(..8).unwrap_or_default()));
     Ok(name)

@@ -154,7 +154,10 @@ mod postgres {
     }
 
     fn user_hash(user: &str) -> String {
-        hex::encode(ring::digest::digest(&ring::digest::SHA256, user.as_bytes()))
+        hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            user.as_bytes(),
+        ))
     }
 
     fn secs(at: u64) -> i64 {

@@ -3,9 +3,10 @@
 //! for, and a store (or its backups) never holds a usable secret.
 
 use std::fmt;
+use std::sync::Arc;
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 use super::TotpSecret;
 use crate::ApprovalError;
@@ -31,7 +32,7 @@ fn aad(user: &str) -> Vec<u8> {
 /// the database — in a secret manager or an environment variable — so the store alone never
 /// yields a usable secret. `Debug` never shows it.
 #[derive(Clone)]
-pub struct TotpSecretKey(LessSafeKey);
+pub struct TotpSecretKey(Arc<LessSafeKey>);
 
 impl TotpSecretKey {
     /// A key from exactly 32 bytes.
@@ -48,7 +49,7 @@ impl TotpSecretKey {
         }
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| ApprovalError::Crypto("AES-256-GCM refused the key".into()))?;
-        Ok(TotpSecretKey(LessSafeKey::new(key)))
+        Ok(TotpSecretKey(Arc::new(LessSafeKey::new(key))))
     }
 
     /// A key from 64 hex digits, as kept in an environment variable.

@@ -87,7 +87,8 @@ pub(crate) fn rehashed(line: &str, edit: impl FnOnce(&mut serde_json::Value)) ->
     let object = record.as_object_mut().unwrap();
     object.remove("hash");
     let canonical = serde_json::to_vec(&object).unwrap();
-    let hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref());
+    let hash =
+        hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical).as_ref());
     object.insert("hash".into(), hash.clone().into());
     (serde_json::to_string(&record).unwrap(), hash)
 }

@@ -1,4 +1,4 @@
-//! Certificates for tests and benches, made with rcgen on ring: a CA per trust domain, an
+//! Certificates for tests and benches, made with rcgen on aws-lc-rs: a CA per trust domain, an
 //! intermediate, and leaves that follow or break the X.509-SVID rules.
 #![allow(
     dead_code,

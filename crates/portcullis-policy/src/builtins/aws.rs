@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use aws_lc_rs::{digest, hmac};
 use regorus::Value;
-use ring::{digest, hmac};
 
 use super::{Args, BuiltinError};
 

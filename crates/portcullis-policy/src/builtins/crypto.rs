@@ -1,9 +1,9 @@
 //! `crypto.*` hashes and HMACs, as lowercase hex (SHA on `ring`; MD5, which `ring` does
 //! not offer, on the `md-5` digest).
 
+use aws_lc_rs::{digest, hmac};
 use md5::{Digest as _, Md5};
 use regorus::Value;
-use ring::{digest, hmac};
 
 use super::{Args, BuiltinError};
 

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -14,7 +15,6 @@ use jsonwebtoken::crypto::CryptoProvider;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use regorus::Value;
-use ring::hmac;
 
 use super::{Args, BuiltinError};
 

@@ -125,7 +125,7 @@ fn line_around(source: &str, at: usize) -> (usize, usize) {
 /// one name per literal of a module, another in each module (regorus cannot evaluate a
 /// function defined in two modules: "binding plan not found for parameter").
 fn function_name(source: &str, literal: &str) -> String {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     context.update(&(source.len() as u64).to_be_bytes());
     context.update(source.as_bytes());
     context.update(literal.as_bytes());

@@ -13,6 +13,7 @@ mod crypto;
 mod dns;
 mod globs;
 mod go_template;
+#[cfg(feature = "graphql")]
 mod graphql;
 mod http;
 mod json;
@@ -189,11 +190,17 @@ pub(crate) const EXTENSIONS: &[Extension] = &[
         1,
         x509::parse_rsa_private_key,
     ),
+    #[cfg(feature = "graphql")]
     ext("graphql.is_valid", 2, graphql::is_valid),
+    #[cfg(feature = "graphql")]
     ext("graphql.parse", 2, graphql::parse),
+    #[cfg(feature = "graphql")]
     ext("graphql.parse_and_verify", 2, graphql::parse_and_verify),
+    #[cfg(feature = "graphql")]
     ext("graphql.parse_query", 1, graphql::parse_query),
+    #[cfg(feature = "graphql")]
     ext("graphql.parse_schema", 1, graphql::parse_schema),
+    #[cfg(feature = "graphql")]
     ext("graphql.schema_is_valid", 1, graphql::schema_is_valid),
     replaces("http.send", 1, http::send),
     ext(template::NAME, 1, template::template_string),

@@ -101,11 +101,17 @@ const SIGNATURES: &[(&str, &[Ty])] = &[
     ("glob.quote_meta", &[S]),
     ("graph.reachable", &[OBJ, COLL]),
     ("graph.reachable_paths", &[OBJ, COLL]),
+    #[cfg(feature = "graphql")]
     ("graphql.is_valid", &[S | OBJ, S | OBJ]),
+    #[cfg(feature = "graphql")]
     ("graphql.parse", &[S | OBJ, S | OBJ]),
+    #[cfg(feature = "graphql")]
     ("graphql.parse_and_verify", &[S | OBJ, S | OBJ]),
+    #[cfg(feature = "graphql")]
     ("graphql.parse_query", &[S]),
+    #[cfg(feature = "graphql")]
     ("graphql.parse_schema", &[S]),
+    #[cfg(feature = "graphql")]
     ("graphql.schema_is_valid", &[S | OBJ]),
     ("hex.decode", &[S]),
     ("hex.encode", &[S]),

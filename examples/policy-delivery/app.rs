@@ -1,6 +1,6 @@
 //! The HTTP API: publishing, OPA's bundle and status endpoints for hosts, and operators'
 //! promote / pause / resume / rollback, plus the scheduler. What operators read is in
-//! `views.rs`.
+//! `views.rs`, the UI's files in `ui.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use serde_json::json;
 
 use crate::tokens::TokenTable;
 use crate::views::{OPERATIONS, operation_request};
-use crate::{PROMOTE, PUBLISH, ROLLBACK, views};
+use crate::{PROMOTE, PUBLISH, ROLLBACK, ui, views};
 
 /// The service's state.
 #[derive(Debug)]
@@ -67,7 +67,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             post(decision_counts).layer(DefaultBodyLimit::max(MAX_STATUS_BYTES)),
         )
         .route("/health", get(|| async { Json(json!({})) }))
+        .merge(ui::routes())
         .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::map_response(ui::nosniff))
         .with_state(app)
 }
 

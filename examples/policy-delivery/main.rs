@@ -19,6 +19,7 @@
 mod app;
 mod publish;
 mod tokens;
+mod ui;
 mod views;
 
 use std::collections::BTreeMap;

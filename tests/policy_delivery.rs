@@ -285,6 +285,18 @@ impl Server {
         .await
     }
 
+    /// `GET /v1/artifacts/{artifact}/hosts?{query}` as `token`.
+    async fn hosts(&self, token: &str, artifact: &str, query: &str) -> Answer {
+        self.send(
+            reqwest::Method::GET,
+            &format!("/v1/artifacts/{artifact}/hosts?{query}"),
+            Some(token),
+            &[],
+            Vec::new(),
+        )
+        .await
+    }
+
     async fn artifact(&self, token: &str) -> Answer {
         self.send(
             reqwest::Method::GET,
@@ -466,10 +478,21 @@ async fn revisions_are_validated_staged_per_host_and_survive_a_restart() {
     );
     let view = server.artifact(BOB_TOKEN).await;
     assert_eq!(view.status, 200);
-    let view = view.json();
-    assert_eq!(view["hosts"].as_array().unwrap().len(), 1, "{view}");
-    assert_eq!(view["hosts"][0]["spiffe_id"], PROD);
-    assert_eq!(view["hosts"][0]["active_revision"], "r2");
+    // Only prod reported on authz, under its own identity, running r2.
+    let page = server.hosts(BOB_TOKEN, "authz", "").await.json();
+    let reported: Vec<(&str, &str)> = page["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["state"] != "unreported")
+        .map(|h| {
+            (
+                h["spiffe_id"].as_str().unwrap(),
+                h["active_revision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(reported, [(PROD, "r2")], "{page}");
     assert_eq!(server.artifact(CANARY_TOKEN).await.status, 401);
     // The listing shows what the caller may read: bob reads authz and gate, not signed.
     let listing = server
@@ -1253,7 +1276,13 @@ async fn three_sidecars_a_deny_everything_revision_is_rolled_back_from_the_canar
     assert_eq!(prod.gate_active().await.as_deref(), Some("g1"));
     assert_eq!(prod2.gate_active().await.as_deref(), Some("g1"));
     // The hosts' status reports reached the server under their own identities.
-    let hosts = view["hosts"].as_array().unwrap();
+    let page = server.hosts(BOB_TOKEN, "gate", "").await.json();
+    let hosts: Vec<&Value> = page["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["reported_at_ms"].is_u64())
+        .collect();
     for host in [CANARY, PROD, PROD2] {
         assert!(
             hosts.iter().any(|h| h["spiffe_id"] == host),
@@ -1348,7 +1377,250 @@ async fn uploads_are_capped_per_endpoint() {
     let view = server.artifact(BOB_TOKEN).await.json();
     assert_eq!(view["revisions"].as_array().unwrap().len(), 1, "{view}");
     assert_eq!(view["state"]["paused"], false);
-    assert!(view["hosts"].as_array().unwrap().is_empty());
+    let page = server.hosts(BOB_TOKEN, "authz", "").await.json();
+    assert_eq!(
+        page["counts"]["unreported"], 3,
+        "no status was taken: {page}"
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The views the UI reads: what the caller may do, asked exactly as the operation endpoints
+/// ask (a READER may do nothing, and is refused when it tries), the candidate against its
+/// step's limits, and hosts a page at a time with typed errors for bad parameters; an
+/// artifact the caller may not read is not shown, in any view.
+#[tokio::test]
+async fn the_views_say_what_the_caller_may_do_and_page_the_hosts() {
+    let dir = scratch("views");
+    let server = Server::start(&write_config(&dir)).await;
+    let first = bundle("r1", "alice");
+    let r1 = sha256(&first);
+    assert_eq!(server.publish(Some(CI_TOKEN), first).await.status, 201);
+    for _ in 0..2 {
+        let promoted = server.operate(ALICE_TOKEN, "promote", json!({})).await;
+        assert_eq!(promoted.status, 200, "{:?}", promoted.json());
+    }
+    let second = bundle("r2", "alice");
+    let r2 = sha256(&second);
+    assert_eq!(server.publish(Some(CI_TOKEN), second).await.status, 201);
+    let report = |token: &'static str, bundle: Value| {
+        server.send(
+            reqwest::Method::POST,
+            "/status",
+            Some(token),
+            &[("content-type", "application/json")],
+            json!({ "bundles": { "authz": bundle } })
+                .to_string()
+                .into_bytes(),
+        )
+    };
+    assert_eq!(
+        report(CANARY_TOKEN, json!({"active_revision": "r2"}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        report(PROD_TOKEN, json!({"active_revision": "r0"}))
+            .await
+            .status,
+        200
+    );
+    let failed = json!({"active_revision": "r1", "code": "bundle_error", "message": "no space"});
+    assert_eq!(report(PROD2_TOKEN, failed).await.status, 200);
+
+    // An operator may do everything; the candidate stands at the canary with no decisions.
+    let view = server.artifact(ALICE_TOKEN).await.json();
+    assert_eq!(view["principal"], "user:alice");
+    assert_eq!(
+        view["allowed"],
+        json!({"promote": true, "pause": true, "resume": true, "rollback": true, "publish": true}),
+        "{view}"
+    );
+    let readiness = &view["readiness"];
+    assert_eq!(readiness["revision"], r2.as_str(), "{view}");
+    assert_eq!(readiness["step_name"], "canary");
+    assert_eq!(readiness["metrics"]["decisions"], 0);
+    assert!(readiness["deny_rate"].is_null(), "no decisions, no rate");
+    assert_eq!(readiness["thresholds"]["min_decisions"], 0);
+    assert_eq!(readiness["manual"], true);
+    assert!(readiness["breach"].is_null() && readiness["waiting"].is_null());
+    assert_eq!(
+        view["steps"][0]["scopes"][0],
+        "spiffe://example.org/canary/**"
+    );
+    assert!(
+        view.get("hosts").is_none(),
+        "hosts are paged, not in the view"
+    );
+    let publish_event = view["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(publish_event["bundle_revision"], "r2", "{publish_event}");
+
+    // A reader may do nothing — in the view, in the listing — and is refused when it tries.
+    let view = server.artifact(BOB_TOKEN).await.json();
+    let nothing = json!({"promote": false, "pause": false, "resume": false, "rollback": false, "publish": false});
+    assert_eq!(view["allowed"], nothing, "{view}");
+    let listing = server
+        .send(
+            reqwest::Method::GET,
+            "/v1/artifacts",
+            Some(BOB_TOKEN),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .json();
+    assert_eq!(listing["principal"], "user:bob");
+    assert_eq!(listing["artifacts"][0]["artifact"], "authz");
+    assert_eq!(listing["artifacts"][0]["allowed"], nothing, "{listing}");
+    assert_eq!(listing["artifacts"][0]["candidate_step"], "canary");
+    assert_eq!(listing["artifacts"][0]["stable_bundle_revision"], "r1");
+    assert_eq!(listing["artifacts"][0]["candidate_bundle_revision"], "r2");
+    for operation in ["promote", "pause", "resume", "rollback"] {
+        let refused = server.operate(BOB_TOKEN, operation, json!({})).await;
+        assert_eq!(refused.status, 403, "{operation}: {:?}", refused.json());
+    }
+    assert_eq!(
+        server.artifact(ALICE_TOKEN).await.json()["state"]["candidate"]["step"],
+        0,
+        "nothing moved"
+    );
+    // A publisher publishes, and reads, but does not operate.
+    let view = server.artifact(CI_TOKEN).await.json();
+    assert_eq!(view["allowed"]["publish"], true, "{view}");
+    assert_eq!(view["allowed"]["promote"], false, "{view}");
+
+    // Hosts: each with its step, what it is assigned, what it runs, and how that compares.
+    let page = server.hosts(BOB_TOKEN, "authz", "").await;
+    assert_eq!(page.status, 200);
+    let page = page.json();
+    assert_eq!(
+        (page["total"].as_u64(), page["matched"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(
+        page["counts"],
+        json!({"current": 1, "drift": 1, "unreported": 0, "error": 1}),
+        "{page}"
+    );
+    assert_eq!(page["steps"], json!(["canary", "production"]));
+    assert_eq!(page["per_step"], json!([1, 2]));
+    assert_eq!(page["no_step"], 0);
+    let hosts = page["hosts"].as_array().unwrap();
+    let row = |i: usize, field: &str| hosts[i][field].clone();
+    assert_eq!(row(0, "spiffe_id"), CANARY);
+    assert_eq!(row(0, "step"), "canary");
+    assert_eq!(row(0, "assigned_revision"), r2.as_str());
+    assert_eq!(row(0, "assigned_bundle_revision"), "r2");
+    assert_eq!(row(0, "active_revision"), "r2");
+    assert_eq!(row(0, "state"), "current");
+    assert!(row(0, "reported_at_ms").as_u64().unwrap() > 0);
+    assert_eq!(row(1, "spiffe_id"), PROD);
+    assert_eq!(row(1, "step"), "production");
+    assert_eq!(row(1, "assigned_revision"), r1.as_str());
+    assert_eq!(
+        (row(1, "active_revision"), row(1, "state")),
+        (json!("r0"), json!("drift"))
+    );
+    assert_eq!(row(2, "spiffe_id"), PROD2);
+    assert_eq!(row(2, "state"), "error");
+    assert!(row(2, "error").as_str().unwrap().contains("no space"));
+    assert_eq!(row(2, "configured"), true);
+
+    // Pages, filters (any case) and states, counted after filtering.
+    let ids = |page: &Value| -> Vec<String> {
+        page["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["spiffe_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let page = server
+        .hosts(BOB_TOKEN, "authz", "offset=1&limit=1")
+        .await
+        .json();
+    assert_eq!(ids(&page), [PROD]);
+    assert_eq!(
+        (page["matched"].as_u64(), page["limit"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let page = server
+        .hosts(BOB_TOKEN, "authz", "filter=%2FPROD%2F")
+        .await
+        .json();
+    assert_eq!(ids(&page), [PROD, PROD2]);
+    assert_eq!(page["filtered"], 2);
+    assert_eq!(
+        page["counts"]["current"], 0,
+        "counts follow the filter: {page}"
+    );
+    assert_eq!(
+        page["per_step"],
+        json!([1, 2]),
+        "steps reach every host: {page}"
+    );
+    let page = server.hosts(BOB_TOKEN, "authz", "state=drift").await.json();
+    assert_eq!(ids(&page), [PROD]);
+    assert_eq!(page["matched"], 1);
+    assert_eq!(page["counts"]["error"], 1, "every state is still counted");
+    let page = server.hosts(BOB_TOKEN, "authz", "offset=10").await.json();
+    assert!(ids(&page).is_empty());
+    assert_eq!(page["matched"], 3);
+
+    // Bad parameters: a 400 naming the parameter, before anything is read.
+    for (query, parameter) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("offset=-1", "offset"),
+        ("state=running", "state"),
+        ("sort=spiffe_id", "sort"),
+        ("limit=5&limit=6", "limit"),
+        ("filter=%E0%A4%A", "query"),
+    ] {
+        let refused = server.hosts(BOB_TOKEN, "authz", query).await;
+        assert_eq!(refused.status, 400, "{query}");
+        let body = refused.json();
+        assert_eq!(body["code"], "invalid_parameter", "{query}: {body}");
+        assert_eq!(body["parameter"], parameter, "{query}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(parameter) || parameter == "query");
+    }
+    let long = format!("filter={}", "a".repeat(257));
+    assert_eq!(server.hosts(BOB_TOKEN, "authz", &long).await.status, 400);
+
+    // Not a reader of `signed`: neither its view nor its hosts — even with bad parameters,
+    // refused before they are looked at — nor a place in the listing.
+    assert_eq!(
+        server
+            .send(
+                reqwest::Method::GET,
+                "/v1/artifacts/signed",
+                Some(BOB_TOKEN),
+                &[],
+                Vec::new()
+            )
+            .await
+            .status,
+        403
+    );
+    assert_eq!(server.hosts(BOB_TOKEN, "signed", "").await.status, 403);
+    assert_eq!(
+        server.hosts(BOB_TOKEN, "signed", "limit=0").await.status,
+        403
+    );
+    assert!(
+        !listing["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["artifact"] == "signed")
+    );
+    // Hosts' tokens and no token are not principals; an unknown artifact is a 404.
+    assert_eq!(server.hosts(CANARY_TOKEN, "authz", "").await.status, 401);
+    assert_eq!(server.hosts("pcd_unknown", "authz", "").await.status, 401);
+    assert_eq!(server.hosts(BOB_TOKEN, "nope", "").await.status, 404);
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,5 +1,6 @@
 //! The HTTP API: publishing, OPA's bundle and status endpoints for hosts, and operators'
-//! promote / pause / resume / rollback, plus the scheduler.
+//! promote / pause / resume / rollback, plus the scheduler. What operators read is in
+//! `views.rs`, the UI's files in `ui.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +19,13 @@ use portcullis::delivery::{
 use portcullis::gate::{CHALLENGE, Gate, GateError, GateRequest, RunError};
 use portcullis::policy::RolloutEvent;
 use portcullis::token::AuthError;
-use portcullis::{AccessRequest, Action, AuthMethod, Decision, Principal, PrincipalKind, Resource};
+use portcullis::{AuthMethod, Decision, Principal, PrincipalKind, Resource};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::tokens::TokenTable;
-use crate::{PAUSE, PROMOTE, PUBLISH, RESUME, ROLLBACK};
+use crate::views::{OPERATIONS, operation_request};
+use crate::{PROMOTE, PUBLISH, ROLLBACK, ui, views};
 
 /// The service's state.
 #[derive(Debug)]
@@ -35,6 +37,8 @@ pub(crate) struct App {
     pub(crate) max_bundle_bytes: usize,
     /// The audit log, for the scheduler's own changes (operators' go through the gate).
     pub(crate) audit: Arc<AuditLog>,
+    /// Every configured host's SPIFFE ID, sorted: the hosts the UI lists.
+    pub(crate) host_ids: Vec<String>,
 }
 
 /// The routes.
@@ -45,8 +49,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             "/v1/artifacts/{name}/revisions",
             post(publish).layer(DefaultBodyLimit::max(bundle_limit)),
         )
-        .route("/v1/artifacts", get(artifacts))
-        .route("/v1/artifacts/{name}", get(artifact))
+        .route("/v1/artifacts", get(views::artifacts))
+        .route("/v1/artifacts/{name}", get(views::artifact))
+        .route("/v1/artifacts/{name}/hosts", get(views::hosts))
         .route("/v1/artifacts/{name}/{operation}", post(operate))
         .route("/bundles/{name}", get(bundle))
         .route(
@@ -62,7 +67,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             post(decision_counts).layer(DefaultBodyLimit::max(MAX_STATUS_BYTES)),
         )
         .route("/health", get(|| async { Json(json!({})) }))
+        .merge(ui::routes())
         .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::map_response(ui::nosniff))
         .with_state(app)
 }
 
@@ -119,7 +126,7 @@ async fn audit_scheduler(audit: &AuditLog, event: &RolloutEvent) -> Result<(), S
         .map_err(|e| e.to_string())
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({"code": code, "message": message.into()})),
@@ -127,7 +134,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
-fn gate_error(err: &GateError) -> Response {
+pub(crate) fn gate_error(err: &GateError) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = error(status, err.code(), err.to_string());
     if status == StatusCode::UNAUTHORIZED {
@@ -152,7 +159,7 @@ fn unauthenticated(err: &AuthError) -> Response {
     response
 }
 
-fn delivery_error(err: &DeliveryError) -> Response {
+pub(crate) fn delivery_error(err: &DeliveryError) -> Response {
     let (status, code) = match err {
         DeliveryError::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bundle_refused"),
         DeliveryError::Exists { .. } => (StatusCode::CONFLICT, "revision_exists"),
@@ -178,7 +185,7 @@ fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 /// The artifact `name` as a resource, if it is configured.
-fn artifact_resource(app: &App, name: &str) -> Result<Resource, DeliveryError> {
+pub(crate) fn artifact_resource(app: &App, name: &str) -> Result<Resource, DeliveryError> {
     check_artifact_name(name)?;
     if app.pipeline.bundle_of(name).is_none() {
         return Err(DeliveryError::UnknownArtifact(name.to_owned()));
@@ -188,7 +195,7 @@ fn artifact_resource(app: &App, name: &str) -> Result<Resource, DeliveryError> {
         .map_err(|e| DeliveryError::Invalid(format!("{e}")))
 }
 
-async fn principal(app: &App, headers: &HeaderMap) -> Result<Principal, GateError> {
+pub(crate) async fn principal(app: &App, headers: &HeaderMap) -> Result<Principal, GateError> {
     app.gate.authenticate(authorization(headers)).await
 }
 
@@ -249,18 +256,16 @@ async fn operate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let action: Action = match operation.as_str() {
-        "promote" => PROMOTE,
-        "pause" => PAUSE,
-        "resume" => RESUME,
-        "rollback" => ROLLBACK,
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "resource_not_found",
-                "operations are promote, pause, resume and rollback",
-            );
-        }
+    let Some(action) = OPERATIONS
+        .iter()
+        .find(|(name, _)| *name == operation)
+        .map(|(_, action)| action.clone())
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "resource_not_found",
+            "operations are promote, pause, resume and rollback",
+        );
     };
     let principal = match principal(&app, &headers).await {
         Ok(p) => p,
@@ -287,9 +292,8 @@ async fn operate(
     let reason = parsed
         .reason
         .unwrap_or_else(|| format!("{operation} by an operator"));
-    let request = GateRequest::new(action, resource)
-        .http("POST", format!("/v1/artifacts/{name}/{operation}"))
-        .param("reason", reason.clone());
+    let request =
+        operation_request(&name, &operation, action, resource).param("reason", reason.clone());
     let actor = principal.to_string();
     let pipeline = &app.pipeline;
     let done = app
@@ -322,108 +326,6 @@ async fn operate(
         Err(RunError::Refused(err)) => gate_error(&err),
         Err(RunError::Action(err)) => delivery_error(&err),
     }
-}
-
-/// `GET /v1/artifacts`: every artifact the caller may read, with its bundle, steps and
-/// state (an empty list, not a refusal, when it may read none).
-async fn artifacts(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let principal = match principal(&app, &headers).await {
-        Ok(p) => p,
-        Err(err) => return gate_error(&err),
-    };
-    let mut listed = Vec::new();
-    for artifact in &app.pipeline.config().artifacts {
-        let Ok(resource) = artifact_resource(&app, &artifact.name) else {
-            continue;
-        };
-        let readable = app
-            .gate
-            .authorizer()
-            .authorize(&AccessRequest::new(&principal, &Action::READ, &resource))
-            .is_allowed();
-        if readable {
-            listed.push(json!({
-                "artifact": artifact.name,
-                "bundle": app.pipeline.bundle_of(&artifact.name),
-                "steps": artifact.steps.iter().map(|s| &s.name).collect::<Vec<_>>(),
-                "state": app.pipeline.state(&artifact.name).await,
-            }));
-        }
-    }
-    Json(json!({ "artifacts": listed })).into_response()
-}
-
-/// `GET /v1/artifacts/{name}`: the pipeline, its revisions, events and hosts' reports, for
-/// a READER of the artifact.
-async fn artifact(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let principal = match principal(&app, &headers).await {
-        Ok(p) => p,
-        Err(err) => return gate_error(&err),
-    };
-    let resource = match artifact_resource(&app, &name) {
-        Ok(r) => r,
-        Err(err) => return delivery_error(&err),
-    };
-    let request = GateRequest::new(Action::READ, resource);
-    if let Err(err) = app.gate.enforce(&principal, &request).await {
-        return gate_error(&err);
-    }
-    let pipeline = &app.pipeline;
-    let bundle = pipeline.bundle_of(&name).unwrap_or_default().to_owned();
-    let store = pipeline.store();
-    let (revisions, events, hosts) = match (
-        store.revisions(&name).await,
-        store.events(Some(&name), 200).await,
-        store.host_statuses().await,
-    ) {
-        (Ok(r), Ok(e), Ok(h)) => (r, e, h),
-        (Err(err), _, _) | (_, Err(err), _) | (_, _, Err(err)) => return delivery_error(&err),
-    };
-    let revisions: Vec<Value> = revisions
-        .iter()
-        .map(|r| {
-            json!({
-                "revision": r.revision.to_string(),
-                "bundle_revision": r.bundle_revision,
-                "size": r.size,
-                "published_by": r.published_by,
-                "published_at_ms": r.published_at_ms,
-            })
-        })
-        .collect();
-    let events: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            json!({
-                "id": e.id, "at_ms": e.at_ms, "revision": e.revision, "kind": e.kind,
-                "actor": e.actor, "message": e.message,
-            })
-        })
-        .collect();
-    let hosts: Vec<Value> = hosts
-        .iter()
-        .filter(|h| h.bundle == bundle)
-        .map(|h| {
-            json!({
-                "spiffe_id": h.spiffe_id, "active_revision": h.active_revision,
-                "error": h.error, "reported_at_ms": h.reported_at_ms,
-            })
-        })
-        .collect();
-    Json(json!({
-        "artifact": name,
-        "bundle": bundle,
-        "steps": pipeline.config().artifacts.iter().find(|a| a.name == name).map(|a| &a.steps),
-        "state": pipeline.state(&name).await,
-        "revisions": revisions,
-        "events": events,
-        "hosts": hosts,
-    }))
-    .into_response()
 }
 
 /// Whether `If-None-Match` names `etag` (or is `*`).

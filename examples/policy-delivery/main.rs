@@ -19,6 +19,8 @@
 mod app;
 mod publish;
 mod tokens;
+mod ui;
+mod views;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -376,6 +378,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     )
     .map_err(|e| format!("{}: {e}", pipelines_path.display()))?;
     let hosts = host_table(&config)?;
+    let mut host_ids: Vec<String> = config.hosts.iter().map(|h| h.spiffe_id.clone()).collect();
+    host_ids.sort();
+    host_ids.dedup();
     let principals = principal_table(&config)?;
     if let Some(shared) = hosts.digests().find(|d| principals.contains(d)) {
         return Err(format!(
@@ -437,6 +442,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         hosts,
         max_bundle_bytes: config.max_bundle_bytes,
         audit: audit.clone(),
+        host_ids,
     });
     tokio::spawn(app::scheduler(
         app.clone(),

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use portcullis_core::Clock;
-use portcullis_policy::{ArtifactState, PolicyError, Rollout, RolloutConfig, RolloutEvent};
+use portcullis_policy::{
+    ArtifactState, PolicyError, Readiness, Rollout, RolloutConfig, RolloutEvent,
+};
 use tokio::sync::RwLock;
 
 use crate::DecisionCounts;
@@ -28,6 +30,18 @@ pub struct Published {
     pub revision: RevisionId,
     /// The revision its manifest names.
     pub bundle_revision: String,
+}
+
+/// Where a host stands in an artifact's pipeline ([`Pipeline::assignments`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Assignment {
+    /// The revision the pipeline assigns to the host now: the candidate where a step it
+    /// has reached covers the host, else the stable revision (what `GET /bundles` serves).
+    pub revision: Option<RevisionId>,
+    /// The index of the first step whose scopes cover the host (from which a candidate
+    /// reaches it); `None` if no step does.
+    pub step: Option<usize>,
 }
 
 /// The delivery pipelines of every configured artifact.
@@ -336,6 +350,38 @@ impl Pipeline {
     /// `artifact`'s state now.
     pub async fn state(&self, artifact: &str) -> Option<ArtifactState> {
         self.rollout.read().await.state(artifact).cloned()
+    }
+
+    /// How `artifact`'s candidate stands against its current step's limits now (see
+    /// [`Rollout::readiness`]); `None` without a candidate.
+    pub async fn readiness(&self, artifact: &str) -> Option<Readiness> {
+        self.rollout.read().await.readiness(artifact)
+    }
+
+    /// Where each of `hosts` (SPIFFE IDs) stands in `artifact`'s pipeline now, in order,
+    /// all read from one state (one lock, however many hosts).
+    pub async fn assignments<S: AsRef<str>>(&self, artifact: &str, hosts: &[S]) -> Vec<Assignment> {
+        let rollout = self.rollout.read().await;
+        hosts
+            .iter()
+            .map(|host| Assignment {
+                revision: rollout
+                    .revision_for(artifact, host.as_ref())
+                    .and_then(|r| r.parse().ok()),
+                step: rollout.step_covering(artifact, host.as_ref()),
+            })
+            .collect()
+    }
+
+    /// The revision the manifest of `revision` of `artifact` names (what hosts report as
+    /// active), if it was published here.
+    #[must_use]
+    pub fn bundle_revision(&self, artifact: &str, revision: &str) -> Option<String> {
+        self.bundle_revisions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(artifact.to_owned(), revision.to_owned()))
+            .cloned()
     }
 
     /// The tarball of `revision` of `artifact`.

@@ -151,6 +151,19 @@ pub trait PipelineStore: Send + Sync + std::fmt::Debug {
     /// [`DeliveryError::Store`].
     async fn host_statuses(&self) -> Result<Vec<HostStatus>, DeliveryError>;
 
+    /// What every host last reported about `bundle`, by SPIFFE ID. The default filters
+    /// [`host_statuses`](PipelineStore::host_statuses); stores with an index on the bundle
+    /// read only its reports.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn host_statuses_of(&self, bundle: &str) -> Result<Vec<HostStatus>, DeliveryError> {
+        let mut statuses = self.host_statuses().await?;
+        statuses.retain(|s| s.bundle == bundle);
+        Ok(statuses)
+    }
+
     /// Records a download.
     ///
     /// # Errors

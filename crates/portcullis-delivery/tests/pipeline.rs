@@ -179,10 +179,44 @@ async fn publish_promote_and_reopen() {
         pipeline.revision_for("authz", PROD).await,
         Some(first.revision.clone())
     );
+    // Where hosts stand, from one state: which revision each is assigned, from which step
+    // (a host no step covers runs the stable revision, as every host does until a
+    // candidate reaches it).
+    let outside = "spiffe://elsewhere.example/host";
+    let placed = pipeline
+        .assignments("authz", &[CANARY, PROD, outside])
+        .await;
+    let revisions: Vec<Option<&RevisionId>> = placed.iter().map(|a| a.revision.as_ref()).collect();
+    assert_eq!(
+        revisions,
+        [
+            Some(&second.revision),
+            Some(&first.revision),
+            Some(&first.revision)
+        ]
+    );
+    let steps: Vec<Option<usize>> = placed.iter().map(|a| a.step).collect();
+    assert_eq!(steps, [Some(0), Some(1), None]);
+    let readiness = pipeline.readiness("authz").await.unwrap();
+    assert_eq!(readiness.revision, second.revision.to_string());
+    assert_eq!(readiness.step_name, "canary");
+    assert_eq!(
+        pipeline.bundle_revision("authz", second.revision.as_str()),
+        Some("r2".to_owned())
+    );
+    assert_eq!(
+        pipeline.bundle_revision("other", second.revision.as_str()),
+        None
+    );
     drop(pipeline);
 
     // Everything survives a reopen.
     let pipeline = fx.open(manual).await;
+    assert_eq!(
+        pipeline.bundle_revision("authz", first.revision.as_str()),
+        Some("r1".to_owned()),
+        "manifest revisions are read back"
+    );
     assert_eq!(
         pipeline.revision_for("authz", CANARY).await,
         Some(second.revision.clone())
@@ -448,6 +482,28 @@ async fn store_contract(store: &dyn PipelineStore) {
     store.record_status(&[status("r1")]).await.unwrap();
     store.record_status(&[status("r2")]).await.unwrap();
     assert_eq!(store.host_statuses().await.unwrap(), [status("r2")]);
+    // One bundle's reports, by SPIFFE ID, without the other bundles'.
+    let other = |spiffe_id: &str, bundle: &str| HostStatus {
+        spiffe_id: spiffe_id.into(),
+        bundle: bundle.into(),
+        active_revision: None,
+        error: Some("bundle_error: no".into()),
+        reported_at_ms: 11,
+    };
+    let before = "spiffe://example.org/a-host";
+    store
+        .record_status(&[other(CANARY, "gate"), other(before, "authz")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.host_statuses_of("authz").await.unwrap(),
+        [other(before, "authz"), status("r2")]
+    );
+    assert_eq!(
+        store.host_statuses_of("gate").await.unwrap(),
+        [other(CANARY, "gate")]
+    );
+    assert!(store.host_statuses_of("none").await.unwrap().is_empty());
     let fetch = FetchRecord {
         at_ms: 10,
         spiffe_id: CANARY.into(),

@@ -31,8 +31,8 @@ pub use engine::{EvalLimits, Evaluation, PolicyEngine, RegoEngine, rule_path};
 pub use error::PolicyError;
 pub use nesting::MAX_NESTING;
 pub use rollout::{
-    ArtifactConfig, ArtifactState, Candidate, Metrics, Promotion, Rollout, RolloutConfig,
-    RolloutEvent, SpiffePattern, StepConfig, Thresholds,
+    ArtifactConfig, ArtifactState, Candidate, Metrics, Promotion, Readiness, Rollout,
+    RolloutConfig, RolloutEvent, SpiffePattern, StepConfig, Thresholds,
 };
 pub use signing::{Algorithm, BundleSigner, BundleVerifier, SIGNATURES_FILE, VerificationKey};
 #[cfg(feature = "sources")]

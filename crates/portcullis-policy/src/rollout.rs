@@ -143,6 +143,44 @@ pub struct ArtifactState {
     pub paused: bool,
 }
 
+/// How an artifact's candidate stands in the step it has reached, as
+/// [`Rollout::promote`] and [`Rollout::tick`] judge it now: its decisions and rates next to
+/// the step's limits, how long it has soaked, and what holds it there.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Readiness {
+    /// The candidate revision.
+    pub revision: String,
+    /// The index of the step it has reached.
+    pub step: usize,
+    /// That step's name.
+    pub step_name: String,
+    /// Its decisions in that step.
+    pub metrics: Metrics,
+    /// Denials per decision (`None` before the first decision).
+    pub deny_rate: Option<f64>,
+    /// Evaluation errors per decision (`None` before the first decision).
+    pub error_rate: Option<f64>,
+    /// The step's limits.
+    pub thresholds: Thresholds,
+    /// The soak time the step asks for, in seconds.
+    pub soak_seconds: u64,
+    /// How long the candidate has been in the step, in seconds.
+    pub soaked_seconds: u64,
+    /// Why its rates breach the step's limits, if they do: the next tick or promotion
+    /// rolls it back.
+    pub breach: Option<String>,
+    /// Why it may not leave the step yet (soaking, too few decisions), if it may not.
+    pub waiting: Option<String>,
+    /// Whether the step is promoted by hand only (`promotion = manual`).
+    pub manual: bool,
+    /// Whether the step's promotion window (business hours) is open now; `None` for a
+    /// step without a window.
+    pub window_open: Option<bool>,
+    /// Whether the artifact is paused (held until resumed).
+    pub paused: bool,
+}
+
 /// Something [`Rollout::tick`] or an operation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RolloutEvent {
@@ -582,6 +620,50 @@ impl Rollout {
         self.artifacts
             .get(artifact)
             .map(|a| a.steps.iter().map(|s| s.name.as_str()).collect())
+    }
+
+    /// How `artifact`'s candidate stands in its current step (see [`Readiness`]); `None`
+    /// for an unknown artifact or one without a candidate.
+    #[must_use]
+    pub fn readiness(&self, artifact: &str) -> Option<Readiness> {
+        let now = millis(self.clock.now());
+        let state = self.state.get(artifact)?;
+        let candidate = state.candidate.as_ref()?;
+        let step = self.artifacts.get(artifact)?.steps.get(candidate.step)?;
+        let metrics = candidate.metrics;
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a rate needs no more than f64's 52 bits of precision"
+        )]
+        let rate = |n: u64| (metrics.decisions > 0).then(|| n as f64 / metrics.decisions as f64);
+        Some(Readiness {
+            revision: candidate.revision.clone(),
+            step: candidate.step,
+            step_name: step.name.clone(),
+            metrics,
+            deny_rate: rate(metrics.denies),
+            error_rate: rate(metrics.errors),
+            thresholds: step.thresholds,
+            soak_seconds: step.soak_ms / 1000,
+            soaked_seconds: now.saturating_sub(candidate.step_since_ms) / 1000,
+            breach: breach(&metrics, &step.thresholds),
+            waiting: not_ready(candidate, step, now),
+            manual: step.manual,
+            window_open: step.window.as_ref().map(|w| w.contains(now)),
+            paused: state.paused,
+        })
+    }
+
+    /// The index of the first step of `artifact`'s pipeline whose scopes cover the host
+    /// `spiffe_id` (the step from which a candidate reaches it); `None` if no step does or
+    /// the artifact is unknown.
+    #[must_use]
+    pub fn step_covering(&self, artifact: &str, spiffe_id: &str) -> Option<usize> {
+        self.artifacts
+            .get(artifact)?
+            .steps
+            .iter()
+            .position(|step| step.scopes.iter().any(|scope| scope.matches(spiffe_id)))
     }
 
     /// Holds `artifact`'s rollout: until [`unpause`](Rollout::unpause), its candidate is

@@ -441,3 +441,95 @@ fn a_rollout_restores_from_saved_states() {
     other.artifacts[0].name = "other".into();
     assert!(Rollout::restore(&other, clock, saved).is_err());
 }
+
+#[test]
+fn readiness_shows_the_candidate_against_its_step_as_promote_judges_it() {
+    let (mut rollout, clock) = start(r#"{ mode = "manual" }"#);
+    assert!(rollout.readiness("authz").is_none(), "no candidate yet");
+    assert!(rollout.readiness("nope").is_none());
+    rollout.propose("authz", "q1").unwrap();
+    let fresh = rollout.readiness("authz").unwrap();
+    assert_eq!((fresh.revision.as_str(), fresh.step), ("q1", 0));
+    assert_eq!(fresh.step_name, "canary");
+    assert_eq!((fresh.deny_rate, fresh.error_rate), (None, None));
+    assert_eq!(fresh.thresholds.min_decisions, 100);
+    assert_eq!(fresh.thresholds.max_deny_rate, Some(0.2));
+    assert_eq!((fresh.soak_seconds, fresh.soaked_seconds), (600, 0));
+    assert!(fresh.manual && fresh.window_open.is_none() && !fresh.paused);
+    assert!(fresh.breach.is_none());
+    assert!(
+        fresh.waiting.as_deref().unwrap().contains("soaking"),
+        "{fresh:?}"
+    );
+
+    // Soaked but short of decisions: what holds it is what promote says.
+    clock.advance(Duration::from_secs(601));
+    rollout.report("authz", "q1", healthy(50)).unwrap();
+    let short = rollout.readiness("authz").unwrap();
+    assert_eq!(short.soaked_seconds, 601);
+    assert_eq!(short.deny_rate, Some(0.1));
+    assert_eq!(short.error_rate, Some(0.0));
+    let waiting = short.waiting.unwrap();
+    assert!(waiting.contains("50 of 100 decisions"), "{waiting}");
+    let refused = rollout.promote("authz").unwrap_err().to_string();
+    assert!(refused.contains(&waiting), "{refused} / {waiting}");
+
+    // Ready: nothing holds it, and promote agrees.
+    rollout.report("authz", "q1", healthy(50)).unwrap();
+    let ready = rollout.readiness("authz").unwrap();
+    assert!(
+        ready.waiting.is_none() && ready.breach.is_none(),
+        "{ready:?}"
+    );
+    rollout.promote("authz").unwrap();
+    let next = rollout.readiness("authz").unwrap();
+    assert_eq!((next.step, next.step_name.as_str()), (1, "production"));
+    assert_eq!(next.metrics, Metrics::default(), "counted per step");
+
+    // Over a limit: the breach named is the one that rolls it back.
+    rollout.propose("authz", "q2").unwrap();
+    rollout
+        .report(
+            "authz",
+            "q2",
+            Metrics {
+                decisions: 200,
+                denies: 100,
+                errors: 0,
+            },
+        )
+        .unwrap();
+    rollout.pause("authz", "look").unwrap();
+    let over = rollout.readiness("authz").unwrap();
+    assert!(over.paused);
+    let breach = over.breach.unwrap();
+    assert!(breach.contains("deny rate 0.500"), "{breach}");
+    assert!(
+        matches!(&rollout.tick()[..], [RolloutEvent::RolledBack { reason, .. }] if *reason == breach)
+    );
+    assert!(rollout.readiness("authz").is_none());
+}
+
+#[test]
+fn a_business_hours_step_says_whether_its_window_is_open() {
+    let (mut rollout, clock) = start(
+        r#"{ mode = "business_hours", timezone = "Europe/Tallinn", start_hour = 9, end_hour = 17 }"#,
+    );
+    rollout.propose("authz", "w1").unwrap();
+    let readiness = rollout.readiness("authz").unwrap();
+    assert_eq!(
+        (readiness.manual, readiness.window_open),
+        (false, Some(true))
+    );
+    clock.advance(Duration::from_secs(8 * 3600));
+    assert_eq!(rollout.readiness("authz").unwrap().window_open, Some(false));
+}
+
+#[test]
+fn the_first_step_covering_a_host_is_named() {
+    let (rollout, _) = start(r#"{ mode = "manual" }"#);
+    assert_eq!(rollout.step_covering("authz", CANARY), Some(0));
+    assert_eq!(rollout.step_covering("authz", PROD), Some(1));
+    assert_eq!(rollout.step_covering("authz", STAGING), None);
+    assert_eq!(rollout.step_covering("nope", CANARY), None);
+}

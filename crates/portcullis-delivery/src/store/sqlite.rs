@@ -9,9 +9,10 @@ use sqlx::{Row, SqlitePool};
 use super::{Change, EventRecord, FetchRecord, HostStatus, PipelineStore, RevisionRecord};
 use crate::{DeliveryError, RevisionId};
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE delivery_revisions (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE delivery_revisions (
         artifact TEXT NOT NULL,
         revision TEXT NOT NULL,
         bundle_revision TEXT NOT NULL,
@@ -50,7 +51,13 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         revision TEXT NOT NULL
     );
     CREATE INDEX delivery_fetches_artifact ON delivery_fetches (artifact, id);",
-)];
+    ),
+    // One bundle's reports, for the hosts of one artifact, without reading every bundle's.
+    (
+        2,
+        "CREATE INDEX delivery_host_status_bundle ON delivery_host_status (bundle, spiffe_id);",
+    ),
+];
 
 /// Pipeline state and history in SQLite (`sqlite://FILE` or `sqlite::memory:`).
 #[derive(Debug, Clone)]
@@ -64,6 +71,16 @@ fn to_db(ms: u64) -> i64 {
 
 fn from_db(ms: i64) -> u64 {
     u64::try_from(ms).unwrap_or(0)
+}
+
+fn host_status(row: sqlx::sqlite::SqliteRow) -> Result<HostStatus, DeliveryError> {
+    Ok(HostStatus {
+        spiffe_id: row.try_get("spiffe_id")?,
+        bundle: row.try_get("bundle")?,
+        active_revision: row.try_get("active_revision")?,
+        error: row.try_get("error")?,
+        reported_at_ms: from_db(row.try_get("reported_at_ms")?),
+    })
 }
 
 impl SqlitePipelineStore {
@@ -255,17 +272,18 @@ impl PipelineStore for SqlitePipelineStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(HostStatus {
-                    spiffe_id: row.try_get("spiffe_id")?,
-                    bundle: row.try_get("bundle")?,
-                    active_revision: row.try_get("active_revision")?,
-                    error: row.try_get("error")?,
-                    reported_at_ms: from_db(row.try_get("reported_at_ms")?),
-                })
-            })
-            .collect()
+        rows.into_iter().map(host_status).collect()
+    }
+
+    async fn host_statuses_of(&self, bundle: &str) -> Result<Vec<HostStatus>, DeliveryError> {
+        let rows = sqlx::query(
+            "SELECT spiffe_id, bundle, active_revision, error, reported_at_ms \
+             FROM delivery_host_status WHERE bundle = ? ORDER BY spiffe_id",
+        )
+        .bind(bundle)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(host_status).collect()
     }
 
     async fn record_fetch(&self, fetch: &FetchRecord) -> Result<(), DeliveryError> {

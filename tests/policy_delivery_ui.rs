@@ -25,10 +25,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::digest::{SHA256, digest};
 use fantoccini::Locator;
 use portcullis::audit::{AuditLog, AuditQuery, OutcomeStatus};
 use portcullis::policy::Bundle;
-use ring::digest::{SHA256, digest};
 use serde_json::{Value, json};
 
 mod common;

@@ -689,6 +689,22 @@ impl Server {
         );
     }
 
+    /// What this sidecar answers for `data.authz.allow` with `action` (the sample bundle).
+    async fn allows_action(&self, action: &str) -> Value {
+        let answer = self
+            .send(
+                reqwest::Method::POST,
+                "/v1/data/authz/allow",
+                None,
+                &[("content-type", "application/json")],
+                json!({"input": {"action": action, "groups": []}})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await;
+        answer.json()["result"].clone()
+    }
+
     /// What this sidecar answers for `data.authz.allow` with `user`.
     async fn allows(&self, user: &str) -> Value {
         let answer = self
@@ -809,6 +825,104 @@ async fn the_shipped_sample_bundle_and_configuration_are_valid() {
     let server = Server::start(&dir.join("sample.toml")).await;
     let view = server.artifact("demo-alice").await;
     assert_eq!(view.status, 200, "{:?}", view.json());
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The README's walkthrough, with the shipped files: the sample server configuration and the
+/// three sample hosts (`examples/policy-delivery/hosts`: one canary, two production) as real
+/// sidecars. The canary serves the published revision, production does not until an
+/// operator promotes it, then all three serve it and report it back.
+#[tokio::test]
+async fn the_readme_walkthrough_runs_on_the_shipped_three_hosts() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policy-delivery");
+    let dir = scratch("walkthrough");
+    let text = std::fs::read_to_string(sample.join("delivery.toml"))
+        .unwrap()
+        .replace(
+            "../../target/policy-delivery-data",
+            &dir.join("server").display().to_string(),
+        )
+        .replace("tick_seconds = 10", "tick_seconds = 1");
+    std::fs::copy(sample.join("pipelines.toml"), dir.join("pipelines.toml")).unwrap();
+    std::fs::write(dir.join("delivery.toml"), text).unwrap();
+    let server = Server::start(&dir.join("delivery.toml")).await;
+
+    let mut hosts = Vec::new();
+    for name in ["canary-checkout", "prod-checkout", "prod-payments"] {
+        let host = dir.join(name);
+        std::fs::create_dir_all(&host).unwrap();
+        let token = format!("{name}.token");
+        std::fs::copy(sample.join("hosts").join(&token), host.join(&token)).unwrap();
+        let config = std::fs::read_to_string(sample.join("hosts").join(format!("{name}.toml")))
+            .unwrap()
+            .replace("http://127.0.0.1:8282", &server.base)
+            .replace(
+                &format!("../../../target/policy-delivery-hosts/{name}"),
+                "data",
+            )
+            .replace("report_seconds = 5", "report_seconds = 1");
+        let path = host.join("sidecar.toml");
+        std::fs::write(&path, config).unwrap();
+        let sidecar = Server::start_binary(
+            &example_binary("policy-sidecar", "--features policy"),
+            &path,
+        )
+        .await;
+        hosts.push(sidecar);
+    }
+    let [canary, checkout, payments] = &hosts[..] else {
+        unreachable!()
+    };
+
+    // CI publishes the sample bundle; only the canary gets it.
+    let tarball = Bundle::from_dir("authz", sample.join("bundle"), &Default::default())
+        .unwrap()
+        .to_tar_gz()
+        .unwrap();
+    let published = server.publish(Some("demo-ci"), tarball).await;
+    assert_eq!(published.status, 201, "{:?}", published.json());
+    canary.until_active("demo-1").await;
+    // Production polls every 2 s: two polls later it still has nothing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(checkout.active().await, None);
+    assert_eq!(payments.active().await, None);
+
+    // Alice promotes it; both production hosts follow on their next poll.
+    let promoted = server.operate("demo-alice", "promote", json!({})).await;
+    assert_eq!(promoted.status, 200, "{:?}", promoted.json());
+    checkout.until_active("demo-1").await;
+    payments.until_active("demo-1").await;
+    assert_eq!(payments.allows_action("read").await, json!(true));
+    assert_eq!(payments.allows_action("deploy").await, json!(false));
+
+    // Each host's report reaches the server under its own SPIFFE ID: three current hosts.
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = server.hosts("demo-alice", "authz", "").await.json();
+        if last["counts"]["current"] == json!(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["counts"]["current"], json!(3), "{last}");
+    let ids: Vec<&str> = last["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["spiffe_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "spiffe://example.org/ns/canary/sa/checkout",
+            "spiffe://example.org/ns/prod/sa/checkout",
+            "spiffe://example.org/ns/prod/sa/payments",
+        ]
+    );
+    for host in hosts {
+        host.stop().await;
+    }
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -229,7 +229,11 @@ impl DuoClient {
                 "a Duo push waits between 1 s and 10 minutes".into(),
             ));
         }
+        // rustls on aws-lc-rs, whatever else the final graph enables (portcullis_core::https).
+        let tls = portcullis_core::https::client_config()
+            .map_err(|e| crate::ApprovalError::Config(format!("HTTP client TLS: {e}")))?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .timeout(config.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -11,6 +11,8 @@ pub mod danger;
 mod decision;
 mod error;
 mod forward_path;
+#[cfg(feature = "https")]
+pub mod https;
 mod ident;
 mod principal;
 mod resource;

@@ -180,6 +180,13 @@ impl LdapConfig {
         if !(self.url.starts_with("ldap://") || self.url.starts_with("ldaps://")) {
             return bad("url must start with ldap:// or ldaps://");
         }
+        // As ldap3 will parse it: a URL without a host (`ldaps://`, `ldaps:///`, `ldaps://@`)
+        // would otherwise be accepted here and panic inside ldap3 at the first login.
+        match url::Url::parse(&self.url) {
+            Ok(parsed) if parsed.host_str().is_some_and(|h| !h.is_empty()) => {}
+            Ok(_) => return bad("url must name the directory's host (ldap://HOST[:PORT])"),
+            Err(e) => return Err(DirectoryError::Config(format!("url: {e}"))),
+        }
         if self.user_base.is_empty() || self.user_attribute.is_empty() {
             return bad("user_base and user_attribute are required");
         }
@@ -646,6 +653,37 @@ mod tests {
             canonical_name(&entry("cn", &["Alice"]), "uid", "alice"),
             "alice"
         );
+    }
+
+    #[test]
+    fn urls_without_a_host_are_configuration_errors() {
+        for url in [
+            "ldaps://",
+            "ldaps:///",
+            "ldaps://@",
+            "ldap://:389",
+            "ldap://[::1",
+        ] {
+            let config = super::LdapConfig::from_toml(&format!(
+                "url = \"{url}\"\nuser_base = \"dc=x\"\ngroups = {{ type = \"member_of\" }}\n"
+            ))
+            .and_then(super::LdapDirectory::new);
+            assert!(
+                matches!(config, Err(crate::DirectoryError::Config(_))),
+                "{url}: {config:?}"
+            );
+        }
+        for url in [
+            "ldap://127.0.0.1:389",
+            "ldaps://ldap.example.org",
+            "ldap://[::1]:389",
+        ] {
+            let config = super::LdapConfig::from_toml(&format!(
+                "url = \"{url}\"\nuser_base = \"dc=x\"\ngroups = {{ type = \"member_of\" }}\n"
+            ))
+            .and_then(super::LdapDirectory::new);
+            assert!(config.is_ok(), "{url}: {config:?}");
+        }
     }
 
     #[test]

@@ -226,7 +226,14 @@ impl HttpSource {
         limits: BundleLimits,
     ) -> Result<Self, PolicyError> {
         let name = name.into();
+        // rustls on aws-lc-rs, whatever else the final graph enables (portcullis_core::https).
+        let tls = portcullis_core::https::client_config()
+            .map_err(|e| PolicyError::bundle(&name, format!("HTTP client TLS: {e}")))?;
+        // No redirects: a bundle URL that answers with one (to plain HTTP, to another host)
+        // is an error, never followed.
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()

@@ -210,6 +210,11 @@ async fn start(server: Server) -> String {
             get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
         )
         .route("/huge", get(|| async { vec![0_u8; 3 << 20] }))
+        // A bundle URL that sends the poller elsewhere (as a downgrade to plain HTTP would).
+        .route(
+            "/redirect",
+            get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/bundle.tar.gz")]) }),
+        )
         .route(
             "/private/bundle.tar.gz",
             get(|state: State<Server>, headers: HeaderMap| async move {
@@ -272,6 +277,31 @@ async fn an_http_source_uses_etags_and_survives_a_bad_server() {
     }
     assert_eq!(active(&store).as_deref(), Some("h2"));
     assert_eq!(server.full.load(Ordering::SeqCst), 4);
+}
+
+/// A redirect is an error, never followed: the bundle's integrity must not move to another
+/// URL (an https bundle URL redirected to plain http would otherwise be activated).
+#[tokio::test]
+async fn an_http_source_never_follows_a_redirect() {
+    let server = Server::default();
+    server.publish("moved", &rego("moved"));
+    let base = start(server.clone()).await;
+    let store = store();
+    let mut source = HttpSource::new(
+        "app",
+        format!("{base}/redirect"),
+        Duration::from_secs(5),
+        BundleLimits::default(),
+    )
+    .unwrap();
+    let err = poll_once(&store, &mut source).await.unwrap_err();
+    assert!(err.to_string().contains("302"), "{err}");
+    assert_eq!(active(&store), None);
+    assert_eq!(
+        server.full.load(Ordering::SeqCst),
+        0,
+        "the target was never fetched"
+    );
 }
 
 #[tokio::test]

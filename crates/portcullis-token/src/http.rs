@@ -82,7 +82,11 @@ mod client {
         ///
         /// [`AuthError::Config`] if the TLS backend cannot be set up.
         pub fn new(options: &HttpOptions) -> Result<Self, AuthError> {
+            // rustls on aws-lc-rs, whatever else the final graph enables (portcullis_core::https).
+            let tls = portcullis_core::https::client_config()
+                .map_err(|e| AuthError::Config(format!("HTTP client TLS: {e}")))?;
             let client = reqwest::Client::builder()
+                .tls_backend_preconfigured(tls)
                 .connect_timeout(options.connect_timeout)
                 .timeout(options.timeout)
                 .redirect(reqwest::redirect::Policy::none())

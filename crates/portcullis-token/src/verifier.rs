@@ -450,7 +450,7 @@ mod remote {
                     "OIDC discovery names issuer `{found}`, not `{issuer}`"
                 )));
             }
-            Ok(ProviderMetadata {
+            let metadata = ProviderMetadata {
                 issuer: found,
                 jwks_uri: text("jwks_uri").ok_or_else(|| {
                     AuthError::Provider("OIDC discovery has no `jwks_uri`".into())
@@ -458,7 +458,74 @@ mod remote {
                 userinfo_endpoint: text("userinfo_endpoint"),
                 introspection_endpoint: text("introspection_endpoint"),
                 token_endpoint: text("token_endpoint"),
-            })
+            };
+            metadata.refuse_downgrade()?;
+            Ok(metadata)
+        }
+
+        /// An `https` issuer's keys and endpoints are `https` too: signing keys fetched in
+        /// plain HTTP from an https provider's discovery would let the network choose them.
+        fn refuse_downgrade(&self) -> Result<(), AuthError> {
+            if !self.issuer.starts_with("https://") {
+                return Ok(());
+            }
+            let endpoints = [
+                ("jwks_uri", Some(&self.jwks_uri)),
+                ("userinfo_endpoint", self.userinfo_endpoint.as_ref()),
+                (
+                    "introspection_endpoint",
+                    self.introspection_endpoint.as_ref(),
+                ),
+                ("token_endpoint", self.token_endpoint.as_ref()),
+            ];
+            for (name, url) in endpoints {
+                if let Some(url) = url
+                    && !url.starts_with("https://")
+                {
+                    return Err(AuthError::Provider(format!(
+                        "OIDC discovery of https issuer `{}` names `{name}` {url:?}, which is \
+                         not https",
+                        self.issuer
+                    )));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::ProviderMetadata;
+
+        fn metadata(issuer: &str, jwks: &str, userinfo: Option<&str>) -> ProviderMetadata {
+            ProviderMetadata {
+                issuer: issuer.into(),
+                jwks_uri: jwks.into(),
+                userinfo_endpoint: userinfo.map(str::to_owned),
+                introspection_endpoint: None,
+                token_endpoint: None,
+            }
+        }
+
+        #[test]
+        fn an_https_issuer_never_sends_keys_or_tokens_over_plain_http() {
+            let ok = metadata("https://idp", "https://idp/jwks", Some("https://idp/me"));
+            assert!(ok.refuse_downgrade().is_ok());
+            let jwks = metadata("https://idp", "http://idp/jwks", None);
+            assert!(
+                jwks.refuse_downgrade()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("jwks_uri")
+            );
+            let userinfo = metadata("https://idp", "https://idp/jwks", Some("http://idp/me"));
+            assert!(userinfo.refuse_downgrade().is_err());
+            // A plain-HTTP issuer (a test provider on 127.0.0.1) is what it is.
+            assert!(
+                metadata("http://127.0.0.1:1", "http://127.0.0.1:1/jwks", None)
+                    .refuse_downgrade()
+                    .is_ok()
+            );
         }
     }
 

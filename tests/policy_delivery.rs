@@ -143,6 +143,11 @@ fn write_config(dir: &Path) -> PathBuf {
         [signing.signed]
         keyid = "release"
 
+        # Most test bundles are package authz, whatever their artifact (gate's own are gate).
+        [roots]
+        gate = ["gate", "authz"]
+        signed = ["authz"]
+
         [acl]
         bindings = [
             "service:ci artifact:authz PUBLISHER",
@@ -1736,5 +1741,102 @@ async fn the_views_say_what_the_caller_may_do_and_page_the_hosts() {
     assert_eq!(server.hosts("pcd_unknown", "authz", "").await.status, 401);
     assert_eq!(server.hosts(BOB_TOKEN, "nope", "").await.status, 404);
     server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A bundle tarball for artifact `authz` with this manifest (the sample's passing policy).
+fn bundle_with_manifest(manifest: &str, policy: &str) -> Vec<u8> {
+    Bundle::from_files(
+        "authz",
+        vec![
+            (".manifest".to_owned(), manifest.as_bytes().to_vec()),
+            ("authz.rego".to_owned(), policy.as_bytes().to_vec()),
+        ],
+    )
+    .unwrap()
+    .to_tar_gz()
+    .unwrap()
+}
+
+/// Black-box findings on publishing and caching: a publisher of one artifact claimed another
+/// artifact's namespace through its manifest roots (or the whole tree, with none); a second
+/// content reused a manifest revision, so hosts running the old content looked current; a
+/// HEAD counted as a download; authenticated answers and per-host bundles had no cache rules.
+#[tokio::test]
+async fn roots_revision_names_head_and_caching_are_held_to_what_hosts_rely_on() {
+    let dir = scratch("namespace");
+    let server = Server::start(&write_config(&dir)).await;
+    let policy = "package authz\n\nallow if input.user == \"alice\"\n\n\
+                  test_alice if allow with input as {\"user\": \"alice\"}\n";
+
+    for manifest in [
+        r#"{"revision":"x1","roots":["authz","billing"]}"#,
+        r#"{"revision":"x2"}"#,
+    ] {
+        let refused = server
+            .publish(Some(CI_TOKEN), bundle_with_manifest(manifest, policy))
+            .await;
+        assert_eq!(refused.status, 422, "{manifest}: {:?}", refused.json());
+        assert_eq!(refused.json()["code"], "bundle_refused");
+        assert!(
+            refused.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("outside its namespace"),
+            "{:?}",
+            refused.json()
+        );
+    }
+
+    let first = bundle_with_manifest(r#"{"revision":"v1","roots":["authz"]}"#, policy);
+    assert_eq!(server.publish(Some(CI_TOKEN), first).await.status, 201);
+    let other = policy.replace("\"alice\"}", "\"alice\", \"x\": 1}");
+    let reused = server
+        .publish(
+            Some(CI_TOKEN),
+            bundle_with_manifest(r#"{"revision":"v1","roots":["authz"]}"#, &other),
+        )
+        .await;
+    assert_eq!(reused.status, 409, "{:?}", reused.json());
+    assert_eq!(reused.json()["code"], "revision_name_taken");
+
+    // Caching: per-host bundles are private and revalidated; API answers are not stored.
+    let http = reqwest::Client::new();
+    let bundle = http
+        .get(format!("{}/bundles/authz", server.base))
+        .bearer_auth(CANARY_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bundle.status(), 200);
+    assert_eq!(bundle.headers()["cache-control"], "private, no-cache");
+    assert_eq!(bundle.headers()["vary"], "Authorization");
+    let view = http
+        .get(format!("{}/v1/artifacts/authz", server.base))
+        .bearer_auth(ALICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(view.status(), 200);
+    assert_eq!(view.headers()["cache-control"], "no-store");
+
+    // A HEAD downloads nothing and is not recorded as a download.
+    let head = http
+        .head(format!("{}/bundles/authz", server.base))
+        .bearer_auth(CANARY_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(head.headers().contains_key("etag"));
+    server.stop().await;
+    let url = format!("sqlite://{}", dir.join("data/pipeline.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let (downloads,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM delivery_fetches")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    assert_eq!(downloads, 1, "the GET only");
     let _ = std::fs::remove_dir_all(&dir);
 }

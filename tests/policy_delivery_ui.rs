@@ -79,6 +79,7 @@ fn scratch(tag: &str) -> PathBuf {
 fn write_config(dir: &Path) -> PathBuf {
     let mut pipelines = String::new();
     let mut bindings = Vec::new();
+    let mut roots = Vec::new();
     for i in 0..ARTIFACTS {
         let name = artifact(i);
         write!(
@@ -107,6 +108,8 @@ thresholds = {{ max_error_rate = 0.01 }}
         if name != HIDDEN {
             bindings.push(format!("\"user:rita artifact:{name} READER\""));
         }
+        // Every test bundle is package svc (a namespace the configuration shares out).
+        roots.push(format!("\"{name}\" = [\"svc\"]"));
     }
     std::fs::write(dir.join("pipelines.toml"), pipelines).unwrap();
     let mut config = format!(
@@ -133,12 +136,16 @@ token_sha256 = "{ci}"
 
 [acl]
 bindings = [{bindings}]
+
+[roots]
+{roots}
 "#,
         audit = dir.join("audit.db").display(),
         olivia = sha256(OPERATOR_TOKEN.as_bytes()),
         rita = sha256(READER_TOKEN.as_bytes()),
         ci = sha256(CI_TOKEN.as_bytes()),
         bindings = bindings.join(", "),
+        roots = roots.join("\n"),
     );
     for i in 0..HOSTS {
         write!(

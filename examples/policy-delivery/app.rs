@@ -161,8 +161,11 @@ fn unauthenticated(err: &AuthError) -> Response {
 
 pub(crate) fn delivery_error(err: &DeliveryError) -> Response {
     let (status, code) = match err {
-        DeliveryError::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bundle_refused"),
+        DeliveryError::Refused(_) | DeliveryError::OutsideNamespace { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "bundle_refused")
+        }
         DeliveryError::Exists { .. } => (StatusCode::CONFLICT, "revision_exists"),
+        DeliveryError::RevisionNameTaken { .. } => (StatusCode::CONFLICT, "revision_name_taken"),
         DeliveryError::UnknownArtifact(_) | DeliveryError::NotFound { .. } => {
             (StatusCode::NOT_FOUND, "resource_not_found")
         }
@@ -345,6 +348,7 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 async fn bundle(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    method: axum::http::Method,
     headers: HeaderMap,
 ) -> Response {
     let host = match app.hosts.by_header(authorization(&headers)) {
@@ -366,8 +370,25 @@ async fn bundle(
         );
     };
     let etag = format!("\"{revision}\"");
+    // One URL, a different revision per host: caches must neither share nor reuse it unchecked.
+    let private = [
+        (header::CACHE_CONTROL, "private, no-cache"),
+        (header::VARY, "Authorization"),
+    ];
     if none_match(&headers, &etag) {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+        return (StatusCode::NOT_MODIFIED, private, [(header::ETAG, etag)]).into_response();
+    }
+    if method == axum::http::Method::HEAD {
+        // Nothing is downloaded: no access record (axum drops the body of a HEAD anyway).
+        return (
+            StatusCode::OK,
+            private,
+            [
+                (header::ETAG, etag),
+                (header::CONTENT_TYPE, "application/gzip".to_owned()),
+            ],
+        )
+            .into_response();
     }
     let tarball = match app.pipeline.tarball(&artifact, &revision).await {
         Ok(t) => t,
@@ -385,6 +406,7 @@ async fn bundle(
     }
     (
         StatusCode::OK,
+        private,
         [
             (header::ETAG, etag),
             (header::CONTENT_TYPE, "application/gzip".to_owned()),

@@ -106,6 +106,10 @@ struct Config {
     /// Bundles that must be signed, by name (as the sidecar's `[bundles.signing]`).
     #[serde(default)]
     signing: BTreeMap<String, SigningConfig>,
+    /// The data paths each bundle's manifest roots may claim, by bundle (default: the
+    /// bundle's own name).
+    #[serde(default)]
+    roots: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -361,6 +365,72 @@ fn validator(config: &Config, base: &Path) -> Result<Validator, String> {
     Ok(validator)
 }
 
+/// `[roots]`: what each bundle's manifest roots may claim (default its own name), so that no
+/// publisher of one artifact can claim another's data; overlaps the configuration itself
+/// makes are allowed, with a warning.
+fn namespaces(
+    mut validator: Validator,
+    config: &Config,
+    pipelines: &RolloutConfig,
+) -> Result<Validator, String> {
+    let bundles: Vec<&String> = pipelines
+        .artifacts
+        .iter()
+        .flat_map(|a| &a.bundles)
+        .collect();
+    if let Some(unknown) = config.roots.keys().find(|b| !bundles.contains(b)) {
+        return Err(format!(
+            "[roots] names bundle {unknown:?}, which no pipeline serves"
+        ));
+    }
+    let mut claimed: Vec<(String, &str)> = Vec::new();
+    for bundle in bundles {
+        let roots = config
+            .roots
+            .get(bundle)
+            .cloned()
+            .unwrap_or_else(|| vec![bundle.clone()]);
+        if roots.is_empty() {
+            return Err(format!("[roots] {bundle}: at least one data path"));
+        }
+        for root in &roots {
+            let valid = !root.is_empty()
+                && root.split('/').all(|part| {
+                    !part.is_empty()
+                        && part
+                            .chars()
+                            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+                });
+            if !valid {
+                return Err(format!(
+                    "[roots] {bundle}: {root:?} is not a data path (slash-separated names)"
+                ));
+            }
+            let within = |a: &str, b: &str| {
+                a == b || a.strip_prefix(b).is_some_and(|rest| rest.starts_with('/'))
+            };
+            if let Some((_, other)) = claimed
+                .iter()
+                .find(|(r, _)| within(r, root) || within(root, r))
+            {
+                // Configured so: the publishers of both may write there. A host that loads
+                // both bundles refuses the second (OPA's overlapping roots).
+                tracing::warn!(
+                    first = other,
+                    second = bundle.as_str(),
+                    root = root.as_str(),
+                    "[roots]: two bundles claim overlapping data paths"
+                );
+            }
+        }
+        for root in &roots {
+            claimed.push((root.clone(), bundle.as_str()));
+        }
+        validator = validator.namespace(bundle.clone(), roots);
+    }
+    Ok(validator)
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     let Some(path) = &cli.config else {
         return Err("--config FILE is required (see examples/policy-delivery/README.md)".into());
@@ -388,7 +458,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             shared.to_hex()
         ));
     }
-    let validator = validator(&config, &base)?;
+    let validator = namespaces(validator(&config, &base)?, &config, &pipelines)?;
 
     let data_dir = resolve(&base, &config.data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;

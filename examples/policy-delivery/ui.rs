@@ -67,9 +67,15 @@ fn file(body: &'static str, kind: &'static str) -> Response {
 /// Every answer, the API's too, says its content type is what it is
 /// (`X-Content-Type-Options: nosniff`).
 pub(crate) async fn nosniff(mut response: Response) -> Response {
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Answers carry who may do what and which host runs what, read with a bearer token: no
+    // cache keeps them unless the route says otherwise (bundles, the UI's static files).
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     response
 }

@@ -12,6 +12,36 @@ pub enum DeliveryError {
     /// (layout, signature, compile, roots, a `test_*` rule); it was not stored.
     #[error("revision refused: {0}")]
     Refused(#[source] PolicyError),
+    /// The bundle's manifest roots reach outside the data namespace its artifact owns (by
+    /// default the bundle's name): published under one artifact, it would claim policy or
+    /// data of others on every host that loads both. A manifest without `roots` claims the
+    /// whole tree.
+    #[error(
+        "revision refused: bundle {bundle:?} claims root {root:?}, outside its namespace \
+         (roots must be {allowed} or below)"
+    )]
+    OutsideNamespace {
+        /// The bundle.
+        bundle: String,
+        /// The first root outside (`""` for the whole tree).
+        root: String,
+        /// The namespaces it may claim, for the message.
+        allowed: String,
+    },
+    /// Another revision of the artifact already carries this manifest revision: hosts
+    /// report the manifest revision they run, so it must name one content only.
+    #[error(
+        "artifact {artifact:?}: manifest revision {bundle_revision:?} is already revision \
+         {existing}; give the new content a new revision"
+    )]
+    RevisionNameTaken {
+        /// The artifact.
+        artifact: String,
+        /// The manifest revision.
+        bundle_revision: String,
+        /// The revision (content id) that carries it.
+        existing: String,
+    },
     /// A revision with this content already exists: revisions are immutable.
     #[error("artifact {artifact:?}: revision {revision} already exists (revisions are immutable)")]
     Exists {

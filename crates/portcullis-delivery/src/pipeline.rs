@@ -200,6 +200,21 @@ impl Pipeline {
         .await
         .map_err(|e| DeliveryError::Store(format!("validation did not finish: {e}")))?;
         let bundle_revision = validated?.bundle.revision().to_owned();
+        // Hosts report the manifest revision they run: it must name this content only.
+        let taken = self
+            .bundle_revisions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|((a, _), name)| a == artifact && **name == bundle_revision)
+            .map(|((_, id), _)| id.clone());
+        if let Some(existing) = taken {
+            return Err(DeliveryError::RevisionNameTaken {
+                artifact: artifact.to_owned(),
+                bundle_revision,
+                existing,
+            });
+        }
         match self.artifacts.put(artifact, &tarball).await {
             // Stored before, but its record was not written (a crash between the two):
             // the content is the same, by its address.

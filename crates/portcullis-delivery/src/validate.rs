@@ -17,6 +17,9 @@ pub struct Validator {
     limits: BundleLimits,
     eval: EvalLimits,
     signed: BTreeMap<String, Arc<BundleVerifier>>,
+    /// The data paths each bundle may claim as manifest roots; a bundle not listed may claim
+    /// its own name only.
+    namespaces: BTreeMap<String, Vec<String>>,
 }
 
 /// What a valid upload is.
@@ -34,7 +37,16 @@ impl Validator {
             limits,
             eval,
             signed: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
         }
+    }
+
+    /// Bundle `name` may claim these data paths (and anything below them) as its manifest
+    /// roots, instead of only its own name. Paths are slash-separated, as in a manifest.
+    #[must_use]
+    pub fn namespace(mut self, name: impl Into<String>, roots: Vec<String>) -> Self {
+        self.namespaces.insert(name.into(), roots);
+        self
     }
 
     /// Bundle `name` must be signed, and pass `verifier` (as the sidecar's
@@ -65,7 +77,35 @@ impl Validator {
         .map_err(DeliveryError::Refused)?;
         // Compiling runs OPA's compile checks and every `test_*` rule of the bundle.
         RegoEngine::compile(std::iter::once(&bundle), self.eval).map_err(DeliveryError::Refused)?;
+        self.check_namespace(name, &bundle)?;
         Ok(Validated { bundle })
+    }
+
+    /// Every manifest root of `bundle` is one of its namespaces or below one.
+    fn check_namespace(&self, name: &str, bundle: &Bundle) -> Result<(), DeliveryError> {
+        let own = [name.to_owned()];
+        let allowed = self.namespaces.get(name).map_or(&own[..], Vec::as_slice);
+        let inside = |root: &str| {
+            allowed.iter().any(|ns| {
+                !ns.is_empty()
+                    && (root == ns
+                        || root
+                            .strip_prefix(ns.as_str())
+                            .is_some_and(|rest| rest.starts_with('/')))
+            })
+        };
+        match bundle.manifest().roots.iter().find(|r| !inside(r)) {
+            None => Ok(()),
+            Some(root) => Err(DeliveryError::OutsideNamespace {
+                bundle: name.to_owned(),
+                root: root.clone(),
+                allowed: allowed
+                    .iter()
+                    .map(|ns| format!("{ns:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            }),
+        }
     }
 }
 
@@ -102,6 +142,57 @@ mod tests {
             )
             .unwrap();
         assert_eq!(ok.bundle.revision(), "r1");
+    }
+
+    #[test]
+    fn roots_stay_in_the_artifacts_namespace() {
+        let bundle = |manifest: &str| tarball(&[(".manifest", manifest), ("authz.rego", POLICY)]);
+        let v = Validator::default();
+        assert!(
+            v.validate("authz", &bundle(r#"{"revision":"r","roots":["authz"]}"#))
+                .is_ok()
+        );
+        let below = tarball(&[
+            (".manifest", r#"{"revision":"r","roots":["authz/rules"]}"#),
+            (
+                "rules.rego",
+                &POLICY.replace("package authz", "package authz.rules"),
+            ),
+        ]);
+        assert!(v.validate("authz", &below).is_ok());
+        for (outside, root) in [
+            (r#"{"revision":"r","roots":["authz","billing"]}"#, "billing"),
+            (r#"{"revision":"r"}"#, ""),
+            (r#"{"revision":"r","roots":[""]}"#, ""),
+            (r#"{"revision":"r","roots":["authzx"]}"#, "authzx"),
+        ] {
+            let policy = if root == "authzx" {
+                POLICY.replace("package authz", "package authzx")
+            } else {
+                POLICY.to_owned()
+            };
+            let upload = tarball(&[(".manifest", outside), ("authz.rego", &policy)]);
+            match v.validate("authz", &upload) {
+                Err(DeliveryError::OutsideNamespace { root: found, .. }) => {
+                    assert_eq!(found, root, "{outside}");
+                }
+                other => panic!("{outside}: {other:?}"),
+            }
+        }
+        // A configured namespace replaces the bundle's name.
+        let v = Validator::default().namespace("authz", vec!["acme/authz".into()]);
+        let acme = tarball(&[
+            (".manifest", r#"{"revision":"r","roots":["acme/authz"]}"#),
+            (
+                "acme/authz/policy.rego",
+                &POLICY.replace("package authz", "package acme.authz"),
+            ),
+        ]);
+        assert!(v.validate("authz", &acme).is_ok());
+        assert!(
+            v.validate("authz", &bundle(r#"{"revision":"r","roots":["authz"]}"#))
+                .is_err()
+        );
     }
 
     #[test]
@@ -155,7 +246,13 @@ mod tests {
             v.validate("authz", &unsigned),
             Err(DeliveryError::Refused(PolicyError::Signature { .. }))
         ));
-        let files = vec![("authz.rego".to_owned(), POLICY.as_bytes().to_vec())];
+        let files = vec![
+            (
+                ".manifest".to_owned(),
+                br#"{"revision":"s1","roots":["authz"]}"#.to_vec(),
+            ),
+            ("authz.rego".to_owned(), POLICY.as_bytes().to_vec()),
+        ];
         let signer = BundleSigner::hmac(Algorithm::HS256, secret)
             .unwrap()
             .key_id("ci");

@@ -1840,3 +1840,40 @@ async fn roots_revision_names_head_and_caching_are_held_to_what_hosts_rely_on() 
     assert_eq!(downloads, 1, "the GET only");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Black-box finding M1: an operation acted on whatever the candidate was when it arrived, so
+/// a publish between an operator's look and their click promoted a revision nobody had seen.
+/// With the revision the view showed, a replaced candidate is refused.
+#[tokio::test]
+async fn an_operation_names_the_candidate_it_decided_about() {
+    let dir = scratch("expected");
+    let server = Server::start(&write_config(&dir)).await;
+    let first = bundle_for("e1", false);
+    let seen = sha256(&first);
+    assert_eq!(server.publish(Some(CI_TOKEN), first).await.status, 201);
+    // Published after the operator looked: it replaces the candidate.
+    let second = bundle_for("e2", true);
+    let replaced_by = sha256(&second);
+    assert_eq!(server.publish(Some(CI_TOKEN), second).await.status, 201);
+
+    let stale = server
+        .operate(ALICE_TOKEN, "promote", json!({"revision": seen}))
+        .await;
+    assert_eq!(stale.status, 409, "{:?}", stale.json());
+    assert_eq!(stale.json()["code"], "rollout_refused");
+    let view = server.artifact(ALICE_TOKEN).await.json();
+    assert_eq!(
+        view["state"]["candidate"]["step"], 0,
+        "nothing moved: {view}"
+    );
+
+    let current = server
+        .operate(ALICE_TOKEN, "promote", json!({"revision": replaced_by}))
+        .await;
+    assert_eq!(current.status, 200, "{:?}", current.json());
+    let view = server.artifact(ALICE_TOKEN).await.json();
+    assert_eq!(view["state"]["candidate"]["revision"], replaced_by.as_str());
+    assert_eq!(view["state"]["candidate"]["step"], 1);
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

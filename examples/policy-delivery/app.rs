@@ -17,7 +17,7 @@ use portcullis::delivery::{
     Pipeline, RevisionId, StatusReport, check_artifact_name, now_ms,
 };
 use portcullis::gate::{CHALLENGE, Gate, GateError, GateRequest, RunError};
-use portcullis::policy::RolloutEvent;
+use portcullis::policy::{PolicyError, RolloutEvent};
 use portcullis::token::AuthError;
 use portcullis::{AuthMethod, Decision, Principal, PrincipalKind, Resource};
 use serde::Deserialize;
@@ -249,6 +249,11 @@ async fn publish(
 struct OperationBody {
     #[serde(default)]
     reason: Option<String>,
+    /// The candidate (its content id) the operator decided about, as the view showed it:
+    /// if another has replaced it since (a new publish, a rollback), the operation is
+    /// refused instead of acting on a revision nobody looked at.
+    #[serde(default)]
+    revision: Option<String>,
 }
 
 /// `POST /v1/artifacts/{name}/{promote|pause|resume|rollback}`, body `{"reason": "…"}`
@@ -295,13 +300,34 @@ async fn operate(
     let reason = parsed
         .reason
         .unwrap_or_else(|| format!("{operation} by an operator"));
-    let request =
+    let expected = parsed.revision;
+    let mut request =
         operation_request(&name, &operation, action, resource).param("reason", reason.clone());
+    if let Some(revision) = &expected {
+        request = request.param("revision", revision.clone());
+    }
     let actor = principal.to_string();
     let pipeline = &app.pipeline;
     let done = app
         .gate
         .run(&principal, &request, |_| async {
+            if let Some(expected) = &expected {
+                let candidate = pipeline
+                    .state(&name)
+                    .await
+                    .and_then(|s| s.candidate)
+                    .map(|c| c.revision);
+                if candidate.as_deref() != Some(expected.as_str()) {
+                    return Err(DeliveryError::Rollout(PolicyError::Rollout {
+                        artifact: name.clone(),
+                        message: format!(
+                            "the candidate is {}, not {expected} (the view was out of date: \
+                             look again)",
+                            candidate.as_deref().unwrap_or("none")
+                        ),
+                    }));
+                }
+            }
             match operation.as_str() {
                 "promote" => pipeline.promote(&name, &actor).await.map(|e| e.to_string()),
                 "pause" => pipeline

@@ -671,8 +671,11 @@ $("confirm-ok").addEventListener("click", async () => {
   result.className = "";
   result.textContent = `${OPERATIONS[op].verb}…`;
   try {
-    const answer = await api("POST", `/v1/artifacts/${encodeURIComponent(name)}/${op}`,
-      reason ? { reason } : {});
+    // The candidate this view showed: the server refuses if another has replaced it since.
+    const body = reason ? { reason } : {};
+    const candidate = detail && detail.state && detail.state.candidate;
+    if (candidate) body.revision = candidate.revision;
+    const answer = await api("POST", `/v1/artifacts/${encodeURIComponent(name)}/${op}`, body);
     result.className = "ok";
     result.textContent = `Done: ${shortened(answer.event)}`;
     result.title = answer.event;

@@ -1802,29 +1802,25 @@ async fn roots_revision_names_head_and_caching_are_held_to_what_hosts_rely_on() 
 
     // Caching: per-host bundles are private and revalidated; API answers are not stored.
     let http = reqwest::Client::new();
-    let bundle = http
-        .get(format!("{}/bundles/authz", server.base))
-        .bearer_auth(CANARY_TOKEN)
-        .send()
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        http.request(method, format!("{}{path}", server.base))
+            .bearer_auth(token)
+            .send()
+    };
+    let bundle = call(reqwest::Method::GET, "/bundles/authz", CANARY_TOKEN)
         .await
         .unwrap();
     assert_eq!(bundle.status(), 200);
     assert_eq!(bundle.headers()["cache-control"], "private, no-cache");
     assert_eq!(bundle.headers()["vary"], "Authorization");
-    let view = http
-        .get(format!("{}/v1/artifacts/authz", server.base))
-        .bearer_auth(ALICE_TOKEN)
-        .send()
+    let view = call(reqwest::Method::GET, "/v1/artifacts/authz", ALICE_TOKEN)
         .await
         .unwrap();
     assert_eq!(view.status(), 200);
     assert_eq!(view.headers()["cache-control"], "no-store");
 
     // A HEAD downloads nothing and is not recorded as a download.
-    let head = http
-        .head(format!("{}/bundles/authz", server.base))
-        .bearer_auth(CANARY_TOKEN)
-        .send()
+    let head = call(reqwest::Method::HEAD, "/bundles/authz", CANARY_TOKEN)
         .await
         .unwrap();
     assert_eq!(head.status(), 200);

@@ -12,6 +12,7 @@ use portcullis_policy::{
 use tokio::sync::RwLock;
 
 use crate::DecisionCounts;
+use crate::group::GroupCommit;
 
 use crate::revision::check_artifact_name;
 use crate::store::{Change, EventRecord, PipelineStore, RevisionRecord};
@@ -46,9 +47,12 @@ pub struct Assignment {
 
 /// The delivery pipelines of every configured artifact.
 ///
-/// Each operation changes the [`Rollout`] and writes the changed states, with one event per
-/// changed artifact, to the pipeline store in one transaction before anyone sees the new
-/// state; if the write fails, the state is put back as it was.
+/// Each operation changes a copy of the [`Rollout`] and writes the changed states, with one
+/// event per changed artifact, to the pipeline store in one transaction; only then does the
+/// copy replace the state everyone sees (hosts' polls keep reading the current state while
+/// the transaction is written). If the write fails, nothing changed. Operations are
+/// applied one at a time, each on the state the previous one left; hosts' decision count
+/// reports are applied and written in batches ([`report`](Pipeline::report)).
 ///
 /// For now an artifact holds exactly one bundle (its `bundles` list names it).
 #[derive(Debug)]
@@ -56,11 +60,19 @@ pub struct Pipeline {
     config: RolloutConfig,
     clock: Arc<dyn Clock>,
     rollout: RwLock<Rollout>,
+    /// Held while a change is applied and written: one at a time.
+    changing: tokio::sync::Mutex<()>,
+    /// Hosts' decision count reports waiting to be applied and written together.
+    reports: GroupCommit<(String, DecisionCounts), u64>,
     store: Arc<dyn PipelineStore>,
     artifacts: Arc<dyn ArtifactStore>,
     validator: Arc<Validator>,
     /// (artifact, revision) → the revision its manifest names (what hosts report).
     bundle_revisions: std::sync::RwLock<BTreeMap<(String, String), String>>,
+    /// The tarballs of the revisions hosts are assigned (each artifact's stable and
+    /// candidate), read from the artifact store — and checked against their id — once, by
+    /// the first download; later downloads share them. Pruned at every change.
+    served: std::sync::Mutex<BTreeMap<(String, String), Served>>,
     /// Artifact → its bundle, and bundle → its artifact.
     bundle_of: BTreeMap<String, String>,
     artifact_of: BTreeMap<String, String>,
@@ -72,6 +84,9 @@ fn millis(clock: &dyn Clock) -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// A tarball being served: read once, by whichever download comes first.
+type Served = Arc<tokio::sync::OnceCell<Arc<[u8]>>>;
 
 fn revision_of(state: &ArtifactState) -> Option<String> {
     state
@@ -133,10 +148,13 @@ impl Pipeline {
             config,
             clock,
             rollout: RwLock::new(rollout),
+            changing: tokio::sync::Mutex::new(()),
+            reports: GroupCommit::default(),
             store,
             artifacts,
             validator: Arc::new(validator),
             bundle_revisions: std::sync::RwLock::new(bundle_revisions),
+            served: std::sync::Mutex::new(BTreeMap::new()),
             bundle_of,
             artifact_of,
         })
@@ -315,6 +333,10 @@ impl Pipeline {
     /// its rates). Returns how many decisions counted. The counts are persisted with the
     /// state; no event is recorded for them.
     ///
+    /// Reports made while one batch is written are applied and written together, by one of
+    /// their callers: a caller dropped while it writes a batch fails the whole batch, so a
+    /// server calls this from a task of its own.
+    ///
     /// # Errors
     ///
     /// [`DeliveryError::Store`] if they cannot be persisted (nothing counts then).
@@ -323,35 +345,61 @@ impl Pipeline {
         spiffe_id: &str,
         counts: &DecisionCounts,
     ) -> Result<u64, DeliveryError> {
+        // A fleet reports thousands of times a second, and each report that counts
+        // changes the candidate's state: the reports queued while one batch is written
+        // are applied and written together, in one transaction.
+        let (batch, answer) = self
+            .reports
+            .submit((spiffe_id.to_owned(), counts.clone()))
+            .await;
+        if let Some(batch) = batch {
+            let counted = self
+                .change(REPORT, "hosts", None, |rollout| {
+                    batch
+                        .items()
+                        .iter()
+                        .map(|(host, counts)| self.count(rollout, host, counts))
+                        .collect()
+                })
+                .await;
+            batch.answer(counted);
+        }
+        answer.wait().await
+    }
+
+    /// Adds `counts` from host `spiffe_id` to the candidates they concern (see
+    /// [`report`](Pipeline::report)); how many decisions counted.
+    fn count(
+        &self,
+        rollout: &mut Rollout,
+        spiffe_id: &str,
+        counts: &DecisionCounts,
+    ) -> Result<u64, PolicyError> {
         let manifest_revisions = self
             .bundle_revisions
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        self.change(REPORT, spiffe_id, None, |rollout| {
-            let mut counted = 0_u64;
-            for ((bundle, named), metrics) in &counts.counts {
-                let Some(artifact) = self.artifact_of.get(bundle) else {
-                    continue;
-                };
-                let Some(candidate) = rollout
-                    .state(artifact)
-                    .and_then(|s| s.candidate.as_ref())
-                    .map(|c| c.revision.clone())
-                else {
-                    continue;
-                };
-                let assigned = rollout.revision_for(artifact, spiffe_id) == Some(&candidate);
-                let same =
-                    manifest_revisions.get(&(artifact.clone(), candidate.clone())) == Some(named);
-                if assigned && same {
-                    rollout.report(artifact, &candidate, *metrics)?;
-                    counted = counted.saturating_add(metrics.decisions);
-                }
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counted = 0_u64;
+        for ((bundle, named), metrics) in &counts.counts {
+            let Some(artifact) = self.artifact_of.get(bundle) else {
+                continue;
+            };
+            let Some(candidate) = rollout
+                .state(artifact)
+                .and_then(|s| s.candidate.as_ref())
+                .map(|c| c.revision.clone())
+            else {
+                continue;
+            };
+            let assigned = rollout.revision_for(artifact, spiffe_id) == Some(&candidate);
+            let same =
+                manifest_revisions.get(&(artifact.clone(), candidate.clone())) == Some(named);
+            if assigned && same {
+                rollout.report(artifact, &candidate, *metrics)?;
+                counted = counted.saturating_add(metrics.decisions);
             }
-            Ok(counted)
-        })
-        .await
+        }
+        Ok(counted)
     }
 
     /// The revision `artifact` assigns to the host `spiffe_id` now.
@@ -399,21 +447,45 @@ impl Pipeline {
             .cloned()
     }
 
-    /// The tarball of `revision` of `artifact`.
+    /// The tarball of `revision` of `artifact`. A fleet downloads the same revision
+    /// thousands of times within a poll interval after a promotion: the tarballs of
+    /// assigned revisions are read from the artifact store (which checks them against
+    /// their id) once, by the first download, and shared by the others.
     ///
     /// # Errors
     ///
-    /// As [`ArtifactStore::get`].
+    /// As [`ArtifactStore::get`] (a failed read is tried again by the next download).
     pub async fn tarball(
         &self,
         artifact: &str,
         revision: &RevisionId,
-    ) -> Result<Vec<u8>, DeliveryError> {
-        self.artifacts.get(artifact, revision).await
+    ) -> Result<Arc<[u8]>, DeliveryError> {
+        let served = self
+            .served()
+            .entry((artifact.to_owned(), revision.to_string()))
+            .or_default()
+            .clone();
+        let tarball = served
+            .get_or_try_init(|| async {
+                self.artifacts
+                    .get(artifact, revision)
+                    .await
+                    .map(Arc::<[u8]>::from)
+            })
+            .await?;
+        Ok(tarball.clone())
     }
 
-    /// Applies `op`, then writes every changed state with an event and `revision` in one
-    /// transaction — also when `op` fails, since a refused promotion may have rolled back.
+    fn served(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Served>> {
+        // Entries are inserted and removed whole: a panic elsewhere cannot leave half of one.
+        self.served
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies `op` to a copy of the state, writes every changed state with an event and
+    /// `revision` in one transaction — also when `op` fails, since a refused promotion may
+    /// have rolled back — and only then makes the copy the state everyone sees.
     async fn change<T>(
         &self,
         kind: &str,
@@ -421,7 +493,8 @@ impl Pipeline {
         revision: Option<RevisionRecord>,
         op: impl FnOnce(&mut Rollout) -> Result<T, PolicyError>,
     ) -> Result<T, DeliveryError> {
-        let mut rollout = self.rollout.write().await;
+        let _one_at_a_time = self.changing.lock().await;
+        let mut rollout = self.rollout.read().await.clone();
         let before = rollout.states().clone();
         let result = op(&mut rollout);
         let at_ms = millis(self.clock.as_ref());
@@ -468,12 +541,19 @@ impl Pipeline {
                 revision,
             })
             .await;
-        if let Err(err) = written {
-            // What is stored is the truth: put the state back as it was.
-            *rollout = Rollout::restore(&self.config, self.clock.clone(), before)
-                .map_err(DeliveryError::Rollout)?;
-            return Err(err);
-        }
+        // What is stored is the truth: if it was not written, nothing changed.
+        written?;
+        // Only what hosts may be assigned now stays in memory.
+        self.served().retain(|(artifact, revision), _| {
+            rollout.states().get(artifact).is_some_and(|state| {
+                state.stable.as_deref() == Some(revision.as_str())
+                    || state
+                        .candidate
+                        .as_ref()
+                        .is_some_and(|c| c.revision == *revision)
+            })
+        });
+        *self.rollout.write().await = rollout;
         if kind != REPORT {
             tracing::info!(kind, actor, "pipeline changed");
         }

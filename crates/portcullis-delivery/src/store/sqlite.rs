@@ -1,12 +1,14 @@
 //! [`SqlitePipelineStore`]: pipeline state and history in one SQLite file.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use portcullis_policy::ArtifactState;
 use sqlx::{Row, SqlitePool};
 
 use super::{Change, EventRecord, FetchRecord, HostStatus, PipelineStore, RevisionRecord};
+use crate::group::GroupCommit;
 use crate::{DeliveryError, RevisionId};
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -60,9 +62,100 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 /// Pipeline state and history in SQLite (`sqlite://FILE` or `sqlite::memory:`).
+///
+/// Hosts' downloads and status reports, thousands a second from a large fleet, are
+/// written with group commit: each is durable before its call returns, and calls made
+/// while a transaction is being written share the next one (see [`GroupCommit`]).
 #[derive(Debug, Clone)]
 pub struct SqlitePipelineStore {
     pool: SqlitePool,
+    writes: Arc<GroupCommit<HostWrite, ()>>,
+    /// Held by every write transaction. SQLite takes one writer at a time; a second one
+    /// waits in its busy handler, which sleeps in steps of up to 100 ms and can lose to
+    /// the next transaction again and again — pipeline changes behind a stream of host
+    /// writes waited seconds. In this queue they take turns.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A host's download or status report, waiting for its transaction.
+#[derive(Debug)]
+enum HostWrite {
+    Fetch(FetchRecord),
+    Status(Vec<HostStatus>),
+}
+
+/// Rows per multi-row statement (one of [`portcullis_sql::padded_rows`]' counts): 5 binds
+/// each, far under SQLite's limit of 32,766.
+const ROWS_PER_STATEMENT: usize = 1024;
+
+/// Writes `batch` in one transaction, a statement per table and 1,024 rows: each statement
+/// is one trip to the connection's thread, and under load each trip waits for that thread
+/// to be scheduled.
+async fn write_batch(pool: &SqlitePool, batch: &[HostWrite]) -> Result<(), DeliveryError> {
+    let mut fetches = Vec::new();
+    let mut statuses = Vec::new();
+    for write in batch {
+        match write {
+            HostWrite::Fetch(fetch) => fetches.push(fetch),
+            // In the order they came: of two reports about one bundle, the later stays.
+            HostWrite::Status(reported) => statuses.extend(reported),
+        }
+    }
+    let mut tx = pool.begin_with(portcullis_sql::sqlite::BEGIN_WRITE).await?;
+    for chunk in fetches.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        portcullis_sql::push_padded_insert(
+            &mut q,
+            "delivery_fetches (at_ms, spiffe_id, artifact, revision)",
+            chunk.iter(),
+            |mut row, f| {
+                row.push_bind(to_db(f.at_ms))
+                    .push_bind(f.spiffe_id.as_str())
+                    .push_bind(f.artifact.as_str())
+                    .push_bind(f.revision.as_str());
+            },
+            // at_ms first: NULL marks the row as padding.
+            |mut row| {
+                row.push_bind(None::<i64>)
+                    .push_bind(None::<&str>)
+                    .push_bind(None::<&str>)
+                    .push_bind(None::<&str>);
+            },
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    for chunk in statuses.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        portcullis_sql::push_padded_insert(
+            &mut q,
+            "delivery_host_status (spiffe_id, bundle, active_revision, error, reported_at_ms)",
+            chunk.iter(),
+            |mut row, s| {
+                row.push_bind(s.spiffe_id.as_str())
+                    .push_bind(s.bundle.as_str())
+                    .push_bind(s.active_revision.as_deref())
+                    .push_bind(s.error.as_deref())
+                    .push_bind(to_db(s.reported_at_ms));
+            },
+            // spiffe_id first: NULL marks the row as padding.
+            |mut row| {
+                row.push_bind(None::<&str>)
+                    .push_bind(None::<&str>)
+                    .push_bind(None::<&str>)
+                    .push_bind(None::<&str>)
+                    .push_bind(None::<i64>);
+            },
+        );
+        // Rows are upserted in order: of two reports in one statement, the later stays.
+        q.push(
+            " ON CONFLICT (spiffe_id, bundle) DO UPDATE \
+             SET active_revision = excluded.active_revision, error = excluded.error, \
+             reported_at_ms = excluded.reported_at_ms",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 fn to_db(ms: u64) -> i64 {
@@ -92,7 +185,29 @@ impl SqlitePipelineStore {
     pub async fn open(url: &str) -> Result<SqlitePipelineStore, DeliveryError> {
         let pool = portcullis_sql::sqlite::pool(url, |options| options).await?;
         portcullis_sql::sqlite::migrate(&pool, "delivery_schema", None, MIGRATIONS).await?;
-        Ok(SqlitePipelineStore { pool })
+        Ok(SqlitePipelineStore {
+            pool,
+            writes: Arc::new(GroupCommit::default()),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Writes `write` in the next group-committed transaction; returns once it is durable.
+    async fn host_write(&self, write: HostWrite) -> Result<(), DeliveryError> {
+        let (batch, answer) = self.writes.submit(write).await;
+        if let Some(batch) = batch {
+            let (pool, writer) = (self.pool.clone(), self.writer.clone());
+            // On a task of its own: a caller that goes away mid-write (its client hung up)
+            // does not leave the others in its batch unanswered.
+            tokio::spawn(async move {
+                let writing = writer.lock().await;
+                let written = write_batch(&pool, batch.items()).await;
+                drop(writing);
+                let count = batch.items().len();
+                batch.answer(written.map(|()| vec![(); count]));
+            });
+        }
+        answer.wait().await
     }
 }
 
@@ -117,6 +232,7 @@ impl PipelineStore for SqlitePipelineStore {
     }
 
     async fn commit(&self, change: Change) -> Result<(), DeliveryError> {
+        let _writing = self.writer.lock().await;
         let mut tx = self
             .pool
             .begin_with(portcullis_sql::sqlite::BEGIN_WRITE)
@@ -242,27 +358,10 @@ impl PipelineStore for SqlitePipelineStore {
     }
 
     async fn record_status(&self, statuses: &[HostStatus]) -> Result<(), DeliveryError> {
-        let mut tx = self
-            .pool
-            .begin_with(portcullis_sql::sqlite::BEGIN_WRITE)
-            .await?;
-        for s in statuses {
-            sqlx::query(
-                "INSERT INTO delivery_host_status (spiffe_id, bundle, active_revision, error, \
-                 reported_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT (spiffe_id, bundle) DO UPDATE \
-                 SET active_revision = excluded.active_revision, error = excluded.error, \
-                 reported_at_ms = excluded.reported_at_ms",
-            )
-            .bind(&s.spiffe_id)
-            .bind(&s.bundle)
-            .bind(&s.active_revision)
-            .bind(&s.error)
-            .bind(to_db(s.reported_at_ms))
-            .execute(&mut *tx)
-            .await?;
+        if statuses.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
-        Ok(())
+        self.host_write(HostWrite::Status(statuses.to_vec())).await
     }
 
     async fn host_statuses(&self) -> Result<Vec<HostStatus>, DeliveryError> {
@@ -287,17 +386,7 @@ impl PipelineStore for SqlitePipelineStore {
     }
 
     async fn record_fetch(&self, fetch: &FetchRecord) -> Result<(), DeliveryError> {
-        sqlx::query(
-            "INSERT INTO delivery_fetches (at_ms, spiffe_id, artifact, revision) \
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(to_db(fetch.at_ms))
-        .bind(&fetch.spiffe_id)
-        .bind(&fetch.artifact)
-        .bind(&fetch.revision)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.host_write(HostWrite::Fetch(fetch.clone())).await
     }
 
     async fn fetches(&self, artifact: &str) -> Result<Vec<FetchRecord>, DeliveryError> {

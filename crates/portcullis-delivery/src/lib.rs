@@ -6,6 +6,7 @@
 mod artifact;
 mod decisions;
 mod error;
+mod group;
 mod pipeline;
 mod revision;
 mod status;

@@ -1,12 +1,14 @@
 //! [`SqlitePipelineStore`]: pipeline state and history in one SQLite file.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use portcullis_policy::ArtifactState;
 use sqlx::{Row, SqlitePool};
 
 use super::{Change, EventRecord, FetchRecord, HostStatus, PipelineStore, RevisionRecord};
+use crate::group::GroupCommit;
 use crate::{DeliveryError, RevisionId};
 
 const MIGRATIONS: &[(i64, &str)] = &[(
@@ -53,9 +55,62 @@ const MIGRATIONS: &[(i64, &str)] = &[(
 )];
 
 /// Pipeline state and history in SQLite (`sqlite://FILE` or `sqlite::memory:`).
+///
+/// Hosts' downloads and status reports, thousands a second from a large fleet, are
+/// written with group commit: each is durable before its call returns, and calls made
+/// while a transaction is being written share the next one (see [`GroupCommit`]).
 #[derive(Debug, Clone)]
 pub struct SqlitePipelineStore {
     pool: SqlitePool,
+    writes: Arc<GroupCommit<HostWrite, ()>>,
+}
+
+/// A host's download or status report, waiting for its transaction.
+#[derive(Debug)]
+enum HostWrite {
+    Fetch(FetchRecord),
+    Status(Vec<HostStatus>),
+}
+
+/// Writes `batch` in one transaction.
+async fn write_batch(pool: &SqlitePool, batch: &[HostWrite]) -> Result<(), DeliveryError> {
+    let mut tx = pool.begin_with(portcullis_sql::sqlite::BEGIN_WRITE).await?;
+    for write in batch {
+        match write {
+            HostWrite::Fetch(fetch) => {
+                sqlx::query(
+                    "INSERT INTO delivery_fetches (at_ms, spiffe_id, artifact, revision) \
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(to_db(fetch.at_ms))
+                .bind(&fetch.spiffe_id)
+                .bind(&fetch.artifact)
+                .bind(&fetch.revision)
+                .execute(&mut *tx)
+                .await?;
+            }
+            HostWrite::Status(statuses) => {
+                for s in statuses {
+                    sqlx::query(
+                        "INSERT INTO delivery_host_status (spiffe_id, bundle, active_revision, \
+                         error, reported_at_ms) VALUES (?, ?, ?, ?, ?) \
+                         ON CONFLICT (spiffe_id, bundle) DO UPDATE \
+                         SET active_revision = excluded.active_revision, error = excluded.error, \
+                         reported_at_ms = excluded.reported_at_ms",
+                    )
+                    .bind(&s.spiffe_id)
+                    .bind(&s.bundle)
+                    .bind(&s.active_revision)
+                    .bind(&s.error)
+                    .bind(to_db(s.reported_at_ms))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 fn to_db(ms: u64) -> i64 {
@@ -75,7 +130,26 @@ impl SqlitePipelineStore {
     pub async fn open(url: &str) -> Result<SqlitePipelineStore, DeliveryError> {
         let pool = portcullis_sql::sqlite::pool(url, |options| options).await?;
         portcullis_sql::sqlite::migrate(&pool, "delivery_schema", None, MIGRATIONS).await?;
-        Ok(SqlitePipelineStore { pool })
+        Ok(SqlitePipelineStore {
+            pool,
+            writes: Arc::new(GroupCommit::default()),
+        })
+    }
+
+    /// Writes `write` in the next group-committed transaction; returns once it is durable.
+    async fn host_write(&self, write: HostWrite) -> Result<(), DeliveryError> {
+        let (batch, answer) = self.writes.submit(write).await;
+        if let Some(batch) = batch {
+            let pool = self.pool.clone();
+            // On a task of its own: a caller that goes away mid-write (its client hung up)
+            // does not leave the others in its batch unanswered.
+            tokio::spawn(async move {
+                let written = write_batch(&pool, batch.items()).await;
+                let count = batch.items().len();
+                batch.answer(written.map(|()| vec![(); count]));
+            });
+        }
+        answer.wait().await
     }
 }
 
@@ -225,27 +299,10 @@ impl PipelineStore for SqlitePipelineStore {
     }
 
     async fn record_status(&self, statuses: &[HostStatus]) -> Result<(), DeliveryError> {
-        let mut tx = self
-            .pool
-            .begin_with(portcullis_sql::sqlite::BEGIN_WRITE)
-            .await?;
-        for s in statuses {
-            sqlx::query(
-                "INSERT INTO delivery_host_status (spiffe_id, bundle, active_revision, error, \
-                 reported_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT (spiffe_id, bundle) DO UPDATE \
-                 SET active_revision = excluded.active_revision, error = excluded.error, \
-                 reported_at_ms = excluded.reported_at_ms",
-            )
-            .bind(&s.spiffe_id)
-            .bind(&s.bundle)
-            .bind(&s.active_revision)
-            .bind(&s.error)
-            .bind(to_db(s.reported_at_ms))
-            .execute(&mut *tx)
-            .await?;
+        if statuses.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
-        Ok(())
+        self.host_write(HostWrite::Status(statuses.to_vec())).await
     }
 
     async fn host_statuses(&self) -> Result<Vec<HostStatus>, DeliveryError> {
@@ -269,17 +326,7 @@ impl PipelineStore for SqlitePipelineStore {
     }
 
     async fn record_fetch(&self, fetch: &FetchRecord) -> Result<(), DeliveryError> {
-        sqlx::query(
-            "INSERT INTO delivery_fetches (at_ms, spiffe_id, artifact, revision) \
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(to_db(fetch.at_ms))
-        .bind(&fetch.spiffe_id)
-        .bind(&fetch.artifact)
-        .bind(&fetch.revision)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.host_write(HostWrite::Fetch(fetch.clone())).await
     }
 
     async fn fetches(&self, artifact: &str) -> Result<Vec<FetchRecord>, DeliveryError> {

@@ -534,7 +534,7 @@ async fn logs(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-    count(&app, &host, DecisionCounts::parse(&body, gzip)).await
+    count(app, host, DecisionCounts::parse(&body, gzip)).await
 }
 
 /// `POST /v1/decision-counts`: the compact counters report policy-sidecar sends, counted
@@ -544,16 +544,28 @@ async fn decision_counts(State(app): State<Arc<App>>, headers: HeaderMap, body: 
         Ok(host) => host.clone(),
         Err(err) => return unauthenticated(&err),
     };
-    count(&app, &host, DecisionCounts::parse_compact(&body)).await
+    count(app, host, DecisionCounts::parse_compact(&body)).await
 }
 
-async fn count(app: &App, host: &str, counts: Result<DecisionCounts, DeliveryError>) -> Response {
+async fn count(
+    app: Arc<App>,
+    host: String,
+    counts: Result<DecisionCounts, DeliveryError>,
+) -> Response {
     let counts = match counts {
         Ok(counts) => counts,
         Err(err) => return delivery_error(&err),
     };
-    match app.pipeline.report(host, &counts).await {
-        Ok(counted) => Json(json!({"counted": counted})).into_response(),
-        Err(err) => delivery_error(&err),
+    // On a task of its own: this call may be writing other hosts' reports with its own
+    // (group commit), which must be written and answered even if this host hangs up.
+    let reported = tokio::spawn(async move { app.pipeline.report(&host, &counts).await }).await;
+    match reported {
+        Ok(Ok(counted)) => Json(json!({"counted": counted})).into_response(),
+        Ok(Err(err)) => delivery_error(&err),
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("the report was not recorded: {err}"),
+        ),
     }
 }

@@ -10,6 +10,7 @@ use portcullis_policy::{ArtifactState, PolicyError, Rollout, RolloutConfig, Roll
 use tokio::sync::RwLock;
 
 use crate::DecisionCounts;
+use crate::group::GroupCommit;
 
 use crate::revision::check_artifact_name;
 use crate::store::{Change, EventRecord, PipelineStore, RevisionRecord};
@@ -32,9 +33,12 @@ pub struct Published {
 
 /// The delivery pipelines of every configured artifact.
 ///
-/// Each operation changes the [`Rollout`] and writes the changed states, with one event per
-/// changed artifact, to the pipeline store in one transaction before anyone sees the new
-/// state; if the write fails, the state is put back as it was.
+/// Each operation changes a copy of the [`Rollout`] and writes the changed states, with one
+/// event per changed artifact, to the pipeline store in one transaction; only then does the
+/// copy replace the state everyone sees (hosts' polls keep reading the current state while
+/// the transaction is written). If the write fails, nothing changed. Operations are
+/// applied one at a time, each on the state the previous one left; hosts' decision count
+/// reports are applied and written in batches ([`report`](Pipeline::report)).
 ///
 /// For now an artifact holds exactly one bundle (its `bundles` list names it).
 #[derive(Debug)]
@@ -42,6 +46,10 @@ pub struct Pipeline {
     config: RolloutConfig,
     clock: Arc<dyn Clock>,
     rollout: RwLock<Rollout>,
+    /// Held while a change is applied and written: one at a time.
+    changing: tokio::sync::Mutex<()>,
+    /// Hosts' decision count reports waiting to be applied and written together.
+    reports: GroupCommit<(String, DecisionCounts), u64>,
     store: Arc<dyn PipelineStore>,
     artifacts: Arc<dyn ArtifactStore>,
     validator: Arc<Validator>,
@@ -119,6 +127,8 @@ impl Pipeline {
             config,
             clock,
             rollout: RwLock::new(rollout),
+            changing: tokio::sync::Mutex::new(()),
+            reports: GroupCommit::default(),
             store,
             artifacts,
             validator: Arc::new(validator),
@@ -294,35 +304,61 @@ impl Pipeline {
         spiffe_id: &str,
         counts: &DecisionCounts,
     ) -> Result<u64, DeliveryError> {
+        // A fleet reports thousands of times a second, and each report that counts
+        // changes the candidate's state: the reports queued while one batch is written
+        // are applied and written together, in one transaction.
+        let (batch, answer) = self
+            .reports
+            .submit((spiffe_id.to_owned(), counts.clone()))
+            .await;
+        if let Some(batch) = batch {
+            let counted = self
+                .change(REPORT, "hosts", None, |rollout| {
+                    batch
+                        .items()
+                        .iter()
+                        .map(|(host, counts)| self.count(rollout, host, counts))
+                        .collect()
+                })
+                .await;
+            batch.answer(counted);
+        }
+        answer.wait().await
+    }
+
+    /// Adds `counts` from host `spiffe_id` to the candidates they concern (see
+    /// [`report`](Pipeline::report)); how many decisions counted.
+    fn count(
+        &self,
+        rollout: &mut Rollout,
+        spiffe_id: &str,
+        counts: &DecisionCounts,
+    ) -> Result<u64, PolicyError> {
         let manifest_revisions = self
             .bundle_revisions
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        self.change(REPORT, spiffe_id, None, |rollout| {
-            let mut counted = 0_u64;
-            for ((bundle, named), metrics) in &counts.counts {
-                let Some(artifact) = self.artifact_of.get(bundle) else {
-                    continue;
-                };
-                let Some(candidate) = rollout
-                    .state(artifact)
-                    .and_then(|s| s.candidate.as_ref())
-                    .map(|c| c.revision.clone())
-                else {
-                    continue;
-                };
-                let assigned = rollout.revision_for(artifact, spiffe_id) == Some(&candidate);
-                let same =
-                    manifest_revisions.get(&(artifact.clone(), candidate.clone())) == Some(named);
-                if assigned && same {
-                    rollout.report(artifact, &candidate, *metrics)?;
-                    counted = counted.saturating_add(metrics.decisions);
-                }
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counted = 0_u64;
+        for ((bundle, named), metrics) in &counts.counts {
+            let Some(artifact) = self.artifact_of.get(bundle) else {
+                continue;
+            };
+            let Some(candidate) = rollout
+                .state(artifact)
+                .and_then(|s| s.candidate.as_ref())
+                .map(|c| c.revision.clone())
+            else {
+                continue;
+            };
+            let assigned = rollout.revision_for(artifact, spiffe_id) == Some(&candidate);
+            let same =
+                manifest_revisions.get(&(artifact.clone(), candidate.clone())) == Some(named);
+            if assigned && same {
+                rollout.report(artifact, &candidate, *metrics)?;
+                counted = counted.saturating_add(metrics.decisions);
             }
-            Ok(counted)
-        })
-        .await
+        }
+        Ok(counted)
     }
 
     /// The revision `artifact` assigns to the host `spiffe_id` now.
@@ -351,8 +387,9 @@ impl Pipeline {
         self.artifacts.get(artifact, revision).await
     }
 
-    /// Applies `op`, then writes every changed state with an event and `revision` in one
-    /// transaction — also when `op` fails, since a refused promotion may have rolled back.
+    /// Applies `op` to a copy of the state, writes every changed state with an event and
+    /// `revision` in one transaction — also when `op` fails, since a refused promotion may
+    /// have rolled back — and only then makes the copy the state everyone sees.
     async fn change<T>(
         &self,
         kind: &str,
@@ -360,7 +397,8 @@ impl Pipeline {
         revision: Option<RevisionRecord>,
         op: impl FnOnce(&mut Rollout) -> Result<T, PolicyError>,
     ) -> Result<T, DeliveryError> {
-        let mut rollout = self.rollout.write().await;
+        let _one_at_a_time = self.changing.lock().await;
+        let mut rollout = self.rollout.read().await.clone();
         let before = rollout.states().clone();
         let result = op(&mut rollout);
         let at_ms = millis(self.clock.as_ref());
@@ -407,12 +445,9 @@ impl Pipeline {
                 revision,
             })
             .await;
-        if let Err(err) = written {
-            // What is stored is the truth: put the state back as it was.
-            *rollout = Rollout::restore(&self.config, self.clock.clone(), before)
-                .map_err(DeliveryError::Rollout)?;
-            return Err(err);
-        }
+        // What is stored is the truth: if it was not written, nothing changed.
+        written?;
+        *self.rollout.write().await = rollout;
         if kind != REPORT {
             tracing::info!(kind, actor, "pipeline changed");
         }

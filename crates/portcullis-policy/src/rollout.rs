@@ -405,8 +405,9 @@ impl Artifact {
     }
 }
 
-/// The rollout state machine over every artifact, with its persisted state.
-#[derive(Debug)]
+/// The rollout state machine over every artifact, with its persisted state. Cloning it is
+/// cheap enough to change a copy and swap it in once the change is stored.
+#[derive(Debug, Clone)]
 pub struct Rollout {
     artifacts: BTreeMap<String, Artifact>,
     state: BTreeMap<String, ArtifactState>,

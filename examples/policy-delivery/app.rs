@@ -487,7 +487,7 @@ async fn bundle(
             (header::ETAG, etag),
             (header::CONTENT_TYPE, "application/gzip".to_owned()),
         ],
-        Body::from(tarball),
+        Body::from(Bytes::from_owner(tarball)),
     )
         .into_response()
 }

@@ -55,6 +55,10 @@ pub struct Pipeline {
     validator: Arc<Validator>,
     /// (artifact, revision) → the revision its manifest names (what hosts report).
     bundle_revisions: std::sync::RwLock<BTreeMap<(String, String), String>>,
+    /// The tarballs of the revisions hosts are assigned (each artifact's stable and
+    /// candidate), read from the artifact store — and checked against their id — once, by
+    /// the first download; later downloads share them. Pruned at every change.
+    served: std::sync::Mutex<BTreeMap<(String, String), Served>>,
     /// Artifact → its bundle, and bundle → its artifact.
     bundle_of: BTreeMap<String, String>,
     artifact_of: BTreeMap<String, String>,
@@ -66,6 +70,9 @@ fn millis(clock: &dyn Clock) -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// A tarball being served: read once, by whichever download comes first.
+type Served = Arc<tokio::sync::OnceCell<Arc<[u8]>>>;
 
 fn revision_of(state: &ArtifactState) -> Option<String> {
     state
@@ -133,6 +140,7 @@ impl Pipeline {
             artifacts,
             validator: Arc::new(validator),
             bundle_revisions: std::sync::RwLock::new(bundle_revisions),
+            served: std::sync::Mutex::new(BTreeMap::new()),
             bundle_of,
             artifact_of,
         })
@@ -374,17 +382,40 @@ impl Pipeline {
         self.rollout.read().await.state(artifact).cloned()
     }
 
-    /// The tarball of `revision` of `artifact`.
+    /// The tarball of `revision` of `artifact`. A fleet downloads the same revision
+    /// thousands of times within a poll interval after a promotion: the tarballs of
+    /// assigned revisions are read from the artifact store (which checks them against
+    /// their id) once, by the first download, and shared by the others.
     ///
     /// # Errors
     ///
-    /// As [`ArtifactStore::get`].
+    /// As [`ArtifactStore::get`] (a failed read is tried again by the next download).
     pub async fn tarball(
         &self,
         artifact: &str,
         revision: &RevisionId,
-    ) -> Result<Vec<u8>, DeliveryError> {
-        self.artifacts.get(artifact, revision).await
+    ) -> Result<Arc<[u8]>, DeliveryError> {
+        let served = self
+            .served()
+            .entry((artifact.to_owned(), revision.to_string()))
+            .or_default()
+            .clone();
+        let tarball = served
+            .get_or_try_init(|| async {
+                self.artifacts
+                    .get(artifact, revision)
+                    .await
+                    .map(Arc::<[u8]>::from)
+            })
+            .await?;
+        Ok(tarball.clone())
+    }
+
+    fn served(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Served>> {
+        // Entries are inserted and removed whole: a panic elsewhere cannot leave half of one.
+        self.served
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Applies `op` to a copy of the state, writes every changed state with an event and
@@ -447,6 +478,16 @@ impl Pipeline {
             .await;
         // What is stored is the truth: if it was not written, nothing changed.
         written?;
+        // Only what hosts may be assigned now stays in memory.
+        self.served().retain(|(artifact, revision), _| {
+            rollout.states().get(artifact).is_some_and(|state| {
+                state.stable.as_deref() == Some(revision.as_str())
+                    || state
+                        .candidate
+                        .as_ref()
+                        .is_some_and(|c| c.revision == *revision)
+            })
+        });
         *self.rollout.write().await = rollout;
         if kind != REPORT {
             tracing::info!(kind, actor, "pipeline changed");

@@ -200,8 +200,8 @@ async fn publish_promote_and_reopen() {
         Some(first.revision.clone())
     );
     assert_eq!(
-        pipeline.tarball("authz", &second.revision).await.unwrap(),
-        bundle("r2", "alice"),
+        *pipeline.tarball("authz", &second.revision).await.unwrap(),
+        *bundle("r2", "alice"),
         "a rolled-back revision stays stored"
     );
     let store = pipeline.store();

@@ -42,6 +42,11 @@ use serde::Deserialize;
 
 use crate::tokens::{CONFIG_TOKEN, PrincipalTokens, TokenDigest, TokenTable};
 
+// A fleet's polls and reports allocate on many threads; as in deploy-gate, glibc malloc is
+// a visible share of the CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "policy-delivery",

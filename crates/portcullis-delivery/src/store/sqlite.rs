@@ -72,42 +72,75 @@ enum HostWrite {
     Status(Vec<HostStatus>),
 }
 
-/// Writes `batch` in one transaction.
+/// Rows per multi-row statement (one of [`portcullis_sql::padded_rows`]' counts): 5 binds
+/// each, far under SQLite's limit of 32,766.
+const ROWS_PER_STATEMENT: usize = 1024;
+
+/// Writes `batch` in one transaction, a statement per table and 1,024 rows: each statement
+/// is one trip to the connection's thread, and under load each trip waits for that thread
+/// to be scheduled.
 async fn write_batch(pool: &SqlitePool, batch: &[HostWrite]) -> Result<(), DeliveryError> {
-    let mut tx = pool.begin_with(portcullis_sql::sqlite::BEGIN_WRITE).await?;
+    let mut fetches = Vec::new();
+    let mut statuses = Vec::new();
     for write in batch {
         match write {
-            HostWrite::Fetch(fetch) => {
-                sqlx::query(
-                    "INSERT INTO delivery_fetches (at_ms, spiffe_id, artifact, revision) \
-                     VALUES (?, ?, ?, ?)",
-                )
-                .bind(to_db(fetch.at_ms))
-                .bind(&fetch.spiffe_id)
-                .bind(&fetch.artifact)
-                .bind(&fetch.revision)
-                .execute(&mut *tx)
-                .await?;
-            }
-            HostWrite::Status(statuses) => {
-                for s in statuses {
-                    sqlx::query(
-                        "INSERT INTO delivery_host_status (spiffe_id, bundle, active_revision, \
-                         error, reported_at_ms) VALUES (?, ?, ?, ?, ?) \
-                         ON CONFLICT (spiffe_id, bundle) DO UPDATE \
-                         SET active_revision = excluded.active_revision, error = excluded.error, \
-                         reported_at_ms = excluded.reported_at_ms",
-                    )
-                    .bind(&s.spiffe_id)
-                    .bind(&s.bundle)
-                    .bind(&s.active_revision)
-                    .bind(&s.error)
-                    .bind(to_db(s.reported_at_ms))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+            HostWrite::Fetch(fetch) => fetches.push(fetch),
+            // In the order they came: of two reports about one bundle, the later stays.
+            HostWrite::Status(reported) => statuses.extend(reported),
         }
+    }
+    let mut tx = pool.begin_with(portcullis_sql::sqlite::BEGIN_WRITE).await?;
+    for chunk in fetches.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        portcullis_sql::push_padded_insert(
+            &mut q,
+            "delivery_fetches (at_ms, spiffe_id, artifact, revision)",
+            chunk.iter(),
+            |mut row, f| {
+                row.push_bind(to_db(f.at_ms))
+                    .push_bind(f.spiffe_id.as_str())
+                    .push_bind(f.artifact.as_str())
+                    .push_bind(f.revision.as_str());
+            },
+            // at_ms first: NULL marks the row as padding.
+            |mut row| {
+                row.push_bind(None::<i64>)
+                    .push_bind(None::<&str>)
+                    .push_bind(None::<&str>)
+                    .push_bind(None::<&str>);
+            },
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    for chunk in statuses.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        portcullis_sql::push_padded_insert(
+            &mut q,
+            "delivery_host_status (spiffe_id, bundle, active_revision, error, reported_at_ms)",
+            chunk.iter(),
+            |mut row, s| {
+                row.push_bind(s.spiffe_id.as_str())
+                    .push_bind(s.bundle.as_str())
+                    .push_bind(s.active_revision.as_deref())
+                    .push_bind(s.error.as_deref())
+                    .push_bind(to_db(s.reported_at_ms));
+            },
+            // spiffe_id first: NULL marks the row as padding.
+            |mut row| {
+                row.push_bind(None::<&str>)
+                    .push_bind(None::<&str>)
+                    .push_bind(None::<&str>)
+                    .push_bind(None::<&str>)
+                    .push_bind(None::<i64>);
+            },
+        );
+        // Rows are upserted in order: of two reports in one statement, the later stays.
+        q.push(
+            " ON CONFLICT (spiffe_id, bundle) DO UPDATE \
+             SET active_revision = excluded.active_revision, error = excluded.error, \
+             reported_at_ms = excluded.reported_at_ms",
+        );
+        q.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())

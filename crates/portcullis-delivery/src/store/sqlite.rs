@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str)] = &[(
 pub struct SqlitePipelineStore {
     pool: SqlitePool,
     writes: Arc<GroupCommit<HostWrite, ()>>,
+    /// Held by every write transaction. SQLite takes one writer at a time; a second one
+    /// waits in its busy handler, which sleeps in steps of up to 100 ms and can lose to
+    /// the next transaction again and again — pipeline changes behind a stream of host
+    /// writes waited seconds. In this queue they take turns.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A host's download or status report, waiting for its transaction.
@@ -166,6 +171,7 @@ impl SqlitePipelineStore {
         Ok(SqlitePipelineStore {
             pool,
             writes: Arc::new(GroupCommit::default()),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -173,11 +179,13 @@ impl SqlitePipelineStore {
     async fn host_write(&self, write: HostWrite) -> Result<(), DeliveryError> {
         let (batch, answer) = self.writes.submit(write).await;
         if let Some(batch) = batch {
-            let pool = self.pool.clone();
+            let (pool, writer) = (self.pool.clone(), self.writer.clone());
             // On a task of its own: a caller that goes away mid-write (its client hung up)
             // does not leave the others in its batch unanswered.
             tokio::spawn(async move {
+                let writing = writer.lock().await;
                 let written = write_batch(&pool, batch.items()).await;
+                drop(writing);
                 let count = batch.items().len();
                 batch.answer(written.map(|()| vec![(); count]));
             });
@@ -207,6 +215,7 @@ impl PipelineStore for SqlitePipelineStore {
     }
 
     async fn commit(&self, change: Change) -> Result<(), DeliveryError> {
+        let _writing = self.writer.lock().await;
         let mut tx = self
             .pool
             .begin_with(portcullis_sql::sqlite::BEGIN_WRITE)

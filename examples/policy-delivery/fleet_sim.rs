@@ -733,6 +733,20 @@ fn summarize(
     show("downloads (200)", n200, window, &downloads);
     let (nr, reported) = latency(reports.iter().filter(of(Outcome::Reported)).copied());
     show("reports (status+counts)", nr, window, &reported);
+    // Where the slow polls are: the p99 of each 5 s of the run (startup, promotion, …).
+    let mut series = String::new();
+    let end_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    for from in (0..end_ms).step_by(5000) {
+        let (_, l) = latency(
+            tally
+                .polls
+                .iter()
+                .filter(|s| s.conditional && s.at_ms >= from && s.at_ms < from + 5000)
+                .copied(),
+        );
+        series.push_str(&format!(" {:.1}", l.get(2).copied().unwrap_or(f64::NAN)));
+    }
+    println!("ETag poll p99 (ms) per 5 s from the start:{series}");
     println!("errors in the window: {failed}; lost tasks: {lost}");
     for (kind, count) in &tally.errors {
         println!("   {count} × {kind}");

@@ -121,13 +121,19 @@ enum SimError {
     Promote(String),
 }
 
+/// The longest time any flag may give: a day (which also keeps every instant computed from
+/// them far from overflowing).
+const MAX_SECONDS: f64 = 86_400.0;
+
 fn seconds(flag: &'static str, value: f64, zero_ok: bool) -> Result<Duration, SimError> {
     let bad = |message: String| SimError::Flag { flag, message };
     if value == 0.0 && zero_ok {
         return Ok(Duration::ZERO);
     }
-    if !value.is_finite() || value <= 0.0 {
-        return Err(bad(format!("{value} is not a positive number of seconds")));
+    if !value.is_finite() || value <= 0.0 || value > MAX_SECONDS {
+        return Err(bad(format!(
+            "{value} is not a number of seconds above 0 and at most {MAX_SECONDS}"
+        )));
     }
     Duration::try_from_secs_f64(value).map_err(|e| bad(format!("{value}: {e}")))
 }

@@ -304,6 +304,10 @@ impl Pipeline {
     /// its rates). Returns how many decisions counted. The counts are persisted with the
     /// state; no event is recorded for them.
     ///
+    /// Reports made while one batch is written are applied and written together, by one of
+    /// their callers: a caller dropped while it writes a batch fails the whole batch, so a
+    /// server calls this from a task of its own.
+    ///
     /// # Errors
     ///
     /// [`DeliveryError::Store`] if they cannot be persisted (nothing counts then).

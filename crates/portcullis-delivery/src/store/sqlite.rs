@@ -65,7 +65,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ///
 /// Hosts' downloads and status reports, thousands a second from a large fleet, are
 /// written with group commit: each is durable before its call returns, and calls made
-/// while a transaction is being written share the next one (see [`GroupCommit`]).
+/// while a transaction is being written share the next one.
 #[derive(Debug, Clone)]
 pub struct SqlitePipelineStore {
     pool: SqlitePool,

@@ -98,8 +98,37 @@ impl Manifest {
     /// plain path, a Rego version is neither 0 nor 1, or a `file_rego_versions` key is a
     /// pattern.
     pub fn parse(bundle: &str, bytes: &[u8]) -> Result<Manifest, PolicyError> {
-        let mut manifest: Manifest = serde_json::from_slice(bytes)
+        let raw: Value = serde_json::from_slice(bytes)
             .map_err(|e| PolicyError::bundle(bundle, format!(".manifest: {e}")))?;
+        // OPA would evaluate the listed wasm modules instead of the Rego that was checked
+        // and tested here: such a bundle means something else to a stock OPA.
+        if raw
+            .get("wasm")
+            .is_some_and(|w| !(w.is_null() || w.as_array().is_some_and(Vec::is_empty)))
+        {
+            return Err(PolicyError::bundle(
+                bundle,
+                ".manifest: wasm modules are not supported (portcullis evaluates the Rego)",
+            ));
+        }
+        let mut manifest: Manifest = serde_json::from_value(raw)
+            .map_err(|e| PolicyError::bundle(bundle, format!(".manifest: {e}")))?;
+        // The revision is shown to operators and compared with what hosts report: no
+        // control or bidirectional-formatting characters that would show it as another.
+        if let Some(c) = manifest
+            .revision
+            .chars()
+            .find(|c| portcullis_core::is_hidden_char(*c))
+        {
+            return Err(PolicyError::bundle(
+                bundle,
+                format!(
+                    ".manifest: the revision holds the hidden character U+{:04X} (a control, \
+                     format or unassigned character)",
+                    u32::from(c)
+                ),
+            ));
+        }
         let versions = manifest
             .rego_version
             .iter()
@@ -356,6 +385,14 @@ impl Bundle {
                         .map_err(|e| PolicyError::bundle(name, format!("{path}: {e}")))?;
                     let at: Vec<&str> = folder.split('/').filter(|s| !s.is_empty()).collect();
                     merge_at(name, &mut data, &at, value)?;
+                }
+                _ if file.ends_with(".wasm") => {
+                    return Err(PolicyError::bundle(
+                        name,
+                        format!(
+                            "{path}: wasm modules are not supported (portcullis evaluates the Rego)"
+                        ),
+                    ));
                 }
                 _ if file.ends_with(".rego") => {
                     let source = String::from_utf8(bytes)

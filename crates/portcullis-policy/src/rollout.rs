@@ -457,6 +457,17 @@ fn millis(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+impl Thresholds {
+    /// Why `metrics` breach these limits, if they do: `None` below
+    /// [`min_decisions`](Thresholds::min_decisions) (or with no decisions at all), else the
+    /// first rate over its limit, e.g. `"deny rate 0.900 over the limit 0.5"`. The same
+    /// judgement [`Rollout`] makes of a candidate's counts.
+    #[must_use]
+    pub fn breach(&self, metrics: &Metrics) -> Option<String> {
+        breach(metrics, self)
+    }
+}
+
 /// Why `metrics` breach `thresholds`, if they do.
 fn breach(metrics: &Metrics, thresholds: &Thresholds) -> Option<String> {
     if metrics.decisions == 0 || metrics.decisions < thresholds.min_decisions {
@@ -725,20 +736,34 @@ impl Rollout {
     /// [`PolicyError::Rollout`] for an unknown artifact or the stable revision itself.
     pub fn propose(&mut self, artifact: &str, revision: &str) -> Result<(), PolicyError> {
         let now = millis(self.clock.now());
-        let (_, state) = self.parts(artifact)?;
+        let (config, state) = self.parts(artifact)?;
         if state.stable.as_deref() == Some(revision) {
             return Err(PolicyError::Rollout {
                 artifact: artifact.to_owned(),
                 message: format!("{revision} is already stable"),
             });
         }
+        // A candidate in flight is withdrawn: say so, it is a rollback in effect.
+        let replaced = state.candidate.as_ref().map(|old| {
+            let step = config
+                .steps
+                .get(old.step)
+                .map_or("its pipeline", |s| s.name.as_str());
+            format!(
+                ", replacing candidate {} (withdrawn at {step})",
+                old.revision
+            )
+        });
         state.candidate = Some(Candidate {
             revision: revision.to_owned(),
             step: 0,
             step_since_ms: now,
             metrics: Metrics::default(),
         });
-        state.last_event = Some(format!("{revision} proposed"));
+        state.last_event = Some(format!(
+            "{revision} proposed{}",
+            replaced.unwrap_or_default()
+        ));
         Ok(())
     }
 

@@ -285,3 +285,48 @@ fn inferred_types_declaration_order_and_overlapping_rules_are_refused_as_opa_doe
         assert_eq!(got, Some(want), "{rule}");
     }
 }
+
+#[test]
+fn bundles_with_wasm_modules_are_refused() {
+    // A stock OPA would evaluate the wasm, not the Rego portcullis checked and tested.
+    let err = bundle(
+        r#", "wasm": [{"entrypoint": "authz/allow", "module": "/policy.wasm"}]"#,
+        "package authz\nallow := true",
+        "{}",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("wasm modules are not supported"),
+        "{err}"
+    );
+    for empty in [r#", "wasm": []"#, r#", "wasm": null"#] {
+        bundle(empty, "package authz\nallow := true", "{}").unwrap();
+    }
+    let err = Bundle::from_files(
+        "b",
+        [
+            file(".manifest", r#"{"roots": ["authz"]}"#),
+            file("authz/policy.rego", "package authz\nallow := true"),
+            (String::from("policy.wasm"), b"\0asm\x01\0\0\0".to_vec()),
+        ],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("policy.wasm"), "{err}");
+}
+
+#[test]
+fn a_manifest_revision_with_control_or_bidi_characters_is_refused() {
+    for revision in ["r1\u{202E}gnp", "r1\nr2", "r1\u{200B}", "\u{2066}r1"] {
+        let manifest = serde_json::json!({"revision": revision, "roots": ["authz"]});
+        let err = Bundle::from_files(
+            "b",
+            [
+                file(".manifest", &manifest.to_string()),
+                file("authz/policy.rego", "package authz\nallow := true"),
+            ],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("U+"), "{revision:?}: {err}");
+    }
+    bundle("", "package authz\nallow := true", "{}").unwrap();
+}

@@ -1022,6 +1022,12 @@ async fn the_canary_deny_rate_rolls_a_bad_revision_back_automatically() {
             .status,
         201
     );
+    // A host's decisions count only for a candidate it downloaded from this server.
+    let early = server
+        .upload_logs(CANARY_TOKEN, decision_log("g1", 9, 10))
+        .await;
+    assert_eq!(early.json()["counted"], 0, "{:?}", early.json());
+    assert_eq!(server.fetch_gate(CANARY_TOKEN).await, Some(etag(&g1)));
     // Healthy decisions from the canary: the scheduler promotes it through both steps.
     let counted = server
         .upload_logs(CANARY_TOKEN, decision_log("g1", 9, 10))
@@ -1062,6 +1068,24 @@ async fn the_canary_deny_rate_rolls_a_bad_revision_back_automatically() {
             .status,
         400
     );
+    // gzip or nothing: another encoding is refused, not read as JSON; one gzip stream,
+    // nothing after it.
+    assert_eq!(
+        server
+            .send(
+                reqwest::Method::POST,
+                "/logs",
+                Some(PROD_TOKEN),
+                &[("content-encoding", "br")],
+                decision_log("b2", 0, 40),
+            )
+            .await
+            .status,
+        415
+    );
+    let mut trailing = decision_log("b2", 0, 40);
+    trailing.extend_from_slice(b"more");
+    assert_eq!(server.upload_logs(PROD_TOKEN, trailing).await.status, 400);
     assert_eq!(
         server
             .upload_logs("pcd_nobody", decision_log("b2", 0, 40))
@@ -1861,6 +1885,39 @@ async fn an_operation_names_the_candidate_it_decided_about() {
     assert_eq!(
         view["state"]["candidate"]["step"], 0,
         "nothing moved: {view}"
+    );
+    // The history says which candidate the publish withdrew.
+    let proposed = view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "publish" && e["message"].as_str().unwrap().contains("proposed"))
+        .unwrap()
+        .clone();
+    assert!(
+        proposed["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("replacing candidate {seen} (withdrawn at")),
+        "{proposed}"
+    );
+    // A reason is shown to operators and kept in the history: no hidden characters.
+    let hidden = server
+        .operate(
+            ALICE_TOKEN,
+            "pause",
+            json!({"reason": "routine \u{202e}kcabllor", "revision": replaced_by}),
+        )
+        .await;
+    assert_eq!(hidden.status, 400, "{:?}", hidden.json());
+    assert!(
+        hidden.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("U+202E"),
+        "{:?}",
+        hidden.json()
     );
 
     let current = server

@@ -14,10 +14,10 @@ use axum::{Json, Router};
 use portcullis::audit::{AuditEvent, AuditLog, AuditSink, EventKind};
 use portcullis::delivery::{
     DecisionCounts, DeliveryError, FetchRecord, HostStatus, MAX_LOG_BYTES, MAX_STATUS_BYTES,
-    Pipeline, RevisionId, StatusReport, check_artifact_name, now_ms,
+    Operation, Pipeline, RevisionId, StatusReport, check_artifact_name, now_ms,
 };
 use portcullis::gate::{CHALLENGE, Gate, GateError, GateRequest, RunError};
-use portcullis::policy::{PolicyError, RolloutEvent};
+use portcullis::policy::RolloutEvent;
 use portcullis::token::AuthError;
 use portcullis::{AuthMethod, Decision, Principal, PrincipalKind, Resource};
 use serde::Deserialize;
@@ -300,6 +300,19 @@ async fn operate(
     let reason = parsed
         .reason
         .unwrap_or_else(|| format!("{operation} by an operator"));
+    // Shown to operators and written to the history and audit log: no character that
+    // hides or reorders what is shown around it.
+    if let Some(c) = reason.chars().find(|c| portcullis::is_hidden_char(*c)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!(
+                "the reason holds the hidden character U+{:04X} (a control, format or \
+                 unassigned character)",
+                u32::from(c)
+            ),
+        );
+    }
     let expected = parsed.revision;
     let mut request =
         operation_request(&name, &operation, action, resource).param("reason", reason.clone());
@@ -308,41 +321,17 @@ async fn operate(
     }
     let actor = principal.to_string();
     let pipeline = &app.pipeline;
+    let op = match operation.as_str() {
+        "promote" => Operation::Promote,
+        "pause" => Operation::Pause { reason },
+        "resume" => Operation::Resume,
+        _ => Operation::Rollback { reason },
+    };
+    // The expected candidate is checked in the pipeline's own turn, with the operation.
     let done = app
         .gate
-        .run(&principal, &request, |_| async {
-            if let Some(expected) = &expected {
-                let candidate = pipeline
-                    .state(&name)
-                    .await
-                    .and_then(|s| s.candidate)
-                    .map(|c| c.revision);
-                if candidate.as_deref() != Some(expected.as_str()) {
-                    return Err(DeliveryError::Rollout(PolicyError::Rollout {
-                        artifact: name.clone(),
-                        message: format!(
-                            "the candidate is {}, not {expected} (the view was out of date: \
-                             look again)",
-                            candidate.as_deref().unwrap_or("none")
-                        ),
-                    }));
-                }
-            }
-            match operation.as_str() {
-                "promote" => pipeline.promote(&name, &actor).await.map(|e| e.to_string()),
-                "pause" => pipeline
-                    .pause(&name, &actor, &reason)
-                    .await
-                    .map(|()| format!("paused: {reason}")),
-                "resume" => pipeline
-                    .resume(&name, &actor)
-                    .await
-                    .map(|()| "resumed".to_owned()),
-                _ => pipeline
-                    .rollback(&name, &actor, &reason)
-                    .await
-                    .map(|e| e.to_string()),
-            }
+        .run(&principal, &request, |_| {
+            pipeline.operate(&name, &op, &actor, expected.as_deref())
         })
         .await;
     match done {
@@ -426,7 +415,7 @@ async fn bundle(
         artifact,
         revision: revision.to_string(),
     };
-    if let Err(err) = app.pipeline.store().record_fetch(&fetch).await {
+    if let Err(err) = app.pipeline.record_fetch(&fetch).await {
         // The access record is how operators see who runs what: no record, no bundle.
         return delivery_error(&err);
     }
@@ -480,10 +469,22 @@ async fn logs(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
         Ok(host) => host.clone(),
         Err(err) => return unauthenticated(&err),
     };
-    let gzip = headers
+    // gzip (what OPA sends) or none: any other encoding is refused, never read as JSON.
+    let gzip = match headers
         .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+        .map(|v| v.to_str().map(str::trim))
+    {
+        None => false,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("identity") => false,
+        Some(Ok(v)) if v.eq_ignore_ascii_case("gzip") => true,
+        Some(_) => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                "Content-Encoding must be gzip, identity or absent",
+            );
+        }
+    };
     count(app, host, DecisionCounts::parse(&body, gzip)).await
 }
 

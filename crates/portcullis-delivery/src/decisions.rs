@@ -82,10 +82,16 @@ impl DecisionCounts {
             let limit = u64::try_from(MAX_LOG_BYTES)
                 .unwrap_or(u64::MAX)
                 .saturating_add(1);
-            flate2::read::GzDecoder::new(body)
+            let mut decoder = flate2::bufread::GzDecoder::new(body);
+            (&mut decoder)
                 .take(limit)
                 .read_to_end(&mut out)
                 .map_err(|e| bad(format!("gzip: {e}")))?;
+            // One gzip member, nothing after it (within the size limit: past it the
+            // upload is refused below anyway).
+            if out.len() <= MAX_LOG_BYTES && !decoder.into_inner().is_empty() {
+                return Err(bad("data after the end of the gzip stream".to_owned()));
+            }
             out
         } else {
             body.to_vec()
@@ -214,5 +220,12 @@ mod tests {
         let zipped = gz.finish().unwrap();
         assert!(zipped.len() < 100_000);
         assert!(DecisionCounts::parse(&zipped, true).is_err());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"[]").unwrap();
+        let mut zipped = gz.finish().unwrap();
+        assert!(DecisionCounts::parse(&zipped, true).is_ok());
+        zipped.extend_from_slice(b"garbage");
+        let err = DecisionCounts::parse(&zipped, true).unwrap_err();
+        assert!(err.to_string().contains("after the end"), "{err}");
     }
 }

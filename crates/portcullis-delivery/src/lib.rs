@@ -16,7 +16,7 @@ mod validate;
 pub use artifact::{ArtifactStore, FolderStore, MemoryStore};
 pub use decisions::{DecisionCounts, MAX_EVENTS, MAX_LOG_BYTES};
 pub use error::DeliveryError;
-pub use pipeline::{Assignment, Pipeline, Published, SCHEDULER, now_ms};
+pub use pipeline::{Assignment, Operation, Pipeline, Published, SCHEDULER, now_ms};
 pub use revision::{MAX_NAME, RevisionId, check_artifact_name};
 pub use status::{BundleReport, MAX_BUNDLES, MAX_FIELD, MAX_STATUS_BYTES, StatusReport};
 #[cfg(feature = "sqlite")]

@@ -1,13 +1,14 @@
 //! [`Pipeline`]: publishing, promotion and per-host revisions over a [`Rollout`], with
 //! every change written to a [`PipelineStore`] before it is visible.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use portcullis_core::Clock;
 use portcullis_policy::{
-    ArtifactState, PolicyError, Readiness, Rollout, RolloutConfig, RolloutEvent,
+    ArtifactState, Metrics, PolicyError, Readiness, Rollout, RolloutConfig, RolloutEvent,
+    Thresholds,
 };
 use tokio::sync::RwLock;
 
@@ -15,7 +16,7 @@ use crate::DecisionCounts;
 use crate::group::GroupCommit;
 
 use crate::revision::check_artifact_name;
-use crate::store::{Change, EventRecord, PipelineStore, RevisionRecord};
+use crate::store::{Change, EventRecord, FetchRecord, PipelineStore, RevisionRecord};
 use crate::{ArtifactStore, DeliveryError, RevisionId, Validator};
 
 /// The kind of change decision counts make: persisted, never an event.
@@ -45,6 +46,63 @@ pub struct Assignment {
     pub step: Option<usize>,
 }
 
+/// What an operator asks of an artifact's pipeline ([`Pipeline::operate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Move the candidate one step on ([`Pipeline::promote`]).
+    Promote,
+    /// Hold the rollout, saying why ([`Pipeline::pause`]).
+    Pause {
+        /// Why.
+        reason: String,
+    },
+    /// Let the rollout move on again ([`Pipeline::resume`]).
+    Resume,
+    /// Withdraw the candidate, saying why ([`Pipeline::rollback`]).
+    Rollback {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Operation {
+    /// Its name, as recorded in the history: `promote`, `pause`, `resume`, `rollback`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Operation::Promote => "promote",
+            Operation::Pause { .. } => "pause",
+            Operation::Resume => "resume",
+            Operation::Rollback { .. } => "rollback",
+        }
+    }
+}
+
+/// One artifact's candidate in its current step, as each host reported it: every host's
+/// own counts are judged against the step's limits, so no host can hide another's breach
+/// by reporting many good decisions of its own (the aggregate the [`Rollout`] judges adds
+/// every host's counts up, and a single host could dilute it at will).
+#[derive(Debug, Default)]
+struct Tally {
+    /// The candidate and the step the counts are for.
+    revision: String,
+    step: usize,
+    /// Each host's counts there.
+    hosts: HashMap<String, Metrics>,
+    /// The first host whose own counts breached the step's limits, and why.
+    breach: Option<String>,
+}
+
+/// The changes a batch of reports makes to the tallies, applied once it is stored.
+#[derive(Debug, Default)]
+struct TallyChanges {
+    /// (artifact, revision, step, host) → the host's counts now.
+    hosts: HashMap<(String, String, usize, String), Metrics>,
+    /// (artifact, revision, step) → why a host's counts breached the limits.
+    breaches: BTreeMap<(String, String, usize), String>,
+}
+
 /// The delivery pipelines of every configured artifact.
 ///
 /// Each operation changes a copy of the [`Rollout`] and writes the changed states, with one
@@ -53,6 +111,14 @@ pub struct Assignment {
 /// the transaction is written). If the write fails, nothing changed. Operations are
 /// applied one at a time, each on the state the previous one left; hosts' decision count
 /// reports are applied and written in batches ([`report`](Pipeline::report)).
+///
+/// Decision counts ([`report`](Pipeline::report)) count only from a host the candidate is
+/// assigned to *and that downloaded it here* ([`record_fetch`](Pipeline::record_fetch)).
+/// Besides the sum over hosts that the [`Rollout`] judges, each host's own counts are
+/// judged against the step's limits: one host's breach rolls the candidate back at the
+/// next [`tick`](Pipeline::tick) and refuses a [`promote`](Pipeline::promote), however many
+/// good decisions other hosts report. Hosts' own counts are kept in memory: after a restart
+/// they start again from zero (the sum is stored).
 ///
 /// For now an artifact holds exactly one bundle (its `bundles` list names it).
 #[derive(Debug)]
@@ -76,6 +142,10 @@ pub struct Pipeline {
     /// Artifact → its bundle, and bundle → its artifact.
     bundle_of: BTreeMap<String, String>,
     artifact_of: BTreeMap<String, String>,
+    /// Artifact → each host's counts for its candidate in its current step.
+    tallies: std::sync::Mutex<BTreeMap<String, Tally>>,
+    /// (artifact, candidate revision, host) for every download of a current candidate.
+    downloaded: std::sync::RwLock<HashSet<(String, String, String)>>,
 }
 
 fn millis(clock: &dyn Clock) -> u64 {
@@ -144,6 +214,18 @@ impl Pipeline {
         let saved = store.load_states().await?;
         let rollout =
             Rollout::restore(&config, clock.clone(), saved).map_err(DeliveryError::Rollout)?;
+        // Who downloaded the candidates in flight: their counts count.
+        let mut downloaded = HashSet::new();
+        for (artifact, state) in rollout.states() {
+            let Some(candidate) = &state.candidate else {
+                continue;
+            };
+            for fetch in store.fetches(artifact).await? {
+                if fetch.revision == candidate.revision {
+                    downloaded.insert((fetch.artifact, fetch.revision, fetch.spiffe_id));
+                }
+            }
+        }
         Ok(Pipeline {
             config,
             clock,
@@ -157,6 +239,8 @@ impl Pipeline {
             served: std::sync::Mutex::new(BTreeMap::new()),
             bundle_of,
             artifact_of,
+            tallies: std::sync::Mutex::new(BTreeMap::new()),
+            downloaded: std::sync::RwLock::new(downloaded),
         })
     }
 
@@ -204,12 +288,10 @@ impl Pipeline {
             .to_owned();
         let revision = RevisionId::of(&tarball);
         if self.store.has_revision(artifact, &revision).await? {
-            return Err(DeliveryError::Exists {
-                artifact: artifact.to_owned(),
-                revision: revision.to_string(),
-            });
+            return Err(self.exists(artifact, &revision));
         }
-        // Compiling and running the tests is CPU work: off the async threads.
+        // Compiling and running the tests is CPU work: off the async threads, and before
+        // the turn to change the pipeline is taken (other changes go on meanwhile).
         let validator = self.validator.clone();
         let (validated, tarball) = tokio::task::spawn_blocking(move || {
             let validated = validator.validate(&bundle, &tarball);
@@ -218,6 +300,22 @@ impl Pipeline {
         .await
         .map_err(|e| DeliveryError::Store(format!("validation did not finish: {e}")))?;
         let bundle_revision = validated?.bundle.revision().to_owned();
+        // Content-addressed: storing the same tarball twice is harmless, so it is stored
+        // before the turn is taken too.
+        match self.artifacts.put(artifact, &tarball).await {
+            // Stored before, but its record was not written (a crash between the two, or
+            // another publish of the same tarball now): the content is the same, by its
+            // address.
+            Ok(_) | Err(DeliveryError::Exists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        // From here to the change being visible, one change at a time: the checks below
+        // hold for what is written (two publishes of one manifest revision cannot both
+        // pass them).
+        let turn = self.changing.lock().await;
+        if self.store.has_revision(artifact, &revision).await? {
+            return Err(self.exists(artifact, &revision));
+        }
         // Hosts report the manifest revision they run: it must name this content only.
         let taken = self
             .bundle_revisions
@@ -233,12 +331,6 @@ impl Pipeline {
                 existing,
             });
         }
-        match self.artifacts.put(artifact, &tarball).await {
-            // Stored before, but its record was not written (a crash between the two):
-            // the content is the same, by its address.
-            Ok(_) | Err(DeliveryError::Exists { .. }) => {}
-            Err(e) => return Err(e),
-        }
         let record = RevisionRecord {
             artifact: artifact.to_owned(),
             revision: revision.clone(),
@@ -248,7 +340,7 @@ impl Pipeline {
             published_at_ms: millis(self.clock.as_ref()),
         };
         let id = revision.to_string();
-        self.change("publish", actor, Some(record), |rollout| {
+        self.change_in_turn(&turn, "publish", actor, Some(record), |rollout| {
             rollout.propose(artifact, &id)
         })
         .await?;
@@ -256,10 +348,67 @@ impl Pipeline {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert((artifact.to_owned(), id), bundle_revision.clone());
+        drop(turn);
         Ok(Published {
             revision,
             bundle_revision,
         })
+    }
+
+    fn exists(&self, artifact: &str, revision: &RevisionId) -> DeliveryError {
+        DeliveryError::Exists {
+            artifact: artifact.to_owned(),
+            revision: revision.to_string(),
+        }
+    }
+
+    /// Does `operation` to `artifact`'s pipeline, as [`promote`](Pipeline::promote),
+    /// [`pause`](Pipeline::pause), [`resume`](Pipeline::resume) or
+    /// [`rollback`](Pipeline::rollback) do; with `expected_candidate`, only if the
+    /// candidate is still that revision (what the operator saw) when the operation is
+    /// applied — checked in the same turn that applies it, so no publish or rollback can
+    /// slip in between. Returns what happened, in words.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Rollout`] if the candidate is another (or none), or as the
+    /// operation's own method; [`DeliveryError::Store`].
+    pub async fn operate(
+        &self,
+        artifact: &str,
+        operation: &Operation,
+        actor: &str,
+        expected_candidate: Option<&str>,
+    ) -> Result<String, DeliveryError> {
+        self.change(operation.kind(), actor, None, |rollout| {
+            if let Some(expected) = expected_candidate {
+                let candidate = rollout
+                    .state(artifact)
+                    .and_then(|s| s.candidate.as_ref())
+                    .map(|c| c.revision.as_str());
+                if candidate != Some(expected) {
+                    return Err(PolicyError::Rollout {
+                        artifact: artifact.to_owned(),
+                        message: format!(
+                            "the candidate is {}, not {expected} (the view was out of date: \
+                             look again)",
+                            candidate.unwrap_or("none")
+                        ),
+                    });
+                }
+            }
+            match operation {
+                Operation::Promote => self.promote_in(rollout, artifact).map(|e| e.to_string()),
+                Operation::Pause { reason } => rollout
+                    .pause(artifact, reason)
+                    .map(|()| format!("paused: {reason}")),
+                Operation::Resume => rollout.unpause(artifact).map(|()| "resumed".to_owned()),
+                Operation::Rollback { reason } => {
+                    rollout.rollback(artifact, reason).map(|e| e.to_string())
+                }
+            }
+        })
+        .await
     }
 
     /// Moves `artifact`'s candidate one step on (see [`Rollout::promote`]).
@@ -273,7 +422,7 @@ impl Pipeline {
         artifact: &str,
         actor: &str,
     ) -> Result<RolloutEvent, DeliveryError> {
-        self.change("promote", actor, None, |r| r.promote(artifact))
+        self.change("promote", actor, None, |r| self.promote_in(r, artifact))
             .await
     }
 
@@ -324,14 +473,106 @@ impl Pipeline {
     ///
     /// [`DeliveryError::Store`] if they cannot be recorded (nothing changes then).
     pub async fn tick(&self) -> Result<Vec<RolloutEvent>, DeliveryError> {
-        self.change("tick", SCHEDULER, None, |r| Ok(r.tick())).await
+        self.change("tick", SCHEDULER, None, |rollout| {
+            // Hosts' own breaches first: a candidate one host saw breach does not move on.
+            let mut events = Vec::new();
+            for (artifact, reason) in self.host_breaches(rollout) {
+                events.push(rollout.rollback(&artifact, &reason)?);
+            }
+            events.extend(rollout.tick());
+            Ok(events)
+        })
+        .await
+    }
+
+    /// [`Rollout::promote`], refused — and rolled back — when a host's own counts breach
+    /// the step's limits.
+    fn promote_in(
+        &self,
+        rollout: &mut Rollout,
+        artifact: &str,
+    ) -> Result<RolloutEvent, PolicyError> {
+        if let Some((_, reason)) = self
+            .host_breaches(rollout)
+            .into_iter()
+            .find(|(a, _)| a == artifact)
+        {
+            let event = rollout.rollback(artifact, &reason)?;
+            return Err(PolicyError::Rollout {
+                artifact: artifact.to_owned(),
+                message: format!("not promoted: {event}"),
+            });
+        }
+        rollout.promote(artifact)
+    }
+
+    /// The artifacts whose candidate, in its current step, a host's own counts breached the
+    /// limits of, and why.
+    fn host_breaches(&self, rollout: &Rollout) -> Vec<(String, String)> {
+        self.tallies()
+            .iter()
+            .filter_map(|(artifact, tally)| {
+                let reason = tally.breach.as_ref()?;
+                let candidate = rollout.state(artifact)?.candidate.as_ref()?;
+                (candidate.revision == tally.revision && candidate.step == tally.step)
+                    .then(|| (artifact.clone(), reason.clone()))
+            })
+            .collect()
+    }
+
+    fn tallies(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Tally>> {
+        // Tallies are changed whole, in `apply_tallies`: a panic elsewhere cannot leave
+        // half of one.
+        self.tallies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The limits of `artifact`'s step `step`.
+    fn thresholds(&self, artifact: &str, step: usize) -> Option<Thresholds> {
+        self.config
+            .artifacts
+            .iter()
+            .find(|a| a.name == artifact)
+            .and_then(|a| a.steps.get(step))
+            .map(|s| s.thresholds)
+    }
+
+    /// Records that host `fetch.spiffe_id` downloaded `fetch.revision` (durably, before it
+    /// returns): what operators see of who runs what, and what lets the host's decision
+    /// counts for a candidate count.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] (then the download must not be served).
+    pub async fn record_fetch(&self, fetch: &FetchRecord) -> Result<(), DeliveryError> {
+        self.store.record_fetch(fetch).await?;
+        let candidate = self
+            .rollout
+            .read()
+            .await
+            .state(&fetch.artifact)
+            .and_then(|s| s.candidate.as_ref())
+            .is_some_and(|c| c.revision == fetch.revision);
+        if candidate {
+            self.downloaded
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert((
+                    fetch.artifact.clone(),
+                    fetch.revision.clone(),
+                    fetch.spiffe_id.clone(),
+                ));
+        }
+        Ok(())
     }
 
     /// Adds the decision counts host `spiffe_id` uploaded to the candidates they concern:
     /// only counts for a bundle revision that is its artifact's candidate, from a host the
-    /// candidate is assigned to, count (a host outside the candidate's steps cannot move
-    /// its rates). Returns how many decisions counted. The counts are persisted with the
-    /// state; no event is recorded for them.
+    /// candidate is assigned to and that downloaded it here, count (a host outside the
+    /// candidate's steps, or that never fetched it, cannot move its rates). Each host's
+    /// own counts are judged too (see [`Pipeline`]). Returns how many decisions counted.
+    /// The sum is persisted with the state; no event is recorded for it.
     ///
     /// Reports made while one batch is written are applied and written together, by one of
     /// their callers: a caller dropped while it writes a batch fails the whole batch, so a
@@ -355,28 +596,43 @@ impl Pipeline {
         if let Some(batch) = batch {
             let counted = self
                 .change(REPORT, "hosts", None, |rollout| {
-                    batch
+                    let mut tallies = TallyChanges::default();
+                    let counted = batch
                         .items()
                         .iter()
-                        .map(|(host, counts)| self.count(rollout, host, counts))
-                        .collect()
+                        .map(|(host, counts)| self.count(rollout, host, counts, &mut tallies))
+                        .collect::<Result<Vec<u64>, _>>()?;
+                    Ok((counted, tallies))
                 })
-                .await;
+                .await
+                .map(|(counted, tallies)| {
+                    // Stored: the hosts' own counts move on too (the batch holds the
+                    // reports' turn until it is answered, so no other batch reads them
+                    // in between).
+                    self.apply_tallies(tallies);
+                    counted
+                });
             batch.answer(counted);
         }
         answer.wait().await
     }
 
     /// Adds `counts` from host `spiffe_id` to the candidates they concern (see
-    /// [`report`](Pipeline::report)); how many decisions counted.
+    /// [`report`](Pipeline::report)), and to the host's own counts in `tallies`; how many
+    /// decisions counted.
     fn count(
         &self,
         rollout: &mut Rollout,
         spiffe_id: &str,
         counts: &DecisionCounts,
+        tallies: &mut TallyChanges,
     ) -> Result<u64, PolicyError> {
         let manifest_revisions = self
             .bundle_revisions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let downloaded = self
+            .downloaded
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut counted = 0_u64;
@@ -384,22 +640,77 @@ impl Pipeline {
             let Some(artifact) = self.artifact_of.get(bundle) else {
                 continue;
             };
-            let Some(candidate) = rollout
+            let Some((candidate, step)) = rollout
                 .state(artifact)
                 .and_then(|s| s.candidate.as_ref())
-                .map(|c| c.revision.clone())
+                .map(|c| (c.revision.clone(), c.step))
             else {
                 continue;
             };
             let assigned = rollout.revision_for(artifact, spiffe_id) == Some(&candidate);
             let same =
                 manifest_revisions.get(&(artifact.clone(), candidate.clone())) == Some(named);
-            if assigned && same {
-                rollout.report(artifact, &candidate, *metrics)?;
-                counted = counted.saturating_add(metrics.decisions);
+            let fetched =
+                downloaded.contains(&(artifact.clone(), candidate.clone(), spiffe_id.to_owned()));
+            if !(assigned && same && fetched) {
+                continue;
             }
+            let key = (
+                artifact.clone(),
+                candidate.clone(),
+                step,
+                spiffe_id.to_owned(),
+            );
+            let before = tallies.hosts.get(&key).copied().unwrap_or_else(|| {
+                self.tallies()
+                    .get(artifact)
+                    .filter(|t| t.revision == candidate && t.step == step)
+                    .and_then(|t| t.hosts.get(spiffe_id).copied())
+                    .unwrap_or_default()
+            });
+            let own = Metrics {
+                decisions: before.decisions.saturating_add(metrics.decisions),
+                denies: before.denies.saturating_add(metrics.denies),
+                errors: before.errors.saturating_add(metrics.errors),
+            };
+            tallies.hosts.insert(key, own);
+            if let Some(reason) = self
+                .thresholds(artifact, step)
+                .and_then(|limits| limits.breach(&own))
+            {
+                tallies
+                    .breaches
+                    .entry((artifact.clone(), candidate.clone(), step))
+                    .or_insert_with(|| format!("{spiffe_id} alone: {reason}"));
+            }
+            rollout.report(artifact, &candidate, *metrics)?;
+            counted = counted.saturating_add(metrics.decisions);
         }
         Ok(counted)
+    }
+
+    /// Makes a stored batch's changes to hosts' own counts current.
+    fn apply_tallies(&self, changes: TallyChanges) {
+        let mut tallies = self.tallies();
+        for ((artifact, revision, step, host), metrics) in changes.hosts {
+            let entry = tallies.entry(artifact).or_default();
+            if entry.revision != revision || entry.step != step {
+                *entry = Tally {
+                    revision,
+                    step,
+                    ..Tally::default()
+                };
+            }
+            entry.hosts.insert(host, metrics);
+        }
+        for ((artifact, revision, step), reason) in changes.breaches {
+            if let Some(entry) = tallies
+                .get_mut(&artifact)
+                .filter(|t| t.revision == revision && t.step == step)
+            {
+                entry.breach.get_or_insert(reason);
+            }
+        }
     }
 
     /// The revision `artifact` assigns to the host `spiffe_id` now.
@@ -418,7 +729,16 @@ impl Pipeline {
     /// How `artifact`'s candidate stands against its current step's limits now (see
     /// [`Rollout::readiness`]); `None` without a candidate.
     pub async fn readiness(&self, artifact: &str) -> Option<Readiness> {
-        self.rollout.read().await.readiness(artifact)
+        let rollout = self.rollout.read().await;
+        let mut readiness = rollout.readiness(artifact)?;
+        if readiness.breach.is_none() {
+            readiness.breach = self
+                .host_breaches(&rollout)
+                .into_iter()
+                .find(|(a, _)| a == artifact)
+                .map(|(_, reason)| reason);
+        }
+        Some(readiness)
     }
 
     /// Where each of `hosts` (SPIFFE IDs) stands in `artifact`'s pipeline now, in order,
@@ -493,7 +813,19 @@ impl Pipeline {
         revision: Option<RevisionRecord>,
         op: impl FnOnce(&mut Rollout) -> Result<T, PolicyError>,
     ) -> Result<T, DeliveryError> {
-        let _one_at_a_time = self.changing.lock().await;
+        let turn = self.changing.lock().await;
+        self.change_in_turn(&turn, kind, actor, revision, op).await
+    }
+
+    /// [`change`](Pipeline::change), by a caller that holds the turn already.
+    async fn change_in_turn<T>(
+        &self,
+        _turn: &tokio::sync::MutexGuard<'_, ()>,
+        kind: &str,
+        actor: &str,
+        revision: Option<RevisionRecord>,
+        op: impl FnOnce(&mut Rollout) -> Result<T, PolicyError>,
+    ) -> Result<T, DeliveryError> {
         let mut rollout = self.rollout.read().await.clone();
         let before = rollout.states().clone();
         let result = op(&mut rollout);
@@ -553,6 +885,20 @@ impl Pipeline {
                         .is_some_and(|c| c.revision == *revision)
             })
         });
+        // Hosts' downloads and own counts matter for the candidates in their steps only.
+        let current = |artifact: &str, revision: &str, step: Option<usize>| {
+            rollout
+                .states()
+                .get(artifact)
+                .and_then(|state| state.candidate.as_ref())
+                .is_some_and(|c| c.revision == revision && step.is_none_or(|s| s == c.step))
+        };
+        self.downloaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(artifact, revision, _)| current(artifact, revision, None));
+        self.tallies()
+            .retain(|artifact, tally| current(artifact, &tally.revision, Some(tally.step)));
         *self.rollout.write().await = rollout;
         if kind != REPORT {
             tracing::info!(kind, actor, "pipeline changed");

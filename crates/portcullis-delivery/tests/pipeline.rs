@@ -17,7 +17,7 @@ use portcullis_delivery::{
     MemoryPipelineStore, Pipeline, PipelineStore, RevisionId, RevisionRecord, SqlitePipelineStore,
     Validator,
 };
-use portcullis_policy::{Bundle, PolicyError, RolloutConfig, RolloutEvent, Thresholds};
+use portcullis_policy::{Bundle, PolicyError, Promotion, RolloutConfig, RolloutEvent, Thresholds};
 
 const CANARY: &str = "spiffe://example.org/canary/host-1";
 const PROD: &str = "spiffe://example.org/prod/host-2";
@@ -319,6 +319,19 @@ fn decisions(revision: &str, allowed: usize, denied: usize) -> DecisionCounts {
     .unwrap()
 }
 
+/// Records that `host` downloaded `revision` of authz, as the bundle endpoint does.
+async fn fetched(pipeline: &Pipeline, host: &str, revision: &RevisionId) {
+    pipeline
+        .record_fetch(&FetchRecord {
+            at_ms: 1,
+            spiffe_id: host.to_owned(),
+            artifact: "authz".to_owned(),
+            revision: revision.to_string(),
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn decision_counts_from_assigned_hosts_roll_a_bad_candidate_back() {
     let fx = Fixture::new("report");
@@ -336,6 +349,15 @@ async fn decision_counts_from_assigned_hosts_roll_a_bad_candidate_back() {
         .unwrap();
     // Too few decisions: not promoted yet.
     assert!(pipeline.tick().await.unwrap().is_empty());
+    // A host that never downloaded the candidate here cannot count for it.
+    assert_eq!(
+        pipeline
+            .report(CANARY, &decisions("g1", 9, 1))
+            .await
+            .unwrap(),
+        0
+    );
+    fetched(&pipeline, CANARY, &good.revision).await;
     assert_eq!(
         pipeline
             .report(CANARY, &decisions("g1", 9, 1))
@@ -361,6 +383,9 @@ async fn decision_counts_from_assigned_hosts_roll_a_bad_candidate_back() {
         .publish("authz", bundle("b2", "alice"), "user:ci")
         .await
         .unwrap();
+    fetched(&pipeline, CANARY, &bad.revision).await;
+    // A download of the stable revision is not one of the candidate.
+    fetched(&pipeline, PROD, &good.revision).await;
     // Production is not assigned the candidate: its counts do not count; nor do counts
     // for another manifest revision.
     assert_eq!(
@@ -390,14 +415,22 @@ async fn decision_counts_from_assigned_hosts_roll_a_bad_candidate_back() {
     );
     assert_eq!(
         pipeline
-            .report(CANARY, &decisions("b2", 2, 18))
+            .report(CANARY, &decisions("b2", 2, 8))
             .await
             .unwrap(),
-        20
+        10
     );
     drop(pipeline);
-    // The counts were persisted: after a reopen the breach still rolls it back.
+    // The counts were persisted, and who downloaded the candidate: after a reopen the
+    // canary's counts still count, and the breach rolls it back.
     let pipeline = fx.open_with(config).await;
+    assert_eq!(
+        pipeline
+            .report(CANARY, &decisions("b2", 0, 10))
+            .await
+            .unwrap(),
+        10
+    );
     let events = pipeline.tick().await.unwrap();
     assert!(
         matches!(&events[..], [RolloutEvent::RolledBack { revision, reason, .. }]
@@ -414,6 +447,105 @@ async fn decision_counts_from_assigned_hosts_roll_a_bad_candidate_back() {
         "counts are not events"
     );
     assert_eq!(history.last().unwrap().actor, "scheduler");
+}
+
+#[tokio::test]
+async fn one_hosts_good_counts_cannot_hide_anothers_breach() {
+    const CANARY_2: &str = "spiffe://example.org/canary/host-3";
+    let fx = Fixture::new("dilute");
+    let mut config = config(r#"{ mode = "manual" }"#);
+    config.artifacts[0].steps[0].thresholds = Thresholds {
+        max_deny_rate: Some(0.5),
+        max_error_rate: None,
+        min_decisions: 10,
+    };
+    config.artifacts[0].steps[0].soak_seconds = 0;
+    let pipeline = fx.open_with(config.clone()).await;
+    let first = pipeline
+        .publish("authz", bundle("g1", "alice"), "user:ci")
+        .await
+        .unwrap();
+    let bad = pipeline
+        .publish("authz", bundle("b2", "alice"), "user:ci")
+        .await
+        .unwrap();
+    let history = pipeline.store().events(Some("authz"), 100).await.unwrap();
+    assert!(
+        history.last().unwrap().message.contains(&format!(
+            "replacing candidate {} (withdrawn at canary)",
+            first.revision
+        )),
+        "a publish says which candidate it withdrew: {history:?}"
+    );
+    fetched(&pipeline, CANARY, &bad.revision).await;
+    fetched(&pipeline, CANARY_2, &bad.revision).await;
+    // One canary host sees the candidate deny everything; another reports a flood of
+    // allowed decisions, which keeps the sum's deny rate near zero.
+    let flood = DecisionCounts::parse_compact(
+        br#"{"bundles":[{"name":"authz","revision":"b2","decisions":18446744073709551615}]}"#,
+    )
+    .unwrap();
+    assert_eq!(pipeline.report(CANARY_2, &flood).await.unwrap(), u64::MAX);
+    assert_eq!(
+        pipeline
+            .report(CANARY, &decisions("b2", 0, 5))
+            .await
+            .unwrap(),
+        5
+    );
+    // Below the step's minimum for that host: not judged yet.
+    assert!(pipeline.readiness("authz").await.unwrap().breach.is_none());
+    assert_eq!(
+        pipeline
+            .report(CANARY, &decisions("b2", 1, 9))
+            .await
+            .unwrap(),
+        10
+    );
+    let readiness = pipeline.readiness("authz").await.unwrap();
+    assert_eq!(readiness.deny_rate.map(|r| r < 0.01), Some(true));
+    let breach = readiness.breach.unwrap();
+    assert!(
+        breach.starts_with(&format!("{CANARY} alone: deny rate")),
+        "{breach}"
+    );
+    // A promotion is refused, and rolls it back, as for a breach of the sum.
+    let err = pipeline.promote("authz", "user:olivia").await.unwrap_err();
+    assert!(
+        matches!(&err, DeliveryError::Rollout(PolicyError::Rollout { message, .. })
+            if message.contains("alone: deny rate")),
+        "{err}"
+    );
+    let state = pipeline.state("authz").await.unwrap();
+    assert!(state.candidate.is_none(), "{state:?}");
+    assert_eq!(state.stable, None);
+
+    // Under automatic promotion the scheduler rolls it back at its next tick.
+    let mut auto = config;
+    auto.artifacts[0].steps[0].promotion = Promotion::Always;
+    drop(pipeline);
+    let pipeline = fx.open_with(auto).await;
+    let third = pipeline
+        .publish("authz", bundle("b3", "alice"), "user:ci")
+        .await
+        .unwrap();
+    fetched(&pipeline, CANARY, &third.revision).await;
+    fetched(&pipeline, CANARY_2, &third.revision).await;
+    let flood = DecisionCounts::parse_compact(
+        br#"{"bundles":[{"name":"authz","revision":"b3","decisions":1000000}]}"#,
+    )
+    .unwrap();
+    pipeline.report(CANARY_2, &flood).await.unwrap();
+    pipeline
+        .report(CANARY, &decisions("b3", 0, 10))
+        .await
+        .unwrap();
+    let events = pipeline.tick().await.unwrap();
+    assert!(
+        matches!(&events[..], [RolloutEvent::RolledBack { revision, reason, .. }]
+            if *revision == third.revision.to_string() && reason.contains("alone: deny rate")),
+        "{events:?}"
+    );
 }
 
 /// What every pipeline store must do, whichever it is.

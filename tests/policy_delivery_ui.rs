@@ -251,6 +251,9 @@ impl Api {
     /// `decisions` decisions (a tenth of them denials) for `revision` of `name`, from
     /// canary host 0.
     async fn decisions(&self, name: &str, revision: &str, decisions: u64) {
+        // Only a host that downloaded the candidate counts for it.
+        let (status, _) = self.get(&format!("/bundles/{name}"), &host_token(0)).await;
+        assert_eq!(status, 200, "canary host 0 downloads {name}");
         let (status, answer) = self
             .post(
                 "/v1/decision-counts",
@@ -1013,6 +1016,19 @@ async fn the_ui_shows_and_operates_100_artifacts_on_1000_hosts_in_chromium() {
         ],
     )
     .await;
+    // A name outside the artifact grammar is never fetched: with `..` the browser would
+    // resolve the API URL to another endpoint (`/v1/`).
+    for odd in ["..", ".", "%2E%2E", "a%2F..%2F.."] {
+        browser
+            .goto(&format!("{base}/ui/#/artifacts/{odd}"))
+            .await
+            .unwrap();
+        until(&browser, "the list instead of an odd name", |s| {
+            s["view"] == "list-view" && s["notice"] == ""
+        })
+        .await;
+        check_console(&browser, "an odd artifact name", &[]).await;
+    }
     browser.close().await.unwrap();
     child.kill().await.unwrap();
 

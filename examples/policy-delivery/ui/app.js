@@ -708,6 +708,12 @@ function route() {
       location.hash = "#/";
       return;
     }
+    // The server's artifact name grammar: anything else (".", "..", a slash) would make
+    // the browser resolve the API URL to another endpoint.
+    if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(name)) {
+      location.hash = "#/";
+      return;
+    }
     loadArtifact(name);
   } else {
     current = null;

@@ -319,6 +319,19 @@ fn decisions(revision: &str, allowed: usize, denied: usize) -> DecisionCounts {
     .unwrap()
 }
 
+/// The two-step pipeline with the canary judged from 10 decisions (at most half denials)
+/// and no soak.
+fn judged(promotion: &str) -> RolloutConfig {
+    let mut config = config(promotion);
+    config.artifacts[0].steps[0].thresholds = Thresholds {
+        max_deny_rate: Some(0.5),
+        max_error_rate: None,
+        min_decisions: 10,
+    };
+    config.artifacts[0].steps[0].soak_seconds = 0;
+    config
+}
+
 /// Records that `host` downloaded `revision` of authz, as the bundle endpoint does.
 async fn fetched(pipeline: &Pipeline, host: &str, revision: &RevisionId) {
     pipeline
@@ -335,13 +348,7 @@ async fn fetched(pipeline: &Pipeline, host: &str, revision: &RevisionId) {
 #[tokio::test]
 async fn decision_counts_from_assigned_hosts_roll_a_bad_candidate_back() {
     let fx = Fixture::new("report");
-    let mut config = config(r#"{ mode = "always" }"#);
-    config.artifacts[0].steps[0].thresholds = Thresholds {
-        max_deny_rate: Some(0.5),
-        max_error_rate: None,
-        min_decisions: 10,
-    };
-    config.artifacts[0].steps[0].soak_seconds = 0;
+    let config = judged(r#"{ mode = "always" }"#);
     let pipeline = fx.open_with(config.clone()).await;
     let good = pipeline
         .publish("authz", bundle("g1", "alice"), "user:ci")
@@ -453,13 +460,7 @@ async fn decision_counts_from_assigned_hosts_roll_a_bad_candidate_back() {
 async fn one_hosts_good_counts_cannot_hide_anothers_breach() {
     const CANARY_2: &str = "spiffe://example.org/canary/host-3";
     let fx = Fixture::new("dilute");
-    let mut config = config(r#"{ mode = "manual" }"#);
-    config.artifacts[0].steps[0].thresholds = Thresholds {
-        max_deny_rate: Some(0.5),
-        max_error_rate: None,
-        min_decisions: 10,
-    };
-    config.artifacts[0].steps[0].soak_seconds = 0;
+    let config = judged(r#"{ mode = "manual" }"#);
     let pipeline = fx.open_with(config.clone()).await;
     let first = pipeline
         .publish("authz", bundle("g1", "alice"), "user:ci")

@@ -1606,24 +1606,7 @@ async fn the_console_page_logs_in_sends_shows_the_audit_log_and_retries() {
     use fantoccini::Locator;
     let d = Deployment::start("page", "sqlite://audit.db").await;
     let profile = d.dir.join("chromium-profile");
-    let capabilities = json!({
-        "goog:chromeOptions": {
-            "binary": env("PORTCULLIS_TEST_CHROMIUM"),
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--window-size=1280,1100",
-                "--force-device-scale-factor=1",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }
-    });
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = fantoccini::ClientBuilder::new(connector)
-        .capabilities(capabilities.as_object().unwrap().clone())
-        .connect(&env("PORTCULLIS_TEST_WEBDRIVER_URL"))
-        .await
-        .unwrap();
+    let browser = common::chromium(&profile, 1280, 1100).await;
 
     // Log in with the LDAP password.
     browser.goto(&format!("{}/audit", d.base)).await.unwrap();

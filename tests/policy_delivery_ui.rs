@@ -32,7 +32,7 @@ use portcullis::policy::Bundle;
 use serde_json::{Value, json};
 
 mod common;
-use common::{env, example_binary, spawn_listening};
+use common::{example_binary, spawn_listening};
 
 const ARTIFACTS: usize = 100;
 const HOSTS: usize = 1000;
@@ -618,25 +618,7 @@ async fn the_ui_shows_and_operates_100_artifacts_on_1000_hosts_in_chromium() {
     let seeded = seeding.elapsed();
 
     let profile = dir.join("chromium-profile");
-    let capabilities = json!({
-        "goog:loggingPrefs": {"browser": "ALL"},
-        "goog:chromeOptions": {
-            "binary": env("PORTCULLIS_TEST_CHROMIUM"),
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--window-size=1280,1500",
-                "--force-device-scale-factor=1",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }
-    });
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = fantoccini::ClientBuilder::new(connector)
-        .capabilities(capabilities.as_object().unwrap().clone())
-        .connect(&env("PORTCULLIS_TEST_WEBDRIVER_URL"))
-        .await
-        .unwrap();
+    let browser = common::chromium(&profile, 1280, 1500).await;
 
     // `/` leads to the UI, which asks for a token; a wrong one is told so.
     browser.goto(&format!("{base}/")).await.unwrap();

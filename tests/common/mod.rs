@@ -93,3 +93,33 @@ pub(crate) async fn spawn_listening(
     .unwrap_or_else(|_| panic!("{} did not start within 60 s", binary.display()));
     (child, url)
 }
+
+/// Headless Chromium at `width`×`height` CSS pixels (scale 1), driven through ChromeDriver
+/// (`PORTCULLIS_TEST_WEBDRIVER_URL`, binary `PORTCULLIS_TEST_CHROMIUM`, both set by
+/// `scripts/with-services`), with a fresh profile in `profile` and its browser log kept
+/// (ChromeDriver's `goog:loggingPrefs`), so a test can fail on console errors.
+pub(crate) async fn chromium(
+    profile: &std::path::Path,
+    width: u32,
+    height: u32,
+) -> fantoccini::Client {
+    let capabilities = serde_json::json!({
+        "goog:loggingPrefs": {"browser": "ALL"},
+        "goog:chromeOptions": {
+            "binary": env("PORTCULLIS_TEST_CHROMIUM"),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", format!("--window-size={width},{height}"),
+                "--force-device-scale-factor=1",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }
+    });
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    fantoccini::ClientBuilder::new(connector)
+        .capabilities(capabilities.as_object().unwrap().clone())
+        .connect(&env("PORTCULLIS_TEST_WEBDRIVER_URL"))
+        .await
+        .unwrap()
+}

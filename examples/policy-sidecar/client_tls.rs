@@ -19,6 +19,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// `[client_tls]`.
+#[cfg_attr(
+    not(feature = "tls"),
+    expect(
+        dead_code,
+        reason = "read by the tls build; without it a [client_tls] section stops the start"
+    )
+)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClientTlsConfig {

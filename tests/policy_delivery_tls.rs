@@ -66,6 +66,14 @@ fn scratch(tag: &str) -> PathBuf {
 
 /// A bundle allowing alice, and carol too when `carol` is set.
 fn bundle_for(revision: &str, carol: bool) -> Vec<u8> {
+    Bundle::from_files("authz", bundle_files(revision, carol))
+        .unwrap()
+        .to_tar_gz()
+        .unwrap()
+}
+
+/// [`bundle_for`]'s files.
+fn bundle_files(revision: &str, carol: bool) -> Vec<(String, Vec<u8>)> {
     let extra = if carol {
         "\nallow if input.user == \"carol\"\n"
     } else {
@@ -75,17 +83,13 @@ fn bundle_for(revision: &str, carol: bool) -> Vec<u8> {
         "package authz\n\ndefault allow := false\n\nallow if input.user == \"alice\"\n{extra}\n\
          test_alice if allow with input as {{\"user\": \"alice\"}}\n"
     );
-    let files = vec![
+    vec![
         (
             ".manifest".to_owned(),
             format!(r#"{{"revision":"{revision}","roots":["authz"]}}"#).into_bytes(),
         ),
         ("authz.rego".to_owned(), policy.into_bytes()),
-    ];
-    Bundle::from_files("authz", files)
-        .unwrap()
-        .to_tar_gz()
-        .unwrap()
+    ]
 }
 
 /// Writes `name.pem` and `name_key.pem` into `dir`: an SVID for `id` issued by `ca`.
@@ -323,11 +327,8 @@ async fn hosts_are_known_by_their_svids_and_no_token_can_override_one() {
     let dir = scratch("hosts");
     let ca = Ca::root("example.org");
     let config = write_server_config(&dir, &ca);
-    let (mut server, base) = spawn_listening(
-        &example_binary("policy-delivery", "--features delivery,tls"),
-        &config,
-    )
-    .await;
+    let delivery = example_binary("policy-delivery", "--features delivery,tls");
+    let (mut server, base) = spawn_listening(&delivery, &config).await;
     assert!(base.starts_with("https://"), "{base}");
     let bundles = format!("{base}/bundles/authz");
     let get = reqwest::Method::GET;
@@ -368,18 +369,40 @@ async fn hosts_are_known_by_their_svids_and_no_token_can_override_one() {
             String::from_utf8_lossy(&promoted.body)
         );
     }
-    let r2 = bundle_for("r2", true);
-    let r2_id = sha256(&r2);
-    let published = send(
-        &operator,
-        reqwest::Method::POST,
-        format!("{base}/v1/artifacts/authz/revisions"),
-        Some(CI_TOKEN),
-        r2,
-    )
-    .await
-    .unwrap();
-    assert_eq!(published.status, 201);
+    // CI's `policy-delivery publish` verifies the server's SVID and SPIFFE ID.
+    let folder = dir.join("r2");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (path, bytes) in bundle_files("r2", true) {
+        std::fs::write(folder.join(path), bytes).unwrap();
+    }
+    std::fs::write(dir.join("ci.token"), CI_TOKEN).unwrap();
+    let publish = |server_id: &str| {
+        tokio::process::Command::new(&delivery)
+            .arg("publish")
+            .args(["--server", &base, "--artifact", "authz", "--dir"])
+            .arg(&folder)
+            .arg("--token-file")
+            .arg(dir.join("ci.token"))
+            .arg("--trust-bundle")
+            .arg(dir.join("bundle.pem"))
+            .args(["--server-id", server_id])
+            .output()
+    };
+    let wrong = publish("spiffe://example.org/someone-else").await.unwrap();
+    assert!(
+        !wrong.status.success(),
+        "published to a server of another SPIFFE ID"
+    );
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("POST https://"), "{stderr}");
+    let published = publish(SERVER).await.unwrap();
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&published.stdout).unwrap();
+    let r2_id = answer["revision"].as_str().unwrap().to_owned();
 
     // By certificate alone: the canary gets the candidate, production the stable revision.
     let canary = client(&ca, Some((&ca, CANARY)));

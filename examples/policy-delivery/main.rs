@@ -73,6 +73,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once from the command line; its size does not matter"
+)]
 enum Command {
     /// Prints a new random token and the `token_sha256` to configure for it.
     NewToken,

@@ -524,5 +524,6 @@ pub fn reqwest_client(
     source: &Arc<IdentitySource>,
     expected_server: PeerIds,
 ) -> Result<reqwest::ClientBuilder, TlsConfigError> {
-    Ok(reqwest::Client::builder().use_preconfigured_tls(client_config(source, expected_server)?))
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(source, expected_server)?))
 }

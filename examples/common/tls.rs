@@ -283,6 +283,28 @@ impl Tls {
         })
     }
 
+    /// As [`Tls::server`], but a verified client SVID is not made a principal: its SPIFFE ID
+    /// only goes into each request's extensions ([`portcullis::tls::PeerIdentity`]) and an
+    /// `Authorization` header beside it reaches the handler, for a service that decides
+    /// itself what a client certificate stands for (policy-delivery's hosts).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsSetupError::Config`] if rustls refuses the configuration.
+    pub(crate) fn server_with_peer_ids(&self) -> Result<portcullis::tls::TlsServer, TlsSetupError> {
+        use portcullis::tls::identity::{ClientAuth, PeerIds};
+        let client_auth = match self.client_certs {
+            ClientCerts::Off => ClientAuth::Off,
+            ClientCerts::Optional => ClientAuth::Optional,
+            ClientCerts::Required => ClientAuth::Required,
+        };
+        Ok(portcullis::tls::TlsServer::from_source(
+            self.files.source(),
+            client_auth,
+            PeerIds::Any,
+        )?)
+    }
+
     /// The identity material (for a client that presents this service's SVID).
     pub(crate) fn source(&self) -> &std::sync::Arc<portcullis::tls::identity::IdentitySource> {
         self.files.source()

@@ -18,11 +18,11 @@ use portcullis::delivery::{
 };
 use portcullis::gate::{CHALLENGE, Gate, GateError, GateRequest, RunError};
 use portcullis::policy::RolloutEvent;
-use portcullis::token::AuthError;
 use portcullis::{AuthMethod, Decision, Principal, PrincipalKind, Resource};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::host_id::{Peer, host_of};
 use crate::tokens::TokenTable;
 use crate::views::{OPERATIONS, operation_request};
 use crate::{PROMOTE, PUBLISH, ROLLBACK, ui, views};
@@ -143,19 +143,6 @@ pub(crate) fn gate_error(err: &GateError) -> Response {
             HeaderValue::from_static(CHALLENGE),
         );
     }
-    response
-}
-
-fn unauthenticated(err: &AuthError) -> Response {
-    let mut response = error(
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-        format!("a host token is required: {err}"),
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"policy-delivery\""),
-    );
     response
 }
 
@@ -358,17 +345,18 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// `GET /bundles/{name}` (OPA's bundle service protocol): the revision the pipeline assigns
-/// to the calling host, identified by its token, with an `ETag`; 304 when `If-None-Match`
-/// names it.
+/// to the calling host, identified by its client certificate or token ([`host_of`]), with an
+/// `ETag`; 304 when `If-None-Match` names it.
 async fn bundle(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     method: axum::http::Method,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    let host = match app.hosts.by_header(authorization(&headers)) {
-        Ok(host) => host.clone(),
-        Err(err) => return unauthenticated(&err),
+    let host = match host_of(&app, &peer, &headers) {
+        Ok(host) => host,
+        Err(refused) => return refused,
     };
     let Some(artifact) = app.pipeline.artifact_of(&name).map(str::to_owned) else {
         return error(
@@ -432,11 +420,16 @@ async fn bundle(
 }
 
 /// `POST /status` (OPA's status API): what the calling host has active, recorded under the
-/// SPIFFE ID its token is bound to (never one the report claims).
-async fn status(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    let host = match app.hosts.by_header(authorization(&headers)) {
-        Ok(host) => host.clone(),
-        Err(err) => return unauthenticated(&err),
+/// SPIFFE ID its certificate or token names ([`host_of`]; never one the report claims).
+async fn status(
+    State(app): State<Arc<App>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let host = match host_of(&app, &peer, &headers) {
+        Ok(host) => host,
+        Err(refused) => return refused,
     };
     let report = match StatusReport::parse(&body) {
         Ok(report) => report,
@@ -464,10 +457,15 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
 /// `POST /logs` (OPA's decision log upload, gzip or plain JSON): the calling host's decisions
 /// counted for the candidates assigned to it, which the scheduler judges against the step's
 /// thresholds.
-async fn logs(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    let host = match app.hosts.by_header(authorization(&headers)) {
-        Ok(host) => host.clone(),
-        Err(err) => return unauthenticated(&err),
+async fn logs(
+    State(app): State<Arc<App>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let host = match host_of(&app, &peer, &headers) {
+        Ok(host) => host,
+        Err(refused) => return refused,
     };
     // gzip (what OPA sends) or none: any other encoding is refused, never read as JSON.
     let gzip = match headers
@@ -490,10 +488,15 @@ async fn logs(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> R
 
 /// `POST /v1/decision-counts`: the compact counters report policy-sidecar sends, counted
 /// as `POST /logs` counts.
-async fn decision_counts(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    let host = match app.hosts.by_header(authorization(&headers)) {
-        Ok(host) => host.clone(),
-        Err(err) => return unauthenticated(&err),
+async fn decision_counts(
+    State(app): State<Arc<App>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let host = match host_of(&app, &peer, &headers) {
+        Ok(host) => host,
+        Err(refused) => return refused,
     };
     count(app, host, DecisionCounts::parse_compact(&body)).await
 }

@@ -17,7 +17,10 @@
 )]
 
 mod app;
+mod host_id;
 mod publish;
+#[path = "../common/tls.rs"]
+mod tls;
 mod tokens;
 mod ui;
 mod views;
@@ -70,6 +73,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once from the command line; its size does not matter"
+)]
 enum Command {
     /// Prints a new random token and the `token_sha256` to configure for it.
     NewToken,
@@ -97,7 +104,8 @@ struct Config {
     #[serde(default = "default_bundle_bytes")]
     max_bundle_bytes: usize,
     audit: AuditConfig,
-    /// Hosts: a token each, bound to the host's SPIFFE ID.
+    /// Hosts, by SPIFFE ID: each known by its client certificate (an X.509-SVID, with
+    /// `[tls]`), by a token bound to its SPIFFE ID, or both.
     #[serde(default)]
     hosts: Vec<HostConfig>,
     /// Publishers and operators.
@@ -115,6 +123,9 @@ struct Config {
     /// bundle's own name).
     #[serde(default)]
     roots: BTreeMap<String, Vec<String>>,
+    /// Serving over TLS with this service's certificate; with `client_certs`, hosts
+    /// authenticate with their SVIDs. Absent: plain HTTP.
+    tls: Option<tls::TlsConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,7 +139,8 @@ struct AuditConfig {
 #[serde(deny_unknown_fields)]
 struct HostConfig {
     spiffe_id: String,
-    token_sha256: String,
+    /// The host's token, when it may use one (without, only its SVID identifies it).
+    token_sha256: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,11 +308,61 @@ fn host_table(config: &Config) -> Result<TokenTable<String>, String> {
                 host.spiffe_id
             ));
         }
-        let digest = TokenDigest::parse(&host.token_sha256)
-            .map_err(|e| format!("[[hosts]] {}: {e}", host.spiffe_id))?;
+        let Some(token) = &host.token_sha256 else {
+            continue;
+        };
+        let digest =
+            TokenDigest::parse(token).map_err(|e| format!("[[hosts]] {}: {e}", host.spiffe_id))?;
         entries.push((digest, host.spiffe_id.clone()));
     }
     TokenTable::new(entries).map_err(|e| format!("[[hosts]]: {e}"))
+}
+
+/// Checks that every host can be identified: a host without `token_sha256` needs `[tls]`
+/// asking for client certificates and a bundle of its trust domain. `[[tls.groups]]` is
+/// refused: a client certificate makes no principal here (operators use tokens), it only
+/// identifies a host.
+fn check_host_identities(config: &Config) -> Result<(), String> {
+    if let Some(tls) = &config.tls
+        && !tls.groups.is_empty()
+    {
+        return Err(
+            "[[tls.groups]] is not used by policy-delivery: a client certificate \
+                    identifies a host ([[hosts]]), and operators authenticate with tokens"
+                .into(),
+        );
+    }
+    let asks = config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_certs != tls::ClientCerts::Off);
+    for host in config.hosts.iter().filter(|h| h.token_sha256.is_none()) {
+        if !asks {
+            return Err(format!(
+                "[[hosts]] {} has no token_sha256, so only its client certificate could \
+                 identify it: configure [tls] with client_certs = \"optional\" or \"required\", \
+                 or give it a token",
+                host.spiffe_id
+            ));
+        }
+        let domain = host
+            .spiffe_id
+            .strip_prefix("spiffe://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default();
+        if !config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.trust_domains.contains_key(domain))
+        {
+            return Err(format!(
+                "[[hosts]] {} has no token_sha256 and [tls.trust_domains] has no bundle for \
+                 {domain:?}: its SVID could never verify",
+                host.spiffe_id
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn principal_table(config: &Config) -> Result<TokenTable<Principal>, String> {
@@ -452,6 +514,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", pipelines_path.display()))?,
     )
     .map_err(|e| format!("{}: {e}", pipelines_path.display()))?;
+    // [tls] loads (and fails) before any store is opened.
+    check_host_identities(&config)?;
+    let tls = match config.tls.as_mut() {
+        Some(section) => {
+            section.resolve_paths(&base);
+            Some(section.open().map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
     let hosts = host_table(&config)?;
     let mut host_ids: Vec<String> = config.hosts.iter().map(|h| h.spiffe_id.clone()).collect();
     host_ids.sort();
@@ -527,15 +598,56 @@ async fn run(cli: Cli) -> Result<(), String> {
         .await
         .map_err(|e| format!("listen on {}: {e}", config.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("LISTENING http://{address}");
-    let served = axum::serve(listener, app::router(app))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string());
+    let served = match tls {
+        Some(tls) => {
+            println!("LISTENING https://{address}");
+            serve_tls(&tls, listener, app::router(app)).await
+        }
+        None => {
+            tls::warn_if_plain_and_exposed(&address, "policy-delivery");
+            println!("LISTENING http://{address}");
+            axum::serve(listener, app::router(app))
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
     if let Err(err) = audit.flush().await {
         tracing::error!(error = %err, "the audit log could not be flushed at shutdown");
     }
     served
+}
+
+/// Serves `router` over TLS per `[tls]` until Ctrl-C, with the identity files watched for
+/// rotation. A verified client SVID is not made a principal: [`host_id::host_of`] decides
+/// what it stands for (a configured host, or nothing).
+#[cfg(feature = "tls")]
+async fn serve_tls(
+    tls: &tls::Tls,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) -> Result<(), String> {
+    let watch = tls.watch();
+    let served = tls
+        .server_with_peer_ids()
+        .map_err(|e| e.to_string())?
+        .serve(listener, router, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string());
+    watch.abort();
+    served
+}
+
+/// Without the `tls` feature there is no [`tls::Tls`] to serve.
+#[cfg(not(feature = "tls"))]
+async fn serve_tls(
+    tls: &tls::Tls,
+    _listener: tokio::net::TcpListener,
+    _router: axum::Router,
+) -> Result<(), String> {
+    match *tls {}
 }

@@ -31,6 +31,54 @@ pub(crate) struct PublishArgs {
     /// The key id written in the signature (`kid`).
     #[arg(long, value_name = "ID")]
     key_id: Option<String>,
+    /// For an https:// server whose certificate is an X.509-SVID (`[tls]`): the trust bundle
+    /// (PEM) of its trust domain. Needs `--server-id`.
+    #[arg(long, value_name = "FILE", requires = "server_id")]
+    trust_bundle: Option<PathBuf>,
+    /// The SPIFFE ID the server's SVID must name (with `--trust-bundle`).
+    #[arg(long, value_name = "SPIFFE_ID", requires = "trust_bundle")]
+    server_id: Option<String>,
+}
+
+/// The HTTP client: one that verifies the server's SVID against `--trust-bundle` and
+/// authorizes `--server-id` when given, else the system's roots. No redirects either way:
+/// the token goes to `--server` only.
+fn client(args: &PublishArgs) -> Result<reqwest::Client, String> {
+    let builder = match (&args.trust_bundle, &args.server_id) {
+        (Some(bundle), Some(id)) => spiffe_server(bundle, id)?,
+        _ => reqwest::Client::builder(),
+    };
+    builder
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A client builder that accepts only a server whose SVID verifies to `bundle` and names
+/// `id` (no client certificate: the token authenticates the publisher).
+#[cfg(feature = "tls")]
+fn spiffe_server(bundle: &Path, id: &str) -> Result<reqwest::ClientBuilder, String> {
+    use portcullis::tls::identity::{
+        BundleSet, IdentitySource, Material, PeerIds, SpiffeId, TrustBundle, crypto_provider,
+    };
+    let id: SpiffeId = id.parse().map_err(|e| format!("--server-id {id:?}: {e}"))?;
+    let bundle = TrustBundle::from_pem(id.trust_domain(), &read(bundle)?)
+        .map_err(|e| format!("--trust-bundle {}: {e}", bundle.display()))?;
+    let source = IdentitySource::fixed(
+        Material {
+            svid: None,
+            bundles: BundleSet::new().with(bundle),
+        },
+        crypto_provider(),
+    );
+    portcullis::tls::reqwest_client(&source, PeerIds::exactly(id)).map_err(|e| e.to_string())
+}
+
+/// Without the `tls` feature there is no SPIFFE server verification.
+#[cfg(not(feature = "tls"))]
+fn spiffe_server(_bundle: &Path, _id: &str) -> Result<reqwest::ClientBuilder, String> {
+    Err("--trust-bundle and --server-id need a binary built with the `tls` feature".into())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -100,10 +148,7 @@ pub(crate) async fn publish(args: PublishArgs) -> Result<String, String> {
         args.server.trim_end_matches('/'),
         args.artifact
     );
-    let response = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .map_err(|e| e.to_string())?
+    let response = client(&args)?
         .post(&url)
         .bearer_auth(token)
         .header("content-type", "application/gzip")

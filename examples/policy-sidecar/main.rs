@@ -16,6 +16,7 @@
     reason = "a command-line service prints its banner and its errors"
 )]
 
+mod client_tls;
 mod metrics;
 mod report;
 mod request;
@@ -90,6 +91,11 @@ Configuration (TOML; --print-config shows the built-in one):
   [delivery] url = http://delivery:8282, token_file = FILE, report_seconds (default 10):
             report bundles' active revisions (POST /status) and decision counts per
             bundle revision (POST /v1/decision-counts) to a policy-delivery server
+            (token_file not needed with [client_tls] and an https:// url)
+  [client_tls] cert, key (this host's X.509-SVID), server_id (the SPIFFE ID servers must
+            present; default any), reload_seconds, [client_tls.trust_domains]: the SVID
+            is presented to https:// bundle urls and [delivery] (mutual TLS, no token),
+            and its SPIFFE ID is spiffe_id
   [decision_log] url = sqlite://FILE | jsonl://DIR | postgres://..., mask = [\"/input/a\"]
             (JSON pointers, or input.a.b), labels = {k = \"v\"}; records in OPA's layout,
             masked by the bundles' data.system.log.mask policy too
@@ -162,6 +168,9 @@ struct Config {
     /// Serving over TLS with this workload's SVID, whose SPIFFE ID then is `spiffe_id`.
     /// Absent: plain HTTP.
     tls: Option<tls::TlsConfig>,
+    /// This host's SVID, presented to `https://` bundle servers and to `[delivery]` (mutual
+    /// TLS); its SPIFFE ID then is `spiffe_id`.
+    client_tls: Option<client_tls::ClientTlsConfig>,
 }
 
 /// `[server]`: which parts of OPA's API answer.
@@ -322,6 +331,24 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Some(tls) = &tls {
         config.spiffe_id = svid_spiffe_id(tls, config.spiffe_id.take())?;
     }
+    let client_identity = match &config.client_tls {
+        Some(section) => Some(Arc::new(section.open(&base)?)),
+        None => None,
+    };
+    if let Some(identity) = &client_identity {
+        config.spiffe_id = match (identity.spiffe_id(), config.spiffe_id.take()) {
+            (Some(id), Some(configured)) if id != configured => {
+                return Err(format!(
+                    "the [client_tls] SVID is {id} but spiffe_id (or the [tls] SVID) is \
+                     {configured:?}: one host, one SPIFFE ID"
+                ));
+            }
+            (id, configured) => id.or(configured),
+        };
+        // Rotated SVIDs and bundles are picked up without a restart (the task lives as long
+        // as the process).
+        drop(identity.watch());
+    }
     check(&config)?;
     for bundle in &config.bundles {
         if let Some(path) = &bundle.token_file {
@@ -412,6 +439,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             config_file: cli.config.clone(),
             mode: config.rollout.as_ref().map(|r| r.mode).unwrap_or_default(),
             spiffe_id: config.spiffe_id.clone(),
+            client_identity: client_identity.clone(),
             source: None,
             decision_log: decision_log.clone(),
             last_refusal: None,
@@ -421,11 +449,23 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
     let decisions = match &config.delivery {
         Some(delivery) => {
-            let token = read_token(&resolve(&base, &delivery.token_file))
-                .map_err(|e| format!("[delivery] token_file: {e}"))?;
+            let token = match &delivery.token_file {
+                Some(path) => Some(
+                    read_token(&resolve(&base, path))
+                        .map_err(|e| format!("[delivery] token_file: {e}"))?,
+                ),
+                None => None,
+            };
+            let client = match &client_identity {
+                Some(identity) if is_https(&delivery.url) => {
+                    identity.http_client(report::REPORT_TIMEOUT)?
+                }
+                _ => report::plain_client()?,
+            };
             let counter = Arc::new(report::DecisionCounter::default());
             tokio::spawn(report::run(
                 delivery.clone(),
+                client,
                 token,
                 counter.clone(),
                 store.clone(),
@@ -611,6 +651,16 @@ fn check(config: &Config) -> Result<(), String> {
                 bundle.name
             ));
         }
+        if config.client_tls.is_some()
+            && bundle.token_file.is_none()
+            && bundle.url.as_deref().is_some_and(|url| !is_https(url))
+        {
+            return Err(format!(
+                "bundle {}: [client_tls] presents this host's SVID over TLS only: use an \
+                 https:// url (or a token_file)",
+                bundle.name
+            ));
+        }
         if bundle.token_file.is_some() && bundle.url.is_none() {
             return Err(format!(
                 "bundle {}: token_file is sent to a url; a dir needs none",
@@ -624,7 +674,23 @@ fn check(config: &Config) -> Result<(), String> {
             ));
         }
     }
+    if let Some(delivery) = &config.delivery {
+        let mtls = config.client_tls.is_some() && is_https(&delivery.url);
+        if delivery.token_file.is_none() && !mtls {
+            return Err(
+                "[delivery] needs token_file, or [client_tls] and an https:// url: the server \
+                 must know which host reports"
+                    .into(),
+            );
+        }
+    }
     Ok(())
+}
+
+/// Whether `url` is `https://` (any case).
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
 }
 
 /// The bearer token in the file at `path` (surrounding whitespace trimmed).
@@ -702,6 +768,8 @@ struct Follower {
     config_file: Option<PathBuf>,
     mode: RolloutMode,
     spiffe_id: Option<String>,
+    /// `[client_tls]`: this host's SVID, presented to `https://` bundle servers.
+    client_identity: Option<Arc<client_tls::ClientIdentity>>,
     /// The source of the current location. A new location (another revision assigned)
     /// gets a fresh source: a source only knows what it activated itself, and the store
     /// may since have activated another location's bundle.
@@ -789,6 +857,11 @@ impl Follower {
                         HttpSource::new(name, location, Duration::from_secs(30), limits)?;
                     if let Some(path) = &self.bundle.token_file {
                         source = source.bearer_token(read_token(&resolve(&self.base, path))?);
+                    }
+                    if let Some(identity) = &self.client_identity
+                        && is_https(location)
+                    {
+                        source = identity.bundle_source(source)?;
                     }
                     Box::new(match verifier {
                         Some(verifier) => source.verify_with(verifier.clone()),

@@ -18,8 +18,9 @@ use serde_json::{Value, json};
 pub(crate) struct DeliveryConfig {
     /// The server, e.g. `http://delivery.internal:8282`.
     pub(crate) url: String,
-    /// This host's token (the one the server binds to this host's SPIFFE ID).
-    pub(crate) token_file: PathBuf,
+    /// This host's token (the one the server binds to this host's SPIFFE ID). Not needed
+    /// when `[client_tls]` presents this host's SVID to an `https://` server.
+    pub(crate) token_file: Option<PathBuf>,
     /// How often to report.
     #[serde(default = "default_report")]
     pub(crate) report_seconds: u64,
@@ -90,26 +91,39 @@ impl DecisionCounter {
     }
 }
 
+/// The HTTP client for plain (or server-only TLS) reports: no redirects (a report's token
+/// goes to the configured server only), each request within 10 s.
+pub(crate) fn plain_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(REPORT_TIMEOUT)
+        .build()
+        .map_err(|e| format!("[delivery] HTTP client: {e}"))
+}
+
+/// How long one report may take.
+pub(crate) const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `request` with this host's token, if it reports with one (else its client certificate
+/// identifies it).
+fn authorized(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
+}
+
 /// Reports every `config.report_seconds` until the process ends; a failed report is
 /// logged and its counts go with the next one.
 pub(crate) async fn run(
     config: DeliveryConfig,
-    token: String,
+    client: reqwest::Client,
+    token: Option<String>,
     counter: Arc<DecisionCounter>,
     store: Arc<PolicyStore>,
     spiffe_id: Option<String>,
 ) {
     let base = config.url.trim_end_matches('/').to_owned();
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "[delivery] no HTTP client: nothing is reported");
-            return;
-        }
-    };
     let mut interval = tokio::time::interval(Duration::from_secs(config.report_seconds.max(1)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -122,13 +136,14 @@ pub(crate) async fn run(
                     json!({"name": name, "revision": revision, "decisions": d, "denies": n, "errors": e})
                 })
                 .collect();
-            let sent = client
-                .post(format!("{base}/v1/decision-counts"))
-                .bearer_auth(&token)
-                .json(&json!({ "bundles": bundles }))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status);
+            let sent = authorized(
+                client.post(format!("{base}/v1/decision-counts")),
+                token.as_deref(),
+            )
+            .json(&json!({ "bundles": bundles }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
             if let Err(error) = sent {
                 tracing::warn!(%error, "[delivery] decision counts not reported; they go with the next report");
                 counter.restore(taken);
@@ -152,9 +167,7 @@ pub(crate) async fn run(
             "labels": {"id": spiffe_id.as_deref().unwrap_or("policy-sidecar"), "version": env!("CARGO_PKG_VERSION")},
             "bundles": bundles,
         });
-        let sent = client
-            .post(format!("{base}/status"))
-            .bearer_auth(&token)
+        let sent = authorized(client.post(format!("{base}/status")), token.as_deref())
             .json(&status)
             .send()
             .await

@@ -196,6 +196,9 @@ pub struct HttpSource {
     name: String,
     url: String,
     client: reqwest::Client,
+    /// Each request's time limit, for a client rebuilt by [`HttpSource::with_svid`].
+    #[cfg(feature = "svid")]
+    timeout: Duration,
     limits: BundleLimits,
     verifier: Option<Arc<BundleVerifier>>,
     bearer: Option<BearerToken>,
@@ -229,25 +232,57 @@ impl HttpSource {
         // rustls on aws-lc-rs, whatever else the final graph enables (portcullis_core::https).
         let tls = portcullis_core::https::client_config()
             .map_err(|e| PolicyError::bundle(&name, format!("HTTP client TLS: {e}")))?;
-        // No redirects: a bundle URL that answers with one (to plain HTTP, to another host)
-        // is an error, never followed.
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| PolicyError::bundle(&name, format!("HTTP client: {e}")))?;
+        let client = http_client(&name, tls, timeout)?;
         Ok(HttpSource {
             name,
             url: url.into(),
             client,
+            #[cfg(feature = "svid")]
+            timeout,
             limits,
             verifier: None,
             bearer: None,
             active_etag: None,
             fetched_etag: None,
         })
+    }
+
+    /// Presents this workload's X.509-SVID — the current one of `source`, so an SVID rotated
+    /// on disk (`portcullis_identity::FileSource::watch`) is presented from the next
+    /// connection on — as the client certificate of every request (mutual TLS), and accepts
+    /// only a server whose SVID verifies against `source`'s trust bundles and whose SPIFFE ID
+    /// `server` accepts: the server's identity is authorized, not only its CA, and the
+    /// system's root certificates no longer count. The URL's host name is used to connect,
+    /// not to check the certificate. A policy-delivery server then knows this host by its
+    /// SVID, with no bearer token. Redirects are still never followed.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Bundle`] if the URL is not `https://` (a certificate is only presented
+    /// over TLS), if `source` has no trust bundle, or if the HTTP client cannot be built.
+    #[cfg(feature = "svid")]
+    pub fn with_svid(
+        mut self,
+        source: &Arc<portcullis_identity::IdentitySource>,
+        server: portcullis_identity::PeerIds,
+    ) -> Result<Self, PolicyError> {
+        let https = self
+            .url
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+        if !https {
+            return Err(PolicyError::bundle(
+                &self.name,
+                format!(
+                    "{}: an SVID is presented over TLS only; use an https:// URL",
+                    self.url
+                ),
+            ));
+        }
+        let tls = portcullis_identity::client_config(source, server)
+            .map_err(|e| PolicyError::bundle(&self.name, format!("HTTP client mTLS: {e}")))?;
+        self.client = http_client(&self.name, tls, self.timeout)?;
+        Ok(self)
     }
 
     /// Sends `token` as `Authorization: Bearer <token>` with every request (OPA's
@@ -266,6 +301,24 @@ impl HttpSource {
         self.verifier = Some(verifier);
         self
     }
+}
+
+/// A source's HTTP client on the rustls configuration `tls`, handed to reqwest as it is
+/// (`tls_backend_preconfigured`: its aws-lc-rs provider stays, whatever else the final graph
+/// enables), without redirects: a bundle URL that answers with one (to plain HTTP, to another
+/// host) is an error, never followed. Each request must finish within `timeout`.
+fn http_client(
+    name: &str,
+    tls: impl std::any::Any,
+    timeout: Duration,
+) -> Result<reqwest::Client, PolicyError> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .build()
+        .map_err(|e| PolicyError::bundle(name, format!("HTTP client: {e}")))
 }
 
 #[async_trait]

@@ -216,7 +216,7 @@ async fn policy_delivery_publishes_and_serves_revisions_from_s3() {
     child.kill().await.unwrap();
 
     // Replaced behind the server's back: refused (it hashes to something else), not served.
-    let (status, _) = raw(reqwest::Method::PUT, object, b"evil".to_vec()).await;
+    let (status, _) = raw(reqwest::Method::PUT, object.clone(), b"evil".to_vec()).await;
     assert_eq!(status, 200);
     let (mut child, base) = spawn_listening_with_env(&binary(), &config, AWS_ENV).await;
     let (status, body) = fetch(&base).await;
@@ -226,6 +226,21 @@ async fn policy_delivery_publishes_and_serves_revisions_from_s3() {
         "{}",
         String::from_utf8_lossy(&body)
     );
+
+    // The bucket gone while the server runs: a 503 that names neither bucket nor key.
+    let (status, _) = raw(reqwest::Method::DELETE, object, Vec::new()).await;
+    assert_eq!(status, 204);
+    let (status, _) = raw(
+        reqwest::Method::DELETE,
+        format!("{moto}/{bucket}"),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, answer) = publish(&base, bundle("r2")).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["code"], "artifact_store_unavailable");
+    assert!(!answer.to_string().contains(&bucket), "{answer}");
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -250,3 +250,36 @@ async fn an_unreachable_endpoint_is_a_typed_error() {
     }
     assert!(!err.to_string().contains(SECRET));
 }
+
+/// Servers publishing one revision at once: each put is stored or `Exists`, never an
+/// error, and the object is whole afterwards. S3 itself lets exactly one conditional write
+/// win; moto checks `If-None-Match` and then writes without a lock, so against it more than
+/// one may (with the same bytes, as the key is their hash) and the test cannot ask for one.
+#[tokio::test]
+async fn racing_puts_of_one_revision_are_stored_or_exist() {
+    let endpoint = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_MOTO_URL");
+    let bucket = bucket(&endpoint, "race").await;
+    let store = std::sync::Arc::new(store(&endpoint, S3Options::new(&bucket)));
+    for round in 0..5u8 {
+        let tarball = vec![round; 100_000];
+        let puts: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, tarball) = (store.clone(), tarball.clone());
+                tokio::spawn(async move { store.put("authz", &tarball).await })
+            })
+            .collect();
+        let mut stored = 0;
+        for put in puts {
+            match put.await.unwrap() {
+                Ok(_) => stored += 1,
+                Err(DeliveryError::Exists { .. }) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!(stored >= 1, "round {round}");
+        let id = RevisionId::of(&tarball);
+        assert_eq!(store.get("authz", &id).await.unwrap(), tarball);
+        let again = store.put("authz", &tarball).await.unwrap_err();
+        assert!(matches!(again, DeliveryError::Exists { .. }), "{again}");
+    }
+}

@@ -557,6 +557,17 @@ mod tests {
             format!("p/authz/{id}.tar.gz")
         );
         assert!(store.key("../x", &id).is_err());
+        // No region in either: refused with what to set.
+        let regionless = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let err = S3Store::from_sdk_config(&regionless, S3Options::new("bucket")).unwrap_err();
+        assert!(err.to_string().contains("AWS_REGION"), "{err}");
+        S3Store::from_sdk_config(
+            &regionless,
+            S3Options::new("bucket").with_region("eu-west-1"),
+        )
+        .unwrap();
         assert_eq!(
             checksum_sha256(&RevisionId::of(b"abc")).unwrap(),
             "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="

@@ -244,10 +244,10 @@ impl S3Store {
     }
 
     /// A store on the embedder's own AWS configuration: its credentials provider (an
-    /// assumed role, a custom provider), HTTP client, retry and timeout settings, shared
-    /// with its other AWS clients. `options` override the region, endpoint, path style and
-    /// operation timeout where set. Makes no request (see
-    /// [`check_bucket`](Self::check_bucket)).
+    /// assumed role, a custom provider), HTTP client, retry and connect-timeout settings,
+    /// shared with its other AWS clients. `options` set the path style and the operation
+    /// timeout, and override the region and endpoint where they name one. Makes no request
+    /// (see [`check_bucket`](Self::check_bucket)).
     ///
     /// This is the one signature with an AWS type in it: an embedder that already loads
     /// AWS configuration should not have to describe it again in [`S3Options`]. It follows

@@ -160,6 +160,15 @@ pub(crate) fn delivery_error(err: &DeliveryError) -> Response {
             (StatusCode::BAD_REQUEST, "invalid_parameter")
         }
         DeliveryError::Rollout(_) => (StatusCode::CONFLICT, "rollout_refused"),
+        DeliveryError::Remote { .. } => {
+            // Where and why go to the log, not to hosts and publishers.
+            tracing::error!(error = %err, "artifact store failure");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "artifact_store_unavailable",
+                "the artifact store could not be reached; try again".to_owned(),
+            );
+        }
         _ => {
             tracing::error!(error = %err, "delivery failure");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")

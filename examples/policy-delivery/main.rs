@@ -9,6 +9,8 @@
 //! cargo run --example policy-delivery --features delivery -- --config examples/policy-delivery/delivery.toml
 //! ```
 //!
+//! With `--features delivery-s3`, `[artifacts] store = "s3"` keeps revisions in an S3 bucket.
+//!
 //! See `examples/policy-delivery/README.md`.
 #![expect(
     clippy::print_stdout,
@@ -35,7 +37,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use portcullis::acl::{Acl, AclPolicy, MemoryAclStore, RoleBinding, Roles};
 use portcullis::audit::{AuditLog, AuditOptions};
-use portcullis::delivery::{FolderStore, Pipeline, SqlitePipelineStore, Validator};
+use portcullis::delivery::{ArtifactStore, FolderStore, Pipeline, SqlitePipelineStore, Validator};
 use portcullis::gate::Gate;
 use portcullis::policy::{
     Algorithm, BundleLimits, BundleVerifier, EvalLimits, RolloutConfig, SpiffePattern,
@@ -92,9 +94,11 @@ enum Command {
 struct Config {
     #[serde(default = "default_listen")]
     listen: String,
-    /// `pipeline.db` and `artifacts/` live here.
+    /// `pipeline.db` and (unless `[artifacts]` says otherwise) `artifacts/` live here.
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
+    /// Where revisions are stored: `data_dir/artifacts` if absent.
+    artifacts: Option<ArtifactsConfig>,
     /// The pipelines (the same file format as the sidecar's `[rollout] config`).
     pipelines: PathBuf,
     /// How often the scheduler runs `tick`.
@@ -133,6 +137,36 @@ struct Config {
 struct AuditConfig {
     /// `sqlite://FILE`, `jsonl://DIR` or `postgres://…` (relative to the configuration).
     url: String,
+}
+
+/// `[artifacts]`: the artifact store, chosen by `store`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "store", rename_all = "lowercase", deny_unknown_fields)]
+enum ArtifactsConfig {
+    /// A local folder: `path` (relative to the configuration), else `data_dir/artifacts`.
+    Folder { path: Option<PathBuf> },
+    /// An S3 bucket (S3-compatible servers too), credentials from the standard AWS chain.
+    #[cfg_attr(
+        not(feature = "delivery-s3"),
+        expect(
+            dead_code,
+            reason = "read by the S3 store, built with feature delivery-s3"
+        )
+    )]
+    S3 {
+        bucket: String,
+        /// Empty or ending in `/`.
+        #[serde(default)]
+        prefix: String,
+        /// Else `AWS_REGION` or the profile's.
+        region: Option<String>,
+        /// Else AWS's own endpoint (or `AWS_ENDPOINT_URL`).
+        endpoint_url: Option<String>,
+        #[serde(default)]
+        force_path_style: bool,
+        #[serde(default = "default_s3_timeout")]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +220,9 @@ fn default_tick() -> u64 {
 }
 fn default_bundle_bytes() -> usize {
     8 << 20
+}
+fn default_s3_timeout() -> u64 {
+    30
 }
 fn default_kind() -> String {
     "user".into()
@@ -498,6 +535,55 @@ fn namespaces(
     Ok(validator)
 }
 
+/// The artifact store `[artifacts]` chooses; an S3 bucket is checked (exists, reachable
+/// with these credentials) before the server starts.
+async fn artifact_store(
+    config: &Config,
+    base: &Path,
+    data_dir: &Path,
+) -> Result<Arc<dyn ArtifactStore>, String> {
+    match &config.artifacts {
+        None | Some(ArtifactsConfig::Folder { path: None }) => Ok(Arc::new(
+            FolderStore::open(data_dir.join("artifacts")).map_err(|e| e.to_string())?,
+        )),
+        Some(ArtifactsConfig::Folder { path: Some(path) }) => Ok(Arc::new(
+            FolderStore::open(resolve(base, path)).map_err(|e| e.to_string())?,
+        )),
+        #[cfg(feature = "delivery-s3")]
+        Some(ArtifactsConfig::S3 {
+            bucket,
+            prefix,
+            region,
+            endpoint_url,
+            force_path_style,
+            timeout_seconds,
+        }) => {
+            use portcullis::delivery::{S3Options, S3Store};
+            let mut options = S3Options::new(bucket)
+                .with_prefix(prefix)
+                .with_force_path_style(*force_path_style)
+                .with_timeout(Duration::from_secs(*timeout_seconds))
+                // The largest upload is the largest revision to read back.
+                .with_max_object_bytes(u64::try_from(config.max_bundle_bytes).unwrap_or(u64::MAX));
+            if let Some(region) = region {
+                options = options.with_region(region);
+            }
+            if let Some(url) = endpoint_url {
+                options = options.with_endpoint_url(url);
+            }
+            let store = S3Store::connect(options)
+                .await
+                .map_err(|e| format!("[artifacts] {e}"))?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "delivery-s3"))]
+        Some(ArtifactsConfig::S3 { .. }) => Err(
+            "[artifacts] store = \"s3\" needs policy-delivery built with --features delivery-s3"
+                .into(),
+        ),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     let Some(path) = &cli.config else {
         return Err("--config FILE is required (see examples/policy-delivery/README.md)".into());
@@ -544,12 +630,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     ))
     .await
     .map_err(|e| e.to_string())?;
-    let artifacts = FolderStore::open(data_dir.join("artifacts")).map_err(|e| e.to_string())?;
+    let artifacts = artifact_store(&config, &base, &data_dir).await?;
     let pipeline = Pipeline::open(
         pipelines,
         Arc::new(SystemClock),
         Arc::new(store),
-        Arc::new(artifacts),
+        artifacts,
         validator,
     )
     .await
@@ -650,4 +736,84 @@ async fn serve_tls(
     _router: axum::Router,
 ) -> Result<(), String> {
     match *tls {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's TOML blocks, in order.
+    fn readme_toml() -> Vec<String> {
+        let mut blocks = Vec::new();
+        let mut current: Option<String> = None;
+        for line in include_str!("README.md").lines() {
+            match (&mut current, line) {
+                (None, "```toml") => current = Some(String::new()),
+                (Some(block), "```") => {
+                    blocks.push(std::mem::take(block));
+                    current = None;
+                }
+                (Some(block), line) => {
+                    block.push_str(line);
+                    block.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+        blocks
+    }
+
+    fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = "pipelines = \"pipelines.toml\"\n[audit]\nurl = \"sqlite://a.db\"\n";
+
+    #[test]
+    fn artifacts_sections_parse_as_documented() {
+        // No section: the folder in data_dir.
+        assert!(parse(MINIMAL).unwrap().artifacts.is_none());
+        let folder = parse(&format!(
+            "{MINIMAL}[artifacts]\nstore = \"folder\"\npath = \"revisions\"\n"
+        ))
+        .unwrap();
+        assert!(matches!(
+            folder.artifacts,
+            Some(ArtifactsConfig::Folder { path: Some(_) })
+        ));
+        // The README's S3 section, exactly.
+        let s3 = readme_toml()
+            .into_iter()
+            .find(|block| block.contains("store = \"s3\""))
+            .expect("the README shows an S3 [artifacts] section");
+        let config = parse(&format!("{MINIMAL}{s3}")).unwrap();
+        let Some(ArtifactsConfig::S3 {
+            bucket,
+            prefix,
+            region,
+            endpoint_url,
+            force_path_style,
+            timeout_seconds,
+        }) = config.artifacts
+        else {
+            panic!("not an S3 store: {:?}", config.artifacts);
+        };
+        assert_eq!(
+            (bucket.as_str(), prefix.as_str(), region.as_deref()),
+            ("policy-artifacts", "delivery/", Some("eu-west-1"))
+        );
+        assert_eq!(
+            (endpoint_url, force_path_style, timeout_seconds),
+            (None, false, 30)
+        );
+        // Typos and unknown stores are refused, not ignored.
+        for bad in [
+            "[artifacts]\nstore = \"s4\"\n",
+            "[artifacts]\nstore = \"s3\"\nbucket = \"b\"\nbukcet = \"c\"\n",
+            "[artifacts]\nstore = \"folder\"\nbucket = \"b\"\n",
+            "[artifacts]\nstore = \"s3\"\n",
+        ] {
+            assert!(parse(&format!("{MINIMAL}{bad}")).is_err(), "{bad}");
+        }
+    }
 }

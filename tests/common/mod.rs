@@ -68,8 +68,18 @@ pub(crate) async fn spawn_listening(
     binary: &std::path::Path,
     config: &std::path::Path,
 ) -> (tokio::process::Child, String) {
+    spawn_listening_with_env(binary, config, &[]).await
+}
+
+/// [`spawn_listening`] with `env` added to the child's environment.
+pub(crate) async fn spawn_listening_with_env(
+    binary: &std::path::Path,
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt as _;
     let mut child = tokio::process::Command::new(binary)
+        .envs(env.iter().copied())
         .arg("--config")
         .arg(config)
         .arg("--listen")

@@ -1,5 +1,11 @@
 //! Where revisions live: [`ArtifactStore`], immutable and content-addressed, with a local
-//! folder ([`FolderStore`]) and memory ([`MemoryStore`]) implementation.
+//! folder ([`FolderStore`]), memory ([`MemoryStore`]) and, with feature `s3`, an S3 bucket
+//! (`S3Store`) implementation.
+
+#[cfg(feature = "s3")]
+mod s3;
+#[cfg(feature = "s3")]
+pub use s3::{DEFAULT_MAX_OBJECT_BYTES, S3Options, S3Store};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,8 +28,8 @@ pub trait ArtifactStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     ///
     /// [`DeliveryError::Exists`] if the revision is already stored;
-    /// [`DeliveryError::Invalid`] for a bad artifact name; [`DeliveryError::Io`] if it
-    /// cannot be written.
+    /// [`DeliveryError::Invalid`] for a bad artifact name; [`DeliveryError::Io`] (or, for a
+    /// remote store, [`DeliveryError::Remote`]) if it cannot be written.
     async fn put(&self, artifact: &str, tarball: &[u8]) -> Result<RevisionId, DeliveryError>;
 
     /// The tarball of `revision` of `artifact`.
@@ -31,14 +37,15 @@ pub trait ArtifactStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     ///
     /// [`DeliveryError::NotFound`]; [`DeliveryError::Corrupt`] if its content no longer
-    /// hashes to `revision`; [`DeliveryError::Io`].
+    /// hashes to `revision`; [`DeliveryError::Io`] (or, for a remote store,
+    /// [`DeliveryError::Remote`] and [`DeliveryError::TooLarge`]).
     async fn get(&self, artifact: &str, revision: &RevisionId) -> Result<Vec<u8>, DeliveryError>;
 
     /// Whether `revision` of `artifact` is stored.
     ///
     /// # Errors
     ///
-    /// [`DeliveryError::Io`] if the store cannot be read.
+    /// [`DeliveryError::Io`] (or [`DeliveryError::Remote`]) if the store cannot be read.
     async fn contains(&self, artifact: &str, revision: &RevisionId) -> Result<bool, DeliveryError>;
 }
 

@@ -86,6 +86,34 @@ pub enum DeliveryError {
         #[source]
         source: std::io::Error,
     },
+    /// A stored revision is larger than the artifact store reads (or writes): refused
+    /// before its body was read.
+    #[error(
+        "artifact {artifact:?}: revision {revision} is {size} bytes, more than the artifact \
+         store's limit of {max}; raise the limit if the revision is right"
+    )]
+    TooLarge {
+        /// The artifact.
+        artifact: String,
+        /// The revision.
+        revision: String,
+        /// Its size in bytes (as announced, or as read so far).
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A remote artifact store (S3) refused a request or could not be reached; nothing was
+    /// stored or read.
+    #[error("artifact store {location}: {message}")]
+    Remote {
+        /// What was asked for: `s3://BUCKET/KEY` (never a credential).
+        location: String,
+        /// The store's error code (`NoSuchBucket`, `AccessDenied`, `SlowDown`, …), when it
+        /// answered with one.
+        code: Option<String>,
+        /// What went wrong and what to check.
+        message: String,
+    },
     /// The pipeline store failed.
     #[error("pipeline store: {0}")]
     Store(String),

@@ -14,6 +14,8 @@ mod store;
 mod validate;
 
 pub use artifact::{ArtifactStore, FolderStore, MemoryStore};
+#[cfg(feature = "s3")]
+pub use artifact::{DEFAULT_MAX_OBJECT_BYTES, S3Options, S3Store};
 pub use decisions::{DecisionCounts, MAX_EVENTS, MAX_LOG_BYTES};
 pub use error::DeliveryError;
 pub use pipeline::{Assignment, Operation, Pipeline, Published, SCHEDULER, now_ms};

@@ -37,7 +37,7 @@ fn what(variable: &str) -> &'static str {
     } else if name.starts_with("LDAP") {
         "an OpenLDAP slapd"
     } else if name.starts_with("MOTO") {
-        "moto_server (AWS STS/IAM)"
+        "moto_server (AWS STS/IAM/S3)"
     } else if name.starts_with("OIDC") {
         "oidc-provider-mock (an OpenID Connect provider)"
     } else if name.starts_with("WEBDRIVER") || name.starts_with("CHROMIUM") {

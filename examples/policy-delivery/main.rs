@@ -337,7 +337,16 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
 
 fn host_table(config: &Config) -> Result<TokenTable<String>, String> {
     let mut entries = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for host in &config.hosts {
+        // One entry per host: two would be two credentials for one identity, and the list
+        // the UI shows would count the host twice.
+        if !seen.insert(host.spiffe_id.as_str()) {
+            return Err(format!(
+                "[[hosts]] spiffe_id {:?} is listed twice: one entry per host",
+                host.spiffe_id
+            ));
+        }
         let pattern: Result<SpiffePattern, _> = host.spiffe_id.parse();
         if pattern.is_err() || host.spiffe_id.contains('*') {
             return Err(format!(
@@ -768,6 +777,21 @@ mod tests {
     }
 
     const MINIMAL: &str = "pipelines = \"pipelines.toml\"\n[audit]\nurl = \"sqlite://a.db\"\n";
+
+    #[test]
+    fn a_host_listed_twice_is_refused() {
+        let host = |token: char| {
+            format!(
+                "[[hosts]]\nspiffe_id = \"spiffe://example.org/prod/a\"\ntoken_sha256 = \"{}\"\n",
+                token.to_string().repeat(64)
+            )
+        };
+        let once = parse(&format!("{MINIMAL}{}", host('a'))).unwrap();
+        assert!(host_table(&once).is_ok());
+        let twice = parse(&format!("{MINIMAL}{}{}", host('a'), host('b'))).unwrap();
+        let err = host_table(&twice).unwrap_err();
+        assert!(err.contains("listed twice"), "{err}");
+    }
 
     #[test]
     fn artifacts_sections_parse_as_documented() {

@@ -93,6 +93,28 @@ pub(crate) async fn scheduler(app: Arc<App>, every: Duration) {
     }
 }
 
+/// Every hour (first a minute after the start): deletes download records older than
+/// `fetch_age` and all but each artifact's newest `events` events.
+pub(crate) async fn prune(app: Arc<App>, fetch_age: Duration, events: u32) {
+    let mut interval = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(60),
+        Duration::from_secs(3_600),
+    );
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match app.pipeline.prune(fetch_age, Some(events)).await {
+            Ok(pruned) => tracing::info!(
+                fetches = pruned.fetches,
+                events = pruned.events,
+                host_counts = pruned.host_counts,
+                "pruned"
+            ),
+            Err(error) => tracing::error!(%error, "the prune failed; it runs again in an hour"),
+        }
+    }
+}
+
 /// Records a change the scheduler made (already persisted with the pipeline's history) in
 /// the audit log, next to the operators' changes, as `service:scheduler`'s.
 async fn audit_scheduler(audit: &AuditLog, event: &RolloutEvent) -> Result<(), String> {

@@ -130,6 +130,38 @@ struct Config {
     /// Serving over TLS with this service's certificate; with `client_certs`, hosts
     /// authenticate with their SVIDs. Absent: plain HTTP.
     tls: Option<tls::TlsConfig>,
+    /// How long download records and how many events are kept.
+    #[serde(default)]
+    retention: RetentionConfig,
+}
+
+/// `[retention]`: what the hourly prune keeps (downloads and hosts' counts of the
+/// candidates in flight are always kept).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionConfig {
+    /// Download records older than this many days are deleted.
+    #[serde(default = "default_fetch_days")]
+    fetch_days: u64,
+    /// Each artifact keeps its newest this-many history events.
+    #[serde(default = "default_events_per_artifact")]
+    events_per_artifact: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            fetch_days: default_fetch_days(),
+            events_per_artifact: default_events_per_artifact(),
+        }
+    }
+}
+
+fn default_fetch_days() -> u64 {
+    30
+}
+fn default_events_per_artifact() -> u32 {
+    10_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -689,6 +721,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         app.clone(),
         Duration::from_secs(config.tick_seconds.max(1)),
     ));
+    tokio::spawn(app::prune(
+        app.clone(),
+        Duration::from_secs(config.retention.fetch_days.saturating_mul(86_400)),
+        config.retention.events_per_artifact,
+    ));
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", config.listen))?;
@@ -777,6 +814,21 @@ mod tests {
     }
 
     const MINIMAL: &str = "pipelines = \"pipelines.toml\"\n[audit]\nurl = \"sqlite://a.db\"\n";
+
+    #[test]
+    fn retention_has_defaults_and_refuses_typos() {
+        let defaults = parse(MINIMAL).unwrap().retention;
+        assert_eq!(
+            (defaults.fetch_days, defaults.events_per_artifact),
+            (30, 10_000)
+        );
+        let set = parse(&format!("{MINIMAL}[retention]\nfetch_days = 7\n")).unwrap();
+        assert_eq!(
+            (set.retention.fetch_days, set.retention.events_per_artifact),
+            (7, 10_000)
+        );
+        assert!(parse(&format!("{MINIMAL}[retention]\nfetch_dayz = 7\n")).is_err());
+    }
 
     #[test]
     fn a_host_listed_twice_is_refused() {

@@ -24,7 +24,7 @@ pub use status::{BundleReport, MAX_BUNDLES, MAX_FIELD, MAX_STATUS_BYTES, StatusR
 #[cfg(feature = "sqlite")]
 pub use store::SqlitePipelineStore;
 pub use store::{
-    Change, EventRecord, FetchRecord, HostStatus, MemoryPipelineStore, PipelineStore,
-    RevisionRecord,
+    Change, EventRecord, FetchRecord, HostCounts, HostStatus, MemoryPipelineStore, PipelineStore,
+    Pruned, Retention, RevisionRecord,
 };
 pub use validate::{Validated, Validator};

@@ -16,7 +16,7 @@ use crate::DecisionCounts;
 use crate::group::GroupCommit;
 
 use crate::revision::check_artifact_name;
-use crate::store::{Change, EventRecord, FetchRecord, PipelineStore, RevisionRecord};
+use crate::store::{Change, EventRecord, FetchRecord, HostCounts, PipelineStore, RevisionRecord};
 use crate::{ArtifactStore, DeliveryError, RevisionId, Validator};
 
 /// The kind of change decision counts make: persisted, never an event.
@@ -90,17 +90,32 @@ struct Tally {
     step: usize,
     /// Each host's counts there.
     hosts: HashMap<String, Metrics>,
-    /// The first host whose own counts breached the step's limits, and why.
-    breach: Option<String>,
 }
 
-/// The changes a batch of reports makes to the tallies, applied once it is stored.
-#[derive(Debug, Default)]
-struct TallyChanges {
-    /// (artifact, revision, step, host) → the host's counts now.
-    hosts: HashMap<(String, String, usize, String), Metrics>,
-    /// (artifact, revision, step) → why a host's counts breached the limits.
-    breaches: BTreeMap<(String, String, usize), String>,
+/// Why a host's own counts breach `limits`, given the step's sum of `total` decisions:
+/// judged once the sum has reached the step's `min_decisions` and the host has made its
+/// share of them (`min_decisions` over the hosts reporting, at least one), so a host
+/// flooding the sum with good decisions cannot keep the others below their minimum.
+fn host_breach(
+    limits: &Thresholds,
+    total: u64,
+    hosts: &HashMap<String, Metrics>,
+) -> Option<String> {
+    if total < limits.min_decisions {
+        return None;
+    }
+    let reporting = u64::try_from(hosts.len()).unwrap_or(u64::MAX).max(1);
+    let share = limits.min_decisions.div_ceil(reporting).max(1);
+    let judged = Thresholds {
+        min_decisions: share,
+        ..*limits
+    };
+    let mut names: Vec<&String> = hosts.keys().collect();
+    names.sort();
+    names.into_iter().find_map(|host| {
+        let reason = judged.breach(hosts.get(host)?)?;
+        Some(format!("{host} alone: {reason}"))
+    })
 }
 
 /// The delivery pipelines of every configured artifact.
@@ -117,8 +132,7 @@ struct TallyChanges {
 /// Besides the sum over hosts that the [`Rollout`] judges, each host's own counts are
 /// judged against the step's limits: one host's breach rolls the candidate back at the
 /// next [`tick`](Pipeline::tick) and refuses a [`promote`](Pipeline::promote), however many
-/// good decisions other hosts report. Hosts' own counts are kept in memory: after a restart
-/// they start again from zero (the sum is stored).
+/// good decisions other hosts report. Hosts' own counts are stored with the sum.
 ///
 /// For now an artifact holds exactly one bundle (its `bundles` list names it).
 #[derive(Debug)]
@@ -214,6 +228,27 @@ impl Pipeline {
         let saved = store.load_states().await?;
         let rollout =
             Rollout::restore(&config, clock.clone(), saved).map_err(DeliveryError::Rollout)?;
+        // Each host's own counts for the candidates in flight, in their steps.
+        let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+        for counted in store.host_counts().await? {
+            let current = rollout
+                .state(&counted.artifact)
+                .and_then(|s| s.candidate.as_ref())
+                .is_some_and(|c| {
+                    c.revision == counted.revision
+                        && u32::try_from(c.step).ok() == Some(counted.step)
+                });
+            if current {
+                let tally = tallies
+                    .entry(counted.artifact.clone())
+                    .or_insert_with(|| Tally {
+                        revision: counted.revision.clone(),
+                        step: usize::try_from(counted.step).unwrap_or(usize::MAX),
+                        ..Tally::default()
+                    });
+                tally.hosts.insert(counted.spiffe_id, counted.metrics);
+            }
+        }
         // Who downloaded the candidates in flight: their counts count.
         let mut downloaded = HashSet::new();
         for (artifact, state) in rollout.states() {
@@ -239,7 +274,7 @@ impl Pipeline {
             served: std::sync::Mutex::new(BTreeMap::new()),
             bundle_of,
             artifact_of,
-            tallies: std::sync::Mutex::new(BTreeMap::new()),
+            tallies: std::sync::Mutex::new(tallies),
             downloaded: std::sync::RwLock::new(downloaded),
         })
     }
@@ -340,7 +375,7 @@ impl Pipeline {
             published_at_ms: millis(self.clock.as_ref()),
         };
         let id = revision.to_string();
-        self.change_in_turn(&turn, "publish", actor, Some(record), |rollout| {
+        self.change_in_turn(&turn, "publish", actor, Some(record), |rollout, _| {
             rollout.propose(artifact, &id)
         })
         .await?;
@@ -380,7 +415,7 @@ impl Pipeline {
         actor: &str,
         expected_candidate: Option<&str>,
     ) -> Result<String, DeliveryError> {
-        self.change(operation.kind(), actor, None, |rollout| {
+        self.change(operation.kind(), actor, None, |rollout, _| {
             if let Some(expected) = expected_candidate {
                 let candidate = rollout
                     .state(artifact)
@@ -422,7 +457,7 @@ impl Pipeline {
         artifact: &str,
         actor: &str,
     ) -> Result<RolloutEvent, DeliveryError> {
-        self.change("promote", actor, None, |r| self.promote_in(r, artifact))
+        self.change("promote", actor, None, |r, _| self.promote_in(r, artifact))
             .await
     }
 
@@ -437,7 +472,7 @@ impl Pipeline {
         actor: &str,
         reason: &str,
     ) -> Result<RolloutEvent, DeliveryError> {
-        self.change("rollback", actor, None, |r| r.rollback(artifact, reason))
+        self.change("rollback", actor, None, |r, _| r.rollback(artifact, reason))
             .await
     }
 
@@ -452,7 +487,7 @@ impl Pipeline {
         actor: &str,
         reason: &str,
     ) -> Result<(), DeliveryError> {
-        self.change("pause", actor, None, |r| r.pause(artifact, reason))
+        self.change("pause", actor, None, |r, _| r.pause(artifact, reason))
             .await
     }
 
@@ -462,7 +497,7 @@ impl Pipeline {
     ///
     /// [`DeliveryError::Rollout`] if unknown or not paused; [`DeliveryError::Store`].
     pub async fn resume(&self, artifact: &str, actor: &str) -> Result<(), DeliveryError> {
-        self.change("resume", actor, None, |r| r.unpause(artifact))
+        self.change("resume", actor, None, |r, _| r.unpause(artifact))
             .await
     }
 
@@ -473,7 +508,7 @@ impl Pipeline {
     ///
     /// [`DeliveryError::Store`] if they cannot be recorded (nothing changes then).
     pub async fn tick(&self) -> Result<Vec<RolloutEvent>, DeliveryError> {
-        self.change("tick", SCHEDULER, None, |rollout| {
+        self.change("tick", SCHEDULER, None, |rollout, _| {
             // Hosts' own breaches first: a candidate one host saw breach does not move on.
             let mut events = Vec::new();
             for (artifact, reason) in self.host_breaches(rollout) {
@@ -506,23 +541,26 @@ impl Pipeline {
         rollout.promote(artifact)
     }
 
-    /// The artifacts whose candidate, in its current step, a host's own counts breached the
-    /// limits of, and why.
+    /// The artifacts whose candidate, in its current step, a host's own counts breach the
+    /// limits of ([`host_breach`]), and why.
     fn host_breaches(&self, rollout: &Rollout) -> Vec<(String, String)> {
         self.tallies()
             .iter()
             .filter_map(|(artifact, tally)| {
-                let reason = tally.breach.as_ref()?;
                 let candidate = rollout.state(artifact)?.candidate.as_ref()?;
-                (candidate.revision == tally.revision && candidate.step == tally.step)
-                    .then(|| (artifact.clone(), reason.clone()))
+                if candidate.revision != tally.revision || candidate.step != tally.step {
+                    return None;
+                }
+                let limits = self.thresholds(artifact, tally.step)?;
+                let reason = host_breach(&limits, candidate.metrics.decisions, &tally.hosts)?;
+                Some((artifact.clone(), reason))
             })
             .collect()
     }
 
     fn tallies(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Tally>> {
-        // Tallies are changed whole, in `apply_tallies`: a panic elsewhere cannot leave
-        // half of one.
+        // Tallies are changed whole, in `apply_host_counts`: a panic elsewhere cannot
+        // leave half of one.
         self.tallies
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -536,6 +574,34 @@ impl Pipeline {
             .find(|a| a.name == artifact)
             .and_then(|a| a.steps.get(step))
             .map(|s| s.thresholds)
+    }
+
+    /// Deletes download records older than `fetch_age` and all but each artifact's newest
+    /// `events_per_artifact` events (see [`PipelineStore::prune`]); the downloads and hosts'
+    /// counts of the candidates in flight are kept whatever their age.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    pub async fn prune(
+        &self,
+        fetch_age: std::time::Duration,
+        events_per_artifact: Option<u32>,
+    ) -> Result<crate::Pruned, DeliveryError> {
+        let age = u64::try_from(fetch_age.as_millis()).unwrap_or(u64::MAX);
+        let mut retention =
+            crate::Retention::fetches_before(millis(self.clock.as_ref()).saturating_sub(age));
+        if let Some(events) = events_per_artifact {
+            retention = retention.with_events_per_artifact(events);
+        }
+        // Read under the turn: no candidate is proposed between this list and the prune.
+        let _turn = self.changing.lock().await;
+        for (artifact, state) in self.rollout.read().await.states() {
+            if let Some(candidate) = &state.candidate {
+                retention = retention.keep_revision(artifact.clone(), candidate.revision.clone());
+            }
+        }
+        self.store.prune(&retention).await
     }
 
     /// Records that host `fetch.spiffe_id` downloaded `fetch.revision` (durably, before it
@@ -571,8 +637,9 @@ impl Pipeline {
     /// only counts for a bundle revision that is its artifact's candidate, from a host the
     /// candidate is assigned to and that downloaded it here, count (a host outside the
     /// candidate's steps, or that never fetched it, cannot move its rates). Each host's
-    /// own counts are judged too (see [`Pipeline`]). Returns how many decisions counted.
-    /// The sum is persisted with the state; no event is recorded for it.
+    /// own counts are kept and judged too (see [`Pipeline`]). Returns how many decisions
+    /// counted. The sum and each host's counts are persisted with the state; no event is
+    /// recorded for them.
     ///
     /// Reports made while one batch is written are applied and written together, by one of
     /// their callers: a caller dropped while it writes a batch fails the whole batch, so a
@@ -595,37 +662,31 @@ impl Pipeline {
             .await;
         if let Some(batch) = batch {
             let counted = self
-                .change(REPORT, "hosts", None, |rollout| {
-                    let mut tallies = TallyChanges::default();
+                .change(REPORT, "hosts", None, |rollout, change| {
+                    let mut own = HashMap::new();
                     let counted = batch
                         .items()
                         .iter()
-                        .map(|(host, counts)| self.count(rollout, host, counts, &mut tallies))
+                        .map(|(host, counts)| self.count(rollout, host, counts, &mut own))
                         .collect::<Result<Vec<u64>, _>>()?;
-                    Ok((counted, tallies))
+                    change.host_counts = own.into_values().collect();
+                    Ok(counted)
                 })
-                .await
-                .map(|(counted, tallies)| {
-                    // Stored: the hosts' own counts move on too (the batch holds the
-                    // reports' turn until it is answered, so no other batch reads them
-                    // in between).
-                    self.apply_tallies(tallies);
-                    counted
-                });
+                .await;
             batch.answer(counted);
         }
         answer.wait().await
     }
 
     /// Adds `counts` from host `spiffe_id` to the candidates they concern (see
-    /// [`report`](Pipeline::report)), and to the host's own counts in `tallies`; how many
-    /// decisions counted.
+    /// [`report`](Pipeline::report)), and to the host's own counts in `own` (keyed by
+    /// artifact, revision, step and host); how many decisions counted.
     fn count(
         &self,
         rollout: &mut Rollout,
         spiffe_id: &str,
         counts: &DecisionCounts,
-        tallies: &mut TallyChanges,
+        own: &mut HashMap<(String, String, usize, String), HostCounts>,
     ) -> Result<u64, PolicyError> {
         let manifest_revisions = self
             .bundle_revisions
@@ -661,55 +722,50 @@ impl Pipeline {
                 step,
                 spiffe_id.to_owned(),
             );
-            let before = tallies.hosts.get(&key).copied().unwrap_or_else(|| {
+            let before = own.get(&key).map(|h| h.metrics).unwrap_or_else(|| {
                 self.tallies()
                     .get(artifact)
                     .filter(|t| t.revision == candidate && t.step == step)
                     .and_then(|t| t.hosts.get(spiffe_id).copied())
                     .unwrap_or_default()
             });
-            let own = Metrics {
+            let metrics_now = Metrics {
                 decisions: before.decisions.saturating_add(metrics.decisions),
                 denies: before.denies.saturating_add(metrics.denies),
                 errors: before.errors.saturating_add(metrics.errors),
             };
-            tallies.hosts.insert(key, own);
-            if let Some(reason) = self
-                .thresholds(artifact, step)
-                .and_then(|limits| limits.breach(&own))
-            {
-                tallies
-                    .breaches
-                    .entry((artifact.clone(), candidate.clone(), step))
-                    .or_insert_with(|| format!("{spiffe_id} alone: {reason}"));
-            }
+            own.insert(
+                key,
+                HostCounts {
+                    artifact: artifact.clone(),
+                    revision: candidate.clone(),
+                    step: u32::try_from(step).unwrap_or(u32::MAX),
+                    spiffe_id: spiffe_id.to_owned(),
+                    metrics: metrics_now,
+                },
+            );
             rollout.report(artifact, &candidate, *metrics)?;
             counted = counted.saturating_add(metrics.decisions);
         }
         Ok(counted)
     }
 
-    /// Makes a stored batch's changes to hosts' own counts current.
-    fn apply_tallies(&self, changes: TallyChanges) {
+    /// Makes stored hosts' counts current.
+    fn apply_host_counts(&self, counts: &[HostCounts]) {
         let mut tallies = self.tallies();
-        for ((artifact, revision, step, host), metrics) in changes.hosts {
-            let entry = tallies.entry(artifact).or_default();
-            if entry.revision != revision || entry.step != step {
+        for counted in counts {
+            let step = usize::try_from(counted.step).unwrap_or(usize::MAX);
+            let entry = tallies.entry(counted.artifact.clone()).or_default();
+            if entry.revision != counted.revision || entry.step != step {
                 *entry = Tally {
-                    revision,
+                    revision: counted.revision.clone(),
                     step,
                     ..Tally::default()
                 };
             }
-            entry.hosts.insert(host, metrics);
-        }
-        for ((artifact, revision, step), reason) in changes.breaches {
-            if let Some(entry) = tallies
-                .get_mut(&artifact)
-                .filter(|t| t.revision == revision && t.step == step)
-            {
-                entry.breach.get_or_insert(reason);
-            }
+            entry
+                .hosts
+                .insert(counted.spiffe_id.clone(), counted.metrics);
         }
     }
 
@@ -811,24 +867,26 @@ impl Pipeline {
         kind: &str,
         actor: &str,
         revision: Option<RevisionRecord>,
-        op: impl FnOnce(&mut Rollout) -> Result<T, PolicyError>,
+        op: impl FnOnce(&mut Rollout, &mut Change) -> Result<T, PolicyError>,
     ) -> Result<T, DeliveryError> {
         let turn = self.changing.lock().await;
         self.change_in_turn(&turn, kind, actor, revision, op).await
     }
 
-    /// [`change`](Pipeline::change), by a caller that holds the turn already.
+    /// [`change`](Pipeline::change), by a caller that holds the turn already. `op` may add
+    /// hosts' counts to the change it is given (the rest is filled in here).
     async fn change_in_turn<T>(
         &self,
         _turn: &tokio::sync::MutexGuard<'_, ()>,
         kind: &str,
         actor: &str,
         revision: Option<RevisionRecord>,
-        op: impl FnOnce(&mut Rollout) -> Result<T, PolicyError>,
+        op: impl FnOnce(&mut Rollout, &mut Change) -> Result<T, PolicyError>,
     ) -> Result<T, DeliveryError> {
         let mut rollout = self.rollout.read().await.clone();
         let before = rollout.states().clone();
-        let result = op(&mut rollout);
+        let mut change = Change::default();
+        let result = op(&mut rollout, &mut change);
         let at_ms = millis(self.clock.as_ref());
         let changed: Vec<(String, ArtifactState)> = rollout
             .states()
@@ -836,7 +894,7 @@ impl Pipeline {
             .filter(|(name, state)| before.get(*name) != Some(*state))
             .map(|(name, state)| (name.clone(), state.clone()))
             .collect();
-        if changed.is_empty() && revision.is_none() {
+        if changed.is_empty() && revision.is_none() && change.host_counts.is_empty() {
             return result.map_err(DeliveryError::Rollout);
         }
         let mut events = Vec::new();
@@ -865,16 +923,14 @@ impl Pipeline {
                 message: state.last_event.clone().unwrap_or_default(),
             });
         }
-        let written = self
-            .store
-            .commit(Change {
-                states: changed,
-                events,
-                revision,
-            })
-            .await;
+        change.states = changed;
+        change.events = events;
+        change.revision = revision;
+        let host_counts = change.host_counts.clone();
+        let written = self.store.commit(change).await;
         // What is stored is the truth: if it was not written, nothing changed.
         written?;
+        self.apply_host_counts(&host_counts);
         // Only what hosts may be assigned now stays in memory.
         self.served().retain(|(artifact, revision), _| {
             rollout.states().get(artifact).is_some_and(|state| {

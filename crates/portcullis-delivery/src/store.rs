@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use portcullis_policy::ArtifactState;
+use portcullis_policy::{ArtifactState, Metrics};
 
 use crate::{DeliveryError, RevisionId};
 
@@ -79,6 +79,78 @@ pub struct FetchRecord {
     pub revision: String,
 }
 
+/// One host's decision counts for a candidate in one step of its pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCounts {
+    /// The artifact.
+    pub artifact: String,
+    /// The candidate revision.
+    pub revision: String,
+    /// The step (its index in the pipeline).
+    pub step: u32,
+    /// The host's SPIFFE ID.
+    pub spiffe_id: String,
+    /// Its counts there, in total.
+    pub metrics: Metrics,
+}
+
+/// What [`PipelineStore::prune`] keeps of the download records and the history.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Retention {
+    /// Downloads recorded before this time (ms since the epoch) are deleted, except those
+    /// of [`keep_revisions`](Retention::keep_revisions).
+    pub fetches_before_ms: u64,
+    /// `(artifact, revision)` whose downloads are kept whatever their age: the candidates
+    /// in flight, whose downloads decide whose decision counts count. Hosts' counts
+    /// ([`HostCounts`]) are kept for these revisions only.
+    pub keep_revisions: Vec<(String, String)>,
+    /// How many of each artifact's newest events are kept; older ones are deleted.
+    /// `None` keeps them all.
+    pub events_per_artifact: Option<u32>,
+}
+
+impl Retention {
+    /// Deletes downloads recorded before `before_ms` and keeps every event.
+    #[must_use]
+    pub fn fetches_before(before_ms: u64) -> Retention {
+        Retention {
+            fetches_before_ms: before_ms,
+            ..Retention::default()
+        }
+    }
+
+    /// Keeps the downloads of `revision` of `artifact` whatever their age.
+    #[must_use]
+    pub fn keep_revision(
+        mut self,
+        artifact: impl Into<String>,
+        revision: impl Into<String>,
+    ) -> Self {
+        self.keep_revisions.push((artifact.into(), revision.into()));
+        self
+    }
+
+    /// Keeps only each artifact's newest `events` events.
+    #[must_use]
+    pub fn with_events_per_artifact(mut self, events: u32) -> Self {
+        self.events_per_artifact = Some(events);
+        self
+    }
+}
+
+/// What [`PipelineStore::prune`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Pruned {
+    /// Download records.
+    pub fetches: u64,
+    /// Hosts' counts for revisions no longer in flight.
+    pub host_counts: u64,
+    /// Events.
+    pub events: u64,
+}
+
 /// Changes written together, in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct Change {
@@ -88,6 +160,9 @@ pub struct Change {
     pub events: Vec<EventRecord>,
     /// A revision to record as published.
     pub revision: Option<RevisionRecord>,
+    /// Hosts' counts now, each replacing the one stored for its artifact, revision, step and
+    /// host.
+    pub host_counts: Vec<HostCounts>,
 }
 
 /// Pipeline state and history. Every method is durable before it returns.
@@ -177,4 +252,20 @@ pub trait PipelineStore: Send + Sync + std::fmt::Debug {
     ///
     /// [`DeliveryError::Store`].
     async fn fetches(&self, artifact: &str) -> Result<Vec<FetchRecord>, DeliveryError>;
+
+    /// Every host's stored counts ([`Change::host_counts`]).
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn host_counts(&self) -> Result<Vec<HostCounts>, DeliveryError>;
+
+    /// Deletes the download records and events `retention` does not keep (a fleet downloads
+    /// every revision on every host, and without this both grow without bound). Stores
+    /// delete in small transactions, so hosts' writes are not held up for long.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] (what was deleted before the failure stays deleted).
+    async fn prune(&self, retention: &Retention) -> Result<Pruned, DeliveryError>;
 }

@@ -6,7 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use portcullis_policy::ArtifactState;
 
-use super::{Change, EventRecord, FetchRecord, HostStatus, PipelineStore, RevisionRecord};
+use super::{
+    Change, EventRecord, FetchRecord, HostCounts, HostStatus, PipelineStore, Pruned, Retention,
+    RevisionRecord,
+};
 use crate::{DeliveryError, RevisionId};
 
 #[derive(Debug, Default)]
@@ -16,6 +19,8 @@ struct Contents {
     events: Vec<EventRecord>,
     statuses: BTreeMap<(String, String), HostStatus>,
     fetches: Vec<FetchRecord>,
+    /// (artifact, revision, step, host) → counts.
+    host_counts: BTreeMap<(String, String, u32, String), HostCounts>,
 }
 
 /// Pipeline state and history in memory: gone when the process ends, so a restart starts
@@ -69,6 +74,15 @@ impl PipelineStore for MemoryPipelineStore {
             event.id = next;
             next = next.saturating_add(1);
             contents.events.push(event);
+        }
+        for counted in change.host_counts {
+            let key = (
+                counted.artifact.clone(),
+                counted.revision.clone(),
+                counted.step,
+                counted.spiffe_id.clone(),
+            );
+            contents.host_counts.insert(key, counted);
         }
         Ok(())
     }
@@ -140,5 +154,57 @@ impl PipelineStore for MemoryPipelineStore {
             .filter(|f| f.artifact == artifact)
             .cloned()
             .collect())
+    }
+
+    async fn host_counts(&self) -> Result<Vec<HostCounts>, DeliveryError> {
+        Ok(self.lock().host_counts.values().cloned().collect())
+    }
+
+    async fn prune(&self, retention: &Retention) -> Result<Pruned, DeliveryError> {
+        let mut contents = self.lock();
+        let host_counts = contents.host_counts.len();
+        contents
+            .host_counts
+            .retain(|(artifact, revision, _, _), _| {
+                retention
+                    .keep_revisions
+                    .iter()
+                    .any(|(a, r)| a == artifact && r == revision)
+            });
+        let host_counts = host_counts.saturating_sub(contents.host_counts.len());
+        let fetches = contents.fetches.len();
+        contents.fetches.retain(|f| {
+            f.at_ms >= retention.fetches_before_ms
+                || retention
+                    .keep_revisions
+                    .iter()
+                    .any(|(a, r)| *a == f.artifact && *r == f.revision)
+        });
+        let fetches = fetches.saturating_sub(contents.fetches.len());
+        let events = contents.events.len();
+        if let Some(keep) = retention.events_per_artifact {
+            let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+            // Newest first: each artifact's first `keep` stay.
+            let mut kept: Vec<EventRecord> = contents
+                .events
+                .iter()
+                .rev()
+                .filter(|e| {
+                    let n = seen.entry(e.artifact.clone()).or_default();
+                    *n = n.saturating_add(1);
+                    *n <= keep
+                })
+                .cloned()
+                .collect();
+            kept.reverse();
+            contents.events = kept;
+        }
+        let events = events.saturating_sub(contents.events.len());
+        Ok(Pruned {
+            fetches: u64::try_from(fetches).unwrap_or(u64::MAX),
+            host_counts: u64::try_from(host_counts).unwrap_or(u64::MAX),
+            events: u64::try_from(events).unwrap_or(u64::MAX),
+        })
     }
 }

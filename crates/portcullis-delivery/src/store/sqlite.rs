@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use portcullis_policy::ArtifactState;
 use sqlx::{Row, SqlitePool};
 
-use super::{Change, EventRecord, FetchRecord, HostStatus, PipelineStore, RevisionRecord};
+use super::{
+    Change, EventRecord, FetchRecord, HostCounts, HostStatus, PipelineStore, Pruned, Retention,
+    RevisionRecord,
+};
 use crate::group::GroupCommit;
 use crate::{DeliveryError, RevisionId};
 
@@ -58,6 +61,20 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         "CREATE INDEX delivery_host_status_bundle ON delivery_host_status (bundle, spiffe_id);",
+    ),
+    // Each host's own counts for a candidate in a step, judged besides their sum.
+    (
+        3,
+        "CREATE TABLE delivery_host_counts (
+        artifact TEXT NOT NULL,
+        revision TEXT NOT NULL,
+        step BIGINT NOT NULL,
+        spiffe_id TEXT NOT NULL,
+        decisions BIGINT NOT NULL,
+        denies BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        PRIMARY KEY (artifact, revision, step, spiffe_id)
+    );",
     ),
 ];
 
@@ -284,6 +301,27 @@ impl PipelineStore for SqlitePipelineStore {
             .execute(&mut *tx)
             .await?;
         }
+        for chunk in change.host_counts.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO delivery_host_counts \
+                 (artifact, revision, step, spiffe_id, decisions, denies, errors) ",
+            );
+            q.push_values(chunk, |mut row, c| {
+                row.push_bind(&c.artifact)
+                    .push_bind(&c.revision)
+                    .push_bind(i64::from(c.step))
+                    .push_bind(&c.spiffe_id)
+                    .push_bind(to_db(c.metrics.decisions))
+                    .push_bind(to_db(c.metrics.denies))
+                    .push_bind(to_db(c.metrics.errors));
+            });
+            q.push(
+                " ON CONFLICT (artifact, revision, step, spiffe_id) DO UPDATE SET \
+                 decisions = excluded.decisions, denies = excluded.denies, \
+                 errors = excluded.errors",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -408,4 +446,111 @@ impl PipelineStore for SqlitePipelineStore {
             })
             .collect()
     }
+
+    async fn host_counts(&self) -> Result<Vec<HostCounts>, DeliveryError> {
+        let rows = sqlx::query(
+            "SELECT artifact, revision, step, spiffe_id, decisions, denies, errors \
+             FROM delivery_host_counts",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let step: i64 = row.try_get("step")?;
+                Ok(HostCounts {
+                    artifact: row.try_get("artifact")?,
+                    revision: row.try_get("revision")?,
+                    step: u32::try_from(step).map_err(|_| {
+                        DeliveryError::Store(format!("a stored step {step} is out of range"))
+                    })?,
+                    spiffe_id: row.try_get("spiffe_id")?,
+                    metrics: portcullis_policy::Metrics {
+                        decisions: from_db(row.try_get("decisions")?),
+                        denies: from_db(row.try_get("denies")?),
+                        errors: from_db(row.try_get("errors")?),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn prune(&self, retention: &Retention) -> Result<Pruned, DeliveryError> {
+        let mut pruned = Pruned::default();
+        // Hosts' counts of revisions no longer in flight.
+        {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "DELETE FROM delivery_host_counts WHERE 1 = 1",
+            );
+            for (artifact, revision) in &retention.keep_revisions {
+                q.push(" AND NOT (artifact = ")
+                    .push_bind(artifact.as_str())
+                    .push(" AND revision = ")
+                    .push_bind(revision.as_str())
+                    .push(")");
+            }
+            let _writing = self.writer.lock().await;
+            pruned.host_counts = q.build().execute(&self.pool).await?.rows_affected();
+        }
+        // Downloads: a chunk per transaction, so hosts' writes queued behind the writer
+        // wait for one chunk at most.
+        loop {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "DELETE FROM delivery_fetches WHERE id IN (SELECT id FROM delivery_fetches \
+                 WHERE at_ms < ",
+            );
+            q.push_bind(to_db(retention.fetches_before_ms));
+            for (artifact, revision) in &retention.keep_revisions {
+                q.push(" AND NOT (artifact = ")
+                    .push_bind(artifact.as_str())
+                    .push(" AND revision = ")
+                    .push_bind(revision.as_str())
+                    .push(")");
+            }
+            q.push(" LIMIT ").push_bind(PRUNE_CHUNK).push(")");
+            let deleted = {
+                let _writing = self.writer.lock().await;
+                q.build().execute(&self.pool).await?.rows_affected()
+            };
+            pruned.fetches = pruned.fetches.saturating_add(deleted);
+            if deleted < u64::try_from(PRUNE_CHUNK).unwrap_or(u64::MAX) {
+                break;
+            }
+        }
+        if let Some(keep) = retention.events_per_artifact {
+            let artifacts: Vec<String> =
+                sqlx::query_scalar("SELECT DISTINCT artifact FROM delivery_events")
+                    .fetch_all(&self.pool)
+                    .await?;
+            for artifact in artifacts {
+                // The oldest event kept: older ones go.
+                let oldest_kept: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM delivery_events WHERE artifact = ? \
+                     ORDER BY id DESC LIMIT 1 OFFSET ?",
+                )
+                .bind(&artifact)
+                .bind(i64::from(keep.saturating_sub(1)))
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(oldest_kept) = oldest_kept.filter(|_| keep > 0).or(
+                    // Keeping none: everything goes.
+                    (keep == 0).then_some(i64::MAX),
+                ) else {
+                    continue;
+                };
+                let _writing = self.writer.lock().await;
+                let deleted =
+                    sqlx::query("DELETE FROM delivery_events WHERE artifact = ? AND id < ?")
+                        .bind(&artifact)
+                        .bind(oldest_kept)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                pruned.events = pruned.events.saturating_add(deleted);
+            }
+        }
+        Ok(pruned)
+    }
 }
+
+/// Rows deleted per transaction by [`PipelineStore::prune`].
+const PRUNE_CHUNK: i64 = 10_000;

@@ -11,7 +11,7 @@ pub use portcullis_core::{
     AccessRequest, Action, AllOf, AnyOf, AuthMethod, Authorizer, Clock, Context, Decision, DenyAll,
     DenyOverrides, Effect, Error, Field, ForwardPathError, MAX_FORWARD_PATH, ManualClock,
     Principal, PrincipalBuilder, PrincipalKind, Resource, ResourceKind, SystemClock,
-    check_forward_path, danger, from_fn, is_hidden_char, validate_name,
+    check_forward_path, danger, from_fn, is_hidden_char, is_unfit_for_label, validate_name,
 };
 
 /// Role-based access control: tiered roles bound to users, teams, tokens and services on

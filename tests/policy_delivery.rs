@@ -1086,6 +1086,37 @@ async fn the_canary_deny_rate_rolls_a_bad_revision_back_automatically() {
     let mut trailing = decision_log("b2", 0, 40);
     trailing.extend_from_slice(b"more");
     assert_eq!(server.upload_logs(PROD_TOKEN, trailing).await.status, 400);
+    // Two Content-Encoding lines, or an encoding where only plain bodies are read, are
+    // refused before any counting; so are two Authorization headers.
+    for (path, headers) in [
+        (
+            "/logs",
+            &[("content-encoding", "gzip"), ("content-encoding", "gzip")][..],
+        ),
+        ("/v1/decision-counts", &[("content-encoding", "br")][..]),
+        ("/status", &[("content-encoding", "gzip")][..]),
+    ] {
+        let refused = server
+            .send(
+                reqwest::Method::POST,
+                path,
+                Some(PROD_TOKEN),
+                headers,
+                b"{}".to_vec(),
+            )
+            .await;
+        assert_eq!(refused.status, 415, "{path} {headers:?}");
+    }
+    let two = server
+        .send(
+            reqwest::Method::POST,
+            "/status",
+            Some(PROD_TOKEN),
+            &[("authorization", "Bearer pcd_other")],
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(two.status, 400, "two Authorization headers");
     assert_eq!(
         server
             .upload_logs("pcd_nobody", decision_log("b2", 0, 40))
@@ -1921,12 +1952,43 @@ async fn an_operation_names_the_candidate_it_decided_about() {
     );
 
     let current = server
-        .operate(ALICE_TOKEN, "promote", json!({"revision": replaced_by}))
+        .operate(
+            ALICE_TOKEN,
+            "promote",
+            json!({"revision": replaced_by, "step": 0}),
+        )
         .await;
     assert_eq!(current.status, 200, "{:?}", current.json());
     let view = server.artifact(ALICE_TOKEN).await.json();
     assert_eq!(view["state"]["candidate"]["revision"], replaced_by.as_str());
     assert_eq!(view["state"]["candidate"]["step"], 1);
+    // The same click again (a second operator, a retry): the candidate has moved on from
+    // the step that view showed, so it is not promoted a second time.
+    let again = server
+        .operate(
+            ALICE_TOKEN,
+            "promote",
+            json!({"revision": replaced_by, "step": 0}),
+        )
+        .await;
+    assert_eq!(again.status, 409, "{:?}", again.json());
+    assert!(
+        again.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("at step 1, not"),
+        "{:?}",
+        again.json()
+    );
+    let bare_step = server
+        .operate(ALICE_TOKEN, "promote", json!({"step": 1}))
+        .await;
+    assert_eq!(bare_step.status, 400, "{:?}", bare_step.json());
+    let view = server.artifact(ALICE_TOKEN).await.json();
+    assert_eq!(
+        view["state"]["candidate"]["step"], 1,
+        "nothing moved: {view}"
+    );
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,8 +13,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis::audit::{AuditEvent, AuditLog, AuditSink, EventKind};
 use portcullis::delivery::{
-    DecisionCounts, DeliveryError, FetchRecord, HostStatus, MAX_LOG_BYTES, MAX_STATUS_BYTES,
-    Operation, Pipeline, RevisionId, StatusReport, check_artifact_name, now_ms,
+    DecisionCounts, DeliveryError, Expected, FetchRecord, HostStatus, MAX_LOG_BYTES,
+    MAX_STATUS_BYTES, Operation, Pipeline, RevisionId, StatusReport, check_artifact_name, now_ms,
 };
 use portcullis::gate::{CHALLENGE, Gate, GateError, GateRequest, RunError};
 use portcullis::policy::RolloutEvent;
@@ -68,9 +68,45 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         )
         .route("/health", get(|| async { Json(json!({})) }))
         .merge(ui::routes())
+        .layer(axum::middleware::from_fn(one_credential_and_encoding))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::map_response(ui::nosniff))
         .with_state(app)
+}
+
+/// Refuses, before any handler: a request with more than one `Authorization` header (which
+/// one names the caller would depend on the reader), and a body in a `Content-Encoding`
+/// the endpoint does not read — `gzip` on `POST /logs` (OPA's decision log upload) only,
+/// every other body plain — or named in more than one header.
+async fn one_credential_and_encoding(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "more than one Authorization header",
+        );
+    }
+    let mut encodings = headers.get_all(header::CONTENT_ENCODING).iter();
+    let encoding = encodings.next().map(|v| v.to_str().map(str::trim));
+    let plain = match encoding {
+        None => true,
+        Some(Ok(v)) => v.eq_ignore_ascii_case("identity"),
+        Some(Err(_)) => false,
+    };
+    let gzip_logs = request.uri().path() == "/logs"
+        && matches!(encoding, Some(Ok(v)) if v.eq_ignore_ascii_case("gzip"));
+    if encodings.next().is_some() || !(plain || gzip_logs) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            "Content-Encoding: gzip on POST /logs, identity or none elsewhere, in one header",
+        );
+    }
+    next.run(request).await
 }
 
 /// Runs [`Pipeline::tick`] every `every`: automatic promotions and rollbacks.
@@ -272,6 +308,10 @@ struct OperationBody {
     /// refused instead of acting on a revision nobody looked at.
     #[serde(default)]
     revision: Option<String>,
+    /// The step (its index) the view showed that candidate at: if it has moved on since
+    /// (another operator, a second click), the operation is refused.
+    #[serde(default)]
+    step: Option<usize>,
 }
 
 /// `POST /v1/artifacts/{name}/{promote|pause|resume|rollback}`, body `{"reason": "…"}`
@@ -320,23 +360,38 @@ async fn operate(
         .unwrap_or_else(|| format!("{operation} by an operator"));
     // Shown to operators and written to the history and audit log: no character that
     // hides or reorders what is shown around it.
-    if let Some(c) = reason.chars().find(|c| portcullis::is_hidden_char(*c)) {
+    if let Some(c) = reason.chars().find(|c| portcullis::is_unfit_for_label(*c)) {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_parameter",
             format!(
-                "the reason holds the hidden character U+{:04X} (a control, format or \
-                 unassigned character)",
+                "the reason holds U+{:04X}, a hidden character or a line break or space \
+                 other than U+0020",
                 u32::from(c)
             ),
         );
     }
-    let expected = parsed.revision;
     let mut request =
         operation_request(&name, &operation, action, resource).param("reason", reason.clone());
-    if let Some(revision) = &expected {
-        request = request.param("revision", revision.clone());
-    }
+    let expected = match (parsed.revision, parsed.step) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                "a step names the candidate's step: send the candidate's revision with it",
+            );
+        }
+        (Some(revision), step) => {
+            request = request.param("revision", revision.clone());
+            let mut expected = Expected::revision(revision);
+            if let Some(step) = step {
+                request = request.param("step", step);
+                expected = expected.at_step(step);
+            }
+            Some(expected)
+        }
+    };
     let actor = principal.to_string();
     let pipeline = &app.pipeline;
     let op = match operation.as_str() {
@@ -349,7 +404,7 @@ async fn operate(
     let done = app
         .gate
         .run(&principal, &request, |_| {
-            pipeline.operate(&name, &op, &actor, expected.as_deref())
+            pipeline.operate(&name, &op, &actor, expected.as_ref())
         })
         .await;
     match done {

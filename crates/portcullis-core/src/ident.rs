@@ -107,6 +107,22 @@ pub fn is_hidden_char(ch: char) -> bool {
     )
 }
 
+/// Whether `ch` does not belong in a one-line label shown to people — a revision name, an
+/// operator's reason, a host's report: a hidden character ([`is_hidden_char`]), or
+/// whitespace other than the ASCII space (line and paragraph separators such as U+2028,
+/// no-break and wide spaces), which breaks the line or looks like a space it is not.
+///
+/// ```
+/// use portcullis_core::is_unfit_for_label;
+/// for unfit in ['\n', '\t', '\u{2028}', '\u{a0}', '\u{3000}', '\u{202e}', '\u{200b}'] {
+///     assert!(is_unfit_for_label(unfit), "{unfit:?}");
+/// }
+/// assert!(!is_unfit_for_label(' ') && !is_unfit_for_label('é') && !is_unfit_for_label('-'));
+/// ```
+pub fn is_unfit_for_label(ch: char) -> bool {
+    is_hidden_char(ch) || (ch.is_whitespace() && ch != ' ')
+}
+
 /// Unicode's `Default_Ignorable_Code_Point` (DerivedCoreProperties.txt, Unicode 15/16):
 /// characters a renderer shows as nothing when it does not support them.
 fn is_default_ignorable(ch: char) -> bool {

@@ -28,7 +28,7 @@ pub use combinator::{AllOf, AnyOf, DenyOverrides};
 pub use decision::{Decision, Effect};
 pub use error::{Error, Field};
 pub use forward_path::{ForwardPathError, MAX_FORWARD_PATH, check_forward_path};
-pub use ident::{is_hidden_char, validate_name};
+pub use ident::{is_hidden_char, is_unfit_for_label, validate_name};
 pub use principal::{AuthMethod, Principal, PrincipalBuilder, PrincipalKind};
 pub use resource::{Resource, ResourceKind};
 pub use unique::{RandomError, unique_bytes};

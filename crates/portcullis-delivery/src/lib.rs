@@ -18,7 +18,7 @@ pub use artifact::{ArtifactStore, FolderStore, MemoryStore};
 pub use artifact::{DEFAULT_MAX_OBJECT_BYTES, S3Options, S3Store};
 pub use decisions::{DecisionCounts, MAX_EVENTS, MAX_LOG_BYTES};
 pub use error::DeliveryError;
-pub use pipeline::{Assignment, Operation, Pipeline, Published, SCHEDULER, now_ms};
+pub use pipeline::{Assignment, Expected, Operation, Pipeline, Published, SCHEDULER, now_ms};
 pub use revision::{MAX_NAME, RevisionId, check_artifact_name};
 pub use status::{BundleReport, MAX_BUNDLES, MAX_FIELD, MAX_STATUS_BYTES, StatusReport};
 #[cfg(feature = "sqlite")]

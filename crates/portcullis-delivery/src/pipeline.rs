@@ -79,6 +79,36 @@ impl Operation {
     }
 }
 
+/// The candidate an operator decided about, as the view showed it ([`Pipeline::operate`]):
+/// its revision and, optionally, the step it was at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Expected {
+    /// The candidate revision (its content id).
+    pub revision: String,
+    /// The index of the step it was at, if the operator's view said.
+    pub step: Option<usize>,
+}
+
+impl Expected {
+    /// The candidate `revision`, at whichever step.
+    #[must_use]
+    pub fn revision(revision: impl Into<String>) -> Expected {
+        Expected {
+            revision: revision.into(),
+            step: None,
+        }
+    }
+
+    /// At step `step` (its index): a candidate that has moved on since is not the one the
+    /// operator decided about (a second click on "promote" must not promote it again).
+    #[must_use]
+    pub fn at_step(mut self, step: usize) -> Expected {
+        self.step = Some(step);
+        self
+    }
+}
+
 /// One artifact's candidate in its current step, as each host reported it: every host's
 /// own counts are judged against the step's limits, so no host can hide another's breach
 /// by reporting many good decisions of its own (the aggregate the [`Rollout`] judges adds
@@ -399,35 +429,48 @@ impl Pipeline {
 
     /// Does `operation` to `artifact`'s pipeline, as [`promote`](Pipeline::promote),
     /// [`pause`](Pipeline::pause), [`resume`](Pipeline::resume) or
-    /// [`rollback`](Pipeline::rollback) do; with `expected_candidate`, only if the
-    /// candidate is still that revision (what the operator saw) when the operation is
-    /// applied — checked in the same turn that applies it, so no publish or rollback can
+    /// [`rollback`](Pipeline::rollback) do; with `expected`, only if the candidate is
+    /// still that revision (at that step, if it says) when the operation is applied —
+    /// checked in the same turn that applies it, so no publish, promotion or rollback can
     /// slip in between. Returns what happened, in words.
     ///
     /// # Errors
     ///
-    /// [`DeliveryError::Rollout`] if the candidate is another (or none), or as the
-    /// operation's own method; [`DeliveryError::Store`].
+    /// [`DeliveryError::Rollout`] if the candidate is another (or none, or at another
+    /// step), or as the operation's own method; [`DeliveryError::Store`].
     pub async fn operate(
         &self,
         artifact: &str,
         operation: &Operation,
         actor: &str,
-        expected_candidate: Option<&str>,
+        expected: Option<&Expected>,
     ) -> Result<String, DeliveryError> {
         self.change(operation.kind(), actor, None, |rollout, _| {
-            if let Some(expected) = expected_candidate {
+            if let Some(expected) = expected {
                 let candidate = rollout
                     .state(artifact)
                     .and_then(|s| s.candidate.as_ref())
-                    .map(|c| c.revision.as_str());
-                if candidate != Some(expected) {
+                    .map(|c| (c.revision.as_str(), c.step));
+                let stale = match candidate {
+                    Some((revision, step)) => {
+                        revision != expected.revision || expected.step.is_some_and(|s| s != step)
+                    }
+                    None => true,
+                };
+                if stale {
+                    let now = candidate.map_or_else(
+                        || "none".to_owned(),
+                        |(revision, step)| format!("{revision} at step {step}"),
+                    );
+                    let seen = match expected.step {
+                        Some(step) => format!("{} at step {step}", expected.revision),
+                        None => expected.revision.clone(),
+                    };
                     return Err(PolicyError::Rollout {
                         artifact: artifact.to_owned(),
                         message: format!(
-                            "the candidate is {}, not {expected} (the view was out of date: \
-                             look again)",
-                            candidate.unwrap_or("none")
+                            "the candidate is {now}, not {seen} (the view was out of date: \
+                             look again)"
                         ),
                     });
                 }

@@ -52,18 +52,32 @@ struct WireBundle {
     errors: Option<Vec<Value>>,
 }
 
+/// `text` cut to [`MAX_FIELD`] bytes, with every character unfit for a one-line label
+/// ([`portcullis_core::is_unfit_for_label`]: controls, bidi overrides, line breaks…) shown
+/// as U+FFFD: a host's error message is kept, but cannot rewrite what is shown around it.
 fn cut(text: &str) -> String {
     let mut end = text.len().min(MAX_FIELD);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text.get(..end).unwrap_or_default().to_owned()
+    text.get(..end)
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if portcullis_core::is_unfit_for_label(c) {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn plain(what: &str, text: &str) -> Result<(), DeliveryError> {
-    if text.len() > MAX_FIELD || text.chars().any(char::is_control) {
+    if text.len() > MAX_FIELD || text.chars().any(portcullis_core::is_unfit_for_label) {
         return Err(DeliveryError::Status(format!(
-            "{what} is longer than {MAX_FIELD} bytes or has control characters"
+            "{what} is longer than {MAX_FIELD} bytes or has hidden characters, line breaks \
+             or spaces other than U+0020"
         )));
     }
     Ok(())
@@ -151,6 +165,15 @@ mod tests {
             ]
         );
         assert_eq!(StatusReport::parse(b"{}").unwrap(), StatusReport::default());
+        // A host's error message is kept, its hidden characters shown as U+FFFD.
+        let report = StatusReport::parse(
+            br#"{"bundles":{"a":{"code":"e\u202e","message":"line\nbreak \u001b[2J"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            report.bundles[0].error.as_deref(),
+            Some("e\u{fffd}: line\u{fffd}break \u{fffd}[2J")
+        );
     }
 
     #[test]
@@ -160,6 +183,9 @@ mod tests {
             br#"{"bundles":[1]}"#,
             br#"{"bundles":{"a":{"active_revision":7}}}"#,
             br#"{"bundles":{"a\u0000":{}}}"#,
+            br#"{"bundles":{"a":{"active_revision":"demo-6\u202e1-omed"}}}"#,
+            br#"{"bundles":{"a":{"active_revision":"r1\u2028"}}}"#,
+            br#"{"bundles":{"a":{"active_revision":"r\u00a01"}}}"#,
         ] {
             assert!(
                 StatusReport::parse(bad).is_err(),

@@ -652,7 +652,10 @@ async fn store_contract(store: &dyn PipelineStore) {
         revision: revision.to_string(),
     };
     store.record_fetch(&fetch).await.unwrap();
-    assert_eq!(store.fetches("authz").await.unwrap(), std::slice::from_ref(&fetch));
+    assert_eq!(
+        store.fetches("authz").await.unwrap(),
+        std::slice::from_ref(&fetch)
+    );
     assert!(store.fetches("other").await.unwrap().is_empty());
 
     // Hosts' counts: written with a change (the refused one wrote none), replaced per host.

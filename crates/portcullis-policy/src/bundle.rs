@@ -83,6 +83,16 @@ pub struct Manifest {
     pub file_rego_versions: BTreeMap<String, u8>,
 }
 
+/// The `.manifest` keys OPA reads.
+const MANIFEST_KEYS: &[&str] = &[
+    "revision",
+    "roots",
+    "rego_version",
+    "file_rego_versions",
+    "wasm",
+    "metadata",
+];
+
 fn all_roots() -> Vec<String> {
     vec![String::new()]
 }
@@ -100,6 +110,32 @@ impl Manifest {
     pub fn parse(bundle: &str, bytes: &[u8]) -> Result<Manifest, PolicyError> {
         let raw: Value = serde_json::from_slice(bytes)
             .map_err(|e| PolicyError::bundle(bundle, format!(".manifest: {e}")))?;
+        // OPA (Go's encoding/json) matches keys case-insensitively: `Roots` would be its
+        // roots while this reads `roots`. A key that differs from one OPA reads only in
+        // case is refused, not ignored.
+        if let Some(object) = raw.as_object() {
+            let fold = |key: &str| -> String {
+                key.chars()
+                    .flat_map(char::to_uppercase)
+                    .flat_map(char::to_lowercase)
+                    .collect()
+            };
+            for key in object.keys() {
+                let folded = fold(key);
+                if let Some(known) = MANIFEST_KEYS
+                    .iter()
+                    .find(|known| **known != key && fold(known) == folded)
+                {
+                    return Err(PolicyError::bundle(
+                        bundle,
+                        format!(
+                            ".manifest: key {key:?} differs from {known:?} only in case \
+                             (OPA would read it as {known:?})"
+                        ),
+                    ));
+                }
+            }
+        }
         // OPA would evaluate the listed wasm modules instead of the Rego that was checked
         // and tested here: such a bundle means something else to a stock OPA.
         if raw
@@ -118,13 +154,13 @@ impl Manifest {
         if let Some(c) = manifest
             .revision
             .chars()
-            .find(|c| portcullis_core::is_hidden_char(*c))
+            .find(|c| portcullis_core::is_unfit_for_label(*c))
         {
             return Err(PolicyError::bundle(
                 bundle,
                 format!(
-                    ".manifest: the revision holds the hidden character U+{:04X} (a control, \
-                     format or unassigned character)",
+                    ".manifest: the revision holds U+{:04X}, a hidden character or a line \
+                     break or space other than U+0020",
                     u32::from(c)
                 ),
             ));

@@ -316,7 +316,14 @@ fn bundles_with_wasm_modules_are_refused() {
 
 #[test]
 fn a_manifest_revision_with_control_or_bidi_characters_is_refused() {
-    for revision in ["r1\u{202E}gnp", "r1\nr2", "r1\u{200B}", "\u{2066}r1"] {
+    for revision in [
+        "r1\u{202E}gnp",
+        "r1\nr2",
+        "r1\u{200B}",
+        "\u{2066}r1",
+        "r1\u{2028}",
+        "r\u{a0}1",
+    ] {
         let manifest = serde_json::json!({"revision": revision, "roots": ["authz"]});
         let err = Bundle::from_files(
             "b",
@@ -329,4 +336,26 @@ fn a_manifest_revision_with_control_or_bidi_characters_is_refused() {
         assert!(err.to_string().contains("U+"), "{revision:?}: {err}");
     }
     bundle("", "package authz\nallow := true", "{}").unwrap();
+}
+
+#[test]
+fn manifest_keys_differing_only_in_case_are_refused() {
+    // Stock OPA matches JSON keys case-insensitively (last one wins): `Roots` would be
+    // its roots, while a reader that matches exactly takes `roots`.
+    for extra in [
+        r#", "Roots": ["other"]"#,
+        r#", "Revision": "x-1""#,
+        r#", "WASM": [{"entrypoint": "authz/allow", "module": "/p.wasm"}]"#,
+        ", \"revi\u{017F}ion\": \"x-2\"",
+    ] {
+        let err = bundle(extra, "package authz\nallow := true", "{}").unwrap_err();
+        assert!(err.to_string().contains("only in case"), "{extra}: {err}");
+    }
+    // Keys OPA does not read are still ignored, as OPA ignores them.
+    bundle(
+        r#", "x-build": "ci-7""#,
+        "package authz\nallow := true",
+        "{}",
+    )
+    .unwrap();
 }

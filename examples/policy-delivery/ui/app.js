@@ -671,10 +671,14 @@ $("confirm-ok").addEventListener("click", async () => {
   result.className = "";
   result.textContent = `${OPERATIONS[op].verb}…`;
   try {
-    // The candidate this view showed: the server refuses if another has replaced it since.
+    // The candidate this view showed, at the step it showed: the server refuses if another
+    // has replaced it, or it has moved on, since.
     const body = reason ? { reason } : {};
     const candidate = detail && detail.state && detail.state.candidate;
-    if (candidate) body.revision = candidate.revision;
+    if (candidate) {
+      body.revision = candidate.revision;
+      body.step = candidate.step;
+    }
     const answer = await api("POST", `/v1/artifacts/${encodeURIComponent(name)}/${op}`, body);
     result.className = "ok";
     result.textContent = `Done: ${shortened(answer.event)}`;

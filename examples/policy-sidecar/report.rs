@@ -36,15 +36,6 @@ pub(crate) struct DecisionCounter {
     counts: Mutex<BTreeMap<(String, String), [u64; 3]>>,
 }
 
-/// Whether an answer denies: undefined, `false`, or an object whose `allow` is `false`.
-fn denies(result: Option<&Value>) -> bool {
-    match result {
-        None | Some(Value::Null | Value::Bool(false)) => true,
-        Some(Value::Object(map)) => map.get("allow") == Some(&Value::Bool(false)),
-        Some(_) => false,
-    }
-}
-
 impl DecisionCounter {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), [u64; 3]>> {
         // Counts are plain additions; a panic elsewhere cannot leave them half-updated.
@@ -59,7 +50,7 @@ impl DecisionCounter {
         let (revisions, deny, error) = match outcome {
             Ok(evaluation) => (
                 evaluation.revisions.clone(),
-                denies(evaluation.result.as_ref()),
+                portcullis::policy::counts_as_denial(evaluation.result.as_ref()),
                 false,
             ),
             Err(_) => (store.revisions(), false, true),

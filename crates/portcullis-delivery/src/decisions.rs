@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use portcullis_policy::Metrics;
+use portcullis_policy::{Metrics, counts_as_denial};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -56,20 +56,10 @@ struct EventBundle {
     revision: Option<String>,
 }
 
-/// Whether a decision's result denies: `false`, an object whose `allow` is `false`, or no
-/// result at all (undefined, which policy enforcement points treat as a denial).
-fn denies(result: Option<&Value>) -> bool {
-    match result {
-        None | Some(Value::Null | Value::Bool(false)) => true,
-        Some(Value::Object(map)) => map.get("allow") == Some(&Value::Bool(false)),
-        Some(_) => false,
-    }
-}
-
 impl DecisionCounts {
     /// Counts an upload: gzip when `gzip` is set (OPA sends `Content-Encoding: gzip`), then a
     /// JSON array of OPA decision events. An event with an `error` is an error; one whose
-    /// result denies (see above) a denial; each counts for every bundle it names.
+    /// result denies ([`counts_as_denial`]) a denial; each counts for every bundle it names.
     ///
     /// # Errors
     ///
@@ -107,7 +97,7 @@ impl DecisionCounts {
         let mut counts: BTreeMap<(String, String), Metrics> = BTreeMap::new();
         for event in events {
             let error = event.error.as_ref().is_some_and(|e| !e.is_null());
-            let deny = !error && denies(event.result.as_ref());
+            let deny = !error && counts_as_denial(event.result.as_ref());
             for (bundle, named) in event.bundles {
                 let Some(revision) = named.revision else {
                     continue;

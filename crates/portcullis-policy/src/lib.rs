@@ -32,7 +32,7 @@ pub use error::PolicyError;
 pub use nesting::MAX_NESTING;
 pub use rollout::{
     ArtifactConfig, ArtifactState, Candidate, Metrics, Promotion, Readiness, Rollout,
-    RolloutConfig, RolloutEvent, SpiffePattern, StepConfig, Thresholds,
+    RolloutConfig, RolloutEvent, SpiffePattern, StepConfig, Thresholds, counts_as_denial,
 };
 pub use signing::{Algorithm, BundleSigner, BundleVerifier, SIGNATURES_FILE, VerificationKey};
 #[cfg(feature = "sources")]

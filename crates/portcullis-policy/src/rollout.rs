@@ -114,6 +114,50 @@ pub struct Metrics {
     pub errors: u64,
 }
 
+/// Whether a decision's result counts as a denial in a candidate's [`Metrics`], as a policy
+/// enforcement point reading it would treat it (fail closed):
+///
+/// - no result (undefined), `null` or `false` denies; `true` allows;
+/// - an object with `allow` denies unless `allow` is exactly `true`; one without `allow`
+///   but with `deny` denies when `deny` is `true` or a non-empty list, set, object or
+///   string; an object with neither (a package queried whole whose `allow` is undefined,
+///   or was renamed) denies;
+/// - a list (a set of denial messages) denies when non-empty; other values allow.
+///
+/// ```
+/// use portcullis_policy::counts_as_denial;
+/// use serde_json::json;
+/// for deny in [json!(false), json!({"allow": false}), json!({"allow": null}), json!({}),
+///              json!({"allw": true}), json!({"deny": ["no"]}), json!(["no"])] {
+///     assert!(counts_as_denial(Some(&deny)), "{deny}");
+/// }
+/// assert!(counts_as_denial(None));
+/// for allow in [json!(true), json!({"allow": true}), json!({"deny": []}), json!([])] {
+///     assert!(!counts_as_denial(Some(&allow)), "{allow}");
+/// }
+/// ```
+#[must_use]
+pub fn counts_as_denial(result: Option<&serde_json::Value>) -> bool {
+    use serde_json::Value;
+    let non_empty = |v: &Value| match v {
+        Value::Bool(b) => *b,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::String(s) => !s.is_empty(),
+        Value::Null | Value::Number(_) => false,
+    };
+    match result {
+        None | Some(Value::Null | Value::Bool(false)) => true,
+        Some(Value::Object(map)) => match (map.get("allow"), map.get("deny")) {
+            (Some(allow), _) => allow != &Value::Bool(true),
+            (None, Some(deny)) => non_empty(deny),
+            (None, None) => true,
+        },
+        Some(Value::Array(list)) => !list.is_empty(),
+        Some(_) => false,
+    }
+}
+
 /// A revision on its way through the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {

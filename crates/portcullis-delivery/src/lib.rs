@@ -16,13 +16,15 @@ mod validate;
 pub use artifact::{ArtifactStore, FolderStore, MemoryStore};
 pub use decisions::{DecisionCounts, MAX_EVENTS, MAX_LOG_BYTES};
 pub use error::DeliveryError;
-pub use pipeline::{Assignment, Operation, Pipeline, Published, SCHEDULER, now_ms};
+pub use pipeline::{Assignment, Operation, Pipeline, Published, Refresher, SCHEDULER, now_ms};
 pub use revision::{MAX_NAME, RevisionId, check_artifact_name};
 pub use status::{BundleReport, MAX_BUNDLES, MAX_FIELD, MAX_STATUS_BYTES, StatusReport};
 #[cfg(feature = "sqlite")]
 pub use store::SqlitePipelineStore;
+#[cfg(feature = "postgres")]
+pub use store::{CHANGE_CHANNEL, PostgresPipelineStore};
 pub use store::{
-    Change, EventRecord, FetchRecord, HostStatus, MemoryPipelineStore, PipelineStore,
-    RevisionRecord,
+    Change, ChangeLock, EventRecord, FetchRecord, HostStatus, LocalLock, MemoryPipelineStore,
+    PipelineStore, RevisionRecord,
 };
 pub use validate::{Validated, Validator};

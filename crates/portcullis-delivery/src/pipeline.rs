@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use portcullis_core::Clock;
 use portcullis_policy::{
@@ -16,7 +17,7 @@ use crate::DecisionCounts;
 use crate::group::GroupCommit;
 
 use crate::revision::check_artifact_name;
-use crate::store::{Change, EventRecord, FetchRecord, PipelineStore, RevisionRecord};
+use crate::store::{Change, ChangeLock, EventRecord, FetchRecord, PipelineStore, RevisionRecord};
 use crate::{ArtifactStore, DeliveryError, RevisionId, Validator};
 
 /// The kind of change decision counts make: persisted, never an event.
@@ -121,6 +122,19 @@ struct TallyChanges {
 /// they start again from zero (the sum is stored).
 ///
 /// For now an artifact holds exactly one bundle (its `bundles` list names it).
+///
+/// # Several instances on one store
+///
+/// With a store several processes share (PostgreSQL), every change takes the store's turn
+/// ([`PipelineStore::lock_for_change`]) and, if another instance changed the pipelines
+/// since, reads their states and revisions again before applying itself: no change is
+/// made to a stale copy. Reads (hosts' polls, [`revision_for`](Pipeline::revision_for))
+/// keep using the copy in memory, brought up to date by [`refresh`](Pipeline::refresh)
+/// (see [`spawn_refresher`](Pipeline::spawn_refresher)). Downloads made from another
+/// instance count too: a host missing from this instance's own record of downloads is
+/// looked up in the store ([`PipelineStore::has_fetched`]). One instance
+/// [leads](Pipeline::lead) and runs the scheduler. Hosts' own counts stay per instance:
+/// each instance judges the reports it received.
 #[derive(Debug)]
 pub struct Pipeline {
     config: RolloutConfig,
@@ -146,6 +160,33 @@ pub struct Pipeline {
     tallies: std::sync::Mutex<BTreeMap<String, Tally>>,
     /// (artifact, candidate revision, host) for every download of a current candidate.
     downloaded: std::sync::RwLock<HashSet<(String, String, String)>>,
+    /// The stored version the state in memory is at least as new as (`None`: a store only
+    /// this process writes). Changed only in the turn (`changing`).
+    version: std::sync::Mutex<Option<i64>>,
+    /// Whether the store is shared with other instances (it has a version).
+    shared: bool,
+    /// Whether this instance led at the last [`Pipeline::lead`].
+    leading: AtomicBool,
+}
+
+/// The turn to change the pipelines: this process's, then the store's.
+#[derive(Debug)]
+struct Turn<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    lock: Box<dyn ChangeLock>,
+}
+
+/// Refreshes a [`Pipeline`]'s state from its store ([`Pipeline::spawn_refresher`]); stops
+/// when dropped.
+#[derive(Debug)]
+pub struct Refresher {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn millis(clock: &dyn Clock) -> u64 {
@@ -202,15 +243,9 @@ impl Pipeline {
             }
             bundle_of.insert(artifact.name.clone(), bundle.clone());
         }
-        let mut bundle_revisions = BTreeMap::new();
-        for artifact in &config.artifacts {
-            for r in store.revisions(&artifact.name).await? {
-                bundle_revisions.insert(
-                    (artifact.name.clone(), r.revision.to_string()),
-                    r.bundle_revision,
-                );
-            }
-        }
+        // Read before the states: they are then at least as new as it says.
+        let version = store.version().await?;
+        let bundle_revisions = load_bundle_revisions(&config, store.as_ref()).await?;
         let saved = store.load_states().await?;
         let rollout =
             Rollout::restore(&config, clock.clone(), saved).map_err(DeliveryError::Rollout)?;
@@ -241,6 +276,9 @@ impl Pipeline {
             artifact_of,
             tallies: std::sync::Mutex::new(BTreeMap::new()),
             downloaded: std::sync::RwLock::new(downloaded),
+            version: std::sync::Mutex::new(version),
+            shared: version.is_some(),
+            leading: AtomicBool::new(version.is_none()),
         })
     }
 
@@ -312,7 +350,7 @@ impl Pipeline {
         // From here to the change being visible, one change at a time: the checks below
         // hold for what is written (two publishes of one manifest revision cannot both
         // pass them).
-        let turn = self.changing.lock().await;
+        let turn = self.turn().await?;
         if self.store.has_revision(artifact, &revision).await? {
             return Err(self.exists(artifact, &revision));
         }
@@ -340,15 +378,10 @@ impl Pipeline {
             published_at_ms: millis(self.clock.as_ref()),
         };
         let id = revision.to_string();
-        self.change_in_turn(&turn, "publish", actor, Some(record), |rollout| {
+        self.change_in_turn(turn, "publish", actor, Some(record), |rollout| {
             rollout.propose(artifact, &id)
         })
         .await?;
-        self.bundle_revisions
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert((artifact.to_owned(), id), bundle_revision.clone());
-        drop(turn);
         Ok(Published {
             revision,
             bundle_revision,
@@ -594,8 +627,10 @@ impl Pipeline {
             .submit((spiffe_id.to_owned(), counts.clone()))
             .await;
         if let Some(batch) = batch {
-            let counted = self
-                .change(REPORT, "hosts", None, |rollout| {
+            let counted = async {
+                let turn = self.turn().await?;
+                self.learn_downloads(batch.items()).await?;
+                self.change_in_turn(turn, REPORT, "hosts", None, |rollout| {
                     let mut tallies = TallyChanges::default();
                     let counted = batch
                         .items()
@@ -605,13 +640,15 @@ impl Pipeline {
                     Ok((counted, tallies))
                 })
                 .await
-                .map(|(counted, tallies)| {
-                    // Stored: the hosts' own counts move on too (the batch holds the
-                    // reports' turn until it is answered, so no other batch reads them
-                    // in between).
-                    self.apply_tallies(tallies);
-                    counted
-                });
+            }
+            .await
+            .map(|(counted, tallies)| {
+                // Stored: the hosts' own counts move on too (the batch holds the
+                // reports' turn until it is answered, so no other batch reads them
+                // in between).
+                self.apply_tallies(tallies);
+                counted
+            });
             batch.answer(counted);
         }
         answer.wait().await
@@ -813,14 +850,14 @@ impl Pipeline {
         revision: Option<RevisionRecord>,
         op: impl FnOnce(&mut Rollout) -> Result<T, PolicyError>,
     ) -> Result<T, DeliveryError> {
-        let turn = self.changing.lock().await;
-        self.change_in_turn(&turn, kind, actor, revision, op).await
+        let turn = self.turn().await?;
+        self.change_in_turn(turn, kind, actor, revision, op).await
     }
 
-    /// [`change`](Pipeline::change), by a caller that holds the turn already.
+    /// [`change`](Pipeline::change), by a caller that took the turn already.
     async fn change_in_turn<T>(
         &self,
-        _turn: &tokio::sync::MutexGuard<'_, ()>,
+        turn: Turn<'_>,
         kind: &str,
         actor: &str,
         revision: Option<RevisionRecord>,
@@ -865,16 +902,45 @@ impl Pipeline {
                 message: state.last_event.clone().unwrap_or_default(),
             });
         }
-        let written = self
-            .store
-            .commit(Change {
-                states: changed,
-                events,
-                revision,
-            })
+        let Turn { _local, lock } = turn;
+        let base = lock.version();
+        let published = revision.as_ref().map(|r| {
+            (
+                (r.artifact.clone(), r.revision.to_string()),
+                r.bundle_revision.clone(),
+            )
+        });
+        let written = lock
+            .commit(
+                self.store.as_ref(),
+                Change {
+                    states: changed,
+                    events,
+                    revision,
+                },
+            )
             .await;
         // What is stored is the truth: if it was not written, nothing changed.
         written?;
+        if let Some((key, name)) = published {
+            self.bundle_revisions
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key, name);
+        }
+        self.prune(&rollout);
+        *self.rollout.write().await = rollout;
+        // This change is the stored version after `base`.
+        *self.version_lock() = base.map(|v| v.saturating_add(1));
+        if kind != REPORT {
+            tracing::info!(kind, actor, "pipeline changed");
+        }
+        result.map_err(DeliveryError::Rollout)
+    }
+
+    /// Forgets what hosts can no longer be assigned under `rollout`: served tarballs,
+    /// downloads and own counts of candidates (or steps) that are no longer current.
+    fn prune(&self, rollout: &Rollout) {
         // Only what hosts may be assigned now stays in memory.
         self.served().retain(|(artifact, revision), _| {
             rollout.states().get(artifact).is_some_and(|state| {
@@ -899,12 +965,208 @@ impl Pipeline {
             .retain(|(artifact, revision, _)| current(artifact, revision, None));
         self.tallies()
             .retain(|artifact, tally| current(artifact, &tally.revision, Some(tally.step)));
-        *self.rollout.write().await = rollout;
-        if kind != REPORT {
-            tracing::info!(kind, actor, "pipeline changed");
-        }
-        result.map_err(DeliveryError::Rollout)
     }
+
+    fn version_lock(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
+        // Only ever replaced whole.
+        self.version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the turn to change the pipelines — this process's, then the store's — and
+    /// brings the state in memory up to the stored one if another instance changed it.
+    async fn turn(&self) -> Result<Turn<'_>, DeliveryError> {
+        let local = self.changing.lock().await;
+        let lock = self.store.lock_for_change().await?;
+        if let Some(version) = lock.version() {
+            // No other instance commits while the lock is held: what is read now is
+            // exactly this version.
+            self.reload(version).await?;
+        }
+        Ok(Turn {
+            _local: local,
+            lock,
+        })
+    }
+
+    /// With the process's turn held: reads the states and revisions again unless the
+    /// state in memory is already at least as new as `stored`. Whether it read them.
+    async fn reload(&self, stored: i64) -> Result<bool, DeliveryError> {
+        if self.version_lock().is_some_and(|v| v >= stored) {
+            return Ok(false);
+        }
+        let bundle_revisions = load_bundle_revisions(&self.config, self.store.as_ref()).await?;
+        let saved = self.store.load_states().await?;
+        let rollout = Rollout::restore(&self.config, self.clock.clone(), saved)
+            .map_err(DeliveryError::Rollout)?;
+        *self
+            .bundle_revisions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = bundle_revisions;
+        self.prune(&rollout);
+        *self.rollout.write().await = rollout;
+        *self.version_lock() = Some(stored);
+        tracing::debug!(version = stored, "pipeline state read again from the store");
+        Ok(true)
+    }
+
+    /// Brings the state in memory (what hosts' polls and every read see) up to the stored
+    /// one, if another instance sharing the store changed it; whether it did. Changes made
+    /// here never need it (each applies to the latest stored state), and with a store only
+    /// this process writes it does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] if the store cannot be read (the state in memory stays);
+    /// [`DeliveryError::Rollout`] if a stored state does not fit this instance's
+    /// configuration.
+    pub async fn refresh(&self) -> Result<bool, DeliveryError> {
+        // Read before the states: they are then at least as new as it says.
+        let Some(stored) = self.store.version().await? else {
+            return Ok(false);
+        };
+        if self.version_lock().is_some_and(|v| v >= stored) {
+            return Ok(false);
+        }
+        let _turn = self.changing.lock().await;
+        self.reload(stored).await
+    }
+
+    /// Runs [`refresh`](Pipeline::refresh) every `every`, and at once whenever `wakeup` is
+    /// notified (a PostgreSQL store's `listen` gives one that is, at every change any
+    /// instance commits): reads lag the stored state by milliseconds while notifications
+    /// flow, and by at most `every` (plus a read) when they do not. Stops when the handle
+    /// is dropped or the pipeline is.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime, as [`tokio::spawn`] does.
+    pub fn spawn_refresher(
+        self: &Arc<Self>,
+        every: Duration,
+        wakeup: Option<Arc<tokio::sync::Notify>>,
+    ) -> Refresher {
+        let pipeline = Arc::downgrade(self);
+        let every = every.max(Duration::from_millis(10));
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                match &wakeup {
+                    Some(wakeup) => {
+                        tokio::select! {
+                            _ = ticks.tick() => {}
+                            () = wakeup.notified() => {}
+                        }
+                    }
+                    None => {
+                        ticks.tick().await;
+                    }
+                }
+                let Some(pipeline) = pipeline.upgrade() else {
+                    return;
+                };
+                if let Err(error) = pipeline.refresh().await {
+                    tracing::warn!(%error, "pipeline refresh failed; serving the last state read");
+                }
+            }
+        });
+        Refresher { task }
+    }
+
+    /// Whether this instance leads, taking the lead if no instance holds it (see
+    /// [`PipelineStore::lead`]): only the leader should run [`tick`](Pipeline::tick) on a
+    /// schedule. Always `true` with a store only this process uses.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] (this instance does not lead then).
+    pub async fn lead(&self) -> Result<bool, DeliveryError> {
+        let leading = self.store.lead().await;
+        self.leading
+            .store(matches!(leading, Ok(true)), Ordering::Relaxed);
+        leading
+    }
+
+    /// Whether this instance led at the last [`lead`](Pipeline::lead) (before any: whether
+    /// the store is one only this process uses).
+    #[must_use]
+    pub fn leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
+    /// With the turn held and a shared store: the downloads of current candidates that
+    /// hosts in `reports` made from other instances, looked up in the store and
+    /// remembered (only found ones: a host may download later).
+    async fn learn_downloads(
+        &self,
+        reports: &[(String, DecisionCounts)],
+    ) -> Result<(), DeliveryError> {
+        if !self.shared {
+            return Ok(());
+        }
+        let mut wanted = BTreeMap::new();
+        {
+            let rollout = self.rollout.read().await;
+            let manifest_revisions = self
+                .bundle_revisions
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let downloaded = self
+                .downloaded
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (host, counts) in reports {
+                for (bundle, named) in counts.counts.keys() {
+                    let Some(artifact) = self.artifact_of.get(bundle) else {
+                        continue;
+                    };
+                    let Some(candidate) = rollout
+                        .state(artifact)
+                        .and_then(|s| s.candidate.as_ref())
+                        .map(|c| c.revision.clone())
+                    else {
+                        continue;
+                    };
+                    let same = manifest_revisions.get(&(artifact.clone(), candidate.clone()))
+                        == Some(named);
+                    let key = (artifact.clone(), candidate, host.clone());
+                    if same && !downloaded.contains(&key) {
+                        wanted.insert(key, ());
+                    }
+                }
+            }
+        }
+        for (key, ()) in wanted {
+            let (artifact, revision, host) = &key;
+            if self.store.has_fetched(artifact, revision, host).await? {
+                self.downloaded
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// (artifact, revision) → the revision its manifest names, for every revision of every
+/// configured artifact in `store`.
+async fn load_bundle_revisions(
+    config: &RolloutConfig,
+    store: &dyn PipelineStore,
+) -> Result<BTreeMap<(String, String), String>, DeliveryError> {
+    let mut bundle_revisions = BTreeMap::new();
+    for artifact in &config.artifacts {
+        for r in store.revisions(&artifact.name).await? {
+            bundle_revisions.insert(
+                (artifact.name.clone(), r.revision.to_string()),
+                r.bundle_revision,
+            );
+        }
+    }
+    Ok(bundle_revisions)
 }
 
 /// The time now, for callers recording host reports and downloads.

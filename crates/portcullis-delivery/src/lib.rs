@@ -17,6 +17,9 @@ pub use artifact::{ArtifactStore, FolderStore, MemoryStore};
 pub use decisions::{DecisionCounts, MAX_EVENTS, MAX_LOG_BYTES};
 pub use error::DeliveryError;
 pub use pipeline::{Assignment, Operation, Pipeline, Published, Refresher, SCHEDULER, now_ms};
+/// The `LISTEN` connection [`PostgresPipelineStore::listen`] opens (from `portcullis-sql`).
+#[cfg(feature = "postgres")]
+pub use portcullis_sql::postgres::ChangeListener;
 pub use revision::{MAX_NAME, RevisionId, check_artifact_name};
 pub use status::{BundleReport, MAX_BUNDLES, MAX_FIELD, MAX_STATUS_BYTES, StatusReport};
 #[cfg(feature = "sqlite")]

@@ -687,8 +687,16 @@ async fn the_postgres_store_keeps_the_same_contract() {
     // The other instance sees the same state, and every commit moved the version on.
     assert_eq!(b.revisions("authz").await.unwrap().len(), 1);
     assert_eq!(b.version().await.unwrap(), Some(before + 1));
-    assert!(b.has_fetched("authz", &RevisionId::of(b"tarball").to_string(), CANARY).await.unwrap());
-    assert!(!b.has_fetched("authz", &RevisionId::of(b"tarball").to_string(), PROD).await.unwrap());
+    assert!(
+        b.has_fetched("authz", &RevisionId::of(b"tarball").to_string(), CANARY)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.has_fetched("authz", &RevisionId::of(b"tarball").to_string(), PROD)
+            .await
+            .unwrap()
+    );
     // One status report batch naming one host's bundle twice keeps the later.
     let report = |revision: &str| HostStatus {
         spiffe_id: PROD.into(),
@@ -697,7 +705,9 @@ async fn the_postgres_store_keeps_the_same_contract() {
         error: None,
         reported_at_ms: 12,
     };
-    b.record_status(&[report("r1"), report("r2")]).await.unwrap();
+    b.record_status(&[report("r1"), report("r2")])
+        .await
+        .unwrap();
     let statuses = a.host_statuses_of("authz").await.unwrap();
     assert_eq!(statuses.last(), Some(&report("r2")));
 }

@@ -344,8 +344,8 @@ impl PostgresPipelineStore {
     /// # Errors
     ///
     /// [`DeliveryError::Store`] if the listening connection cannot be opened.
-    pub async fn listen(&self) -> Result<portcullis_sql::postgres::ChangeListener, DeliveryError> {
-        Ok(portcullis_sql::postgres::ChangeListener::start(&self.pool, CHANGE_CHANNEL).await?)
+    pub async fn listen(&self) -> Result<crate::ChangeListener, DeliveryError> {
+        Ok(crate::ChangeListener::start(&self.pool, CHANGE_CHANNEL).await?)
     }
 
     /// Gives the lead up (if this instance has it) and closes the connection that held it:

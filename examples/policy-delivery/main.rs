@@ -17,6 +17,7 @@
 )]
 
 mod app;
+mod fleet;
 mod publish;
 mod tokens;
 mod ui;
@@ -32,7 +33,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use portcullis::acl::{Acl, AclPolicy, MemoryAclStore, RoleBinding, Roles};
 use portcullis::audit::{AuditLog, AuditOptions};
-use portcullis::delivery::{FolderStore, Pipeline, SqlitePipelineStore, Validator};
+use portcullis::delivery::{FolderStore, Pipeline, PipelineStore, SqlitePipelineStore, Validator};
 use portcullis::gate::Gate;
 use portcullis::policy::{
     Algorithm, BundleLimits, BundleVerifier, EvalLimits, RolloutConfig, SpiffePattern,
@@ -88,6 +89,10 @@ struct Config {
     /// `pipeline.db` and `artifacts/` live here.
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
+    /// Pipeline state in PostgreSQL, shared by several instances (instead of
+    /// `data_dir/pipeline.db`).
+    #[serde(default)]
+    store: Option<StoreConfig>,
     /// The pipelines (the same file format as the sidecar's `[rollout] config`).
     pipelines: PathBuf,
     /// How often the scheduler runs `tick`.
@@ -122,6 +127,36 @@ struct Config {
 struct AuditConfig {
     /// `sqlite://FILE`, `jsonl://DIR` or `postgres://…` (relative to the configuration).
     url: String,
+}
+
+/// `[store]`: several instances on one PostgreSQL database (a build with `--features
+/// postgres`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    not(feature = "postgres"),
+    expect(dead_code, reason = "read only when built with the postgres feature")
+)]
+struct StoreConfig {
+    /// `postgres://…`.
+    url: String,
+    /// The revisions' tarballs: one folder every instance sees (a shared volume), relative
+    /// to the configuration.
+    artifacts_dir: PathBuf,
+    /// Connections in the pool (default 8).
+    #[serde(default = "default_connections")]
+    max_connections: u32,
+    /// Seconds between the periodic reads of the pipeline state behind the notifications
+    /// (default 1): how stale a read may be when notifications are lost.
+    #[serde(default = "default_refresh")]
+    refresh_seconds: u64,
+}
+
+fn default_connections() -> u32 {
+    8
+}
+fn default_refresh() -> u64 {
+    1
 }
 
 #[derive(Debug, Deserialize)]
@@ -467,22 +502,41 @@ async fn run(cli: Cli) -> Result<(), String> {
 
     let data_dir = resolve(&base, &config.data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    let store = SqlitePipelineStore::open(&format!(
-        "sqlite://{}",
-        data_dir.join("pipeline.db").display()
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
-    let artifacts = FolderStore::open(data_dir.join("artifacts")).map_err(|e| e.to_string())?;
-    let pipeline = Pipeline::open(
-        pipelines,
-        Arc::new(SystemClock),
-        Arc::new(store),
-        Arc::new(artifacts),
-        validator,
-    )
-    .await
-    .map_err(|e| format!("{}: {e}", pipelines_path.display()))?;
+    let shared = match &config.store {
+        Some(store) => Some(fleet::Shared::connect(store, &base, &config.audit.url).await?),
+        None => None,
+    };
+    let (store, artifacts_dir): (Arc<dyn PipelineStore>, PathBuf) = match &shared {
+        Some(shared) => (shared.store(), shared.artifacts_dir()),
+        None => (
+            Arc::new(
+                SqlitePipelineStore::open(&format!(
+                    "sqlite://{}",
+                    data_dir.join("pipeline.db").display()
+                ))
+                .await
+                .map_err(|e| e.to_string())?,
+            ),
+            data_dir.join("artifacts"),
+        ),
+    };
+    let artifacts = FolderStore::open(artifacts_dir).map_err(|e| e.to_string())?;
+    let pipeline = Arc::new(
+        Pipeline::open(
+            pipelines,
+            Arc::new(SystemClock),
+            store,
+            Arc::new(artifacts),
+            validator,
+        )
+        .await
+        .map_err(|e| format!("{}: {e}", pipelines_path.display()))?,
+    );
+    // With [store]: reads follow the other instances' changes (kept until the end).
+    let _following = match &shared {
+        Some(shared) => Some(shared.follow(&pipeline).await?),
+        None => None,
+    };
 
     let bindings = config
         .acl

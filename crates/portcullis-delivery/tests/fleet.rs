@@ -143,6 +143,26 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// An instance that never hears a notification: it reads the state every `every`.
+    async fn polling_instance(&self, every: Duration) -> (Arc<Pipeline>, Refresher) {
+        let store = PostgresPipelineStore::connect(&self.url, 4).await.unwrap();
+        let pipeline = Arc::new(
+            Pipeline::open(
+                self.config.clone(),
+                self.clock.clone(),
+                Arc::new(store),
+                self.artifacts.clone(),
+                Validator::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let refresher = pipeline.spawn_refresher(every, None);
+        (pipeline, refresher)
+    }
+}
+
 /// How long until `check` holds on `pipeline` (polled every millisecond), at most 5 s.
 async fn until<F: AsyncFn(&Pipeline) -> bool>(pipeline: &Pipeline, check: F) -> Duration {
     let start = Instant::now();
@@ -294,4 +314,29 @@ async fn one_instance_leads_and_another_takes_over_when_it_goes() {
         b.store().events(None, 1).await.unwrap()[0].actor,
         "scheduler"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_notifications_the_periodic_read_bounds_the_staleness() {
+    let Some(fleet) = Fleet::new("polling", config(r#"{ mode = "manual" }"#, 0)).await else {
+        return;
+    };
+    let (a, _ra) = fleet.instance().await;
+    let every = Duration::from_millis(300);
+    let (c, _rc) = fleet.polling_instance(every).await;
+    let mut lags = Vec::new();
+    for n in 0..3 {
+        let published = a
+            .publish("authz", bundle(&format!("p{n}"), "polling"), "user:ci")
+            .await
+            .unwrap();
+        let revision = published.revision;
+        let lag = until(&c, async |c| {
+            c.revision_for("authz", CANARY).await.as_ref() == Some(&revision)
+        })
+        .await;
+        assert!(lag < every + Duration::from_millis(200), "after {lag:?}");
+        lags.push(lag);
+    }
+    eprintln!("publish on A seen by a polling instance (every {every:?}) after {lags:?}");
 }

@@ -81,7 +81,8 @@ async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 
 /// Runs [`Pipeline::tick`] every `every`, while this instance leads: automatic promotions
 /// and rollbacks. With several instances on one store one leads; when it goes, another
-/// takes the lead at its next turn (within `every`).
+/// takes the lead at its next turn (within `every`). The others only roll back what hosts'
+/// own counts reported to them breached ([`Pipeline::roll_back_breaches`]).
 pub(crate) async fn scheduler(app: Arc<App>, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -99,10 +100,14 @@ pub(crate) async fn scheduler(app: Arc<App>, every: Duration) {
             tracing::info!(leader = leads, "scheduler leadership changed");
             led = leads;
         }
-        if !leads {
-            continue;
-        }
-        match app.pipeline.tick().await {
+        // Followers act on the breaches hosts reported to them (each instance keeps the
+        // hosts' own counts it received); the leader does that and everything else.
+        let ticked = if leads {
+            app.pipeline.tick().await
+        } else {
+            app.pipeline.roll_back_breaches().await
+        };
+        match ticked {
             Ok(events) => {
                 for event in events {
                     tracing::info!(%event, "scheduler");

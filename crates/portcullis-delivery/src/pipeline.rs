@@ -114,7 +114,8 @@ struct TallyChanges {
 /// reports are applied and written in batches ([`report`](Pipeline::report)).
 ///
 /// Decision counts ([`report`](Pipeline::report)) count only from a host the candidate is
-/// assigned to *and that downloaded it here* ([`record_fetch`](Pipeline::record_fetch)).
+/// assigned to *and that downloaded it* ([`record_fetch`](Pipeline::record_fetch), here or
+/// on another instance sharing the store).
 /// Besides the sum over hosts that the [`Rollout`] judges, each host's own counts are
 /// judged against the step's limits: one host's breach rolls the candidate back at the
 /// next [`tick`](Pipeline::tick) and refuses a [`promote`](Pipeline::promote), however many
@@ -134,7 +135,8 @@ struct TallyChanges {
 /// instance count too: a host missing from this instance's own record of downloads is
 /// looked up in the store ([`PipelineStore::has_fetched`]). One instance
 /// [leads](Pipeline::lead) and runs the scheduler. Hosts' own counts stay per instance:
-/// each instance judges the reports it received.
+/// each instance judges the reports it received, and acts on a breach among them with
+/// [`roll_back_breaches`](Pipeline::roll_back_breaches).
 #[derive(Debug)]
 pub struct Pipeline {
     config: RolloutConfig,
@@ -508,14 +510,44 @@ impl Pipeline {
     pub async fn tick(&self) -> Result<Vec<RolloutEvent>, DeliveryError> {
         self.change("tick", SCHEDULER, None, |rollout| {
             // Hosts' own breaches first: a candidate one host saw breach does not move on.
-            let mut events = Vec::new();
-            for (artifact, reason) in self.host_breaches(rollout) {
-                events.push(rollout.rollback(&artifact, &reason)?);
-            }
+            let mut events = self.roll_back_host_breaches(rollout)?;
             events.extend(rollout.tick());
             Ok(events)
         })
         .await
+    }
+
+    /// Rolls back every candidate that a host's own counts, as reported to *this* instance,
+    /// breached in its current step — the first thing [`tick`](Pipeline::tick) does, and
+    /// nothing else (no promotion, no judgement of the summed counts). Hosts' own counts
+    /// are kept by the instance that received them: with several instances on one store,
+    /// those that do not [lead](Pipeline::lead) run this on the scheduler's period so that
+    /// a breach reported to them is acted on too. Recorded as the [`SCHEDULER`]'s; without
+    /// any such breach it does not touch the store.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] if they cannot be recorded (nothing changes then).
+    pub async fn roll_back_breaches(&self) -> Result<Vec<RolloutEvent>, DeliveryError> {
+        if self.tallies().values().all(|t| t.breach.is_none()) {
+            return Ok(Vec::new());
+        }
+        self.change("tick", SCHEDULER, None, |rollout| {
+            self.roll_back_host_breaches(rollout)
+        })
+        .await
+    }
+
+    /// Rolls back, in `rollout`, every candidate a host's own counts breached.
+    fn roll_back_host_breaches(
+        &self,
+        rollout: &mut Rollout,
+    ) -> Result<Vec<RolloutEvent>, PolicyError> {
+        let mut events = Vec::new();
+        for (artifact, reason) in self.host_breaches(rollout) {
+            events.push(rollout.rollback(&artifact, &reason)?);
+        }
+        Ok(events)
     }
 
     /// [`Rollout::promote`], refused — and rolled back — when a host's own counts breach

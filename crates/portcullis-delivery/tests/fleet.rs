@@ -340,3 +340,70 @@ async fn without_notifications_the_periodic_read_bounds_the_staleness() {
     }
     eprintln!("publish on A seen by a polling instance (every {every:?}) after {lags:?}");
 }
+
+fn counts(revision: &str, allowed: usize, denied: usize) -> DecisionCounts {
+    let events: Vec<serde_json::Value> = (0..allowed + denied)
+        .map(|i| {
+            serde_json::json!({
+                "decision_id": i.to_string(),
+                "bundles": {"authz": {"revision": revision}},
+                "result": i < allowed,
+            })
+        })
+        .collect();
+    DecisionCounts::parse(
+        serde_json::Value::Array(events).to_string().as_bytes(),
+        false,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_breach_reported_to_a_follower_is_rolled_back_by_it() {
+    let mut config = config(r#"{ mode = "always" }"#, 60);
+    config.artifacts[0].steps[0].thresholds = portcullis_policy::Thresholds {
+        max_deny_rate: Some(0.5),
+        min_decisions: 10,
+        ..Default::default()
+    };
+    let Some(fleet) = Fleet::new("breach", config).await else {
+        return;
+    };
+    let (a, _ra) = fleet.instance().await;
+    let (b, _rb) = fleet.instance().await;
+    assert!(a.lead().await.unwrap() && !b.lead().await.unwrap());
+    let published = a
+        .publish("authz", bundle("b1", "breach"), "user:ci")
+        .await
+        .unwrap();
+    for host in [CANARY, CANARY2] {
+        a.record_fetch(&FetchRecord {
+            at_ms: 1,
+            spiffe_id: host.to_owned(),
+            artifact: "authz".to_owned(),
+            revision: published.revision.to_string(),
+        })
+        .await
+        .unwrap();
+    }
+    // Many good decisions from one host to the leader, a breach of the other's own to the
+    // follower: the sum is under the limit, so only the follower knows.
+    a.report(CANARY2, &counts("b1", 100, 0)).await.unwrap();
+    b.report(CANARY, &counts("b1", 0, 10)).await.unwrap();
+    assert!(
+        a.tick().await.unwrap().is_empty(),
+        "the leader sees no breach"
+    );
+    assert!(a.roll_back_breaches().await.unwrap().is_empty());
+    let events = b.roll_back_breaches().await.unwrap();
+    assert!(
+        matches!(&events[..], [RolloutEvent::RolledBack { reason, .. }] if reason.contains("alone")),
+        "{events:?}"
+    );
+    let lag = until(&a, async |a| {
+        a.state("authz").await.unwrap().candidate.is_none()
+    })
+    .await;
+    assert!(lag < BOUND);
+    assert!(b.roll_back_breaches().await.unwrap().is_empty(), "once");
+}

@@ -710,4 +710,11 @@ async fn the_postgres_store_keeps_the_same_contract() {
         .unwrap();
     let statuses = a.host_statuses_of("authz").await.unwrap();
     assert_eq!(statuses.last(), Some(&report("r2")));
+    // One leads; when it resigns, the other takes the lead.
+    assert!(a.lead().await.unwrap());
+    assert!(!b.lead().await.unwrap());
+    assert!(a.lead().await.unwrap(), "kept");
+    a.resign().await;
+    assert!(b.lead().await.unwrap());
+    assert!(!a.lead().await.unwrap());
 }

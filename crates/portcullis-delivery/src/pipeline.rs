@@ -356,7 +356,11 @@ impl Pipeline {
         if self.store.has_revision(artifact, &revision).await? {
             return Err(self.exists(artifact, &revision));
         }
-        // Hosts report the manifest revision they run: it must name this content only.
+        // Hosts report the manifest revision they run: it must name this content only —
+        // among the revisions other instances published too.
+        if self.shared {
+            self.learn_revisions(artifact).await?;
+        }
         let taken = self
             .bundle_revisions
             .read()
@@ -1028,19 +1032,56 @@ impl Pipeline {
         if self.version_lock().is_some_and(|v| v >= stored) {
             return Ok(false);
         }
-        let bundle_revisions = load_bundle_revisions(&self.config, self.store.as_ref()).await?;
         let saved = self.store.load_states().await?;
         let rollout = Rollout::restore(&self.config, self.clock.clone(), saved)
             .map_err(DeliveryError::Rollout)?;
-        *self
-            .bundle_revisions
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = bundle_revisions;
+        // Revisions are never changed or removed: only those the states name and this
+        // instance has not seen are read (publish reads its artifact's whole list).
+        let unknown: Vec<String> = {
+            let known = self
+                .bundle_revisions
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            rollout
+                .states()
+                .iter()
+                .filter(|(artifact, state)| {
+                    let named = state
+                        .stable
+                        .iter()
+                        .chain(state.candidate.as_ref().map(|c| &c.revision));
+                    named
+                        .into_iter()
+                        .any(|r| !known.contains_key(&((*artifact).clone(), r.clone())))
+                })
+                .map(|(artifact, _)| artifact.clone())
+                .collect()
+        };
+        for artifact in unknown {
+            self.learn_revisions(&artifact).await?;
+        }
         self.prune(&rollout);
         *self.rollout.write().await = rollout;
         *self.version_lock() = Some(stored);
         tracing::debug!(version = stored, "pipeline state read again from the store");
         Ok(true)
+    }
+
+    /// Reads every published revision of `artifact` from the store into
+    /// `bundle_revisions`.
+    async fn learn_revisions(&self, artifact: &str) -> Result<(), DeliveryError> {
+        let records = self.store.revisions(artifact).await?;
+        let mut known = self
+            .bundle_revisions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in records {
+            known.insert(
+                (artifact.to_owned(), r.revision.to_string()),
+                r.bundle_revision,
+            );
+        }
+        Ok(())
     }
 
     /// Brings the state in memory (what hosts' polls and every read see) up to the stored

@@ -256,6 +256,16 @@ async fn changes_on_both_instances_apply_one_after_the_other() {
         (one.is_ok() && taken(&two)) || (two.is_ok() && taken(&one)),
         "{one:?} {two:?}"
     );
+    // A revision published and withdrawn on one instance while another was not looking
+    // still holds its manifest revision there, though no state names it any more.
+    let (c, _rc) = fleet.polling_instance(Duration::from_secs(3600)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.publish("authz", bundle("gone", "one"), "user:ci")
+        .await
+        .unwrap();
+    a.rollback("authz", "user:op", "withdrawn").await.unwrap();
+    let again = c.publish("authz", bundle("gone", "two"), "user:ci").await;
+    assert!(taken(&again), "{again:?}");
     // A pause on one and a resume on the other: both apply, in some order, on the state
     // the other left.
     a.pause("authz", "user:op", "looking").await.unwrap();

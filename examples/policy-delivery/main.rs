@@ -9,6 +9,9 @@
 //! cargo run --example policy-delivery --features delivery -- --config examples/policy-delivery/delivery.toml
 //! ```
 //!
+//! With `--features postgres`, `[store] url = "postgres://…"` runs several instances on one
+//! database (README: "Running several instances").
+//!
 //! See `examples/policy-delivery/README.md`.
 #![expect(
     clippy::print_stdout,

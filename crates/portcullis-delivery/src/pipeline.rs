@@ -664,8 +664,13 @@ impl Pipeline {
             .await;
         if let Some(batch) = batch {
             let counted = async {
+                // Downloads made on other instances are looked up before the turn (no other
+                // instance waits for them), and again in it only for a candidate that
+                // changed meanwhile.
+                let mut checked = HashSet::new();
+                self.learn_downloads(batch.items(), &mut checked).await?;
                 let turn = self.turn().await?;
-                self.learn_downloads(batch.items()).await?;
+                self.learn_downloads(batch.items(), &mut checked).await?;
                 self.change_in_turn(turn, REPORT, "hosts", None, |rollout| {
                     let mut tallies = TallyChanges::default();
                     let counted = batch
@@ -1169,17 +1174,20 @@ impl Pipeline {
         self.leading.load(Ordering::Relaxed)
     }
 
-    /// With the turn held and a shared store: the downloads of current candidates that
-    /// hosts in `reports` made from other instances, looked up in the store and
-    /// remembered (only found ones: a host may download later).
+    /// With a shared store: the downloads of current candidates that hosts in `reports`
+    /// made from other instances, looked up in the store and remembered (only found ones:
+    /// a host may download later). Skips the (artifact, candidate) pairs in `checked`, and
+    /// adds those it looked up.
     async fn learn_downloads(
         &self,
         reports: &[(String, DecisionCounts)],
+        checked: &mut HashSet<(String, String)>,
     ) -> Result<(), DeliveryError> {
         if !self.shared {
             return Ok(());
         }
         let mut wanted = BTreeMap::new();
+        let mut seen = HashSet::new();
         {
             let rollout = self.rollout.read().await;
             let manifest_revisions = self
@@ -1202,8 +1210,12 @@ impl Pipeline {
                     else {
                         continue;
                     };
-                    let same = manifest_revisions.get(&(artifact.clone(), candidate.clone()))
-                        == Some(named);
+                    let pair = (artifact.clone(), candidate.clone());
+                    if checked.contains(&pair) {
+                        continue;
+                    }
+                    let same = manifest_revisions.get(&pair) == Some(named);
+                    seen.insert(pair);
                     let key = (artifact.clone(), candidate, host.clone());
                     if same && !downloaded.contains(&key) {
                         wanted.insert(key, ());
@@ -1211,6 +1223,7 @@ impl Pipeline {
                 }
             }
         }
+        checked.extend(seen);
         for (key, ()) in wanted {
             let (artifact, revision, host) = &key;
             if self.store.has_fetched(artifact, revision, host).await? {

@@ -417,3 +417,33 @@ async fn a_breach_reported_to_a_follower_is_rolled_back_by_it() {
     assert!(lag < BOUND);
     assert!(b.roll_back_breaches().await.unwrap().is_empty(), "once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_report_to_an_instance_that_has_not_seen_the_candidate_yet_counts() {
+    let Some(fleet) = Fleet::new("unseen", config(r#"{ mode = "manual" }"#, 0)).await else {
+        return;
+    };
+    let (a, _ra) = fleet.instance().await;
+    // Never notified, and its periodic read is an hour away.
+    let (c, _rc) = fleet.polling_instance(Duration::from_secs(3600)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let published = a
+        .publish("authz", bundle("u1", "unseen"), "user:ci")
+        .await
+        .unwrap();
+    a.record_fetch(&FetchRecord {
+        at_ms: 1,
+        spiffe_id: CANARY.to_owned(),
+        artifact: "authz".to_owned(),
+        revision: published.revision.to_string(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(c.revision_for("authz", CANARY).await, None, "not seen yet");
+    // The report's turn reads the new candidate, and the download made on A.
+    assert_eq!(c.report(CANARY, &decisions("u1", 3)).await.unwrap(), 3);
+    assert_eq!(
+        c.revision_for("authz", CANARY).await,
+        Some(published.revision)
+    );
+}

@@ -30,7 +30,8 @@ use crate::{PROMOTE, PUBLISH, ROLLBACK, ui, views};
 /// The service's state.
 #[derive(Debug)]
 pub(crate) struct App {
-    pub(crate) pipeline: Pipeline,
+    /// Shared with its refresher when several instances share the store.
+    pub(crate) pipeline: Arc<Pipeline>,
     pub(crate) gate: Gate,
     /// Host token digests → the host's SPIFFE ID.
     pub(crate) hosts: TokenTable<String>,
@@ -66,7 +67,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             "/v1/decision-counts",
             post(decision_counts).layer(DefaultBodyLimit::max(MAX_STATUS_BYTES)),
         )
-        .route("/health", get(|| async { Json(json!({})) }))
+        .route("/health", get(health))
         .merge(ui::routes())
         .layer(axum::middleware::from_fn(one_credential_and_encoding))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -109,13 +110,40 @@ async fn one_credential_and_encoding(
     next.run(request).await
 }
 
-/// Runs [`Pipeline::tick`] every `every`: automatic promotions and rollbacks.
+/// `GET /health`: up, and whether this instance leads (runs the scheduler).
+async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    Json(json!({"leader": app.pipeline.leading()}))
+}
+
+/// Runs [`Pipeline::tick`] every `every`, while this instance leads: automatic promotions
+/// and rollbacks. With several instances on one store one leads; when it goes, another
+/// takes the lead at its next turn (within `every`). The others only roll back what hosts'
+/// own counts reported to them breached ([`Pipeline::roll_back_breaches`]).
 pub(crate) async fn scheduler(app: Arc<App>, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut led = false;
     loop {
         interval.tick().await;
-        match app.pipeline.tick().await {
+        let leads = match app.pipeline.lead().await {
+            Ok(leads) => leads,
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell whether this instance leads: not ticking");
+                false
+            }
+        };
+        if leads != led {
+            tracing::info!(leader = leads, "scheduler leadership changed");
+            led = leads;
+        }
+        // Followers act on the breaches hosts reported to them (each instance keeps the
+        // hosts' own counts it received); the leader does that and everything else.
+        let ticked = if leads {
+            app.pipeline.tick().await
+        } else {
+            app.pipeline.roll_back_breaches().await
+        };
+        match ticked {
             Ok(events) => {
                 for event in events {
                     tracing::info!(%event, "scheduler");

@@ -10,6 +10,8 @@
 //! ```
 //!
 //! With `--features delivery-s3`, `[artifacts] store = "s3"` keeps revisions in an S3 bucket.
+//! With `--features postgres`, `[store] url = "postgres://…"` runs several instances on one
+//! database (README: "Running several instances").
 //!
 //! See `examples/policy-delivery/README.md`.
 #![expect(
@@ -19,6 +21,7 @@
 )]
 
 mod app;
+mod fleet;
 mod host_id;
 mod publish;
 #[path = "../common/tls.rs"]
@@ -37,7 +40,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use portcullis::acl::{Acl, AclPolicy, MemoryAclStore, RoleBinding, Roles};
 use portcullis::audit::{AuditLog, AuditOptions};
-use portcullis::delivery::{ArtifactStore, FolderStore, Pipeline, SqlitePipelineStore, Validator};
+use portcullis::delivery::{
+    ArtifactStore, FolderStore, Pipeline, PipelineStore, SqlitePipelineStore, Validator,
+};
 use portcullis::gate::Gate;
 use portcullis::policy::{
     Algorithm, BundleLimits, BundleVerifier, EvalLimits, RolloutConfig, SpiffePattern,
@@ -99,6 +104,10 @@ struct Config {
     data_dir: PathBuf,
     /// Where revisions are stored: `data_dir/artifacts` if absent.
     artifacts: Option<ArtifactsConfig>,
+    /// Pipeline state in PostgreSQL, shared by several instances (instead of
+    /// `data_dir/pipeline.db`).
+    #[serde(default)]
+    store: Option<StoreConfig>,
     /// The pipelines (the same file format as the sidecar's `[rollout] config`).
     pipelines: PathBuf,
     /// How often the scheduler runs `tick`.
@@ -199,6 +208,36 @@ enum ArtifactsConfig {
         #[serde(default = "default_s3_timeout")]
         timeout_seconds: u64,
     },
+}
+
+/// `[store]`: several instances on one PostgreSQL database (a build with `--features
+/// postgres`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(
+    not(feature = "postgres"),
+    expect(dead_code, reason = "read only when built with the postgres feature")
+)]
+struct StoreConfig {
+    /// `postgres://…`.
+    url: String,
+    /// The revisions' tarballs in one folder every instance sees (a shared volume),
+    /// relative to the configuration — or, instead, `[artifacts] store = "s3"`.
+    artifacts_dir: Option<PathBuf>,
+    /// Connections in the pool (default 8).
+    #[serde(default = "default_connections")]
+    max_connections: u32,
+    /// Seconds between the periodic reads of the pipeline state behind the notifications
+    /// (default 1): how stale a read may be when notifications are lost.
+    #[serde(default = "default_refresh")]
+    refresh_seconds: u64,
+}
+
+fn default_connections() -> u32 {
+    8
+}
+fn default_refresh() -> u64 {
+    1
 }
 
 #[derive(Debug, Deserialize)]
@@ -665,22 +704,58 @@ async fn run(cli: Cli) -> Result<(), String> {
 
     let data_dir = resolve(&base, &config.data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    let store = SqlitePipelineStore::open(&format!(
-        "sqlite://{}",
-        data_dir.join("pipeline.db").display()
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
-    let artifacts = artifact_store(&config, &base, &data_dir).await?;
-    let pipeline = Pipeline::open(
-        pipelines,
-        Arc::new(SystemClock),
-        Arc::new(store),
-        artifacts,
-        validator,
-    )
-    .await
-    .map_err(|e| format!("{}: {e}", pipelines_path.display()))?;
+    let shared = match &config.store {
+        Some(store) => Some(fleet::Shared::connect(store, &base, &config.audit.url).await?),
+        None => None,
+    };
+    let store: Arc<dyn PipelineStore> = match &shared {
+        Some(shared) => shared.store(),
+        None => Arc::new(
+            SqlitePipelineStore::open(&format!(
+                "sqlite://{}",
+                data_dir.join("pipeline.db").display()
+            ))
+            .await
+            .map_err(|e| e.to_string())?,
+        ),
+    };
+    // Several instances must see one artifact store: a shared folder ([store]
+    // artifacts_dir) or one named in [artifacts] (S3, or a folder on a shared volume).
+    let shared_dir = shared.as_ref().and_then(fleet::Shared::artifacts_dir);
+    let artifacts: Arc<dyn ArtifactStore> = match (&shared, shared_dir, &config.artifacts) {
+        (_, Some(_), Some(_)) => {
+            return Err(
+                "[store] artifacts_dir and [artifacts] both say where revisions are: keep one"
+                    .into(),
+            );
+        }
+        (_, Some(dir), None) => Arc::new(FolderStore::open(dir).map_err(|e| e.to_string())?),
+        (Some(_), None, None | Some(ArtifactsConfig::Folder { path: None })) => {
+            return Err(
+                "[store]: several instances need one artifact store: [store] \
+                        artifacts_dir (a folder every instance sees) or [artifacts] \
+                        store = \"s3\""
+                    .into(),
+            );
+        }
+        _ => artifact_store(&config, &base, &data_dir).await?,
+    };
+    let pipeline = Arc::new(
+        Pipeline::open(
+            pipelines,
+            Arc::new(SystemClock),
+            store,
+            artifacts,
+            validator,
+        )
+        .await
+        .map_err(|e| format!("{}: {e}", pipelines_path.display()))?,
+    );
+    // With [store]: reads follow the other instances' changes (kept until the end).
+    let _following = match &shared {
+        Some(shared) => Some(shared.follow(&pipeline).await?),
+        None => None,
+    };
 
     let bindings = config
         .acl

@@ -135,7 +135,7 @@ impl DeliveryError {
     }
 }
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::Error> for DeliveryError {
     fn from(err: sqlx::Error) -> Self {
         DeliveryError::Store(err.to_string())

@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use portcullis_core::Clock;
 use portcullis_policy::{
@@ -16,7 +17,9 @@ use crate::DecisionCounts;
 use crate::group::GroupCommit;
 
 use crate::revision::check_artifact_name;
-use crate::store::{Change, EventRecord, FetchRecord, HostCounts, PipelineStore, RevisionRecord};
+use crate::store::{
+    Change, ChangeLock, EventRecord, FetchRecord, HostCounts, PipelineStore, RevisionRecord,
+};
 use crate::{ArtifactStore, DeliveryError, RevisionId, Validator};
 
 /// The kind of change decision counts make: persisted, never an event.
@@ -158,13 +161,28 @@ fn host_breach(
 /// reports are applied and written in batches ([`report`](Pipeline::report)).
 ///
 /// Decision counts ([`report`](Pipeline::report)) count only from a host the candidate is
-/// assigned to *and that downloaded it here* ([`record_fetch`](Pipeline::record_fetch)).
+/// assigned to *and that downloaded it* ([`record_fetch`](Pipeline::record_fetch), here or
+/// on another instance sharing the store).
 /// Besides the sum over hosts that the [`Rollout`] judges, each host's own counts are
 /// judged against the step's limits: one host's breach rolls the candidate back at the
 /// next [`tick`](Pipeline::tick) and refuses a [`promote`](Pipeline::promote), however many
 /// good decisions other hosts report. Hosts' own counts are stored with the sum.
 ///
 /// For now an artifact holds exactly one bundle (its `bundles` list names it).
+///
+/// # Several instances on one store
+///
+/// With a store several processes share (PostgreSQL), every change takes the store's turn
+/// ([`PipelineStore::lock_for_change`]) and, if another instance changed the pipelines
+/// since, reads their states and revisions again before applying itself: no change is
+/// made to a stale copy. Reads (hosts' polls, [`revision_for`](Pipeline::revision_for))
+/// keep using the copy in memory, brought up to date by [`refresh`](Pipeline::refresh)
+/// (see [`spawn_refresher`](Pipeline::spawn_refresher)). Downloads made from another
+/// instance count too: a host missing from this instance's own record of downloads is
+/// looked up in the store ([`PipelineStore::has_fetched`]). One instance
+/// [leads](Pipeline::lead) and runs the scheduler. Hosts' own counts stay per instance:
+/// each instance judges the reports it received, and acts on a breach among them with
+/// [`roll_back_breaches`](Pipeline::roll_back_breaches).
 #[derive(Debug)]
 pub struct Pipeline {
     config: RolloutConfig,
@@ -190,6 +208,33 @@ pub struct Pipeline {
     tallies: std::sync::Mutex<BTreeMap<String, Tally>>,
     /// (artifact, candidate revision, host) for every download of a current candidate.
     downloaded: std::sync::RwLock<HashSet<(String, String, String)>>,
+    /// The stored version the state in memory is at least as new as (`None`: a store only
+    /// this process writes). Changed only in the turn (`changing`).
+    version: std::sync::Mutex<Option<i64>>,
+    /// Whether the store is shared with other instances (it has a version).
+    shared: bool,
+    /// Whether this instance led at the last [`Pipeline::lead`].
+    leading: AtomicBool,
+}
+
+/// The turn to change the pipelines: this process's, then the store's.
+#[derive(Debug)]
+struct Turn<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    lock: Box<dyn ChangeLock>,
+}
+
+/// Refreshes a [`Pipeline`]'s state from its store ([`Pipeline::spawn_refresher`]); stops
+/// when dropped.
+#[derive(Debug)]
+pub struct Refresher {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn millis(clock: &dyn Clock) -> u64 {
@@ -246,39 +291,13 @@ impl Pipeline {
             }
             bundle_of.insert(artifact.name.clone(), bundle.clone());
         }
-        let mut bundle_revisions = BTreeMap::new();
-        for artifact in &config.artifacts {
-            for r in store.revisions(&artifact.name).await? {
-                bundle_revisions.insert(
-                    (artifact.name.clone(), r.revision.to_string()),
-                    r.bundle_revision,
-                );
-            }
-        }
+        // Read before the states: they are then at least as new as it says.
+        let version = store.version().await?;
+        let bundle_revisions = load_bundle_revisions(&config, store.as_ref()).await?;
         let saved = store.load_states().await?;
         let rollout =
             Rollout::restore(&config, clock.clone(), saved).map_err(DeliveryError::Rollout)?;
-        // Each host's own counts for the candidates in flight, in their steps.
-        let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
-        for counted in store.host_counts().await? {
-            let current = rollout
-                .state(&counted.artifact)
-                .and_then(|s| s.candidate.as_ref())
-                .is_some_and(|c| {
-                    c.revision == counted.revision
-                        && u32::try_from(c.step).ok() == Some(counted.step)
-                });
-            if current {
-                let tally = tallies
-                    .entry(counted.artifact.clone())
-                    .or_insert_with(|| Tally {
-                        revision: counted.revision.clone(),
-                        step: usize::try_from(counted.step).unwrap_or(usize::MAX),
-                        ..Tally::default()
-                    });
-                tally.hosts.insert(counted.spiffe_id, counted.metrics);
-            }
-        }
+        let tallies = tallies_of(&rollout, store.host_counts().await?);
         // Who downloaded the candidates in flight: their counts count.
         let mut downloaded = HashSet::new();
         for (artifact, state) in rollout.states() {
@@ -306,6 +325,9 @@ impl Pipeline {
             artifact_of,
             tallies: std::sync::Mutex::new(tallies),
             downloaded: std::sync::RwLock::new(downloaded),
+            version: std::sync::Mutex::new(version),
+            shared: version.is_some(),
+            leading: AtomicBool::new(version.is_none()),
         })
     }
 
@@ -377,11 +399,15 @@ impl Pipeline {
         // From here to the change being visible, one change at a time: the checks below
         // hold for what is written (two publishes of one manifest revision cannot both
         // pass them).
-        let turn = self.changing.lock().await;
+        let turn = self.turn().await?;
         if self.store.has_revision(artifact, &revision).await? {
             return Err(self.exists(artifact, &revision));
         }
-        // Hosts report the manifest revision they run: it must name this content only.
+        // Hosts report the manifest revision they run: it must name this content only —
+        // among the revisions other instances published too.
+        if self.shared {
+            self.learn_revisions(artifact).await?;
+        }
         let taken = self
             .bundle_revisions
             .read()
@@ -405,15 +431,10 @@ impl Pipeline {
             published_at_ms: millis(self.clock.as_ref()),
         };
         let id = revision.to_string();
-        self.change_in_turn(&turn, "publish", actor, Some(record), |rollout, _| {
+        self.change_in_turn(turn, "publish", actor, Some(record), |rollout, _| {
             rollout.propose(artifact, &id)
         })
         .await?;
-        self.bundle_revisions
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert((artifact.to_owned(), id), bundle_revision.clone());
-        drop(turn);
         Ok(Published {
             revision,
             bundle_revision,
@@ -553,14 +574,44 @@ impl Pipeline {
     pub async fn tick(&self) -> Result<Vec<RolloutEvent>, DeliveryError> {
         self.change("tick", SCHEDULER, None, |rollout, _| {
             // Hosts' own breaches first: a candidate one host saw breach does not move on.
-            let mut events = Vec::new();
-            for (artifact, reason) in self.host_breaches(rollout) {
-                events.push(rollout.rollback(&artifact, &reason)?);
-            }
+            let mut events = self.roll_back_host_breaches(rollout)?;
             events.extend(rollout.tick());
             Ok(events)
         })
         .await
+    }
+
+    /// Rolls back every candidate that a host's own counts, as reported to *this* instance,
+    /// breached in its current step — the first thing [`tick`](Pipeline::tick) does, and
+    /// nothing else (no promotion, no judgement of the summed counts). Hosts' own counts
+    /// are kept by the instance that received them: with several instances on one store,
+    /// those that do not [lead](Pipeline::lead) run this on the scheduler's period so that
+    /// a breach reported to them is acted on too. Recorded as the [`SCHEDULER`]'s; without
+    /// any such breach it does not touch the store.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] if they cannot be recorded (nothing changes then).
+    pub async fn roll_back_breaches(&self) -> Result<Vec<RolloutEvent>, DeliveryError> {
+        if self.host_breaches(&*self.rollout.read().await).is_empty() {
+            return Ok(Vec::new());
+        }
+        self.change("tick", SCHEDULER, None, |rollout, _| {
+            self.roll_back_host_breaches(rollout)
+        })
+        .await
+    }
+
+    /// Rolls back, in `rollout`, every candidate a host's own counts breached.
+    fn roll_back_host_breaches(
+        &self,
+        rollout: &mut Rollout,
+    ) -> Result<Vec<RolloutEvent>, PolicyError> {
+        let mut events = Vec::new();
+        for (artifact, reason) in self.host_breaches(rollout) {
+            events.push(rollout.rollback(&artifact, &reason)?);
+        }
+        Ok(events)
     }
 
     /// [`Rollout::promote`], refused — and rolled back — when a host's own counts breach
@@ -704,8 +755,15 @@ impl Pipeline {
             .submit((spiffe_id.to_owned(), counts.clone()))
             .await;
         if let Some(batch) = batch {
-            let counted = self
-                .change(REPORT, "hosts", None, |rollout, change| {
+            let counted = async {
+                // Downloads made on other instances are looked up before the turn (no other
+                // instance waits for them), and again in it only for a candidate that
+                // changed meanwhile.
+                let mut checked = HashSet::new();
+                self.learn_downloads(batch.items(), &mut checked).await?;
+                let turn = self.turn().await?;
+                self.learn_downloads(batch.items(), &mut checked).await?;
+                self.change_in_turn(turn, REPORT, "hosts", None, |rollout, change| {
                     let mut own = HashMap::new();
                     let counted = batch
                         .items()
@@ -715,7 +773,9 @@ impl Pipeline {
                     change.host_counts = own.into_values().collect();
                     Ok(counted)
                 })
-                .await;
+                .await
+            }
+            .await;
             batch.answer(counted);
         }
         answer.wait().await
@@ -912,15 +972,15 @@ impl Pipeline {
         revision: Option<RevisionRecord>,
         op: impl FnOnce(&mut Rollout, &mut Change) -> Result<T, PolicyError>,
     ) -> Result<T, DeliveryError> {
-        let turn = self.changing.lock().await;
-        self.change_in_turn(&turn, kind, actor, revision, op).await
+        let turn = self.turn().await?;
+        self.change_in_turn(turn, kind, actor, revision, op).await
     }
 
-    /// [`change`](Pipeline::change), by a caller that holds the turn already. `op` may add
+    /// [`change`](Pipeline::change), by a caller that took the turn already. `op` may add
     /// hosts' counts to the change it is given (the rest is filled in here).
     async fn change_in_turn<T>(
         &self,
-        _turn: &tokio::sync::MutexGuard<'_, ()>,
+        turn: Turn<'_>,
         kind: &str,
         actor: &str,
         revision: Option<RevisionRecord>,
@@ -966,14 +1026,41 @@ impl Pipeline {
                 message: state.last_event.clone().unwrap_or_default(),
             });
         }
+        let Turn { _local, lock } = turn;
+        let base = lock.version();
+        let published = revision.as_ref().map(|r| {
+            (
+                (r.artifact.clone(), r.revision.to_string()),
+                r.bundle_revision.clone(),
+            )
+        });
         change.states = changed;
         change.events = events;
         change.revision = revision;
         let host_counts = change.host_counts.clone();
-        let written = self.store.commit(change).await;
+        let written = lock.commit(self.store.as_ref(), change).await;
         // What is stored is the truth: if it was not written, nothing changed.
         written?;
         self.apply_host_counts(&host_counts);
+        if let Some((key, name)) = published {
+            self.bundle_revisions
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key, name);
+        }
+        self.forget_unassigned(&rollout);
+        *self.rollout.write().await = rollout;
+        // This change is the stored version after `base`.
+        *self.version_lock() = base.map(|v| v.saturating_add(1));
+        if kind != REPORT {
+            tracing::info!(kind, actor, "pipeline changed");
+        }
+        result.map_err(DeliveryError::Rollout)
+    }
+
+    /// Forgets what hosts can no longer be assigned under `rollout`: served tarballs,
+    /// downloads and own counts of candidates (or steps) that are no longer current.
+    fn forget_unassigned(&self, rollout: &Rollout) {
         // Only what hosts may be assigned now stays in memory.
         self.served().retain(|(artifact, revision), _| {
             rollout.states().get(artifact).is_some_and(|state| {
@@ -998,12 +1085,282 @@ impl Pipeline {
             .retain(|(artifact, revision, _)| current(artifact, revision, None));
         self.tallies()
             .retain(|artifact, tally| current(artifact, &tally.revision, Some(tally.step)));
-        *self.rollout.write().await = rollout;
-        if kind != REPORT {
-            tracing::info!(kind, actor, "pipeline changed");
-        }
-        result.map_err(DeliveryError::Rollout)
     }
+
+    fn version_lock(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
+        // Only ever replaced whole.
+        self.version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the turn to change the pipelines — this process's, then the store's — and
+    /// brings the state in memory up to the stored one if another instance changed it.
+    async fn turn(&self) -> Result<Turn<'_>, DeliveryError> {
+        let local = self.changing.lock().await;
+        let lock = self.store.lock_for_change().await?;
+        if let Some(version) = lock.version() {
+            // No other instance commits while the lock is held: what is read now is
+            // exactly this version.
+            self.reload(version).await?;
+        }
+        Ok(Turn {
+            _local: local,
+            lock,
+        })
+    }
+
+    /// With the process's turn held: reads the states and revisions again unless the
+    /// state in memory is already at least as new as `stored`. Whether it read them.
+    async fn reload(&self, stored: i64) -> Result<bool, DeliveryError> {
+        if self.version_lock().is_some_and(|v| v >= stored) {
+            return Ok(false);
+        }
+        let saved = self.store.load_states().await?;
+        let rollout = Rollout::restore(&self.config, self.clock.clone(), saved)
+            .map_err(DeliveryError::Rollout)?;
+        // Hosts' counts as every instance stored them: a host's next report adds to them,
+        // and its breach is seen whichever instance it reported to.
+        let tallies = tallies_of(&rollout, self.store.host_counts().await?);
+        // Revisions are never changed or removed: only those the states name and this
+        // instance has not seen are read (publish reads its artifact's whole list).
+        let unknown: Vec<String> = {
+            let known = self
+                .bundle_revisions
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            rollout
+                .states()
+                .iter()
+                .filter(|(artifact, state)| {
+                    let named = state
+                        .stable
+                        .iter()
+                        .chain(state.candidate.as_ref().map(|c| &c.revision));
+                    named
+                        .into_iter()
+                        .any(|r| !known.contains_key(&((*artifact).clone(), r.clone())))
+                })
+                .map(|(artifact, _)| artifact.clone())
+                .collect()
+        };
+        for artifact in unknown {
+            self.learn_revisions(&artifact).await?;
+        }
+        *self.tallies() = tallies;
+        self.forget_unassigned(&rollout);
+        *self.rollout.write().await = rollout;
+        *self.version_lock() = Some(stored);
+        tracing::debug!(version = stored, "pipeline state read again from the store");
+        Ok(true)
+    }
+
+    /// Reads every published revision of `artifact` from the store into
+    /// `bundle_revisions`.
+    async fn learn_revisions(&self, artifact: &str) -> Result<(), DeliveryError> {
+        let records = self.store.revisions(artifact).await?;
+        let mut known = self
+            .bundle_revisions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in records {
+            known.insert(
+                (artifact.to_owned(), r.revision.to_string()),
+                r.bundle_revision,
+            );
+        }
+        Ok(())
+    }
+
+    /// Brings the state in memory (what hosts' polls and every read see) up to the stored
+    /// one, if another instance sharing the store changed it; whether it did. Changes made
+    /// here never need it (each applies to the latest stored state), and with a store only
+    /// this process writes it does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] if the store cannot be read (the state in memory stays);
+    /// [`DeliveryError::Rollout`] if a stored state does not fit this instance's
+    /// configuration.
+    pub async fn refresh(&self) -> Result<bool, DeliveryError> {
+        // Read before the states: they are then at least as new as it says.
+        let Some(stored) = self.store.version().await? else {
+            return Ok(false);
+        };
+        if self.version_lock().is_some_and(|v| v >= stored) {
+            return Ok(false);
+        }
+        let _turn = self.changing.lock().await;
+        self.reload(stored).await
+    }
+
+    /// Runs [`refresh`](Pipeline::refresh) every `every`, and at once whenever `wakeup` is
+    /// notified (a PostgreSQL store's `listen` gives one that is, at every change any
+    /// instance commits): reads lag the stored state by milliseconds while notifications
+    /// flow, and by at most `every` (plus a read) when they do not. Stops when the handle
+    /// is dropped or the pipeline is.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime, as [`tokio::spawn`] does.
+    pub fn spawn_refresher(
+        self: &Arc<Self>,
+        every: Duration,
+        wakeup: Option<Arc<tokio::sync::Notify>>,
+    ) -> Refresher {
+        let pipeline = Arc::downgrade(self);
+        let every = every.max(Duration::from_millis(10));
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                match &wakeup {
+                    Some(wakeup) => {
+                        tokio::select! {
+                            _ = ticks.tick() => {}
+                            () = wakeup.notified() => {}
+                        }
+                    }
+                    None => {
+                        ticks.tick().await;
+                    }
+                }
+                let Some(pipeline) = pipeline.upgrade() else {
+                    return;
+                };
+                if let Err(error) = pipeline.refresh().await {
+                    tracing::warn!(%error, "pipeline refresh failed; serving the last state read");
+                }
+            }
+        });
+        Refresher { task }
+    }
+
+    /// Whether this instance leads, taking the lead if no instance holds it (see
+    /// [`PipelineStore::lead`]): only the leader should run [`tick`](Pipeline::tick) on a
+    /// schedule. Always `true` with a store only this process uses.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] (this instance does not lead then).
+    pub async fn lead(&self) -> Result<bool, DeliveryError> {
+        let leading = self.store.lead().await;
+        self.leading
+            .store(matches!(leading, Ok(true)), Ordering::Relaxed);
+        leading
+    }
+
+    /// Whether this instance led at the last [`lead`](Pipeline::lead) (before any: whether
+    /// the store is one only this process uses).
+    #[must_use]
+    pub fn leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
+    /// With a shared store: the downloads of current candidates that hosts in `reports`
+    /// made from other instances, looked up in the store and remembered (only found ones:
+    /// a host may download later). Skips the (artifact, candidate) pairs in `checked`, and
+    /// adds those it looked up.
+    async fn learn_downloads(
+        &self,
+        reports: &[(String, DecisionCounts)],
+        checked: &mut HashSet<(String, String)>,
+    ) -> Result<(), DeliveryError> {
+        if !self.shared {
+            return Ok(());
+        }
+        let mut wanted = BTreeMap::new();
+        let mut seen = HashSet::new();
+        {
+            let rollout = self.rollout.read().await;
+            let manifest_revisions = self
+                .bundle_revisions
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let downloaded = self
+                .downloaded
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (host, counts) in reports {
+                for (bundle, named) in counts.counts.keys() {
+                    let Some(artifact) = self.artifact_of.get(bundle) else {
+                        continue;
+                    };
+                    let Some(candidate) = rollout
+                        .state(artifact)
+                        .and_then(|s| s.candidate.as_ref())
+                        .map(|c| c.revision.clone())
+                    else {
+                        continue;
+                    };
+                    let pair = (artifact.clone(), candidate.clone());
+                    if checked.contains(&pair) {
+                        continue;
+                    }
+                    let same = manifest_revisions.get(&pair) == Some(named);
+                    seen.insert(pair);
+                    let key = (artifact.clone(), candidate, host.clone());
+                    if same && !downloaded.contains(&key) {
+                        wanted.insert(key, ());
+                    }
+                }
+            }
+        }
+        checked.extend(seen);
+        for (key, ()) in wanted {
+            let (artifact, revision, host) = &key;
+            if self.store.has_fetched(artifact, revision, host).await? {
+                self.downloaded
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each host's own counts in `counts` for the candidates in flight in `rollout`, in their
+/// current steps, by artifact.
+fn tallies_of(rollout: &Rollout, counts: Vec<HostCounts>) -> BTreeMap<String, Tally> {
+    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+    for counted in counts {
+        let current = rollout
+            .state(&counted.artifact)
+            .and_then(|s| s.candidate.as_ref())
+            .is_some_and(|c| {
+                c.revision == counted.revision && u32::try_from(c.step).ok() == Some(counted.step)
+            });
+        if current {
+            let tally = tallies
+                .entry(counted.artifact.clone())
+                .or_insert_with(|| Tally {
+                    revision: counted.revision.clone(),
+                    step: usize::try_from(counted.step).unwrap_or(usize::MAX),
+                    ..Tally::default()
+                });
+            tally.hosts.insert(counted.spiffe_id, counted.metrics);
+        }
+    }
+    tallies
+}
+
+/// (artifact, revision) → the revision its manifest names, for every revision of every
+/// configured artifact in `store`.
+async fn load_bundle_revisions(
+    config: &RolloutConfig,
+    store: &dyn PipelineStore,
+) -> Result<BTreeMap<(String, String), String>, DeliveryError> {
+    let mut bundle_revisions = BTreeMap::new();
+    for artifact in &config.artifacts {
+        for r in store.revisions(&artifact.name).await? {
+            bundle_revisions.insert(
+                (artifact.name.clone(), r.revision.to_string()),
+                r.bundle_revision,
+            );
+        }
+    }
+    Ok(bundle_revisions)
 }
 
 /// The time now, for callers recording host reports and downloads.

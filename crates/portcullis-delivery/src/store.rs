@@ -1,5 +1,6 @@
 //! Where pipeline state and history live: [`PipelineStore`], kept in memory
-//! ([`MemoryPipelineStore`]) or in SQLite (behind the `sqlite` feature).
+//! ([`MemoryPipelineStore`]), in SQLite (behind the `sqlite` feature) or in PostgreSQL,
+//! shared by several delivery instances (behind the `postgres` feature).
 
 use std::collections::BTreeMap;
 
@@ -9,9 +10,13 @@ use portcullis_policy::{ArtifactState, Metrics};
 use crate::{DeliveryError, RevisionId};
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 pub use memory::MemoryPipelineStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{CHANGE_CHANNEL, PostgresPipelineStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqlitePipelineStore;
 
@@ -165,7 +170,56 @@ pub struct Change {
     pub host_counts: Vec<HostCounts>,
 }
 
+/// The turn to change pipeline state, across every instance sharing a store
+/// ([`PipelineStore::lock_for_change`]): held from reading the latest state to writing the
+/// change made to it, so that no instance changes a state another has already replaced.
+/// Dropped without [`commit`](ChangeLock::commit), it writes nothing.
+#[async_trait]
+pub trait ChangeLock: Send + std::fmt::Debug {
+    /// The version of the stored state while this lock is held; `None` for a store that
+    /// only this process writes (whose copy in memory is then always the latest).
+    fn version(&self) -> Option<i64>;
+
+    /// Writes `change` as [`PipelineStore::commit`] does (to `store`, the store that gave
+    /// this lock) and releases the lock. The stored version moves on by one.
+    ///
+    /// # Errors
+    ///
+    /// As [`PipelineStore::commit`].
+    async fn commit(
+        self: Box<Self>,
+        store: &dyn PipelineStore,
+        change: Change,
+    ) -> Result<(), DeliveryError>;
+}
+
+/// The [`ChangeLock`] of a store that only this process writes: the process's own turn is
+/// the only one, so this holds nothing and commits through [`PipelineStore::commit`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalLock;
+
+#[async_trait]
+impl ChangeLock for LocalLock {
+    fn version(&self) -> Option<i64> {
+        None
+    }
+
+    async fn commit(
+        self: Box<Self>,
+        store: &dyn PipelineStore,
+        change: Change,
+    ) -> Result<(), DeliveryError> {
+        store.commit(change).await
+    }
+}
+
 /// Pipeline state and history. Every method is durable before it returns.
+///
+/// A store several processes share (PostgreSQL) overrides the methods with defaults:
+/// [`lock_for_change`](PipelineStore::lock_for_change) and
+/// [`version`](PipelineStore::version) so that every change applies to the latest stored
+/// state, [`lead`](PipelineStore::lead) so that one instance runs the scheduler, and
+/// [`has_fetched`](PipelineStore::has_fetched) for downloads made from another instance.
 #[async_trait]
 pub trait PipelineStore: Send + Sync + std::fmt::Debug {
     /// Every artifact's saved state.
@@ -268,4 +322,56 @@ pub trait PipelineStore: Send + Sync + std::fmt::Debug {
     ///
     /// [`DeliveryError::Store`] (what was deleted before the failure stays deleted).
     async fn prune(&self, retention: &Retention) -> Result<Pruned, DeliveryError>;
+
+    /// Whether host `spiffe_id` downloaded `revision` of `artifact` (from any instance
+    /// sharing this store). The default searches [`fetches`](PipelineStore::fetches).
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn has_fetched(
+        &self,
+        artifact: &str,
+        revision: &str,
+        spiffe_id: &str,
+    ) -> Result<bool, DeliveryError> {
+        Ok(self
+            .fetches(artifact)
+            .await?
+            .iter()
+            .any(|f| f.revision == revision && f.spiffe_id == spiffe_id))
+    }
+
+    /// Takes the turn to change pipeline state, waiting for any other instance's turn to
+    /// end; read the latest states ([`load_states`](PipelineStore::load_states)) after
+    /// taking it if [`ChangeLock::version`] is not the one already read. The default,
+    /// for a store only this process writes, is a [`LocalLock`].
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn lock_for_change(&self) -> Result<Box<dyn ChangeLock>, DeliveryError> {
+        Ok(Box::new(LocalLock))
+    }
+
+    /// The version of the stored state: it moves on with every committed change, by this
+    /// instance or another. `None` (the default) for a store only this process writes.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`].
+    async fn version(&self) -> Result<Option<i64>, DeliveryError> {
+        Ok(None)
+    }
+
+    /// Whether this instance leads: runs the scheduler's automatic promotions and
+    /// rollbacks. Takes the lead if no instance holds it, and keeps it while this instance
+    /// lives. The default, for a store only this process uses, is always `true`.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::Store`] (then this instance does not lead).
+    async fn lead(&self) -> Result<bool, DeliveryError> {
+        Ok(true)
+    }
 }

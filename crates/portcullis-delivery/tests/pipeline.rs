@@ -738,3 +738,69 @@ async fn the_memory_and_sqlite_stores_keep_the_same_contract() {
     store_contract(&MemoryPipelineStore::new()).await;
     store_contract(&SqlitePipelineStore::open("sqlite::memory:").await.unwrap()).await;
 }
+
+/// A fresh database on the test PostgreSQL at `admin` (`scripts/with-services` starts one).
+#[cfg(feature = "postgres")]
+async fn fresh_postgres(admin: &str, tag: &str) -> String {
+    let name = format!("delivery_{tag}_{}", std::process::id());
+    let pool = sqlx::PgPool::connect(admin).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn the_postgres_store_keeps_the_same_contract() {
+    let admin = portcullis_test_support::service_or_skip!("PORTCULLIS_TEST_POSTGRES_URL");
+    let url = fresh_postgres(&admin, "contract").await;
+    // Two instances starting at once take turns migrating.
+    let (a, b) = tokio::join!(
+        portcullis_delivery::PostgresPipelineStore::connect(&url, 4),
+        portcullis_delivery::PostgresPipelineStore::connect(&url, 4)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let before = a.version().await.unwrap().unwrap();
+    store_contract(&a).await;
+    // The other instance sees the same state, and every commit moved the version on.
+    assert_eq!(b.revisions("authz").await.unwrap().len(), 1);
+    assert_eq!(b.version().await.unwrap(), Some(before + 1));
+    assert!(
+        b.has_fetched("authz", &RevisionId::of(b"tarball").to_string(), CANARY)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.has_fetched("authz", &RevisionId::of(b"tarball").to_string(), PROD)
+            .await
+            .unwrap()
+    );
+    // One status report batch naming one host's bundle twice keeps the later.
+    let report = |revision: &str| HostStatus {
+        spiffe_id: PROD.into(),
+        bundle: "authz".into(),
+        active_revision: Some(revision.into()),
+        error: None,
+        reported_at_ms: 12,
+    };
+    b.record_status(&[report("r1"), report("r2")])
+        .await
+        .unwrap();
+    let statuses = a.host_statuses_of("authz").await.unwrap();
+    assert_eq!(statuses.last(), Some(&report("r2")));
+    // One leads; when it resigns, the other takes the lead.
+    assert!(a.lead().await.unwrap());
+    assert!(!b.lead().await.unwrap());
+    assert!(a.lead().await.unwrap(), "kept");
+    a.resign().await;
+    assert!(b.lead().await.unwrap());
+    assert!(!a.lead().await.unwrap());
+}

@@ -522,19 +522,20 @@ impl PipelineStore for SqlitePipelineStore {
                     .fetch_all(&self.pool)
                     .await?;
             for artifact in artifacts {
-                // The oldest event kept: older ones go.
-                let oldest_kept: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM delivery_events WHERE artifact = ? \
-                     ORDER BY id DESC LIMIT 1 OFFSET ?",
-                )
-                .bind(&artifact)
-                .bind(i64::from(keep.saturating_sub(1)))
-                .fetch_optional(&self.pool)
-                .await?;
-                let Some(oldest_kept) = oldest_kept.filter(|_| keep > 0).or(
-                    // Keeping none: everything goes.
-                    (keep == 0).then_some(i64::MAX),
-                ) else {
+                // The oldest event kept (keeping none: every event goes).
+                let oldest_kept: Option<i64> = if keep == 0 {
+                    Some(i64::MAX)
+                } else {
+                    sqlx::query_scalar(
+                        "SELECT id FROM delivery_events WHERE artifact = ? \
+                         ORDER BY id DESC LIMIT 1 OFFSET ?",
+                    )
+                    .bind(&artifact)
+                    .bind(i64::from(keep.saturating_sub(1)))
+                    .fetch_optional(&self.pool)
+                    .await?
+                };
+                let Some(oldest_kept) = oldest_kept else {
                     continue;
                 };
                 let _writing = self.writer.lock().await;

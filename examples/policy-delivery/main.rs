@@ -166,6 +166,20 @@ impl Default for RetentionConfig {
     }
 }
 
+impl RetentionConfig {
+    /// Refuses 0, which would keep nothing (every download record, the whole history).
+    fn check(&self) -> Result<(), String> {
+        if self.fetch_days == 0 || self.events_per_artifact == 0 {
+            return Err(
+                "[retention] fetch_days and events_per_artifact keep nothing at 0: \
+                        at least 1 (defaults 30 and 10000)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 fn default_fetch_days() -> u64 {
     30
 }
@@ -689,6 +703,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         None => None,
     };
+    config.retention.check()?;
     let hosts = host_table(&config)?;
     let mut host_ids: Vec<String> = config.hosts.iter().map(|h| h.spiffe_id.clone()).collect();
     host_ids.sort();
@@ -903,6 +918,11 @@ mod tests {
             (7, 10_000)
         );
         assert!(parse(&format!("{MINIMAL}[retention]\nfetch_dayz = 7\n")).is_err());
+        assert!(set.retention.check().is_ok());
+        for zero in ["fetch_days = 0", "events_per_artifact = 0"] {
+            let config = parse(&format!("{MINIMAL}[retention]\n{zero}\n")).unwrap();
+            assert!(config.retention.check().is_err(), "{zero}");
+        }
     }
 
     #[test]

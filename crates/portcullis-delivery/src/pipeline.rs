@@ -390,10 +390,23 @@ impl Pipeline {
         // Content-addressed: storing the same tarball twice is harmless, so it is stored
         // before the turn is taken too.
         match self.artifacts.put(artifact, &tarball).await {
+            Ok(_) => {}
             // Stored before, but its record was not written (a crash between the two, or
-            // another publish of the same tarball now): the content is the same, by its
-            // address.
-            Ok(_) | Err(DeliveryError::Exists { .. }) => {}
+            // another publish of the same tarball now) — or something else was put at
+            // this address behind the server's back: read it back, and accept it only if
+            // it is this content.
+            Err(DeliveryError::Exists { .. }) => {
+                match self.artifacts.get(artifact, &revision).await {
+                    Ok(_) => {}
+                    Err(DeliveryError::Corrupt { .. }) => {
+                        return Err(DeliveryError::Store(format!(
+                            "the artifact store already holds other content at revision \
+                         {revision} of {artifact:?}: remove that object, then publish again"
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             Err(e) => return Err(e),
         }
         // From here to the change being visible, one change at a time: the checks below

@@ -56,12 +56,8 @@ struct WireBundle {
 /// ([`portcullis_core::is_unfit_for_label`]: controls, bidi overrides, line breaks…) shown
 /// as U+FFFD: a host's error message is kept, but cannot rewrite what is shown around it.
 fn cut(text: &str) -> String {
-    let mut end = text.len().min(MAX_FIELD);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.get(..end)
-        .unwrap_or_default()
+    // Replaced first, then cut: U+FFFD is longer than the control character it replaces.
+    let shown: String = text
         .chars()
         .map(|c| {
             if portcullis_core::is_unfit_for_label(c) {
@@ -70,7 +66,12 @@ fn cut(text: &str) -> String {
                 c
             }
         })
-        .collect()
+        .collect();
+    let mut end = shown.len().min(MAX_FIELD);
+    while !shown.is_char_boundary(end) {
+        end -= 1;
+    }
+    shown.get(..end).unwrap_or_default().to_owned()
 }
 
 fn plain(what: &str, text: &str) -> Result<(), DeliveryError> {
@@ -174,6 +175,14 @@ mod tests {
             report.bundles[0].error.as_deref(),
             Some("e\u{fffd}: line\u{fffd}break \u{fffd}[2J")
         );
+        // However many it replaces, the message stays within MAX_FIELD bytes.
+        let controls = "\\u0001".repeat(MAX_FIELD);
+        let report = StatusReport::parse(
+            format!(r#"{{"bundles":{{"a":{{"message":"{controls}"}}}}}}"#).as_bytes(),
+        )
+        .unwrap();
+        let error = report.bundles[0].error.as_deref().unwrap();
+        assert!(error.len() <= MAX_FIELD, "{}", error.len());
     }
 
     #[test]

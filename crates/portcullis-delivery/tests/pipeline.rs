@@ -457,6 +457,30 @@ async fn decision_counts_from_assigned_hosts_roll_a_bad_candidate_back() {
 }
 
 #[tokio::test]
+async fn other_content_already_at_a_revisions_address_is_refused_at_publish() {
+    let fx = Fixture::new("squatted");
+    let pipeline = fx.open(r#"{ mode = "manual" }"#).await;
+    let good = bundle("g1", "alice");
+    // Written at the address of the tarball CI is about to publish (which is predictable:
+    // the same folder packs to the same tarball), by whoever may write to the store.
+    let id = RevisionId::of(&good);
+    let dir = fx.dir.join("artifacts").join("authz");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{id}.tar.gz")), b"not that bundle").unwrap();
+    let err = pipeline
+        .publish("authz", good.clone(), "user:ci")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("other content"), "{err}");
+    let state = pipeline.state("authz").await.unwrap();
+    assert!(state.candidate.is_none(), "nothing was proposed: {state:?}");
+    // Once the object is removed, the same tarball publishes.
+    std::fs::remove_file(dir.join(format!("{id}.tar.gz"))).unwrap();
+    let published = pipeline.publish("authz", good, "user:ci").await.unwrap();
+    assert_eq!(published.revision, id);
+}
+
+#[tokio::test]
 async fn one_hosts_good_counts_cannot_hide_anothers_breach() {
     const CANARY_2: &str = "spiffe://example.org/canary/host-3";
     let fx = Fixture::new("dilute");
@@ -772,16 +796,16 @@ async fn the_postgres_store_keeps_the_same_contract() {
     store_contract(&a).await;
     // The other instance sees the same state, and every commit moved the version on.
     assert_eq!(b.revisions("authz").await.unwrap().len(), 1);
-    assert_eq!(b.version().await.unwrap(), Some(before + 1));
+    // Three changes were written (the refused one was not); the prune is no change.
+    assert_eq!(b.version().await.unwrap(), Some(before + 3));
+    // Downloads the contract's prune kept.
+    assert!(b.has_fetched("authz", "kept", CANARY).await.unwrap());
+    assert!(!b.has_fetched("authz", "kept", PROD).await.unwrap());
     assert!(
-        b.has_fetched("authz", &RevisionId::of(b"tarball").to_string(), CANARY)
+        !b.has_fetched("authz", &RevisionId::of(b"tarball").to_string(), CANARY)
             .await
-            .unwrap()
-    );
-    assert!(
-        !b.has_fetched("authz", &RevisionId::of(b"tarball").to_string(), PROD)
-            .await
-            .unwrap()
+            .unwrap(),
+        "pruned"
     );
     // One status report batch naming one host's bundle twice keeps the later.
     let report = |revision: &str| HostStatus {

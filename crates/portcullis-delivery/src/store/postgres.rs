@@ -354,6 +354,9 @@ impl PostgresPipelineStore {
     ) -> Result<PostgresPipelineStore, DeliveryError> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
+            // With the database down, a request fails within seconds instead of holding its
+            // host or operator for sqlx's default 30 s.
+            .acquire_timeout(std::time::Duration::from_secs(5))
             .connect(url)
             .await?;
         PostgresPipelineStore::from_pool(pool).await

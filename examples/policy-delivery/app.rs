@@ -255,6 +255,14 @@ pub(crate) fn delivery_error(err: &DeliveryError) -> Response {
                 "the artifact store could not be reached; try again".to_owned(),
             );
         }
+        DeliveryError::StoreUnavailable(_) => {
+            tracing::error!(error = %err, "pipeline store unavailable");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the pipeline store could not be reached; try again".to_owned(),
+            );
+        }
         _ => {
             tracing::error!(error = %err, "delivery failure");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")

@@ -117,6 +117,10 @@ pub enum DeliveryError {
     /// The pipeline store failed.
     #[error("pipeline store: {0}")]
     Store(String),
+    /// The pipeline store cannot be reached now (its database is down, or every connection
+    /// is busy past the wait): nothing changed, and the same request may succeed later.
+    #[error("pipeline store unavailable: {0}")]
+    StoreUnavailable(String),
     /// The rollout refused the operation (no candidate, not ready, paused, …).
     #[error("{0}")]
     Rollout(#[source] PolicyError),
@@ -138,6 +142,34 @@ impl DeliveryError {
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::Error> for DeliveryError {
     fn from(err: sqlx::Error) -> Self {
-        DeliveryError::Store(err.to_string())
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                DeliveryError::StoreUnavailable(err.to_string())
+            }
+            _ => DeliveryError::Store(err.to_string()),
+        }
+    }
+}
+
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_store_is_unavailable_not_failed() {
+        assert!(matches!(
+            DeliveryError::from(sqlx::Error::PoolTimedOut),
+            DeliveryError::StoreUnavailable(_)
+        ));
+        assert!(matches!(
+            DeliveryError::from(sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused
+            ))),
+            DeliveryError::StoreUnavailable(_)
+        ));
+        assert!(matches!(
+            DeliveryError::from(sqlx::Error::RowNotFound),
+            DeliveryError::Store(_)
+        ));
     }
 }

@@ -12,6 +12,8 @@ use crate::{DeliveryError, RevisionId};
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 pub use memory::MemoryPipelineStore;

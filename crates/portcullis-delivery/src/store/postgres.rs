@@ -9,6 +9,7 @@ use portcullis_policy::ArtifactState;
 use sqlx::postgres::{PgConnection, PgPoolOptions};
 use sqlx::{Connection as _, PgPool, Postgres, Row, Transaction};
 
+use super::rows as read;
 use super::{
     Change, ChangeLock, EventRecord, FetchRecord, HostCounts, HostStatus, PipelineStore, Pruned,
     Retention, RevisionRecord,
@@ -137,10 +138,6 @@ const ROWS_PER_STATEMENT: usize = 1024;
 
 fn to_db(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
-fn from_db(ms: i64) -> u64 {
-    u64::try_from(ms).unwrap_or(0)
 }
 
 /// Writes `batch` in one transaction, a statement per table and 1,024 rows.
@@ -331,16 +328,6 @@ impl ChangeLock for PgChangeLock {
     }
 }
 
-fn host_status(row: sqlx::postgres::PgRow) -> Result<HostStatus, DeliveryError> {
-    Ok(HostStatus {
-        spiffe_id: row.try_get("spiffe_id")?,
-        bundle: row.try_get("bundle")?,
-        active_revision: row.try_get("active_revision")?,
-        error: row.try_get("error")?,
-        reported_at_ms: from_db(row.try_get("reported_at_ms")?),
-    })
-}
-
 impl PostgresPipelineStore {
     /// Connects with at most `max_connections` (at least 2: a change holds one while it
     /// reads on another) and migrates the schema (instances starting together take turns).
@@ -467,18 +454,8 @@ impl PipelineStore for PostgresPipelineStore {
         .bind(artifact)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                let revision: String = row.try_get("revision")?;
-                Ok(RevisionRecord {
-                    artifact: artifact.to_owned(),
-                    revision: revision.parse()?,
-                    bundle_revision: row.try_get("bundle_revision")?,
-                    size: from_db(row.try_get("size")?),
-                    published_by: row.try_get("published_by")?,
-                    published_at_ms: from_db(row.try_get("published_at_ms")?),
-                })
-            })
+        rows.iter()
+            .map(|row| read::revision(artifact, row))
             .collect()
     }
 
@@ -496,18 +473,8 @@ impl PipelineStore for PostgresPipelineStore {
         .fetch_all(&self.pool)
         .await?;
         let mut events = rows
-            .into_iter()
-            .map(|row| {
-                Ok(EventRecord {
-                    id: row.try_get("id")?,
-                    at_ms: from_db(row.try_get("at_ms")?),
-                    artifact: row.try_get("artifact")?,
-                    revision: row.try_get("revision")?,
-                    kind: row.try_get("kind")?,
-                    actor: row.try_get("actor")?,
-                    message: row.try_get("message")?,
-                })
-            })
+            .iter()
+            .map(read::event)
             .collect::<Result<Vec<_>, DeliveryError>>()?;
         events.reverse();
         Ok(events)
@@ -527,7 +494,7 @@ impl PipelineStore for PostgresPipelineStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(host_status).collect()
+        rows.iter().map(read::host_status).collect()
     }
 
     async fn host_statuses_of(&self, bundle: &str) -> Result<Vec<HostStatus>, DeliveryError> {
@@ -538,7 +505,7 @@ impl PipelineStore for PostgresPipelineStore {
         .bind(bundle)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(host_status).collect()
+        rows.iter().map(read::host_status).collect()
     }
 
     async fn record_fetch(&self, fetch: &FetchRecord) -> Result<(), DeliveryError> {
@@ -553,16 +520,7 @@ impl PipelineStore for PostgresPipelineStore {
         .bind(artifact)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(FetchRecord {
-                    at_ms: from_db(row.try_get("at_ms")?),
-                    spiffe_id: row.try_get("spiffe_id")?,
-                    artifact: row.try_get("artifact")?,
-                    revision: row.try_get("revision")?,
-                })
-            })
-            .collect()
+        rows.iter().map(read::fetch).collect()
     }
 
     async fn host_counts(&self) -> Result<Vec<HostCounts>, DeliveryError> {
@@ -572,24 +530,7 @@ impl PipelineStore for PostgresPipelineStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                let step: i64 = row.try_get("step")?;
-                Ok(HostCounts {
-                    artifact: row.try_get("artifact")?,
-                    revision: row.try_get("revision")?,
-                    step: u32::try_from(step).map_err(|_| {
-                        DeliveryError::Store(format!("a stored step {step} is out of range"))
-                    })?,
-                    spiffe_id: row.try_get("spiffe_id")?,
-                    metrics: portcullis_policy::Metrics {
-                        decisions: from_db(row.try_get("decisions")?),
-                        denies: from_db(row.try_get("denies")?),
-                        errors: from_db(row.try_get("errors")?),
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(read::host_counts).collect()
     }
 
     async fn prune(&self, retention: &Retention) -> Result<Pruned, DeliveryError> {
